@@ -1,0 +1,39 @@
+# The few commands a newcomer needs. Each sets up .venv first; PostgreSQL and Redis come from
+# DATABASE_URL / REDIS_URL, or are started embedded (scripts/devstack.py) when those are unset.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEVSTACK := $(PY) scripts/devstack.py --
+PYTEST_ARGS ?=
+
+.PHONY: run test bench lint format venv migrations-check clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "[setup] installing dependencies into $(VENV) (first run takes a minute)"
+	@$(PY) -m pip install --progress-bar on --disable-pip-version-check -q --upgrade pip
+	@$(PY) -m pip install --progress-bar on --disable-pip-version-check -q -e ".[dev]"
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	@$(DEVSTACK) $(PY) scripts/serve.py
+
+test: $(STAMP)
+	@$(DEVSTACK) $(PY) scripts/run_tests.py $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	@$(DEVSTACK) $(PY) bench/run_all.py
+
+lint: $(STAMP)
+	@$(VENV)/bin/ruff check .
+	@$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	@$(VENV)/bin/ruff check --fix .
+	@$(VENV)/bin/ruff format .
+
+clean:
+	rm -rf .run staticfiles

@@ -1,0 +1,29 @@
+"""`make bench`: run every benchmark under bench/ (each a bench_*.py with a main()) and print its figures."""
+
+from __future__ import annotations
+
+import runpy
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def main() -> int:
+    scripts = sorted(HERE.glob("bench_*.py"))
+    if not scripts:
+        print("no benchmarks yet")
+        return 0
+    failed = 0
+    for index, script in enumerate(scripts, start=1):
+        print(f"\n=== [{index}/{len(scripts)}] {script.stem} ===", flush=True)
+        try:
+            runpy.run_path(str(script), run_name="__main__")
+        except SystemExit as exit_:
+            if exit_.code not in (0, None):
+                failed += 1
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+from django.urls import path
+from rest_framework import serializers
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from programs.apis import ParticipantDetailApi, ParticipantListApi, ProgramDetailApi, ProgramListCreateApi
+from referral_platform.tenancy.authentication import api_actor
+from referrals.apis import ReferralDetailApi, ReferralListApi
+
+
+class MeOutputSerializer(serializers.Serializer):
+    actor = serializers.CharField()
+    tenant = serializers.DictField()
+
+
+class MeApi(APIView):
+    """Who the credentials act as, and for which workspace."""
+
+    serializer_class = MeOutputSerializer
+
+    def get(self, request):
+        actor = api_actor(request)
+        tenant = actor.tenant
+        return Response(
+            {
+                "actor": actor.kind,
+                "tenant": {"slug": tenant.slug, "name": tenant.name, "default_currency": tenant.default_currency},
+            }
+        )
+
+
+app_name = "api"
+urlpatterns = [
+    path("me", MeApi.as_view(), name="me"),
+    path("programs", ProgramListCreateApi.as_view(), name="program-list"),
+    path("programs/<int:pk>", ProgramDetailApi.as_view(), name="program-detail"),
+    path("participants", ParticipantListApi.as_view(), name="participant-list"),
+    path("participants/<int:pk>", ParticipantDetailApi.as_view(), name="participant-detail"),
+    path("referrals", ReferralListApi.as_view(), name="referral-list"),
+    path("referrals/<int:pk>", ReferralDetailApi.as_view(), name="referral-detail"),
+]

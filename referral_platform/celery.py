@@ -1,0 +1,64 @@
+"""The Celery app. Tasks are autodiscovered from each app's tasks.py."""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery, signals
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "referral_platform.settings.dev")
+
+app = Celery("referral_platform")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()
+
+
+def money_task(*args, **kwargs):
+    """Decorator for tasks that move money: acknowledged only after they finish, so a crash
+    redelivers them (their services are idempotent), and never retried past the visibility timeout."""
+    kwargs.setdefault("acks_late", True)
+    kwargs.setdefault("reject_on_worker_lost", True)
+    kwargs.setdefault("max_retries", 5)
+    return app.task(*args, **kwargs)
+
+
+def enqueue_on_commit(task, *args, countdown: int | None = None, **kwargs) -> None:
+    """Queue ``task`` once the current transaction commits (immediately outside a transaction).
+
+    A task queued inside a transaction that then rolls back would act on rows that never existed.
+    """
+    from django.conf import settings
+    from django.db import transaction
+
+    if countdown is not None and countdown > settings.CELERY_MAX_COUNTDOWN_SECONDS:
+        raise ValueError(
+            f"countdown {countdown}s exceeds CELERY_MAX_COUNTDOWN_SECONDS ({settings.CELERY_MAX_COUNTDOWN_SECONDS}s)"
+        )
+    options = {"countdown": countdown} if countdown is not None else {}
+    transaction.on_commit(lambda: task.apply_async(args=args, kwargs=kwargs, **options))
+
+
+def check_visibility_timeout(conf) -> None:
+    from django.conf import settings
+
+    timeout = conf.broker_transport_options.get("visibility_timeout", 3600)
+    if timeout <= settings.CELERY_MAX_COUNTDOWN_SECONDS:
+        raise RuntimeError(
+            f"Redis visibility_timeout ({timeout}s) must exceed CELERY_MAX_COUNTDOWN_SECONDS "
+            f"({settings.CELERY_MAX_COUNTDOWN_SECONDS}s), or late-acked tasks run twice."
+        )
+
+
+@signals.worker_init.connect
+def _check_at_worker_start(sender=None, **kwargs):
+    check_visibility_timeout(app.conf)
+
+
+@signals.beat_init.connect
+def _check_at_beat_start(sender=None, **kwargs):
+    check_visibility_timeout(app.conf)
+
+
+@app.task(name="referral_platform.ping")
+def ping() -> str:
+    return "pong"

@@ -1,0 +1,233 @@
+"""Load a realistic demo: two workspaces, programs, participants with links, clicks and referrals.
+
+Idempotent: re-running keeps the data and issues a fresh demo API key (the previous one is revoked),
+because a key's secret is shown only once.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+from datetime import timedelta
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand
+from django.db import transaction
+from django.utils import timezone
+
+from programs.models import Program, ProgramAccess, ProgramKind, ProgramStatus
+from programs.services import participant_enroll
+from referral_platform.tenancy.actors import system_actor
+from referral_platform.tenancy.models import ApiKey, Membership, Role, Tenant
+from referral_platform.tenancy.services import api_key_create, api_key_revoke
+from referrals.models import Click, Referral, ReferralLink, ReferralStatus
+
+DEMO_PASSWORD = "demo-pass-2026"  # noqa: S105 - published demo login
+DEMO_KEY_NAME = "Demo key (seed_demo)"
+
+CUSTOMERS = [
+    ("cus_1001", "Dana Whitfield", "dana@northwind.example", "Northwind Traders"),
+    ("cus_1002", "Ravi Menon", "ravi@contoso.example", "Contoso Ltd"),
+    ("cus_1003", "Sofia Marquez", "sofia@fabrikam.example", "Fabrikam"),
+    ("cus_1004", "Tomás Novak", "tomas@initech.example", "Initech"),
+    ("cus_1005", "Aiko Tanaka", "aiko@umbrella.example", "Umbrella Corp"),
+    ("cus_1006", "Kwame Mensah", "kwame@hooli.example", "Hooli"),
+    ("cus_1007", "Lena Fischer", "lena@stark.example", "Stark Industries"),
+    ("cus_1008", "Omar Haddad", "omar@wayne.example", "Wayne Enterprises"),
+]
+PARTNERS = [
+    ("ptn_01", "Priya Sharma", "priya@growthagency.example", "Growth Agency"),
+    ("ptn_02", "Marco Rossi", "marco@resellpro.example", "ResellPro"),
+    ("ptn_03", "Nina Petrova", "nina@saasreviews.example", "SaaS Reviews Blog"),
+]
+REFERRED = [
+    ("jane@globalbank.example", "Global Bank", ReferralStatus.CONVERTED),
+    ("li@medicorp.example", "MediCorp", ReferralStatus.QUALIFIED),
+    ("sam@retailhub.example", "RetailHub", ReferralStatus.SIGNED_UP),
+    ("eva@logistix.example", "Logistix", ReferralStatus.SIGNED_UP),
+    ("ben@edutech.example", "EduTech", ReferralStatus.CLICKED),
+    ("ola@fintrack.example", "FinTrack", ReferralStatus.REJECTED),
+    ("max@cloudnine.example", "CloudNine", ReferralStatus.CONVERTED),
+]
+STAGES = [
+    (ReferralStatus.CLICKED, "clicked_at"),
+    (ReferralStatus.SIGNED_UP, "signed_up_at"),
+    (ReferralStatus.QUALIFIED, "qualified_at"),
+    (ReferralStatus.CONVERTED, "converted_at"),
+]
+USER_AGENTS = [
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 Safari/605.1.15",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/126.0 Safari/537.36",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148",
+    "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+]
+
+
+def progress(done: int, total: int, label: str) -> None:
+    width = 30
+    filled = int(width * done / total) if total else width
+    sys.stdout.write(f"\r  {label:<28} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
+    if done >= total:
+        sys.stdout.write("\n")
+    sys.stdout.flush()
+
+
+class Command(BaseCommand):
+    help = "Load demo workspaces (Acme Analytics, Globex) with programs, participants, links, clicks, referrals."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--json", help="Also write the demo logins and API key to this file.")
+        parser.add_argument("--clicks", type=int, default=400)
+
+    def handle(self, *args, json=None, clicks=400, **options):
+        random.seed(2026)
+        with transaction.atomic():
+            acme = self._workspace("acme", "Acme Analytics", ["acme.example", ".acme.example"], "owner@acme.example")
+            self._member(acme, "marketer@acme.example", Role.MARKETER)
+            self._member(acme, "viewer@acme.example", Role.VIEWER)
+            globex = self._workspace("globex", "Globex", ["globex.example"], "owner@globex.example")
+            self._superuser("admin@platform.example")
+            for tenant in (acme, globex):
+                self._programs(tenant, clicks if tenant is acme else clicks // 4)
+            demo_key = self._demo_key(acme)
+        info = {
+            "logins": [
+                {"email": "owner@acme.example", "password": DEMO_PASSWORD, "role": "owner of Acme Analytics"},
+                {"email": "marketer@acme.example", "password": DEMO_PASSWORD, "role": "marketer of Acme Analytics"},
+                {"email": "viewer@acme.example", "password": DEMO_PASSWORD, "role": "viewer of Acme Analytics"},
+                {"email": "owner@globex.example", "password": DEMO_PASSWORD, "role": "owner of Globex"},
+                {"email": "admin@platform.example", "password": DEMO_PASSWORD, "role": "platform staff (all tenants)"},
+            ],
+            "api_key": demo_key,
+            "sample_link": "/r/" + ReferralLink.objects.for_tenant(acme).order_by("pk").first().code,
+        }
+        if json:
+            with open(json, "w") as handle:
+                handle.write(__import__("json").dumps(info, indent=2))
+        self.stdout.write(self.style.SUCCESS("Demo data ready."))
+        for login in info["logins"]:
+            self.stdout.write(f"  {login['email']:<26} {login['password']}  ({login['role']})")
+        self.stdout.write(f"  API key (Acme Analytics): {demo_key}")
+
+    # --- pieces -----------------------------------------------------------------------------
+    def _user(self, email: str, **extra):
+        user_model = get_user_model()
+        user, created = user_model.objects.get_or_create(username=email, defaults={"email": email, **extra})
+        if created:
+            user.set_password(DEMO_PASSWORD)
+            user.save()
+            from allauth.account.models import EmailAddress
+
+            EmailAddress.objects.get_or_create(user=user, email=email, defaults={"verified": True, "primary": True})
+        return user
+
+    def _workspace(self, slug, name, domains, owner_email) -> Tenant:
+        tenant, _ = Tenant.objects.get_or_create(
+            slug=slug, defaults={"name": name, "allowed_landing_domains": domains, "default_currency": "USD"}
+        )
+        self._member(tenant, owner_email, Role.OWNER)
+        return tenant
+
+    def _member(self, tenant, email, role):
+        Membership.objects.get_or_create(tenant=tenant, user=self._user(email), defaults={"role": role})
+
+    def _superuser(self, email):
+        self._user(email, is_superuser=True, is_staff=True)
+
+    def _programs(self, tenant: Tenant, click_count: int) -> None:
+        if Program.objects.for_tenant(tenant).exists():
+            return
+        actor = system_actor(tenant)
+        domain = tenant.allowed_landing_domains[0]
+        customer = Program.objects.create(
+            tenant=tenant,
+            name=f"{tenant.name} customer referrals",
+            slug="customers",
+            kind=ProgramKind.CUSTOMER,
+            status=ProgramStatus.ACTIVE,
+            access=ProgramAccess.OPEN,
+            landing_url=f"https://{domain}/signup",
+        )
+        partner = Program.objects.create(
+            tenant=tenant,
+            name=f"{tenant.name} partner program",
+            slug="partners",
+            kind=ProgramKind.PARTNER,
+            status=ProgramStatus.ACTIVE,
+            access=ProgramAccess.GATED,
+            landing_url=f"https://{domain}/partners",
+            attribution_model="position_based",
+        )
+        people = [(customer, row) for row in CUSTOMERS] + [(partner, row) for row in PARTNERS]
+        participants = []
+        for index, (program, (external_id, name, email, company)) in enumerate(people, start=1):
+            if tenant.slug != "acme":
+                email = email.replace(".example", f".{tenant.slug}.example")
+            participants.append(
+                participant_enroll(
+                    tenant=tenant,
+                    program=program,
+                    external_id=external_id,
+                    name=name,
+                    email=email,
+                    company=company,
+                    actor=actor,
+                )
+            )
+            progress(index, len(people), f"{tenant.slug}: participants")
+        links = list(ReferralLink.objects.for_tenant(tenant).select_related("participant"))
+        now = timezone.now()
+        clicks = []
+        for index in range(click_count):
+            link = random.choice(links)
+            user_agent = random.choice(USER_AGENTS)
+            clicks.append(
+                Click(
+                    tenant=tenant,
+                    link=link,
+                    program_id=link.program_id,
+                    participant_id=link.participant_id,
+                    stream_id=f"seed-{index}",
+                    visitor_id=f"v{random.randrange(10**8):08d}",
+                    ip=f"203.0.113.{random.randrange(1, 255)}",
+                    user_agent=user_agent,
+                    referer=random.choice(["", "https://www.linkedin.com/", "https://mail.example/"]),
+                    channel=link.channel,
+                    utm={"utm_source": link.channel},
+                    is_bot="bot" in user_agent.lower(),
+                    occurred_at=now - timedelta(minutes=random.randrange(60 * 24 * 60)),
+                )
+            )
+            if (index + 1) % 50 == 0 or index + 1 == click_count:
+                progress(index + 1, click_count, f"{tenant.slug}: clicks")
+        Click.objects.bulk_create(clicks, batch_size=1000)
+        for referred_email, company, status in REFERRED:
+            referrer = random.choice(participants)
+            if tenant.slug != "acme":
+                referred_email = referred_email.replace(".example", f".{tenant.slug}.example")
+            started = now - timedelta(days=random.randrange(5, 50))
+            referral = Referral(
+                tenant=tenant,
+                program=referrer.program,
+                referrer=referrer,
+                link=ReferralLink.objects.for_tenant(tenant).filter(participant=referrer).first(),
+                referred_email=referred_email,
+                referred_company=company,
+                status=status,
+                visitor_id=f"v{random.randrange(10**8):08d}",
+            )
+            reached = [s for s in STAGES]
+            if status == ReferralStatus.REJECTED:
+                reached = STAGES[:2]
+                referral.rejected_at = started + timedelta(days=3)
+            else:
+                reached = STAGES[: [s for s, _ in STAGES].index(status) + 1]
+            for offset, (_, field) in enumerate(reached):
+                setattr(referral, field, started + timedelta(days=offset * 4))
+            referral.save()
+
+    def _demo_key(self, tenant: Tenant) -> str:
+        actor = system_actor(tenant)
+        for old in ApiKey.objects.for_tenant(tenant).filter(name=DEMO_KEY_NAME, revoked_at__isnull=True):
+            api_key_revoke(api_key=old, actor=actor)
+        return api_key_create(tenant=tenant, name=DEMO_KEY_NAME, actor=actor).raw_key

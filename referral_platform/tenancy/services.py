@@ -1,0 +1,191 @@
+"""Writes for tenants, members, API keys and invitations. Keyword-only, one transaction each."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.mail import send_mail
+from django.db import IntegrityError, transaction
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.text import slugify
+
+from .actors import Actor
+from .models import ApiKey, AuditEvent, Invitation, Membership, Role, Tenant
+
+API_KEY_PREFIX_LENGTH = 8
+INVITATION_LIFETIME = timedelta(days=14)
+# last_used_at is advisory; writing it on every request would put a write on every API call.
+API_KEY_LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+def _sha256(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def audit_record(
+    *,
+    tenant: Tenant,
+    actor: Actor | str,
+    action: str,
+    obj,
+    from_state: str = "",
+    to_state: str = "",
+    reason: str = "",
+    data: dict | None = None,
+) -> AuditEvent:
+    """Append one audit row. Call inside the transaction of the change it records."""
+    return AuditEvent.objects.create(
+        tenant=tenant,
+        actor=actor if isinstance(actor, str) else actor.label,
+        action=action,
+        object_type=obj._meta.label_lower,
+        object_id=str(obj.pk),
+        from_state=from_state,
+        to_state=to_state,
+        reason=reason,
+        data=data or {},
+    )
+
+
+def _unique_slug(name: str) -> str:
+    base = slugify(name)[:50] or "workspace"
+    slug = base
+    while Tenant.objects.filter(slug=slug).exists():
+        slug = f"{base}-{secrets.token_hex(2)}"
+    return slug
+
+
+@transaction.atomic
+def tenant_create_with_owner(*, name: str, owner, default_currency: str = "USD") -> Tenant:
+    """Create a workspace with ``owner`` as its first member (role owner)."""
+    name = name.strip()
+    if not name:
+        raise ValidationError({"workspace_name": "Enter a name for your workspace."})
+    tenant = Tenant.objects.create(name=name, slug=_unique_slug(name), default_currency=default_currency)
+    membership = Membership.objects.create(tenant=tenant, user=owner, role=Role.OWNER)
+    audit_record(tenant=tenant, actor=f"user:{owner.pk}:{owner.email}", action="tenant.created", obj=membership)
+    return tenant
+
+
+@dataclass(frozen=True)
+class IssuedApiKey:
+    api_key: ApiKey
+    raw_key: str  # shown to the user once, never stored
+
+
+@transaction.atomic
+def api_key_create(*, tenant: Tenant, name: str, actor: Actor) -> IssuedApiKey:
+    """Issue a key ``rk_<prefix>_<secret>``; only sha256(secret) is stored."""
+    name = name.strip()
+    if not name:
+        raise ValidationError({"name": "Give the key a name."})
+    secret = secrets.token_urlsafe(32)
+    for _ in range(5):
+        prefix = secrets.token_hex(API_KEY_PREFIX_LENGTH // 2)
+        try:
+            with transaction.atomic():
+                api_key = ApiKey.objects.create(
+                    tenant=tenant,
+                    name=name,
+                    prefix=prefix,
+                    secret_hash=_sha256(secret),
+                    created_by=actor.user,
+                )
+            break
+        except IntegrityError:
+            continue
+    else:  # pragma: no cover - 2**32 prefixes
+        raise RuntimeError("could not allocate an API key prefix")
+    audit_record(tenant=tenant, actor=actor, action="api_key.created", obj=api_key)
+    return IssuedApiKey(api_key=api_key, raw_key=f"rk_{prefix}_{secret}")
+
+
+@transaction.atomic
+def api_key_revoke(*, api_key: ApiKey, actor: Actor) -> ApiKey:
+    if api_key.revoked_at is None:
+        api_key.revoked_at = timezone.now()
+        api_key.save(update_fields=["revoked_at"])
+        audit_record(tenant=api_key.tenant, actor=actor, action="api_key.revoked", obj=api_key)
+    return api_key
+
+
+def api_key_authenticate(*, raw_key: str) -> ApiKey | None:
+    """The active key matching ``raw_key``, or None. Compares hashes in constant time."""
+    parts = raw_key.split("_", 2)
+    if len(parts) != 3 or parts[0] != "rk" or not parts[1] or not parts[2]:
+        return None
+    api_key = ApiKey.objects.select_related("tenant").filter(prefix=parts[1], revoked_at__isnull=True).first()
+    if api_key is None or not secrets.compare_digest(api_key.secret_hash, _sha256(parts[2])):
+        return None
+    now = timezone.now()
+    if api_key.last_used_at is None or now - api_key.last_used_at > API_KEY_LAST_USED_RESOLUTION:
+        ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
+        api_key.last_used_at = now
+    return api_key
+
+
+@transaction.atomic
+def invitation_create(*, tenant: Tenant, email: str, role: str, actor: Actor) -> Invitation:
+    """Invite someone by e-mail; the mail carries a one-time link (only its hash is stored)."""
+    email = email.strip().lower()
+    if role not in Role.values:
+        raise ValidationError({"role": f"Unknown role {role!r}."})
+    if Membership.objects.for_tenant(tenant).filter(user__email__iexact=email).exists():
+        raise ValidationError({"email": f"{email} is already a member of this workspace."})
+    token = secrets.token_urlsafe(32)
+    invitation = Invitation.objects.create(
+        tenant=tenant,
+        email=email,
+        role=role,
+        token_hash=_sha256(token),
+        invited_by=actor.user,
+        expires_at=timezone.now() + INVITATION_LIFETIME,
+    )
+    audit_record(tenant=tenant, actor=actor, action="invitation.created", obj=invitation, to_state=role)
+    link = settings.SITE_URL + reverse("invitation_accept", kwargs={"token": token})
+    transaction.on_commit(
+        lambda: send_mail(
+            subject=f"You are invited to {tenant.name} on Referral Platform",
+            message=(
+                f"{actor.user.email if actor.user else 'A colleague'} invited you to join {tenant.name} "
+                f"as {invitation.get_role_display().lower()}.\n\nAccept: {link}\n\n"
+                f"The link works once and expires on {invitation.expires_at:%Y-%m-%d}."
+            ),
+            from_email=None,
+            recipient_list=[email],
+        )
+    )
+    return invitation
+
+
+def invitation_for_token(*, token: str) -> Invitation | None:
+    return Invitation.objects.select_related("tenant").filter(token_hash=_sha256(token)).first()
+
+
+@transaction.atomic
+def invitation_accept(*, token: str, user) -> Membership:
+    """Join the invited tenant. The invitation works once, before it expires, for its e-mail only."""
+    invitation = Invitation.objects.select_for_update().filter(token_hash=_sha256(token)).first()
+    if invitation is None or not invitation.is_pending:
+        raise ValidationError({"token": "This invitation is invalid, expired or already used."})
+    if invitation.email.lower() != (user.email or "").lower():
+        raise ValidationError({"email": f"This invitation is for {invitation.email}; log in with that address."})
+    membership, _ = Membership.objects.get_or_create(
+        tenant=invitation.tenant, user=user, defaults={"role": invitation.role}
+    )
+    invitation.accepted_at = timezone.now()
+    invitation.save(update_fields=["accepted_at"])
+    audit_record(
+        tenant=invitation.tenant,
+        actor=f"user:{user.pk}:{user.email}",
+        action="invitation.accepted",
+        obj=invitation,
+        to_state=membership.role,
+    )
+    return membership

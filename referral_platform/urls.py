@@ -1,0 +1,27 @@
+from django.http import JsonResponse
+from django.shortcuts import render
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from referral_platform.health import health
+from referral_platform.tenancy import views as tenancy_views
+from referral_platform.tenancy.admin_base import site as admin_site
+
+urlpatterns = [
+    path("", tenancy_views.home, name="home"),
+    path("health/", health, name="health"),
+    path("admin/", admin_site.urls),
+    path("accounts/", include("allauth.urls")),
+    path("workspace/members/", tenancy_views.workspace_members, name="workspace_members"),
+    path("workspace/switch/<slug:slug>/", tenancy_views.tenant_switch, name="tenant_switch"),
+    path("invitations/<str:token>/", tenancy_views.invitation_accept_view, name="invitation_accept"),
+    path("api/v1/", include("referral_platform.api_urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+]
+
+
+def handler404(request, exception=None):
+    if request.path.startswith("/api/"):
+        return JsonResponse({"error": {"status": 404, "code": "not_found", "message": "Not found."}}, status=404)
+    return render(request, "404.html", status=404)

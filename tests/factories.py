@@ -1,0 +1,130 @@
+"""factory_boy factories for every model; the isolation harness uses them to make tenant A's rows."""
+
+from __future__ import annotations
+
+import factory
+from django.contrib.auth import get_user_model
+from django.utils import timezone
+
+from programs.models import Participant, Program, ProgramStatus
+from referral_platform.tenancy.actors import system_actor
+from referral_platform.tenancy.models import AuditEvent, Invitation, Membership, Role, Tenant
+from referral_platform.tenancy.services import api_key_create
+from referrals.models import Click, Referral, ReferralLink
+
+PASSWORD = "correct-horse-battery-9"
+
+
+class TenantFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Tenant
+
+    slug = factory.Sequence(lambda n: f"tenant-{n}")
+    name = factory.Sequence(lambda n: f"Tenant {n}")
+    allowed_landing_domains = factory.LazyAttribute(lambda o: [f"{o.slug}.example", f".{o.slug}.example"])
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = get_user_model()
+        skip_postgeneration_save = True
+
+    username = factory.Sequence(lambda n: f"user{n}@people.example")
+    email = factory.LazyAttribute(lambda o: o.username)
+    password = factory.PostGenerationMethodCall("set_password", PASSWORD)
+
+    @factory.post_generation
+    def save_password(obj, create, extracted, **kwargs):
+        if create:
+            obj.save()
+
+
+class MembershipFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Membership
+
+    tenant = factory.SubFactory(TenantFactory)
+    user = factory.SubFactory(UserFactory)
+    role = Role.MARKETER
+
+
+class ProgramFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Program
+
+    tenant = factory.SubFactory(TenantFactory)
+    name = factory.Sequence(lambda n: f"Program {n} zq{n:04d}")
+    slug = factory.Sequence(lambda n: f"program-{n}")
+    status = ProgramStatus.ACTIVE
+    landing_url = factory.LazyAttribute(lambda o: f"https://{o.tenant.slug}.example/signup")
+
+
+class ParticipantFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Participant
+
+    tenant = factory.LazyAttribute(lambda o: o.program.tenant)
+    program = factory.SubFactory(ProgramFactory)
+    external_id = factory.Sequence(lambda n: f"ext-{n}")
+    name = factory.Sequence(lambda n: f"Participant {n} px{n:04d}")
+    email = factory.Sequence(lambda n: f"participant{n}@customer.example")
+
+
+class ReferralLinkFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = ReferralLink
+
+    participant = factory.SubFactory(ParticipantFactory)
+    tenant = factory.LazyAttribute(lambda o: o.participant.tenant)
+    program = factory.LazyAttribute(lambda o: o.participant.program)
+    code = factory.Sequence(lambda n: f"code{n:06d}")
+
+
+class ClickFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Click
+
+    link = factory.SubFactory(ReferralLinkFactory)
+    tenant = factory.LazyAttribute(lambda o: o.link.tenant)
+    program = factory.LazyAttribute(lambda o: o.link.program)
+    participant = factory.LazyAttribute(lambda o: o.link.participant)
+    stream_id = factory.Sequence(lambda n: f"{n}-0")
+    visitor_id = factory.Sequence(lambda n: f"visitor{n}")
+    occurred_at = factory.LazyFunction(timezone.now)
+
+
+class ReferralFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Referral
+
+    referrer = factory.SubFactory(ParticipantFactory)
+    tenant = factory.LazyAttribute(lambda o: o.referrer.tenant)
+    program = factory.LazyAttribute(lambda o: o.referrer.program)
+    referred_email = factory.Sequence(lambda n: f"lead{n}@prospect.example")
+    referred_company = factory.Sequence(lambda n: f"Prospect {n} rq{n:04d}")
+
+
+class InvitationFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Invitation
+
+    tenant = factory.SubFactory(TenantFactory)
+    email = factory.Sequence(lambda n: f"invitee{n}@people.example")
+    token_hash = factory.Sequence(lambda n: f"{n:064d}")
+    expires_at = factory.LazyFunction(lambda: timezone.now() + timezone.timedelta(days=7))
+
+
+class AuditEventFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = AuditEvent
+
+    tenant = factory.SubFactory(TenantFactory)
+    actor = "system"
+    action = factory.Sequence(lambda n: f"thing.happened{n}")
+    object_type = "programs.program"
+    object_id = factory.Sequence(str)
+
+
+def make_api_key(tenant: Tenant, name: str = "test key"):
+    """An issued key (model + raw secret) for ``tenant``, made through the real service."""
+    return api_key_create(tenant=tenant, name=name, actor=system_actor(tenant))
