@@ -1,0 +1,119 @@
+"""The isolation harness's table: for every URL pattern, how to prove tenant B cannot reach tenant A.
+
+tests/test_isolation.py enumerates every URL pattern of the project and fails when a pattern has no
+entry here, so a new route cannot land without an isolation case. Admin pages are covered model by
+model (ADMIN_FACTORIES): every tenant-owned model registered in the admin needs a factory.
+
+Kinds of entry:
+- ``Detail(make)``: ``make(world)`` creates tenant A's object and returns the URL kwargs. Tenant A's
+  actor must get 200; tenant B's actor (API key, or marketer session) must get 404/403 for every
+  method listed, and the object must be unchanged.
+- ``Listing(make)``: ``make(world)`` creates tenant A's rows and returns a marker string that A's
+  response contains; B's response must not contain it.
+- ``NoTenantData(reason)``: the route shows no tenant data (or only the requester's own), with why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from programs.models import Participant, Program
+from referral_platform.tenancy.models import ApiKey, AuditEvent, Invitation, Membership, Tenant
+from referrals.models import Click, Referral, ReferralLink
+
+from . import factories as f
+
+
+@dataclass(frozen=True)
+class Detail:
+    make: Callable
+    via: str = "api"  # "api" (Bearer key) or "session" (logged-in marketer)
+    methods: tuple[str, ...] = ("GET",)
+    payload: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Listing:
+    make: Callable
+    via: str = "api"
+
+
+@dataclass(frozen=True)
+class NoTenantData:
+    reason: str
+
+
+def _program(world):
+    return {"pk": f.ProgramFactory(tenant=world.a).pk}
+
+
+def _program_listing(world):
+    return f.ProgramFactory(tenant=world.a, name="Secret program of A").name
+
+
+def _participant(world):
+    return {"pk": f.ParticipantFactory(program=f.ProgramFactory(tenant=world.a)).pk}
+
+
+def _participant_listing(world):
+    return f.ParticipantFactory(program=f.ProgramFactory(tenant=world.a), email="only-a@a-corp.example").email
+
+
+def _referral(world):
+    return {"pk": f.ReferralFactory(referrer=f.ParticipantFactory(program=f.ProgramFactory(tenant=world.a))).pk}
+
+
+def _referral_listing(world):
+    program = f.ProgramFactory(tenant=world.a)
+    return f.ReferralFactory(referrer=f.ParticipantFactory(program=program), referred_email="lead@a-only.example")\
+        .referred_email
+
+
+ROUTES: dict[str, object] = {
+    # --- API ---------------------------------------------------------------------------------
+    "api:me": NoTenantData("answers with the caller's own tenant only (tests/test_api_auth.py)"),
+    "api:program-list": Listing(_program_listing),
+    "api:program-detail": Detail(_program),
+    "api:participant-list": Listing(_participant_listing),
+    "api:participant-detail": Detail(_participant),
+    "api:referral-list": Listing(_referral_listing),
+    "api:referral-detail": Detail(_referral),
+    "api-schema": NoTenantData("the OpenAPI document describes routes, holds no rows"),
+    "api-docs": NoTenantData("static Swagger UI"),
+    # --- pages -------------------------------------------------------------------------------
+    "home": NoTenantData("shows the session's own workspace only"),
+    "health": NoTenantData("component status, no tenant rows"),
+    "workspace_members": NoTenantData(
+        "lists the session tenant's members only; covered by tests/test_workspace.py::test_members_page_*"
+    ),
+    "tenant_switch": NoTenantData(
+        "switches only among the user's own memberships; tests/test_workspace.py::test_cannot_switch_*"
+    ),
+    "invitation_accept": NoTenantData(
+        "reached by an unguessable one-time token; tests/test_workspace.py::test_invitation_*"
+    ),
+}
+
+# allauth's pages act on the logged-in user's own account only.
+NO_TENANT_DATA_PREFIXES = {
+    "account_": "allauth account pages: the requester's own account only",
+}
+
+# One factory per tenant-owned model registered in the admin: builds tenant A's row.
+ADMIN_FACTORIES: dict[type, Callable] = {
+    Tenant: lambda world: world.a,
+    Membership: lambda world: Membership.objects.get(tenant=world.a, user=world.owner_a),
+    Invitation: lambda world: f.InvitationFactory(tenant=world.a),
+    ApiKey: lambda world: ApiKey.objects.filter(tenant=world.a).first(),
+    AuditEvent: lambda world: f.AuditEventFactory(tenant=world.a),
+    Program: lambda world: f.ProgramFactory(tenant=world.a),
+    Participant: lambda world: f.ParticipantFactory(program=f.ProgramFactory(tenant=world.a)),
+    ReferralLink: lambda world: f.ReferralLinkFactory(
+        participant=f.ParticipantFactory(program=f.ProgramFactory(tenant=world.a))
+    ),
+    Click: lambda world: f.ClickFactory(
+        link=f.ReferralLinkFactory(participant=f.ParticipantFactory(program=f.ProgramFactory(tenant=world.a)))
+    ),
+    Referral: lambda world: f.ReferralFactory(referrer=f.ParticipantFactory(program=f.ProgramFactory(tenant=world.a))),
+}
