@@ -96,3 +96,26 @@ class Participant(TenantOwnedModel):
 
     def __str__(self) -> str:
         return f"{self.name} <{self.email}>"
+
+
+class ProgramVersion(TenantOwnedModel):
+    """An immutable snapshot of a program's rules (incentives, caps, eligibility, attribution).
+
+    Changing a program's rules creates a new version; referrals and attributions record the version
+    they were judged under, so a later change never rewrites what was promised.
+    """
+
+    program = models.ForeignKey(Program, on_delete=models.CASCADE, related_name="versions")
+    number = models.PositiveIntegerField()
+    rules = models.JSONField(default=dict)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    created_by = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "program", "number"], name="program_version_unique_number")
+        ]
+        ordering = ["program", "-number"]
+
+    def __str__(self) -> str:
+        return f"{self.program} v{self.number}"

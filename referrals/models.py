@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.db import models
 from django.utils import timezone
 
-from programs.models import Participant, Program
+from programs.models import Participant, Program, ProgramVersion
 from referral_platform.tenancy.models import TenantOwnedModel
 
 
@@ -83,6 +83,14 @@ class Referral(TenantOwnedModel):
     referred_company = models.CharField(max_length=200, blank=True)
     referred_external_id = models.CharField(max_length=200, blank=True)
     status = models.CharField(max_length=20, choices=ReferralStatus.choices, default=ReferralStatus.CLICKED)
+    rule_version = models.ForeignKey(
+        ProgramVersion,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="The program rules this referral is judged under.",
+    )
     clicked_at = models.DateTimeField(null=True, blank=True)
     signed_up_at = models.DateTimeField(null=True, blank=True)
     qualified_at = models.DateTimeField(null=True, blank=True)

@@ -66,8 +66,9 @@ def _referral(world):
 
 def _referral_listing(world):
     program = f.ProgramFactory(tenant=world.a)
-    return f.ReferralFactory(referrer=f.ParticipantFactory(program=program), referred_email="lead@a-only.example")\
-        .referred_email
+    return f.ReferralFactory(
+        referrer=f.ParticipantFactory(program=program), referred_email="lead@a-only.example"
+    ).referred_email
 
 
 ROUTES: dict[str, object] = {

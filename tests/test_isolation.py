@@ -41,9 +41,7 @@ def test_every_route_has_an_isolation_case():
 
 
 def test_every_admin_model_of_tenant_data_has_a_factory():
-    tenant_models = [
-        model for model in admin_site._registry if model is Tenant or issubclass(model, TenantOwnedModel)
-    ]
+    tenant_models = [model for model in admin_site._registry if model is Tenant or issubclass(model, TenantOwnedModel)]
     missing = [model.__name__ for model in tenant_models if model not in ADMIN_FACTORIES]
     assert not missing, f"admin models without an isolation factory in tests/isolation.py: {missing}"
     assert all(model in admin_site._registry for model in ADMIN_FACTORIES)
@@ -70,8 +68,11 @@ def test_tenant_b_gets_404_on_tenant_a_objects(world, client_class, name, case):
     assert owner.get(url).status_code == 200, f"{name}: tenant A cannot open its own object"
 
     for method in case.methods:
-        response = getattr(intruder, method.lower())(url, case.payload, format="json") if case.via == "api" else \
-            getattr(intruder, method.lower())(url, case.payload)
+        response = (
+            getattr(intruder, method.lower())(url, case.payload, format="json")
+            if case.via == "api"
+            else getattr(intruder, method.lower())(url, case.payload)
+        )
         assert response.status_code in (403, 404), f"{name} {method} as tenant B answered {response.status_code}"
 
 
@@ -125,7 +126,9 @@ def test_marketer_of_b_cannot_open_or_list_tenant_a_objects_in_admin(world, clie
 
 @pytest.mark.django_db
 def test_platform_staff_see_every_tenant_in_admin(world, client):
-    staff = get_user_model().objects.create_superuser("staff@platform.example", "staff@platform.example", "pw-123456789")
+    staff = get_user_model().objects.create_superuser(
+        "staff@platform.example", "staff@platform.example", "pw-123456789"
+    )
     client.force_login(staff)
 
     page = client.get(_admin_url(Tenant, "changelist")).content.decode()
