@@ -1,6 +1,6 @@
 from referral_platform.tenancy.admin_base import TenantScopedAdmin, site
 
-from .models import Click, Referral, ReferralLink
+from .models import Click, ConversionEvent, Referral, ReferralLink
 
 
 class ReferralLinkAdmin(TenantScopedAdmin):
@@ -31,3 +31,16 @@ class ReferralAdmin(TenantScopedAdmin):
 site.register(ReferralLink, ReferralLinkAdmin)
 site.register(Click, ClickAdmin)
 site.register(Referral, ReferralAdmin)
+
+
+class ConversionEventAdmin(TenantScopedAdmin):
+    list_display = ["occurred_at", "kind", "external_event_id", "amount_minor", "currency", "status", "referral"]
+    list_filter = ["kind", "status", "source"]
+    search_fields = ["external_event_id", "customer_external_id", "email"]
+    readonly_fields = [f.name for f in ConversionEvent._meta.fields if f.name != "tenant"]
+
+    def has_add_permission(self, request):
+        return False
+
+
+site.register(ConversionEvent, ConversionEventAdmin)

@@ -108,3 +108,59 @@ class Referral(TenantOwnedModel):
 
     def __str__(self) -> str:
         return f"{self.referred_email or self.visitor_id or 'referral'} ← {self.referrer_id}"
+
+
+class ConversionKind(models.TextChoices):
+    SIGN_UP = "sign_up", "Sign-up"
+    QUALIFIED = "qualified", "Qualified"
+    PAYMENT = "payment", "Payment"
+    REFUND = "refund", "Refund"
+    CANCELLATION = "cancellation", "Cancellation"
+
+
+class ConversionEventStatus(models.TextChoices):
+    RECEIVED = "received", "Received (stored raw, not yet processed)"
+    PROCESSED = "processed", "Processed"
+    UNATTRIBUTED = "unattributed", "Processed, no referral matched"
+    FAILED = "failed", "Failed"
+
+
+class ConversionEvent(TenantOwnedModel):
+    """An inbound conversion (API or Stripe webhook), stored raw before it is processed.
+
+    ``external_event_id`` is unique per tenant: repeats and concurrent duplicates give one event.
+    """
+
+    external_event_id = models.CharField(max_length=200)
+    kind = models.CharField(max_length=20, choices=ConversionKind.choices)
+    amount_minor = models.BigIntegerField(default=0)
+    currency = models.CharField(max_length=3, blank=True)
+    occurred_at = models.DateTimeField()
+    customer_external_id = models.CharField(max_length=200, blank=True)
+    email = models.EmailField(blank=True)
+    referral_code = models.CharField(max_length=32, blank=True)
+    visitor_id = models.CharField(max_length=64, blank=True)
+    referral = models.ForeignKey(
+        Referral, null=True, blank=True, on_delete=models.SET_NULL, related_name="conversion_events"
+    )
+    raw = models.JSONField(default=dict, help_text="The payload exactly as received.")
+    source = models.CharField(max_length=20, default="api")
+    status = models.CharField(
+        max_length=20, choices=ConversionEventStatus.choices, default=ConversionEventStatus.RECEIVED
+    )
+    error = models.TextField(blank=True)
+    received_at = models.DateTimeField(default=timezone.now, editable=False)
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "external_event_id"], name="conversion_event_unique_external_id")
+        ]
+        indexes = [
+            models.Index(fields=["tenant", "kind", "occurred_at"], name="conversion_kind_time_idx"),
+            models.Index(fields=["tenant", "customer_external_id"], name="conversion_customer_idx"),
+        ]
+        ordering = ["-occurred_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.external_event_id}"

@@ -10,7 +10,7 @@ from programs.models import Participant, Program, ProgramStatus
 from referral_platform.tenancy.actors import system_actor
 from referral_platform.tenancy.models import AuditEvent, Invitation, Membership, Role, Tenant
 from referral_platform.tenancy.services import api_key_create
-from referrals.models import Click, Referral, ReferralLink
+from referrals.models import Click, ConversionEvent, Referral, ReferralLink
 
 PASSWORD = "correct-horse-battery-9"
 
@@ -128,3 +128,15 @@ class AuditEventFactory(factory.django.DjangoModelFactory):
 def make_api_key(tenant: Tenant, name: str = "test key"):
     """An issued key (model + raw secret) for ``tenant``, made through the real service."""
     return api_key_create(tenant=tenant, name=name, actor=system_actor(tenant))
+
+
+class ConversionEventFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = ConversionEvent
+
+    tenant = factory.SubFactory(TenantFactory)
+    external_event_id = factory.Sequence(lambda n: f"evt_{n:08d}")
+    kind = "payment"
+    amount_minor = 10_000
+    currency = "USD"
+    occurred_at = factory.LazyFunction(timezone.now)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from programs.models import Participant, Program
 from referral_platform.tenancy.models import ApiKey, AuditEvent, Invitation, Membership, Tenant
-from referrals.models import Click, Referral, ReferralLink
+from referrals.models import Click, ConversionEvent, Referral, ReferralLink
 
 from . import factories as f
 
@@ -117,4 +117,5 @@ ADMIN_FACTORIES: dict[type, Callable] = {
         link=f.ReferralLinkFactory(participant=f.ParticipantFactory(program=f.ProgramFactory(tenant=world.a)))
     ),
     Referral: lambda world: f.ReferralFactory(referrer=f.ParticipantFactory(program=f.ProgramFactory(tenant=world.a))),
+    ConversionEvent: lambda world: f.ConversionEventFactory(tenant=world.a),
 }
