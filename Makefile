@@ -22,6 +22,7 @@ run: $(STAMP)
 	@$(DEVSTACK) $(PY) scripts/serve.py
 
 test: $(STAMP)
+	@scripts/ensure_chromium.sh
 	@$(DEVSTACK) $(PY) scripts/run_tests.py $(PYTEST_ARGS)
 
 bench: $(STAMP)

@@ -11,6 +11,8 @@ urlpatterns = [
     path("", tenancy_views.home, name="home"),
     path("health/", health, name="health"),
     path("admin/", admin_site.urls),
+    path("accounts/login/", tenancy_views.ThrottledLoginView.as_view(), name="account_login"),
+    path("accounts/signup/", tenancy_views.WorkspaceSignupView.as_view(), name="account_signup"),
     path("accounts/", include("allauth.urls")),
     path("workspace/members/", tenancy_views.workspace_members, name="workspace_members"),
     path("workspace/switch/<slug:slug>/", tenancy_views.tenant_switch, name="tenant_switch"),

@@ -189,10 +189,6 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
-    "APPEND_COMPONENTS": {
-        "securitySchemes": {"ApiKeyAuth": {"type": "http", "scheme": "bearer"}},
-    },
-    "SECURITY": [{"ApiKeyAuth": []}],
 }
 
 # --- Celery -----------------------------------------------------------------------------------

@@ -7,4 +7,4 @@ class TenancyConfig(AppConfig):
     verbose_name = "Workspaces and access"
 
     def ready(self) -> None:
-        from . import checks  # noqa: F401  (registers system checks)
+        from . import checks, schema  # noqa: F401  (registers system checks and the OpenAPI auth scheme)

@@ -20,14 +20,15 @@ class WorkspaceSignupForm(SignupForm):
     )
     field_order = ["email", "workspace_name", "password1", "password2"]
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, request=None, **kwargs):
+        self.request = request
         super().__init__(*args, **kwargs)
-        self._has_invitation = False
+        self._has_invitation = bool(request and request.session.get(PENDING_INVITATION_SESSION_KEY))
+        if self._has_invitation:
+            self.fields["workspace_name"].widget = forms.HiddenInput()
 
     def clean(self):
         cleaned = super().clean()
-        request = getattr(self, "request", None)
-        self._has_invitation = bool(request and request.session.get(PENDING_INVITATION_SESSION_KEY))
         if not self._has_invitation and not (cleaned.get("workspace_name") or "").strip():
             self.add_error("workspace_name", "Enter a name for your workspace.")
         return cleaned

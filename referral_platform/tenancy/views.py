@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from allauth.account.views import LoginView as AllauthLoginView
+from allauth.account.views import SignupView as AllauthSignupView
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
@@ -80,3 +82,23 @@ def invitation_accept_view(request, token: str):
         messages.success(request, f"You joined {membership.tenant.name}.")
         return redirect("home")
     return render(request, "workspace/invitation.html", {"invitation": invitation})
+
+
+class ThrottledLoginView(AllauthLoginView):
+    """allauth's log-in; a throttled attempt answers 429 (not 200) so clients and proxies can tell."""
+
+    def form_invalid(self, form):
+        response = super().form_invalid(form)
+        throttled = any(error.code == "too_many_login_attempts" for error in form.errors.as_data().get("__all__", []))
+        if throttled:
+            response.status_code = 429
+        return response
+
+
+class WorkspaceSignupView(AllauthSignupView):
+    """allauth's sign-up, handing the request to the form (it joins a pending invitation if any)."""
+
+    def get_form_kwargs(self):
+        kwargs = super().get_form_kwargs()
+        kwargs["request"] = self.request
+        return kwargs

@@ -1,0 +1,19 @@
+# Production image: gunicorn web, Celery worker and beat all run from it (see docker-compose.yml).
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
+    DJANGO_SETTINGS_MODULE=referral_platform.settings.prod
+WORKDIR /app
+
+COPY pyproject.toml README.md ./
+RUN pip install --no-cache-dir .
+COPY . .
+# collectstatic needs settings to import; these values exist only for the build step.
+RUN SECRET_KEY=build-only-0123456789-abcdefghijklmnopqrstuvwxyz-ABCDEFGHIJ \
+    DATABASE_URL=postgres://build@localhost/build REDIS_URL=redis://localhost:6379/0 \
+    python manage.py collectstatic --no-input
+
+RUN useradd --create-home app
+USER app
+EXPOSE 8000
+CMD ["gunicorn", "referral_platform.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "3"]
