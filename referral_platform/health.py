@@ -41,7 +41,7 @@ def _redis():
 def _celery():
     from referral_platform.celery import app
 
-    replies = app.control.ping(timeout=1.0)
+    replies = app.control.ping(timeout=1.0, limit=1)
     if not replies:
         raise RuntimeError("no Celery worker answered a ping within 1s")
     return {"workers": sorted(name for reply in replies for name in reply)}

@@ -9,6 +9,7 @@ variable is unset, a private server is started under .run/ from PyPI packages
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import signal
@@ -186,7 +187,18 @@ class EmbeddedRedis:
                 self.process.kill()
 
 
+def _die_with_parent() -> None:
+    """If whatever started us (make) is killed, get SIGTERM too, so the cleanup below still runs."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        with contextlib.suppress(OSError):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def main(argv: list[str]) -> int:
+    _die_with_parent()
     if "--" in argv:
         argv = argv[argv.index("--") + 1 :]
     if not argv:
@@ -211,7 +223,12 @@ def main(argv: list[str]) -> int:
         # Ctrl-C reaches the child through the terminal's process group; wait for it to finish.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, lambda *_: child.send_signal(signal.SIGTERM))
-        return child.wait()
+        signal.signal(signal.SIGHUP, lambda *_: child.send_signal(signal.SIGTERM))
+        while True:
+            try:
+                return child.wait()
+            except InterruptedError:
+                continue
     finally:
         for service in reversed(started):
             service.stop()

@@ -27,8 +27,10 @@ def chromium_path() -> str:
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
+    # Module scope: Playwright's sync API keeps an asyncio loop running while it is active, and the
+    # ORM refuses to run under a running loop, so the loop must be gone before other modules run.
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
