@@ -10,6 +10,7 @@ from __future__ import annotations
 from django.contrib import admin
 from django.contrib.admin.filters import RelatedFieldListFilter
 from django.shortcuts import redirect
+from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.http import urlencode
 
@@ -40,6 +41,9 @@ class TenantAdminSite(admin.AdminSite):
         return actor.is_platform_staff or (actor.kind == "member" and actor.role in ADMIN_ROLES)
 
     def login(self, request, extra_context=None):
+        if request.user.is_authenticated:
+            # Logged in but no admin role here: say so instead of bouncing between log-in pages.
+            return TemplateResponse(request, "admin_no_access.html", status=403)
         # One log-in for the whole product (allauth: throttled, e-mail based).
         target = request.GET.get("next") or reverse("admin:index")
         return redirect(f"{reverse('account_login')}?{urlencode({'next': target})}")
