@@ -50,7 +50,11 @@ class TenantAdminSite(admin.AdminSite):
 
     def each_context(self, request):
         context = super().each_context(request)
-        context["actor"] = request_actor(request)
+        actor = request_actor(request)
+        context["actor"] = actor
+        if actor.tenant is not None:
+            suffix = " (platform staff: all workspaces)" if actor.is_platform_staff else ""
+            context["site_header"] = f"{actor.tenant.name} · Referral Platform{suffix}"
         return context
 
 
