@@ -5,14 +5,14 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils.text import slugify
 
 from referral_platform.tenancy.actors import Actor
 from referral_platform.tenancy.models import Tenant
 from referral_platform.tenancy.services import audit_record
 
-from .models import Participant, ParticipantStatus, Program
+from .models import Participant, ParticipantStatus, Program, ProgramVersion
 
 
 def host_is_allowed(*, tenant: Tenant, url: str) -> bool:
@@ -98,3 +98,51 @@ def participant_enroll(
         for channel in Channel.values:
             referral_link_create(participant=participant, channel=channel)
     return participant
+
+
+# --- rule versions ------------------------------------------------------------------------------
+# Program settings that decide how a referral is judged. A version snapshots them so that a later
+# edit of the program never changes what an existing referral was promised.
+PROGRAM_RULE_FIELDS = (
+    "attribution_model",
+    "cookie_window_days",
+    "time_decay_half_life_days",
+    "currency",
+    "hold_days",
+    "auto_approve_limit_minor",
+)
+
+
+def program_rules_snapshot(*, program: Program) -> dict:
+    """The program's current judging settings as a JSON-able dict (the ``rules`` of a version)."""
+    return {name: getattr(program, name) for name in PROGRAM_RULE_FIELDS}
+
+
+@transaction.atomic
+def program_current_version(*, program: Program) -> ProgramVersion:
+    """The program's current rule version (highest number); version 1 is created from the program's
+    current settings when the program has none yet. Safe under concurrency: two callers racing to
+    create version 1 both get the same row."""
+    current = ProgramVersion.objects.for_tenant(program.tenant_id).filter(program=program).order_by("-number").first()
+    if current is not None:
+        return current
+    try:
+        with transaction.atomic():
+            return ProgramVersion.objects.create(
+                tenant_id=program.tenant_id,
+                program=program,
+                number=1,
+                rules=program_rules_snapshot(program=program),
+                created_by="system: first version, from the program's settings",
+            )
+    except IntegrityError:
+        return ProgramVersion.objects.for_tenant(program.tenant_id).get(program=program, number=1)
+
+
+def judging_rules(*, program: Program, version: ProgramVersion | None) -> dict:
+    """The settings a referral is judged under: its version's rules, falling back to the program's
+    current settings for any key the version does not hold."""
+    rules = program_rules_snapshot(program=program)
+    if version is not None:
+        rules.update({key: value for key, value in version.rules.items() if key in PROGRAM_RULE_FIELDS})
+    return rules

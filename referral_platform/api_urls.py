@@ -5,7 +5,16 @@ from rest_framework.views import APIView
 
 from programs.apis import ParticipantDetailApi, ParticipantListApi, ProgramDetailApi, ProgramListCreateApi
 from referral_platform.tenancy.authentication import api_actor
-from referrals.apis import ReferralDetailApi, ReferralListApi
+from referrals.apis import (
+    AttributionDetailApi,
+    AttributionListApi,
+    ConversionDetailApi,
+    ConversionListCreateApi,
+    LeadCreateApi,
+    ReferralDetailApi,
+    ReferralListApi,
+    SignupCreateApi,
+)
 
 
 class MeOutputSerializer(serializers.Serializer):
@@ -38,4 +47,10 @@ urlpatterns = [
     path("participants/<int:pk>", ParticipantDetailApi.as_view(), name="participant-detail"),
     path("referrals", ReferralListApi.as_view(), name="referral-list"),
     path("referrals/<int:pk>", ReferralDetailApi.as_view(), name="referral-detail"),
+    path("signups", SignupCreateApi.as_view(), name="signup-create"),
+    path("leads", LeadCreateApi.as_view(), name="lead-create"),
+    path("conversions", ConversionListCreateApi.as_view(), name="conversion-list"),
+    path("conversions/<int:pk>", ConversionDetailApi.as_view(), name="conversion-detail"),
+    path("attributions", AttributionListApi.as_view(), name="attribution-list"),
+    path("attributions/<int:pk>", AttributionDetailApi.as_view(), name="attribution-detail"),
 ]

@@ -6,6 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from referral_platform.health import health
 from referral_platform.tenancy import views as tenancy_views
 from referral_platform.tenancy.admin_base import site as admin_site
+from referrals import views as referral_views
 
 urlpatterns = [
     path("", tenancy_views.home, name="home"),
@@ -17,6 +18,7 @@ urlpatterns = [
     path("workspace/members/", tenancy_views.workspace_members, name="workspace_members"),
     path("workspace/switch/<slug:slug>/", tenancy_views.tenant_switch, name="tenant_switch"),
     path("invitations/<str:token>/", tenancy_views.invitation_accept_view, name="invitation_accept"),
+    path("join/<str:code>/", referral_views.referral_landing, name="referral_landing"),
     path("api/v1/", include("referral_platform.api_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),

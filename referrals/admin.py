@@ -1,6 +1,12 @@
-from referral_platform.tenancy.admin_base import TenantScopedAdmin, site
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+from django.utils.html import format_html, format_html_join
 
-from .models import Click, ConversionEvent, Referral, ReferralLink
+from referral_platform.tenancy.admin_base import TenantScopedAdmin, TenantScopedInline, request_actor, site
+
+from . import services
+from .models import Attribution, Click, ConversionEvent, IdentityLink, Referral, ReferralLink, Touchpoint
+from .selectors import attribution_explanation, format_minor
 
 
 class ReferralLinkAdmin(TenantScopedAdmin):
@@ -23,9 +29,50 @@ class ClickAdmin(TenantScopedAdmin):
 
 
 class ReferralAdmin(TenantScopedAdmin):
-    list_display = ["referred_email", "referred_company", "referrer", "program", "status", "created_at"]
-    list_filter = ["program", "status"]
+    list_display = ["referred_email", "referred_company", "referrer", "program", "status", "source", "created_at"]
+    list_filter = ["program", "status", "source"]
     search_fields = ["referred_email", "referred_company", "referrer__name"]
+    # Stages change only through the transition services (actions below), which audit each move.
+    readonly_fields = [
+        "status",
+        "rule_version",
+        "source",
+        "clicked_at",
+        "signed_up_at",
+        "qualified_at",
+        "converted_at",
+        "rejected_at",
+        "churned_at",
+        "created_at",
+    ]
+    actions = ["mark_qualified", "mark_converted", "mark_rejected"]
+
+    def _move(self, request, queryset, service, label, **extra):
+        moved, refused = 0, []
+        for referral in queryset:
+            try:
+                service(referral=referral, actor=request_actor(request), **extra)
+                moved += 1
+            except ValidationError as exc:
+                refused.append(f"#{referral.pk}: {' '.join(exc.messages)}")
+        if moved:
+            self.message_user(request, f"{moved} referral(s) marked {label}.", messages.SUCCESS)
+        if refused:
+            self.message_user(request, "Not moved: " + "; ".join(refused), messages.WARNING)
+
+    @admin.action(description="Mark qualified", permissions=["change"])
+    def mark_qualified(self, request, queryset):
+        self._move(request, queryset, services.referral_qualify, "qualified", reason="Qualified in the admin")
+
+    @admin.action(description="Mark converted (paying customer)", permissions=["change"])
+    def mark_converted(self, request, queryset):
+        self._move(request, queryset, services.referral_convert, "converted", reason="Converted in the admin")
+
+    @admin.action(description="Reject", permissions=["change"])
+    def mark_rejected(self, request, queryset):
+        self._move(
+            request, queryset, services.referral_reject, "rejected", reason="Rejected by a marketer in the admin"
+        )
 
 
 site.register(ReferralLink, ReferralLinkAdmin)
@@ -33,14 +80,114 @@ site.register(Click, ClickAdmin)
 site.register(Referral, ReferralAdmin)
 
 
+class AttributionInline(TenantScopedInline):
+    model = Attribution
+    fields = ["participant", "share", "amount_minor", "currency", "model", "rule_version", "computed_at"]
+    readonly_fields = fields
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
 class ConversionEventAdmin(TenantScopedAdmin):
     list_display = ["occurred_at", "kind", "external_event_id", "amount_minor", "currency", "status", "referral"]
     list_filter = ["kind", "status", "source"]
     search_fields = ["external_event_id", "customer_external_id", "email"]
     readonly_fields = [f.name for f in ConversionEvent._meta.fields if f.name != "tenant"]
+    inlines = [AttributionInline]
+    actions = ["process_now", "rerun_attribution"]
 
     def has_add_permission(self, request):
         return False
 
+    @admin.action(description="Process received events now", permissions=["change"])
+    def process_now(self, request, queryset):
+        done = [services.conversion_event_process(event_id=event.pk) for event in queryset]
+        self.message_user(request, f"Processed {len(done)} event(s) (events already processed are left as they are).")
+
+    @admin.action(description="Re-run attribution (idempotent)", permissions=["change"])
+    def rerun_attribution(self, request, queryset):
+        rows = sum(len(services.attribution_run(event=event)) for event in queryset)
+        self.message_user(request, f"Attribution recomputed: {rows} row(s).")
+
 
 site.register(ConversionEvent, ConversionEventAdmin)
+
+
+class ReadOnlyTenantAdmin(TenantScopedAdmin):
+    """Rows written by services only: marketers look, never add or edit."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+class AttributionAdmin(ReadOnlyTenantAdmin):
+    list_display = [
+        "conversion_event",
+        "participant",
+        "share_percent",
+        "amount",
+        "model",
+        "rule_version",
+        "computed_at",
+    ]
+    list_filter = ["program", "model"]
+    search_fields = ["conversion_event__external_event_id", "participant__name", "participant__email"]
+    fields = [
+        "explanation",
+        "conversion_event",
+        "referral",
+        "program",
+        "participant",
+        "rule_version",
+        "model",
+        "share",
+        "amount_minor",
+        "currency",
+        "touchpoints",
+        "evidence",
+        "computed_at",
+    ]
+    readonly_fields = fields
+
+    @admin.display(description="Share", ordering="share")
+    def share_percent(self, obj):
+        return f"{obj.share * 100:.4f} %"
+
+    @admin.display(description="Amount", ordering="amount_minor")
+    def amount(self, obj):
+        return format_minor(obj.amount_minor, obj.currency)
+
+    @admin.display(description="Why this participant got credit")
+    def explanation(self, obj):
+        lines = attribution_explanation(obj)
+        return format_html(
+            '<div class="attribution-explanation">{}</div>',
+            format_html_join("", '<p style="margin:.2rem 0;white-space:pre-wrap">{}</p>', ((line,) for line in lines)),
+        )
+
+
+class TouchpointAdmin(ReadOnlyTenantAdmin):
+    list_display = ["occurred_at", "kind", "participant", "program", "label", "email", "visitor_id"]
+    list_filter = ["kind", "program"]
+    search_fields = ["email", "visitor_id", "customer_external_id", "label"]
+    date_hierarchy = "occurred_at"
+
+
+class IdentityLinkAdmin(ReadOnlyTenantAdmin):
+    list_display = ["a_kind", "a_value", "b_kind", "b_value", "source", "created_at"]
+    list_filter = ["a_kind", "b_kind", "source"]
+    search_fields = ["a_value", "b_value"]
+
+
+site.register(Attribution, AttributionAdmin)
+site.register(Touchpoint, TouchpointAdmin)
+site.register(IdentityLink, IdentityLinkAdmin)

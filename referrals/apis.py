@@ -1,11 +1,22 @@
+import json
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http.request import RawPostDataException
+from drf_spectacular.utils import extend_schema
 from rest_framework import generics, serializers
+from rest_framework.response import Response
 
-from referral_platform.tenancy.api import TenantAPIView
+from programs.models import Participant
+from referral_platform.tenancy.api import TenantAPIView, json_error
 
-from .models import Referral
+from . import services
+from .models import Attribution, CompanySize, ConversionEvent, ConversionKind, Referral, Touchpoint
+from .selectors import attribution_explanation
 
 
 class ReferralOutputSerializer(serializers.ModelSerializer):
+    rule_version = serializers.IntegerField(source="rule_version.number", allow_null=True, default=None)
+
     class Meta:
         model = Referral
         fields = [
@@ -15,6 +26,13 @@ class ReferralOutputSerializer(serializers.ModelSerializer):
             "referred_email",
             "referred_company",
             "status",
+            "source",
+            "referred_name",
+            "referred_company_size",
+            "referred_external_id",
+            "how_did_you_hear",
+            "qualification",
+            "rule_version",
             "clicked_at",
             "signed_up_at",
             "qualified_at",
@@ -33,3 +51,262 @@ class ReferralListApi(TenantAPIView, generics.ListAPIView):
 class ReferralDetailApi(TenantAPIView, generics.RetrieveAPIView):
     model = Referral
     serializer_class = ReferralOutputSerializer
+
+
+# --- sign-ups, leads, conversions, attributions ----------------------------------------------------
+class TenantPrimaryKeyField(serializers.PrimaryKeyRelatedField):
+    """A foreign key in input that must belong to the request's tenant (another tenant's id is
+    answered like a missing one)."""
+
+    default_error_messages = {"does_not_exist": "Unknown {model_name}.", "incorrect_type": "Send an id."}
+
+    def __init__(self, *, model, **kwargs):
+        self.model = model
+        super().__init__(queryset=model.objects.none(), **kwargs)
+
+    def get_queryset(self):
+        return self.model.objects.for_tenant(self.context["tenant"])
+
+    def to_internal_value(self, data):
+        try:
+            return super().to_internal_value(data)
+        except serializers.ValidationError:
+            self.fail("does_not_exist", model_name=self.model._meta.verbose_name)
+
+
+class SignupInputSerializer(serializers.Serializer):
+    email = serializers.EmailField(max_length=254)
+    referral_code = serializers.CharField(max_length=32, required=False, allow_blank=True, default="")
+    visitor_id = serializers.CharField(max_length=64, required=False, allow_blank=True, default="")
+    customer_external_id = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+    name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+    company = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+    company_size = serializers.ChoiceField(choices=CompanySize.choices, required=False, allow_blank=True, default="")
+    how_did_you_hear = serializers.CharField(max_length=300, required=False, allow_blank=True, default="")
+    coupon_code = serializers.CharField(max_length=64, required=False, allow_blank=True, default="")
+    occurred_at = serializers.DateTimeField(required=False, default=None)
+
+
+class TouchpointOutputSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Touchpoint
+        fields = ["id", "kind", "program", "participant", "referral", "label", "occurred_at"]
+
+
+class SignupOutputSerializer(serializers.Serializer):
+    referral = ReferralOutputSerializer(allow_null=True)
+    referral_created = serializers.BooleanField()
+    touchpoints = TouchpointOutputSerializer(many=True)
+
+
+class SignupCreateApi(TenantAPIView):
+    """The tenant's product reports a sign-up (referral code and/or visitor id, e-mail, customer id,
+    "how did you hear about us"). 201 when it created a referral, else 200."""
+
+    model = Referral
+    serializer_class = SignupInputSerializer
+
+    @extend_schema(request=SignupInputSerializer, responses={200: SignupOutputSerializer, 201: SignupOutputSerializer})
+    def post(self, request):
+        data = SignupInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        outcome = services.signup_record(tenant=self.tenant, actor=self.actor, **data.validated_data)
+        body = SignupOutputSerializer(outcome).data
+        return Response(body, status=201 if outcome.referral_created else 200)
+
+
+class LeadInputSerializer(serializers.Serializer):
+    participant = TenantPrimaryKeyField(model=Participant)
+    name = serializers.CharField(max_length=200)
+    email = serializers.EmailField(max_length=254)
+    company = serializers.CharField(max_length=200)
+    company_size = serializers.ChoiceField(choices=CompanySize.choices, required=False, allow_blank=True, default="")
+    budget = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+    authority = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+    need = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+    timeline = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+    notes = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
+    occurred_at = serializers.DateTimeField(required=False, default=None)
+
+
+class LeadCreateApi(TenantAPIView):
+    """A partner's lead with qualifying information (R-11), submitted for the partner."""
+
+    model = Referral
+    serializer_class = LeadInputSerializer
+
+    @extend_schema(request=LeadInputSerializer, responses={201: ReferralOutputSerializer})
+    def post(self, request):
+        data = LeadInputSerializer(data=request.data, context=self.get_serializer_context())
+        data.is_valid(raise_exception=True)
+        referral = services.lead_submit(tenant=self.tenant, actor=self.actor, **data.validated_data)
+        return Response(ReferralOutputSerializer(referral).data, status=201)
+
+
+class ConversionInputSerializer(serializers.Serializer):
+    external_event_id = serializers.CharField(max_length=200)
+    kind = serializers.ChoiceField(choices=ConversionKind.choices)
+    amount_minor = serializers.IntegerField(min_value=0, max_value=10**15, required=False, default=0)
+    currency = serializers.RegexField(r"^[A-Z]{3}$", required=False, allow_blank=True, default="")
+    occurred_at = serializers.DateTimeField()
+    customer_external_id = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+    email = serializers.EmailField(max_length=254, required=False, allow_blank=True, default="")
+    referral_code = serializers.CharField(max_length=32, required=False, allow_blank=True, default="")
+    visitor_id = serializers.CharField(max_length=64, required=False, allow_blank=True, default="")
+
+    def validate(self, data):
+        if (data["kind"] in services.MONEY_KINDS or data["amount_minor"]) and not data["currency"]:
+            raise serializers.ValidationError({"currency": "Required for events with an amount (ISO code, e.g. USD)."})
+        identity = ("customer_external_id", "email", "referral_code", "visitor_id")
+        if not any(data[name].strip() for name in identity):
+            raise serializers.ValidationError(
+                {"identity": f"Send at least one of {', '.join(identity)} so the event can be matched."}
+            )
+        return data
+
+
+class ConversionReceiptSerializer(serializers.ModelSerializer):
+    """What POST answers, identically for the first delivery and its repeats."""
+
+    class Meta:
+        model = ConversionEvent
+        fields = [
+            "id",
+            "external_event_id",
+            "kind",
+            "amount_minor",
+            "currency",
+            "occurred_at",
+            "customer_external_id",
+            "email",
+            "referral_code",
+            "visitor_id",
+            "received_at",
+        ]
+
+
+class ConversionOutputSerializer(ConversionReceiptSerializer):
+    attributions = serializers.PrimaryKeyRelatedField(many=True, read_only=True)
+
+    class Meta(ConversionReceiptSerializer.Meta):
+        fields = [
+            *ConversionReceiptSerializer.Meta.fields,
+            "status",
+            "error",
+            "referral",
+            "processed_at",
+            "attributions",
+        ]
+
+
+def _raw_body(request) -> str:
+    try:
+        return request._request.body.decode("utf-8", errors="replace")
+    except RawPostDataException:  # the stream was consumed before the view ran
+        return json.dumps(request.data)
+
+
+class ConversionListCreateApi(TenantAPIView, generics.ListAPIView):
+    """POST stores a conversion event raw (once per external_event_id) and queues its processing:
+    201 the first time, 200 with the same body for a repeat, 409 for a repeat with another payload."""
+
+    model = ConversionEvent
+    serializer_class = ConversionOutputSerializer
+
+    def scope_queryset(self, queryset):
+        return queryset.prefetch_related("attributions")
+
+    @extend_schema(
+        request=ConversionInputSerializer,
+        responses={200: ConversionReceiptSerializer, 201: ConversionReceiptSerializer},
+    )
+    def post(self, request):
+        raw_body = _raw_body(request)  # before request.data consumes the stream
+        data = ConversionInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            received = services.conversion_event_receive(
+                tenant=self.tenant, raw=request.data, raw_body=raw_body, **data.validated_data
+            )
+        except services.ConversionEventConflict as conflict:
+            message = (
+                f"external_event_id: {conflict.external_event_id!r} was already received with a different payload."
+            )
+            response = json_error(409, "conflict", message)
+            response.data["error"]["fields"] = {"external_event_id": [message.split(": ", 1)[1]]}
+            return response
+        return Response(ConversionReceiptSerializer(received.event).data, status=201 if received.created else 200)
+
+
+class ConversionDetailApi(TenantAPIView, generics.RetrieveAPIView):
+    model = ConversionEvent
+    serializer_class = ConversionOutputSerializer
+
+
+class AttributionOutputSerializer(serializers.ModelSerializer):
+    conversion = serializers.IntegerField(source="conversion_event_id")
+    external_event_id = serializers.CharField(source="conversion_event.external_event_id")
+    participant_name = serializers.CharField(source="participant.name")
+    rule_version = serializers.IntegerField(source="rule_version.number", allow_null=True, default=None)
+    share = serializers.DecimalField(max_digits=7, decimal_places=6)
+    explanation = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Attribution
+        fields = [
+            "id",
+            "conversion",
+            "external_event_id",
+            "referral",
+            "program",
+            "participant",
+            "participant_name",
+            "rule_version",
+            "model",
+            "share",
+            "amount_minor",
+            "currency",
+            "touchpoints",
+            "evidence",
+            "explanation",
+            "computed_at",
+        ]
+
+    def get_explanation(self, obj) -> list[str]:
+        return attribution_explanation(obj)
+
+
+def _int_param(request, name: str) -> int | None:
+    value = request.query_params.get(name)
+    if value in (None, ""):
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise DjangoValidationError({name: f"{name} must be an integer id."}) from None
+
+
+class AttributionListApi(TenantAPIView, generics.ListAPIView):
+    """Attribution rows; filter with ``?conversion=<event id>`` (and/or ``participant``, ``referral``)."""
+
+    model = Attribution
+    serializer_class = AttributionOutputSerializer
+
+    def scope_queryset(self, queryset):
+        for param, field in (
+            ("conversion", "conversion_event_id"),
+            ("participant", "participant_id"),
+            ("referral", "referral_id"),
+        ):
+            value = _int_param(self.request, param)
+            if value is not None:
+                queryset = queryset.filter(**{field: value})
+        return queryset.select_related("conversion_event", "participant", "rule_version")
+
+
+class AttributionDetailApi(TenantAPIView, generics.RetrieveAPIView):
+    model = Attribution
+    serializer_class = AttributionOutputSerializer
+
+    def scope_queryset(self, queryset):
+        return queryset.select_related("conversion_event", "participant", "rule_version")

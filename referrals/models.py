@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.db import models
 from django.utils import timezone
 
-from programs.models import Participant, Program, ProgramVersion
+from programs.models import AttributionModel, Participant, Program, ProgramVersion
 from referral_platform.tenancy.models import TenantOwnedModel
 
 
@@ -73,6 +73,22 @@ class ReferralStatus(models.TextChoices):
     CHURNED = "churned", "Churned"
 
 
+class ReferralSource(models.TextChoices):
+    LANDING_FORM = "landing_form", "Landing page lead form"
+    SIGNUP_API = "signup_api", "Sign-up reported by the product (API)"
+    PARTNER_LEAD = "partner_lead", "Lead submitted by a partner"
+    CONVERSION = "conversion", "Conversion event matched to a referral link's visitor"
+    ADMIN = "admin", "Created in the admin"
+
+
+class CompanySize(models.TextChoices):
+    SIZE_1_10 = "1-10", "1-10 employees"
+    SIZE_11_50 = "11-50", "11-50 employees"
+    SIZE_51_200 = "51-200", "51-200 employees"
+    SIZE_201_1000 = "201-1000", "201-1,000 employees"
+    SIZE_1001_PLUS = "1001+", "More than 1,000 employees"
+
+
 class Referral(TenantOwnedModel):
     program = models.ForeignKey(Program, on_delete=models.CASCADE, related_name="referrals")
     referrer = models.ForeignKey(Participant, on_delete=models.CASCADE, related_name="referrals")
@@ -82,6 +98,12 @@ class Referral(TenantOwnedModel):
     referred_name = models.CharField(max_length=200, blank=True)
     referred_company = models.CharField(max_length=200, blank=True)
     referred_external_id = models.CharField(max_length=200, blank=True)
+    referred_company_size = models.CharField(max_length=20, choices=CompanySize.choices, blank=True)
+    how_did_you_hear = models.CharField(max_length=300, blank=True, help_text="The referred company's own answer.")
+    qualification = models.JSONField(
+        default=dict, blank=True, help_text="Qualifying information (budget, authority, need, timeline, notes)."
+    )
+    source = models.CharField(max_length=20, choices=ReferralSource.choices, blank=True)
     status = models.CharField(max_length=20, choices=ReferralStatus.choices, default=ReferralStatus.CLICKED)
     rule_version = models.ForeignKey(
         ProgramVersion,
@@ -103,6 +125,17 @@ class Referral(TenantOwnedModel):
         indexes = [
             models.Index(fields=["tenant", "status"], name="referral_status_idx"),
             models.Index(fields=["tenant", "referred_email"], name="referral_email_idx"),
+            models.Index(fields=["tenant", "referred_external_id"], name="referral_customer_idx"),
+            models.Index(fields=["tenant", "visitor_id"], name="referral_visitor_idx"),
+        ]
+        constraints = [
+            # One referral per referred person and program: a second referrer's touch is credited by
+            # attribution (a touchpoint), not by a competing referral.
+            models.UniqueConstraint(
+                fields=["tenant", "program", "referred_email"],
+                condition=~models.Q(referred_email=""),
+                name="referral_unique_email_per_program",
+            )
         ]
         ordering = ["-created_at", "-pk"]
 
@@ -143,7 +176,8 @@ class ConversionEvent(TenantOwnedModel):
     referral = models.ForeignKey(
         Referral, null=True, blank=True, on_delete=models.SET_NULL, related_name="conversion_events"
     )
-    raw = models.JSONField(default=dict, help_text="The payload exactly as received.")
+    raw = models.JSONField(default=dict, help_text="The payload as received (parsed).")
+    raw_body = models.TextField(blank=True, help_text="The request body exactly as received, byte for byte.")
     source = models.CharField(max_length=20, default="api")
     status = models.CharField(
         max_length=20, choices=ConversionEventStatus.choices, default=ConversionEventStatus.RECEIVED
@@ -164,3 +198,124 @@ class ConversionEvent(TenantOwnedModel):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.external_event_id}"
+
+
+class IdentityKind(models.TextChoices):
+    VISITOR = "visitor", "Visitor id (one browser)"
+    EMAIL = "email", "E-mail"
+    CUSTOMER = "customer", "Customer id (the tenant's)"
+
+
+class IdentityLink(TenantOwnedModel):
+    """One edge of the identity graph: two identifiers seen together.
+
+    A sign-up, lead or conversion that carries a visitor id and an e-mail (or customer id) reveals
+    that they are the same person; touchpoints of every identifier connected to the converting one
+    count for its attribution. Edges are stored once, in canonical order (``a`` sorts before ``b``).
+    """
+
+    a_kind = models.CharField(max_length=10, choices=IdentityKind.choices)
+    a_value = models.CharField(max_length=254)
+    b_kind = models.CharField(max_length=10, choices=IdentityKind.choices)
+    b_value = models.CharField(max_length=254)
+    source = models.CharField(max_length=40, help_text="What revealed the link (sign-up, lead, conversion …).")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "a_kind", "a_value", "b_kind", "b_value"], name="identity_link_unique"
+            )
+        ]
+        indexes = [models.Index(fields=["tenant", "b_kind", "b_value"], name="identity_link_b_idx")]
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"{self.a_kind}:{self.a_value} = {self.b_kind}:{self.b_value}"
+
+
+class TouchpointKind(models.TextChoices):
+    # Clicks are not copied here: attribution reads them from referrals.Click (see docs/attribution.md).
+    LEAD_FORM = "lead_form", "Lead form on the landing page"
+    PARTNER_LEAD = "partner_lead", "Lead submitted by a partner"
+    REFERRAL_CODE = "referral_code", "Referral code given at sign-up"
+    COUPON_CODE = "coupon_code", "Coupon code given at sign-up"
+    PARTNER_REGISTRATION = "partner_registration", "Partner registration"
+    SELF_REPORTED = "self_reported", '"How did you hear about us" answer'
+
+
+class Touchpoint(TenantOwnedModel):
+    """A non-click contact between a prospect and a referrer (or a self-reported source).
+
+    Touchpoints with a participant take attribution credit; those without one (an answer such as
+    "Google search", an unknown coupon) are kept as evidence and shown in explanations.
+    """
+
+    kind = models.CharField(max_length=24, choices=TouchpointKind.choices)
+    program = models.ForeignKey(Program, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    participant = models.ForeignKey(
+        Participant, null=True, blank=True, on_delete=models.CASCADE, related_name="touchpoints"
+    )
+    referral = models.ForeignKey(Referral, null=True, blank=True, on_delete=models.SET_NULL, related_name="touchpoints")
+    link = models.ForeignKey(ReferralLink, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    visitor_id = models.CharField(max_length=64, blank=True)
+    email = models.EmailField(blank=True)
+    customer_external_id = models.CharField(max_length=200, blank=True)
+    label = models.CharField(max_length=300, blank=True, help_text="The answer, coupon or code as given.")
+    occurred_at = models.DateTimeField()
+    dedupe_key = models.CharField(max_length=400, blank=True, help_text="Repeats of the same fact give one row.")
+    data = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "dedupe_key"], condition=~models.Q(dedupe_key=""), name="touchpoint_unique_dedupe"
+            )
+        ]
+        indexes = [
+            models.Index(fields=["tenant", "visitor_id"], name="touchpoint_visitor_idx"),
+            models.Index(fields=["tenant", "email"], name="touchpoint_email_idx"),
+            models.Index(fields=["tenant", "customer_external_id"], name="touchpoint_customer_idx"),
+        ]
+        ordering = ["-occurred_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} at {self.occurred_at:%Y-%m-%d %H:%M}"
+
+
+class Attribution(TenantOwnedModel):
+    """One credited participant's share of one conversion event.
+
+    The shares of an event's rows sum to exactly 1 and their amounts to exactly the event's amount.
+    ``touchpoints`` lists this participant's touchpoints with their weights; ``evidence`` the whole
+    sequence, the window and the identities that were stitched, so the credit can be explained.
+    """
+
+    conversion_event = models.ForeignKey(ConversionEvent, on_delete=models.CASCADE, related_name="attributions")
+    referral = models.ForeignKey(Referral, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    program = models.ForeignKey(Program, on_delete=models.CASCADE, related_name="+")
+    participant = models.ForeignKey(Participant, on_delete=models.CASCADE, related_name="attributions")
+    rule_version = models.ForeignKey(ProgramVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    model = models.CharField(max_length=20, choices=AttributionModel.choices)
+    share = models.DecimalField(max_digits=7, decimal_places=6)
+    amount_minor = models.BigIntegerField(default=0)
+    currency = models.CharField(max_length=3, blank=True)
+    touchpoints = models.JSONField(default=list)
+    evidence = models.JSONField(default=dict)
+    computed_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "conversion_event", "participant"], name="attribution_one_per_participant"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(share__gt=0) & models.Q(share__lte=1), name="attribution_share_in_range"
+            ),
+        ]
+        indexes = [models.Index(fields=["tenant", "participant", "computed_at"], name="attribution_participant_idx")]
+        ordering = ["conversion_event", "-share", "pk"]
+
+    def __str__(self) -> str:
+        return f"{self.share:%} of {self.conversion_event} → {self.participant}"

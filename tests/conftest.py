@@ -51,3 +51,16 @@ class TenantWorld:
 @pytest.fixture
 def world(db) -> TenantWorld:
     return TenantWorld()
+
+
+@pytest.fixture
+def celery_eager():
+    """Tasks queued with enqueue_on_commit run in-process right after the commit (no worker, and
+    nothing is sent to the shared broker)."""
+    from referral_platform.celery import app
+
+    previous = (app.conf.task_always_eager, app.conf.task_eager_propagates)
+    app.conf.task_always_eager = True
+    app.conf.task_eager_propagates = True
+    yield app
+    app.conf.task_always_eager, app.conf.task_eager_propagates = previous

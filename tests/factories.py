@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import factory
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
-from programs.models import Participant, Program, ProgramStatus
+from programs.models import Participant, Program, ProgramStatus, ProgramVersion
+from programs.services import program_rules_snapshot
 from referral_platform.tenancy.actors import system_actor
 from referral_platform.tenancy.models import AuditEvent, Invitation, Membership, Role, Tenant
 from referral_platform.tenancy.services import api_key_create
-from referrals.models import Click, ConversionEvent, Referral, ReferralLink
+from referrals.models import (
+    Attribution,
+    Click,
+    ConversionEvent,
+    IdentityKind,
+    IdentityLink,
+    Referral,
+    ReferralLink,
+    Touchpoint,
+    TouchpointKind,
+)
 
 PASSWORD = "correct-horse-battery-9"
 
@@ -140,3 +153,52 @@ class ConversionEventFactory(factory.django.DjangoModelFactory):
     amount_minor = 10_000
     currency = "USD"
     occurred_at = factory.LazyFunction(timezone.now)
+
+
+class ProgramVersionFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = ProgramVersion
+
+    program = factory.SubFactory(ProgramFactory)
+    tenant = factory.LazyAttribute(lambda o: o.program.tenant)
+    number = factory.Sequence(lambda n: n + 1)
+    rules = factory.LazyAttribute(lambda o: program_rules_snapshot(program=o.program))
+
+
+class TouchpointFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Touchpoint
+
+    participant = factory.SubFactory(ParticipantFactory)
+    tenant = factory.LazyAttribute(lambda o: o.participant.tenant)
+    program = factory.LazyAttribute(lambda o: o.participant.program)
+    kind = TouchpointKind.LEAD_FORM
+    email = factory.Sequence(lambda n: f"touched{n}@prospect.example")
+    label = factory.Sequence(lambda n: f"Touch {n} tq{n:04d}")
+    occurred_at = factory.LazyFunction(timezone.now)
+
+
+class IdentityLinkFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = IdentityLink
+
+    tenant = factory.SubFactory(TenantFactory)
+    a_kind = IdentityKind.EMAIL
+    a_value = factory.Sequence(lambda n: f"person{n}@prospect.example")
+    b_kind = IdentityKind.VISITOR
+    b_value = factory.Sequence(lambda n: f"visitor-{n}")
+    source = "sign_up"
+
+
+class AttributionFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Attribution
+
+    participant = factory.SubFactory(ParticipantFactory)
+    tenant = factory.LazyAttribute(lambda o: o.participant.tenant)
+    program = factory.LazyAttribute(lambda o: o.participant.program)
+    conversion_event = factory.SubFactory(ConversionEventFactory, tenant=factory.SelfAttribute("..tenant"))
+    model = "last_touch"
+    share = Decimal("1.000000")
+    amount_minor = 10_000
+    currency = "USD"

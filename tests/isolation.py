@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from programs.models import Participant, Program
 from referral_platform.tenancy.models import ApiKey, AuditEvent, Invitation, Membership, Tenant
-from referrals.models import Click, ConversionEvent, Referral, ReferralLink
+from referrals.models import Attribution, Click, ConversionEvent, IdentityLink, Referral, ReferralLink, Touchpoint
 
 from . import factories as f
 
@@ -71,6 +71,24 @@ def _referral_listing(world):
     ).referred_email
 
 
+def _conversion(world):
+    return {"pk": f.ConversionEventFactory(tenant=world.a).pk}
+
+
+def _conversion_listing(world):
+    return f.ConversionEventFactory(tenant=world.a, external_event_id="evt_only_in_tenant_a_7731").external_event_id
+
+
+def _attribution(world):
+    return {"pk": f.AttributionFactory(participant=f.ParticipantFactory(program=f.ProgramFactory(tenant=world.a))).pk}
+
+
+def _attribution_listing(world):
+    participant = f.ParticipantFactory(program=f.ProgramFactory(tenant=world.a), name="Credited only in A qz81")
+    f.AttributionFactory(participant=participant)
+    return participant.name
+
+
 ROUTES: dict[str, object] = {
     # --- API ---------------------------------------------------------------------------------
     "api:me": NoTenantData("answers with the caller's own tenant only (tests/test_api_auth.py)"),
@@ -80,6 +98,18 @@ ROUTES: dict[str, object] = {
     "api:participant-detail": Detail(_participant),
     "api:referral-list": Listing(_referral_listing),
     "api:referral-detail": Detail(_referral),
+    "api:signup-create": NoTenantData(
+        "write-only; another tenant's code is unknown and nothing is written: "
+        "referrals/tests/test_tenant_isolation.py::test_tenant_b_cannot_sign_up_with_tenant_a_code"
+    ),
+    "api:lead-create": NoTenantData(
+        "write-only; another tenant's participant id is unknown: "
+        "referrals/tests/test_tenant_isolation.py::test_tenant_b_cannot_submit_a_lead_for_tenant_a_participant"
+    ),
+    "api:conversion-list": Listing(_conversion_listing),
+    "api:conversion-detail": Detail(_conversion),
+    "api:attribution-list": Listing(_attribution_listing),
+    "api:attribution-detail": Detail(_attribution),
     "api-schema": NoTenantData("the OpenAPI document describes routes, holds no rows"),
     "api-docs": NoTenantData("static Swagger UI"),
     # --- pages -------------------------------------------------------------------------------
@@ -90,6 +120,10 @@ ROUTES: dict[str, object] = {
     ),
     "tenant_switch": NoTenantData(
         "switches only among the user's own memberships; tests/test_workspace.py::test_cannot_switch_*"
+    ),
+    "referral_landing": NoTenantData(
+        "public page reached by an unguessable referral code; shows only that link's referrer, and the tenant "
+        "comes from the link: referrals/tests/test_landing_page.py"
     ),
     "invitation_accept": NoTenantData(
         "reached by an unguessable one-time token; tests/test_workspace.py::test_invitation_*"
@@ -118,4 +152,11 @@ ADMIN_FACTORIES: dict[type, Callable] = {
     ),
     Referral: lambda world: f.ReferralFactory(referrer=f.ParticipantFactory(program=f.ProgramFactory(tenant=world.a))),
     ConversionEvent: lambda world: f.ConversionEventFactory(tenant=world.a),
+    Attribution: lambda world: f.AttributionFactory(
+        participant=f.ParticipantFactory(program=f.ProgramFactory(tenant=world.a))
+    ),
+    Touchpoint: lambda world: f.TouchpointFactory(
+        participant=f.ParticipantFactory(program=f.ProgramFactory(tenant=world.a))
+    ),
+    IdentityLink: lambda world: f.IdentityLinkFactory(tenant=world.a),
 }

@@ -1,0 +1,395 @@
+"""Reads for referrals, the identity graph, touchpoints and attributions. Tenant first, always."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.db.models import Q
+
+from programs.models import ParticipantStatus, Program, ProgramStatus
+from referral_platform.tenancy.models import Tenant
+
+from .models import (
+    Attribution,
+    Click,
+    ConversionEvent,
+    IdentityKind,
+    IdentityLink,
+    Referral,
+    ReferralLink,
+    Touchpoint,
+)
+
+# A cluster stops growing here: a shared computer or a catch-all address must not merge thousands of
+# people into one identity.
+IDENTITY_CLUSTER_MAX_NODES = 200
+IDENTITY_CLUSTER_MAX_DEPTH = 4
+
+
+def normalize_email(email: str) -> str:
+    return (email or "").strip().lower()
+
+
+def normalize_identifier(value: str) -> str:
+    return (value or "").strip()
+
+
+@dataclass
+class IdentityCluster:
+    """Every identifier known to belong to one person (visitor ids from several devices, e-mails,
+    customer ids), found by walking the identity graph from the identifiers a request revealed."""
+
+    visitor_ids: set[str] = field(default_factory=set)
+    emails: set[str] = field(default_factory=set)
+    customer_ids: set[str] = field(default_factory=set)
+    is_truncated: bool = False
+
+    def nodes(self) -> set[tuple[str, str]]:
+        return (
+            {(IdentityKind.VISITOR.value, v) for v in self.visitor_ids}
+            | {(IdentityKind.EMAIL.value, e) for e in self.emails}
+            | {(IdentityKind.CUSTOMER.value, c) for c in self.customer_ids}
+        )
+
+    def add(self, kind: str, value: str) -> None:
+        {
+            IdentityKind.VISITOR: self.visitor_ids,
+            IdentityKind.EMAIL: self.emails,
+            IdentityKind.CUSTOMER: self.customer_ids,
+        }[IdentityKind(kind)].add(value)
+
+    def as_json(self) -> dict:
+        return {
+            "visitor_ids": sorted(self.visitor_ids),
+            "emails": sorted(self.emails),
+            "customer_ids": sorted(self.customer_ids),
+            "truncated": self.is_truncated,
+        }
+
+    def is_empty(self) -> bool:
+        return not (self.visitor_ids or self.emails or self.customer_ids)
+
+
+def identity_nodes(*, visitor_ids=(), emails=(), customer_ids=()) -> set[tuple[str, str]]:
+    nodes = set()
+    nodes |= {(IdentityKind.VISITOR.value, normalize_identifier(v)) for v in visitor_ids if normalize_identifier(v)}
+    nodes |= {(IdentityKind.EMAIL.value, normalize_email(e)) for e in emails if normalize_email(e)}
+    nodes |= {(IdentityKind.CUSTOMER.value, normalize_identifier(c)) for c in customer_ids if normalize_identifier(c)}
+    return nodes
+
+
+def identity_cluster(tenant: Tenant | int, *, visitor_ids=(), emails=(), customer_ids=()) -> IdentityCluster:
+    """The identifiers connected to the given ones in the tenant's identity graph (breadth first)."""
+    seen = identity_nodes(visitor_ids=visitor_ids, emails=emails, customer_ids=customer_ids)
+    frontier = set(seen)
+    truncated = False
+    links = IdentityLink.objects.for_tenant(tenant)
+    for _ in range(IDENTITY_CLUSTER_MAX_DEPTH):
+        if not frontier:
+            break
+        condition = Q()
+        by_kind: dict[str, list[str]] = {}
+        for kind, value in frontier:
+            by_kind.setdefault(kind, []).append(value)
+        for kind, values in by_kind.items():
+            condition |= Q(a_kind=kind, a_value__in=values) | Q(b_kind=kind, b_value__in=values)
+        found = set()
+        for a_kind, a_value, b_kind, b_value in links.filter(condition).values_list(
+            "a_kind", "a_value", "b_kind", "b_value"
+        )[: IDENTITY_CLUSTER_MAX_NODES * 4]:
+            found.add((a_kind, a_value))
+            found.add((b_kind, b_value))
+        frontier = found - seen
+        seen |= frontier
+        if len(seen) > IDENTITY_CLUSTER_MAX_NODES:
+            truncated = True
+            break
+    cluster = IdentityCluster(is_truncated=truncated)
+    for kind, value in sorted(seen)[:IDENTITY_CLUSTER_MAX_NODES]:
+        cluster.add(kind, value)
+    return cluster
+
+
+def link_for_code(tenant: Tenant | int, code: str) -> ReferralLink | None:
+    """The tenant's referral link with this code (another tenant's code is unknown here)."""
+    code = normalize_identifier(code)
+    if not code:
+        return None
+    return (
+        ReferralLink.objects.for_tenant(tenant)
+        .select_related("participant", "program", "tenant")
+        .filter(code=code)
+        .first()
+    )
+
+
+def landing_link(code: str) -> ReferralLink | None:
+    """The link behind a public landing page: active, of an active participant in a live program.
+
+    Public pages know no tenant before the code; the code is unique across tenants and the
+    tenant comes from the link itself.
+    """
+    link = (
+        ReferralLink.objects.select_related("participant", "program", "tenant")
+        .filter(code=normalize_identifier(code), is_active=True)
+        .first()
+    )
+    if link is None or link.program.status != ProgramStatus.ACTIVE:
+        return None
+    return link if link.participant.status == ParticipantStatus.ACTIVE else None
+
+
+@dataclass(frozen=True)
+class TouchView:
+    """A touchpoint as attribution reads it: a Click row or a Touchpoint row."""
+
+    ref: str  # "click:<id>" or "touchpoint:<id>"
+    kind: str
+    participant_id: int | None
+    participant_name: str
+    occurred_at: datetime
+    detail: str
+
+    def as_json(self) -> dict:
+        return {
+            "ref": self.ref,
+            "kind": self.kind,
+            "participant": self.participant_id,
+            "participant_name": self.participant_name,
+            "at": self.occurred_at.isoformat(),
+            "detail": self.detail,
+        }
+
+
+def touchpoint_sequence(
+    tenant: Tenant | int, *, program: Program, cluster: IdentityCluster, until: datetime
+) -> list[TouchView]:
+    """The person's touchpoints in ``program`` up to ``until``, oldest first.
+
+    Clicks come from referrals.Click (bots excluded) by visitor id; other touchpoints from
+    Touchpoint rows by visitor id, e-mail or customer id. Ties in time are ordered clicks first,
+    then by id, so the sequence is deterministic.
+    """
+    views: list[tuple] = []
+    if cluster.visitor_ids:
+        clicks = (
+            Click.objects.for_tenant(tenant)
+            .filter(program=program, is_bot=False, visitor_id__in=cluster.visitor_ids, occurred_at__lte=until)
+            .select_related("participant", "link")
+            .order_by("occurred_at", "pk")
+        )
+        for click in clicks:
+            views.append(
+                (
+                    click.occurred_at,
+                    0,
+                    click.pk,
+                    TouchView(
+                        ref=f"click:{click.pk}",
+                        kind="click",
+                        participant_id=click.participant_id,
+                        participant_name=click.participant.name,
+                        occurred_at=click.occurred_at,
+                        detail=f"link {click.link.code} ({click.get_channel_display()}), visitor {click.visitor_id}",
+                    ),
+                )
+            )
+    identity = Q()
+    if cluster.visitor_ids:
+        identity |= Q(visitor_id__in=cluster.visitor_ids)
+    if cluster.emails:
+        identity |= Q(email__in=cluster.emails)
+    if cluster.customer_ids:
+        identity |= Q(customer_external_id__in=cluster.customer_ids)
+    if identity:
+        touchpoints = (
+            Touchpoint.objects.for_tenant(tenant)
+            .filter(identity, occurred_at__lte=until)
+            .filter(Q(program=program) | Q(program__isnull=True, participant__isnull=True))
+            .select_related("participant")
+            .order_by("occurred_at", "pk")
+        )
+        for touchpoint in touchpoints:
+            views.append(
+                (
+                    touchpoint.occurred_at,
+                    1,
+                    touchpoint.pk,
+                    TouchView(
+                        ref=f"touchpoint:{touchpoint.pk}",
+                        kind=touchpoint.kind,
+                        participant_id=touchpoint.participant_id,
+                        participant_name=touchpoint.participant.name if touchpoint.participant else "",
+                        occurred_at=touchpoint.occurred_at,
+                        detail=touchpoint.label,
+                    ),
+                )
+            )
+    views.sort(key=lambda item: item[:3])
+    return [view for *_, view in views]
+
+
+def referral_for_identity(
+    tenant: Tenant | int, *, cluster: IdentityCluster, program: Program | None = None
+) -> Referral | None:
+    """The person's referral: matched by customer id, then e-mail, then visitor id; in ``program``
+    when given. Among several, the oldest wins (the first referrer of record)."""
+    referrals = Referral.objects.for_tenant(tenant).select_related("program", "referrer", "rule_version")
+    if program is not None:
+        referrals = referrals.filter(program=program)
+    for condition in (
+        Q(referred_external_id__in=cluster.customer_ids) if cluster.customer_ids else None,
+        Q(referred_email__in=cluster.emails) if cluster.emails else None,
+        Q(visitor_id__in=cluster.visitor_ids) if cluster.visitor_ids else None,
+    ):
+        if condition is None:
+            continue
+        referral = referrals.filter(condition).order_by("created_at", "pk").first()
+        if referral is not None:
+            return referral
+    return None
+
+
+def latest_credited_click(tenant: Tenant | int, *, cluster: IdentityCluster, until: datetime) -> Click | None:
+    """The person's most recent counted click on any link, at or before ``until``."""
+    if not cluster.visitor_ids:
+        return None
+    return (
+        Click.objects.for_tenant(tenant)
+        .filter(visitor_id__in=cluster.visitor_ids, is_bot=False, occurred_at__lte=until)
+        .select_related("link", "participant", "program")
+        .order_by("-occurred_at", "-pk")
+        .first()
+    )
+
+
+def first_click_at(tenant: Tenant | int, *, program: Program, cluster: IdentityCluster) -> datetime | None:
+    if not cluster.visitor_ids:
+        return None
+    click = (
+        Click.objects.for_tenant(tenant)
+        .filter(program=program, visitor_id__in=cluster.visitor_ids, is_bot=False)
+        .order_by("occurred_at")
+        .values_list("occurred_at", flat=True)
+        .first()
+    )
+    return click
+
+
+def attributions_for_event(tenant: Tenant | int, *, event: ConversionEvent) -> list[Attribution]:
+    return list(
+        Attribution.objects.for_tenant(tenant)
+        .filter(conversion_event=event)
+        .select_related("participant", "rule_version")
+        .order_by("-share", "pk")
+    )
+
+
+# --- explaining an attribution ------------------------------------------------------------------
+ZERO_DECIMAL_CURRENCIES = frozenset({"JPY", "KRW", "VND", "CLP", "ISK", "UGX", "XAF", "XOF", "PYG"})
+
+
+def format_minor(amount_minor: int, currency: str) -> str:
+    """120050, "USD" → "1,200.50 USD" (display only; amounts stay integers everywhere else)."""
+    if not currency:
+        return f"{amount_minor:,}"
+    if currency in ZERO_DECIMAL_CURRENCIES:
+        return f"{amount_minor:,} {currency}"
+    sign = "-" if amount_minor < 0 else ""
+    whole, cents = divmod(abs(amount_minor), 100)
+    return f"{sign}{whole:,}.{cents:02d} {currency}"
+
+
+def _when(iso: str) -> str:
+    return datetime.fromisoformat(iso).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _percent(share: str) -> str:
+    from decimal import Decimal
+
+    return f"{Decimal(share) * 100:.4f} %"
+
+
+MODEL_RULES = {
+    "first_touch": "the first touchpoint gets all the credit",
+    "last_touch": "the last touchpoint gets all the credit",
+    "linear": "every touchpoint gets an equal share",
+    "time_decay": "each touchpoint weighs 2^(-age / half-life), age counted back from the conversion",
+    "position_based": "40 % to the first touchpoint, 40 % to the last, 20 % shared by those between "
+    "(two touchpoints: 50/50; one: 100 %)",
+}
+
+
+def attribution_explanation(attribution: Attribution) -> list[str]:
+    """Plain sentences saying why this participant got this share, from what was stored (never
+    recomputed, so it explains the credit as it was decided)."""
+    evidence = attribution.evidence or {}
+    conversion = evidence.get("conversion", {})
+    model = evidence.get("model", attribution.model)
+    lines = [
+        f"Conversion: {conversion.get('kind', '?')} event {conversion.get('external_event_id', '?')} of "
+        f"{format_minor(conversion.get('amount_minor', 0), conversion.get('currency', ''))} on "
+        f"{_when(conversion['occurred_at']) if conversion.get('occurred_at') else '?'}"
+        + (f" (referral #{attribution.referral_id})." if attribution.referral_id else "."),
+        f"Judged under rule version {evidence.get('rule_version', '?')} of the program: "
+        f"{dict(Attribution._meta.get_field('model').choices).get(model, model)} — {MODEL_RULES.get(model, '')}"
+        + (f"; half-life {evidence.get('half_life_days')} days" if model == "time_decay" else "")
+        + ".",
+        f"Only touchpoints within the {evidence.get('cookie_window_days', '?')}-day cookie window count: from "
+        f"{_when(evidence['window_start']) if evidence.get('window_start') else '?'} to the conversion.",
+    ]
+    identity = evidence.get("identity", {})
+    known = []
+    if identity.get("visitor_ids"):
+        known.append("visitor ids " + ", ".join(identity["visitor_ids"]))
+    if identity.get("emails"):
+        known.append("e-mails " + ", ".join(identity["emails"]))
+    if identity.get("customer_ids"):
+        known.append("customer ids " + ", ".join(identity["customer_ids"]))
+    if known:
+        lines.append(
+            "The customer is known as " + "; ".join(known) + " (linked by sign-ups, leads and events, across devices)."
+        )
+    sequence = evidence.get("sequence", [])
+    lines.append(f"Credited touchpoints, oldest first ({len(sequence)}):")
+    mine = {item["ref"] for item in attribution.touchpoints}
+    for number, item in enumerate(sequence, start=1):
+        marker = "  ← this participant" if item["ref"] in mine else ""
+        detail = f" ({item['detail']})" if item.get("detail") else ""
+        lines.append(
+            f"  {number}. {_when(item['at'])} · {item['kind'].replace('_', ' ')} · "
+            f"{item.get('participant_name') or 'participant #' + str(item['participant'])}{detail} → "
+            f"{_percent(item['share'])}{marker}"
+        )
+    numbers = [str(n) for n, item in enumerate(sequence, start=1) if item["ref"] in mine]
+    lines.append(
+        f"{attribution.participant.name} therefore receives {_percent(str(attribution.share))} of the credit "
+        f"({format_minor(attribution.amount_minor, attribution.currency)}): the sum of touchpoint"
+        f"{'s' if len(numbers) != 1 else ''} {', '.join(numbers)}."
+    )
+    uncredited = evidence.get("uncredited", [])
+    if uncredited:
+        lines.append(
+            "Also seen, but naming no participant (kept as evidence, no credit): "
+            + "; ".join(
+                f"{item['kind'].replace('_', ' ')} {item['detail']!r} at {_when(item['at'])}" for item in uncredited
+            )
+            + "."
+        )
+    excluded = evidence.get("excluded_before_window", [])
+    if excluded:
+        lines.append(
+            f"{len(excluded)} earlier touchpoint{'s' if len(excluded) != 1 else ''} fell outside the cookie window "
+            "and got no credit: "
+            + "; ".join(
+                f"{item['kind'].replace('_', ' ')} by {item.get('participant_name') or 'no participant'} "
+                f"at {_when(item['at'])}"
+                for item in excluded[:10]
+            )
+            + ("…" if len(excluded) > 10 else ".")
+        )
+    lines.append(
+        "Shares are rounded to 6 decimals by largest remainder (ties to the later touchpoint) and sum to exactly 1."
+    )
+    return lines
