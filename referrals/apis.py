@@ -54,24 +54,26 @@ class ReferralDetailApi(TenantAPIView, generics.RetrieveAPIView):
 
 
 # --- sign-ups, leads, conversions, attributions ----------------------------------------------------
-class TenantPrimaryKeyField(serializers.PrimaryKeyRelatedField):
+class TenantPrimaryKeyField(serializers.Field):
     """A foreign key in input that must belong to the request's tenant (another tenant's id is
     answered like a missing one)."""
 
-    default_error_messages = {"does_not_exist": "Unknown {model_name}.", "incorrect_type": "Send an id."}
-
     def __init__(self, *, model, **kwargs):
         self.model = model
-        super().__init__(queryset=model.objects.none(), **kwargs)
-
-    def get_queryset(self):
-        return self.model.objects.for_tenant(self.context["tenant"])
+        super().__init__(**kwargs)
+        self.error_messages["does_not_exist"] = f"Unknown {model._meta.verbose_name}."
+        self.error_messages["incorrect_type"] = "Send the id (an integer)."
 
     def to_internal_value(self, data):
-        try:
-            return super().to_internal_value(data)
-        except serializers.ValidationError:
-            self.fail("does_not_exist", model_name=self.model._meta.verbose_name)
+        if isinstance(data, bool) or not str(data).isdigit():
+            self.fail("incorrect_type")
+        obj = self.model.objects.for_tenant(self.context["tenant"]).filter(pk=int(data)).first()
+        if obj is None:
+            self.fail("does_not_exist")
+        return obj
+
+    def to_representation(self, value):
+        return value.pk
 
 
 class SignupInputSerializer(serializers.Serializer):

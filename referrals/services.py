@@ -933,6 +933,21 @@ def _process_locked_event(*, event: ConversionEvent, actor: Actor, notes: list[s
         tenant, visitor_ids=[event.visitor_id], emails=[event.email], customer_ids=[event.customer_external_id]
     )
     referral = _referral_for_event(event=event, cluster=cluster, actor=actor, notes=notes)
+    code_link = link_for_code(tenant, event.referral_code) if event.referral_code else None
+    if code_link is not None:
+        touchpoint_record(
+            tenant=tenant,
+            kind=TouchpointKind.REFERRAL_CODE,
+            occurred_at=event.occurred_at,
+            participant=code_link.participant,
+            referral=referral if referral and referral.program_id == code_link.program_id else None,
+            link=code_link,
+            visitor_id=event.visitor_id,
+            email=event.email,
+            customer_external_id=event.customer_external_id,
+            label=code_link.code,
+            dedupe_key=f"conversion:code:{event.pk}",
+        )
     if referral is None:
         notes.append("No referral matched this customer: nothing to attribute.")
         return ConversionEventStatus.UNATTRIBUTED, None

@@ -1,0 +1,2 @@
+# The project-wide fixtures (tests/conftest.py) for the app's own tests.
+from tests.conftest import TenantWorld, celery_eager, world  # noqa: F401
