@@ -2,7 +2,8 @@ import json
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http.request import RawPostDataException
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import generics, serializers
 from rest_framework.response import Response
 
@@ -54,6 +55,7 @@ class ReferralDetailApi(TenantAPIView, generics.RetrieveAPIView):
 
 
 # --- sign-ups, leads, conversions, attributions ----------------------------------------------------
+@extend_schema_field(OpenApiTypes.INT)
 class TenantPrimaryKeyField(serializers.Field):
     """A foreign key in input that must belong to the request's tenant (another tenant's id is
     answered like a missing one)."""

@@ -893,9 +893,7 @@ def conversion_event_process(*, event_id: int) -> ConversionEvent | None:
     concurrent runs of the same event serialize and the second one does nothing.
     """
     with transaction.atomic():
-        event = (
-            ConversionEvent.objects.select_for_update(of=("self",)).select_related("tenant").filter(pk=event_id).first()
-        )
+        event = ConversionEvent.objects.select_for_update().filter(pk=event_id).first()
         if event is None or event.status != ConversionEventStatus.RECEIVED:
             return event
         actor = system_actor(event.tenant)
@@ -982,12 +980,9 @@ def attribution_run(*, event: ConversionEvent) -> list[Attribution]:
     set of rows with the same values. Shares sum to exactly 1, amounts to exactly the event's
     amount. The model, window and half-life come from the referral's rule version.
     """
-    event = (
-        ConversionEvent.objects.for_tenant(event.tenant_id)
-        .select_for_update(of=("self",))
-        .select_related("tenant", "referral__program", "referral__rule_version")
-        .get(pk=event.pk)
-    )
+    # Lock first, read relations after: a locking SELECT that waited for another transaction
+    # re-checks only the locked row, so columns joined in the same statement could be stale.
+    event = ConversionEvent.objects.for_tenant(event.tenant_id).select_for_update().get(pk=event.pk)
     tenant = event.tenant
     existing = {
         row.participant_id: row for row in Attribution.objects.for_tenant(tenant).filter(conversion_event=event)
