@@ -141,6 +141,7 @@ class AttributionAdmin(ReadOnlyTenantAdmin):
     ]
     list_filter = ["program", "model"]
     search_fields = ["conversion_event__external_event_id", "participant__name", "participant__email"]
+    list_select_related = ["conversion_event", "participant", "rule_version__program"]
     fields = [
         "explanation",
         "conversion_event",
@@ -157,6 +158,10 @@ class AttributionAdmin(ReadOnlyTenantAdmin):
         "computed_at",
     ]
     readonly_fields = fields
+
+    @admin.display(description="Participant", ordering="participant__name")
+    def participant_name(self, obj):
+        return obj.participant.name
 
     @admin.display(description="Share", ordering="share")
     def share_percent(self, obj):

@@ -789,12 +789,14 @@ def conversion_event_receive(
     referral_code: str = "",
     visitor_id: str = "",
     source: str = "api",
+    queue_processing: bool = True,
 ) -> ReceivedConversion:
     """Store a validated inbound conversion raw, once per (tenant, external event id), and queue
     its processing after commit.
 
     A repeat with the same payload returns the stored event (``created`` False); a repeat with a
     different payload raises ConversionEventConflict. Nothing is matched or attributed here.
+    ``queue_processing=False`` leaves processing to the caller (the demo seed processes inline).
     """
     event = ConversionEvent(
         tenant=tenant,
@@ -817,7 +819,8 @@ def conversion_event_receive(
     if new_id is not None:
         from .tasks import process_conversion_event
 
-        enqueue_on_commit(process_conversion_event, new_id)
+        if queue_processing:
+            enqueue_on_commit(process_conversion_event, new_id)
         return ReceivedConversion(event=ConversionEvent.objects.for_tenant(tenant).get(pk=new_id), created=True)
     existing = ConversionEvent.objects.for_tenant(tenant).get(external_event_id=external_event_id)
     if existing.raw != raw:

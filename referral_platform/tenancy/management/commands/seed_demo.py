@@ -15,8 +15,8 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 from django.utils import timezone
 
-from programs.models import Program, ProgramAccess, ProgramKind, ProgramStatus
-from programs.services import participant_enroll
+from programs.models import Participant, Program, ProgramAccess, ProgramKind, ProgramStatus
+from programs.services import participant_enroll, program_current_version
 from referral_platform.tenancy.actors import system_actor
 from referral_platform.tenancy.models import ApiKey, Membership, Role, Tenant
 from referral_platform.tenancy.services import api_key_create, api_key_revoke
@@ -89,6 +89,8 @@ class Command(BaseCommand):
             self._superuser("admin@platform.example")
             for tenant in (acme, globex):
                 self._programs(tenant, clicks if tenant is acme else clicks // 4)
+            for tenant in (acme, globex):
+                self._conversions(tenant)
             demo_key = self._demo_key(acme)
         info = {
             "logins": [
@@ -215,6 +217,7 @@ class Command(BaseCommand):
                 referred_company=company,
                 status=status,
                 visitor_id=f"v{random.randrange(10**8):08d}",
+                rule_version=program_current_version(program=referrer.program),
             )
             reached = [s for s in STAGES]
             if status == ReferralStatus.REJECTED:
@@ -225,6 +228,127 @@ class Command(BaseCommand):
             for offset, (_, field) in enumerate(reached):
                 setattr(referral, field, started + timedelta(days=offset * 4))
             referral.save()
+
+    def _conversions(self, tenant: Tenant) -> None:
+        """Sign-ups, a partner lead and conversion events with their attributions, through the real
+        services: a single-touch payment, a multi-touch journey across two devices (position based:
+        40/20/40 over three partners), a qualified lead and a refused foreign-currency event."""
+        from referrals.models import Attribution, ConversionEvent
+        from referrals.services import (
+            conversion_event_process,
+            conversion_event_receive,
+            lead_submit,
+            signup_record,
+        )
+
+        if ConversionEvent.objects.for_tenant(tenant).filter(external_event_id__startswith="seed_").exists():
+            return
+        actor = system_actor(tenant)
+        now = timezone.now().replace(microsecond=0)
+        domain = "example" if tenant.slug == "acme" else f"{tenant.slug}.example"
+
+        def person(external_id: str):
+            return Participant.objects.for_tenant(tenant).get(external_id=external_id)
+
+        def link_of(participant, channel="direct"):
+            return ReferralLink.objects.for_tenant(tenant).get(participant=participant, channel=channel)
+
+        def seed_click(participant, visitor_id, days_ago, channel="direct"):
+            link = link_of(participant, channel)
+            Click.objects.create(
+                tenant=tenant,
+                link=link,
+                program_id=link.program_id,
+                participant=participant,
+                stream_id=f"sd-{visitor_id[-12:]}-{link.code}",
+                visitor_id=visitor_id,
+                ip="198.51.100.7",
+                user_agent=USER_AGENTS[0],
+                channel=link.channel,
+                utm={"utm_source": link.channel},
+                occurred_at=now - timedelta(days=days_ago),
+            )
+
+        def event(external_event_id, kind, days_ago, amount_minor=0, currency="USD", **identity):
+            data = {
+                "external_event_id": external_event_id,
+                "kind": kind,
+                "amount_minor": amount_minor,
+                "currency": currency,
+                "occurred_at": now - timedelta(days=days_ago),
+                **identity,
+            }
+            raw = {key: value.isoformat() if hasattr(value, "isoformat") else value for key, value in data.items()}
+            received = conversion_event_receive(tenant=tenant, raw=raw, queue_processing=False, **data)
+            return conversion_event_process(event_id=received.event.pk)
+
+        steps = 6
+        # 1. Single touch: Dana's e-mail link → sign-up → first payment.
+        dana = person("cus_1001")
+        seed_click(dana, "demo-orbit-laptop", 12, channel="email")
+        signup_record(
+            tenant=tenant,
+            actor=actor,
+            email=f"cto@orbitlabs.{domain}",
+            visitor_id="demo-orbit-laptop",
+            customer_external_id="acct_orbit",
+            company="Orbit Labs",
+            company_size="51-200",
+            how_did_you_hear="Dana at Northwind told me",
+            occurred_at=now - timedelta(days=11),
+        )
+        event("seed_pay_orbit_1", "payment", 8, 49_900, customer_external_id="acct_orbit")
+        progress(1, steps, f"{tenant.slug}: conversions")
+        # 2. Multi-touch across devices in the partner program (position based).
+        priya, marco, nina = person("ptn_01"), person("ptn_02"), person("ptn_03")
+        seed_click(priya, "demo-quanta-laptop", 25)
+        signup_record(
+            tenant=tenant,
+            actor=actor,
+            email=f"ops@quantaflow.{domain}",
+            visitor_id="demo-quanta-laptop",
+            customer_external_id="acct_quanta",
+            company="QuantaFlow",
+            company_size="201-1000",
+            how_did_you_hear="Podcast ad",
+            occurred_at=now - timedelta(days=20),
+        )
+        seed_click(marco, "demo-quanta-phone", 10, channel="social")
+        seed_click(nina, "demo-quanta-phone", 4, channel="social")
+        progress(2, steps, f"{tenant.slug}: conversions")
+        event(
+            "seed_pay_quanta_1",
+            "payment",
+            2,
+            240_000,
+            customer_external_id="acct_quanta",
+            visitor_id="demo-quanta-phone",  # the phone is linked to the customer here
+        )
+        progress(3, steps, f"{tenant.slug}: conversions")
+        # 3. A partner lead with qualifying information, then qualified by the sales team.
+        lead_submit(
+            tenant=tenant,
+            actor=actor,
+            participant=marco,
+            name="Ida Berg",
+            email=f"it@brightpath.{domain}",
+            company="BrightPath",
+            company_size="11-50",
+            budget="About $20k a year",
+            authority="Ida (Head of IT) decides",
+            need="Partner portal for 40 resellers",
+            timeline="This quarter",
+            occurred_at=now - timedelta(days=6),
+        )
+        event("seed_qualified_brightpath", "qualified", 3, email=f"it@brightpath.{domain}")
+        progress(4, steps, f"{tenant.slug}: conversions")
+        # 4. A second payment of the first customer, and one in a foreign currency (refused, kept).
+        event("seed_pay_orbit_2", "payment", 1, 49_900, customer_external_id="acct_orbit")
+        event("seed_pay_orbit_eur", "payment", 1, 45_000, currency="EUR", customer_external_id="acct_orbit")
+        progress(5, steps, f"{tenant.slug}: conversions")
+        rows = Attribution.objects.for_tenant(tenant).count()
+        progress(steps, steps, f"{tenant.slug}: conversions")
+        self.stdout.write(f"  {tenant.slug}: 5 conversion events, {rows} attribution rows")
 
     def _demo_key(self, tenant: Tenant) -> str:
         actor = system_actor(tenant)
