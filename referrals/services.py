@@ -360,6 +360,10 @@ def _within_window(*, program: Program, version: ProgramVersion, at: datetime, n
     return at >= now - timedelta(days=int(rules["cookie_window_days"]))
 
 
+def _link_accepts_referrals(link: ReferralLink) -> bool:
+    return link.is_active and link.program.is_live and link.participant.status == ParticipantStatus.ACTIVE
+
+
 def _fill_blanks(referral: Referral, **values) -> Referral:
     """Complete a referral with details it does not have yet (never overwrite what is known)."""
     changed = []
@@ -427,7 +431,7 @@ def signup_record(
             click = latest_credited_click(tenant, cluster=cluster, until=occurred_at)
             if (
                 click is not None
-                and click.program.is_live
+                and _link_accepts_referrals(click.link)
                 and _within_window(
                     program=click.program,
                     version=program_current_version(program=click.program),
@@ -437,8 +441,10 @@ def signup_record(
             ):
                 link = click.link
         if link is not None:
-            if not link.is_active:
-                raise ValidationError({"referral_code": "This referral link is no longer active."})
+            if not _link_accepts_referrals(link):
+                raise ValidationError(
+                    {"referral_code": "This link no longer accepts referrals (link, program or referrer inactive)."}
+                )
             referral = referral_create(
                 tenant=tenant,
                 program=link.program,
@@ -848,9 +854,7 @@ def _referral_for_event(*, event: ConversionEvent, cluster, actor: Actor, notes:
             now=event.occurred_at,
         ):
             link = click.link
-    if link is None or not link.is_active or not link.program.is_live:
-        return None
-    if link.participant.status != ParticipantStatus.ACTIVE:
+    if link is None or not _link_accepts_referrals(link):
         return None
     return referral_create(
         tenant=tenant,

@@ -224,3 +224,26 @@ def test_a_viewer_session_cannot_submit_signups_or_leads(world, client):
     client.force_login(world.viewer_a)
     assert client.post("/api/v1/signups", {"email": "x@y.example"}, content_type="application/json").status_code == 403
     assert not Referral.objects.exists()
+
+
+@pytest.mark.parametrize("dead", ["paused-program", "inactive-link", "removed-referrer"])
+def test_a_code_that_no_longer_accepts_referrals_is_a_400_on_referral_code(world, dead):
+    program = program_for(world.a)
+    dana, link = referrer_with_link(program)
+    if dead == "paused-program":
+        program.status = "paused"
+        program.save()
+    elif dead == "inactive-link":
+        link.is_active = False
+        link.save()
+    else:
+        dana.status = "removed"
+        dana.save()
+    before = _counts()
+
+    response = world.api(world.key_a).post(
+        "/api/v1/signups", {"referral_code": link.code, "email": "ok@prospect.example"}, format="json"
+    )
+
+    assert response.status_code == 400 and "referral_code" in response.json()["error"]["fields"]
+    assert _counts() == before
