@@ -189,6 +189,14 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # One schema name per choice set that several models or serializers share.
+    "ENUM_NAME_OVERRIDES": {
+        "AttributionModelEnum": "programs.models.AttributionModel",
+        "ProgramKindEnum": "programs.models.ProgramKind",
+        "CompanySizeEnum": "referrals.models.CompanySize",
+        "ConversionKindEnum": "referrals.models.ConversionKind",
+        "TouchpointKindEnum": "referrals.models.TouchpointKind",
+    },
 }
 
 # --- Celery -----------------------------------------------------------------------------------
