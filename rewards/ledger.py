@@ -1,0 +1,213 @@
+"""The double-entry ledger: accounts, posting balanced transactions, and balances derived from entries.
+
+Sign convention: an entry's ``amount_minor`` is positive for a debit, negative for a credit. The
+program's expense account is debit-normal; a participant's pending / payable / paid accounts are
+credit-normal (what the program owes or has paid them) and their receivable account (clawbacks the
+participant owes back) is debit-normal. ``participant_balances`` presents every account as a positive
+figure in its normal direction. PostgreSQL refuses unbalanced transactions and any UPDATE / DELETE.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import Sum
+
+from programs.models import Participant, Program
+from referral_platform.tenancy.models import Tenant
+
+from .models import (
+    PARTICIPANT_ACCOUNT_KINDS,
+    AccountKind,
+    EntryKind,
+    LedgerAccount,
+    LedgerEntry,
+    LedgerTransaction,
+)
+
+# Credit-normal accounts are shown negated so every balance reads as a positive amount.
+CREDIT_NORMAL = frozenset({AccountKind.PENDING, AccountKind.PAYABLE, AccountKind.PAID})
+
+
+class LedgerIdempotencyError(ValidationError):
+    """An idempotency key was reused with different lines."""
+
+
+@dataclass(frozen=True)
+class Line:
+    account: LedgerAccount
+    amount_minor: int
+
+
+def ledger_account(
+    *, tenant: Tenant, program: Program, kind: str, currency: str, participant: Participant | None = None
+) -> LedgerAccount:
+    """The account (created on first use; concurrent first uses get the same row)."""
+    if kind not in AccountKind.values:
+        raise ValidationError({"kind": f"Unknown account kind {kind!r}."})
+    if (kind == AccountKind.EXPENSE) != (participant is None):
+        raise ValidationError({"participant": "Expense accounts belong to a program; the others to a participant."})
+    if program.tenant_id != tenant.pk or (participant is not None and participant.tenant_id != tenant.pk):
+        raise ValidationError({"program": "Program and participant must belong to the tenant."})
+    lookup = {
+        "tenant": tenant,
+        "program": program,
+        "participant": participant,
+        "kind": kind,
+        "currency": currency.upper(),
+    }
+    account = LedgerAccount.objects.filter(**lookup).first()
+    if account is not None:
+        return account
+    try:
+        with transaction.atomic():
+            return LedgerAccount.objects.create(**lookup)
+    except IntegrityError:
+        return LedgerAccount.objects.get(**lookup)
+
+
+def participant_account(participant: Participant, kind: str, currency: str) -> LedgerAccount:
+    return ledger_account(
+        tenant=participant.tenant, program=participant.program, participant=participant, kind=kind, currency=currency
+    )
+
+
+def expense_account(program: Program, currency: str) -> LedgerAccount:
+    return ledger_account(tenant=program.tenant, program=program, kind=AccountKind.EXPENSE, currency=currency)
+
+
+def _fingerprint(lines: Sequence[Line]) -> str:
+    canonical = sorted((line.account.pk, int(line.amount_minor)) for line in lines)
+    return hashlib.sha256(json.dumps(canonical).encode()).hexdigest()
+
+
+def _validate_lines(tenant: Tenant, kind: str, lines: Sequence[Line]) -> None:
+    if kind not in EntryKind.values:
+        raise ValidationError({"kind": f"Unknown entry kind {kind!r}."})
+    if len(lines) < 2:
+        raise ValidationError({"lines": "A transaction needs at least two entries."})
+    totals: dict[str, int] = {}
+    for line in lines:
+        if not isinstance(line.amount_minor, int) or isinstance(line.amount_minor, bool):
+            raise ValidationError({"lines": "Amounts are integers in minor units."})
+        if line.amount_minor == 0:
+            raise ValidationError({"lines": "An entry cannot be zero."})
+        if line.account.tenant_id != tenant.pk:
+            raise ValidationError({"lines": "Every account must belong to the tenant."})
+        totals[line.account.currency] = totals.get(line.account.currency, 0) + line.amount_minor
+    unbalanced = {currency: total for currency, total in totals.items() if total != 0}
+    if unbalanced:
+        raise ValidationError({"lines": f"Entries must sum to zero per currency; off by {unbalanced}."})
+
+
+@transaction.atomic
+def ledger_post(
+    *,
+    tenant: Tenant,
+    idempotency_key: str,
+    kind: str,
+    lines: Sequence[Line],
+    memo: str = "",
+    reward=None,
+    payout=None,
+    posted_at: datetime | None = None,
+) -> LedgerTransaction:
+    """Post a balanced transaction once per ``idempotency_key``.
+
+    Reposting the same key with the same lines returns the existing transaction (nothing written);
+    the same key with different lines raises ``LedgerIdempotencyError``. Concurrent posts of one key
+    end with one transaction: the loser waits on the unique index, then sees the winner's row.
+    """
+    if not idempotency_key:
+        raise ValidationError({"idempotency_key": "An idempotency key is required."})
+    _validate_lines(tenant, kind, lines)
+    fingerprint = _fingerprint(lines)
+    existing = LedgerTransaction.objects.for_tenant(tenant).filter(idempotency_key=idempotency_key).first()
+    if existing is None:
+        extra = {"posted_at": posted_at} if posted_at else {}
+        try:
+            with transaction.atomic():
+                created = LedgerTransaction.objects.create(
+                    tenant=tenant,
+                    idempotency_key=idempotency_key,
+                    kind=kind,
+                    memo=memo[:500],
+                    lines_fingerprint=fingerprint,
+                    reward=reward,
+                    payout=payout,
+                    **extra,
+                )
+                LedgerEntry.objects.bulk_create(
+                    LedgerEntry(
+                        tenant=tenant,
+                        transaction=created,
+                        account=line.account,
+                        amount_minor=line.amount_minor,
+                        posted_at=created.posted_at,
+                    )
+                    for line in lines
+                )
+                return created
+        except IntegrityError:
+            existing = LedgerTransaction.objects.for_tenant(tenant).get(idempotency_key=idempotency_key)
+    if existing.lines_fingerprint != fingerprint:
+        raise LedgerIdempotencyError(
+            {"idempotency_key": f"Key {idempotency_key!r} was already used for a different transaction."}
+        )
+    return existing
+
+
+# --- selectors ---------------------------------------------------------------------------------
+
+
+def account_balance(account: LedgerAccount, *, before: datetime | None = None) -> int:
+    """Raw signed sum of the account's entries (debits positive), optionally only those before ``before``."""
+    entries = LedgerEntry.objects.for_tenant(account.tenant_id).filter(account=account)
+    if before is not None:
+        entries = entries.filter(posted_at__lt=before)
+    return entries.aggregate(total=Sum("amount_minor"))["total"] or 0
+
+
+def presented(kind: str, raw: int) -> int:
+    """A raw signed balance in the account's normal direction (positive when normal)."""
+    return -raw if kind in CREDIT_NORMAL else raw
+
+
+def participant_balances(
+    tenant: Tenant, *, participant: Participant, currency: str, before: datetime | None = None
+) -> dict[str, int]:
+    """{pending, payable, paid, receivable}: each derived from the ledger entries, positive when normal."""
+    entries = LedgerEntry.objects.for_tenant(tenant).filter(
+        account__participant=participant, account__currency=currency.upper()
+    )
+    if before is not None:
+        entries = entries.filter(posted_at__lt=before)
+    sums = dict(entries.values_list("account__kind").annotate(total=Sum("amount_minor")).values_list("account__kind", "total"))
+    return {kind.value: presented(kind, sums.get(kind.value) or 0) for kind in PARTICIPANT_ACCOUNT_KINDS}
+
+
+def unbalanced_transactions(tenant: Tenant) -> list[tuple[int, str, int]]:
+    """(transaction id, currency, sum) for every transaction that does not sum to zero. Always empty
+    while the database guarantees hold; tests and audits call it."""
+    rows = (
+        LedgerEntry.objects.for_tenant(tenant)
+        .values("transaction_id", "account__currency")
+        .annotate(total=Sum("amount_minor"))
+        .exclude(total=0)
+    )
+    return [(row["transaction_id"], row["account__currency"], row["total"]) for row in rows]
+
+
+def transactions_for(tenant: Tenant, *, reward=None, payout=None) -> Iterable[LedgerTransaction]:
+    qs = LedgerTransaction.objects.for_tenant(tenant).prefetch_related("entries__account")
+    if reward is not None:
+        qs = qs.filter(reward=reward)
+    if payout is not None:
+        qs = qs.filter(payout=payout)
+    return qs.order_by("posted_at", "pk")
