@@ -15,6 +15,7 @@ from referrals.apis import (
     ReferralListApi,
     SignupCreateApi,
 )
+from rewards.apis import ParticipantStripeOnboardingApi
 
 
 class MeOutputSerializer(serializers.Serializer):
@@ -53,4 +54,9 @@ urlpatterns = [
     path("conversions/<int:pk>", ConversionDetailApi.as_view(), name="conversion-detail"),
     path("attributions", AttributionListApi.as_view(), name="attribution-list"),
     path("attributions/<int:pk>", AttributionDetailApi.as_view(), name="attribution-detail"),
+    path(
+        "participants/<int:pk>/stripe-onboarding",
+        ParticipantStripeOnboardingApi.as_view(),
+        name="participant-stripe-onboarding",
+    ),
 ]

@@ -7,6 +7,7 @@ from referral_platform.health import health
 from referral_platform.tenancy import views as tenancy_views
 from referral_platform.tenancy.admin_base import site as admin_site
 from referrals import views as referral_views
+from rewards import views as rewards_views
 
 urlpatterns = [
     path("", tenancy_views.home, name="home"),
@@ -22,6 +23,7 @@ urlpatterns = [
     path("api/v1/", include("referral_platform.api_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("webhooks/stripe/<slug:tenant_slug>/", rewards_views.stripe_webhook, name="stripe_webhook"),
 ]
 
 

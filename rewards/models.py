@@ -365,6 +365,7 @@ class StripeCharge(TenantOwnedModel):
 
     stripe_charge_id = models.CharField(max_length=100)
     stripe_invoice_id = models.CharField(max_length=100, blank=True)
+    stripe_payment_intent_id = models.CharField(max_length=100, blank=True)
     amount_minor = models.BigIntegerField(default=0)
     amount_refunded_minor = models.BigIntegerField(default=0)
     currency = models.CharField(max_length=3, blank=True)

@@ -225,3 +225,18 @@ LOGGING = {
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
 FORMS_URLFIELD_ASSUME_HTTPS = True
+
+# --- rewards and payouts ----------------------------------------------------------------------
+# Timeout of one Stripe call; a payout holds its row lock while the call runs.
+STRIPE_TIMEOUT_SECONDS = int(os.environ.get("STRIPE_TIMEOUT_SECONDS", "30"))
+# A failed payout is retried after PAYOUT_RETRY_BASE_SECONDS * 2**(attempts-1), capped, up to
+# PAYOUT_MAX_ATTEMPTS attempts; then it is abandoned and waits for a marketer in the admin.
+PAYOUT_RETRY_BASE_SECONDS = int(os.environ.get("PAYOUT_RETRY_BASE_SECONDS", "60"))
+PAYOUT_RETRY_MAX_SECONDS = int(os.environ.get("PAYOUT_RETRY_MAX_SECONDS", str(3 * 3600)))
+PAYOUT_MAX_ATTEMPTS = int(os.environ.get("PAYOUT_MAX_ATTEMPTS", "8"))
+CELERY_BEAT_SCHEDULE.update(
+    {
+        "rewards-release-holds": {"task": "rewards.release_holds", "schedule": 15 * 60},
+        "rewards-payouts-run": {"task": "rewards.payouts_run", "schedule": 30 * 60},
+    }
+)

@@ -1,0 +1,510 @@
+"""Marketer admin for rewards: the review queue, payouts, the ledger, statements, Stripe wiring."""
+
+from __future__ import annotations
+
+import csv
+from datetime import UTC, datetime, time, timedelta
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
+
+from programs.models import Participant
+from referral_platform.tenancy.admin_base import EDIT_ROLES, TenantScopedAdmin, TenantScopedInline, request_actor, site
+
+from .ledger import account_balance, presented
+from .models import (
+    LedgerAccount,
+    LedgerEntry,
+    LedgerTransaction,
+    ParticipantStripeProfile,
+    Payout,
+    PayoutSettings,
+    Reward,
+    RewardStatus,
+    StripeCredentials,
+    StripeWebhookEvent,
+    mask_secret,
+)
+from .payouts import connect_onboarding_link_create, payout_mark_fulfilled, payout_retry_now
+from .selectors import participant_statement, statement_csv_rows
+from .services import reward_approve, reward_reject
+
+
+def money(amount_minor: int | None, currency: str) -> str:
+    if amount_minor is None:
+        return "—"
+    return f"{amount_minor / 100:,.2f} {currency}" if currency else str(amount_minor)
+
+
+class ReadOnlyAdmin(TenantScopedAdmin):
+    """Rows written only by services: viewable, never added, edited or deleted here."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+def _can_edit(modeladmin, request) -> bool:
+    actor = request_actor(request)
+    return actor.is_platform_staff or (actor.kind == "member" and actor.role in EDIT_ROLES)
+
+
+class ReasonForm(forms.Form):
+    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3, "cols": 60}), max_length=2000)
+
+
+def _reason_step(modeladmin, request, queryset, *, title: str, action: str, form_class=ReasonForm, apply):
+    """Admin action with an intermediate page asking for a reason (or other fields), then ``apply``."""
+    if not _can_edit(modeladmin, request):
+        raise PermissionDenied
+    form = form_class(request.POST if "apply" in request.POST else None)
+    if "apply" in request.POST and form.is_valid():
+        done, failed = 0, []
+        for obj in queryset:
+            try:
+                apply(obj, form.cleaned_data)
+                done += 1
+            except ValidationError as error:
+                failed.append(f"#{obj.pk}: {'; '.join(error.messages)}")
+        modeladmin.message_user(request, f"{title}: {done} done.", messages.SUCCESS if done else messages.WARNING)
+        for line in failed:
+            modeladmin.message_user(request, line, messages.ERROR)
+        return None
+    return TemplateResponse(
+        request,
+        "admin/rewards/reason_form.html",
+        {
+            **modeladmin.admin_site.each_context(request),
+            "title": title,
+            "objects": queryset,
+            "form": form,
+            "action": action,
+            "opts": modeladmin.model._meta,
+            "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+        },
+    )
+
+
+# --- rewards -----------------------------------------------------------------------------------
+
+
+class ReviewQueueFilter(admin.SimpleListFilter):
+    title = "queue"
+    parameter_name = "queue"
+
+    def lookups(self, request, model_admin):
+        return [("review", "Awaiting review (above auto-approve limit)"), ("hold", "On hold")]
+
+    def queryset(self, request, queryset):
+        from django.db.models import F
+
+        now = timezone.now()
+        above = F("program__auto_approve_limit_minor") + F("reversed_minor") + F("clawed_back_minor")
+        if self.value() == "review":
+            return queryset.filter(status=RewardStatus.PENDING, hold_until__lte=now, amount_minor__gt=above)
+        if self.value() == "hold":
+            return queryset.filter(status=RewardStatus.PENDING, hold_until__gt=now)
+        return queryset
+
+
+@admin.action(description="Approve selected rewards")
+def approve_rewards(modeladmin, request, queryset):
+    if not _can_edit(modeladmin, request):
+        raise PermissionDenied
+    actor = request_actor(request)
+    done, failed = 0, []
+    for reward in queryset:
+        try:
+            reward_approve(reward=reward, actor=actor, reason="approved in review")
+            done += 1
+        except ValidationError as error:
+            failed.append(f"#{reward.pk}: {'; '.join(error.messages)}")
+    modeladmin.message_user(request, f"Approved {done} reward(s).", messages.SUCCESS if done else messages.WARNING)
+    for line in failed:
+        modeladmin.message_user(request, line, messages.ERROR)
+
+
+@admin.action(description="Reject selected rewards (asks for a reason)")
+def reject_rewards(modeladmin, request, queryset):
+    actor = request_actor(request)
+    return _reason_step(
+        modeladmin,
+        request,
+        queryset,
+        title="Reject rewards",
+        action="reject_rewards",
+        apply=lambda reward, data: reward_reject(reward=reward, actor=actor, reason=data["reason"]),
+    )
+
+
+class RewardAdmin(ReadOnlyAdmin):
+    list_display = [
+        "id",
+        "participant",
+        "program",
+        "kind",
+        "amount",
+        "net",
+        "status",
+        "hold_until",
+        "payout",
+        "created_at",
+    ]
+    list_filter = [ReviewQueueFilter, "status", "kind", "beneficiary_side", "program"]
+    search_fields = ["participant__name", "participant__email", "source_key"]
+    actions = [approve_rewards, reject_rewards]
+    readonly_fields = [
+        "program",
+        "participant",
+        "beneficiary_side",
+        "kind",
+        "description",
+        "amount",
+        "net",
+        "reversed_minor",
+        "clawed_back_minor",
+        "status",
+        "status_reason",
+        "hold_until",
+        "explanation_text",
+        "explanation",
+        "source_key",
+        "conversion_event",
+        "referral",
+        "payout",
+        "converted_at",
+        "approved_at",
+        "paid_at",
+        "time_to_reward",
+        "created_at",
+    ]
+    fields = readonly_fields
+    change_list_template = "admin/rewards/reward/change_list.html"
+
+    def has_change_permission(self, request, obj=None):
+        # Actions need "change"; the form itself stays read-only (every field is in readonly_fields).
+        return _can_edit(self, request) and self._owns(request, obj)
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        if not _can_edit(self, request):
+            actions.pop("approve_rewards", None)
+            actions.pop("reject_rewards", None)
+        return actions
+
+    @admin.display(description="amount")
+    def amount(self, obj):
+        return money(obj.amount_minor, obj.currency)
+
+    @admin.display(description="net")
+    def net(self, obj):
+        return money(obj.net_minor, obj.currency)
+
+    def get_urls(self):
+        return [
+            path("statement/", self.admin_site.admin_view(self.statement_view), name="rewards_statement"),
+            *super().get_urls(),
+        ]
+
+    def statement_view(self, request):
+        """Per participant and period: opening balances, ledger movements, closing balances; ?format=csv."""
+        actor = request_actor(request)
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        participants = Participant.objects.select_related("program").order_by("name", "pk")
+        if not actor.is_platform_staff:
+            participants = participants.filter(tenant_id=actor.tenant.pk if actor.tenant else None)
+        form = StatementForm(request.GET or None, participants=participants)
+        context = {**self.admin_site.each_context(request), "title": "Participant statement", "form": form,
+                   "opts": self.model._meta}
+        if form.is_bound and form.is_valid():
+            participant = form.cleaned_data["participant"]
+            start = datetime.combine(form.cleaned_data["start"], time.min, tzinfo=UTC)
+            end = datetime.combine(form.cleaned_data["end"], time.min, tzinfo=UTC) + timedelta(days=1)
+            statement = participant_statement(participant.tenant, participant=participant, start=start, end=end)
+            if request.GET.get("format") == "csv":
+                response = HttpResponse(content_type="text/csv")
+                response["Content-Disposition"] = (
+                    f'attachment; filename="statement-{participant.pk}-{form.cleaned_data["start"]}.csv"'
+                )
+                writer = csv.writer(response)
+                for row in statement_csv_rows(statement):
+                    writer.writerow(row)
+                return response
+            movements = statement.movements()
+            rows = [(k, statement.opening[k], movements[k], statement.closing[k]) for k in statement.opening]
+            context.update(statement=statement, rows=rows, csv_query=request.GET.urlencode() + "&format=csv")
+        return TemplateResponse(request, "admin/rewards/statement.html", context)
+
+
+class StatementForm(forms.Form):
+    participant = forms.ModelChoiceField(queryset=Participant.objects.none())
+    start = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}))
+    end = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}), help_text="Inclusive.")
+
+    def __init__(self, *args, participants, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["participant"].queryset = participants
+        if not self.is_bound:
+            today = timezone.now().date()
+            self.initial.update(start=today.replace(day=1), end=today)
+
+    def clean(self):
+        data = super().clean()
+        if data.get("start") and data.get("end") and data["end"] < data["start"]:
+            raise ValidationError({"end": "The period ends before it starts."})
+        return data
+
+
+# --- payouts -----------------------------------------------------------------------------------
+
+
+class FulfilForm(forms.Form):
+    note = forms.CharField(widget=forms.Textarea(attrs={"rows": 2, "cols": 60}), required=False,
+                           help_text="E.g. the gift card code sent, the tracking number of the swag.")
+    reference = forms.CharField(required=False, max_length=100,
+                                help_text="Only for Stripe payouts paid by hand: the transfer / payment id.")
+
+
+@admin.action(description="Mark selected payouts fulfilled (asks for a note)")
+def fulfil_payouts(modeladmin, request, queryset):
+    actor = request_actor(request)
+    return _reason_step(
+        modeladmin,
+        request,
+        queryset,
+        title="Mark payouts fulfilled",
+        action="fulfil_payouts",
+        form_class=FulfilForm,
+        apply=lambda payout, data: payout_mark_fulfilled(
+            payout=payout, actor=actor, note=data["note"], reference=data["reference"]
+        ),
+    )
+
+
+@admin.action(description="Retry selected failed payouts now")
+def retry_payouts(modeladmin, request, queryset):
+    if not _can_edit(modeladmin, request):
+        raise PermissionDenied
+    from referral_platform.celery import enqueue_on_commit
+
+    from .tasks import payout_execute
+
+    done = 0
+    for payout in queryset:
+        try:
+            payout_retry_now(payout=payout, actor=request_actor(request))
+            enqueue_on_commit(payout_execute, payout.pk)
+            done += 1
+        except ValidationError as error:
+            modeladmin.message_user(request, f"#{payout.pk}: {'; '.join(error.messages)}", messages.ERROR)
+    modeladmin.message_user(request, f"Queued {done} payout(s) for a new attempt.")
+
+
+class PayoutAdmin(ReadOnlyAdmin):
+    list_display = ["id", "participant", "method", "amount", "netted", "status", "attempts", "error",
+                    "next_attempt_at", "stripe_object_id", "paid_at"]
+    list_filter = ["status", "method", "program"]
+    search_fields = ["participant__name", "participant__email", "stripe_object_id"]
+    actions = [fulfil_payouts, retry_payouts]
+    readonly_fields = ["program", "participant", "method", "currency", "gross_minor", "netted_minor", "amount_minor",
+                       "status", "idempotency_key", "attempts", "last_error", "next_attempt_at", "stripe_object_id",
+                       "stripe_detail", "fulfilment_note", "created_at", "paid_at", "covered_rewards"]
+    fields = readonly_fields
+
+    def has_change_permission(self, request, obj=None):
+        return _can_edit(self, request) and self._owns(request, obj)
+
+    @admin.display(description="amount")
+    def amount(self, obj):
+        return money(obj.amount_minor, obj.currency)
+
+    @admin.display(description="netted")
+    def netted(self, obj):
+        return money(obj.netted_minor, obj.currency) if obj.netted_minor else ""
+
+    @admin.display(description="last error")
+    def error(self, obj):
+        return (obj.last_error[:80] + "…") if len(obj.last_error) > 80 else obj.last_error
+
+    @admin.display(description="rewards")
+    def covered_rewards(self, obj):
+        links = [
+            format_html('<a href="{}">#{}</a>', reverse("admin:rewards_reward_change", args=[r.pk]), r.pk)
+            for r in obj.rewards.all()
+        ]
+        return format_html(", ".join(["{}"] * len(links)), *links) if links else "—"
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("participant")
+
+
+# --- ledger ------------------------------------------------------------------------------------
+
+
+class LedgerEntryInline(TenantScopedInline):
+    model = LedgerEntry
+    fields = ["account", "amount_minor", "posted_at"]
+    readonly_fields = fields
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+class LedgerTransactionAdmin(ReadOnlyAdmin):
+    list_display = ["posted_at", "kind", "idempotency_key", "memo", "reward", "payout"]
+    list_filter = ["kind"]
+    search_fields = ["idempotency_key", "memo"]
+    inlines = [LedgerEntryInline]
+    readonly_fields = ["posted_at", "kind", "idempotency_key", "memo", "reward", "payout"]
+    fields = readonly_fields
+
+
+class LedgerAccountAdmin(ReadOnlyAdmin):
+    list_display = ["__str__", "program", "participant", "kind", "currency", "balance"]
+    list_filter = ["kind", "currency", "program"]
+    search_fields = ["participant__name", "participant__email"]
+    readonly_fields = ["program", "participant", "kind", "currency", "created_at", "balance"]
+    fields = readonly_fields
+
+    @admin.display(description="balance (normal direction)")
+    def balance(self, obj):
+        return money(presented(obj.kind, account_balance(obj)), obj.currency)
+
+
+# --- Stripe wiring -----------------------------------------------------------------------------
+
+
+class StripeCredentialsForm(forms.ModelForm):
+    secret_key = forms.CharField(
+        widget=forms.PasswordInput(render_value=False), required=False, help_text="Leave blank to keep the current key."
+    )
+    webhook_secret = forms.CharField(
+        widget=forms.PasswordInput(render_value=False),
+        required=False,
+        help_text="The endpoint's signing secret (whsec_…). Leave blank to keep the current one.",
+    )
+
+    class Meta:
+        model = StripeCredentials
+        fields = ["secret_key", "webhook_secret"]
+
+    def clean(self):
+        data = super().clean()
+        for name in ("secret_key", "webhook_secret"):
+            if data.get(name):
+                continue
+            if self.instance.pk:
+                data[name] = getattr(StripeCredentials.objects.get(pk=self.instance.pk), name)
+            else:
+                self.add_error(name, "Required.")
+        if data.get("secret_key") and not data["secret_key"].startswith(("sk_", "rk_")):
+            self.add_error("secret_key", "A Stripe secret key starts with sk_ (or rk_ for a restricted key).")
+        return data
+
+
+class StripeCredentialsAdmin(TenantScopedAdmin):
+    form = StripeCredentialsForm
+    list_display = ["__str__", "masked_secret_key", "masked_webhook_secret", "webhook_url", "updated_at"]
+    readonly_fields = ["masked_secret_key", "masked_webhook_secret", "webhook_url", "updated_at"]
+
+    def get_fields(self, request, obj=None):
+        return ["secret_key", "webhook_secret", *self.readonly_fields]
+
+    @admin.display(description="secret key")
+    def masked_secret_key(self, obj):
+        return mask_secret(obj.secret_key) if obj else ""
+
+    @admin.display(description="webhook signing secret")
+    def masked_webhook_secret(self, obj):
+        return mask_secret(obj.webhook_secret) if obj else ""
+
+    @admin.display(description="webhook endpoint")
+    def webhook_url(self, obj):
+        if not obj or not obj.tenant_id:
+            return ""
+        return reverse("stripe_webhook", kwargs={"tenant_slug": obj.tenant.slug})
+
+    def save_model(self, request, obj, form, change):
+        from referral_platform.tenancy.services import audit_record
+
+        obj.updated_at = timezone.now()
+        super().save_model(request, obj, form, change)
+        audit_record(tenant=obj.tenant, actor=request_actor(request), action="stripe.credentials_saved", obj=obj)
+
+
+@admin.action(description="Create a Stripe Connect onboarding link")
+def onboarding_link(modeladmin, request, queryset):
+    if not _can_edit(modeladmin, request):
+        raise PermissionDenied
+    for profile in queryset.select_related("participant", "participant__tenant"):
+        back = request.build_absolute_uri(reverse("admin:rewards_participantstripeprofile_changelist"))
+        try:
+            url = connect_onboarding_link_create(
+                participant=profile.participant, actor=request_actor(request), refresh_url=back, return_url=back
+            )
+        except ValidationError as error:
+            modeladmin.message_user(request, "; ".join(error.messages), messages.ERROR)
+            continue
+        except Exception as error:  # a Stripe error: show it, keep going
+            modeladmin.message_user(request, f"{profile.participant}: {error}", messages.ERROR)
+            continue
+        modeladmin.message_user(request, f"Onboarding link for {profile.participant}: {url}")
+
+
+class ParticipantStripeProfileAdmin(TenantScopedAdmin):
+    list_display = ["participant", "connected_account_id", "customer_id", "onboarding_link_created_at"]
+    search_fields = ["participant__name", "participant__email", "connected_account_id", "customer_id"]
+    actions = [onboarding_link]
+
+
+class PayoutSettingsAdmin(TenantScopedAdmin):
+    list_display = ["program", "minimum_payout_minor"]
+
+
+@admin.action(description="Process selected events again")
+def reprocess_events(modeladmin, request, queryset):
+    from .webhooks import stripe_event_process
+
+    for event in queryset:
+        stripe_event_process(event=event)
+    modeladmin.message_user(request, "Processed.")
+
+
+class StripeWebhookEventAdmin(ReadOnlyAdmin):
+    list_display = ["received_at", "type", "stripe_event_id", "status", "attempts", "error"]
+    list_filter = ["type", "status"]
+    search_fields = ["stripe_event_id"]
+    readonly_fields = ["stripe_event_id", "type", "status", "attempts", "error", "received_at", "processed_at",
+                       "payload"]
+    fields = readonly_fields
+    actions = [reprocess_events]
+
+    def has_change_permission(self, request, obj=None):
+        return _can_edit(self, request) and self._owns(request, obj)
+
+
+site.register(Reward, RewardAdmin)
+site.register(Payout, PayoutAdmin)
+site.register(LedgerTransaction, LedgerTransactionAdmin)
+site.register(LedgerAccount, LedgerAccountAdmin)
+site.register(StripeCredentials, StripeCredentialsAdmin)
+site.register(ParticipantStripeProfile, ParticipantStripeProfileAdmin)
+site.register(PayoutSettings, PayoutSettingsAdmin)
+site.register(StripeWebhookEvent, StripeWebhookEventAdmin)
+

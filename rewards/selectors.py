@@ -1,0 +1,160 @@
+"""Reads of rewards, payouts and statements. The tenant comes first (None only for platform-wide tasks)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.db.models import F, QuerySet
+
+from programs.models import Participant, Program
+from referral_platform.tenancy.models import Tenant
+
+from .ledger import participant_balances, presented
+from .models import PARTICIPANT_ACCOUNT_KINDS, LedgerEntry, Payout, PayoutSettings, PayoutStatus, Reward, RewardStatus
+
+
+def _rewards(tenant: Tenant | None) -> QuerySet[Reward]:
+    return Reward.objects.for_tenant(tenant) if tenant is not None else Reward.objects.all()
+
+
+def rewards_due_for_auto_approval(tenant: Tenant | None, *, now: datetime) -> QuerySet[Reward]:
+    """Pending rewards whose hold has ended and whose value is within the program's auto-approve limit."""
+    return (
+        _rewards(tenant)
+        .filter(status=RewardStatus.PENDING, hold_until__lte=now)
+        .filter(
+            amount_minor__lte=F("program__auto_approve_limit_minor") + F("reversed_minor") + F("clawed_back_minor")
+        )
+        .select_related("tenant", "program")
+        .order_by("hold_until", "pk")
+    )
+
+
+def rewards_pending_review(tenant: Tenant, *, program: Program | None = None, now: datetime) -> QuerySet[Reward]:
+    """The review queue: pending rewards past their hold that are above the auto-approve limit."""
+    qs = (
+        _rewards(tenant)
+        .filter(status=RewardStatus.PENDING, hold_until__lte=now)
+        .filter(amount_minor__gt=F("program__auto_approve_limit_minor") + F("reversed_minor") + F("clawed_back_minor"))
+    )
+    if program is not None:
+        qs = qs.filter(program=program)
+    return qs.order_by("hold_until", "pk")
+
+
+def minimum_payout_minor(program: Program) -> int:
+    settings_row = PayoutSettings.objects.for_tenant(program.tenant_id).filter(program=program).first()
+    return settings_row.minimum_payout_minor if settings_row else 0
+
+
+def participants_with_unpaid_rewards(tenant: Tenant | None) -> QuerySet[Participant]:
+    ids = _rewards(tenant).filter(status=RewardStatus.APPROVED, payout__isnull=True).values("participant_id")
+    return Participant.objects.filter(pk__in=ids).select_related("tenant", "program").order_by("pk")
+
+
+def payouts_due(tenant: Tenant | None, *, now: datetime) -> QuerySet[Payout]:
+    """Payouts the payout run should (re)try now: new ones, interrupted ones, failed ones whose backoff ended."""
+    qs = Payout.objects.for_tenant(tenant) if tenant is not None else Payout.objects.all()
+    return (
+        qs.exclude(method="manual")
+        .filter(status__in=[PayoutStatus.PENDING, PayoutStatus.PROCESSING, PayoutStatus.FAILED])
+        .exclude(next_attempt_at__gt=now)
+        .order_by("pk")
+    )
+
+
+# --- statements ------------------------------------------------------------------------------
+
+
+@dataclass
+class StatementLine:
+    posted_at: datetime
+    account: str
+    kind: str
+    memo: str
+    amount_minor: int  # presented: positive increases the account in its normal direction
+    transaction_id: int
+    reward_id: int | None
+    payout_id: int | None
+
+
+@dataclass
+class Statement:
+    participant: Participant
+    currency: str
+    start: datetime
+    end: datetime
+    opening: dict[str, int]
+    closing: dict[str, int]
+    lines: list[StatementLine] = field(default_factory=list)
+
+    def movements(self) -> dict[str, int]:
+        totals = {kind.value: 0 for kind in PARTICIPANT_ACCOUNT_KINDS}
+        for line in self.lines:
+            totals[line.account] += line.amount_minor
+        return totals
+
+    def reconciles(self) -> bool:
+        movements = self.movements()
+        return all(self.opening[k] + movements[k] == self.closing[k] for k in self.opening)
+
+
+def participant_statement(
+    tenant: Tenant, *, participant: Participant, start: datetime, end: datetime, currency: str | None = None
+) -> Statement:
+    """Opening balances at ``start``, every entry in [start, end), closing balances at ``end``: all from
+    the ledger, so opening + movements = closing by construction and by test."""
+    currency = (currency or participant.program.currency).upper()
+    entries = (
+        LedgerEntry.objects.for_tenant(tenant)
+        .filter(account__participant=participant, account__currency=currency, posted_at__gte=start, posted_at__lt=end)
+        .select_related("account", "transaction")
+        .order_by("posted_at", "pk")
+    )
+    statement = Statement(
+        participant=participant,
+        currency=currency,
+        start=start,
+        end=end,
+        opening=participant_balances(tenant, participant=participant, currency=currency, before=start),
+        closing=participant_balances(tenant, participant=participant, currency=currency, before=end),
+    )
+    for entry in entries:
+        statement.lines.append(
+            StatementLine(
+                posted_at=entry.posted_at,
+                account=entry.account.kind,
+                kind=entry.transaction.kind,
+                memo=entry.transaction.memo,
+                amount_minor=presented(entry.account.kind, entry.amount_minor),
+                transaction_id=entry.transaction_id,
+                reward_id=entry.transaction.reward_id,
+                payout_id=entry.transaction.payout_id,
+            )
+        )
+    return statement
+
+
+def statement_csv_rows(statement: Statement) -> Iterator[list[str]]:
+    kinds = [kind.value for kind in PARTICIPANT_ACCOUNT_KINDS]
+    yield ["participant", statement.participant.name, "currency", statement.currency]
+    yield ["period", statement.start.isoformat(), statement.end.isoformat()]
+    yield ["row", "posted_at", "account", "kind", "amount_minor", "memo", "reward", "payout", "transaction"]
+    for kind in kinds:
+        yield ["opening", statement.start.isoformat(), kind, "", str(statement.opening[kind]), "", "", "", ""]
+    for line in statement.lines:
+        yield [
+            "entry",
+            line.posted_at.isoformat(),
+            line.account,
+            line.kind,
+            str(line.amount_minor),
+            line.memo,
+            str(line.reward_id or ""),
+            str(line.payout_id or ""),
+            str(line.transaction_id),
+        ]
+    for kind in kinds:
+        yield ["closing", statement.end.isoformat(), kind, "", str(statement.closing[kind]), "", "", "", ""]

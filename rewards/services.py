@@ -1,0 +1,314 @@
+"""Reward lifecycle: create (accrue), approve, reject, reduce for refunds (reverse / claw back), mark paid.
+
+Every status change is one service checked against ``ALLOWED_MOVES`` and leaves an audit row; every
+change of value posts a ledger transaction whose idempotency key is derived from the reward, so a
+retried call posts nothing twice.
+
+Ledger postings (Dr = positive, Cr = negative):
+
+- accrual      Dr program expense          Cr participant pending
+- approval     Dr participant pending      Cr participant payable
+- rejection    Dr pending or payable       Cr program expense        (kind reversal)
+- reversal     Dr pending or payable       Cr program expense        (refund before payout)
+- clawback     Dr participant receivable   Cr program expense        (refund after payout; netted by
+                                                                     the next payout)
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from programs.models import Participant, Program
+from referral_platform.tenancy.actors import Actor, system_actor
+from referral_platform.tenancy.models import Tenant
+from referral_platform.tenancy.services import audit_record
+from referrals.models import ConversionEvent, Referral
+
+from .ledger import Line, expense_account, ledger_post, participant_account
+from .models import (
+    AccountKind,
+    BeneficiarySide,
+    EntryKind,
+    Reward,
+    RewardKind,
+    RewardStatus,
+    StripeCharge,
+)
+
+ALLOWED_MOVES: dict[str, frozenset[str]] = {
+    RewardStatus.PENDING: frozenset({RewardStatus.APPROVED, RewardStatus.REJECTED, RewardStatus.REVERSED}),
+    RewardStatus.APPROVED: frozenset({RewardStatus.PAID, RewardStatus.REJECTED, RewardStatus.REVERSED}),
+    RewardStatus.PAID: frozenset({RewardStatus.REVERSED}),
+    RewardStatus.REJECTED: frozenset(),
+    RewardStatus.REVERSED: frozenset(),
+}
+
+
+def _move(reward: Reward, to_status: str, *, actor: Actor | str, action: str, reason: str = "", data=None) -> None:
+    """Change ``reward.status`` (caller saves) if the move is allowed, and write the audit row."""
+    from_status = reward.status
+    if to_status not in ALLOWED_MOVES[from_status]:
+        raise ValidationError({"status": f"A {from_status} reward cannot become {to_status}."})
+    reward.status = to_status
+    audit_record(
+        tenant=reward.tenant,
+        actor=actor,
+        action=action,
+        obj=reward,
+        from_state=from_status,
+        to_state=to_status,
+        reason=reason,
+        data=data,
+    )
+
+
+def _locked(reward: Reward) -> Reward:
+    return Reward.objects.select_for_update().select_related("tenant", "program", "participant").get(pk=reward.pk)
+
+
+def _post(reward: Reward, suffix: str, kind: str, debit_kind: str, credit_kind: str, amount: int, memo: str):
+    """A two-line posting for ``reward``: debit one account kind, credit another, ``amount`` > 0."""
+    accounts = {}
+    for account_kind in (debit_kind, credit_kind):
+        if account_kind == AccountKind.EXPENSE:
+            accounts[account_kind] = expense_account(reward.program, reward.currency)
+        else:
+            accounts[account_kind] = participant_account(reward.participant, account_kind, reward.currency)
+    return ledger_post(
+        tenant=reward.tenant,
+        idempotency_key=f"reward:{reward.pk}:{suffix}",
+        kind=kind,
+        lines=[Line(accounts[debit_kind], amount), Line(accounts[credit_kind], -amount)],
+        memo=memo,
+        reward=reward,
+    )
+
+
+@transaction.atomic
+def reward_create(
+    *,
+    tenant: Tenant,
+    program: Program,
+    participant: Participant,
+    amount_minor: int,
+    source_key: str,
+    actor: Actor,
+    kind: str = RewardKind.CASH,
+    currency: str | None = None,
+    beneficiary_side: str = BeneficiarySide.REFERRER,
+    conversion_event: ConversionEvent | None = None,
+    referral: Referral | None = None,
+    converted_at: datetime | None = None,
+    explanation: dict | None = None,
+    explanation_text: str = "",
+    description: str = "",
+    coupon_percent_off: int | None = None,
+    coupon_duration_months: int | None = None,
+    now: datetime | None = None,
+) -> Reward:
+    """Create a pending reward held for ``program.hold_days`` and accrue it in the ledger.
+
+    Idempotent on ``source_key`` (unique per tenant): a repeat with the same participant and amount
+    returns the first reward; a repeat that disagrees raises. The evaluation of attributions calls this.
+    Refunds already known for the source conversion are applied at once (refund-before-payment).
+    """
+    now = now or timezone.now()
+    currency = (currency or program.currency).upper()
+    errors = {}
+    if program.tenant_id != tenant.pk:
+        errors["program"] = "Unknown program."
+    if participant.tenant_id != tenant.pk or participant.program_id != program.pk:
+        errors["participant"] = "The participant is not enrolled in this program."
+    if not isinstance(amount_minor, int) or isinstance(amount_minor, bool) or amount_minor < 0:
+        errors["amount_minor"] = "Give a whole, non-negative amount in minor units."
+    elif amount_minor == 0 and kind in (RewardKind.CASH, RewardKind.CREDIT):
+        errors["amount_minor"] = "Cash and credit rewards need an amount above zero."
+    if currency != program.currency.upper():
+        errors["currency"] = f"The program pays in {program.currency}."
+    if kind not in RewardKind.values:
+        errors["kind"] = f"Unknown reward kind {kind!r}."
+    if beneficiary_side not in BeneficiarySide.values:
+        errors["beneficiary_side"] = f"Unknown side {beneficiary_side!r}."
+    if not source_key:
+        errors["source_key"] = "A source key is required."
+    if kind == RewardKind.COUPON and coupon_percent_off is not None and not 1 <= coupon_percent_off <= 100:
+        errors["coupon_percent_off"] = "A percentage between 1 and 100."
+    if conversion_event is not None and conversion_event.tenant_id != tenant.pk:
+        errors["conversion_event"] = "Unknown conversion event."
+    if referral is not None and referral.tenant_id != tenant.pk:
+        errors["referral"] = "Unknown referral."
+    if errors:
+        raise ValidationError(errors)
+
+    existing = Reward.objects.for_tenant(tenant).filter(source_key=source_key).first()
+    if existing is None:
+        try:
+            with transaction.atomic():
+                reward = Reward.objects.create(
+                    tenant=tenant,
+                    program=program,
+                    participant=participant,
+                    beneficiary_side=beneficiary_side,
+                    kind=kind,
+                    description=description,
+                    coupon_percent_off=coupon_percent_off,
+                    coupon_duration_months=coupon_duration_months,
+                    amount_minor=amount_minor,
+                    currency=currency,
+                    hold_until=now + timedelta(days=program.hold_days),
+                    explanation=explanation or {},
+                    explanation_text=explanation_text,
+                    source_key=source_key,
+                    conversion_event=conversion_event,
+                    referral=referral,
+                    converted_at=converted_at or (conversion_event.occurred_at if conversion_event else now),
+                    created_at=now,
+                )
+        except IntegrityError:
+            existing = Reward.objects.for_tenant(tenant).get(source_key=source_key)
+    if existing is not None:
+        if existing.participant_id != participant.pk or existing.amount_minor != amount_minor:
+            raise ValidationError({"source_key": f"A different reward already exists for {source_key!r}."})
+        return existing
+
+    audit_record(tenant=tenant, actor=actor, action="reward.created", obj=reward, to_state=reward.status)
+    if amount_minor > 0:
+        _post(reward, "accrual", EntryKind.ACCRUAL, AccountKind.EXPENSE, AccountKind.PENDING, amount_minor,
+              f"Reward #{reward.pk} accrued")
+    if conversion_event is not None:
+        charge = StripeCharge.objects.for_tenant(tenant).filter(conversion_event=conversion_event).first()
+        if charge is not None and charge.amount_refunded_minor > 0 and charge.amount_minor > 0:
+            reward_reduce_for_refund(
+                reward=reward, refunded_minor=charge.amount_refunded_minor, paid_minor=charge.amount_minor, actor=actor
+            )
+            reward.refresh_from_db()
+    return reward
+
+
+def hold_has_ended(reward: Reward, now: datetime) -> bool:
+    return reward.hold_until <= now
+
+
+def needs_review(reward: Reward) -> bool:
+    """Above the program's auto-approve limit: a marketer decides."""
+    return reward.net_minor > reward.program.auto_approve_limit_minor
+
+
+@transaction.atomic
+def reward_approve(*, reward: Reward, actor: Actor, reason: str = "", now: datetime | None = None) -> Reward:
+    """pending → approved once the hold has ended; moves the value from pending to payable."""
+    now = now or timezone.now()
+    reward = _locked(reward)
+    if reward.status != RewardStatus.PENDING:
+        raise ValidationError({"status": f"Only pending rewards can be approved; this one is {reward.status}."})
+    if not hold_has_ended(reward, now):
+        raise ValidationError({"hold_until": f"The reward is on hold until {reward.hold_until:%Y-%m-%d %H:%M} UTC."})
+    _move(reward, RewardStatus.APPROVED, actor=actor, action="reward.approved", reason=reason)
+    reward.approved_at = now
+    reward.save(update_fields=["status", "approved_at"])
+    if reward.net_minor > 0:
+        _post(reward, "approval", EntryKind.APPROVAL, AccountKind.PENDING, AccountKind.PAYABLE, reward.net_minor,
+              f"Reward #{reward.pk} approved")
+    return reward
+
+
+@transaction.atomic
+def reward_reject(*, reward: Reward, actor: Actor, reason: str, now: datetime | None = None) -> Reward:
+    """pending / approved (not yet in a payout) → rejected, with a reason; the accrual is reversed."""
+    now = now or timezone.now()
+    reason = (reason or "").strip()
+    if not reason:
+        raise ValidationError({"reason": "Say why the reward is rejected."})
+    reward = _locked(reward)
+    if reward.payout_id is not None:
+        raise ValidationError({"status": "The reward is already part of a payout."})
+    from_status = reward.status
+    _move(reward, RewardStatus.REJECTED, actor=actor, action="reward.rejected", reason=reason)
+    reward.rejected_at = now
+    reward.status_reason = reason
+    reward.save(update_fields=["status", "rejected_at", "status_reason"])
+    if reward.net_minor > 0:
+        source = AccountKind.PENDING if from_status == RewardStatus.PENDING else AccountKind.PAYABLE
+        _post(reward, "rejection", EntryKind.REVERSAL, source, AccountKind.EXPENSE, reward.net_minor,
+              f"Reward #{reward.pk} rejected: {reason}")
+    return reward
+
+
+def refund_target(amount_minor: int, refunded_minor: int, paid_minor: int) -> int:
+    """The reward's total reduction for a refund of ``refunded`` out of ``paid``: proportional, rounded
+    half up to the minor unit, never more than the reward."""
+    if paid_minor <= 0 or refunded_minor <= 0:
+        return 0
+    refunded_minor = min(refunded_minor, paid_minor)
+    return min(amount_minor, (2 * amount_minor * refunded_minor + paid_minor) // (2 * paid_minor))
+
+
+@transaction.atomic
+def reward_reduce_for_refund(
+    *, reward: Reward, refunded_minor: int, paid_minor: int, actor: Actor, now: datetime | None = None
+) -> Reward:
+    """Bring the reward's reductions up to the share refunded (cumulative: refunds of 50 then 100 of a
+    200 payment reduce by a half in total, and a late or repeated refund of 50 changes nothing).
+
+    Before payout the reward shrinks (reversal from pending / payable) and is reversed when nothing is
+    left; once paid, or already in a payout, the reduction is a clawback the participant owes back.
+    """
+    now = now or timezone.now()
+    reward = _locked(reward)
+    if reward.status in (RewardStatus.REJECTED, RewardStatus.REVERSED):
+        return reward
+    target = refund_target(reward.amount_minor, refunded_minor, paid_minor)
+    delta = target - reward.reversed_minor - reward.clawed_back_minor
+    if delta <= 0:
+        return reward
+    from_status = reward.status
+    after_payout = reward.status == RewardStatus.PAID or reward.payout_id is not None
+    if after_payout:
+        reward.clawed_back_minor += delta
+        _post(reward, f"reduce-to:{target}", EntryKind.CLAWBACK, AccountKind.RECEIVABLE, AccountKind.EXPENSE, delta,
+              f"Reward #{reward.pk} clawed back ({refunded_minor}/{paid_minor} refunded)")
+    else:
+        reward.reversed_minor += delta
+        source = AccountKind.PENDING if reward.status == RewardStatus.PENDING else AccountKind.PAYABLE
+        _post(reward, f"reduce-to:{target}", EntryKind.REVERSAL, source, AccountKind.EXPENSE, delta,
+              f"Reward #{reward.pk} reduced ({refunded_minor}/{paid_minor} refunded)")
+    data = {"reduced_by_minor": delta, "total_reduction_minor": target, "refunded_minor": refunded_minor,
+            "paid_minor": paid_minor, "clawback": after_payout}
+    # Nothing left: reversed, unless a payout still in flight will mark it paid (its clawback stays owed).
+    if reward.net_minor == 0 and (reward.status == RewardStatus.PAID or reward.payout_id is None):
+        _move(reward, RewardStatus.REVERSED, actor=actor, action="reward.reversed", reason="refund", data=data)
+        reward.reversed_at = now
+    else:
+        audit_record(tenant=reward.tenant, actor=actor, action="reward.reduced", obj=reward,
+                     from_state=from_status, to_state=reward.status, reason="refund", data=data)
+    reward.save(update_fields=["status", "reversed_minor", "clawed_back_minor", "reversed_at"])
+    return reward
+
+
+def reward_mark_paid(*, reward: Reward, actor: Actor | str, now: datetime) -> Reward:
+    """approved → paid (called by the payout that covered it, inside its transaction)."""
+    _move(reward, RewardStatus.PAID, actor=actor, action="reward.paid", data={"payout": reward.payout_id})
+    reward.paid_at = now
+    reward.time_to_reward = now - reward.converted_at
+    reward.save(update_fields=["status", "paid_at", "time_to_reward"])
+    return reward
+
+
+def rewards_release_holds(*, tenant: Tenant | None = None, now: datetime | None = None) -> int:
+    """Approve every pending reward whose hold has ended and whose value is within its program's
+    auto-approve limit. Larger ones stay pending: they are the review queue. Returns how many moved."""
+    from .selectors import rewards_due_for_auto_approval
+
+    now = now or timezone.now()
+    approved = 0
+    for reward in rewards_due_for_auto_approval(tenant, now=now):
+        try:
+            reward_approve(reward=reward, actor=system_actor(reward.tenant), reason="auto-approved after hold", now=now)
+            approved += 1
+        except ValidationError:
+            continue  # changed meanwhile (rejected, reversed, approved by someone else)
+    return approved

@@ -1,0 +1,36 @@
+"""The official stripe library, configured per tenant: its own secret key, our API base, no hidden retries.
+
+``settings.STRIPE_API_BASE`` points the library at a Stripe-compatible server (tests, benchmarks,
+local development); unset, the library talks to Stripe. Retries are ours (the payout run, with backoff
+and the same idempotency key), so the library's own network retries are off.
+"""
+
+from __future__ import annotations
+
+import stripe
+from django.conf import settings
+from django.core.exceptions import ValidationError
+
+from referral_platform.tenancy.models import Tenant
+
+from .models import StripeCredentials
+
+
+def credentials_for(tenant: Tenant) -> StripeCredentials:
+    credentials = StripeCredentials.objects.for_tenant(tenant).first()
+    if credentials is None or not credentials.secret_key:
+        raise ValidationError({"stripe": "The workspace has no Stripe secret key configured."})
+    return credentials
+
+
+def client_for(tenant: Tenant) -> stripe.StripeClient:
+    credentials = credentials_for(tenant)
+    options = {}
+    if settings.STRIPE_API_BASE:
+        options["base_addresses"] = {"api": settings.STRIPE_API_BASE, "connect": settings.STRIPE_API_BASE}
+    return stripe.StripeClient(
+        credentials.secret_key,
+        max_network_retries=0,
+        http_client=stripe.RequestsClient(timeout=getattr(settings, "STRIPE_TIMEOUT_SECONDS", 30)),
+        **options,
+    )

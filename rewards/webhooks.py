@@ -1,0 +1,258 @@
+"""Stripe webhooks of a tenant's Stripe account: verify, store raw, then handle in a task.
+
+Handling, per event type (each idempotent, so a duplicate or a late event gives the same result):
+
+- ``invoice.paid``  → a ``payment`` ConversionEvent (external_event_id = Stripe event id), and the
+  invoice's charge is remembered so a refund can find the rewards of that payment;
+- ``charge.refunded`` → the charge's refunded amount (highest seen) reduces the rewards of its
+  payment proportionally (before payout they shrink; after payout a clawback); a refund that arrives
+  before its payment is kept and applied when the reward is created;
+- ``customer.subscription.deleted`` → a ``cancellation`` ConversionEvent (churn);
+- ``customer.created`` with referral metadata → a ``sign_up`` ConversionEvent.
+
+Conversion events are then handed to conversion processing (attribution) by ``_enqueue_conversion``.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+import stripe
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from referral_platform.tenancy.actors import system_actor
+from referral_platform.tenancy.models import Tenant
+from referrals.models import ConversionEvent, ConversionKind
+
+from .models import Reward, StripeCharge, StripeCredentials, StripeWebhookEvent, WebhookEventStatus
+from .services import reward_reduce_for_refund
+
+logger = logging.getLogger(__name__)
+
+REFERRAL_METADATA_KEYS = ("referral_code", "ref", "referral", "visitor_id")
+
+
+class WebhookRejected(Exception):
+    """Signature, timestamp or payload not acceptable: answer 400 and write nothing."""
+
+
+def webhook_receive(*, tenant_slug: str, payload: bytes, signature: str) -> StripeWebhookEvent:
+    """Verify ``payload`` with the tenant's signing secret (Stripe's scheme, 5-minute tolerance) and
+    store it once per Stripe event id. Returns the stored event (the first one for a duplicate).
+    Raises ``Tenant.DoesNotExist`` for an unknown tenant and ``WebhookRejected`` for a bad signature."""
+    tenant = Tenant.objects.get(slug=tenant_slug)
+    credentials = StripeCredentials.objects.for_tenant(tenant).first()
+    if credentials is None or not credentials.webhook_secret:
+        raise WebhookRejected("no webhook signing secret configured")
+    try:
+        event = stripe.Webhook.construct_event(payload, signature, credentials.webhook_secret)
+    except stripe.SignatureVerificationError as error:
+        raise WebhookRejected(str(error)) from None
+    except ValueError as error:
+        raise WebhookRejected(f"invalid payload: {error}") from None
+    raw = event.to_dict()
+    event_id, event_type = raw.get("id"), raw.get("type")
+    if not event_id or not event_type:
+        raise WebhookRejected("event without id or type")
+    try:
+        with transaction.atomic():
+            stored = StripeWebhookEvent.objects.create(
+                tenant=tenant, stripe_event_id=event_id, type=event_type, payload=raw
+            )
+    except IntegrityError:
+        return StripeWebhookEvent.objects.for_tenant(tenant).get(stripe_event_id=event_id)
+    from referral_platform.celery import enqueue_on_commit
+
+    from .tasks import stripe_event_process
+
+    enqueue_on_commit(stripe_event_process, stored.pk)
+    return stored
+
+
+def stripe_event_process(*, event: StripeWebhookEvent) -> StripeWebhookEvent:
+    """Handle one stored event once (a processed or ignored event is left alone)."""
+    with transaction.atomic():
+        event = StripeWebhookEvent.objects.select_for_update().select_related("tenant").get(pk=event.pk)
+        if event.status in (WebhookEventStatus.PROCESSED, WebhookEventStatus.IGNORED):
+            return event
+        event.attempts += 1
+        handler = HANDLERS.get(event.type)
+        try:
+            with transaction.atomic():
+                if handler is None:
+                    event.status = WebhookEventStatus.IGNORED
+                else:
+                    handler(event)
+                    event.status = WebhookEventStatus.PROCESSED
+                event.error = ""
+        except (ValidationError, KeyError, TypeError, ValueError) as error:
+            event.status = WebhookEventStatus.FAILED
+            event.error = f"{type(error).__name__}: {error}"[:2000]
+            logger.warning("stripe event %s failed: %s", event.stripe_event_id, event.error)
+        event.processed_at = timezone.now()
+        event.save(update_fields=["status", "attempts", "error", "processed_at"])
+        return event
+
+
+# --- handlers ----------------------------------------------------------------------------------
+
+
+def _object(event: StripeWebhookEvent) -> dict:
+    return event.payload["data"]["object"]
+
+
+def _timestamp(value, default: datetime) -> datetime:
+    return datetime.fromtimestamp(int(value), tz=UTC) if value else default
+
+
+def _created(event: StripeWebhookEvent) -> datetime:
+    return _timestamp(event.payload.get("created"), event.received_at)
+
+
+def _conversion(event: StripeWebhookEvent, **fields) -> ConversionEvent:
+    conversion, created = ConversionEvent.objects.get_or_create(
+        tenant=event.tenant,
+        external_event_id=event.stripe_event_id,
+        defaults={"raw": event.payload, "source": "stripe", **fields},
+    )
+    if created:
+        _enqueue_conversion(conversion)
+    return conversion
+
+
+def _enqueue_conversion(conversion: ConversionEvent) -> None:
+    """Hand the new conversion to conversion processing (attribution), once it exists on this branch."""
+    try:
+        from referrals.tasks import conversion_process  # provided by the attribution work
+    except ImportError:
+        return
+    from referral_platform.celery import enqueue_on_commit
+
+    enqueue_on_commit(conversion_process, conversion.pk)
+
+
+def _referral_metadata(*objects: dict) -> dict:
+    for obj in objects:
+        metadata = (obj or {}).get("metadata") or {}
+        if any(metadata.get(key) for key in REFERRAL_METADATA_KEYS):
+            return metadata
+    return {}
+
+
+def _charge_for(tenant: Tenant, *, charge_id: str, invoice_id: str, payment_intent_id: str) -> StripeCharge:
+    """The charge row matching any of the ids (created on first sight, keyed by the first id known), locked."""
+    match = Q(pk__in=[])
+    if charge_id:
+        match |= Q(stripe_charge_id=charge_id)
+    if invoice_id:
+        match |= Q(stripe_invoice_id=invoice_id)
+    if payment_intent_id:
+        match |= Q(stripe_payment_intent_id=payment_intent_id)
+    charge = StripeCharge.objects.for_tenant(tenant).select_for_update().filter(match).order_by("pk").first()
+    if charge is None:
+        key = charge_id or payment_intent_id or invoice_id
+        try:
+            with transaction.atomic():
+                charge = StripeCharge.objects.create(tenant=tenant, stripe_charge_id=key)
+        except IntegrityError:
+            charge = StripeCharge.objects.for_tenant(tenant).select_for_update().get(stripe_charge_id=key)
+    charge.stripe_invoice_id = charge.stripe_invoice_id or invoice_id
+    charge.stripe_payment_intent_id = charge.stripe_payment_intent_id or payment_intent_id
+    return charge
+
+
+def _apply_refunds(charge: StripeCharge) -> None:
+    if charge.conversion_event_id is None or charge.amount_refunded_minor <= 0 or charge.amount_minor <= 0:
+        return
+    rewards = Reward.objects.for_tenant(charge.tenant_id).filter(conversion_event_id=charge.conversion_event_id)
+    for reward in rewards.order_by("pk"):
+        reward_reduce_for_refund(
+            reward=reward,
+            refunded_minor=charge.amount_refunded_minor,
+            paid_minor=charge.amount_minor,
+            actor=system_actor(charge.tenant),
+        )
+
+
+def handle_invoice_paid(event: StripeWebhookEvent) -> None:
+    invoice = _object(event)
+    paid_at = _timestamp((invoice.get("status_transitions") or {}).get("paid_at"), _created(event))
+    metadata = _referral_metadata(invoice, invoice.get("subscription_details") or {})
+    conversion = _conversion(
+        event,
+        kind=ConversionKind.PAYMENT,
+        amount_minor=int(invoice.get("amount_paid") or 0),
+        currency=(invoice.get("currency") or "").upper(),
+        occurred_at=paid_at,
+        customer_external_id=invoice.get("customer") or "",
+        email=invoice.get("customer_email") or "",
+        referral_code=metadata.get("referral_code") or metadata.get("ref") or "",
+        visitor_id=metadata.get("visitor_id") or "",
+    )
+    charge_id = invoice.get("charge") or ""
+    payment_intent_id = invoice.get("payment_intent") or ""
+    charge = _charge_for(event.tenant, charge_id=charge_id, invoice_id=invoice.get("id") or "",
+                         payment_intent_id=payment_intent_id)
+    charge.amount_minor = max(charge.amount_minor, int(invoice.get("amount_paid") or 0))
+    charge.currency = charge.currency or (invoice.get("currency") or "").upper()
+    charge.conversion_event = charge.conversion_event or conversion
+    charge.updated_at = timezone.now()
+    charge.save()
+    _apply_refunds(charge)
+
+
+def handle_charge_refunded(event: StripeWebhookEvent) -> None:
+    obj = _object(event)
+    charge = _charge_for(
+        event.tenant,
+        charge_id=obj.get("id") or "",
+        invoice_id=obj.get("invoice") or "",
+        payment_intent_id=obj.get("payment_intent") or "",
+    )
+    charge.amount_minor = max(charge.amount_minor, int(obj.get("amount_captured") or obj.get("amount") or 0))
+    charge.amount_refunded_minor = max(charge.amount_refunded_minor, int(obj.get("amount_refunded") or 0))
+    charge.currency = charge.currency or (obj.get("currency") or "").upper()
+    charge.updated_at = timezone.now()
+    charge.save()
+    _apply_refunds(charge)
+
+
+def handle_subscription_deleted(event: StripeWebhookEvent) -> None:
+    subscription = _object(event)
+    metadata = _referral_metadata(subscription)
+    _conversion(
+        event,
+        kind=ConversionKind.CANCELLATION,
+        occurred_at=_timestamp(subscription.get("ended_at") or subscription.get("canceled_at"), _created(event)),
+        customer_external_id=subscription.get("customer") or "",
+        referral_code=metadata.get("referral_code") or metadata.get("ref") or "",
+        currency=(subscription.get("currency") or "").upper(),
+    )
+
+
+def handle_customer_created(event: StripeWebhookEvent) -> None:
+    customer = _object(event)
+    metadata = _referral_metadata(customer)
+    if not metadata:
+        return  # a customer nobody referred: nothing to attribute
+    _conversion(
+        event,
+        kind=ConversionKind.SIGN_UP,
+        occurred_at=_timestamp(customer.get("created"), _created(event)),
+        customer_external_id=customer.get("id") or "",
+        email=customer.get("email") or "",
+        referral_code=metadata.get("referral_code") or metadata.get("ref") or metadata.get("referral") or "",
+        visitor_id=metadata.get("visitor_id") or "",
+    )
+
+
+HANDLERS = {
+    "invoice.paid": handle_invoice_paid,
+    "charge.refunded": handle_charge_refunded,
+    "customer.subscription.deleted": handle_subscription_deleted,
+    "customer.created": handle_customer_created,
+}
