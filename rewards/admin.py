@@ -226,8 +226,12 @@ class RewardAdmin(ReadOnlyAdmin):
         if not actor.is_platform_staff:
             participants = participants.filter(tenant_id=actor.tenant.pk if actor.tenant else None)
         form = StatementForm(request.GET or None, participants=participants)
-        context = {**self.admin_site.each_context(request), "title": "Participant statement", "form": form,
-                   "opts": self.model._meta}
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Participant statement",
+            "form": form,
+            "opts": self.model._meta,
+        }
         if form.is_bound and form.is_valid():
             participant = form.cleaned_data["participant"]
             start = datetime.combine(form.cleaned_data["start"], time.min, tzinfo=UTC)
@@ -271,10 +275,14 @@ class StatementForm(forms.Form):
 
 
 class FulfilForm(forms.Form):
-    note = forms.CharField(widget=forms.Textarea(attrs={"rows": 2, "cols": 60}), required=False,
-                           help_text="E.g. the gift card code sent, the tracking number of the swag.")
-    reference = forms.CharField(required=False, max_length=100,
-                                help_text="Only for Stripe payouts paid by hand: the transfer / payment id.")
+    note = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 2, "cols": 60}),
+        required=False,
+        help_text="E.g. the gift card code sent, the tracking number of the swag.",
+    )
+    reference = forms.CharField(
+        required=False, max_length=100, help_text="Only for Stripe payouts paid by hand: the transfer / payment id."
+    )
 
 
 @admin.action(description="Mark selected payouts fulfilled (asks for a note)")
@@ -313,14 +321,42 @@ def retry_payouts(modeladmin, request, queryset):
 
 
 class PayoutAdmin(ReadOnlyAdmin):
-    list_display = ["id", "participant", "method", "amount", "netted", "status", "attempts", "error",
-                    "next_attempt_at", "stripe_object_id", "paid_at"]
+    list_display = [
+        "id",
+        "participant",
+        "method",
+        "amount",
+        "netted",
+        "status",
+        "attempts",
+        "error",
+        "next_attempt_at",
+        "stripe_object_id",
+        "paid_at",
+    ]
     list_filter = ["status", "method", "program"]
     search_fields = ["participant__name", "participant__email", "stripe_object_id"]
     actions = [fulfil_payouts, retry_payouts]
-    readonly_fields = ["program", "participant", "method", "currency", "gross_minor", "netted_minor", "amount_minor",
-                       "status", "idempotency_key", "attempts", "last_error", "next_attempt_at", "stripe_object_id",
-                       "stripe_detail", "fulfilment_note", "created_at", "paid_at", "covered_rewards"]
+    readonly_fields = [
+        "program",
+        "participant",
+        "method",
+        "currency",
+        "gross_minor",
+        "netted_minor",
+        "amount_minor",
+        "status",
+        "idempotency_key",
+        "attempts",
+        "last_error",
+        "next_attempt_at",
+        "stripe_object_id",
+        "stripe_detail",
+        "fulfilment_note",
+        "created_at",
+        "paid_at",
+        "covered_rewards",
+    ]
     fields = readonly_fields
 
     def has_change_permission(self, request, obj=None):
@@ -490,8 +526,16 @@ class StripeWebhookEventAdmin(ReadOnlyAdmin):
     list_display = ["received_at", "type", "stripe_event_id", "status", "attempts", "error"]
     list_filter = ["type", "status"]
     search_fields = ["stripe_event_id"]
-    readonly_fields = ["stripe_event_id", "type", "status", "attempts", "error", "received_at", "processed_at",
-                       "payload"]
+    readonly_fields = [
+        "stripe_event_id",
+        "type",
+        "status",
+        "attempts",
+        "error",
+        "received_at",
+        "processed_at",
+        "payload",
+    ]
     fields = readonly_fields
     actions = [reprocess_events]
 
@@ -507,4 +551,3 @@ site.register(StripeCredentials, StripeCredentialsAdmin)
 site.register(ParticipantStripeProfile, ParticipantStripeProfileAdmin)
 site.register(PayoutSettings, PayoutSettingsAdmin)
 site.register(StripeWebhookEvent, StripeWebhookEventAdmin)
-

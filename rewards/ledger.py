@@ -188,7 +188,9 @@ def participant_balances(
     )
     if before is not None:
         entries = entries.filter(posted_at__lt=before)
-    sums = dict(entries.values_list("account__kind").annotate(total=Sum("amount_minor")).values_list("account__kind", "total"))
+    sums = dict(
+        entries.values_list("account__kind").annotate(total=Sum("amount_minor")).values_list("account__kind", "total")
+    )
     return {kind.value: presented(kind, sums.get(kind.value) or 0) for kind in PARTICIPANT_ACCOUNT_KINDS}
 
 

@@ -53,8 +53,9 @@ logger = logging.getLogger(__name__)
 
 ALLOWED_MOVES: dict[str, frozenset[str]] = {
     PayoutStatus.PENDING: frozenset({PayoutStatus.PROCESSING, PayoutStatus.PAID}),
-    PayoutStatus.PROCESSING: frozenset({PayoutStatus.PROCESSING, PayoutStatus.PAID, PayoutStatus.FAILED,
-                                        PayoutStatus.ABANDONED}),
+    PayoutStatus.PROCESSING: frozenset(
+        {PayoutStatus.PROCESSING, PayoutStatus.PAID, PayoutStatus.FAILED, PayoutStatus.ABANDONED}
+    ),
     PayoutStatus.FAILED: frozenset({PayoutStatus.PROCESSING, PayoutStatus.PAID}),
     PayoutStatus.ABANDONED: frozenset({PayoutStatus.FAILED, PayoutStatus.PAID}),
     PayoutStatus.PAID: frozenset(),
@@ -127,7 +128,9 @@ def payout_prepare(*, participant: Participant, now: datetime | None = None) -> 
                 detail = {"customer": profile.customer_id if profile else ""}
                 created.append(_create(participant, METHOD_FOR_KIND[kind], currency, [reward], 0, detail))
             continue
-        destination = (profile.connected_account_id if kind == RewardKind.CASH else profile.customer_id) if profile else ""
+        destination = (
+            (profile.connected_account_id if kind == RewardKind.CASH else profile.customer_id) if profile else ""
+        )
         if not destination:
             continue  # waits for Connect onboarding / the customer id
         gross = sum(r.amount_minor - r.reversed_minor for r in members)
@@ -258,7 +261,11 @@ def _call_stripe(payout: Payout) -> tuple[str, dict]:
         return entry.id, {"balance_transaction": entry.id, "customer": customer}
     if payout.method == PayoutMethod.COUPON:
         reward = payout.rewards.order_by("pk").first()
-        params: dict = {"max_redemptions": 1, "metadata": metadata, "name": (reward.description or "Referral reward")[:40]}
+        params: dict = {
+            "max_redemptions": 1,
+            "metadata": metadata,
+            "name": (reward.description or "Referral reward")[:40],
+        }
         if reward.coupon_percent_off:
             params["percent_off"] = reward.coupon_percent_off
         else:
@@ -308,11 +315,15 @@ def retry_delay(attempts: int) -> timedelta:
 def _complete(payout: Payout, *, actor: Actor | str, now: datetime, stripe_object_id: str, detail: dict) -> None:
     """Record a payout as done: ledger transaction, payout paid, its rewards paid. Inside the lock."""
     if payout.gross_minor > 0:
-        lines = [Line(participant_account(payout.participant, AccountKind.PAYABLE, payout.currency), payout.gross_minor)]
+        lines = [
+            Line(participant_account(payout.participant, AccountKind.PAYABLE, payout.currency), payout.gross_minor)
+        ]
         if payout.netted_minor:
             lines.append(
-                Line(participant_account(payout.participant, AccountKind.RECEIVABLE, payout.currency),
-                     -payout.netted_minor)
+                Line(
+                    participant_account(payout.participant, AccountKind.RECEIVABLE, payout.currency),
+                    -payout.netted_minor,
+                )
             )
         if payout.amount_minor:
             lines.append(
@@ -332,7 +343,9 @@ def _complete(payout: Payout, *, actor: Actor | str, now: datetime, stripe_objec
     payout.stripe_detail = {**payout.stripe_detail, **detail}
     payout.last_error = ""
     payout.next_attempt_at = None
-    payout.save(update_fields=["status", "paid_at", "stripe_object_id", "stripe_detail", "last_error", "next_attempt_at"])
+    payout.save(
+        update_fields=["status", "paid_at", "stripe_object_id", "stripe_detail", "last_error", "next_attempt_at"]
+    )
     for reward in Reward.objects.select_for_update().filter(payout=payout).order_by("pk"):
         reward_mark_paid(reward=reward, actor=actor, now=now)
 
@@ -420,8 +433,13 @@ def connect_onboarding_link_create(*, participant: Participant, actor: Actor, re
             )
             profile.refresh_from_db()
             if updated:
-                audit_record(tenant=tenant, actor=actor, action="stripe.connect_account_created", obj=profile,
-                             data={"account": account.id})
+                audit_record(
+                    tenant=tenant,
+                    actor=actor,
+                    action="stripe.connect_account_created",
+                    obj=profile,
+                    data={"account": account.id},
+                )
     link = client.v1.account_links.create(
         {
             "account": profile.connected_account_id,

@@ -24,9 +24,7 @@ def rewards_due_for_auto_approval(tenant: Tenant | None, *, now: datetime) -> Qu
     return (
         _rewards(tenant)
         .filter(status=RewardStatus.PENDING, hold_until__lte=now)
-        .filter(
-            amount_minor__lte=F("program__auto_approve_limit_minor") + F("reversed_minor") + F("clawed_back_minor")
-        )
+        .filter(amount_minor__lte=F("program__auto_approve_limit_minor") + F("reversed_minor") + F("clawed_back_minor"))
         .select_related("tenant", "program")
         .order_by("hold_until", "pk")
     )

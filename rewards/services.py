@@ -177,8 +177,15 @@ def reward_create(
 
     audit_record(tenant=tenant, actor=actor, action="reward.created", obj=reward, to_state=reward.status)
     if amount_minor > 0:
-        _post(reward, "accrual", EntryKind.ACCRUAL, AccountKind.EXPENSE, AccountKind.PENDING, amount_minor,
-              f"Reward #{reward.pk} accrued")
+        _post(
+            reward,
+            "accrual",
+            EntryKind.ACCRUAL,
+            AccountKind.EXPENSE,
+            AccountKind.PENDING,
+            amount_minor,
+            f"Reward #{reward.pk} accrued",
+        )
     if conversion_event is not None:
         charge = StripeCharge.objects.for_tenant(tenant).filter(conversion_event=conversion_event).first()
         if charge is not None and charge.amount_refunded_minor > 0 and charge.amount_minor > 0:
@@ -211,8 +218,15 @@ def reward_approve(*, reward: Reward, actor: Actor, reason: str = "", now: datet
     reward.approved_at = now
     reward.save(update_fields=["status", "approved_at"])
     if reward.net_minor > 0:
-        _post(reward, "approval", EntryKind.APPROVAL, AccountKind.PENDING, AccountKind.PAYABLE, reward.net_minor,
-              f"Reward #{reward.pk} approved")
+        _post(
+            reward,
+            "approval",
+            EntryKind.APPROVAL,
+            AccountKind.PENDING,
+            AccountKind.PAYABLE,
+            reward.net_minor,
+            f"Reward #{reward.pk} approved",
+        )
     return reward
 
 
@@ -233,8 +247,15 @@ def reward_reject(*, reward: Reward, actor: Actor, reason: str, now: datetime | 
     reward.save(update_fields=["status", "rejected_at", "status_reason"])
     if reward.net_minor > 0:
         source = AccountKind.PENDING if from_status == RewardStatus.PENDING else AccountKind.PAYABLE
-        _post(reward, "rejection", EntryKind.REVERSAL, source, AccountKind.EXPENSE, reward.net_minor,
-              f"Reward #{reward.pk} rejected: {reason}")
+        _post(
+            reward,
+            "rejection",
+            EntryKind.REVERSAL,
+            source,
+            AccountKind.EXPENSE,
+            reward.net_minor,
+            f"Reward #{reward.pk} rejected: {reason}",
+        )
     return reward
 
 
@@ -269,22 +290,49 @@ def reward_reduce_for_refund(
     after_payout = reward.status == RewardStatus.PAID or reward.payout_id is not None
     if after_payout:
         reward.clawed_back_minor += delta
-        _post(reward, f"reduce-to:{target}", EntryKind.CLAWBACK, AccountKind.RECEIVABLE, AccountKind.EXPENSE, delta,
-              f"Reward #{reward.pk} clawed back ({refunded_minor}/{paid_minor} refunded)")
+        _post(
+            reward,
+            f"reduce-to:{target}",
+            EntryKind.CLAWBACK,
+            AccountKind.RECEIVABLE,
+            AccountKind.EXPENSE,
+            delta,
+            f"Reward #{reward.pk} clawed back ({refunded_minor}/{paid_minor} refunded)",
+        )
     else:
         reward.reversed_minor += delta
         source = AccountKind.PENDING if reward.status == RewardStatus.PENDING else AccountKind.PAYABLE
-        _post(reward, f"reduce-to:{target}", EntryKind.REVERSAL, source, AccountKind.EXPENSE, delta,
-              f"Reward #{reward.pk} reduced ({refunded_minor}/{paid_minor} refunded)")
-    data = {"reduced_by_minor": delta, "total_reduction_minor": target, "refunded_minor": refunded_minor,
-            "paid_minor": paid_minor, "clawback": after_payout}
+        _post(
+            reward,
+            f"reduce-to:{target}",
+            EntryKind.REVERSAL,
+            source,
+            AccountKind.EXPENSE,
+            delta,
+            f"Reward #{reward.pk} reduced ({refunded_minor}/{paid_minor} refunded)",
+        )
+    data = {
+        "reduced_by_minor": delta,
+        "total_reduction_minor": target,
+        "refunded_minor": refunded_minor,
+        "paid_minor": paid_minor,
+        "clawback": after_payout,
+    }
     # Nothing left: reversed, unless a payout still in flight will mark it paid (its clawback stays owed).
     if reward.net_minor == 0 and (reward.status == RewardStatus.PAID or reward.payout_id is None):
         _move(reward, RewardStatus.REVERSED, actor=actor, action="reward.reversed", reason="refund", data=data)
         reward.reversed_at = now
     else:
-        audit_record(tenant=reward.tenant, actor=actor, action="reward.reduced", obj=reward,
-                     from_state=from_status, to_state=reward.status, reason="refund", data=data)
+        audit_record(
+            tenant=reward.tenant,
+            actor=actor,
+            action="reward.reduced",
+            obj=reward,
+            from_state=from_status,
+            to_state=reward.status,
+            reason="refund",
+            data=data,
+        )
     reward.save(update_fields=["status", "reversed_minor", "clawed_back_minor", "reversed_at"])
     return reward
 

@@ -195,8 +195,9 @@ def handle_invoice_paid(event: StripeWebhookEvent) -> None:
     )
     charge_id = invoice.get("charge") or ""
     payment_intent_id = invoice.get("payment_intent") or ""
-    charge = _charge_for(event.tenant, charge_id=charge_id, invoice_id=invoice.get("id") or "",
-                         payment_intent_id=payment_intent_id)
+    charge = _charge_for(
+        event.tenant, charge_id=charge_id, invoice_id=invoice.get("id") or "", payment_intent_id=payment_intent_id
+    )
     charge.amount_minor = max(charge.amount_minor, int(invoice.get("amount_paid") or 0))
     charge.currency = charge.currency or (invoice.get("currency") or "").upper()
     charge.conversion_event = charge.conversion_event or conversion

@@ -202,3 +202,97 @@ class AttributionFactory(factory.django.DjangoModelFactory):
     share = Decimal("1.000000")
     amount_minor = 10_000
     currency = "USD"
+
+
+# --- rewards -----------------------------------------------------------------------------------
+from rewards.models import (  # noqa: E402
+    ParticipantStripeProfile,
+    Payout,
+    PayoutSettings,
+    Reward,
+    StripeCredentials,
+    StripeWebhookEvent,
+)
+
+
+class StripeCredentialsFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = StripeCredentials
+
+    tenant = factory.SubFactory(TenantFactory)
+    secret_key = factory.Sequence(lambda n: f"sk_test_{n:024d}")
+    webhook_secret = factory.Sequence(lambda n: f"whsec_{n:032d}")
+
+
+class ParticipantStripeProfileFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = ParticipantStripeProfile
+
+    participant = factory.SubFactory(ParticipantFactory)
+    tenant = factory.LazyAttribute(lambda o: o.participant.tenant)
+    connected_account_id = factory.Sequence(lambda n: f"acct_{n:016d}")
+
+
+class PayoutSettingsFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = PayoutSettings
+
+    program = factory.SubFactory(ProgramFactory)
+    tenant = factory.LazyAttribute(lambda o: o.program.tenant)
+    minimum_payout_minor = 1_000
+
+
+class RewardFactory(factory.django.DjangoModelFactory):
+    """A reward row without ledger entries (admin / isolation tests); use rewards.services.reward_create
+    when the ledger matters."""
+
+    class Meta:
+        model = Reward
+
+    participant = factory.SubFactory(ParticipantFactory)
+    tenant = factory.LazyAttribute(lambda o: o.participant.tenant)
+    program = factory.LazyAttribute(lambda o: o.participant.program)
+    amount_minor = 2_500
+    currency = factory.LazyAttribute(lambda o: o.program.currency)
+    hold_until = factory.LazyFunction(timezone.now)
+    converted_at = factory.LazyFunction(timezone.now)
+    source_key = factory.Sequence(lambda n: f"source-{n}")
+
+
+class PayoutFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Payout
+
+    participant = factory.SubFactory(ParticipantFactory)
+    tenant = factory.LazyAttribute(lambda o: o.participant.tenant)
+    program = factory.LazyAttribute(lambda o: o.participant.program)
+    method = "manual"
+    currency = factory.LazyAttribute(lambda o: o.program.currency)
+    gross_minor = 0
+    amount_minor = 0
+    idempotency_key = factory.LazyFunction(Payout.new_idempotency_key)
+
+
+class StripeWebhookEventFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = StripeWebhookEvent
+
+    tenant = factory.SubFactory(TenantFactory)
+    stripe_event_id = factory.Sequence(lambda n: f"evt_test_{n:010d}")
+    type = "customer.created"
+    payload = factory.LazyAttribute(lambda o: {"id": o.stripe_event_id, "type": o.type, "data": {"object": {}}})
+
+
+def make_ledger_reward(participant, amount_minor: int = 2_500, **kwargs):
+    """A reward created through the real service (so it has its accrual transaction)."""
+    from rewards.services import reward_create
+
+    return reward_create(
+        tenant=participant.tenant,
+        program=participant.program,
+        participant=participant,
+        amount_minor=amount_minor,
+        source_key=kwargs.pop("source_key", f"test:{participant.pk}:{Reward.objects.count()}:{amount_minor}"),
+        actor=system_actor(participant.tenant),
+        **kwargs,
+    )

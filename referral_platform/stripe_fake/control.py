@@ -19,8 +19,16 @@ class StripeControl:
     def reset(self) -> None:
         self._call("POST", "/_control/reset", {})
 
-    def fail(self, path: str, *, times: int = 1, status: int = 500, mode: str = "error", method: str = "POST",
-             seconds: float = 60) -> None:
+    def fail(
+        self,
+        path: str,
+        *,
+        times: int = 1,
+        status: int = 500,
+        mode: str = "error",
+        method: str = "POST",
+        seconds: float = 60,
+    ) -> None:
         self._call(
             "POST",
             "/_control/fail",

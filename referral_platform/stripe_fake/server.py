@@ -204,7 +204,9 @@ class FakeStripe:
         currency = _required(params, "currency").lower()
         destination = _required(params, "destination")
         if destination not in self.objects["account"]:
-            raise StripeError(400, f"No such destination: '{destination}'", param="destination", code="resource_missing")
+            raise StripeError(
+                400, f"No such destination: '{destination}'", param="destination", code="resource_missing"
+            )
         transfer = self._store(
             "transfer",
             {
@@ -238,7 +240,12 @@ class FakeStripe:
             raise StripeError(400, "Amount exceeds the transfer's unreversed amount.", param="amount")
         reversal = self._store(
             "transfer_reversal",
-            {"amount": amount, "currency": transfer["currency"], "transfer": transfer_id, "metadata": params.get("metadata", {})},
+            {
+                "amount": amount,
+                "currency": transfer["currency"],
+                "transfer": transfer_id,
+                "metadata": params.get("metadata", {}),
+            },
         )
         transfer["amount_reversed"] += amount
         transfer["reversed"] = transfer["amount_reversed"] == transfer["amount"]
@@ -450,9 +457,7 @@ class _Handler(BaseHTTPRequestHandler):
             fake.requests.append(record)
         if not api_key.startswith("sk_"):
             record["status"] = 401
-            return self._send(
-                401, {"error": {"type": "invalid_request_error", "message": "Invalid API Key provided."}}
-            )
+            return self._send(401, {"error": {"type": "invalid_request_error", "message": "Invalid API Key provided."}})
         failure = fake.take_failure(method, path)
         if failure and failure["mode"] in ("hang", "close", "error"):
             return self._misbehave(record, failure)
