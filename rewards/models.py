@@ -295,7 +295,7 @@ class Payout(TenantOwnedModel):
     currency = models.CharField(max_length=3)
     gross_minor = models.BigIntegerField(help_text="Sum of the rewards covered.")
     netted_minor = models.BigIntegerField(default=0, help_text="Clawbacks owed by the participant, offset here.")
-    amount_minor = models.BigIntegerField(help_text="What is sent: gross − netted.")
+    amount_minor = models.BigIntegerField(help_text="What is sent: gross - netted.")
     status = models.CharField(max_length=20, choices=PayoutStatus.choices, default=PayoutStatus.PENDING)
     idempotency_key = models.CharField(max_length=100, editable=False)
     attempts = models.PositiveIntegerField(default=0)

@@ -307,7 +307,7 @@ def _record_failure(payout: Payout, error: Exception, now: datetime) -> None:
 
 
 def retry_delay(attempts: int) -> timedelta:
-    """Exponential backoff: base, 2×base, 4×base … capped."""
+    """Exponential backoff: base, 2*base, 4*base … capped."""
     seconds = settings.PAYOUT_RETRY_BASE_SECONDS * 2 ** max(attempts - 1, 0)
     return timedelta(seconds=min(seconds, settings.PAYOUT_RETRY_MAX_SECONDS))
 

@@ -25,6 +25,7 @@ Run standalone: ``python -m referral_platform.stripe_fake --port 12111``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import secrets
@@ -517,10 +518,8 @@ class _Handler(BaseHTTPRequestHandler):
                 time.sleep(0.05)
         record["status"] = record["status"] or "closed"
         self.close_connection = True
-        try:
+        with contextlib.suppress(OSError):
             self.connection.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
 
 
 class _Server(ThreadingHTTPServer):

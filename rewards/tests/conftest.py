@@ -27,7 +27,7 @@ def stripe(stripe_server, settings) -> StripeControl:
 
 
 @pytest.fixture
-def paying_program(world):
+def paying_program(world):  # noqa: F811
     """Tenant A's program (USD, no hold, auto-approve up to 500.00) with Stripe credentials."""
     f.StripeCredentialsFactory(tenant=world.a)
     return f.ProgramFactory(tenant=world.a, hold_days=0, auto_approve_limit_minor=50_000, currency="USD")
