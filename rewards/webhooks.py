@@ -33,11 +33,21 @@ from .services import reward_reduce_for_refund
 
 logger = logging.getLogger(__name__)
 
+WEBHOOK_TOLERANCE_SECONDS = 300
 REFERRAL_METADATA_KEYS = ("referral_code", "ref", "referral", "visitor_id")
 
 
 class WebhookRejected(Exception):
     """Signature, timestamp or payload not acceptable: answer 400 and write nothing."""
+
+
+def _refuse_future_timestamp(signature: str) -> None:
+    """Stripe's library refuses stale timestamps; a timestamp far in the future is refused here too."""
+    for part in signature.split(","):
+        name, _, value = part.partition("=")
+        if name.strip() == "t" and value.strip().isdigit():
+            if int(value) > timezone.now().timestamp() + WEBHOOK_TOLERANCE_SECONDS:
+                raise WebhookRejected("timestamp in the future")
 
 
 def webhook_receive(*, tenant_slug: str, payload: bytes, signature: str) -> StripeWebhookEvent:
@@ -48,8 +58,11 @@ def webhook_receive(*, tenant_slug: str, payload: bytes, signature: str) -> Stri
     credentials = StripeCredentials.objects.for_tenant(tenant).first()
     if credentials is None or not credentials.webhook_secret:
         raise WebhookRejected("no webhook signing secret configured")
+    _refuse_future_timestamp(signature)
     try:
-        event = stripe.Webhook.construct_event(payload, signature, credentials.webhook_secret)
+        event = stripe.Webhook.construct_event(
+            payload, signature, credentials.webhook_secret, tolerance=WEBHOOK_TOLERANCE_SECONDS
+        )
     except stripe.SignatureVerificationError as error:
         raise WebhookRejected(str(error)) from None
     except ValueError as error:

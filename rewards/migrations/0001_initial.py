@@ -7,285 +7,634 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('programs', '0002_program_versions'),
-        ('referrals', '0003_conversion_events'),
-        ('tenancy', '0001_initial'),
+        ("programs", "0002_program_versions"),
+        ("referrals", "0003_conversion_events"),
+        ("tenancy", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='LedgerAccount',
+            name="LedgerAccount",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(choices=[('pending', 'Participant: pending (held)'), ('payable', 'Participant: payable (approved)'), ('paid', 'Participant: paid out'), ('receivable', 'Participant: owed back (clawbacks)'), ('expense', 'Program: reward expense')], max_length=20)),
-                ('currency', models.CharField(max_length=3)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now, editable=False)),
-                ('participant', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='programs.participant')),
-                ('program', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='programs.program')),
-                ('tenant', models.ForeignKey(editable=False, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='tenancy.tenant')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Participant: pending (held)"),
+                            ("payable", "Participant: payable (approved)"),
+                            ("paid", "Participant: paid out"),
+                            ("receivable", "Participant: owed back (clawbacks)"),
+                            ("expense", "Program: reward expense"),
+                        ],
+                        max_length=20,
+                    ),
+                ),
+                ("currency", models.CharField(max_length=3)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now, editable=False)),
+                (
+                    "participant",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="programs.participant",
+                    ),
+                ),
+                (
+                    "program",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="+", to="programs.program"
+                    ),
+                ),
+                (
+                    "tenant",
+                    models.ForeignKey(
+                        editable=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="tenancy.tenant",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['program', 'participant', 'kind'],
+                "ordering": ["program", "participant", "kind"],
             },
         ),
         migrations.CreateModel(
-            name='LedgerTransaction',
+            name="LedgerTransaction",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('idempotency_key', models.CharField(max_length=200)),
-                ('kind', models.CharField(choices=[('accrual', 'Accrual'), ('approval', 'Approval'), ('payout', 'Payout'), ('credit', 'Account credit'), ('reversal', 'Reversal'), ('clawback', 'Clawback'), ('adjustment', 'Adjustment')], max_length=20)),
-                ('memo', models.CharField(blank=True, max_length=500)),
-                ('lines_fingerprint', models.CharField(editable=False, max_length=64)),
-                ('posted_at', models.DateTimeField(default=django.utils.timezone.now, editable=False)),
-                ('tenant', models.ForeignKey(editable=False, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='tenancy.tenant')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("idempotency_key", models.CharField(max_length=200)),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("accrual", "Accrual"),
+                            ("approval", "Approval"),
+                            ("payout", "Payout"),
+                            ("credit", "Account credit"),
+                            ("reversal", "Reversal"),
+                            ("clawback", "Clawback"),
+                            ("adjustment", "Adjustment"),
+                        ],
+                        max_length=20,
+                    ),
+                ),
+                ("memo", models.CharField(blank=True, max_length=500)),
+                ("lines_fingerprint", models.CharField(editable=False, max_length=64)),
+                ("posted_at", models.DateTimeField(default=django.utils.timezone.now, editable=False)),
+                (
+                    "tenant",
+                    models.ForeignKey(
+                        editable=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="tenancy.tenant",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['posted_at', 'pk'],
+                "ordering": ["posted_at", "pk"],
             },
         ),
         migrations.CreateModel(
-            name='LedgerEntry',
+            name="LedgerEntry",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('amount_minor', models.BigIntegerField(help_text='Positive debits, negative credits; never zero.')),
-                ('posted_at', models.DateTimeField(default=django.utils.timezone.now, editable=False)),
-                ('account', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='entries', to='rewards.ledgeraccount')),
-                ('tenant', models.ForeignKey(editable=False, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='tenancy.tenant')),
-                ('transaction', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='entries', to='rewards.ledgertransaction')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("amount_minor", models.BigIntegerField(help_text="Positive debits, negative credits; never zero.")),
+                ("posted_at", models.DateTimeField(default=django.utils.timezone.now, editable=False)),
+                (
+                    "account",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="entries", to="rewards.ledgeraccount"
+                    ),
+                ),
+                (
+                    "tenant",
+                    models.ForeignKey(
+                        editable=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="tenancy.tenant",
+                    ),
+                ),
+                (
+                    "transaction",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="entries",
+                        to="rewards.ledgertransaction",
+                    ),
+                ),
             ],
             options={
-                'verbose_name_plural': 'ledger entries',
-                'ordering': ['posted_at', 'pk'],
+                "verbose_name_plural": "ledger entries",
+                "ordering": ["posted_at", "pk"],
             },
         ),
         migrations.CreateModel(
-            name='ParticipantStripeProfile',
+            name="ParticipantStripeProfile",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('connected_account_id', models.CharField(blank=True, help_text='Stripe Connect account (acct_…).', max_length=100)),
-                ('customer_id', models.CharField(blank=True, help_text="Customer in the tenant's Stripe (cus_…).", max_length=100)),
-                ('onboarding_link_created_at', models.DateTimeField(blank=True, editable=False, null=True)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now, editable=False)),
-                ('participant', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='programs.participant')),
-                ('tenant', models.ForeignKey(editable=False, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='tenancy.tenant')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "connected_account_id",
+                    models.CharField(blank=True, help_text="Stripe Connect account (acct_…).", max_length=100),
+                ),
+                (
+                    "customer_id",
+                    models.CharField(blank=True, help_text="Customer in the tenant's Stripe (cus_…).", max_length=100),
+                ),
+                ("onboarding_link_created_at", models.DateTimeField(blank=True, editable=False, null=True)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now, editable=False)),
+                (
+                    "participant",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to="programs.participant"
+                    ),
+                ),
+                (
+                    "tenant",
+                    models.ForeignKey(
+                        editable=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="tenancy.tenant",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='Payout',
+            name="Payout",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('method', models.CharField(choices=[('transfer', 'Stripe Connect transfer'), ('customer_balance', 'Stripe customer balance credit'), ('coupon', 'Stripe coupon'), ('manual', 'Manual fulfilment'), ('netting', 'Netted against clawbacks (nothing sent)')], max_length=20)),
-                ('currency', models.CharField(max_length=3)),
-                ('gross_minor', models.BigIntegerField(help_text='Sum of the rewards covered.')),
-                ('netted_minor', models.BigIntegerField(default=0, help_text='Clawbacks owed by the participant, offset here.')),
-                ('amount_minor', models.BigIntegerField(help_text='What is sent: gross - netted.')),
-                ('status', models.CharField(choices=[('pending', 'Pending'), ('processing', 'Processing'), ('failed', 'Failed (will retry)'), ('paid', 'Paid'), ('abandoned', 'Failed, retries exhausted')], default='pending', max_length=20)),
-                ('idempotency_key', models.CharField(editable=False, max_length=100)),
-                ('attempts', models.PositiveIntegerField(default=0)),
-                ('last_error', models.TextField(blank=True)),
-                ('next_attempt_at', models.DateTimeField(blank=True, null=True)),
-                ('stripe_object_id', models.CharField(blank=True, help_text='Transfer / balance txn / coupon id.', max_length=100)),
-                ('stripe_detail', models.JSONField(blank=True, default=dict)),
-                ('fulfilment_note', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now, editable=False)),
-                ('paid_at', models.DateTimeField(blank=True, null=True)),
-                ('participant', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='payouts', to='programs.participant')),
-                ('program', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='programs.program')),
-                ('tenant', models.ForeignKey(editable=False, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='tenancy.tenant')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "method",
+                    models.CharField(
+                        choices=[
+                            ("transfer", "Stripe Connect transfer"),
+                            ("customer_balance", "Stripe customer balance credit"),
+                            ("coupon", "Stripe coupon"),
+                            ("manual", "Manual fulfilment"),
+                            ("netting", "Netted against clawbacks (nothing sent)"),
+                        ],
+                        max_length=20,
+                    ),
+                ),
+                ("currency", models.CharField(max_length=3)),
+                ("gross_minor", models.BigIntegerField(help_text="Sum of the rewards covered.")),
+                (
+                    "netted_minor",
+                    models.BigIntegerField(default=0, help_text="Clawbacks owed by the participant, offset here."),
+                ),
+                ("amount_minor", models.BigIntegerField(help_text="What is sent: gross - netted.")),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending"),
+                            ("processing", "Processing"),
+                            ("failed", "Failed (will retry)"),
+                            ("paid", "Paid"),
+                            ("abandoned", "Failed, retries exhausted"),
+                        ],
+                        default="pending",
+                        max_length=20,
+                    ),
+                ),
+                ("idempotency_key", models.CharField(editable=False, max_length=100)),
+                ("attempts", models.PositiveIntegerField(default=0)),
+                ("last_error", models.TextField(blank=True)),
+                ("next_attempt_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "stripe_object_id",
+                    models.CharField(blank=True, help_text="Transfer / balance txn / coupon id.", max_length=100),
+                ),
+                ("stripe_detail", models.JSONField(blank=True, default=dict)),
+                ("fulfilment_note", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now, editable=False)),
+                ("paid_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "participant",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="payouts", to="programs.participant"
+                    ),
+                ),
+                (
+                    "program",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="+", to="programs.program"
+                    ),
+                ),
+                (
+                    "tenant",
+                    models.ForeignKey(
+                        editable=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="tenancy.tenant",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-pk'],
+                "ordering": ["-created_at", "-pk"],
             },
         ),
         migrations.AddField(
-            model_name='ledgertransaction',
-            name='payout',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='rewards.payout'),
+            model_name="ledgertransaction",
+            name="payout",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="+",
+                to="rewards.payout",
+            ),
         ),
         migrations.CreateModel(
-            name='PayoutSettings',
+            name="PayoutSettings",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('minimum_payout_minor', models.BigIntegerField(default=0, help_text='A cash / credit payout waits until the amount due reaches this (minor units).')),
-                ('program', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='programs.program')),
-                ('tenant', models.ForeignKey(editable=False, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='tenancy.tenant')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "minimum_payout_minor",
+                    models.BigIntegerField(
+                        default=0,
+                        help_text="A cash / credit payout waits until the amount due reaches this (minor units).",
+                    ),
+                ),
+                (
+                    "program",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to="programs.program"
+                    ),
+                ),
+                (
+                    "tenant",
+                    models.ForeignKey(
+                        editable=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="tenancy.tenant",
+                    ),
+                ),
             ],
             options={
-                'verbose_name_plural': 'payout settings',
+                "verbose_name_plural": "payout settings",
             },
         ),
         migrations.CreateModel(
-            name='Reward',
+            name="Reward",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('beneficiary_side', models.CharField(choices=[('referrer', 'Referrer'), ('referred', 'Referred company')], default='referrer', max_length=20)),
-                ('kind', models.CharField(choices=[('cash', 'Cash (Stripe Connect transfer)'), ('credit', 'Account credit (Stripe customer balance)'), ('coupon', 'Coupon (free months / % off the next renewal)'), ('manual', 'Manual fulfilment (gift card, swag, beta access…)')], default='cash', max_length=20)),
-                ('description', models.CharField(blank=True, help_text="E.g. 'Amazon gift card', 'Beta access'.", max_length=200)),
-                ('coupon_percent_off', models.PositiveSmallIntegerField(blank=True, null=True)),
-                ('coupon_duration_months', models.PositiveSmallIntegerField(blank=True, null=True)),
-                ('amount_minor', models.BigIntegerField()),
-                ('currency', models.CharField(max_length=3)),
-                ('reversed_minor', models.BigIntegerField(default=0)),
-                ('clawed_back_minor', models.BigIntegerField(default=0)),
-                ('status', models.CharField(choices=[('pending', 'Pending (on hold / awaiting review)'), ('approved', 'Approved'), ('paid', 'Paid'), ('rejected', 'Rejected'), ('reversed', 'Reversed')], default='pending', max_length=20)),
-                ('hold_until', models.DateTimeField()),
-                ('explanation', models.JSONField(blank=True, default=dict, help_text='How the amount was computed.')),
-                ('explanation_text', models.TextField(blank=True)),
-                ('source_key', models.CharField(help_text='Idempotency of creation: one reward per source key.', max_length=200)),
-                ('converted_at', models.DateTimeField(help_text='When the conversion that earned it happened.')),
-                ('approved_at', models.DateTimeField(blank=True, null=True)),
-                ('paid_at', models.DateTimeField(blank=True, null=True)),
-                ('time_to_reward', models.DurationField(blank=True, help_text='Conversion → paid.', null=True)),
-                ('rejected_at', models.DateTimeField(blank=True, null=True)),
-                ('reversed_at', models.DateTimeField(blank=True, null=True)),
-                ('status_reason', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now, editable=False)),
-                ('conversion_event', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='referrals.conversionevent')),
-                ('participant', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='rewards', to='programs.participant')),
-                ('payout', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='rewards', to='rewards.payout')),
-                ('program', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='programs.program')),
-                ('referral', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='referrals.referral')),
-                ('tenant', models.ForeignKey(editable=False, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='tenancy.tenant')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "beneficiary_side",
+                    models.CharField(
+                        choices=[("referrer", "Referrer"), ("referred", "Referred company")],
+                        default="referrer",
+                        max_length=20,
+                    ),
+                ),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("cash", "Cash (Stripe Connect transfer)"),
+                            ("credit", "Account credit (Stripe customer balance)"),
+                            ("coupon", "Coupon (free months / % off the next renewal)"),
+                            ("manual", "Manual fulfilment (gift card, swag, beta access…)"),
+                        ],
+                        default="cash",
+                        max_length=20,
+                    ),
+                ),
+                (
+                    "description",
+                    models.CharField(blank=True, help_text="E.g. 'Amazon gift card', 'Beta access'.", max_length=200),
+                ),
+                ("coupon_percent_off", models.PositiveSmallIntegerField(blank=True, null=True)),
+                ("coupon_duration_months", models.PositiveSmallIntegerField(blank=True, null=True)),
+                ("amount_minor", models.BigIntegerField()),
+                ("currency", models.CharField(max_length=3)),
+                ("reversed_minor", models.BigIntegerField(default=0)),
+                ("clawed_back_minor", models.BigIntegerField(default=0)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending (on hold / awaiting review)"),
+                            ("approved", "Approved"),
+                            ("paid", "Paid"),
+                            ("rejected", "Rejected"),
+                            ("reversed", "Reversed"),
+                        ],
+                        default="pending",
+                        max_length=20,
+                    ),
+                ),
+                ("hold_until", models.DateTimeField()),
+                ("explanation", models.JSONField(blank=True, default=dict, help_text="How the amount was computed.")),
+                ("explanation_text", models.TextField(blank=True)),
+                (
+                    "source_key",
+                    models.CharField(help_text="Idempotency of creation: one reward per source key.", max_length=200),
+                ),
+                ("converted_at", models.DateTimeField(help_text="When the conversion that earned it happened.")),
+                ("approved_at", models.DateTimeField(blank=True, null=True)),
+                ("paid_at", models.DateTimeField(blank=True, null=True)),
+                ("time_to_reward", models.DurationField(blank=True, help_text="Conversion → paid.", null=True)),
+                ("rejected_at", models.DateTimeField(blank=True, null=True)),
+                ("reversed_at", models.DateTimeField(blank=True, null=True)),
+                ("status_reason", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now, editable=False)),
+                (
+                    "conversion_event",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="referrals.conversionevent",
+                    ),
+                ),
+                (
+                    "participant",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="rewards", to="programs.participant"
+                    ),
+                ),
+                (
+                    "payout",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="rewards",
+                        to="rewards.payout",
+                    ),
+                ),
+                (
+                    "program",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="+", to="programs.program"
+                    ),
+                ),
+                (
+                    "referral",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="referrals.referral",
+                    ),
+                ),
+                (
+                    "tenant",
+                    models.ForeignKey(
+                        editable=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="tenancy.tenant",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-pk'],
+                "ordering": ["-created_at", "-pk"],
             },
         ),
         migrations.AddField(
-            model_name='ledgertransaction',
-            name='reward',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='rewards.reward'),
+            model_name="ledgertransaction",
+            name="reward",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="+",
+                to="rewards.reward",
+            ),
         ),
         migrations.CreateModel(
-            name='StripeCharge',
+            name="StripeCharge",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('stripe_charge_id', models.CharField(max_length=100)),
-                ('stripe_invoice_id', models.CharField(blank=True, max_length=100)),
-                ('stripe_payment_intent_id', models.CharField(blank=True, max_length=100)),
-                ('amount_minor', models.BigIntegerField(default=0)),
-                ('amount_refunded_minor', models.BigIntegerField(default=0)),
-                ('currency', models.CharField(blank=True, max_length=3)),
-                ('updated_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('conversion_event', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='referrals.conversionevent')),
-                ('tenant', models.ForeignKey(editable=False, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='tenancy.tenant')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("stripe_charge_id", models.CharField(max_length=100)),
+                ("stripe_invoice_id", models.CharField(blank=True, max_length=100)),
+                ("stripe_payment_intent_id", models.CharField(blank=True, max_length=100)),
+                ("amount_minor", models.BigIntegerField(default=0)),
+                ("amount_refunded_minor", models.BigIntegerField(default=0)),
+                ("currency", models.CharField(blank=True, max_length=3)),
+                ("updated_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "conversion_event",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="referrals.conversionevent",
+                    ),
+                ),
+                (
+                    "tenant",
+                    models.ForeignKey(
+                        editable=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="tenancy.tenant",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='StripeCredentials',
+            name="StripeCredentials",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('secret_key', models.CharField(max_length=255)),
-                ('webhook_secret', models.CharField(max_length=255)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now, editable=False)),
-                ('updated_at', models.DateTimeField(default=django.utils.timezone.now, editable=False)),
-                ('tenant', models.ForeignKey(editable=False, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='tenancy.tenant')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("secret_key", models.CharField(max_length=255)),
+                ("webhook_secret", models.CharField(max_length=255)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now, editable=False)),
+                ("updated_at", models.DateTimeField(default=django.utils.timezone.now, editable=False)),
+                (
+                    "tenant",
+                    models.ForeignKey(
+                        editable=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="tenancy.tenant",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'Stripe credentials',
-                'verbose_name_plural': 'Stripe credentials',
+                "verbose_name": "Stripe credentials",
+                "verbose_name_plural": "Stripe credentials",
             },
         ),
         migrations.CreateModel(
-            name='StripeWebhookEvent',
+            name="StripeWebhookEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('stripe_event_id', models.CharField(max_length=100)),
-                ('type', models.CharField(max_length=100)),
-                ('payload', models.JSONField(help_text='The event exactly as Stripe sent it.')),
-                ('status', models.CharField(choices=[('received', 'Received (stored, not processed)'), ('processed', 'Processed'), ('ignored', 'Ignored (type not handled)'), ('failed', 'Failed')], default='received', max_length=20)),
-                ('attempts', models.PositiveIntegerField(default=0)),
-                ('error', models.TextField(blank=True)),
-                ('received_at', models.DateTimeField(default=django.utils.timezone.now, editable=False)),
-                ('processed_at', models.DateTimeField(blank=True, null=True)),
-                ('tenant', models.ForeignKey(editable=False, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='tenancy.tenant')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("stripe_event_id", models.CharField(max_length=100)),
+                ("type", models.CharField(max_length=100)),
+                ("payload", models.JSONField(help_text="The event exactly as Stripe sent it.")),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("received", "Received (stored, not processed)"),
+                            ("processed", "Processed"),
+                            ("ignored", "Ignored (type not handled)"),
+                            ("failed", "Failed"),
+                        ],
+                        default="received",
+                        max_length=20,
+                    ),
+                ),
+                ("attempts", models.PositiveIntegerField(default=0)),
+                ("error", models.TextField(blank=True)),
+                ("received_at", models.DateTimeField(default=django.utils.timezone.now, editable=False)),
+                ("processed_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "tenant",
+                    models.ForeignKey(
+                        editable=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="tenancy.tenant",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-received_at', '-pk'],
+                "ordering": ["-received_at", "-pk"],
             },
         ),
         migrations.AddConstraint(
-            model_name='ledgeraccount',
-            constraint=models.UniqueConstraint(fields=('tenant', 'program', 'participant', 'kind', 'currency'), name='ledger_account_unique', nulls_distinct=False),
+            model_name="ledgeraccount",
+            constraint=models.UniqueConstraint(
+                fields=("tenant", "program", "participant", "kind", "currency"),
+                name="ledger_account_unique",
+                nulls_distinct=False,
+            ),
         ),
         migrations.AddConstraint(
-            model_name='ledgeraccount',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('kind', 'expense'), ('participant__isnull', True)), models.Q(models.Q(('kind', 'expense'), _negated=True), ('participant__isnull', False)), _connector='OR'), name='ledger_account_owner_matches_kind'),
+            model_name="ledgeraccount",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(("kind", "expense"), ("participant__isnull", True)),
+                    models.Q(models.Q(("kind", "expense"), _negated=True), ("participant__isnull", False)),
+                    _connector="OR",
+                ),
+                name="ledger_account_owner_matches_kind",
+            ),
         ),
         migrations.AddIndex(
-            model_name='ledgerentry',
-            index=models.Index(fields=['tenant', 'account', 'posted_at'], name='ledger_entry_account_idx'),
+            model_name="ledgerentry",
+            index=models.Index(fields=["tenant", "account", "posted_at"], name="ledger_entry_account_idx"),
         ),
         migrations.AddConstraint(
-            model_name='ledgerentry',
-            constraint=models.CheckConstraint(condition=models.Q(('amount_minor', 0), _negated=True), name='ledger_entry_nonzero'),
+            model_name="ledgerentry",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("amount_minor", 0), _negated=True), name="ledger_entry_nonzero"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='participantstripeprofile',
-            constraint=models.UniqueConstraint(fields=('tenant', 'participant'), name='stripe_profile_one_per_participant'),
+            model_name="participantstripeprofile",
+            constraint=models.UniqueConstraint(
+                fields=("tenant", "participant"), name="stripe_profile_one_per_participant"
+            ),
         ),
         migrations.AddIndex(
-            model_name='payout',
-            index=models.Index(fields=['tenant', 'status', 'next_attempt_at'], name='payout_due_idx'),
+            model_name="payout",
+            index=models.Index(fields=["tenant", "status", "next_attempt_at"], name="payout_due_idx"),
         ),
         migrations.AddConstraint(
-            model_name='payout',
-            constraint=models.UniqueConstraint(fields=('tenant', 'idempotency_key'), name='payout_unique_idempotency_key'),
+            model_name="payout",
+            constraint=models.UniqueConstraint(
+                fields=("tenant", "idempotency_key"), name="payout_unique_idempotency_key"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='payout',
-            constraint=models.CheckConstraint(condition=models.Q(('amount_minor', django.db.models.expressions.CombinedExpression(models.F('gross_minor'), '-', models.F('netted_minor'))), ('amount_minor__gte', 0), ('netted_minor__gte', 0)), name='payout_amount_is_gross_minus_netted'),
+            model_name="payout",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    (
+                        "amount_minor",
+                        django.db.models.expressions.CombinedExpression(
+                            models.F("gross_minor"), "-", models.F("netted_minor")
+                        ),
+                    ),
+                    ("amount_minor__gte", 0),
+                    ("netted_minor__gte", 0),
+                ),
+                name="payout_amount_is_gross_minus_netted",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='payoutsettings',
-            constraint=models.UniqueConstraint(fields=('tenant', 'program'), name='payout_settings_one_per_program'),
+            model_name="payoutsettings",
+            constraint=models.UniqueConstraint(fields=("tenant", "program"), name="payout_settings_one_per_program"),
         ),
         migrations.AddIndex(
-            model_name='reward',
-            index=models.Index(fields=['tenant', 'status', 'hold_until'], name='reward_status_hold_idx'),
+            model_name="reward",
+            index=models.Index(fields=["tenant", "status", "hold_until"], name="reward_status_hold_idx"),
         ),
         migrations.AddIndex(
-            model_name='reward',
-            index=models.Index(fields=['tenant', 'participant', 'status'], name='reward_participant_idx'),
+            model_name="reward",
+            index=models.Index(fields=["tenant", "participant", "status"], name="reward_participant_idx"),
         ),
         migrations.AddConstraint(
-            model_name='reward',
-            constraint=models.UniqueConstraint(fields=('tenant', 'source_key'), name='reward_unique_source_key'),
+            model_name="reward",
+            constraint=models.UniqueConstraint(fields=("tenant", "source_key"), name="reward_unique_source_key"),
         ),
         migrations.AddConstraint(
-            model_name='reward',
-            constraint=models.CheckConstraint(condition=models.Q(('amount_minor__gte', 0)), name='reward_amount_not_negative'),
+            model_name="reward",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("amount_minor__gte", 0)), name="reward_amount_not_negative"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='reward',
-            constraint=models.CheckConstraint(condition=models.Q(('clawed_back_minor__gte', 0), ('reversed_minor__gte', 0), ('amount_minor__gte', django.db.models.expressions.CombinedExpression(models.F('reversed_minor'), '+', models.F('clawed_back_minor')))), name='reward_reductions_within_amount'),
+            model_name="reward",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("clawed_back_minor__gte", 0),
+                    ("reversed_minor__gte", 0),
+                    (
+                        "amount_minor__gte",
+                        django.db.models.expressions.CombinedExpression(
+                            models.F("reversed_minor"), "+", models.F("clawed_back_minor")
+                        ),
+                    ),
+                ),
+                name="reward_reductions_within_amount",
+            ),
         ),
         migrations.AddIndex(
-            model_name='ledgertransaction',
-            index=models.Index(fields=['tenant', 'posted_at'], name='ledger_tx_time_idx'),
+            model_name="ledgertransaction",
+            index=models.Index(fields=["tenant", "posted_at"], name="ledger_tx_time_idx"),
         ),
         migrations.AddConstraint(
-            model_name='ledgertransaction',
-            constraint=models.UniqueConstraint(fields=('tenant', 'idempotency_key'), name='ledger_transaction_unique_key'),
+            model_name="ledgertransaction",
+            constraint=models.UniqueConstraint(
+                fields=("tenant", "idempotency_key"), name="ledger_transaction_unique_key"
+            ),
         ),
         migrations.AddIndex(
-            model_name='stripecharge',
-            index=models.Index(fields=['tenant', 'stripe_invoice_id'], name='stripe_charge_invoice_idx'),
+            model_name="stripecharge",
+            index=models.Index(fields=["tenant", "stripe_invoice_id"], name="stripe_charge_invoice_idx"),
         ),
         migrations.AddConstraint(
-            model_name='stripecharge',
-            constraint=models.UniqueConstraint(fields=('tenant', 'stripe_charge_id'), name='stripe_charge_unique'),
+            model_name="stripecharge",
+            constraint=models.UniqueConstraint(fields=("tenant", "stripe_charge_id"), name="stripe_charge_unique"),
         ),
         migrations.AddConstraint(
-            model_name='stripecredentials',
-            constraint=models.UniqueConstraint(fields=('tenant',), name='stripe_credentials_one_per_tenant'),
+            model_name="stripecredentials",
+            constraint=models.UniqueConstraint(fields=("tenant",), name="stripe_credentials_one_per_tenant"),
         ),
         migrations.AddConstraint(
-            model_name='stripewebhookevent',
-            constraint=models.UniqueConstraint(fields=('tenant', 'stripe_event_id'), name='stripe_event_unique_per_tenant'),
+            model_name="stripewebhookevent",
+            constraint=models.UniqueConstraint(
+                fields=("tenant", "stripe_event_id"), name="stripe_event_unique_per_tenant"
+            ),
         ),
     ]
