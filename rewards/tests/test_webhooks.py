@@ -315,9 +315,9 @@ def test_localstripe_customer_created_webhook_is_verified_and_becomes_a_sign_up(
     tenant = f.TenantFactory()
     credentials = f.StripeCredentialsFactory(tenant=tenant)
     webhook_url = live_server.url + reverse("stripe_webhook", kwargs={"tenant_slug": tenant.slug})
-    register = Request(
+    register = Request(  # noqa: S310 - loopback
         f"{localstripe}/_config/webhooks/platform",
-        method="POST",  # noqa: S310 - loopback
+        method="POST",
         data=json.dumps(
             {"url": webhook_url, "secret": credentials.webhook_secret, "events": ["customer.created"]}
         ).encode(),
