@@ -21,6 +21,16 @@ from dataclasses import dataclass, field
 from programs.models import Participant, Program
 from referral_platform.tenancy.models import ApiKey, AuditEvent, Invitation, Membership, Tenant
 from referrals.models import Attribution, Click, ConversionEvent, IdentityLink, Referral, ReferralLink, Touchpoint
+from rewards.models import (
+    LedgerAccount,
+    LedgerTransaction,
+    ParticipantStripeProfile,
+    Payout,
+    PayoutSettings,
+    Reward,
+    StripeCredentials,
+    StripeWebhookEvent,
+)
 
 from . import factories as f
 
@@ -110,6 +120,7 @@ ROUTES: dict[str, object] = {
     "api:conversion-detail": Detail(_conversion),
     "api:attribution-list": Listing(_attribution_listing),
     "api:attribution-detail": Detail(_attribution),
+    "api:participant-stripe-onboarding": Detail(_participant, methods=("GET", "POST")),
     "api-schema": NoTenantData("the OpenAPI document describes routes, holds no rows"),
     "api-docs": NoTenantData("static Swagger UI"),
     # --- pages -------------------------------------------------------------------------------
@@ -124,6 +135,10 @@ ROUTES: dict[str, object] = {
     "referral_landing": NoTenantData(
         "public page reached by an unguessable referral code; shows only that link's referrer, and the tenant "
         "comes from the link: referrals/tests/test_landing_page.py"
+    ),
+    "stripe_webhook": NoTenantData(
+        "POST-only, answers no tenant data; verified with the addressed tenant's own signing secret: "
+        "rewards/tests/test_webhooks.py::test_an_event_signed_for_tenant_a_is_refused_on_tenant_bs_endpoint"
     ),
     "invitation_accept": NoTenantData(
         "reached by an unguessable one-time token; tests/test_workspace.py::test_invitation_*"
@@ -159,4 +174,19 @@ ADMIN_FACTORIES: dict[type, Callable] = {
         participant=f.ParticipantFactory(program=f.ProgramFactory(tenant=world.a))
     ),
     IdentityLink: lambda world: f.IdentityLinkFactory(tenant=world.a),
+    Reward: lambda world: f.RewardFactory(participant=f.ParticipantFactory(program=f.ProgramFactory(tenant=world.a))),
+    Payout: lambda world: f.PayoutFactory(participant=f.ParticipantFactory(program=f.ProgramFactory(tenant=world.a))),
+    LedgerTransaction: lambda world: LedgerTransaction.objects.get(
+        reward=f.make_ledger_reward(f.ParticipantFactory(program=f.ProgramFactory(tenant=world.a)))
+    ),
+    LedgerAccount: lambda world: LedgerAccount.objects.get(
+        kind="pending",
+        participant=f.make_ledger_reward(f.ParticipantFactory(program=f.ProgramFactory(tenant=world.a))).participant,
+    ),
+    StripeCredentials: lambda world: f.StripeCredentialsFactory(tenant=world.a),
+    ParticipantStripeProfile: lambda world: f.ParticipantStripeProfileFactory(
+        participant=f.ParticipantFactory(program=f.ProgramFactory(tenant=world.a))
+    ),
+    PayoutSettings: lambda world: f.PayoutSettingsFactory(program=f.ProgramFactory(tenant=world.a)),
+    StripeWebhookEvent: lambda world: f.StripeWebhookEventFactory(tenant=world.a),
 }
