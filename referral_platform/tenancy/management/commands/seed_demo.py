@@ -91,6 +91,7 @@ class Command(BaseCommand):
                 self._programs(tenant, clicks if tenant is acme else clicks // 4)
             for tenant in (acme, globex):
                 self._conversions(tenant)
+            self._rewards(acme)
             demo_key = self._demo_key(acme)
         info = {
             "logins": [
@@ -349,6 +350,13 @@ class Command(BaseCommand):
         rows = Attribution.objects.for_tenant(tenant).count()
         progress(steps, steps, f"{tenant.slug}: conversions")
         self.stdout.write(f"  {tenant.slug}: 5 conversion events, {rows} attribution rows")
+
+    def _rewards(self, tenant: Tenant) -> None:
+        from rewards.demo import seed_rewards
+
+        created = seed_rewards(tenant)
+        if created:
+            self.stdout.write(f"  {tenant.slug}: {created} rewards (every state, a review, a paid payout, a clawback)")
 
     def _demo_key(self, tenant: Tenant) -> str:
         actor = system_actor(tenant)
