@@ -10,7 +10,8 @@ Handling, per event type (each idempotent, so a duplicate or a late event gives 
 - ``customer.subscription.deleted`` → a ``cancellation`` ConversionEvent (churn);
 - ``customer.created`` with referral metadata → a ``sign_up`` ConversionEvent.
 
-Conversion events are then handed to conversion processing (attribution) by ``_enqueue_conversion``.
+Conversion events are stored through ``referrals.services.conversion_event_receive``, which queues
+their matching and attribution (``referrals.process_conversion_event``) after commit.
 """
 
 from __future__ import annotations
@@ -127,25 +128,14 @@ def _created(event: StripeWebhookEvent) -> datetime:
 
 
 def _conversion(event: StripeWebhookEvent, **fields) -> ConversionEvent:
-    conversion, created = ConversionEvent.objects.get_or_create(
-        tenant=event.tenant,
-        external_event_id=event.stripe_event_id,
-        defaults={"raw": event.payload, "source": "stripe", **fields},
+    """Store the conversion raw through the conversions service (once per Stripe event id); it queues
+    matching and attribution after commit."""
+    from referrals.services import conversion_event_receive
+
+    received = conversion_event_receive(
+        tenant=event.tenant, external_event_id=event.stripe_event_id, raw=event.payload, source="stripe", **fields
     )
-    if created:
-        _enqueue_conversion(conversion)
-    return conversion
-
-
-def _enqueue_conversion(conversion: ConversionEvent) -> None:
-    """Hand the new conversion to conversion processing (attribution), once it exists on this branch."""
-    try:
-        from referrals.tasks import conversion_process  # provided by the attribution work
-    except ImportError:
-        return
-    from referral_platform.celery import enqueue_on_commit
-
-    enqueue_on_commit(conversion_process, conversion.pk)
+    return received.event
 
 
 def _referral_metadata(*objects: dict) -> dict:

@@ -156,7 +156,8 @@ def test_invoice_paid_is_stored_raw_then_becomes_a_payment_conversion(
     assert (conversion.kind, conversion.amount_minor, conversion.currency) == ("payment", 20_000, "USD")
     assert conversion.external_event_id == "evt_paid_1" and conversion.source == "stripe"
     assert conversion.customer_external_id == "cus_1" and conversion.referral_code == "abc123"
-    assert conversion.raw["id"] == "evt_paid_1" and conversion.status == "received"
+    assert conversion.raw["id"] == "evt_paid_1"
+    assert conversion.status != "received"  # handed to conversion processing (attribution) after commit
 
 
 def test_the_same_event_delivered_twice_is_stored_and_handled_once(client, tenant, django_capture_on_commit_callbacks):
@@ -339,3 +340,24 @@ def test_localstripe_customer_created_webhook_is_verified_and_becomes_a_sign_up(
         "ls-code",
     )
     assert StripeWebhookEvent.objects.get(tenant=tenant).type == "customer.created"
+
+
+def test_a_stripe_sign_up_with_a_referral_code_reaches_attribution(client, tenant, django_capture_on_commit_callbacks):
+    link = f.ReferralLinkFactory(participant=f.ParticipantFactory(program=f.ProgramFactory(tenant=tenant)))
+    created = event(
+        "evt_cus_ref",
+        "customer.created",
+        {
+            "id": "cus_ref",
+            "object": "customer",
+            "created": NOW,
+            "email": "lead@buyer.example",
+            "metadata": {"referral_code": link.code},
+        },
+    )
+
+    deliver(client, tenant, created, capture=django_capture_on_commit_callbacks)
+
+    conversion = ConversionEvent.objects.get(tenant=tenant)
+    assert conversion.status == "processed" and conversion.referral is not None
+    assert conversion.referral.referrer_id == link.participant_id and conversion.referral.status == "signed_up"
