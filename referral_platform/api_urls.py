@@ -15,6 +15,7 @@ from referrals.apis import (
     ReferralListApi,
     SignupCreateApi,
 )
+from referrals.fraud_apis import ReferralFraudApi
 from rewards.apis import ParticipantStripeOnboardingApi
 
 
@@ -59,4 +60,5 @@ urlpatterns = [
         ParticipantStripeOnboardingApi.as_view(),
         name="participant-stripe-onboarding",
     ),
+    path("referrals/<int:pk>/fraud", ReferralFraudApi.as_view(), name="referral-fraud"),
 ]

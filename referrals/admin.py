@@ -196,3 +196,5 @@ class IdentityLinkAdmin(ReadOnlyTenantAdmin):
 site.register(Attribution, AttributionAdmin)
 site.register(Touchpoint, TouchpointAdmin)
 site.register(IdentityLink, IdentityLinkAdmin)
+# Fraud review queue, flags and per-program fraud settings.
+from . import fraud_admin  # noqa: E402, F401

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 
@@ -89,6 +91,15 @@ class CompanySize(models.TextChoices):
     SIZE_1001_PLUS = "1001+", "More than 1,000 employees"
 
 
+class ReviewStatus(models.TextChoices):
+    """Where a referral stands in fraud review. Only clear and cleared referrals can be rewarded."""
+
+    CLEAR = "clear", "Clear (no fraud signal)"
+    FLAGGED = "flagged", "Flagged, waiting for review"
+    CLEARED = "cleared", "Cleared by a marketer"
+    REJECTED = "rejected", "Rejected as fraud"
+
+
 class Referral(TenantOwnedModel):
     program = models.ForeignKey(Program, on_delete=models.CASCADE, related_name="referrals")
     referrer = models.ForeignKey(Participant, on_delete=models.CASCADE, related_name="referrals")
@@ -120,6 +131,17 @@ class Referral(TenantOwnedModel):
     rejected_at = models.DateTimeField(null=True, blank=True)
     churned_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
+    # Fraud review (referrals/fraud_services.py). Not editable in forms: only the review services
+    # move it, each move audited.
+    review_status = models.CharField(
+        max_length=20, choices=ReviewStatus.choices, default=ReviewStatus.CLEAR, editable=False
+    )
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False
+    )
+    reviewed_at = models.DateTimeField(null=True, blank=True, editable=False)
+    review_reason = models.TextField(blank=True, editable=False)
+    fraud_screened_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         indexes = [
@@ -127,6 +149,9 @@ class Referral(TenantOwnedModel):
             models.Index(fields=["tenant", "referred_email"], name="referral_email_idx"),
             models.Index(fields=["tenant", "referred_external_id"], name="referral_customer_idx"),
             models.Index(fields=["tenant", "visitor_id"], name="referral_visitor_idx"),
+            models.Index(fields=["tenant", "review_status"], name="referral_review_idx"),
+            models.Index(fields=["tenant", "program", "created_at"], name="referral_program_time_idx"),
+            models.Index(fields=["tenant", "referrer", "created_at"], name="referral_referrer_time_idx"),
         ]
         constraints = [
             # One referral per referred person and program: a second referrer's touch is credited by
@@ -319,3 +344,91 @@ class Attribution(TenantOwnedModel):
 
     def __str__(self) -> str:
         return f"{self.share:%} of {self.conversion_event} → {self.participant}"
+
+
+# --- fraud screening ------------------------------------------------------------------------------
+class FraudSignalCode(models.TextChoices):
+    SELF_REFERRAL_EMAIL = "self_referral_email", "Self-referral: same e-mail as the referrer"
+    SELF_REFERRAL_VISITOR = "self_referral_visitor", "Self-referral: same visitor as the referrer"
+    SELF_REFERRAL_DEVICE = "self_referral_device", "Self-referral: same IP address and browser as the referrer"
+    DISPOSABLE_EMAIL = "disposable_email", "Disposable e-mail domain"
+    VELOCITY = "velocity", "Too many referrals in an hour from one referrer"
+    DUPLICATE_COMPANY = "duplicate_company", "Company already referred to this program"
+
+
+class FraudPolicy(TenantOwnedModel):
+    """Which fraud checks run for one program, and their thresholds.
+
+    One per program (unique with the tenant); created with these defaults the first time a referral
+    of the program is screened, and edited by marketers in the admin.
+    """
+
+    program = models.ForeignKey(Program, on_delete=models.CASCADE, related_name="fraud_policies")
+    self_referral_enabled = models.BooleanField(
+        default=True, help_text="Flag a referred e-mail, visitor or device that is the referrer's own."
+    )
+    self_referral_activity_days = models.PositiveIntegerField(
+        default=30,
+        validators=[MinValueValidator(1), MaxValueValidator(365)],
+        help_text="How far back the referrer's own clicks count for the IP + browser comparison.",
+    )
+    disposable_email_enabled = models.BooleanField(
+        default=True, help_text="Flag referred e-mails on a disposable (throw-away) domain."
+    )
+    velocity_enabled = models.BooleanField(default=True, help_text="Flag bursts of referrals from one referrer.")
+    velocity_max_per_hour = models.PositiveIntegerField(
+        default=5,
+        validators=[MinValueValidator(1), MaxValueValidator(10_000)],
+        help_text="A referrer's referral is flagged when they have more than this many in the hour up to it.",
+    )
+    duplicate_company_enabled = models.BooleanField(
+        default=True, help_text="Flag a company (name, e-mail domain or e-mail) already referred to this program."
+    )
+    duplicate_company_window_days = models.PositiveIntegerField(
+        default=90,
+        validators=[MinValueValidator(1), MaxValueValidator(3650)],
+        help_text="How far back an earlier referral of the same company counts.",
+    )
+    updated_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        verbose_name = "fraud policy"
+        verbose_name_plural = "fraud policies"
+        constraints = [models.UniqueConstraint(fields=["tenant", "program"], name="fraud_policy_one_per_program")]
+        ordering = ["program"]
+
+    def __str__(self) -> str:
+        return f"Fraud checks of {self.program}"
+
+
+class FraudFlag(TenantOwnedModel):
+    """One fraud signal raised on a referral, with the evidence that raised it.
+
+    One row per referral and signal code: screening a referral again never duplicates a flag. The
+    evidence is kept as first found (see docs/fraud.md for its shape).
+    """
+
+    referral = models.ForeignKey(Referral, on_delete=models.CASCADE, related_name="fraud_flags")
+    code = models.CharField(max_length=40, choices=FraudSignalCode.choices)
+    message = models.TextField(help_text="Why, in a sentence a marketer can read.")
+    evidence = models.JSONField(default=dict, help_text="The exact values compared and the rows they came from.")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "referral", "code"], name="fraud_flag_one_per_code"),
+        ]
+        indexes = [models.Index(fields=["tenant", "code", "created_at"], name="fraud_flag_code_idx")]
+        ordering = ["referral", "code"]
+
+    def __str__(self) -> str:
+        return f"{self.get_code_display()} on referral #{self.referral_id}"
+
+
+class FraudReview(Referral):
+    """The admin's fraud review queue: referrals that screening flagged, and the decisions on them."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "fraud review"
+        verbose_name_plural = "fraud review queue"

@@ -1,12 +1,15 @@
-"""Celery tasks of referrals: take ids, call a service, safe to retry."""
+"""Celery tasks of referrals: take ids, re-read, call a service; safe to retry."""
 
 from __future__ import annotations
 
 from django.db import OperationalError
 
-from referral_platform.celery import money_task
+from referral_platform.celery import app, money_task
+from referral_platform.tenancy.actors import system_actor
 
 from . import services
+from .fraud_services import referral_screen
+from .models import Referral
 
 
 @money_task(
@@ -19,3 +22,13 @@ def process_conversion_event(event_id: int) -> str:
     """Match, advance and attribute one stored conversion event (a repeat does nothing)."""
     event = services.conversion_event_process(event_id=event_id)
     return event.status if event is not None else "missing"
+
+
+@app.task(name="referrals.referral_screen", acks_late=True, max_retries=3)
+def referral_screen_task(referral_id: int) -> list[str]:
+    """Screen one referral for fraud (again). Idempotent: flags are unique per referral and code, so a
+    redelivered or repeated task adds nothing. Returns the signal codes found; a deleted referral gives []."""
+    referral = Referral.objects.select_related("tenant").filter(pk=referral_id).first()
+    if referral is None:
+        return []
+    return [signal.code for signal in referral_screen(referral=referral, actor=system_actor(referral.tenant))]

@@ -17,10 +17,14 @@ from referrals.models import (
     Attribution,
     Click,
     ConversionEvent,
+    FraudFlag,
+    FraudPolicy,
+    FraudSignalCode,
     IdentityKind,
     IdentityLink,
     Referral,
     ReferralLink,
+    ReviewStatus,
     Touchpoint,
     TouchpointKind,
 )
@@ -295,4 +299,31 @@ def make_ledger_reward(participant, amount_minor: int = 2_500, **kwargs):
         source_key=kwargs.pop("source_key", f"test:{participant.pk}:{Reward.objects.count()}:{amount_minor}"),
         actor=system_actor(participant.tenant),
         **kwargs,
+    )
+
+
+class FraudPolicyFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = FraudPolicy
+
+    program = factory.SubFactory(ProgramFactory)
+    tenant = factory.LazyAttribute(lambda o: o.program.tenant)
+
+
+class FraudFlagFactory(factory.django.DjangoModelFactory):
+    """A flag on a flagged referral (the referral is put in review, as screening would)."""
+
+    class Meta:
+        model = FraudFlag
+
+    referral = factory.SubFactory(ReferralFactory, review_status=ReviewStatus.FLAGGED)
+    tenant = factory.LazyAttribute(lambda o: o.referral.tenant)
+    code = FraudSignalCode.DISPOSABLE_EMAIL
+    message = factory.Sequence(lambda n: f"Throw-away e-mail domain fq{n:04d}")
+    evidence = factory.LazyFunction(
+        lambda: {
+            "compared": [{"field": "E-mail domain", "referral": "mailinator.com", "other": "mailinator.com"}],
+            "rows": [],
+            "params": {},
+        }
     )

@@ -20,7 +20,18 @@ from dataclasses import dataclass, field
 
 from programs.models import Participant, Program
 from referral_platform.tenancy.models import ApiKey, AuditEvent, Invitation, Membership, Tenant
-from referrals.models import Attribution, Click, ConversionEvent, IdentityLink, Referral, ReferralLink, Touchpoint
+from referrals.models import (
+    Attribution,
+    Click,
+    ConversionEvent,
+    FraudFlag,
+    FraudPolicy,
+    FraudReview,
+    IdentityLink,
+    Referral,
+    ReferralLink,
+    Touchpoint,
+)
 from rewards.models import (
     LedgerAccount,
     LedgerTransaction,
@@ -99,6 +110,15 @@ def _attribution_listing(world):
     return participant.name
 
 
+def _flagged_referral(world):
+    program = f.ProgramFactory(tenant=world.a)
+    return f.FraudFlagFactory(referral__referrer=f.ParticipantFactory(program=program)).referral
+
+
+def _referral_fraud(world):
+    return {"pk": _flagged_referral(world).pk}
+
+
 ROUTES: dict[str, object] = {
     # --- API ---------------------------------------------------------------------------------
     "api:me": NoTenantData("answers with the caller's own tenant only (tests/test_api_auth.py)"),
@@ -121,6 +141,9 @@ ROUTES: dict[str, object] = {
     "api:attribution-list": Listing(_attribution_listing),
     "api:attribution-detail": Detail(_attribution),
     "api:participant-stripe-onboarding": Detail(_participant, methods=("GET", "POST")),
+    "api:referral-fraud": Detail(
+        _referral_fraud, methods=("GET", "POST"), payload={"decision": "clear", "reason": "B clears A's flag"}
+    ),
     "api-schema": NoTenantData("the OpenAPI document describes routes, holds no rows"),
     "api-docs": NoTenantData("static Swagger UI"),
     # --- pages -------------------------------------------------------------------------------
@@ -189,4 +212,9 @@ ADMIN_FACTORIES: dict[type, Callable] = {
     ),
     PayoutSettings: lambda world: f.PayoutSettingsFactory(program=f.ProgramFactory(tenant=world.a)),
     StripeWebhookEvent: lambda world: f.StripeWebhookEventFactory(tenant=world.a),
+    FraudReview: _flagged_referral,
+    FraudFlag: lambda world: f.FraudFlagFactory(
+        referral__referrer=f.ParticipantFactory(program=f.ProgramFactory(tenant=world.a))
+    ),
+    FraudPolicy: lambda world: f.FraudPolicyFactory(program=f.ProgramFactory(tenant=world.a)),
 }

@@ -1,0 +1,535 @@
+"""Fraud checks: reads that say whether a referral looks fraudulent, with the evidence.
+
+Nothing here writes. ``referral_fraud_signals`` runs the checks a program's ``FraudPolicy`` turns
+on and returns one ``FraudSignal`` per finding; ``referrals.fraud_services.referral_screen`` stores
+them as ``FraudFlag`` rows and puts the referral in review. ``referral_is_rewardable`` is the one
+predicate the rewards code asks before paying for a referral.
+
+Every signal's evidence has the same shape (docs/fraud.md), so the admin and the API can show a
+marketer exactly why a referral was flagged::
+
+    {
+      "compared": [{"field": ..., "referral": ..., "other": ..., "other_source": ...}],
+      "rows":     [{"role": ..., "model": "referrals.click", "id": 7, "at": "<ISO time>", "details": {...}}],
+      "params":   {...the thresholds and windows the check used...},
+    }
+
+Time windows are measured back from the referral's own ``created_at``, not from "now", so screening
+the same referral again later finds the same thing.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from functools import lru_cache
+from pathlib import Path
+
+from django.db.models import Q
+
+from .models import (
+    Click,
+    ConversionEvent,
+    FraudPolicy,
+    FraudSignalCode,
+    Referral,
+    ReferralStatus,
+    ReviewStatus,
+)
+
+DATA_DIR = Path(__file__).resolve().parent / "data"
+DISPOSABLE_DOMAINS_FILE = DATA_DIR / "disposable_domains.txt"
+FREE_EMAIL_DOMAINS_FILE = DATA_DIR / "free_email_domains.txt"
+
+GMAIL_DOMAINS = frozenset({"gmail.com", "googlemail.com"})
+# Evidence lists are cut here (the total is still reported) so one flag stays readable.
+EVIDENCE_ROW_LIMIT = 20
+
+# Legal forms dropped from the end of a company name ("Acme, Inc." and "ACME Inc" are one company).
+LEGAL_FORMS = frozenset(
+    {
+        "ab", "ag", "aps", "as", "asa", "bv", "co", "company", "corp", "corporation", "gmbh", "group",
+        "inc", "incorporated", "kft", "kg", "kk", "limited", "llc", "llp", "lp", "ltd", "ltda", "nv",
+        "oy", "oyj", "plc", "pte", "pty", "sa", "sarl", "sas", "se", "sl", "spa", "sro", "srl",
+    }
+)  # fmt: skip
+
+REWARDABLE_REVIEW_STATUSES = frozenset({ReviewStatus.CLEAR, ReviewStatus.CLEARED})
+
+
+# --- the rewards predicate -------------------------------------------------------------------------
+def referral_is_rewardable(referral: Referral) -> bool:
+    """True when ``referral`` may earn a reward: it converted, and fraud review does not hold it.
+
+    A flagged referral is not rewardable until a marketer clears it; a rejected one never is. Pass
+    a fresh row (read it with ``select_for_update()`` when about to pay); ``rewardable_referrals_q()``
+    is the same rule for querysets.
+    """
+    return referral.status == ReferralStatus.CONVERTED and referral.review_status in REWARDABLE_REVIEW_STATUSES
+
+
+def rewardable_referrals_q() -> Q:
+    """``referral_is_rewardable`` as a filter: ``Referral.objects.for_tenant(t).filter(rewardable_referrals_q())``."""
+    return Q(status=ReferralStatus.CONVERTED, review_status__in=sorted(REWARDABLE_REVIEW_STATUSES))
+
+
+# --- normalisation ---------------------------------------------------------------------------------
+def normalize_email_for_matching(email: str) -> str:
+    """The mailbox an address reaches: lower-case, ``+tag`` removed, and for Gmail the dots removed
+    and googlemail.com read as gmail.com. ``""`` when the address has no local part or domain."""
+    local, at, domain = (email or "").strip().lower().rpartition("@")
+    domain = domain.rstrip(".")
+    if not at or not local or not domain:
+        return ""
+    local = local.split("+", 1)[0]
+    if domain in GMAIL_DOMAINS:
+        local, domain = local.replace(".", ""), "gmail.com"
+    return f"{local}@{domain}" if local else ""
+
+
+def email_domain(email: str) -> str:
+    """The (canonical) domain of an address: ``""`` without one."""
+    normalized = normalize_email_for_matching(email)
+    return normalized.rpartition("@")[2]
+
+
+def email_match_regex(normalized_email: str) -> str:
+    """A case-insensitive PostgreSQL regular expression matching every address whose
+    ``normalize_email_for_matching`` is ``normalized_email`` (so the database finds them by index
+    scan of one tenant instead of Python reading every row)."""
+    local, _, domain = normalized_email.rpartition("@")
+    if not local or not domain:
+        return ""
+    if domain == "gmail.com":
+        local_re = r"\.*" + "".join(re.escape(char) + r"\.*" for char in local)
+        domain_re = r"(gmail|googlemail)\.com"
+    else:
+        local_re = re.escape(local)
+        domain_re = re.escape(domain)
+    return rf"^{local_re}(\+[^@]*)?@{domain_re}\.?$"
+
+
+def normalize_company(name: str) -> str:
+    """A company name reduced to what identifies it: accents, case, punctuation, a leading "the"
+    and trailing legal forms removed ("The Acme Company, Inc." → "acme")."""
+    text = unicodedata.normalize("NFKD", name or "")
+    text = "".join(char for char in text if not unicodedata.combining(char)).casefold()
+    text = text.replace("&", " and ").replace(".", "")
+    tokens = re.findall(r"[^\W_]+", text)
+    core = list(tokens)
+    if len(core) > 1 and core[0] == "the":
+        core = core[1:]
+    while len(core) > 1 and core[-1] in LEGAL_FORMS:
+        core.pop()
+    return "".join(core)
+
+
+@lru_cache(maxsize=4)
+def _domain_list(path: Path) -> frozenset[str]:
+    with path.open(encoding="utf-8") as handle:
+        return frozenset(
+            line.strip().lower().rstrip(".") for line in handle if line.strip() and not line.startswith("#")
+        )
+
+
+def disposable_domains() -> frozenset[str]:
+    return _domain_list(DISPOSABLE_DOMAINS_FILE)
+
+
+def free_email_domains() -> frozenset[str]:
+    return _domain_list(FREE_EMAIL_DOMAINS_FILE)
+
+
+def domain_listed_in(domain: str, domains: frozenset[str]) -> str:
+    """The entry of ``domains`` that ``domain`` is, or is a sub-domain of; ``""`` if none."""
+    labels = domain.lower().rstrip(".").split(".")
+    for start in range(len(labels) - 1):
+        candidate = ".".join(labels[start:])
+        if candidate in domains:
+            return candidate
+    return ""
+
+
+# --- signals ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FraudSignal:
+    code: str
+    message: str
+    evidence: dict = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return FraudSignalCode(self.code).label
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _compared(field_name: str, referral_value, other_value, other_source: str) -> dict:
+    return {"field": field_name, "referral": referral_value, "other": other_value, "other_source": other_source}
+
+
+def _row(role: str, obj, at: datetime | None, **details) -> dict:
+    return {"role": role, "model": obj._meta.label_lower, "id": obj.pk, "at": _iso(at), "details": details}
+
+
+def policy_for_program(program) -> FraudPolicy:
+    """The program's fraud policy, or an unsaved one with the defaults when it has none yet."""
+    policy = FraudPolicy.objects.for_tenant(program.tenant_id).filter(program=program).first()
+    return policy or FraudPolicy(tenant_id=program.tenant_id, program=program)
+
+
+def referral_fraud_signals(*, referral: Referral, policy: FraudPolicy | None = None) -> list[FraudSignal]:
+    """Every fraud signal the program's policy finds on ``referral`` (reads only, tenant-scoped).
+
+    Each check compares the referral with rows of its own tenant only.
+    """
+    policy = policy or policy_for_program(referral.program)
+    signals: list[FraudSignal | None] = []
+    if policy.self_referral_enabled:
+        own_visitors = referrer_visitor_ids(referral=referral)
+        signals += [
+            check_self_referral_email(referral=referral),
+            check_self_referral_visitor(referral=referral, own_visitors=own_visitors),
+            check_self_referral_device(referral=referral, own_visitors=own_visitors, policy=policy),
+        ]
+    if policy.disposable_email_enabled:
+        signals.append(check_disposable_email(referral=referral))
+    if policy.velocity_enabled:
+        signals.append(check_velocity(referral=referral, policy=policy))
+    if policy.duplicate_company_enabled:
+        signals.append(check_duplicate_company(referral=referral, policy=policy))
+    return [signal for signal in signals if signal is not None]
+
+
+def check_self_referral_email(*, referral: Referral) -> FraudSignal | None:
+    """The referred e-mail is the referrer's own once normalised (case, +tag, Gmail dots)."""
+    referrer = referral.referrer
+    referred = normalize_email_for_matching(referral.referred_email)
+    own = normalize_email_for_matching(referrer.email)
+    if not referred or referred != own:
+        return None
+    source = f"referrer (participant #{referrer.pk})"
+    return FraudSignal(
+        code=FraudSignalCode.SELF_REFERRAL_EMAIL,
+        message=(
+            f"The referred e-mail {referral.referred_email} and the referrer's e-mail {referrer.email} "
+            f"reach the same mailbox ({referred})."
+        ),
+        evidence={
+            "compared": [
+                _compared("E-mail as given", referral.referred_email, referrer.email, source),
+                _compared("E-mail normalised", referred, own, source),
+            ],
+            "rows": [_row("referrer", referrer, referrer.created_at, name=referrer.name, email=referrer.email)],
+            "params": {"normalisation": "lower-case; +tag removed; Gmail: dots removed, googlemail.com = gmail.com"},
+        },
+    )
+
+
+@dataclass(frozen=True)
+class OwnVisitor:
+    """A visitor id seen on one of the referrer's own sign-ups (they were the person signing up)."""
+
+    visitor_id: str
+    row: dict
+
+
+def referrer_visitor_ids(*, referral: Referral) -> list[OwnVisitor]:
+    """Visitor ids that belong to the referrer: carried by a referral or conversion event of the
+    same tenant whose person is the referrer (same normalised e-mail, or the referrer's external id
+    as the customer id)."""
+    referrer = referral.referrer
+    tenant_id = referral.tenant_id
+    pattern = email_match_regex(normalize_email_for_matching(referrer.email))
+    referral_match = Q(referred_email__iregex=pattern) if pattern else Q(pk__in=[])
+    event_match = Q(email__iregex=pattern) if pattern else Q(pk__in=[])
+    if referrer.external_id.strip():
+        referral_match |= Q(referred_external_id=referrer.external_id.strip())
+        event_match |= Q(customer_external_id=referrer.external_id.strip())
+    found: list[OwnVisitor] = []
+    referrals = (
+        Referral.objects.for_tenant(tenant_id)
+        .filter(referral_match)
+        .exclude(pk=referral.pk)
+        .exclude(visitor_id="")
+        .order_by("created_at", "pk")[:100]
+    )
+    for row in referrals:
+        found.append(
+            OwnVisitor(
+                visitor_id=row.visitor_id,
+                row=_row(
+                    "the referrer's own sign-up (as a referred person)",
+                    row,
+                    row.created_at,
+                    visitor_id=row.visitor_id,
+                    email=row.referred_email,
+                    external_id=row.referred_external_id,
+                ),
+            )
+        )
+    events = (
+        ConversionEvent.objects.for_tenant(tenant_id)
+        .filter(event_match)
+        .exclude(visitor_id="")
+        .order_by("occurred_at", "pk")[:100]
+    )
+    for event in events:
+        found.append(
+            OwnVisitor(
+                visitor_id=event.visitor_id,
+                row=_row(
+                    f"the referrer's own {event.get_kind_display().lower()} event",
+                    event,
+                    event.occurred_at,
+                    visitor_id=event.visitor_id,
+                    email=event.email,
+                    customer_external_id=event.customer_external_id,
+                    external_event_id=event.external_event_id,
+                ),
+            )
+        )
+    return found
+
+
+def check_self_referral_visitor(*, referral: Referral, own_visitors: list[OwnVisitor]) -> FraudSignal | None:
+    """The referral's visitor id (browser cookie) was seen on one of the referrer's own sign-ups."""
+    visitor_id = referral.visitor_id.strip()
+    matches = [own for own in own_visitors if visitor_id and own.visitor_id == visitor_id]
+    if not matches:
+        return None
+    first = matches[0].row
+    return FraudSignal(
+        code=FraudSignalCode.SELF_REFERRAL_VISITOR,
+        message=(
+            f"The referral came from visitor {visitor_id}, the same browser the referrer used for their own "
+            f"sign-up ({first['model']} #{first['id']})."
+        ),
+        evidence={
+            "compared": [
+                _compared("Visitor id", visitor_id, own.visitor_id, f"{own.row['model']} #{own.row['id']}")
+                for own in matches[:EVIDENCE_ROW_LIMIT]
+            ],
+            "rows": [own.row for own in matches[:EVIDENCE_ROW_LIMIT]],
+            "params": {"matches": len(matches)},
+        },
+    )
+
+
+def check_self_referral_device(
+    *, referral: Referral, own_visitors: list[OwnVisitor], policy: FraudPolicy
+) -> FraudSignal | None:
+    """A click of the referral's visitor on the referrer's links came from the same IP address and
+    browser (user agent) as a recent click by one of the referrer's own visitor ids."""
+    visitor_id = referral.visitor_id.strip()
+    other_visitors = {own.visitor_id for own in own_visitors} - {visitor_id}
+    if not visitor_id or not other_visitors:
+        return None
+    since = referral.created_at - timedelta(days=policy.self_referral_activity_days)
+    referral_clicks = list(
+        Click.objects.for_tenant(referral.tenant_id)
+        .filter(participant_id=referral.referrer_id, visitor_id=visitor_id, is_bot=False, ip__isnull=False)
+        .exclude(user_agent="")
+        .order_by("occurred_at", "pk")[:200]
+    )
+    if not referral_clicks:
+        return None
+    fingerprints = {(str(click.ip), click.user_agent) for click in referral_clicks}
+    own_clicks = [
+        click
+        for click in Click.objects.for_tenant(referral.tenant_id)
+        .filter(visitor_id__in=other_visitors, occurred_at__gte=since, is_bot=False, ip__isnull=False)
+        .exclude(user_agent="")
+        .order_by("occurred_at", "pk")[:1000]
+        if (str(click.ip), click.user_agent) in fingerprints
+    ]
+    if not own_clicks:
+        return None
+    pairs = []
+    for own in own_clicks:
+        theirs = next(c for c in referral_clicks if (str(c.ip), c.user_agent) == (str(own.ip), own.user_agent))
+        pairs.append((theirs, own))
+    theirs, own = pairs[0]
+    source = f"click #{own.pk} by the referrer's visitor {own.visitor_id}"
+    rows, seen = [], set()
+    for click_of_referral, click_of_referrer in pairs[:EVIDENCE_ROW_LIMIT]:
+        for role, click in (
+            ("click of the referred visitor on the referrer's link", click_of_referral),
+            ("the referrer's own click", click_of_referrer),
+        ):
+            if click.pk not in seen:
+                seen.add(click.pk)
+                details = {"visitor_id": click.visitor_id, "ip": str(click.ip), "user_agent": click.user_agent}
+                rows.append(_row(role, click, click.occurred_at, link=click.link_id, **details))
+    return FraudSignal(
+        code=FraudSignalCode.SELF_REFERRAL_DEVICE,
+        message=(
+            f"The referred visitor {visitor_id} clicked from IP {theirs.ip} with the same browser as the "
+            f"referrer's own visitor {own.visitor_id} (click #{own.pk})."
+        ),
+        evidence={
+            "compared": [
+                _compared("IP address", str(theirs.ip), str(own.ip), source),
+                _compared("User agent", theirs.user_agent, own.user_agent, source),
+            ],
+            "rows": rows,
+            "params": {
+                "activity_days": policy.self_referral_activity_days,
+                "activity_since": _iso(since),
+                "matching_clicks": len(pairs),
+            },
+        },
+    )
+
+
+def check_disposable_email(*, referral: Referral) -> FraudSignal | None:
+    """The referred e-mail's domain (or a parent domain of it) is on the disposable-domain list."""
+    domain = email_domain(referral.referred_email)
+    entry = domain_listed_in(domain, disposable_domains()) if domain else ""
+    if not entry:
+        return None
+    list_name = "disposable domain list (referrals/data/disposable_domains.txt)"
+    return FraudSignal(
+        code=FraudSignalCode.DISPOSABLE_EMAIL,
+        message=f"The referred e-mail {referral.referred_email} uses {domain}, a throw-away e-mail domain ({entry}).",
+        evidence={
+            "compared": [_compared("E-mail domain", domain, entry, list_name)],
+            "rows": [],
+            "params": {"list": "referrals/data/disposable_domains.txt", "list_size": len(disposable_domains())},
+        },
+    )
+
+
+def check_velocity(*, referral: Referral, policy: FraudPolicy) -> FraudSignal | None:
+    """The referrer has more than ``velocity_max_per_hour`` referrals in the hour up to this one."""
+    window_end = referral.created_at
+    window_start = window_end - timedelta(hours=1)
+    in_window = (
+        Referral.objects.for_tenant(referral.tenant_id)
+        .filter(referrer_id=referral.referrer_id, created_at__gt=window_start, created_at__lte=window_end)
+        .order_by("created_at", "pk")
+    )
+    count = in_window.count()
+    limit = policy.velocity_max_per_hour
+    if count <= limit:
+        return None
+    return FraudSignal(
+        code=FraudSignalCode.VELOCITY,
+        message=(
+            f"The referrer made {count} referrals in the hour up to this one "
+            f"({window_start:%Y-%m-%d %H:%M:%S} to {window_end:%H:%M:%S} UTC); the program allows {limit}."
+        ),
+        evidence={
+            "compared": [
+                _compared(
+                    "Referrals by this referrer in the hour",
+                    count,
+                    limit,
+                    "the program's limit (velocity_max_per_hour)",
+                )
+            ],
+            "rows": [
+                _row("referral in the hour", row, row.created_at, email=row.referred_email)
+                for row in in_window[:EVIDENCE_ROW_LIMIT]
+            ],
+            "params": {
+                "max_per_hour": limit,
+                "window_start": _iso(window_start),
+                "window_end": _iso(window_end),
+                "count": count,
+            },
+        },
+    )
+
+
+def check_duplicate_company(*, referral: Referral, policy: FraudPolicy) -> FraudSignal | None:
+    """The same company was already referred to this program (by anyone) within the window: same
+    normalised company name, same company e-mail domain (free-mail and disposable domains do not
+    count) or the same normalised e-mail."""
+    name_key = normalize_company(referral.referred_company)
+    email_key = normalize_email_for_matching(referral.referred_email)
+    domain = email_domain(referral.referred_email)
+    company_domain = (
+        domain
+        if domain
+        and not domain_listed_in(domain, free_email_domains())
+        and not domain_listed_in(domain, disposable_domains())
+        else ""
+    )
+    if not (name_key or email_key):
+        return None
+    since = referral.created_at - timedelta(days=policy.duplicate_company_window_days)
+    # A program's referrals of the window are compared in Python: names are normalised beyond what
+    # SQL can do cheaply, and a B2B program refers thousands, not millions, of companies a quarter.
+    earlier = (
+        Referral.objects.for_tenant(referral.tenant_id)
+        .filter(program_id=referral.program_id, created_at__gte=since)
+        .filter(Q(created_at__lt=referral.created_at) | Q(created_at=referral.created_at, pk__lt=referral.pk))
+        .exclude(pk=referral.pk)
+        .order_by("created_at", "pk")
+        .only("pk", "referrer_id", "referred_company", "referred_email", "created_at")
+    )
+    matches = []
+    for row in earlier.iterator(chunk_size=2000):
+        matched_on = []
+        if name_key and normalize_company(row.referred_company) == name_key:
+            matched_on.append("name")
+        if company_domain and email_domain(row.referred_email) == company_domain:
+            matched_on.append("domain")
+        if email_key and normalize_email_for_matching(row.referred_email) == email_key:
+            matched_on.append("email")
+        if matched_on:
+            matches.append((row, matched_on))
+    if not matches:
+        return None
+    compared = []
+    for key in ("name", "domain", "email"):
+        first = next(((row, on) for row, on in matches if key in on), None)
+        if first is None:
+            continue
+        row = first[0]
+        source = f"referral #{row.pk} ({row.created_at:%Y-%m-%d %H:%M} UTC)"
+        if key == "name":
+            compared.append(
+                _compared("Company", referral.referred_company, row.referred_company, source) | {"normalised": name_key}
+            )
+        elif key == "domain":
+            compared.append(_compared("Company e-mail domain", domain, email_domain(row.referred_email), source))
+        else:
+            compared.append(
+                _compared("E-mail", referral.referred_email, row.referred_email, source) | {"normalised": email_key}
+            )
+    first_row, first_on = matches[0]
+    return FraudSignal(
+        code=FraudSignalCode.DUPLICATE_COMPANY,
+        message=(
+            f"{referral.referred_company or referral.referred_email} was already referred to this program: "
+            f"referral #{first_row.pk} on {first_row.created_at:%Y-%m-%d} (same {', '.join(first_on)})"
+            + (f", and {len(matches) - 1} more." if len(matches) > 1 else ".")
+        ),
+        evidence={
+            "compared": compared,
+            "rows": [
+                _row(
+                    "earlier referral of the same company",
+                    row,
+                    row.created_at,
+                    matched_on=on,
+                    company=row.referred_company,
+                    email=row.referred_email,
+                    referrer=row.referrer_id,
+                )
+                for row, on in matches[:EVIDENCE_ROW_LIMIT]
+            ],
+            "params": {
+                "window_days": policy.duplicate_company_window_days,
+                "since": _iso(since),
+                "matches": len(matches),
+                "company_domain_checked": company_domain or None,
+            },
+        },
+    )
