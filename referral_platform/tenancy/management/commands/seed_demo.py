@@ -20,6 +20,7 @@ from programs.services import participant_enroll, program_current_version
 from referral_platform.tenancy.actors import system_actor
 from referral_platform.tenancy.models import ApiKey, Membership, Role, Tenant
 from referral_platform.tenancy.services import api_key_create, api_key_revoke
+from referrals.fraud_services import fraud_policy_get_or_create, referral_screen
 from referrals.models import Click, Referral, ReferralLink, ReferralStatus
 
 DEMO_PASSWORD = "demo-pass-2026"  # noqa: S105 - published demo login
@@ -48,6 +49,12 @@ REFERRED = [
     ("ben@edutech.example", "EduTech", ReferralStatus.CLICKED),
     ("ola@fintrack.example", "FinTrack", ReferralStatus.REJECTED),
     ("max@cloudnine.example", "CloudNine", ReferralStatus.CONVERTED),
+]
+# Referrals that fraud screening flags, so the review queue has something to show:
+# (referrer's external id, referred e-mail, company, why it is flagged).
+FRAUD_EXAMPLES = [
+    ("cus_1001", "Dana+trial@northwind.example", "Northwind Trial", "self-referral: the referrer's own mailbox"),
+    ("cus_1002", "buyer@mailinator.com", "Quick Deals LLC", "disposable e-mail domain"),
 ]
 STAGES = [
     (ReferralStatus.CLICKED, "clicked_at"),
@@ -92,6 +99,7 @@ class Command(BaseCommand):
             for tenant in (acme, globex):
                 self._conversions(tenant)
             self._rewards(acme)
+            self._fraud_examples(acme)
             demo_key = self._demo_key(acme)
         info = {
             "logins": [
@@ -357,6 +365,32 @@ class Command(BaseCommand):
         created = seed_rewards(tenant)
         if created:
             self.stdout.write(f"  {tenant.slug}: {created} rewards (every state, a review, a paid payout, a clawback)")
+
+    def _fraud_examples(self, tenant: Tenant) -> None:
+        """Two referrals in the fraud review queue, screened by the real service (idempotent)."""
+        for program in Program.objects.for_tenant(tenant):
+            fraud_policy_get_or_create(program=program)
+        program = Program.objects.for_tenant(tenant).get(slug="customers")
+        now = timezone.now()
+        for index, (external_id, email, company, _why) in enumerate(FRAUD_EXAMPLES, start=1):
+            referrer = Participant.objects.for_tenant(tenant).get(program=program, external_id=external_id)
+            referral, created = Referral.objects.get_or_create(
+                tenant=tenant,
+                program=program,
+                referred_email=email,
+                defaults={
+                    "referrer": referrer,
+                    "link": ReferralLink.objects.for_tenant(tenant).filter(participant=referrer).first(),
+                    "referred_company": company,
+                    "status": ReferralStatus.SIGNED_UP,
+                    "visitor_id": f"v-fraud-demo-{index}",
+                    "clicked_at": now - timedelta(hours=2),
+                    "signed_up_at": now - timedelta(hours=1),
+                },
+            )
+            if created:
+                referral_screen(referral=referral, actor=system_actor(tenant))
+            progress(index, len(FRAUD_EXAMPLES), f"{tenant.slug}: fraud review examples")
 
     def _demo_key(self, tenant: Tenant) -> str:
         actor = system_actor(tenant)
