@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.db.models import Prefetch
+from drf_spectacular.utils import extend_schema
 from rest_framework import generics, serializers
 from rest_framework.response import Response
 
@@ -67,6 +68,7 @@ class ReferralFraudApi(TenantAPIView, generics.RetrieveAPIView):
         flags = FraudFlag.objects.for_tenant(self.tenant).order_by("created_at", "code")
         return queryset.select_related("reviewed_by").prefetch_related(Prefetch("fraud_flags", queryset=flags))
 
+    @extend_schema(request=ReviewDecisionInputSerializer, responses=ReferralFraudOutputSerializer)
     def post(self, request, pk):
         referral = self.get_object()
         data = ReviewDecisionInputSerializer(data=request.data)
