@@ -24,6 +24,8 @@ class FraudSignalOutputSerializer(serializers.ModelSerializer):
 
 class ReferralFraudOutputSerializer(serializers.ModelSerializer):
     referral = serializers.IntegerField(source="pk")
+    # A plain string: the funnel status's enum is documented on the referral endpoints.
+    referral_status = serializers.CharField(source="status")
     reviewed_by = serializers.SerializerMethodField()
     is_rewardable = serializers.SerializerMethodField()
     signals = FraudSignalOutputSerializer(many=True, source="fraud_flags")
@@ -32,7 +34,7 @@ class ReferralFraudOutputSerializer(serializers.ModelSerializer):
         model = Referral
         fields = [
             "referral",
-            "status",
+            "referral_status",
             "review_status",
             "reviewed_by",
             "reviewed_at",

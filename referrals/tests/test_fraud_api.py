@@ -34,7 +34,7 @@ def test_get_returns_the_signals_with_their_evidence(world, flagged):
     body = response.json()
     assert body == {
         "referral": flagged.pk,
-        "status": flagged.status,
+        "referral_status": flagged.status,
         "review_status": "flagged",
         "reviewed_by": None,
         "reviewed_at": None,
