@@ -34,6 +34,8 @@ from .models import (
     ConversionEvent,
     FraudPolicy,
     FraudSignalCode,
+    IdentityKind,
+    IdentityLink,
     Referral,
     ReferralStatus,
     ReviewStatus,
@@ -241,7 +243,10 @@ class OwnVisitor:
 def referrer_visitor_ids(*, referral: Referral) -> list[OwnVisitor]:
     """Visitor ids that belong to the referrer: carried by a referral or conversion event of the
     same tenant whose person is the referrer (same normalised e-mail, or the referrer's external id
-    as the customer id)."""
+    as the customer id), or linked to the referrer's e-mail / customer id in the identity graph.
+
+    The identity edges that this referral's own sign-up revealed (its e-mail or customer id with its
+    visitor id) are left out: they say who the referred person is, which the e-mail check judges."""
     referrer = referral.referrer
     tenant_id = referral.tenant_id
     pattern = email_match_regex(normalize_email_for_matching(referrer.email))
@@ -290,6 +295,46 @@ def referrer_visitor_ids(*, referral: Referral) -> list[OwnVisitor]:
                     email=event.email,
                     customer_external_id=event.customer_external_id,
                     external_event_id=event.external_event_id,
+                ),
+            )
+        )
+    found += _identity_graph_visitors(referral=referral, email_pattern=pattern)
+    return found
+
+
+def _identity_graph_visitors(*, referral: Referral, email_pattern: str) -> list[OwnVisitor]:
+    referrer = referral.referrer
+    external_id = referrer.external_id.strip()
+    # Edges are stored in canonical order, but read both ways so the check does not depend on it.
+    match = Q(pk__in=[])
+    for own, other in (("a", "b"), ("b", "a")):
+        node = Q(pk__in=[])
+        if email_pattern:
+            node |= Q(**{f"{own}_kind": IdentityKind.EMAIL, f"{own}_value__iregex": email_pattern})
+        if external_id:
+            node |= Q(**{f"{own}_kind": IdentityKind.CUSTOMER, f"{own}_value": external_id})
+        match |= node & Q(**{f"{other}_kind": IdentityKind.VISITOR})
+    found = []
+    revealed_by_this_referral = {
+        value.strip().lower() for value in (referral.referred_email, referral.referred_external_id) if value.strip()
+    }
+    for link in IdentityLink.objects.for_tenant(referral.tenant_id).filter(match).order_by("created_at", "pk")[:100]:
+        if link.a_kind == IdentityKind.VISITOR:
+            visitor_id, kind, value = link.a_value, link.b_kind, link.b_value
+        else:
+            visitor_id, kind, value = link.b_value, link.a_kind, link.a_value
+        if visitor_id == referral.visitor_id.strip() and value.strip().lower() in revealed_by_this_referral:
+            continue
+        found.append(
+            OwnVisitor(
+                visitor_id=visitor_id,
+                row=_row(
+                    f"identity graph: the referrer's {IdentityKind(kind).label.lower()} seen with this visitor",
+                    link,
+                    link.created_at,
+                    visitor_id=visitor_id,
+                    **{kind: value},
+                    source=link.source,
                 ),
             )
         )

@@ -18,6 +18,7 @@ from referral_platform.tenancy.models import Tenant
 from referral_platform.tenancy.services import audit_record
 
 from . import attribution as attribution_math
+from . import fraud_services
 from .models import (
     Attribution,
     Channel,
@@ -106,9 +107,9 @@ STAGE_TIMESTAMP_FIELDS: dict[str, str] = {
 
 def referral_screen(*, referral: Referral, actor: Actor | str) -> None:
     """The screening step every new referral passes, inside referral_create's transaction, after
-    the row exists (so a check can flag it with evidence rows that point at it, or raise a
-    ValidationError to refuse it). Fraud checks (issue 3, item 8) plug in here; none exist yet."""
-    return None
+    the row exists: the program's fraud checks run, and each signal is stored as a FraudFlag with
+    its evidence, putting the referral in the admin's review queue (docs/fraud.md)."""
+    fraud_services.referral_screen(referral=referral, actor=actor)
 
 
 @transaction.atomic

@@ -142,6 +142,35 @@ def test_a_different_visitor_or_another_tenants_rows_do_not_count(world, program
     assert signals_of(near_miss) == {}
 
 
+def test_the_identity_graph_tells_the_referrers_own_visitor_ids(world, program, referrer):
+    only_checks(program, self_referral_enabled=True)
+    link = f.IdentityLinkFactory(
+        tenant=world.a, a_kind="email", a_value="johndoe@gmail.com", b_kind="visitor", b_value="v-graph"
+    )
+    f.IdentityLinkFactory(tenant=world.b, a_kind="customer", a_value="cus_42", b_kind="visitor", b_value="v-b-only")
+    referral = f.ReferralFactory(referrer=referrer, referred_email="it@prospect.example", visitor_id="v-graph")
+    near_miss = f.ReferralFactory(referrer=referrer, referred_email="ops@prospect.example", visitor_id="v-b-only")
+
+    signal = signals_of(referral)[FraudSignalCode.SELF_REFERRAL_VISITOR]
+
+    assert signal.evidence["rows"] == [
+        {"role": "identity graph: the referrer's e-mail seen with this visitor", "model": "referrals.identitylink",
+         "id": link.pk, "at": link.created_at.isoformat(),
+         "details": {"visitor_id": "v-graph", "email": "johndoe@gmail.com", "source": "sign_up"}}
+    ]  # fmt: skip
+    assert signals_of(near_miss) == {}
+
+
+def test_the_edge_revealed_by_the_referrals_own_sign_up_is_not_the_referrers(world, program, referrer):
+    only_checks(program, self_referral_enabled=True)
+    referral = f.ReferralFactory(referrer=referrer, referred_email="johndoe+x@gmail.com", visitor_id="v-self")
+    f.IdentityLinkFactory(
+        tenant=world.a, a_kind="email", a_value="johndoe+x@gmail.com", b_kind="visitor", b_value="v-self"
+    )
+
+    assert set(signals_of(referral)) == {FraudSignalCode.SELF_REFERRAL_EMAIL}
+
+
 # --- self-referral: IP + user agent ----------------------------------------------------------------
 @pytest.fixture
 def own_click(world, program, referrer):

@@ -20,7 +20,7 @@ from programs.services import participant_enroll, program_current_version
 from referral_platform.tenancy.actors import system_actor
 from referral_platform.tenancy.models import ApiKey, Membership, Role, Tenant
 from referral_platform.tenancy.services import api_key_create, api_key_revoke
-from referrals.fraud_services import fraud_policy_get_or_create, referral_screen
+from referrals.fraud_services import fraud_policy_get_or_create
 from referrals.models import Click, Referral, ReferralLink, ReferralStatus
 
 DEMO_PASSWORD = "demo-pass-2026"  # noqa: S105 - published demo login
@@ -367,29 +367,28 @@ class Command(BaseCommand):
             self.stdout.write(f"  {tenant.slug}: {created} rewards (every state, a review, a paid payout, a clawback)")
 
     def _fraud_examples(self, tenant: Tenant) -> None:
-        """Two referrals in the fraud review queue, screened by the real service (idempotent)."""
+        """Two sign-ups that fraud screening flags, reported through the real sign-up service (which
+        screens every referral it creates), so the review queue has something to show. Idempotent."""
+        from referrals.services import signup_record
+
         for program in Program.objects.for_tenant(tenant):
             fraud_policy_get_or_create(program=program)
         program = Program.objects.for_tenant(tenant).get(slug="customers")
         now = timezone.now()
         for index, (external_id, email, company, _why) in enumerate(FRAUD_EXAMPLES, start=1):
-            referrer = Participant.objects.for_tenant(tenant).get(program=program, external_id=external_id)
-            referral, created = Referral.objects.get_or_create(
-                tenant=tenant,
-                program=program,
-                referred_email=email,
-                defaults={
-                    "referrer": referrer,
-                    "link": ReferralLink.objects.for_tenant(tenant).filter(participant=referrer).first(),
-                    "referred_company": company,
-                    "status": ReferralStatus.SIGNED_UP,
-                    "visitor_id": f"v-fraud-demo-{index}",
-                    "clicked_at": now - timedelta(hours=2),
-                    "signed_up_at": now - timedelta(hours=1),
-                },
-            )
-            if created:
-                referral_screen(referral=referral, actor=system_actor(tenant))
+            if not Referral.objects.for_tenant(tenant).filter(referred_email__iexact=email).exists():
+                referrer = Participant.objects.for_tenant(tenant).get(program=program, external_id=external_id)
+                signup_record(
+                    tenant=tenant,
+                    actor=system_actor(tenant),
+                    email=email,
+                    referral_code=ReferralLink.objects.for_tenant(tenant)
+                    .get(participant=referrer, channel="direct")
+                    .code,
+                    visitor_id=f"v-fraud-demo-{index}",
+                    company=company,
+                    occurred_at=now - timedelta(hours=index),
+                )
             progress(index, len(FRAUD_EXAMPLES), f"{tenant.slug}: fraud review examples")
 
     def _demo_key(self, tenant: Tenant) -> str:

@@ -1,0 +1,118 @@
+"""Screening runs inside referral creation: through the real sign-up and lead APIs."""
+
+from __future__ import annotations
+
+import pytest
+from django.utils import timezone
+
+from referral_platform.tenancy.models import AuditEvent
+from referrals.fraud import referral_is_rewardable
+from referrals.models import FraudFlag, Referral, ReferralStatus, ReviewStatus
+from tests import factories as f
+
+from .builders import conversion_payload, program_for, referrer_with_link
+
+pytestmark = pytest.mark.django_db
+
+
+def signup(world, code, email, **extra):
+    return world.api(world.key_a).post(
+        "/api/v1/signups", {"referral_code": code, "email": email, **extra}, format="json"
+    )
+
+
+def test_a_self_referral_signed_up_through_the_api_is_flagged_in_the_same_request(world):
+    program = program_for(world.a)
+    dana, link = referrer_with_link(program, email="Dana.W@Northwind.example")
+
+    response = signup(world, link.code, "dana.w+trial@northwind.example", visitor_id="vis-dana")
+
+    assert response.status_code == 201, response.content
+    referral = Referral.objects.get(pk=response.json()["referral"]["id"])
+    assert referral.review_status == ReviewStatus.FLAGGED and referral.fraud_screened_at is not None
+    flag = FraudFlag.objects.get(referral=referral)
+    assert flag.code == "self_referral_email" and flag.tenant == world.a
+    assert flag.evidence["compared"][1] == {
+        "field": "E-mail normalised",
+        "referral": "dana.w@northwind.example",
+        "other": "dana.w@northwind.example",
+        "other_source": f"referrer (participant #{dana.pk})",
+    }
+    actions = list(
+        AuditEvent.objects.filter(object_type="referrals.referral", object_id=str(referral.pk))
+        .order_by("pk")
+        .values_list("action", flat=True)
+    )
+    assert actions[:2] == ["referral.created", "referral.review.flagged"]
+    fraud = world.api(world.key_a).get(f"/api/v1/referrals/{referral.pk}/fraud").json()
+    assert [s["code"] for s in fraud["signals"]] == ["self_referral_email"]
+
+
+def test_a_clean_sign_up_is_screened_and_stays_clear(world):
+    _, link = referrer_with_link(program_for(world.a))
+
+    response = signup(world, link.code, "jane@globalbank.example", company="Global Bank")
+
+    referral = Referral.objects.get(pk=response.json()["referral"]["id"])
+    assert referral.review_status == ReviewStatus.CLEAR and referral.fraud_screened_at is not None
+    assert not FraudFlag.objects.exists()
+
+
+def test_a_burst_of_sign_ups_trips_the_programs_velocity_limit(world):
+    program = program_for(world.a)
+    f.FraudPolicyFactory(program=program, velocity_max_per_hour=2)
+    _, link = referrer_with_link(program)
+
+    ids = [
+        signup(world, link.code, f"buyer@company{n}.example", company=f"Company {n}").json()["referral"]["id"]
+        for n in range(3)
+    ]
+
+    assert [Referral.objects.get(pk=pk).review_status for pk in ids] == ["clear", "clear", "flagged"]
+    flag = FraudFlag.objects.get(referral_id=ids[2])
+    assert flag.code == "velocity" and [row["id"] for row in flag.evidence["rows"]] == ids
+
+
+def test_a_partner_lead_for_an_already_referred_company_is_flagged(world):
+    program = program_for(world.a)
+    _priya, link = referrer_with_link(program, name="Priya Sharma", company="Growth Agency")
+    marco, _ = referrer_with_link(program, name="Marco Rossi", company="ResellPro")
+    first = signup(world, link.code, "cto@initech.example", company="Initech, Inc.").json()["referral"]["id"]
+
+    response = world.api(world.key_a).post(
+        "/api/v1/leads",
+        {"participant": marco.pk, "name": "Bill L.", "email": "bill@initech.example", "company": "INITECH"},
+        format="json",
+    )
+
+    assert response.status_code == 201, response.content
+    lead = Referral.objects.get(pk=response.json()["id"])
+    flag = FraudFlag.objects.get(referral=lead)
+    assert flag.code == "duplicate_company"
+    assert [(row["id"], row["details"]["matched_on"]) for row in flag.evidence["rows"]] == [(first, ["name", "domain"])]
+
+
+def test_a_flagged_referral_that_converts_is_rewarded_only_after_clearing(
+    world, celery_eager, django_capture_on_commit_callbacks
+):
+    program = program_for(world.a)
+    _, link = referrer_with_link(program)
+    created = signup(world, link.code, "ceo@mailinator.com", customer_external_id="cus_77").json()
+    payment = conversion_payload(
+        external_event_id="evt_pay_77", customer_external_id="cus_77", occurred_at=timezone.now().isoformat()
+    )
+
+    with django_capture_on_commit_callbacks(execute=True):
+        world.api(world.key_a).post("/api/v1/conversions", payment, format="json")
+
+    referral = Referral.objects.get(pk=created["referral"]["id"])
+    assert referral.status == ReferralStatus.CONVERTED and referral.review_status == ReviewStatus.FLAGGED
+    assert referral_is_rewardable(referral) is False
+
+    cleared = world.api(world.key_a).post(
+        f"/api/v1/referrals/{referral.pk}/fraud", {"decision": "clear", "reason": "Known founder"}, format="json"
+    )
+
+    assert cleared.status_code == 200 and cleared.json()["is_rewardable"] is True
+    referral.refresh_from_db()
+    assert referral_is_rewardable(referral) is True
