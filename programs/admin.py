@@ -1,20 +1,635 @@
-from referral_platform.tenancy.admin_base import TenantScopedAdmin, site
+"""Marketer admin for programs, their rules and participants. Every write goes through programs.services."""
 
-from .models import Participant, Program
+from __future__ import annotations
+
+import base64
+import json
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect, JsonResponse
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
+
+from referral_platform.tenancy.admin_base import (
+    ADMIN_ROLES,
+    TenantScopedAdmin,
+    TenantScopedInline,
+    request_actor,
+    site,
+)
+
+from . import rules as rules_module
+from . import selectors, services
+from .models import Participant, ParticipantImport, Program, ProgramStatus, ProgramVersion
+from .terms import render_terms
+
+TRANSITIONS = {
+    "activate": (services.program_activate, ProgramStatus.ACTIVE, "Activate"),
+    "pause": (services.program_pause, ProgramStatus.PAUSED, "Pause"),
+    "archive": (services.program_archive, ProgramStatus.ARCHIVED, "Archive"),
+}
+
+
+def _add_service_errors(form: forms.BaseForm, exc: ValidationError, *, default_field: str | None = None) -> None:
+    for field_name, messages_ in exc.message_dict.items():
+        target = field_name if field_name in form.fields else default_field
+        if target is not None and target not in form.fields:
+            target = None
+        prefix = "" if target == field_name or field_name == "__all__" else f"{field_name}: "
+        form.add_error(target, [f"{prefix}{message}" for message in messages_])
+
+
+def _tenant_of(request, obj=None):
+    return obj.tenant if obj is not None else request_actor(request).tenant
+
+
+def terms_html(terms) -> str:
+    if not terms.sections:
+        return format_html("<p>{}</p>", terms.notice)
+    parts = []
+    if terms.version is not None:
+        parts.append(
+            format_html(
+                '<p class="help">Version {} · in effect since {}</p>',
+                terms.version,
+                terms.effective_at.strftime("%Y-%m-%d"),
+            )
+        )
+    if terms.notice:
+        parts.append(format_html("<p><strong>{}</strong></p>", terms.notice))
+    for section in terms.sections:
+        items = format_html_join("", "<li>{}</li>", ((item,) for item in section.items))
+        parts.append(format_html("<h4>{}</h4><ul>{}</ul>", section.title, items))
+    return mark_safe("".join(str(part) for part in parts))  # noqa: S308 - parts are built with format_html
+
+
+# --- programs ----------------------------------------------------------------------------------
+class ProgramAdminForm(forms.ModelForm):
+    rules_json = forms.CharField(
+        label="Rules (JSON)",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 22, "cols": 100, "spellcheck": "false", "class": "vLargeTextField"}),
+        help_text=(
+            "Incentives for the referrer and the referred company, caps, eligibility, qualification and "
+            "cancellation policy (docs/programs.md). Amounts in minor units of the program currency "
+            "(5000 = 50.00 USD); percentages in basis points (1000 = 10 %). Saving changed rules creates a "
+            "new version; existing referrals keep theirs."
+        ),
+    )
+    rules_note = forms.CharField(label="Why the rules change", max_length=300, required=False)
+
+    tenant = None  # bound by ProgramAdmin.get_form
+
+    class Meta:
+        model = Program
+        fields = list(services.PROGRAM_EDITABLE_FIELDS)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk and not self.is_bound:
+            version = selectors.program_latest_version(self.instance)
+            if version is not None:
+                self.initial["rules_json"] = json.dumps(version.rules, indent=2)
+
+    def clean(self):
+        cleaned = super().clean()
+        adding = self.instance.pk is None
+        data = {
+            name: cleaned[name]
+            for name in services.PROGRAM_EDITABLE_FIELDS
+            if name in cleaned and (adding or name in self.changed_data)
+        }
+        try:
+            services.program_validate(tenant=self.tenant, data=data, program=None if adding else self.instance)
+        except ValidationError as exc:
+            _add_service_errors(self, exc)
+        raw = (cleaned.get("rules_json") or "").strip()
+        cleaned["rules_document"] = None
+        if self.instance.pk and self.instance.status == ProgramStatus.ARCHIVED:
+            return cleaned  # frozen: the rules box is not shown, and whatever is posted is ignored
+        if raw:
+            try:
+                document = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                self.add_error("rules_json", f"Not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno}).")
+                return cleaned
+            currency = cleaned.get("currency") or self.instance.currency
+            try:
+                cleaned["rules_document"] = services.rules_validate(program=Program(currency=currency), rules=document)
+            except ValidationError as exc:
+                _add_service_errors(self, exc, default_field="rules_json")
+        return cleaned
+
+
+class ProgramVersionInline(TenantScopedInline):
+    model = ProgramVersion
+    fields = ["number", "created_at", "created_by", "note"]
+    readonly_fields = fields
+    show_change_link = True
+    can_delete = False
+    ordering = ["-number"]
+    verbose_name = "rules version"
+    verbose_name_plural = "Rules versions (immutable; referrals keep the version they were judged under)"
+
+    def has_view_permission(self, request, obj=None):
+        actor = request_actor(request)
+        return actor.is_platform_staff or (actor.kind == "member" and actor.role in ADMIN_ROLES)
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.action(description="Activate selected programs", permissions=["change"])
+def activate_programs(modeladmin, request, queryset):
+    modeladmin.run_transition(request, queryset, "activate")
+
+
+@admin.action(description="Pause selected programs", permissions=["change"])
+def pause_programs(modeladmin, request, queryset):
+    modeladmin.run_transition(request, queryset, "pause")
+
+
+@admin.action(description="Archive selected programs", permissions=["change"])
+def archive_programs(modeladmin, request, queryset):
+    modeladmin.run_transition(request, queryset, "archive")
 
 
 class ProgramAdmin(TenantScopedAdmin):
-    list_display = ["name", "kind", "status", "access", "attribution_model", "currency", "created_at"]
+    form = ProgramAdminForm
+    list_display = [
+        "name",
+        "kind",
+        "status",
+        "access",
+        "attribution_model",
+        "currency",
+        "current_version",
+        "created_at",
+    ]
     list_filter = ["kind", "status", "access"]
     search_fields = ["name", "slug"]
     prepopulated_fields = {"slug": ["name"]}
+    readonly_fields = ["status", "current_version_panel", "terms_panel", "public_terms_link"]
+    inlines = [ProgramVersionInline]
+    actions = [activate_programs, pause_programs, archive_programs]
+    change_form_template = "admin/programs/program/change_form.html"
+
+    def get_fieldsets(self, request, obj=None):
+        fieldsets = [
+            (None, {"fields": ["name", "slug", "description", "kind", "access", "status"]}),
+            (
+                "Links and attribution",
+                {"fields": ["landing_url", "cookie_window_days", "attribution_model", "time_decay_half_life_days"]},
+            ),
+            ("Money and approval", {"fields": ["currency", "hold_days", "auto_approve_limit_minor"]}),
+            ("Rules", {"fields": ["current_version_panel", "rules_json", "rules_note"]}),
+        ]
+        if obj is not None and obj.status == ProgramStatus.ARCHIVED:
+            # An archived program is frozen: everything is shown, nothing is editable.
+            fieldsets[-1] = ("Rules", {"fields": ["current_version_panel", "current_rules"]})
+        if obj is not None:
+            fieldsets.append(("Terms participants see", {"fields": ["public_terms_link", "terms_panel"]}))
+        return fieldsets
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change=change, **kwargs)
+        return type(form.__name__, (form,), {"tenant": _tenant_of(request, obj)})
+
+    def get_changeform_initial_data(self, request):
+        initial = super().get_changeform_initial_data(request)
+        tenant = request_actor(request).tenant
+        currency = tenant.default_currency if tenant else "USD"
+        initial.setdefault("currency", currency)
+        initial.setdefault("rules_json", json.dumps(rules_module.example_rules(currency), indent=2))
+        return initial
+
+    def get_prepopulated_fields(self, request, obj=None):
+        if obj is not None and obj.status == ProgramStatus.ARCHIVED:
+            return {}
+        return super().get_prepopulated_fields(request, obj)
+
+    def get_readonly_fields(self, request, obj=None):
+        readonly = list(super().get_readonly_fields(request, obj))
+        if obj is not None and obj.status == ProgramStatus.ARCHIVED:
+            readonly += [*services.PROGRAM_EDITABLE_FIELDS, "current_rules"]
+        return readonly
+
+    @admin.display(description="Rules (JSON)")
+    def current_rules(self, obj):
+        version = selectors.program_latest_version(obj)
+        return format_html("<pre>{}</pre>", json.dumps(version.rules, indent=2)) if version else "—"
+
+    @admin.display(description="Rules version")
+    def current_version(self, obj):
+        version = selectors.program_latest_version(obj)
+        return f"v{version.number}" if version else "—"
+
+    @admin.display(description="Current version")
+    def current_version_panel(self, obj):
+        version = selectors.program_latest_version(obj) if obj and obj.pk else None
+        if version is None:
+            return "No rules yet."
+        return f"v{version.number}, saved {version.created_at:%Y-%m-%d %H:%M} by {version.created_by or 'unknown'}"
+
+    @admin.display(description="Plain-language terms")
+    def terms_panel(self, obj):
+        return terms_html(render_terms(obj, selectors.program_latest_version(obj)))
+
+    @admin.display(description="Public terms page")
+    def public_terms_link(self, obj):
+        if obj.status not in {ProgramStatus.ACTIVE, ProgramStatus.PAUSED}:
+            return "Published once the program is active."
+        url = reverse("program_terms_page", kwargs={"tenant_slug": obj.tenant.slug, "program_slug": obj.slug})
+        return format_html('<a href="{}" target="_blank" rel="noopener">{}</a>', url, url)
+
+    # --- writes through services ---------------------------------------------------------------
+    def save_model(self, request, obj, form, change):
+        actor = request_actor(request)
+        values = {
+            name: form.cleaned_data[name] for name in services.PROGRAM_EDITABLE_FIELDS if name in form.cleaned_data
+        }
+        document = form.cleaned_data.get("rules_document")
+        if not change:
+            if actor.tenant is None:
+                raise PermissionDenied
+            program = services.program_create(tenant=actor.tenant, actor=actor, rules=document, **values)
+            obj.pk = program.pk
+            obj.__dict__.update(program.__dict__)
+            return
+        changes = {name: value for name, value in values.items() if name in form.changed_data}
+        program = services.program_update(program=obj, actor=actor, **changes)
+        if document is not None:
+            result = services.program_rules_change(
+                program=program, actor=actor, rules=document, note=form.cleaned_data.get("rules_note", "")
+            )
+            if result.created:
+                messages.success(request, f"The rules were saved as version {result.version.number}.")
+        obj.__dict__.update(Program.objects.get(pk=obj.pk).__dict__)
+
+    def run_transition(self, request, queryset, name):
+        service, _, label = TRANSITIONS[name]
+        actor = request_actor(request)
+        done = 0
+        for program in queryset:
+            try:
+                service(program=program, actor=actor)
+                done += 1
+            except ValidationError as exc:
+                problems = "; ".join(" ".join(m) for m in exc.message_dict.values())
+                messages.error(request, f"{program}: {problems}")
+        if done:
+            messages.success(request, f"{label}: {done} program(s) done.")
+
+    # --- extra pages -----------------------------------------------------------------------------
+    def get_urls(self):
+        info = self.model._meta.app_label, self.model._meta.model_name
+        extra = [
+            path(
+                "<path:object_id>/rules/preview/",
+                self.admin_site.admin_view(self.rules_preview_view),
+                name="{}_{}_rules_preview".format(*info),
+            ),
+            path(
+                "<path:object_id>/status/<str:transition>/",
+                self.admin_site.admin_view(self.transition_view),
+                name="{}_{}_transition".format(*info),
+            ),
+        ]
+        return extra + super().get_urls()
+
+    def _program_or_404(self, request, object_id) -> Program:
+        program = self.get_object(request, unquote(object_id))
+        if program is None or not self.has_view_permission(request, program):
+            raise Http404("No such program")
+        return program
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        extra_context = extra_context or {}
+        program = self.get_object(request, unquote(object_id))
+        if program is not None:
+            extra_context["transitions"] = [
+                (name, label)
+                for name, (_, to_state, label) in TRANSITIONS.items()
+                if to_state in services.PROGRAM_TRANSITIONS[program.status]
+            ]
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def transition_view(self, request, object_id, transition):
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        program = self._program_or_404(request, object_id)
+        if transition not in TRANSITIONS or not self.has_change_permission(request, program):
+            raise PermissionDenied
+        self.run_transition(request, [program], transition)
+        return HttpResponseRedirect(reverse("admin:programs_program_change", args=[program.pk]))
+
+    def rules_preview_view(self, request, object_id):
+        """Compare the current rules with proposed ones on the last 90 days of payments; optionally save them."""
+        program = self._program_or_404(request, object_id)
+        current = selectors.program_latest_version(program)
+        errors: list[str] = []
+        preview = None
+        if request.method == "POST":
+            raw = request.POST.get("rules_json", "")
+            note = request.POST.get("rules_note", "")
+            try:
+                document = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                errors.append(f"Not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno}).")
+                document = None
+            if document is not None and "apply" in request.POST:
+                if not self.has_change_permission(request, program):
+                    raise PermissionDenied
+                try:
+                    result = services.program_rules_change(
+                        program=program, actor=request_actor(request), rules=document, note=note
+                    )
+                except ValidationError as exc:
+                    errors += [f"{field}: {' '.join(msgs)}" for field, msgs in exc.message_dict.items()]
+                else:
+                    if result.created:
+                        messages.success(request, f"The rules were saved as version {result.version.number}.")
+                    else:
+                        messages.info(request, "The rules are unchanged; no new version was created.")
+                    return HttpResponseRedirect(reverse("admin:programs_program_change", args=[program.pk]))
+            elif document is not None:
+                try:
+                    preview = selectors.rules_change_preview(program.tenant, program=program, proposed_rules=document)
+                except ValidationError as exc:
+                    errors += [f"{field}: {' '.join(msgs)}" for field, msgs in exc.message_dict.items()]
+        else:
+            raw = json.dumps(current.rules if current else rules_module.example_rules(program.currency), indent=2)
+            note = ""
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "original": program,
+            "title": f"Preview a rule change: {program}",
+            "current": current,
+            "rules_json": raw,
+            "rules_note": note,
+            "errors": errors,
+            "preview": preview,
+            "can_change": self.has_change_permission(request, program),
+        }
+        return TemplateResponse(request, "admin/programs/program/rules_preview.html", context)
+
+
+class ProgramVersionAdmin(TenantScopedAdmin):
+    """Versions are read-only: rules change by saving new ones on the program."""
+
+    list_display = ["program", "number", "created_at", "created_by", "note"]
+    list_filter = ["program"]
+    fields = ["program", "number", "created_at", "created_by", "note", "rules_pretty", "terms_panel"]
+    readonly_fields = fields
+
+    @admin.display(description="Rules")
+    def rules_pretty(self, obj):
+        return format_html("<pre style='white-space:pre-wrap'>{}</pre>", json.dumps(obj.rules, indent=2))
+
+    @admin.display(description="Terms under this version")
+    def terms_panel(self, obj):
+        return terms_html(render_terms(obj.program, obj))
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+# --- participants ------------------------------------------------------------------------------
+class ParticipantAdminForm(forms.ModelForm):
+    class Meta:
+        model = Participant
+        fields = ["program", "external_id", "name", "email", "company"]
+
+    def clean(self):
+        cleaned = super().clean()
+        instance = self.instance
+        try:
+            services.participant_validate(
+                external_id=cleaned.get("external_id", instance.external_id),
+                name=cleaned.get("name"),
+                email=cleaned.get("email"),
+                company=cleaned.get("company"),
+            )
+        except ValidationError as exc:
+            _add_service_errors(self, exc)
+        program = cleaned.get("program") or (instance.program if instance.pk else None)
+        if program is not None and program.status == ProgramStatus.ARCHIVED:
+            self.add_error("program" if "program" in self.fields else None, "This program is archived.")
+        return cleaned
+
+    def validate_unique(self):
+        # Upserting by external id is the point; the service handles an existing row.
+        pass
+
+
+def _participant_action(service, label):
+    @admin.action(description=f"{label} selected participants", permissions=["change"])
+    def action(modeladmin, request, queryset):
+        actor = request_actor(request)
+        done = 0
+        for participant in queryset:
+            try:
+                service(participant=participant, actor=actor)
+                done += 1
+            except ValidationError as exc:
+                messages.error(
+                    request, f"{participant}: {' '.join(m for msgs in exc.message_dict.values() for m in msgs)}"
+                )
+        if done:
+            messages.success(request, f"{label}: {done} participant(s) done.")
+
+    action.__name__ = f"participants_{label.lower()}"
+    return action
 
 
 class ParticipantAdmin(TenantScopedAdmin):
-    list_display = ["name", "email", "company", "program", "status", "created_at"]
-    list_filter = ["program", "status"]
+    form = ParticipantAdminForm
+    list_display = ["name", "email", "company", "program", "status", "source", "created_at"]
+    list_filter = ["program", "status", "source"]
     search_fields = ["name", "email", "company", "external_id"]
+    actions = [
+        _participant_action(services.participant_approve, "Approve"),
+        _participant_action(services.participant_reject, "Reject"),
+        _participant_action(services.participant_remove, "Remove"),
+        _participant_action(services.participant_reinstate, "Reinstate"),
+    ]
+    change_list_template = "admin/programs/participant/change_list.html"
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return ["program", "external_id", "name", "email", "company"]
+        return [
+            "program",
+            "external_id",
+            "name",
+            "email",
+            "company",
+            "status",
+            "source",
+            "application_note",
+            "links_panel",
+        ]
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is None:
+            return []
+        return ["program", "external_id", "status", "source", "application_note", "links_panel"]
+
+    @admin.display(description="Share links")
+    def links_panel(self, obj):
+        tenant = obj.tenant
+        links = selectors.participant_share_links(tenant, participant=obj)
+        if not links:
+            return "Only active participants have links."
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td><a href='{}'>{}</a></td></tr>",
+            ((link["channel"], link["url"], link["url"]) for link in links),
+        )
+        png = selectors.participant_qr_png(tenant, participant=obj, box_size=4)
+        qr = (
+            format_html(
+                '<p><img alt="QR code of the QR link" src="data:image/png;base64,{}"></p>',
+                base64.b64encode(png).decode(),
+            )
+            if png
+            else ""
+        )
+        return format_html("<table><tr><th>Channel</th><th>URL</th></tr>{}</table>{}", rows, qr)
+
+    def save_model(self, request, obj, form, change):
+        actor = request_actor(request)
+        program = obj.program
+        enrolment = services.participant_upsert(
+            tenant=program.tenant,
+            program=program,
+            external_id=obj.external_id,
+            name=form.cleaned_data["name"],
+            email=form.cleaned_data["email"],
+            company=form.cleaned_data.get("company", ""),
+            actor=actor,
+            source="admin" if not change else obj.source,
+        )
+        obj.pk = enrolment.participant.pk
+        obj.__dict__.update(enrolment.participant.__dict__)
+
+
+# --- participant imports -----------------------------------------------------------------------
+class ParticipantImportForm(forms.ModelForm):
+    file = forms.FileField(help_text="CSV with a header row: external_id, name, email, company (optional). UTF-8.")
+
+    class Meta:
+        model = ParticipantImport
+        fields = ["program"]
+
+    def clean_file(self):
+        upload = self.cleaned_data["file"]
+        content = upload.read()
+        try:
+            services.participant_import_inspect(content)
+        except ValidationError as exc:
+            raise ValidationError(exc.message_dict["file"]) from exc
+        self.cleaned_data["content"] = content
+        return upload
+
+    def clean_program(self):
+        program = self.cleaned_data["program"]
+        if program.status == ProgramStatus.ARCHIVED:
+            raise ValidationError("This program is archived; nobody can join it.")
+        return program
+
+
+class ParticipantImportAdmin(TenantScopedAdmin):
+    form = ParticipantImportForm
+    list_display = [
+        "created_at",
+        "filename",
+        "program",
+        "status",
+        "progress",
+        "created_count",
+        "updated_count",
+        "error_count",
+    ]
+    list_filter = ["program", "status"]
+
+    @admin.display(description="Progress")
+    def progress(self, obj):
+        return f"{obj.percent_done} %"
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def save_model(self, request, obj, form, change):
+        actor = request_actor(request)
+        upload = form.cleaned_data["file"]
+        job = services.participant_import_create(
+            tenant=obj.program.tenant,
+            program=obj.program,
+            actor=actor,
+            filename=upload.name,
+            content=form.cleaned_data["content"],
+        )
+        obj.pk = job.pk
+        obj.__dict__.update(job.__dict__)
+
+    def response_add(self, request, obj, post_url_continue=None):
+        messages.success(request, f"Importing {obj.total_rows} row(s) from {obj.filename}.")
+        return HttpResponseRedirect(reverse("admin:programs_participantimport_change", args=[obj.pk]))
+
+    def get_urls(self):
+        info = self.model._meta.app_label, self.model._meta.model_name
+        return [
+            path(
+                "<path:object_id>/progress.json",
+                self.admin_site.admin_view(self.progress_json_view),
+                name="{}_{}_progress".format(*info),
+            ),
+            *super().get_urls(),
+        ]
+
+    def _job_or_404(self, request, object_id) -> ParticipantImport:
+        job = self.get_object(request, unquote(object_id))
+        if job is None or not self.has_view_permission(request, job):
+            raise Http404("No such import")
+        return job
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        job = self._job_or_404(request, object_id)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "original": job,
+            "title": f"Import of {job.filename}",
+            "progress": selectors.participant_import_progress(job.tenant, participant_import=job),
+            "progress_url": reverse("admin:programs_participantimport_progress", args=[job.pk]),
+        }
+        return TemplateResponse(request, "admin/programs/participantimport/progress.html", context)
+
+    def progress_json_view(self, request, object_id):
+        job = self._job_or_404(request, object_id)
+        return JsonResponse(selectors.participant_import_progress(job.tenant, participant_import=job))
 
 
 site.register(Program, ProgramAdmin)
+site.register(ProgramVersion, ProgramVersionAdmin)
 site.register(Participant, ParticipantAdmin)
+site.register(ParticipantImport, ParticipantImportAdmin)

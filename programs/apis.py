@@ -1,45 +1,83 @@
+"""Programs and participants API: parse → call one service or selector → serialize."""
+
+from django.http import HttpResponse
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import generics, serializers
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
-from referral_platform.tenancy.api import TenantAPIView
+from referral_platform.tenancy.api import TenantAPIView, json_error
 
-from . import services
-from .models import Participant, Program
+from . import selectors, services
+from .models import AttributionModel, Participant, Program, ProgramAccess, ProgramKind
 
 
 class ProgramOutputSerializer(serializers.ModelSerializer):
+    current_version = serializers.SerializerMethodField()
+
     class Meta:
         model = Program
         fields = [
             "id",
             "name",
             "slug",
+            "description",
             "kind",
             "status",
             "access",
             "landing_url",
             "cookie_window_days",
             "attribution_model",
+            "time_decay_half_life_days",
             "currency",
             "hold_days",
             "auto_approve_limit_minor",
+            "current_version",
             "created_at",
         ]
+
+    def get_current_version(self, program) -> int | None:
+        version = selectors.program_latest_version(program)
+        return version.number if version else None
 
 
 class ProgramInputSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=200)
     slug = serializers.SlugField(max_length=80, required=False)
-    kind = serializers.ChoiceField(choices=Program._meta.get_field("kind").choices)
+    description = serializers.CharField(max_length=2000, required=False, allow_blank=True)
+    kind = serializers.ChoiceField(choices=ProgramKind.choices)
+    access = serializers.ChoiceField(choices=ProgramAccess.choices, required=False)
     landing_url = serializers.URLField(max_length=500)
     currency = serializers.RegexField(r"^[A-Z]{3}$", required=False)
     cookie_window_days = serializers.IntegerField(min_value=1, max_value=365, required=False)
+    attribution_model = serializers.ChoiceField(choices=AttributionModel.choices, required=False)
+    time_decay_half_life_days = serializers.IntegerField(min_value=1, max_value=365, required=False)
+    hold_days = serializers.IntegerField(min_value=0, max_value=365, required=False)
+    auto_approve_limit_minor = serializers.IntegerField(min_value=0, required=False)
+    rules = serializers.JSONField(required=False, help_text="A rules document (docs/programs.md); creates version 1.")
+
+
+class ProgramUpdateInputSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=200, required=False)
+    slug = serializers.SlugField(max_length=80, required=False)
+    description = serializers.CharField(max_length=2000, required=False, allow_blank=True)
+    kind = serializers.ChoiceField(choices=ProgramKind.choices, required=False)
+    access = serializers.ChoiceField(choices=ProgramAccess.choices, required=False)
+    landing_url = serializers.URLField(max_length=500, required=False)
+    currency = serializers.RegexField(r"^[A-Z]{3}$", required=False)
+    cookie_window_days = serializers.IntegerField(min_value=1, max_value=365, required=False)
+    attribution_model = serializers.ChoiceField(choices=AttributionModel.choices, required=False)
+    time_decay_half_life_days = serializers.IntegerField(min_value=1, max_value=365, required=False)
+    hold_days = serializers.IntegerField(min_value=0, max_value=365, required=False)
+    auto_approve_limit_minor = serializers.IntegerField(min_value=0, required=False)
 
 
 class ProgramListCreateApi(TenantAPIView, generics.ListAPIView):
     model = Program
     serializer_class = ProgramOutputSerializer
 
+    @extend_schema(request=ProgramInputSerializer, responses={201: ProgramOutputSerializer})
     def post(self, request):
         data = ProgramInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -51,21 +89,212 @@ class ProgramDetailApi(TenantAPIView, generics.RetrieveAPIView):
     model = Program
     serializer_class = ProgramOutputSerializer
 
+    @extend_schema(request=ProgramUpdateInputSerializer, responses={200: ProgramOutputSerializer})
+    def patch(self, request, pk):
+        program = self.get_object()
+        data = ProgramUpdateInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        program = services.program_update(program=program, actor=self.actor, **data.validated_data)
+        return Response(ProgramOutputSerializer(program).data)
 
+
+class ProgramVersionOutputSerializer(serializers.Serializer):
+    program = serializers.IntegerField(source="program_id")
+    version = serializers.IntegerField(source="number")
+    created_at = serializers.DateTimeField()
+    created_by = serializers.CharField()
+    note = serializers.CharField()
+    rules = serializers.JSONField()
+
+
+class ProgramRulesInputSerializer(serializers.Serializer):
+    rules = serializers.JSONField(help_text="The complete rules document (docs/programs.md).")
+    note = serializers.CharField(max_length=300, required=False, allow_blank=True, default="")
+
+
+class ProgramRulesApi(TenantAPIView, generics.GenericAPIView):
+    """The program's current rules (GET) and changing them (PUT: a new version, 201; unchanged rules: 200)."""
+
+    model = Program
+    serializer_class = ProgramVersionOutputSerializer
+
+    def get(self, request, pk):
+        version = selectors.program_latest_version(self.get_object())
+        if version is None:
+            return json_error(404, "no_rules", "This program has no rules yet.")
+        return Response(ProgramVersionOutputSerializer(version).data)
+
+    @extend_schema(request=ProgramRulesInputSerializer, responses={200: ProgramVersionOutputSerializer})
+    def put(self, request, pk):
+        program = self.get_object()
+        data = ProgramRulesInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        change = services.program_rules_change(program=program, actor=self.actor, **data.validated_data)
+        return Response(ProgramVersionOutputSerializer(change.version).data, status=201 if change.created else 200)
+
+
+class ProgramRulesPreviewInputSerializer(serializers.Serializer):
+    rules = serializers.JSONField(help_text="The proposed rules document.")
+
+
+class ProgramRulesPreviewApi(TenantAPIView, generics.GenericAPIView):
+    """What the proposed rules (POST) would have paid on the last 90 days of payments, next to what was paid.
+
+    GET replays the current rules instead: the difference then shows what referrals still judged under
+    older versions were granted compared with today's rules.
+    """
+
+    model = Program
+    serializer_class = ProgramRulesPreviewInputSerializer
+
+    @extend_schema(responses={200: OpenApiResponse(description="Preview")})
+    def get(self, request, pk):
+        program = self.get_object()
+        version = selectors.program_latest_version(program)
+        if version is None:
+            return json_error(404, "no_rules", "This program has no rules yet.")
+        preview = selectors.rules_change_preview(self.tenant, program=program, proposed_rules=version.rules)
+        return Response(preview.as_dict())
+
+    @extend_schema(request=ProgramRulesPreviewInputSerializer, responses={200: OpenApiResponse(description="Preview")})
+    def post(self, request, pk):
+        program = self.get_object()
+        data = ProgramRulesPreviewInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        preview = selectors.rules_change_preview(
+            self.tenant, program=program, proposed_rules=data.validated_data["rules"]
+        )
+        return Response(preview.as_dict())
+
+
+class TermsSectionSerializer(serializers.Serializer):
+    key = serializers.CharField()
+    title = serializers.CharField()
+    items = serializers.ListField(child=serializers.CharField())
+
+
+class ProgramTermsOutputSerializer(serializers.Serializer):
+    program = serializers.CharField()
+    version = serializers.IntegerField(allow_null=True)
+    effective_at = serializers.CharField(allow_null=True)
+    notice = serializers.CharField()
+    sections = TermsSectionSerializer(many=True)
+    text = serializers.CharField()
+
+
+class ProgramTermsApi(TenantAPIView, generics.GenericAPIView):
+    """The plain-language terms participants see, rendered from the current rules."""
+
+    model = Program
+    serializer_class = ProgramTermsOutputSerializer
+
+    def get(self, request, pk):
+        terms = selectors.program_terms(self.tenant, program=self.get_object())
+        return Response({"program_id": int(pk), **terms.as_dict()})
+
+
+# --- participants -------------------------------------------------------------------------------
 class ParticipantOutputSerializer(serializers.ModelSerializer):
     class Meta:
         model = Participant
-        fields = ["id", "program", "external_id", "name", "email", "company", "status", "created_at"]
+        fields = ["id", "program", "external_id", "name", "email", "company", "status", "source", "created_at"]
+
+
+class ParticipantUpsertInputSerializer(serializers.Serializer):
+    program = serializers.IntegerField(help_text="Id of one of your programs.")
+    external_id = serializers.CharField(max_length=200)
+    name = serializers.CharField(max_length=200)
+    email = serializers.EmailField()
+    company = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
 
 
 class ParticipantListApi(TenantAPIView, generics.ListAPIView):
+    """List participants; POST upserts one by (program, external_id): 201 when new, 200 when it existed."""
+
     model = Participant
     serializer_class = ParticipantOutputSerializer
 
     def scope_queryset(self, queryset):
         return queryset.select_related("program")
 
+    @extend_schema(request=ParticipantUpsertInputSerializer, responses={200: ParticipantOutputSerializer})
+    def post(self, request):
+        data = ParticipantUpsertInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = dict(data.validated_data)
+        program = Program.objects.for_tenant(self.tenant).filter(pk=values.pop("program")).first()
+        if program is None:
+            raise serializers.ValidationError({"program": ["Unknown program."]})
+        enrolment = services.participant_upsert(
+            tenant=self.tenant, program=program, actor=self.actor, source="api", **values
+        )
+        return Response(
+            ParticipantOutputSerializer(enrolment.participant).data, status=201 if enrolment.created else 200
+        )
+
 
 class ParticipantDetailApi(TenantAPIView, generics.RetrieveAPIView):
     model = Participant
     serializer_class = ParticipantOutputSerializer
+
+
+class ShareLinkSerializer(serializers.Serializer):
+    channel = serializers.CharField()
+    code = serializers.CharField()
+    url = serializers.URLField()
+    qr_png_url = serializers.URLField(required=False)
+    created_at = serializers.DateTimeField()
+
+
+class ParticipantLinksOutputSerializer(serializers.Serializer):
+    participant = serializers.IntegerField()
+    status = serializers.CharField()
+    links = ShareLinkSerializer(many=True)
+
+
+class ParticipantLinksApi(TenantAPIView, generics.GenericAPIView):
+    """The participant's share URLs, one per channel (none unless the participant is active)."""
+
+    model = Participant
+    serializer_class = ParticipantLinksOutputSerializer
+
+    def get(self, request, pk):
+        from referrals.models import Channel
+
+        participant = self.get_object()
+        links = selectors.participant_share_links(self.tenant, participant=participant)
+        for link in links:
+            if link["channel"] == Channel.QR:
+                link["qr_png_url"] = request.build_absolute_uri(f"{request.path.rstrip('/')}/qr.png")
+        return Response(
+            ParticipantLinksOutputSerializer(
+                {"participant": participant.pk, "status": participant.status, "links": links}
+            ).data
+        )
+
+
+class JsonErrorsOnly(BaseContentNegotiation):
+    """Errors are JSON whatever the client accepts; the PNG itself is returned as a plain response."""
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return JSONRenderer(), JSONRenderer.media_type
+
+    def select_parser(self, request, parsers):
+        return parsers[0] if parsers else None
+
+
+class ParticipantQrApi(TenantAPIView, generics.GenericAPIView):
+    """A PNG QR code of the participant's QR-channel share URL."""
+
+    model = Participant
+    serializer_class = ParticipantLinksOutputSerializer
+    content_negotiation_class = JsonErrorsOnly
+
+    @extend_schema(responses={(200, "image/png"): OpenApiResponse(description="QR code PNG")})
+    def get(self, request, pk):
+        png = selectors.participant_qr_png(self.tenant, participant=self.get_object())
+        if png is None:
+            return json_error(404, "no_link", "This participant has no active QR link.")
+        response = HttpResponse(png, content_type="image/png")
+        response["Cache-Control"] = "private, max-age=300"
+        return response

@@ -39,6 +39,7 @@ class AttributionModel(models.TextChoices):
 class Program(TenantOwnedModel):
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=80)
+    description = models.TextField(blank=True, help_text="One or two sentences participants see above the terms.")
     kind = models.CharField(max_length=20, choices=ProgramKind.choices, default=ProgramKind.CUSTOMER)
     status = models.CharField(max_length=20, choices=ProgramStatus.choices, default=ProgramStatus.DRAFT)
     access = models.CharField(max_length=20, choices=ProgramAccess.choices, default=ProgramAccess.OPEN)
@@ -85,6 +86,10 @@ class Participant(TenantOwnedModel):
     email = models.EmailField()
     company = models.CharField(max_length=200, blank=True)
     status = models.CharField(max_length=20, choices=ParticipantStatus.choices, default=ParticipantStatus.ACTIVE)
+    source = models.CharField(
+        max_length=20, default="admin", help_text="How they joined: admin, api, import or application."
+    )
+    application_note = models.TextField(blank=True, help_text="What an applicant wrote when applying.")
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:
@@ -102,7 +107,9 @@ class ProgramVersion(TenantOwnedModel):
     """An immutable snapshot of a program's rules (incentives, caps, eligibility, attribution).
 
     Changing a program's rules creates a new version; referrals and attributions record the version
-    they were judged under, so a later change never rewrites what was promised.
+    they were judged under, so a later change never rewrites what was promised. A database trigger
+    (migration 0003) refuses every UPDATE of a version row; the current version is the highest number.
+    The ``rules`` document follows ``programs.rules.RULES_JSON_SCHEMA`` (docs/programs.md).
     """
 
     program = models.ForeignKey(Program, on_delete=models.CASCADE, related_name="versions")
@@ -110,6 +117,7 @@ class ProgramVersion(TenantOwnedModel):
     rules = models.JSONField(default=dict)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     created_by = models.CharField(max_length=200, blank=True)
+    note = models.CharField(max_length=300, blank=True, help_text="Why the rules changed.")
 
     class Meta:
         constraints = [
@@ -119,3 +127,59 @@ class ProgramVersion(TenantOwnedModel):
 
     def __str__(self) -> str:
         return f"{self.program} v{self.number}"
+
+    def save(self, *args, **kwargs):
+        # A version is a promise: once written it never changes (the trigger enforces it for raw SQL too).
+        if not self._state.adding:
+            raise ValueError("ProgramVersion rows are immutable; change the rules to create a new version.")
+        super().save(*args, **kwargs)
+
+
+class ImportStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+
+
+class ParticipantImport(TenantOwnedModel):
+    """A CSV import of participants into one program, with its progress and per-row errors.
+
+    The uploaded file is kept as received (``content``), then a Celery task imports it in batches,
+    committing the rows of a batch together with the progress counters, so a retried task resumes
+    after the last committed batch.
+    """
+
+    program = models.ForeignKey(Program, on_delete=models.CASCADE, related_name="imports")
+    filename = models.CharField(max_length=255)
+    content = models.TextField(help_text="The CSV exactly as uploaded (UTF-8).")
+    status = models.CharField(max_length=20, choices=ImportStatus.choices, default=ImportStatus.QUEUED)
+    total_rows = models.PositiveIntegerField(default=0)
+    processed_rows = models.PositiveIntegerField(default=0)
+    created_count = models.PositiveIntegerField(default=0)
+    updated_count = models.PositiveIntegerField(default=0)
+    error_count = models.PositiveIntegerField(default=0)
+    errors = models.JSONField(default=list, blank=True, help_text="[{line, field, message}], the first 1,000.")
+    failure = models.TextField(blank=True, help_text="Why the whole import failed, if it did.")
+    created_by = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"{self.filename} → {self.program}"
+
+    @property
+    def percent_done(self) -> int:
+        if self.status == ImportStatus.DONE:
+            return 100
+        if not self.total_rows:
+            return 0
+        return min(100, self.processed_rows * 100 // self.total_rows)
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in {ImportStatus.DONE, ImportStatus.FAILED}

@@ -3,7 +3,17 @@ from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from programs.apis import ParticipantDetailApi, ParticipantListApi, ProgramDetailApi, ProgramListCreateApi
+from programs.apis import (
+    ParticipantDetailApi,
+    ParticipantLinksApi,
+    ParticipantListApi,
+    ParticipantQrApi,
+    ProgramDetailApi,
+    ProgramListCreateApi,
+    ProgramRulesApi,
+    ProgramRulesPreviewApi,
+    ProgramTermsApi,
+)
 from referral_platform.tenancy.authentication import api_actor
 from referrals.apis import (
     AttributionDetailApi,
@@ -47,6 +57,11 @@ urlpatterns = [
     path("programs/<int:pk>", ProgramDetailApi.as_view(), name="program-detail"),
     path("participants", ParticipantListApi.as_view(), name="participant-list"),
     path("participants/<int:pk>", ParticipantDetailApi.as_view(), name="participant-detail"),
+    path("programs/<int:pk>/rules", ProgramRulesApi.as_view(), name="program-rules"),
+    path("programs/<int:pk>/rules/preview", ProgramRulesPreviewApi.as_view(), name="program-rules-preview"),
+    path("programs/<int:pk>/terms", ProgramTermsApi.as_view(), name="program-terms"),
+    path("participants/<int:pk>/links", ParticipantLinksApi.as_view(), name="participant-links"),
+    path("participants/<int:pk>/links/qr.png", ParticipantQrApi.as_view(), name="participant-links-qr"),
     path("referrals", ReferralListApi.as_view(), name="referral-list"),
     path("referrals/<int:pk>", ReferralDetailApi.as_view(), name="referral-detail"),
     path("signups", SignupCreateApi.as_view(), name="signup-create"),

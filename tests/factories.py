@@ -159,14 +159,25 @@ class ConversionEventFactory(factory.django.DjangoModelFactory):
     occurred_at = factory.LazyFunction(timezone.now)
 
 
+def _example_rules(currency: str) -> dict:
+    from programs.rules import example_rules
+
+    return example_rules(currency)
+
+
 class ProgramVersionFactory(factory.django.DjangoModelFactory):
+    """A rules version: valid example rewards in the program's currency plus its judging settings."""
+
     class Meta:
         model = ProgramVersion
 
     program = factory.SubFactory(ProgramFactory)
     tenant = factory.LazyAttribute(lambda o: o.program.tenant)
     number = factory.Sequence(lambda n: n + 1)
-    rules = factory.LazyAttribute(lambda o: program_rules_snapshot(program=o.program))
+    rules = factory.LazyAttribute(
+        lambda o: {**_example_rules(o.program.currency), **program_rules_snapshot(program=o.program)}
+    )
+    created_by = "factory"
 
 
 class TouchpointFactory(factory.django.DjangoModelFactory):
@@ -327,3 +338,14 @@ class FraudFlagFactory(factory.django.DjangoModelFactory):
             "params": {},
         }
     )
+
+
+class ParticipantImportFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "programs.ParticipantImport"
+
+    program = factory.SubFactory(ProgramFactory)
+    tenant = factory.LazyAttribute(lambda o: o.program.tenant)
+    filename = factory.Sequence(lambda n: f"participants-{n}.csv")
+    content = "external_id,name,email\nx-1,Ann Example,ann@customer.example\n"
+    total_rows = 1

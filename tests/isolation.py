@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from programs.models import Participant, Program
+from programs.models import Participant, ParticipantImport, Program, ProgramVersion
 from referral_platform.tenancy.models import ApiKey, AuditEvent, Invitation, Membership, Tenant
 from referrals.models import (
     Attribution,
@@ -119,6 +119,32 @@ def _referral_fraud(world):
     return {"pk": _flagged_referral(world).pk}
 
 
+def _program_with_rules(world):
+    return {"pk": f.ProgramVersionFactory(program=f.ProgramFactory(tenant=world.a)).program_id}
+
+
+def _enrolled_participant(world):
+    from programs.services import participant_enroll
+    from referral_platform.tenancy.actors import system_actor
+
+    program = f.ProgramFactory(tenant=world.a)
+    participant = participant_enroll(
+        tenant=world.a,
+        program=program,
+        external_id="iso-1",
+        name="Isolated Ann",
+        email="ann@a-corp.example",
+        actor=system_actor(world.a),
+    )
+    return {"pk": participant.pk}
+
+
+def _valid_rules_payload():
+    from programs.rules import example_rules
+
+    return {"rules": example_rules("USD")}
+
+
 ROUTES: dict[str, object] = {
     # --- API ---------------------------------------------------------------------------------
     "api:me": NoTenantData("answers with the caller's own tenant only (tests/test_api_auth.py)"),
@@ -144,6 +170,11 @@ ROUTES: dict[str, object] = {
     "api:referral-fraud": Detail(
         _referral_fraud, methods=("GET", "POST"), payload={"decision": "clear", "reason": "B clears A's flag"}
     ),
+    "api:program-rules": Detail(_program_with_rules, methods=("GET", "PUT"), payload=_valid_rules_payload()),
+    "api:program-rules-preview": Detail(_program_with_rules, methods=("GET", "POST"), payload=_valid_rules_payload()),
+    "api:program-terms": Detail(_program_with_rules),
+    "api:participant-links": Detail(_enrolled_participant),
+    "api:participant-links-qr": Detail(_enrolled_participant),
     "api-schema": NoTenantData("the OpenAPI document describes routes, holds no rows"),
     "api-docs": NoTenantData("static Swagger UI"),
     # --- pages -------------------------------------------------------------------------------
@@ -162,6 +193,14 @@ ROUTES: dict[str, object] = {
     "stripe_webhook": NoTenantData(
         "POST-only, answers no tenant data; verified with the addressed tenant's own signing secret: "
         "rewards/tests/test_webhooks.py::test_an_event_signed_for_tenant_a_is_refused_on_tenant_bs_endpoint"
+    ),
+    "program_terms_page": NoTenantData(
+        "public by design: a published (active/paused) program's terms, addressed by tenant slug + program slug; "
+        "programs/tests/test_terms_and_rules_api.py checks draft/archived/mixed-tenant slugs answer 404"
+    ),
+    "program_apply_page": NoTenantData(
+        "public application form of an active program, addressed by tenant slug + program slug; shows no rows; "
+        "programs/tests/test_terms_and_rules_api.py checks invite-only/paused programs answer 404"
     ),
     "invitation_accept": NoTenantData(
         "reached by an unguessable one-time token; tests/test_workspace.py::test_invitation_*"
@@ -217,4 +256,6 @@ ADMIN_FACTORIES: dict[type, Callable] = {
         referral__referrer=f.ParticipantFactory(program=f.ProgramFactory(tenant=world.a))
     ),
     FraudPolicy: lambda world: f.FraudPolicyFactory(program=f.ProgramFactory(tenant=world.a)),
+    ProgramVersion: lambda world: f.ProgramVersionFactory(program=f.ProgramFactory(tenant=world.a)),
+    ParticipantImport: lambda world: f.ParticipantImportFactory(program=f.ProgramFactory(tenant=world.a)),
 }

@@ -1,2 +1,2 @@
 # The project-wide fixtures (tests/conftest.py) for the app's own tests.
-from tests.conftest import TenantWorld, celery_eager, world  # noqa: F401
+from tests.conftest import TenantWorld, _isolated_cache, celery_eager, world  # noqa: F401

@@ -243,3 +243,7 @@ CELERY_BEAT_SCHEDULE.update(
         "rewards-payouts-run": {"task": "rewards.payouts_run", "schedule": 30 * 60},
     }
 )
+
+# --- programs: participant CSV imports --------------------------------------------------------
+PARTICIPANT_IMPORT_BATCH_SIZE = int(os.environ.get("PARTICIPANT_IMPORT_BATCH_SIZE", "200"))
+PARTICIPANT_IMPORT_MAX_BYTES = int(os.environ.get("PARTICIPANT_IMPORT_MAX_BYTES", str(5 * 1024 * 1024)))

@@ -96,6 +96,7 @@ class Command(BaseCommand):
             self._superuser("admin@platform.example")
             for tenant in (acme, globex):
                 self._programs(tenant, clicks if tenant is acme else clicks // 4)
+                self._program_rules(tenant)
             for tenant in (acme, globex):
                 self._conversions(tenant)
             self._rewards(acme)
@@ -396,3 +397,94 @@ class Command(BaseCommand):
         for old in ApiKey.objects.for_tenant(tenant).filter(name=DEMO_KEY_NAME, revoked_at__isnull=True):
             api_key_revoke(api_key=old, actor=actor)
         return api_key_create(tenant=tenant, name=DEMO_KEY_NAME, actor=actor).raw_key
+
+    # --- program rules: two versions of double-sided rewards per demo program ------------------
+    def _program_rules(self, tenant: Tenant) -> None:
+        """Launch rules, then richer ones, for each demo program (idempotent); the demo referrals made
+        before are spread over the two versions, so the rule-change preview has history to replay."""
+        from programs.rules import RulesError, has_rewards
+        from programs.services import program_current_version, program_rules_change
+
+        actor = system_actor(tenant)
+        currency = tenant.default_currency
+        for program in Program.objects.for_tenant(tenant).filter(slug__in=DEMO_RULES):
+            current = program_current_version(program=program)
+            try:
+                if has_rewards(current.rules):
+                    continue
+            except RulesError:
+                pass
+            launch, (richer, note) = DEMO_RULES[program.slug](currency)
+            first = program_rules_change(program=program, actor=actor, rules=launch, note="Launch rules").version
+            second = program_rules_change(program=program, actor=actor, rules=richer, note=note).version
+            referrals = list(Referral.objects.for_tenant(tenant).filter(program=program).order_by("created_at", "pk"))
+            for index, referral in enumerate(referrals):
+                referral.rule_version = first if index < len(referrals) // 2 else second
+                referral.save(update_fields=["rule_version"])
+
+
+def _customer_rules(currency: str) -> tuple[dict, tuple[dict, str]]:
+    base = {
+        "schema_version": 1,
+        "currency": currency,
+        "caps": {"referrer_rewarded_referrals": {"max": 12, "period": "year"}, "max_bill_discount_bp": 10_000},
+        "eligibility": {"industries": [], "company_size": {"min": 5, "max": 5_000}},
+        "qualification": {"budget": False, "authority": True, "need": True, "timeline": False},
+        "cancellation": {"policy": "clawback", "within_days": 60},
+    }
+    launch = {
+        **base,
+        "referrer": [{"kind": "flat_per_conversion", "amount_minor": 5_000}],
+        "referred": [{"kind": "renewal_discount", "percent_bp": 2_000}],
+    }
+    richer = {
+        **base,
+        "referrer": [
+            {
+                "kind": "tiered",
+                "tiers": [
+                    {"min_referrals": 1, "amount_minor": 5_000},
+                    {"min_referrals": 4, "amount_minor": 7_500},
+                    {"min_referrals": 8, "amount_minor": 10_000},
+                ],
+            },
+            {"kind": "gift", "gift": "Acme hoodie", "value_minor": 3_500, "on": "qualified"},
+        ],
+        "referred": [
+            {"kind": "free_months", "months": 1},
+            {"kind": "feature_unlock", "feature": "SSO", "months": 6},
+        ],
+    }
+    return launch, (richer, "Tiered rewards and a free month for the referred company")
+
+
+def _partner_rules(currency: str) -> tuple[dict, tuple[dict, str]]:
+    base = {
+        "schema_version": 1,
+        "currency": currency,
+        "caps": {"referrer_rewarded_referrals": None, "max_bill_discount_bp": 10_000},
+        "eligibility": {
+            "industries": ["software", "fintech", "healthcare", "retail", "logistics", "education", "banking"],
+            "company_size": {"min": 20},
+            "annual_revenue_minor": {"min": 100_000_000},
+        },
+        "qualification": {"budget": True, "authority": True, "need": True, "timeline": True},
+        "cancellation": {"policy": "forfeit_unpaid", "within_days": 90},
+    }
+    launch = {
+        **base,
+        "referrer": [{"kind": "percent_of_revenue", "percent_bp": 1_500, "max_amount_minor": 500_000}],
+        "referred": [{"kind": "account_credit", "amount_minor": 2_000, "per_seat": True, "max_seats": 50}],
+    }
+    recurring = {
+        **base,
+        "referrer": [
+            {"kind": "flat_per_lead", "amount_minor": 2_500},
+            {"kind": "recurring_percent", "percent_bp": 2_000, "months": 12, "max_amount_minor": 250_000},
+        ],
+        "referred": [{"kind": "renewal_discount", "percent_bp": 1_000}],
+    }
+    return launch, (recurring, "First-year revenue share (20 % for 12 months) plus a bounty per qualified lead")
+
+
+DEMO_RULES = {"customers": _customer_rules, "partners": _partner_rules}
