@@ -268,11 +268,14 @@ class ProgramAdmin(TenantScopedAdmin):
             obj.__dict__.update(program.__dict__)
             return
         changes = {name: value for name, value in values.items() if name in form.changed_data}
-        program = services.program_update(program=obj, actor=actor, **changes)
+        # With the rules box filled, one new version holds both the rules and any changed settings.
+        program = services.program_update(program=obj, actor=actor, new_version=document is None, **changes)
         if document is not None:
-            result = services.program_rules_change(
-                program=program, actor=actor, rules=document, note=form.cleaned_data.get("rules_note", "")
+            judged = sorted(name for name in changes if name in services.PROGRAM_RULE_FIELDS)
+            note = form.cleaned_data.get("rules_note", "") or (
+                f"Settings changed: {', '.join(judged)}" if judged else ""
             )
+            result = services.program_rules_change(program=program, actor=actor, rules=document, note=note)
             if result.created:
                 messages.success(request, f"The rules were saved as version {result.version.number}.")
         obj.__dict__.update(Program.objects.get(pk=obj.pk).__dict__)

@@ -25,9 +25,10 @@ PREVIEW_MAX_ROWS = 500
 
 
 def program_latest_version(program: Program) -> ProgramVersion | None:
-    """The version a new referral of ``program`` is judged under: the highest number (None without rules).
+    """The program's current version (the highest number), or None without any; never writes.
 
-    The attribution code stores it on ``Referral.rule_version`` when it creates a referral.
+    To stamp a new referral, use ``services.program_current_version(program=)``, which also creates
+    version 1 for a program that has none.
     """
     return (
         ProgramVersion.objects.for_tenant(program.tenant_id).filter(program_id=program.pk).order_by("-number").first()

@@ -217,11 +217,12 @@ def program_create(
 
 
 @transaction.atomic
-def program_update(*, program: Program, actor: Actor, **changes: Any) -> Program:
+def program_update(*, program: Program, actor: Actor, new_version: bool = True, **changes: Any) -> Program:
     """Change a program's configuration (not its status, not its reward rules).
 
     A change of a judging setting (PROGRAM_RULE_FIELDS) issues a new version with the same rewards and
-    the new settings, so referrals made before keep the settings they were made under. The currency
+    the new settings, so referrals made before keep the settings they were made under (``new_version=False``
+    when the caller changes the rules in the same transaction, which snapshots the settings). The currency
     can change only while the program is a draft (its rules are then re-issued in the new currency).
     """
     program = Program.objects.select_for_update().get(pk=program.pk, tenant_id=program.tenant_id)
@@ -242,7 +243,7 @@ def program_update(*, program: Program, actor: Actor, **changes: Any) -> Program
         data={"changed": {name: [str(before[name]), str(value)] for name, value in changes.items()}},
     )
     judged = sorted(name for name in changes if name in PROGRAM_RULE_FIELDS)
-    if judged and current is not None:
+    if judged and current is not None and new_version:
         _version_create(
             program=program,
             actor=actor,
@@ -332,6 +333,17 @@ def program_rules_snapshot(*, program: Program) -> dict:
 def _version_document(*, program: Program, document: dict) -> dict:
     """What a version stores: the reward rules plus the program's judging settings at that moment."""
     return {**document, **program_rules_snapshot(program=program)}
+
+
+def _rewards_part(document: Mapping) -> dict:
+    return {key: value for key, value in document.items() if key == "currency" or key not in PROGRAM_RULE_FIELDS}
+
+
+def _unchanged(*, program: Program, current: ProgramVersion, document: dict) -> bool:
+    """``document`` (with the program's settings now) is what ``current`` already holds."""
+    return _rewards_part(current.rules) == _rewards_part(document) and judging_rules(
+        program=program, version=current
+    ) == program_rules_snapshot(program=program)
 
 
 def _current_version(program: Program) -> ProgramVersion | None:
@@ -428,7 +440,7 @@ def program_rules_change(*, program: Program, actor: Actor, rules: Any, note: st
     if len(note) > 300:
         raise ValidationError({"note": "At most 300 characters."})
     current = _current_version(program)
-    if current is not None and current.rules == _version_document(program=program, document=document):
+    if current is not None and _unchanged(program=program, current=current, document=document):
         return RulesChange(version=current, created=False)
     return RulesChange(
         version=_version_create(program=program, actor=actor, document=document, note=note), created=True

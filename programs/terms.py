@@ -15,7 +15,6 @@ from .models import AttributionModel, Program, ProgramStatus, ProgramVersion
 from .money import format_money, format_percent
 from .rules import (
     ACCOUNT_CREDIT,
-    RulesError,
     FEATURE_UNLOCK,
     FLAT_PER_CONVERSION,
     FLAT_PER_LEAD,
@@ -29,6 +28,7 @@ from .rules import (
     RENEWAL_DISCOUNT,
     TIERED,
     RewardRule,
+    RulesError,
     RuleSet,
     parse_rules,
 )

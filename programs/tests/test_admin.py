@@ -7,7 +7,7 @@ import json
 import pytest
 from django.urls import reverse
 
-from programs import selectors
+from programs import selectors, services
 from programs.models import Participant, ParticipantStatus, Program, ProgramAccess, ProgramStatus, ProgramVersion
 from programs.rules import example_rules
 from referral_platform.tenancy.models import AuditEvent
@@ -95,7 +95,10 @@ def test_adding_a_program_in_the_admin_creates_it_with_version_one(world, client
     program = Program.objects.get()
     assert response.status_code == 302
     assert (program.tenant, program.status) == (world.a, ProgramStatus.DRAFT)
-    assert selectors.program_latest_version(program).rules == example_rules("USD")
+    assert selectors.program_latest_version(program).rules == {
+        **example_rules("USD"),
+        **services.program_rules_snapshot(program=program),
+    }
     assert AuditEvent.objects.filter(action="program.created", actor__startswith="user:").exists()
 
 

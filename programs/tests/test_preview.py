@@ -311,3 +311,18 @@ def test_admin_preview_of_another_tenant_is_404_and_a_viewer_cannot_save(world, 
     assert viewer_preview.status_code == 200 and 'name="apply"' not in viewer_preview.content.decode()
     assert viewer_apply.status_code == 403
     assert ProgramVersion.objects.filter(program=data.program).count() == 2
+
+
+def test_a_referral_under_an_unreadable_version_counts_as_paying_nothing(world):
+    program = f.ProgramFactory(tenant=world.a, currency="USD")
+    legacy = f.ProgramVersionFactory(program=program, number=1, rules={"attribution_model": "first_touch"})
+    referral = f.ReferralFactory(referrer=f.ParticipantFactory(program=program), rule_version=legacy)
+    f.ConversionEventFactory(
+        tenant=world.a, referral=referral, amount_minor=10_000, occurred_at=NOW - timedelta(days=3), status="processed"
+    )
+
+    preview = selectors.rules_change_preview(world.a, program=program, proposed_rules=PROPOSED, now=NOW)
+
+    row = preview.rows[0]
+    assert (row.old_version, row.old_total_minor, row.new_total_minor) == (1, 0, 11_000)
+    assert "cannot be read" in row.old_explanation

@@ -40,7 +40,9 @@ def test_create_makes_a_draft_with_version_one_from_its_rules(world):
     version = selectors.program_latest_version(program)
     assert program.status == ProgramStatus.DRAFT
     assert (program.access, program.attribution_model, program.currency) == ("gated", "time_decay", "USD")
-    assert version.number == 1 and version.rules == example_rules("USD")
+    assert version.number == 1
+    assert version.rules == {**example_rules("USD"), **services.program_rules_snapshot(program=program)}
+    assert version.rules["attribution_model"] == "time_decay"
     assert audit(program, "program.created").count() == 1
     assert audit(program, "program.rules_changed").get().to_state == "v1"
 
@@ -296,3 +298,67 @@ def test_program_latest_version_is_none_without_rules_and_scoped_to_the_program(
     program = f.ProgramFactory(tenant=world.a)
     f.ProgramVersionFactory(program=f.ProgramFactory(tenant=world.a))
     assert selectors.program_latest_version(program) is None
+
+
+# --- judging settings live in the versions too -------------------------------------------------
+def test_changing_a_judging_setting_issues_a_version_and_old_referrals_keep_their_settings(world):
+    program = create(world, rules=_rules(5_000), cookie_window_days=90)
+    v1 = selectors.program_latest_version(program)
+    referral = f.ReferralFactory(referrer=f.ParticipantFactory(program=program), rule_version=v1)
+
+    services.program_update(program=program, actor=system_actor(world.a), cookie_window_days=30, name="Renamed")
+
+    v2 = selectors.program_latest_version(program)
+    referral.refresh_from_db()
+    assert v2.number == 2 and v2.note == "Settings changed: cookie_window_days"
+    assert v2.rules["referrer"] == v1.rules["referrer"]
+    assert services.judging_rules(program=program, version=referral.rule_version)["cookie_window_days"] == 90
+    assert services.judging_rules(program=program, version=v2)["cookie_window_days"] == 30
+    assert referral.rule_version == v1
+
+
+def test_a_change_of_name_alone_issues_no_version(world):
+    program = create(world, rules=_rules(5_000))
+    services.program_update(program=program, actor=system_actor(world.a), name="Renamed", description="Hi")
+    assert program.versions.count() == 1
+
+
+def test_the_first_version_made_for_a_referral_holds_settings_and_no_rewards(world):
+    program = create(world, attribution_model="linear")
+
+    version = services.program_current_version(program=program)
+
+    assert version.number == 1
+    assert version.rules["attribution_model"] == "linear"
+    assert (version.rules["referrer"], version.rules["referred"]) == ([], [])
+    with pytest.raises(ValidationError) as caught:
+        services.program_activate(program=program, actor=system_actor(world.a))
+    assert "rules" in caught.value.message_dict
+    assert (
+        services.program_rules_change(program=program, actor=system_actor(world.a), rules=_rules(1)).version.number == 2
+    )
+
+
+def test_terms_of_an_old_version_state_the_settings_of_that_version(world):
+    from programs.terms import render_terms
+
+    program = create(world, rules=_rules(5_000), cookie_window_days=90)
+    v1 = selectors.program_latest_version(program)
+    services.program_update(program=program, actor=system_actor(world.a), cookie_window_days=30)
+    program.refresh_from_db()
+
+    old_terms = render_terms(program, v1).text
+    new_terms = render_terms(program, selectors.program_latest_version(program)).text
+
+    assert "within 90 days" in old_terms and "within 30 days" in new_terms
+
+
+def test_an_unreadable_stored_version_is_reported_not_crashed_on(world):
+    from programs.terms import render_terms
+
+    program = f.ProgramFactory(tenant=world.a)
+    legacy = f.ProgramVersionFactory(program=program, number=1, rules={"attribution_model": "first_touch"})
+
+    terms = render_terms(program, legacy)
+
+    assert terms.sections == () and "cannot be shown" in terms.notice

@@ -402,11 +402,15 @@ class Command(BaseCommand):
     def _program_rules(self, tenant: Tenant) -> None:
         """Launch rules, then richer ones, for each demo program (idempotent); the demo referrals made
         before are spread over the two versions, so the rule-change preview has history to replay."""
+        from programs.models import ParticipantStatus
         from programs.rules import RulesError, has_rewards
-        from programs.services import program_current_version, program_rules_change
+        from programs.services import participant_approve, program_current_version, program_rules_change
 
         actor = system_actor(tenant)
         currency = tenant.default_currency
+        # The demo partners applied to the gated partner program and were vetted.
+        for pending in Participant.objects.for_tenant(tenant).filter(status=ParticipantStatus.PENDING):
+            participant_approve(participant=pending, actor=actor, reason="Vetted partner (demo data)")
         for program in Program.objects.for_tenant(tenant).filter(slug__in=DEMO_RULES):
             current = program_current_version(program=program)
             try:
