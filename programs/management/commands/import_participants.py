@@ -64,8 +64,12 @@ class Command(BaseCommand):
             raise CommandError("; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())) from exc
         self.stdout.write(f"Importing {job.total_rows} row(s) into {program} ({program.tenant.slug}/{program.slug})")
         interactive = sys.stdout.isatty()
+        shown: list[int] = []
 
         def show(current: ParticipantImport) -> None:
+            if shown and shown[-1] == current.processed_rows:
+                return  # the final "done" report repeats the last batch's count
+            shown.append(current.processed_rows)
             line = _bar(current.processed_rows, current.total_rows)
             if interactive:
                 self.stdout.write(f"\r  {line}", ending="")
