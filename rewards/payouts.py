@@ -207,9 +207,12 @@ def payout_execute(*, payout: Payout, now: datetime | None = None) -> Payout:
         claimed.attempts += 1
         claimed.save(update_fields=["status", "attempts"])
 
+    # Wait for the row (no skip_locked): another executor may hold it only for its short claim step
+    # above, and skipping here could leave a claimed payout unpaid by every concurrent run. Once the
+    # lock is ours, the status filter lets exactly one executor make the Stripe call.
     with transaction.atomic():
         locked = (
-            Payout.objects.select_for_update(skip_locked=True)
+            Payout.objects.select_for_update(of=("self",))
             .select_related("tenant", "participant", "program")
             .filter(pk=payout.pk, status=PayoutStatus.PROCESSING)
             .first()
