@@ -25,7 +25,15 @@ test: $(STAMP)
 	@scripts/ensure_chromium.sh
 	@$(DEVSTACK) $(PY) scripts/run_tests.py $(PYTEST_ARGS)
 
-bench: $(STAMP)
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	@echo "[setup] installing the benchmark extra (pinax-referrals, py-spy)"
+	@$(PY) -m pip install --progress-bar on --disable-pip-version-check -q -e ".[dev,bench]"
+	@touch $(BENCH_STAMP)
+
+# bench/bench_redirect.py installs wrk from Debian when it is missing and it runs as root.
+bench: $(BENCH_STAMP)
 	@$(DEVSTACK) $(PY) bench/run_all.py
 
 lint: $(STAMP)

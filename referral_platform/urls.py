@@ -7,6 +7,7 @@ from referral_platform.health import health
 from referral_platform.tenancy import views as tenancy_views
 from referral_platform.tenancy.admin_base import site as admin_site
 from referrals import views as referral_views
+from referrals.redirect import referral_redirect
 from rewards import views as rewards_views
 
 urlpatterns = [
@@ -25,6 +26,8 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("webhooks/stripe/<slug:tenant_slug>/", rewards_views.stripe_webhook, name="stripe_webhook"),
     path("", include("programs.urls")),
+    # Answered by referrals.redirect before URL resolution; the pattern names it for reverse().
+    path("r/<str:code>", referral_redirect, name="referral_redirect"),
 ]
 
 

@@ -41,9 +41,29 @@ class ReferralLink(TenantOwnedModel):
 
 
 class Click(TenantOwnedModel):
+    """One visit of a referral link, written in batches by the click flush (referrals.click_buffer).
+
+    The flush copies tenant, program and participant from the link row it joins, so they always
+    agree with ``link``; only ``link`` carries a database constraint (and clicks go when their
+    link goes). The other three are plain indexed-by-composite columns: a per-row foreign-key
+    check for each of them (deferred triggers) would cost the flush more than the insert itself.
+    """
+
+    tenant = models.ForeignKey(
+        "tenancy.Tenant",
+        on_delete=models.CASCADE,
+        related_name="+",
+        editable=False,
+        db_constraint=False,
+        db_index=False,
+    )
     link = models.ForeignKey(ReferralLink, on_delete=models.CASCADE, related_name="clicks")
-    program = models.ForeignKey(Program, on_delete=models.CASCADE, related_name="+")
-    participant = models.ForeignKey(Participant, on_delete=models.CASCADE, related_name="+")
+    program = models.ForeignKey(
+        Program, on_delete=models.DO_NOTHING, related_name="+", db_constraint=False, db_index=False
+    )
+    participant = models.ForeignKey(
+        Participant, on_delete=models.DO_NOTHING, related_name="+", db_constraint=False, db_index=False
+    )
     stream_id = models.CharField(max_length=40, help_text="Redis stream entry id; makes the flush idempotent.")
     visitor_id = models.CharField(max_length=64)
     ip = models.GenericIPAddressField(null=True, blank=True)

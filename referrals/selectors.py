@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 
 from programs.models import ParticipantStatus, Program, ProgramStatus
 from referral_platform.tenancy.models import Tenant
@@ -393,3 +393,32 @@ def attribution_explanation(attribution: Attribution) -> list[str]:
         "Shares are rounded to 6 decimals by largest remainder (ties to the later touchpoint) and sum to exactly 1."
     )
     return lines
+
+
+def clicks_counted(
+    *,
+    tenant: Tenant | int,
+    program_id: int | None = None,
+    participant_id: int | None = None,
+    link_id: int | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> QuerySet[Click]:
+    """The tenant's clicks that count: known bots are stored but never counted."""
+    clicks = Click.objects.for_tenant(tenant).filter(is_bot=False)
+    if program_id is not None:
+        clicks = clicks.filter(program_id=program_id)
+    if participant_id is not None:
+        clicks = clicks.filter(participant_id=participant_id)
+    if link_id is not None:
+        clicks = clicks.filter(link_id=link_id)
+    if since is not None:
+        clicks = clicks.filter(occurred_at__gte=since)
+    if until is not None:
+        clicks = clicks.filter(occurred_at__lt=until)
+    return clicks
+
+
+def click_count(*, tenant: Tenant | int, **filters) -> int:
+    """How many counted (non-bot) clicks match; see clicks_counted() for the filters."""
+    return clicks_counted(tenant=tenant, **filters).count()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import OperationalError
 
 from referral_platform.celery import app, money_task
 from referral_platform.tenancy.actors import system_actor
 
-from . import services
+from . import hot_redis, services
+from .click_buffer import clicks_flush
 from .fraud_services import referral_screen
 from .models import Referral
 
@@ -32,3 +34,22 @@ def referral_screen_task(referral_id: int) -> list[str]:
     if referral is None:
         return []
     return [signal.code for signal in referral_screen(referral=referral, actor=system_actor(referral.tenant))]
+
+
+@app.task(name="referrals.flush_clicks", ignore_result=True)
+def flush_clicks() -> dict:
+    """Flush buffered clicks from the Redis stream into Postgres (beat, every few seconds).
+
+    Takes no input: what it writes comes from the stream, and each click's tenant from the link
+    row the entry names (see referrals.click_buffer). Safe to run concurrently or to retry; a lock
+    only keeps beat from piling up runs while one is still draining a backlog.
+    """
+    budget = settings.CLICK_FLUSH_TIME_BUDGET_SECONDS
+    lock = hot_redis.client().lock(hot_redis.key("clicks", "flush-lock"), timeout=budget + 60, blocking=False)
+    if not lock.acquire():
+        return {"skipped": "another flush is running"}
+    try:
+        result = clicks_flush(time_budget=budget)
+    finally:
+        lock.release()
+    return {"read": result.read, "written": result.written, "bots": result.bots, "skipped": result.skipped}

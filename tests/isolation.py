@@ -205,6 +205,12 @@ ROUTES: dict[str, object] = {
     "invitation_accept": NoTenantData(
         "reached by an unguessable one-time token; tests/test_workspace.py::test_invitation_*"
     ),
+    "referral_redirect": NoTenantData(
+        "public /r/<code>: answers a 302 to the code's own program (or a static 404 page), shows no rows; "
+        "the code (72 random bits, unique across tenants) resolves the tenant. referrals/tests/test_redirect.py::"
+        "test_tenant_a_code_never_lands_on_tenant_b_domains, test_each_tenant_code_lands_on_its_own_domain_*, "
+        "test_referral_codes_are_unguessable_and_unique; flush: test_click_flush.py::test_clicks_of_two_tenants_*"
+    ),
 }
 
 # allauth's pages act on the logged-in user's own account only.

@@ -45,6 +45,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: answers /r/<code> itself so the public redirect skips the rest of the stack
+    # (production normally answers it one level higher, in referral_platform/wsgi.py).
+    "referrals.redirect.ReferralRedirectMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -247,3 +250,27 @@ CELERY_BEAT_SCHEDULE.update(
 # --- programs: participant CSV imports --------------------------------------------------------
 PARTICIPANT_IMPORT_BATCH_SIZE = int(os.environ.get("PARTICIPANT_IMPORT_BATCH_SIZE", "200"))
 PARTICIPANT_IMPORT_MAX_BYTES = int(os.environ.get("PARTICIPANT_IMPORT_MAX_BYTES", str(5 * 1024 * 1024)))
+
+# --- Public referral redirect /r/<code> and the click buffer (docs/hot-path.md) ---------------
+# Every Redis key the hot path writes starts with this prefix (tests use a per-run prefix).
+REFERRAL_REDIS_PREFIX = CACHES["default"]["KEY_PREFIX"]
+REFERRAL_REDIS_URL = os.environ.get("REFERRAL_REDIS_URL", REDIS_URL)
+# Cached links expire on their own too, bounding staleness after writes that bypass invalidation.
+REFERRAL_LINK_CACHE_SECONDS = int(os.environ.get("REFERRAL_LINK_CACHE_SECONDS", "300"))
+REFERRAL_LINK_MISS_CACHE_SECONDS = int(os.environ.get("REFERRAL_LINK_MISS_CACHE_SECONDS", "30"))
+REFERRAL_VISITOR_COOKIE = "rp_vid"
+REFERRAL_VISITOR_COOKIE_MAX_AGE = 365 * 24 * 3600
+REFERRAL_VISITOR_COOKIE_SECURE = env_bool("REFERRAL_VISITOR_COOKIE_SECURE", False)
+# Query parameters added to the landing URL: the referral code and the visitor id.
+REFERRAL_CODE_PARAM = "ref"
+REFERRAL_VISITOR_PARAM = "vid"
+# Where the client IP comes from: REMOTE_ADDR, or the right-most X-Forwarded-For entry when the
+# app runs behind exactly one trusted proxy (CLIENT_IP_SOURCE=x-forwarded-for).
+REFERRAL_CLIENT_IP_SOURCE = os.environ.get("CLIENT_IP_SOURCE", "remote-addr")
+CLICK_FLUSH_BATCH_SIZE = int(os.environ.get("CLICK_FLUSH_BATCH_SIZE", "5000"))
+# Batches inserted at once (one database connection each) while the next one is read and encoded.
+CLICK_FLUSH_WRITERS = int(os.environ.get("CLICK_FLUSH_WRITERS", "3"))
+# Entries a flush read but never acknowledged (it died) are taken over after this idle time.
+CLICK_FLUSH_CLAIM_IDLE_MS = int(os.environ.get("CLICK_FLUSH_CLAIM_IDLE_MS", "60000"))
+CLICK_FLUSH_TIME_BUDGET_SECONDS = float(os.environ.get("CLICK_FLUSH_TIME_BUDGET_SECONDS", "20"))
+CELERY_BEAT_SCHEDULE["referrals-flush-clicks"] = {"task": "referrals.flush_clicks", "schedule": 5.0}

@@ -19,3 +19,4 @@ CSRF_COOKIE_SECURE = True
 ACCOUNT_EMAIL_VERIFICATION = os.environ.get("ACCOUNT_EMAIL_VERIFICATION", "mandatory")
 # /health/ is probed by the load balancer over plain HTTP inside the network.
 SECURE_REDIRECT_EXEMPT = [r"^health/$"]
+REFERRAL_VISITOR_COOKIE_SECURE = env_bool("REFERRAL_VISITOR_COOKIE_SECURE", True)

@@ -1,0 +1,127 @@
+"""Known bots, link unfurlers and scripted clients, recognised by their user agent.
+
+Their clicks are stored (is_bot=True) for diagnosis but never counted: every click count and
+metric goes through referrals.selectors, which excludes them.
+"""
+
+from __future__ import annotations
+
+import re
+
+# Regular expressions matched against the lower-cased user agent. Link previews (Slack, Facebook,
+# Twitter/X, LinkedIn, WhatsApp, Teams, Discord, Telegram…) fetch a shared link before any human
+# clicks it; crawlers, uptime monitors, mail link scanners and scripted HTTP clients follow links
+# too. In-app browsers of those apps (a person tapping the link) are deliberately not matched.
+BOT_PATTERNS = [
+    r"\bbot\b",
+    r"bot/",
+    r"bot;",
+    r"-bot",
+    r"_bot",
+    r"robot",
+    r"crawler",
+    r"crawling",
+    r"spider",
+    r"slurp",
+    r"googlebot",
+    r"google-inspectiontool",
+    r"googleother",
+    r"adsbot-google",
+    r"mediapartners-google",
+    r"feedfetcher-google",
+    r"apis-google",
+    r"bingbot",
+    r"bingpreview",
+    r"msnbot",
+    r"duckduckbot",
+    r"baiduspider",
+    r"yandex(?:bot|images|metrika|direct|\.com/bots)",
+    r"sogou",
+    r"exabot",
+    r"applebot",
+    r"petalbot",
+    r"ahrefs",
+    r"semrush",
+    r"mj12bot",
+    r"dotbot",
+    r"bytespider",
+    r"gptbot",
+    r"chatgpt-user",
+    r"claudebot",
+    r"perplexitybot",
+    r"ccbot",
+    r"slackbot",
+    r"slack-imgproxy",
+    r"facebookexternalhit",
+    r"facebookcatalog",
+    r"meta-externalagent",
+    r"twitterbot",
+    r"linkedinbot",
+    r"whatsapp",
+    r"telegrambot",
+    r"discordbot",
+    r"skypeuripreview",
+    r"microsoftpreview",
+    r"embedly",
+    r"pinterestbot",
+    r"pinterest/0\.",
+    r"redditbot",
+    r"vkshare",
+    r"quora link preview",
+    r"outbrain",
+    r"flipboardproxy",
+    r"iframely",
+    r"headlesschrome",
+    r"phantomjs",
+    r"puppeteer",
+    r"playwright",
+    r"selenium",
+    r"lighthouse",
+    r"pingdom",
+    r"uptimerobot",
+    r"statuscake",
+    r"site24x7",
+    r"monitor",
+    r"link preview",
+    r"web preview",
+    r"preview/",
+    r"curl/",
+    r"wget/",
+    r"python-requests",
+    r"python-urllib",
+    r"python-httpx",
+    r"aiohttp",
+    r"httpclient",
+    r"okhttp",
+    r"go-http-client",
+    r"java/",
+    r"libwww-perl",
+    r"ruby",
+    r"axios/",
+    r"node-fetch",
+    r"undici",
+    r"postmanruntime",
+    r"insomnia",
+    r"httpie",
+    r"scrapy",
+    r"wrk",
+    r"apachebench",
+    r"ab/\d",
+    r"hey/",
+    r"k6/",
+    r"locust",
+    r"mimecast",
+    r"proofpoint",
+    r"barracuda",
+    r"safelinks",
+    r"urlscan",
+]
+
+_BOT = re.compile("|".join(BOT_PATTERNS))
+
+
+def is_bot_user_agent(user_agent: str) -> bool:
+    """True for a known bot, link unfurler or scripted client; an empty user agent counts as a bot."""
+    if not user_agent or not user_agent.strip():
+        return True
+    return _BOT.search(user_agent.lower()) is not None
