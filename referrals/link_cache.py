@@ -233,22 +233,42 @@ def _after_commit(function, *args) -> None:
     transaction.on_commit(lambda: function(*args))
 
 
-def _link_changed(sender, instance: ReferralLink, **kwargs) -> None:
+# The fields a cache entry is built from; a save that names others in update_fields changes nothing.
+_LINK_FIELDS = {"code", "is_active", "channel", "program", "participant", "tenant"}
+_PARTICIPANT_FIELDS = {"status", "program", "tenant"}
+_PROGRAM_FIELDS = {"status", "landing_url", "tenant"}
+_TENANT_FIELDS = {"allowed_landing_domains"}
+
+
+def _matters(created: bool, update_fields, relevant: set[str]) -> bool:
+    # A new row has no entry yet (a new link's code is fresh randomness: at most a 30 s negative
+    # entry could exist if someone had typed it just before).
+    if created:
+        return False
+    return update_fields is None or not relevant.isdisjoint(update_fields)
+
+
+def _link_saved(sender, instance: ReferralLink, created: bool = False, update_fields=None, **kwargs) -> None:
+    if _matters(created, update_fields, _LINK_FIELDS):
+        _after_commit(link_cache_forget_codes, [instance.code])
+
+
+def _link_deleted(sender, instance: ReferralLink, **kwargs) -> None:
     _after_commit(link_cache_forget_codes, [instance.code])
 
 
-def _participant_changed(sender, instance: Participant, created: bool = False, **kwargs) -> None:
-    if not created:
+def _participant_saved(sender, instance: Participant, created: bool = False, update_fields=None, **kwargs) -> None:
+    if _matters(created, update_fields, _PARTICIPANT_FIELDS):
         _after_commit(link_cache_forget_participant, instance.pk)
 
 
-def _program_changed(sender, instance: Program, created: bool = False, **kwargs) -> None:
-    if not created:
+def _program_saved(sender, instance: Program, created: bool = False, update_fields=None, **kwargs) -> None:
+    if _matters(created, update_fields, _PROGRAM_FIELDS):
         _after_commit(link_cache_forget_program, instance.pk)
 
 
-def _tenant_changed(sender, instance: Tenant, created: bool = False, **kwargs) -> None:
-    if not created:
+def _tenant_saved(sender, instance: Tenant, created: bool = False, update_fields=None, **kwargs) -> None:
+    if _matters(created, update_fields, _TENANT_FIELDS):
         _after_commit(link_cache_forget_tenant, instance.pk)
 
 
@@ -259,8 +279,8 @@ def connect_invalidation() -> None:
     tenant has just removed, so coherence must not depend on every writer (admin, services of
     other apps, shell) remembering to invalidate.
     """
-    post_save.connect(_link_changed, sender=ReferralLink, dispatch_uid="link_cache_link_saved")
-    post_delete.connect(_link_changed, sender=ReferralLink, dispatch_uid="link_cache_link_deleted")
-    post_save.connect(_participant_changed, sender=Participant, dispatch_uid="link_cache_participant_saved")
-    post_save.connect(_program_changed, sender=Program, dispatch_uid="link_cache_program_saved")
-    post_save.connect(_tenant_changed, sender=Tenant, dispatch_uid="link_cache_tenant_saved")
+    post_save.connect(_link_saved, sender=ReferralLink, dispatch_uid="link_cache_link_saved")
+    post_delete.connect(_link_deleted, sender=ReferralLink, dispatch_uid="link_cache_link_deleted")
+    post_save.connect(_participant_saved, sender=Participant, dispatch_uid="link_cache_participant_saved")
+    post_save.connect(_program_saved, sender=Program, dispatch_uid="link_cache_program_saved")
+    post_save.connect(_tenant_saved, sender=Tenant, dispatch_uid="link_cache_tenant_saved")

@@ -605,3 +605,28 @@ def test_a_forked_worker_opens_its_own_redis_connection(live_link, stream):
     assert hot_redis._connection() is parent_connection
     assert call_wsgi(f"/r/{live_link.code}")[0] == 302
     assert len(stream()) == 3
+
+
+@pytest.mark.django_db
+def test_saves_that_change_nothing_the_entry_uses_keep_it_cached(
+    client, live_link, redis_client, django_capture_on_commit_callbacks
+):
+    client.get(f"/r/{live_link.code}")
+    key = hot_redis.link_key(live_link.code)
+    participant, program = live_link.participant, live_link.program
+
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        participant.name = "Renamed"
+        participant.save(update_fields=["name"])
+        program.name = "Renamed program"
+        program.save(update_fields=["name"])
+
+    assert callbacks == []
+    assert link_cache.is_link_entry(redis_client.get(key))
+
+    with django_capture_on_commit_callbacks(execute=True):
+        program.status = ProgramStatus.PAUSED
+        program.save(update_fields=["status"])
+
+    assert redis_client.get(key) == link_cache.CHANGED
+    assert client.get(f"/r/{live_link.code}").status_code == 404
