@@ -25,6 +25,7 @@ from referral_platform.tenancy.admin_base import (
 
 from . import rules as rules_module
 from . import selectors, services
+from .dashboard_links import dashboard_url
 from .models import Participant, ParticipantImport, Program, ProgramStatus, ProgramVersion
 from .terms import render_terms
 
@@ -419,7 +420,7 @@ class ProgramVersionAdmin(TenantScopedAdmin):
 class ParticipantAdminForm(forms.ModelForm):
     class Meta:
         model = Participant
-        fields = ["program", "external_id", "name", "email", "company"]
+        fields = ["program", "external_id", "name", "email", "company", "tier"]
 
     def clean(self):
         cleaned = super().clean()
@@ -433,6 +434,9 @@ class ParticipantAdminForm(forms.ModelForm):
             )
         except ValidationError as exc:
             _add_service_errors(self, exc)
+        tier = (cleaned.get("tier") or "").strip().lower()
+        if tier and not services.PARTICIPANT_TIER_RE.match(tier):
+            self.add_error("tier", "Use 1-40 lower-case letters, digits, '-' or '_' (e.g. gold).")
         program = cleaned.get("program") or (instance.program if instance.pk else None)
         if program is not None and program.status == ProgramStatus.ARCHIVED:
             self.add_error("program" if "program" in self.fields else None, "This program is archived.")
@@ -463,38 +467,74 @@ def _participant_action(service, label):
     return action
 
 
+@admin.action(description="Show dashboard links of selected participants")
+def participants_dashboard_links(modeladmin, request, queryset):
+    """The signed dashboard link of each selected participant, to send them (programs/dashboard_links.py)."""
+    for participant in queryset[:50]:
+        messages.info(
+            request, format_html("{}: <a href='{}'>{}</a>", participant.name, *[dashboard_url(participant)] * 2)
+        )
+
+
+@admin.action(description="Issue new dashboard links (the old ones stop working)", permissions=["change"])
+def participants_dashboard_links_reissue(modeladmin, request, queryset):
+    actor = request_actor(request)
+    for participant in queryset[:50]:
+        participant = services.participant_dashboard_link_reissue(
+            participant=participant, actor=actor, reason="issued from the admin"
+        )
+        messages.success(
+            request,
+            format_html("{}: new link <a href='{}'>{}</a>", participant.name, *[dashboard_url(participant)] * 2),
+        )
+
+
 class ParticipantAdmin(TenantScopedAdmin):
     form = ParticipantAdminForm
-    list_display = ["name", "email", "company", "program", "status", "source", "created_at"]
-    list_filter = ["program", "status", "source"]
+    list_display = ["name", "email", "company", "program", "tier", "status", "source", "created_at"]
+    list_filter = ["program", "status", "source", "tier"]
     search_fields = ["name", "email", "company", "external_id"]
     actions = [
         _participant_action(services.participant_approve, "Approve"),
         _participant_action(services.participant_reject, "Reject"),
         _participant_action(services.participant_remove, "Remove"),
         _participant_action(services.participant_reinstate, "Reinstate"),
+        participants_dashboard_links,
+        participants_dashboard_links_reissue,
     ]
     change_list_template = "admin/programs/participant/change_list.html"
 
     def get_fields(self, request, obj=None):
         if obj is None:
-            return ["program", "external_id", "name", "email", "company"]
+            return ["program", "external_id", "name", "email", "company", "tier"]
         return [
             "program",
             "external_id",
             "name",
             "email",
             "company",
+            "tier",
             "status",
             "source",
             "application_note",
             "links_panel",
+            "dashboard_panel",
         ]
 
     def get_readonly_fields(self, request, obj=None):
         if obj is None:
             return []
-        return ["program", "external_id", "status", "source", "application_note", "links_panel"]
+        return ["program", "external_id", "status", "source", "application_note", "links_panel", "dashboard_panel"]
+
+    @admin.display(description="Dashboard link")
+    def dashboard_panel(self, obj):
+        url = dashboard_url(obj)
+        return format_html(
+            "<a href='{}'>{}</a><br><span class='help'>Signed, for this participant only; the e-mails they get "
+            "carry it. “Issue new dashboard links” revokes it.</span>",
+            url,
+            url,
+        )
 
     @admin.display(description="Share links")
     def links_panel(self, obj):
@@ -531,8 +571,12 @@ class ParticipantAdmin(TenantScopedAdmin):
             actor=actor,
             source="admin" if not change else obj.source,
         )
-        obj.pk = enrolment.participant.pk
-        obj.__dict__.update(enrolment.participant.__dict__)
+        participant = enrolment.participant
+        tier = (form.cleaned_data.get("tier") or "").strip().lower()
+        if tier != participant.tier:
+            participant = services.participant_tier_set(participant=participant, tier=tier, actor=actor)
+        obj.pk = participant.pk
+        obj.__dict__.update(participant.__dict__)
 
 
 # --- participant imports -----------------------------------------------------------------------

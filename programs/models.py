@@ -90,6 +90,17 @@ class Participant(TenantOwnedModel):
         max_length=20, default="admin", help_text="How they joined: admin, api, import or application."
     )
     application_note = models.TextField(blank=True, help_text="What an applicant wrote when applying.")
+    tier = models.CharField(
+        max_length=40,
+        blank=True,
+        help_text="Partner tier (e.g. gold). When the program's rules list this tier under partner_tiers, "
+        "its referrer rules replace the default ones for this participant.",
+    )
+    dashboard_link_version = models.PositiveIntegerField(
+        default=1,
+        editable=False,
+        help_text="Part of the signed dashboard link; issuing a new link raises it, which revokes older links.",
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:

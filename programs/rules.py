@@ -41,6 +41,10 @@ SCHEMA_VERSION = 1
 TIMES = "\N{MULTIPLICATION SIGN}"
 MAX_AMOUNT_MINOR = 10**12
 MAX_RULES_PER_SIDE = 10
+# Partner tiers (Participant.tier): a tier listed in ``partner_tiers`` replaces the default referrer
+# rules for participants of that tier (e.g. gold resellers earn 30 % instead of 20 %).
+MAX_PARTNER_TIERS = 20
+PARTNER_TIER_PATTERN = "^[a-z0-9][a-z0-9_-]{0,39}$"
 
 # --- rule kinds and the events that trigger them ------------------------------------------------
 FLAT_PER_LEAD = "flat_per_lead"
@@ -258,6 +262,20 @@ RULES_JSON_SCHEMA: dict = {
                 "within_days": {"type": "integer", "minimum": 0, "maximum": 730},
             },
         },
+        "partner_tiers": {
+            "type": "object",
+            "maxProperties": MAX_PARTNER_TIERS,
+            "propertyNames": {"pattern": PARTNER_TIER_PATTERN},
+            "additionalProperties": {
+                "type": "object",
+                "required": ["referrer"],
+                "additionalProperties": False,
+                "properties": {
+                    "referrer": {"type": "array", "maxItems": MAX_RULES_PER_SIDE, "items": {"$ref": "#/$defs/rule"}},
+                    "description": _TEXT,
+                },
+            },
+        },
     },
     "$defs": {
         "rule": {
@@ -379,6 +397,17 @@ def _normalise(document: Mapping) -> dict:
         "eligibility": eligibility,
         "qualification": {**DEFAULT_QUALIFICATION, **document.get("qualification", {})},
         "cancellation": {**DEFAULT_CANCELLATION, **document.get("cancellation", {})},
+        # Only present when used, so documents without tiers normalise exactly as before.
+        **(
+            {
+                "partner_tiers": {
+                    name: {**tier, "referrer": [rule(item) for item in tier["referrer"]]}
+                    for name, tier in sorted(document["partner_tiers"].items())
+                }
+            }
+            if document.get("partner_tiers")
+            else {}
+        ),
         **settings,
     }
 
@@ -387,8 +416,12 @@ def _semantic_errors(document: dict, *, require_reward: bool) -> dict[str, str]:
     errors: dict[str, str] = {}
     if require_reward and not document["referrer"] and not document["referred"]:
         errors["referrer"] = "Give at least one reward rule (for the referrer or the referred company)."
-    for side in SIDES:
-        for index, item in enumerate(document[side]):
+    rule_lists = [(side, document[side]) for side in SIDES]
+    rule_lists += [
+        (f"partner_tiers.{name}.referrer", tier["referrer"]) for name, tier in document.get("partner_tiers", {}).items()
+    ]
+    for side, items in rule_lists:
+        for index, item in enumerate(items):
             if item["kind"] == TIERED:
                 thresholds = [tier["min_referrals"] for tier in item["tiers"]]
                 for position in range(1, len(thresholds)):
@@ -457,9 +490,19 @@ class RuleSet:
     cancellation_policy: str
     cancellation_within_days: int
     document: dict = field(compare=False, repr=False)
+    # Partner tier name → the referrer rules that replace ``referrer`` for participants of that tier.
+    partner_tiers: Mapping[str, tuple[RewardRule, ...]] = field(default_factory=dict, compare=False)
 
-    def side(self, name: str) -> tuple[RewardRule, ...]:
-        return self.referrer if name == "referrer" else self.referred
+    def side(self, name: str, tier: str = "") -> tuple[RewardRule, ...]:
+        """The rules of one side; for the referrer, a partner tier listed in ``partner_tiers`` overrides."""
+        if name != "referrer":
+            return self.referred
+        if tier and tier in self.partner_tiers:
+            return self.partner_tiers[tier]
+        return self.referrer
+
+    def tier_applies(self, tier: str) -> bool:
+        return bool(tier) and tier in self.partner_tiers
 
     @property
     def counting_period(self) -> str:
@@ -508,6 +551,10 @@ def parse_rules(document: Mapping | RuleSet) -> RuleSet:
         cancellation_policy=doc["cancellation"]["policy"],
         cancellation_within_days=doc["cancellation"]["within_days"],
         document=doc,
+        partner_tiers={
+            name: tuple(_rule_from(item) for item in tier["referrer"])
+            for name, tier in doc.get("partner_tiers", {}).items()
+        },
     )
 
 
@@ -530,6 +577,8 @@ class ConversionContext:
       (defaults to ``amount_minor``).
     - ``referrer_bill_minor``: the referrer's next bill, for referrer-side discounts and free months
       (customer programs); unknown → those rewards carry no computed value.
+    - ``participant_tier``: the referrer's partner tier (``Participant.tier``); when the rules list it
+      under ``partner_tiers``, that tier's referrer rules replace the default ones.
     """
 
     kind: str
@@ -541,6 +590,7 @@ class ConversionContext:
     is_first_payment: bool | None = None
     bill_amount_minor: int | None = None
     referrer_bill_minor: int | None = None
+    participant_tier: str = ""
 
     def __post_init__(self):
         problems = []
@@ -832,11 +882,13 @@ def compute_rewards(rules: Mapping | RuleSet, context: ConversionContext) -> Rew
         )
         return RewardOutcome(currency=rule_set.currency, referrer=(), referred=(), notes=tuple(notes))
 
+    if rule_set.tier_applies(context.participant_tier):
+        notes.append(f"Partner tier {context.participant_tier!r}: that tier's referrer rules apply.")
     sides: dict[str, list[Reward]] = {}
     for side in SIDES:
         rewards = [
             reward
-            for index, rule in enumerate(rule_set.side(side))
+            for index, rule in enumerate(rule_set.side(side, context.participant_tier))
             if _fires(rule, context) and (reward := _compute_rule(rule, index, side, rule_set, context)) is not None
         ]
         sides[side] = _cap_bill_discounts(rewards, side, rule_set, context)

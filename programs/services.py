@@ -32,6 +32,7 @@ from referral_platform.tenancy.models import Tenant
 from referral_platform.tenancy.services import audit_record
 
 from . import rules as rules_module
+from .dashboard_links import dashboard_url
 from .models import (
     AttributionModel,
     ImportStatus,
@@ -545,6 +546,7 @@ def _notify_welcome(participant: Participant) -> None:
             body=(
                 f"Hi {participant.name},\n\nyou are in {program.name}. Share one of your links; each is tagged "
                 f"with the channel you use it in:\n\n{_participant_links_text(participant)}\n\n"
+                f"Your dashboard (share in a click, follow referrals and rewards): {dashboard_url(participant)}\n\n"
                 f"Program terms: {settings.SITE_URL}"
                 + reverse(
                     "program_terms_page", kwargs={"tenant_slug": program.tenant.slug, "program_slug": program.slug}
@@ -766,6 +768,55 @@ def participant_reinstate(*, participant: Participant, actor: Actor, reason: str
         allowed_from=frozenset({ParticipantStatus.REMOVED}),
     )
     participant_links_ensure(participant=participant)
+    return participant
+
+
+PARTICIPANT_TIER_RE = re.compile(rules_module.PARTNER_TIER_PATTERN)
+
+
+@transaction.atomic
+def participant_tier_set(*, participant: Participant, tier: str, actor: Actor | str, reason: str = "") -> Participant:
+    """Put the participant in a partner tier ("" for none). When the rules of the version a referral is
+    judged under list the tier under ``partner_tiers``, that tier's referrer rules apply to its rewards."""
+    tier = (tier or "").strip().lower()
+    if tier and not PARTICIPANT_TIER_RE.match(tier):
+        raise ValidationError(
+            {"tier": "Use 1-40 lower-case letters, digits, '-' or '_', starting with a letter or digit (e.g. gold)."}
+        )
+    participant = Participant.objects.select_for_update().get(pk=participant.pk, tenant_id=participant.tenant_id)
+    if participant.tier == tier:
+        return participant
+    previous = participant.tier
+    participant.tier = tier
+    participant.save(update_fields=["tier"])
+    audit_record(
+        tenant=participant.tenant,
+        actor=actor,
+        action="participant.tier_changed",
+        obj=participant,
+        from_state=previous,
+        to_state=tier,
+        reason=reason,
+    )
+    return participant
+
+
+@transaction.atomic
+def participant_dashboard_link_reissue(
+    *, participant: Participant, actor: Actor | str, reason: str = ""
+) -> Participant:
+    """Issue a new signed dashboard link: every link given out before stops working (e.g. one that leaked)."""
+    participant = Participant.objects.select_for_update().get(pk=participant.pk, tenant_id=participant.tenant_id)
+    participant.dashboard_link_version += 1
+    participant.save(update_fields=["dashboard_link_version"])
+    audit_record(
+        tenant=participant.tenant,
+        actor=actor,
+        action="participant.dashboard_link_reissued",
+        obj=participant,
+        reason=reason,
+        data={"dashboard_link_version": participant.dashboard_link_version},
+    )
     return participant
 
 

@@ -160,6 +160,12 @@ def _rule_sentence(rule: RewardRule, side: str, rule_set: RuleSet) -> str:
     return sentence
 
 
+def rule_sentence(rule: RewardRule, side: str, rule_set: RuleSet) -> str:
+    """One reward rule in a plain sentence, as the terms say it ("50.00 USD when a company you referred
+    becomes a paying customer.")."""
+    return _rule_sentence(rule, side, rule_set)
+
+
 _ATTRIBUTION = {
     AttributionModel.FIRST_TOUCH: "the first participant whose link they used gets the credit",
     AttributionModel.LAST_TOUCH: "the last participant whose link they used before signing up gets the credit",
@@ -300,6 +306,15 @@ def render_terms(program: Program, version: ProgramVersion | None) -> Terms:
         sections.append(
             TermsSection(
                 "referrer", "What you earn", tuple(_rule_sentence(r, "referrer", rule_set) for r in rule_set.referrer)
+            )
+        )
+    for tier_name, tier_rules in sorted(rule_set.partner_tiers.items()):
+        sections.append(
+            TermsSection(
+                f"tier:{tier_name}",
+                f"What you earn as a {tier_name} partner (instead of the above)",
+                tuple(_rule_sentence(r, "referrer", rule_set) for r in tier_rules)
+                or ("No rewards for referrals in this tier.",),
             )
         )
     if rule_set.referred:

@@ -26,7 +26,7 @@ from referrals.apis import (
     SignupCreateApi,
 )
 from referrals.fraud_apis import ReferralFraudApi
-from rewards.apis import ParticipantStripeOnboardingApi
+from rewards.apis import ParticipantStripeOnboardingApi, RewardDetailApi, RewardEvaluationListApi, RewardListApi
 
 
 class MeOutputSerializer(serializers.Serializer):
@@ -76,4 +76,7 @@ urlpatterns = [
         name="participant-stripe-onboarding",
     ),
     path("referrals/<int:pk>/fraud", ReferralFraudApi.as_view(), name="referral-fraud"),
+    path("rewards", RewardListApi.as_view(), name="reward-list"),
+    path("rewards/<int:pk>", RewardDetailApi.as_view(), name="reward-detail"),
+    path("reward-evaluations", RewardEvaluationListApi.as_view(), name="reward-evaluation-list"),
 ]

@@ -25,6 +25,8 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("webhooks/stripe/<slug:tenant_slug>/", rewards_views.stripe_webhook, name="stripe_webhook"),
+    path("p/<str:token>/", rewards_views.participant_dashboard, name="participant_dashboard"),
+    path("p/<str:token>/qr.png", rewards_views.participant_dashboard_qr, name="participant_dashboard_qr"),
     path("", include("programs.urls")),
     # Answered by referrals.redirect before URL resolution; the pattern names it for reverse().
     path("r/<str:code>", referral_redirect, name="referral_redirect"),

@@ -157,8 +157,22 @@ class ConversionInputSerializer(serializers.Serializer):
     email = serializers.EmailField(max_length=254, required=False, allow_blank=True, default="")
     referral_code = serializers.CharField(max_length=32, required=False, allow_blank=True, default="")
     visitor_id = serializers.CharField(max_length=64, required=False, allow_blank=True, default="")
+    # Read by reward evaluation from the stored payload (not columns of the event):
+    seats = serializers.IntegerField(
+        min_value=1, max_value=100_000, required=False, help_text="Seats bought (per-seat rewards); default 1."
+    )
+    refunded_event_id = serializers.CharField(
+        max_length=200,
+        required=False,
+        allow_blank=True,
+        help_text="For a refund: the external_event_id of the payment refunded (default: the customer's latest "
+        "payment before the refund).",
+    )
+    EVALUATION_FIELDS = ("seats", "refunded_event_id")
 
     def validate(self, data):
+        if data.get("refunded_event_id") and data["kind"] != ConversionKind.REFUND:
+            raise serializers.ValidationError({"refunded_event_id": "Only a refund names the payment it refunds."})
         if (data["kind"] in services.MONEY_KINDS or data["amount_minor"]) and not data["currency"]:
             raise serializers.ValidationError({"currency": "Required for events with an amount (ISO code, e.g. USD)."})
         identity = ("customer_external_id", "email", "referral_code", "visitor_id")
@@ -228,9 +242,10 @@ class ConversionListCreateApi(TenantAPIView, generics.ListAPIView):
         raw_body = _raw_body(request)  # before request.data consumes the stream
         data = ConversionInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
+        fields = {k: v for k, v in data.validated_data.items() if k not in ConversionInputSerializer.EVALUATION_FIELDS}
         try:
             received = services.conversion_event_receive(
-                tenant=self.tenant, raw=request.data, raw_body=raw_body, **data.validated_data
+                tenant=self.tenant, raw=request.data, raw_body=raw_body, **fields
             )
         except services.ConversionEventConflict as conflict:
             message = (

@@ -16,6 +16,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from programs.models import Program
+from referral_platform.celery import enqueue_on_commit
 from referral_platform.tenancy.actors import Actor
 from referral_platform.tenancy.services import audit_record
 
@@ -215,8 +216,9 @@ def referral_review_flag(*, referral: Referral, actor: Actor | str, signals: lis
 
 @transaction.atomic
 def referral_review_clear(*, referral: Referral, actor: Actor | str, reason: str) -> Referral:
-    """flagged → cleared: a marketer looked at the evidence and lets the referral earn rewards."""
-    return _review_move(
+    """flagged → cleared: a marketer looked at the evidence and lets the referral earn rewards; its
+    conversions are evaluated again after commit, so the rewards it earned meanwhile appear."""
+    cleared = _review_move(
         referral=referral,
         to=ReviewStatus.CLEARED,
         actor=actor,
@@ -224,6 +226,10 @@ def referral_review_clear(*, referral: Referral, actor: Actor | str, reason: str
         data={"codes": _flag_codes(referral)},
         is_decision=True,
     )
+    from rewards.tasks import evaluate_referral
+
+    enqueue_on_commit(evaluate_referral, cleared.pk)
+    return cleared
 
 
 @transaction.atomic

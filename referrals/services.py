@@ -182,6 +182,7 @@ def referral_create(
         data={"source": source, "referrer": referrer.pk, "rule_version": version.number},
     )
     referral_screen(referral=referral, actor=actor)
+    referral_stage_notify(referral=referral, stage="received")
     return referral
 
 
@@ -222,8 +223,10 @@ def referral_sign_up(
 def referral_qualify(
     *, referral: Referral, actor: Actor | str, at: datetime | None = None, reason: str = "", data: dict | None = None
 ) -> Referral:
-    """clicked / signed up → qualified."""
-    return _referral_move(referral=referral, to=ReferralStatus.QUALIFIED, actor=actor, at=at, reason=reason, data=data)
+    """clicked / signed up → qualified (the referrer is told what they earn when it converts)."""
+    moved = _referral_move(referral=referral, to=ReferralStatus.QUALIFIED, actor=actor, at=at, reason=reason, data=data)
+    referral_stage_notify(referral=moved, stage="qualified")
+    return moved
 
 
 @transaction.atomic
@@ -1015,6 +1018,7 @@ def attribution_run(*, event: ConversionEvent) -> list[Attribution]:
     credited = [touch for touch in in_window if touch.participant_id is not None]
     if not credited:
         Attribution.objects.for_tenant(tenant).filter(conversion_event=event).delete()
+        reward_evaluation_queue(event=event)  # refunds and cancellations act without attribution
         return []
     result = attribution_math.credit(
         model,
@@ -1072,4 +1076,21 @@ def attribution_run(*, event: ConversionEvent) -> list[Attribution]:
         rows.append(row)
     if existing:
         Attribution.objects.for_tenant(tenant).filter(pk__in=[row.pk for row in existing.values()]).delete()
+    reward_evaluation_queue(event=event)
     return rows
+
+
+def reward_evaluation_queue(*, event: ConversionEvent) -> None:
+    """The one place reward evaluation plugs into attribution: once the attribution of ``event`` commits,
+    ``rewards.evaluate_conversion`` turns it into rewards (idempotent; see rewards/evaluation.py)."""
+    from rewards.tasks import evaluate_conversion
+
+    enqueue_on_commit(evaluate_conversion, event.pk)
+
+
+def referral_stage_notify(*, referral: Referral, stage: str) -> None:
+    """The hook participant messages plug into: after commit, the referrer is told their referral was
+    received or qualified (``rewards.message_referral_stage``; sent once per referral and stage)."""
+    from rewards.tasks import message_referral_stage
+
+    enqueue_on_commit(message_referral_stage, referral.pk, stage)

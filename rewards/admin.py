@@ -19,20 +19,23 @@ from referral_platform.tenancy.admin_base import EDIT_ROLES, TenantScopedAdmin, 
 
 from .ledger import account_balance, presented
 from .models import (
+    EvaluationStatus,
     LedgerAccount,
     LedgerEntry,
     LedgerTransaction,
+    ParticipantMessage,
     ParticipantStripeProfile,
     Payout,
     PayoutSettings,
     Reward,
+    RewardEvaluation,
     RewardStatus,
     StripeCredentials,
     StripeWebhookEvent,
     mask_secret,
 )
 from .payouts import connect_onboarding_link_create, payout_mark_fulfilled, payout_retry_now
-from .selectors import participant_statement, statement_csv_rows
+from .selectors import TIME_TO_REWARD_TARGET, participant_statement, statement_csv_rows, time_to_reward_by_program
 from .services import reward_approve, reward_reject
 
 
@@ -207,6 +210,28 @@ class RewardAdmin(ReadOnlyAdmin):
     def amount(self, obj):
         return money(obj.amount_minor, obj.currency)
 
+    def changelist_view(self, request, extra_context=None):
+        """The list, with the time to reward (conversion → paid) per program above it (R-18: target < 7 days)."""
+        actor = request_actor(request)
+        stats = time_to_reward_by_program(actor.tenant) if actor.tenant is not None else []
+        return super().changelist_view(
+            request,
+            {
+                **(extra_context or {}),
+                "time_to_reward": [
+                    {
+                        "program": row.program_name,
+                        "paid": row.paid,
+                        "median": _duration_words(row.median),
+                        "p90": _duration_words(row.p90),
+                        "within_target": row.within_target,
+                    }
+                    for row in stats
+                ],
+                "time_to_reward_target_days": TIME_TO_REWARD_TARGET.days,
+            },
+        )
+
     @admin.display(description="net")
     def net(self, obj):
         return money(obj.net_minor, obj.currency)
@@ -250,6 +275,13 @@ class RewardAdmin(ReadOnlyAdmin):
             rows = [(k, statement.opening[k], movements[k], statement.closing[k]) for k in statement.opening]
             context.update(statement=statement, rows=rows, csv_query=request.GET.urlencode() + "&format=csv")
         return TemplateResponse(request, "admin/rewards/statement.html", context)
+
+
+def _duration_words(value: timedelta | None) -> str:
+    if value is None:
+        return "—"
+    hours = value.total_seconds() / 3600
+    return f"{hours / 24:.1f} days" if hours >= 24 else f"{hours:.1f} hours"
 
 
 class StatementForm(forms.Form):
@@ -551,3 +583,69 @@ site.register(StripeCredentials, StripeCredentialsAdmin)
 site.register(ParticipantStripeProfile, ParticipantStripeProfileAdmin)
 site.register(PayoutSettings, PayoutSettingsAdmin)
 site.register(StripeWebhookEvent, StripeWebhookEventAdmin)
+
+
+# --- reward evaluation and participant messages ------------------------------------------------
+
+
+@admin.action(description="Evaluate selected conversions again (those not done)")
+def evaluate_again(modeladmin, request, queryset):
+    if not _can_edit(modeladmin, request):
+        raise PermissionDenied
+    from .evaluation import reward_evaluate
+
+    created = 0
+    for evaluation in queryset.exclude(status=EvaluationStatus.DONE):
+        result = reward_evaluate(event_id=evaluation.conversion_event_id)
+        created += result.rewards_created if result is not None else 0
+    modeladmin.message_user(request, f"Evaluated again: {created} reward(s) created.")
+
+
+class RewardEvaluationAdmin(ReadOnlyAdmin):
+    """Why each conversion earned what it did (or nothing): the evaluation's notes and the rules' outcome."""
+
+    list_display = ["evaluated_at", "conversion_event", "referral", "status", "rewards_created", "summary"]
+    list_filter = ["status"]
+    search_fields = ["conversion_event__external_event_id"]
+    readonly_fields = [
+        "conversion_event",
+        "referral",
+        "status",
+        "notes",
+        "rewards_created",
+        "attempts",
+        "evaluated_at",
+        "detail",
+    ]
+    fields = readonly_fields
+    actions = [evaluate_again]
+
+    def has_change_permission(self, request, obj=None):
+        return _can_edit(self, request) and self._owns(request, obj)
+
+    @admin.display(description="why")
+    def summary(self, obj):
+        return " ".join(obj.notes or [])[:200]
+
+
+class ParticipantMessageAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "participant", "kind", "subject", "emailed_at"]
+    list_filter = ["kind"]
+    search_fields = ["participant__name", "participant__email", "subject"]
+    readonly_fields = [
+        "participant",
+        "kind",
+        "related_key",
+        "referral",
+        "reward",
+        "subject",
+        "body",
+        "email_to",
+        "emailed_at",
+        "created_at",
+    ]
+    fields = readonly_fields
+
+
+site.register(RewardEvaluation, RewardEvaluationAdmin)
+site.register(ParticipantMessage, ParticipantMessageAdmin)

@@ -1,14 +1,16 @@
-"""API: a participant's Stripe Connect status and onboarding link."""
+"""API of rewards: a participant's Stripe Connect status and onboarding link; rewards with how each amount
+was computed; what the evaluation of each conversion decided."""
 
 from __future__ import annotations
 
-from rest_framework import serializers
+from django.core.exceptions import ValidationError as DjangoValidationError
+from rest_framework import generics, serializers
 from rest_framework.response import Response
 
 from programs.models import Participant
 from referral_platform.tenancy.api import TenantAPIView
 
-from .models import ParticipantStripeProfile, mask_secret
+from .models import ParticipantStripeProfile, Reward, RewardEvaluation, RewardStatus, mask_secret
 from .payouts import connect_onboarding_link_create
 
 
@@ -48,3 +50,130 @@ class ParticipantStripeOnboardingApi(TenantAPIView):
         data.is_valid(raise_exception=True)
         url = connect_onboarding_link_create(participant=participant, actor=self.actor, **data.validated_data)
         return Response(self.OutputSerializer({**self._status(participant), "url": url}).data, status=201)
+
+
+# --- rewards and their evaluation ----------------------------------------------------------------
+
+
+def _int_param(request, name: str) -> int | None:
+    value = request.query_params.get(name)
+    if value in (None, ""):
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise DjangoValidationError({name: f"{name} must be an integer id."}) from None
+
+
+class RewardOutputSerializer(serializers.ModelSerializer):
+    net_minor = serializers.IntegerField(read_only=True)
+    time_to_reward_seconds = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Reward
+        fields = [
+            "id",
+            "program",
+            "participant",
+            "beneficiary_side",
+            "kind",
+            "description",
+            "amount_minor",
+            "reversed_minor",
+            "clawed_back_minor",
+            "net_minor",
+            "currency",
+            "status",
+            "status_reason",
+            "hold_until",
+            "explanation_text",
+            "explanation",
+            "source_key",
+            "conversion_event",
+            "referral",
+            "payout",
+            "converted_at",
+            "approved_at",
+            "paid_at",
+            "time_to_reward_seconds",
+            "created_at",
+        ]
+
+    def get_time_to_reward_seconds(self, obj) -> int | None:
+        return int(obj.time_to_reward.total_seconds()) if obj.time_to_reward is not None else None
+
+
+REWARD_FILTERS = (
+    ("participant", "participant_id"),
+    ("referral", "referral_id"),
+    ("conversion", "conversion_event_id"),
+    ("program", "program_id"),
+)
+
+
+class RewardListApi(TenantAPIView, generics.ListAPIView):
+    """Rewards, newest first, each with how its amount was computed; filter with ``?participant=``,
+    ``?referral=``, ``?conversion=`` (event id), ``?program=``, ``?status=``."""
+
+    model = Reward
+    serializer_class = RewardOutputSerializer
+
+    def scope_queryset(self, queryset):
+        for param, field in REWARD_FILTERS:
+            value = _int_param(self.request, param)
+            if value is not None:
+                queryset = queryset.filter(**{field: value})
+        status = self.request.query_params.get("status")
+        if status:
+            if status not in RewardStatus.values:
+                raise DjangoValidationError({"status": f"Use one of {', '.join(RewardStatus.values)}."})
+            queryset = queryset.filter(status=status)
+        return queryset.order_by("-created_at", "-pk")
+
+
+class RewardDetailApi(TenantAPIView, generics.RetrieveAPIView):
+    model = Reward
+    serializer_class = RewardOutputSerializer
+
+
+class RewardEvaluationOutputSerializer(serializers.ModelSerializer):
+    conversion = serializers.IntegerField(source="conversion_event_id")
+    rewards = serializers.SerializerMethodField()
+
+    class Meta:
+        model = RewardEvaluation
+        fields = [
+            "id",
+            "conversion",
+            "referral",
+            "status",
+            "notes",
+            "detail",
+            "rewards_created",
+            "rewards",
+            "attempts",
+            "evaluated_at",
+        ]
+
+    def get_rewards(self, obj) -> list[int]:
+        return list(
+            Reward.objects.for_tenant(obj.tenant_id)
+            .filter(conversion_event_id=obj.conversion_event_id)
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
+
+
+class RewardEvaluationListApi(TenantAPIView, generics.ListAPIView):
+    """What evaluating each conversion decided and why (also when nothing was granted); filter with
+    ``?conversion=<event id>`` or ``?referral=``."""
+
+    model = RewardEvaluation
+    serializer_class = RewardEvaluationOutputSerializer
+
+    def scope_queryset(self, queryset):
+        for param, field in (("conversion", "conversion_event_id"), ("referral", "referral_id")):
+            value = _int_param(self.request, param)
+            if value is not None:
+                queryset = queryset.filter(**{field: value})
+        return queryset.order_by("-evaluated_at", "-pk")

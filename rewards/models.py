@@ -380,3 +380,85 @@ class StripeCharge(TenantOwnedModel):
 
     def __str__(self) -> str:
         return self.stripe_charge_id
+
+
+# --- reward evaluation -------------------------------------------------------------------------
+
+
+class EvaluationStatus(models.TextChoices):
+    DONE = "done", "Done (rewards decided; never evaluated again)"
+    BLOCKED = "blocked", "Blocked (e.g. fraud review, participant inactive); evaluated again when that changes"
+    NOTHING_YET = "nothing_yet", "Nothing to evaluate yet (no attribution); evaluated again on the next run"
+    FAILED = "failed", "Failed (e.g. unreadable rules)"
+
+
+class RewardEvaluation(TenantOwnedModel):
+    """What the evaluation of one conversion event decided, and why: one row per event.
+
+    Once ``done`` the event is never evaluated again, so a retried or concurrent task, or a later
+    re-run of attribution, cannot grant rewards twice. ``blocked`` and ``nothing_yet`` are evaluated
+    again when queued (after a fraud review clears the referral, after attribution runs again).
+    """
+
+    conversion_event = models.ForeignKey(ConversionEvent, on_delete=models.PROTECT, related_name="+")
+    referral = models.ForeignKey(Referral, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    status = models.CharField(max_length=20, choices=EvaluationStatus.choices)
+    notes = models.JSONField(default=list, blank=True, help_text="Why: every decision in plain sentences.")
+    detail = models.JSONField(default=dict, blank=True, help_text="Context and the rules' outcome per participant.")
+    rewards_created = models.PositiveIntegerField(default=0)
+    attempts = models.PositiveIntegerField(default=0)
+    evaluated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "conversion_event"], name="reward_evaluation_one_per_event")
+        ]
+        indexes = [models.Index(fields=["tenant", "referral"], name="reward_evaluation_referral_idx")]
+        ordering = ["-evaluated_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"Evaluation of conversion #{self.conversion_event_id}: {self.status}"
+
+
+# --- participant messages ----------------------------------------------------------------------
+
+
+class MessageKind(models.TextChoices):
+    REFERRAL_RECEIVED = "referral_received", "Referral received"
+    REFERRAL_QUALIFIED = "referral_qualified", "Referral is a qualified lead"
+    REFERRAL_CONVERTED = "referral_converted", "Referral became a customer"
+    REWARD_EARNED = "reward_earned", "Reward earned"
+    REWARD_APPROVED = "reward_approved", "Reward approved (on its way)"
+    REWARD_PAID = "reward_paid", "Reward paid"
+    REWARD_REDUCED = "reward_reduced", "Reward reduced or withdrawn"
+
+
+class ParticipantMessage(TenantOwnedModel):
+    """A message to a participant at one step of a referral or reward (R-20): e-mailed once and shown
+    on their dashboard. Unique per (tenant, participant, kind, related object), so a retried task or a
+    repeated transition never sends the same message twice."""
+
+    participant = models.ForeignKey(Participant, on_delete=models.CASCADE, related_name="messages")
+    kind = models.CharField(max_length=30, choices=MessageKind.choices)
+    related_key = models.CharField(
+        max_length=100, help_text="The object the message is about, e.g. referral:12 or reward:34:reduce-to:500."
+    )
+    referral = models.ForeignKey(Referral, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    reward = models.ForeignKey(Reward, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    subject = models.CharField(max_length=200)
+    body = models.TextField()
+    email_to = models.EmailField(blank=True)
+    emailed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "participant", "kind", "related_key"], name="participant_message_once"
+            )
+        ]
+        indexes = [models.Index(fields=["tenant", "participant", "created_at"], name="participant_message_idx")]
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} → participant #{self.participant_id}"

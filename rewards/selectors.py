@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from django.db.models import F, QuerySet
+from django.db.models import Aggregate, Count, DurationField, F, QuerySet
 
 from programs.models import Participant, Program
 from referral_platform.tenancy.models import Tenant
@@ -156,3 +156,150 @@ def statement_csv_rows(statement: Statement) -> Iterator[list[str]]:
         ]
     for kind in kinds:
         yield ["closing", statement.end.isoformat(), kind, "", str(statement.closing[kind]), "", "", "", ""]
+
+
+# --- the participant's dashboard -------------------------------------------------------------
+
+
+@dataclass
+class DashboardShare:
+    """What the participant needs to share in three steps: the link, a ready e-mail, social posts."""
+
+    link_url: str
+    email_link_url: str
+    social_link_url: str
+    has_qr: bool
+    mailto: str
+    linkedin: str
+    x: str
+
+
+@dataclass
+class ParticipantDashboard:
+    participant: Participant
+    program: Program
+    share: DashboardShare | None
+    referrals: list
+    rewards: list[Reward]
+    messages: list
+    balances: dict[str, int]
+    currency: str
+    terms_url: str
+
+
+def _share(tenant: Tenant, participant: Participant) -> DashboardShare | None:
+    from urllib.parse import quote, urlencode
+
+    from programs.selectors import participant_share_links
+
+    links = {item["channel"]: item["url"] for item in participant_share_links(tenant, participant=participant)}
+    if not links:
+        return None
+    direct = links.get("direct") or next(iter(links.values()))
+    by_email, social = links.get("email", direct), links.get("social", direct)
+    program = participant.program
+    subject = f"Try {program.tenant.name}: an invitation from {participant.name}"
+    body = (
+        f"Hi,\n\nI use {program.tenant.name} and think it would help you too. "
+        f"Sign up through my invitation: {by_email}\n\n{participant.name}"
+    )
+    post = f"I recommend {program.tenant.name}. Try it through my invitation:"
+    return DashboardShare(
+        link_url=direct,
+        email_link_url=by_email,
+        social_link_url=social,
+        has_qr="qr" in links,
+        mailto=f"mailto:?subject={quote(subject)}&body={quote(body)}",
+        linkedin="https://www.linkedin.com/sharing/share-offsite/?" + urlencode({"url": social}),
+        x="https://twitter.com/intent/tweet?" + urlencode({"text": post, "url": social}),
+    )
+
+
+def participant_dashboard(tenant: Tenant, *, participant: Participant) -> ParticipantDashboard:
+    """Everything a participant's dashboard shows, of that participant only: their share links, their
+    referrals (with stage), their rewards (status, amounts, how each was computed), their messages and
+    their balances (from the ledger)."""
+    from django.urls import reverse
+
+    from referrals.models import Referral
+
+    from .models import ParticipantMessage
+
+    if participant.tenant_id != tenant.pk:
+        raise Participant.DoesNotExist
+    program = participant.program
+    currency = program.currency
+    return ParticipantDashboard(
+        participant=participant,
+        program=program,
+        share=_share(tenant, participant),
+        referrals=list(
+            Referral.objects.for_tenant(tenant).filter(referrer=participant).order_by("-created_at", "-pk")[:100]
+        ),
+        rewards=list(
+            Reward.objects.for_tenant(tenant).filter(participant=participant).order_by("-created_at", "-pk")[:100]
+        ),
+        messages=list(
+            ParticipantMessage.objects.for_tenant(tenant)
+            .filter(participant=participant)
+            .order_by("-created_at", "-pk")[:50]
+        ),
+        balances=participant_balances(tenant, participant=participant, currency=currency),
+        currency=currency,
+        terms_url=reverse("program_terms_page", kwargs={"tenant_slug": tenant.slug, "program_slug": program.slug}),
+    )
+
+
+# --- time to reward ----------------------------------------------------------------------------
+
+
+@dataclass
+class TimeToReward:
+    program_id: int
+    program_name: str
+    paid: int
+    median: timedelta | None
+    p90: timedelta | None
+
+    @property
+    def within_target(self) -> bool | None:
+        """R-18: rewards within 7 days (median)."""
+        return None if self.median is None else self.median <= TIME_TO_REWARD_TARGET
+
+
+TIME_TO_REWARD_TARGET = timedelta(days=7)
+
+
+class _Percentile(Aggregate):
+    function = "percentile_cont"
+    template = "%(function)s(%(fraction)s) WITHIN GROUP (ORDER BY %(expressions)s)"
+
+    def __init__(self, expression, fraction: float, **extra):
+        super().__init__(expression, fraction=fraction, output_field=DurationField(), **extra)
+
+
+def time_to_reward_by_program(tenant: Tenant, *, program: Program | None = None) -> list[TimeToReward]:
+    """Per program: how many rewards were paid, and the median and 90th percentile of their time to
+    reward (conversion → paid, ``Reward.time_to_reward``, stored on every paid reward)."""
+    rows = _rewards(tenant).filter(status=RewardStatus.PAID, time_to_reward__isnull=False)
+    if program is not None:
+        rows = rows.filter(program=program)
+    stats = (
+        rows.values("program_id", "program__name")
+        .annotate(
+            paid=Count("pk"),
+            median=_Percentile("time_to_reward", fraction=0.5),
+            p90=_Percentile("time_to_reward", fraction=0.9),
+        )
+        .order_by("program__name", "program_id")
+    )
+    return [
+        TimeToReward(
+            program_id=row["program_id"],
+            program_name=row["program__name"],
+            paid=row["paid"],
+            median=row["median"],
+            p90=row["p90"],
+        )
+        for row in stats
+    ]

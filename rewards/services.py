@@ -26,8 +26,10 @@ from programs.models import Participant, Program
 from referral_platform.tenancy.actors import Actor, system_actor
 from referral_platform.tenancy.models import Tenant
 from referral_platform.tenancy.services import audit_record
-from referrals.models import ConversionEvent, Referral
+from referrals.fraud import referral_is_rewardable
+from referrals.models import ConversionEvent, Referral, ReferralStatus, ReviewStatus
 
+from . import messages
 from .ledger import Line, expense_account, ledger_post, participant_account
 from .models import (
     AccountKind,
@@ -46,6 +48,54 @@ ALLOWED_MOVES: dict[str, frozenset[str]] = {
     RewardStatus.REJECTED: frozenset(),
     RewardStatus.REVERSED: frozenset(),
 }
+
+
+# --- who may be rewarded -------------------------------------------------------------------------
+# What a reward is earned on (the rules' ``on``, or the event kind) → the referral stages that count.
+EARNED_ON_STAGES: dict[str, frozenset[str]] = {
+    "sign_up": frozenset(
+        {ReferralStatus.SIGNED_UP, ReferralStatus.QUALIFIED, ReferralStatus.CONVERTED, ReferralStatus.CHURNED}
+    ),
+    "qualified": frozenset({ReferralStatus.QUALIFIED, ReferralStatus.CONVERTED, ReferralStatus.CHURNED}),
+    "conversion": frozenset({ReferralStatus.CONVERTED, ReferralStatus.CHURNED}),
+    "payment": frozenset({ReferralStatus.CONVERTED, ReferralStatus.CHURNED}),
+}
+REVIEW_REFUSALS = {
+    ReviewStatus.FLAGGED: "is flagged for fraud review: it earns no reward until a marketer clears it",
+    ReviewStatus.REJECTED: "was rejected as fraud in review: it earns no reward",
+}
+
+
+def referral_reward_refusal(referral: Referral, *, earned_on: str = "conversion", at: datetime | None = None) -> str:
+    """Why ``referral`` may not earn a reward on ``earned_on`` (sign_up / qualified / conversion /
+    payment), or "" when it may. Pass a fresh row (locked when about to create a reward).
+
+    The fraud rule is ``referrals.fraud.referral_is_rewardable``: only clear or cleared referrals earn.
+    Conversion and payment rewards need a converted referral (``referral_is_rewardable``); a churned one
+    still earns for a payment made before it churned (``at``). Lead rewards need the referral to have
+    reached that stage. A rejected referral earns nothing.
+    """
+    if earned_on not in EARNED_ON_STAGES:
+        return f"unknown reward trigger {earned_on!r}"
+    name = f"Referral #{referral.pk}"
+    if referral.review_status in REVIEW_REFUSALS:
+        return f"{name} {REVIEW_REFUSALS[referral.review_status]}."
+    if referral.status == ReferralStatus.REJECTED:
+        return f"{name} was rejected: it earns no reward."
+    if referral.status not in EARNED_ON_STAGES[earned_on]:
+        needed = "converted (become a paying customer)" if earned_on in ("conversion", "payment") else earned_on
+        return f"{name} has not {needed} yet: it is {referral.get_status_display().lower()}."
+    if earned_on in ("conversion", "payment"):
+        if referral.status == ReferralStatus.CONVERTED and not referral_is_rewardable(referral):
+            return f"{name} is not rewardable."
+        if (
+            referral.status == ReferralStatus.CHURNED
+            and at is not None
+            and referral.churned_at
+            and at > referral.churned_at
+        ):
+            return f"{name} churned on {referral.churned_at:%Y-%m-%d}: later payments earn nothing."
+    return ""
 
 
 def _move(reward: Reward, to_status: str, *, actor: Actor | str, action: str, reason: str = "", data=None) -> None:
@@ -109,12 +159,18 @@ def reward_create(
     coupon_percent_off: int | None = None,
     coupon_duration_months: int | None = None,
     now: datetime | None = None,
+    hold_from: datetime | None = None,
+    earned_on: str = "conversion",
 ) -> Reward:
-    """Create a pending reward held for ``program.hold_days`` and accrue it in the ledger.
+    """Create a pending reward held for ``program.hold_days`` (counted from ``hold_from``, the payment
+    that earned it, else from now) and accrue it in the ledger.
 
     Idempotent on ``source_key`` (unique per tenant): a repeat with the same participant and amount
     returns the first reward; a repeat that disagrees raises. The evaluation of attributions calls this.
     Refunds already known for the source conversion are applied at once (refund-before-payment).
+    With a ``referral``, the referral is re-read under a row lock and must be rewardable for
+    ``earned_on`` (``referral_reward_refusal``: not held by fraud review, not rejected, converted for
+    conversion/payment rewards); otherwise a ValidationError on ``referral`` says why.
     """
     now = now or timezone.now()
     currency = (currency or program.currency).upper()
@@ -141,6 +197,12 @@ def reward_create(
         errors["conversion_event"] = "Unknown conversion event."
     if referral is not None and referral.tenant_id != tenant.pk:
         errors["referral"] = "Unknown referral."
+    elif referral is not None:
+        referral = Referral.objects.for_tenant(tenant).select_for_update(of=("self",)).get(pk=referral.pk)
+        at = conversion_event.occurred_at if conversion_event is not None else None
+        refusal = referral_reward_refusal(referral, earned_on=earned_on, at=at)
+        if refusal:
+            errors["referral"] = refusal
     if errors:
         raise ValidationError(errors)
 
@@ -159,7 +221,7 @@ def reward_create(
                     coupon_duration_months=coupon_duration_months,
                     amount_minor=amount_minor,
                     currency=currency,
-                    hold_until=now + timedelta(days=program.hold_days),
+                    hold_until=(hold_from or now) + timedelta(days=program.hold_days),
                     explanation=explanation or {},
                     explanation_text=explanation_text,
                     source_key=source_key,
@@ -227,6 +289,7 @@ def reward_approve(*, reward: Reward, actor: Actor, reason: str = "", now: datet
             reward.net_minor,
             f"Reward #{reward.pk} approved",
         )
+    messages.message_reward_approved(reward=reward)
     return reward
 
 
@@ -270,7 +333,13 @@ def refund_target(amount_minor: int, refunded_minor: int, paid_minor: int) -> in
 
 @transaction.atomic
 def reward_reduce_for_refund(
-    *, reward: Reward, refunded_minor: int, paid_minor: int, actor: Actor, now: datetime | None = None
+    *,
+    reward: Reward,
+    refunded_minor: int,
+    paid_minor: int,
+    actor: Actor,
+    now: datetime | None = None,
+    reason: str = "refund",
 ) -> Reward:
     """Bring the reward's reductions up to the share refunded (cumulative: refunds of 50 then 100 of a
     200 payment reduce by a half in total, and a late or repeated refund of 50 changes nothing).
@@ -320,7 +389,7 @@ def reward_reduce_for_refund(
     }
     # Nothing left: reversed, unless a payout still in flight will mark it paid (its clawback stays owed).
     if reward.net_minor == 0 and (reward.status == RewardStatus.PAID or reward.payout_id is None):
-        _move(reward, RewardStatus.REVERSED, actor=actor, action="reward.reversed", reason="refund", data=data)
+        _move(reward, RewardStatus.REVERSED, actor=actor, action="reward.reversed", reason=reason, data=data)
         reward.reversed_at = now
     else:
         audit_record(
@@ -330,10 +399,11 @@ def reward_reduce_for_refund(
             obj=reward,
             from_state=from_status,
             to_state=reward.status,
-            reason="refund",
+            reason=reason,
             data=data,
         )
     reward.save(update_fields=["status", "reversed_minor", "clawed_back_minor", "reversed_at"])
+    messages.message_reward_reduced(reward=reward, reduced_by_minor=delta, total_reduction_minor=target, reason=reason)
     return reward
 
 
@@ -343,6 +413,7 @@ def reward_mark_paid(*, reward: Reward, actor: Actor | str, now: datetime) -> Re
     reward.paid_at = now
     reward.time_to_reward = now - reward.converted_at
     reward.save(update_fields=["status", "paid_at", "time_to_reward"])
+    messages.message_reward_paid(reward=reward)
     return reward
 
 

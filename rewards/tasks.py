@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.db import OperationalError
 
 from referral_platform.celery import app, money_task
 
@@ -45,3 +46,45 @@ def stripe_event_process(event_id: int) -> str:
     from .webhooks import stripe_event_process as process
 
     return process(event=StripeWebhookEvent.objects.get(pk=event_id)).status
+
+
+@money_task(
+    name="rewards.evaluate_conversion",
+    autoretry_for=(OperationalError,),
+    retry_backoff=5,
+    retry_backoff_max=300,
+)
+def evaluate_conversion(event_id: int) -> str:
+    """Turn one conversion event's attributions into rewards (queued by attribution_run after commit).
+    Idempotent: an event already evaluated is left alone, so a redelivered task creates nothing."""
+    from .evaluation import reward_evaluate
+
+    evaluation = reward_evaluate(event_id=event_id)
+    return evaluation.status if evaluation is not None else "skipped"
+
+
+@money_task(
+    name="rewards.evaluate_referral",
+    autoretry_for=(OperationalError,),
+    retry_backoff=5,
+    retry_backoff_max=300,
+)
+def evaluate_referral(referral_id: int) -> int:
+    """Evaluate every not-yet-rewarded conversion of one referral (queued when fraud review clears it).
+    Returns how many rewards were created."""
+    from referrals.models import Referral
+
+    from .evaluation import referral_rewards_evaluate
+
+    referral = Referral.objects.filter(pk=referral_id).first()
+    if referral is None:
+        return 0
+    return sum(evaluation.rewards_created for evaluation in referral_rewards_evaluate(referral=referral))
+
+
+@app.task(name="rewards.message_referral_stage", acks_late=True, autoretry_for=(OperationalError,), max_retries=5)
+def message_referral_stage(referral_id: int, stage: str) -> bool:
+    """Tell the referrer their referral reached ``stage`` ("received", "qualified"); sent once per referral."""
+    from .messages import message_referral_stage as send
+
+    return send(referral_id=referral_id, stage=stage) is not None

@@ -221,10 +221,12 @@ class AttributionFactory(factory.django.DjangoModelFactory):
 
 # --- rewards -----------------------------------------------------------------------------------
 from rewards.models import (  # noqa: E402
+    ParticipantMessage,
     ParticipantStripeProfile,
     Payout,
     PayoutSettings,
     Reward,
+    RewardEvaluation,
     StripeCredentials,
     StripeWebhookEvent,
 )
@@ -349,3 +351,26 @@ class ParticipantImportFactory(factory.django.DjangoModelFactory):
     filename = factory.Sequence(lambda n: f"participants-{n}.csv")
     content = "external_id,name,email\nx-1,Ann Example,ann@customer.example\n"
     total_rows = 1
+
+
+class RewardEvaluationFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = RewardEvaluation
+
+    conversion_event = factory.SubFactory(ConversionEventFactory)
+    tenant = factory.LazyAttribute(lambda o: o.conversion_event.tenant)
+    status = "blocked"
+    notes = factory.LazyFunction(lambda: ["Referral is flagged for fraud review."])
+
+
+class ParticipantMessageFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = ParticipantMessage
+
+    participant = factory.SubFactory(ParticipantFactory)
+    tenant = factory.LazyAttribute(lambda o: o.participant.tenant)
+    kind = "referral_received"
+    related_key = factory.Sequence(lambda n: f"referral:{n}")
+    subject = factory.Sequence(lambda n: f"Thanks for your referral mq{n:04d}")
+    body = "Thanks, we'll review it within 24 hours."
+    email_to = factory.LazyAttribute(lambda o: o.participant.email)

@@ -35,10 +35,12 @@ from referrals.models import (
 from rewards.models import (
     LedgerAccount,
     LedgerTransaction,
+    ParticipantMessage,
     ParticipantStripeProfile,
     Payout,
     PayoutSettings,
     Reward,
+    RewardEvaluation,
     StripeCredentials,
     StripeWebhookEvent,
 )
@@ -63,6 +65,19 @@ class Listing:
 @dataclass(frozen=True)
 class NoTenantData:
     reason: str
+
+
+@dataclass(frozen=True)
+class SignedLink:
+    """A page reached through a participant's signed link instead of a login or key.
+
+    ``make(world)`` returns ``{"a": url kwargs of tenant A's participant, "b": those of tenant B's,
+    "marker": text only A's page shows (None for images)}``. The harness checks that A's link opens A's
+    page, B's link never shows A's marker, and that a tampered token or a token naming another tenant
+    answers 404.
+    """
+
+    make: Callable
 
 
 def _program(world):
@@ -139,6 +154,49 @@ def _enrolled_participant(world):
     return {"pk": participant.pk}
 
 
+def _reward(world):
+    return {"pk": f.RewardFactory(participant=f.ParticipantFactory(program=f.ProgramFactory(tenant=world.a))).pk}
+
+
+def _reward_listing(world):
+    return f.RewardFactory(
+        participant=f.ParticipantFactory(program=f.ProgramFactory(tenant=world.a)),
+        explanation_text="Only tenant A's reward rw7731",
+    ).explanation_text
+
+
+def _reward_evaluation_listing(world):
+    return f.RewardEvaluationFactory(
+        conversion_event=f.ConversionEventFactory(tenant=world.a), notes=["Only tenant A's evaluation ev5512"]
+    ).notes[0]
+
+
+def _dashboard_participants(world, marker: str):
+    from programs.dashboard_links import dashboard_token
+    from programs.services import participant_enroll
+    from referral_platform.tenancy.actors import system_actor
+
+    people = {}
+    for side, tenant in (("a", world.a), ("b", world.b)):
+        people[side] = participant_enroll(
+            tenant=tenant,
+            program=f.ProgramFactory(tenant=tenant),
+            external_id=f"dash-{side}",
+            name=marker if side == "a" else "Bea of tenant B",
+            email=f"dash-{side}@{tenant.slug}.example",
+            actor=system_actor(tenant),
+        )
+    return {side: {"token": dashboard_token(person)} for side, person in people.items()} | {"people": people}
+
+
+def _dashboard(world):
+    return {**_dashboard_participants(world, "Dashboard Ann dq4410"), "marker": "Dashboard Ann dq4410"}
+
+
+def _dashboard_qr(world):
+    return {**_dashboard_participants(world, "QR Ann"), "marker": None}
+
+
 def _valid_rules_payload():
     from programs.rules import example_rules
 
@@ -173,6 +231,11 @@ ROUTES: dict[str, object] = {
     "api:program-rules": Detail(_program_with_rules, methods=("GET", "PUT"), payload=_valid_rules_payload()),
     "api:program-rules-preview": Detail(_program_with_rules, methods=("GET", "POST"), payload=_valid_rules_payload()),
     "api:program-terms": Detail(_program_with_rules),
+    "api:reward-list": Listing(_reward_listing),
+    "api:reward-detail": Detail(_reward),
+    "api:reward-evaluation-list": Listing(_reward_evaluation_listing),
+    "participant_dashboard": SignedLink(_dashboard),
+    "participant_dashboard_qr": SignedLink(_dashboard_qr),
     "api:participant-links": Detail(_enrolled_participant),
     "api:participant-links-qr": Detail(_enrolled_participant),
     "api-schema": NoTenantData("the OpenAPI document describes routes, holds no rows"),
@@ -264,4 +327,10 @@ ADMIN_FACTORIES: dict[type, Callable] = {
     FraudPolicy: lambda world: f.FraudPolicyFactory(program=f.ProgramFactory(tenant=world.a)),
     ProgramVersion: lambda world: f.ProgramVersionFactory(program=f.ProgramFactory(tenant=world.a)),
     ParticipantImport: lambda world: f.ParticipantImportFactory(program=f.ProgramFactory(tenant=world.a)),
+    RewardEvaluation: lambda world: f.RewardEvaluationFactory(
+        conversion_event=f.ConversionEventFactory(tenant=world.a)
+    ),
+    ParticipantMessage: lambda world: f.ParticipantMessageFactory(
+        participant=f.ParticipantFactory(program=f.ProgramFactory(tenant=world.a))
+    ),
 }

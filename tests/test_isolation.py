@@ -13,7 +13,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from referral_platform.tenancy.admin_base import site as admin_site
 from referral_platform.tenancy.models import Tenant, TenantOwnedModel
 
-from .isolation import ADMIN_FACTORIES, NO_TENANT_DATA_PREFIXES, ROUTES, Detail, Listing, NoTenantData
+from .isolation import ADMIN_FACTORIES, NO_TENANT_DATA_PREFIXES, ROUTES, Detail, Listing, NoTenantData, SignedLink
 
 
 def _walk(patterns, namespace=""):
@@ -56,6 +56,7 @@ def _client_for(world, via, tenant_side, client_factory):
 
 
 DETAIL_CASES = [(name, case) for name, case in ROUTES.items() if isinstance(case, Detail)]
+SIGNED_CASES = [(name, case) for name, case in ROUTES.items() if isinstance(case, SignedLink)]
 LISTING_CASES = [(name, case) for name, case in ROUTES.items() if isinstance(case, Listing)]
 
 
@@ -88,6 +89,29 @@ def test_tenant_b_never_sees_tenant_a_rows_in_lists(world, client_class, name, c
     assert own.status_code == 200 and marker in own.content.decode(), f"{name}: marker missing for tenant A"
     assert other.status_code == 200
     assert marker not in other.content.decode(), f"{name} leaks tenant A's rows to tenant B"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("name", "case"), SIGNED_CASES, ids=[name for name, _ in SIGNED_CASES])
+def test_a_signed_link_opens_only_its_own_participants_page(world, client, name, case):
+    from programs.dashboard_links import sign_dashboard_payload
+
+    made = case.make(world)
+    own = client.get(reverse(name, kwargs=made["a"]))
+    other = client.get(reverse(name, kwargs=made["b"]))
+    assert own.status_code == 200, f"{name}: tenant A's participant cannot open their own page"
+    assert other.status_code == 200
+    if made["marker"]:
+        assert made["marker"] in own.content.decode()
+        assert made["marker"] not in other.content.decode(), f"{name} shows tenant A's participant to B's link"
+    else:
+        assert own.content != other.content
+    token = made["a"]["token"]
+    tampered = token[:-1] + ("A" if token[-1] != "A" else "B")
+    a_person = made["people"]["a"]
+    foreign = sign_dashboard_payload({"t": world.b.pk, "p": a_person.pk, "v": a_person.dashboard_link_version})
+    for bad in (tampered, foreign, "not-a-token", token.replace(":", ".", 1)):
+        assert client.get(reverse(name, kwargs={"token": bad})).status_code == 404, f"{name} accepted {bad!r}"
 
 
 @pytest.fixture
@@ -137,4 +161,4 @@ def test_platform_staff_see_every_tenant_in_admin(world, client):
 
 
 def test_no_route_table_entry_is_unused_kind():
-    assert all(isinstance(case, Detail | Listing | NoTenantData) for case in ROUTES.values())
+    assert all(isinstance(case, Detail | Listing | NoTenantData | SignedLink) for case in ROUTES.values())

@@ -240,6 +240,9 @@ STRIPE_TIMEOUT_SECONDS = int(os.environ.get("STRIPE_TIMEOUT_SECONDS", "30"))
 PAYOUT_RETRY_BASE_SECONDS = int(os.environ.get("PAYOUT_RETRY_BASE_SECONDS", "60"))
 PAYOUT_RETRY_MAX_SECONDS = int(os.environ.get("PAYOUT_RETRY_MAX_SECONDS", str(3 * 3600)))
 PAYOUT_MAX_ATTEMPTS = int(os.environ.get("PAYOUT_MAX_ATTEMPTS", "8"))
+# Participant messages promise a reward "within N business days": the rest of its hold plus this many
+# (the payout run, then the transfer reaching the participant's bank).
+REWARD_PAYOUT_BUSINESS_DAYS = int(os.environ.get("REWARD_PAYOUT_BUSINESS_DAYS", "2"))
 CELERY_BEAT_SCHEDULE.update(
     {
         "rewards-release-holds": {"task": "rewards.release_holds", "schedule": 15 * 60},

@@ -84,3 +84,14 @@ def actor_for_session(request) -> Actor:
 
 def actor_for_api_key(api_key: ApiKey) -> Actor:
     return Actor(kind="api_key", tenant=api_key.tenant, api_key=api_key)
+
+
+PARTICIPANT_ACTOR_KINDS = {"partner", "reseller"}
+
+
+def actor_for_participant(participant) -> Actor:
+    """The actor of someone holding a participant's signed dashboard link: a "partner" for partner and
+    reseller programs, a "customer" otherwise, bound to that participant's tenant and id. It may read
+    that participant's own data only (``can_write`` is False)."""
+    kind = "partner" if participant.program.kind in PARTICIPANT_ACTOR_KINDS else "customer"
+    return Actor(kind=kind, tenant=participant.tenant, participant_id=participant.pk)
