@@ -325,6 +325,8 @@ def _message(error) -> str:
         return "This field is required."
     if error.validator == "pattern" and error.path and list(error.path)[-1] == "currency":
         return "Use a three-letter ISO 4217 code in capitals, e.g. USD."
+    if error.validator == "pattern" and list(error.path) == ["partner_tiers"]:
+        return f"Partner tier {error.instance!r}: use 1-40 lower-case letters, digits, '-' or '_' (e.g. gold)."
     if error.validator == "oneOf" and error.schema_path and "tiers" in list(error.schema_path):
         return "A tier needs exactly one of amount_minor or percent_bp."
     if error.validator == "const" and error.path and list(error.path)[-1] == "schema_version":

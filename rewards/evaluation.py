@@ -343,10 +343,12 @@ def _evaluate_earning(*, event: ConversionEvent, referral: Referral, actor: Acto
         "currency": event.currency,
         "seats": seats_of(event),
     }
+    is_conversion = False
     if event.kind == ConversionKind.PAYMENT:
         first = _first_payment(event, referral)
+        is_conversion = first.pk == event.pk
         base["months_since_first_payment"] = whole_months_between(first.occurred_at, event.occurred_at)
-        base["is_first_payment"] = first.pk == event.pk
+        base["is_first_payment"] = is_conversion
     counting_at = converted_at if event.kind == ConversionKind.PAYMENT else event.occurred_at
     notes: list[str] = []
     detail: dict = {
@@ -356,13 +358,20 @@ def _evaluate_earning(*, event: ConversionEvent, referral: Referral, actor: Acto
         "referrer": [],
     }
 
+    contexts: dict[int, tuple[rules_module.ConversionContext, int]] = {}
+
     def context(participant: Participant) -> tuple[rules_module.ConversionContext, int]:
-        previous = previous_successful_referrals(
-            participant=participant, referral=referral, period=rule_set.counting_period, at=counting_at
-        )
-        return rules_module.ConversionContext(
-            **base, previous_successful_referrals=previous, participant_tier=participant.tier
-        ), previous
+        if participant.pk not in contexts:
+            previous = previous_successful_referrals(
+                participant=participant, referral=referral, period=rule_set.counting_period, at=counting_at
+            )
+            contexts[participant.pk] = (
+                rules_module.ConversionContext(
+                    **base, previous_successful_referrals=previous, participant_tier=participant.tier
+                ),
+                previous,
+            )
+        return contexts[participant.pk]
 
     # Referrer side: the rules per credited participant, then each reward split by share.
     slots: dict[tuple[str, int], list[_Grant]] = defaultdict(list)
@@ -413,7 +422,7 @@ def _evaluate_earning(*, event: ConversionEvent, referral: Referral, actor: Acto
                 created.append(reward)
                 by_participant[grant.participant.pk].append(reward)
 
-    # Referred side: computed once, never split.
+    # Referred side: computed once, never split (in the context of the referral's own referrer).
     referrer_ctx, _previous = context(locked[referral.referrer_id])
     referred_outcome = rules_module.compute_rewards(rule_set, referrer_ctx)
     detail["referred"] = [reward.as_dict() for reward in referred_outcome.referred]
@@ -448,7 +457,9 @@ def _evaluate_earning(*, event: ConversionEvent, referral: Referral, actor: Acto
 
     if event.kind == ConversionKind.PAYMENT:
         _settle_reductions(payment=event, referral=referral, rule_set=rule_set, rewards=created, actor=actor)
-    _announce(event=event, referral=referral, by_participant=by_participant, referred_rewards=referred_rewards)
+    _announce(
+        is_conversion=is_conversion, referral=referral, by_participant=by_participant, referred_rewards=referred_rewards
+    )
     return _Outcome(EvaluationStatus.DONE, notes=notes, detail=detail, created=created)
 
 
@@ -565,14 +576,13 @@ def _create(
 
 def _announce(
     *,
-    event: ConversionEvent,
+    is_conversion: bool,
     referral: Referral,
     by_participant: dict[int, list[Reward]],
     referred_rewards: list[Reward],
 ) -> None:
     """The referrer hears "became a customer" once, with the first payment's rewards; every other reward
     (a later payment's share, a lead bounty, the referred company's) is announced on its own."""
-    is_conversion = event.kind == ConversionKind.PAYMENT and _first_payment(event, referral).pk == event.pk
     for rewards in by_participant.values():
         live = [reward for reward in rewards if reward.status != RewardStatus.REVERSED]
         if not live:

@@ -323,7 +323,9 @@ def message_reward_reduced(
         context={
             "reward": reward,
             "reason": reason,
-            "original": format_money(reward.amount_minor, reward.currency),
+            "original": format_money(reward.amount_minor, reward.currency)
+            if reward.amount_minor
+            else (reward.description or "your reward"),
             "reduced_by": format_money(reduced_by_minor, reward.currency),
             "remaining": format_money(reward.net_minor, reward.currency),
             "withdrawn": reward.net_minor == 0,

@@ -353,6 +353,15 @@ def reward_reduce_for_refund(
         return reward
     target = refund_target(reward.amount_minor, refunded_minor, paid_minor)
     delta = target - reward.reversed_minor - reward.clawed_back_minor
+    fully_refunded = paid_minor > 0 and refunded_minor >= paid_minor
+    if reward.amount_minor == 0 and fully_refunded and reward.payout_id is None and reward.status != RewardStatus.PAID:
+        # An item without a cash value (a feature unlock, a free month of an unknown bill) has nothing to
+        # shrink: a full refund or a cancellation withdraws it before it is handed over.
+        _move(reward, RewardStatus.REVERSED, actor=actor, action="reward.reversed", reason=reason)
+        reward.reversed_at = now
+        reward.save(update_fields=["status", "reversed_at"])
+        messages.message_reward_reduced(reward=reward, reduced_by_minor=0, total_reduction_minor=0, reason=reason)
+        return reward
     if delta <= 0:
         return reward
     from_status = reward.status

@@ -85,6 +85,11 @@ def main() -> int:
         f"   API docs   {base}/api/docs/   (schema: {base}/api/schema/)",
         f"   Health     {base}/health/",
         f"   Demo link  {base}{demo['sample_link']}",
+        *(
+            [f"   Dashboard  {base}{demo['participant_dashboard']}  (a demo participant's own page)"]
+            if demo.get("participant_dashboard")
+            else []
+        ),
         " Demo logins (password for all: " + demo["logins"][0]["password"] + ")",
         *[f"   {login['email']:<26} {login['role']}" for login in demo["logins"]],
         f" Demo API key: {demo['api_key']}",

@@ -489,3 +489,79 @@ def test_the_documented_example_is_valid():
     text = (Path(__file__).resolve().parents[2] / "docs" / "programs.md").read_text()
     example = re.search(r"```json\n(.*?)```", text, re.S).group(1)
     assert rules.validate_rules(json.loads(example))["caps"]["referrer_rewarded_referrals"]["max"] == 12
+
+
+# --- partner tiers -------------------------------------------------------------------------------
+GOLD = {"gold": {"referrer": [{"kind": "percent_of_revenue", "percent_bp": 3_000}]}}
+
+
+def test_a_partner_tier_replaces_the_referrer_rules_for_its_participants_only():
+    document = doc(referrer=[{"kind": "percent_of_revenue", "percent_bp": 1_000}], partner_tiers=GOLD)
+    context = {"kind": "payment", "amount_minor": 100_000, "currency": "USD"}
+
+    gold = rules.compute_rewards(document, rules.ConversionContext(**context, participant_tier="gold"))
+    silver = rules.compute_rewards(document, rules.ConversionContext(**context, participant_tier="silver"))
+    plain = rules.compute_rewards(document, rules.ConversionContext(**context))
+
+    assert [r.amount_minor for r in gold.referrer] == [30_000]
+    assert gold.notes == ("Partner tier 'gold': that tier's referrer rules apply.",)
+    assert [r.amount_minor for r in silver.referrer] == [r.amount_minor for r in plain.referrer] == [10_000]
+    assert silver.notes == ()
+
+
+def test_documents_without_partner_tiers_normalise_as_before():
+    assert "partner_tiers" not in rules.validate_rules(doc(referrer=[{"kind": "flat_per_lead", "amount_minor": 1}]))
+    normalised = rules.validate_rules(doc(referrer=[{"kind": "flat_per_lead", "amount_minor": 1}], partner_tiers=GOLD))
+    assert normalised["partner_tiers"]["gold"]["referrer"][0]["on"] == "conversion"
+    assert rules.validate_rules(normalised) == normalised
+
+
+@pytest.mark.parametrize(
+    ("partner_tiers", "path", "message"),
+    [
+        ({"Gold!": {"referrer": []}}, "partner_tiers", "Partner tier 'Gold!': use 1-40 lower-case letters"),
+        ({"gold": {}}, "partner_tiers.gold.referrer", "This field is required."),
+        (
+            {"gold": {"referrer": [{"kind": "percent_of_revenue", "percent_bp": 0}]}},
+            "partner_tiers.gold.referrer[0].percent_bp",
+            "0 is less than the minimum of 1",
+        ),
+        (
+            {
+                "gold": {
+                    "referrer": [
+                        {
+                            "kind": "tiered",
+                            "tiers": [{"min_referrals": 3, "amount_minor": 1}, {"min_referrals": 2, "amount_minor": 2}],
+                        }
+                    ]
+                }
+            },
+            "partner_tiers.gold.referrer[0].tiers[1].min_referrals",
+            "strictly increasing",
+        ),
+    ],
+    ids=["bad-name", "no-rules", "bad-rule", "tiers-out-of-order"],
+)
+def test_invalid_partner_tiers_name_the_field(partner_tiers, path, message):
+    with pytest.raises(rules.RulesError) as caught:
+        rules.validate_rules(doc(referrer=[{"kind": "flat_per_lead", "amount_minor": 1}], partner_tiers=partner_tiers))
+    assert message in caught.value.errors[path]
+
+
+@pytest.mark.django_db
+def test_the_terms_list_what_each_partner_tier_earns():
+    from programs.services import program_rules_change
+    from programs.terms import render_terms
+    from referral_platform.tenancy.actors import system_actor
+    from tests.factories import ProgramFactory
+
+    program = ProgramFactory(currency="USD")
+    document = doc(referrer=[{"kind": "percent_of_revenue", "percent_bp": 1_000}], partner_tiers=GOLD)
+    version = program_rules_change(program=program, actor=system_actor(program.tenant), rules=document).version
+
+    terms = render_terms(program, version)
+
+    [section] = [s for s in terms.sections if s.key == "tier:gold"]
+    assert section.title == "What you earn as a gold partner (instead of the above)"
+    assert section.items == ("30 % of the first payment when a company you referred becomes a paying customer.",)

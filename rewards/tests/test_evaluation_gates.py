@@ -228,3 +228,27 @@ def test_the_stripe_webhook_path_reaches_evaluation_and_the_refund_shrinks_the_r
     # Then the reward shrank in proportion
     reward.refresh_from_db()
     assert (reward.reversed_minor, reward.net_minor) == (600, 1_400)
+
+
+def test_a_full_refund_also_withdraws_an_item_without_cash_value(world, pipe):
+    rules = rules_doc(
+        referrer=[{"kind": "flat_per_conversion", "amount_minor": 5_000}],
+        referred=[{"kind": "feature_unlock", "feature": "SSO", "months": 6}],
+    )
+    program = program_with_rules(world.a, rules)
+    _dana, link = referrer(program, "Dana Whitfield")
+    pipe.sign_up(email="cto@orbit.example", customer="cus_orbit", code=link.code)
+    pipe.pay("pay_orbit_1", customer="cus_orbit", amount=20_000)
+    unlock = Reward.objects.get(beneficiary_side="referred")
+    assert (unlock.kind, unlock.amount_minor, unlock.description) == ("manual", 0, "SSO unlocked for 6 months")
+
+    pipe.event("refund_half", "refund", customer="cus_orbit", amount=10_000)
+    unlock.refresh_from_db()
+    assert unlock.status == RewardStatus.PENDING  # a partial refund leaves the item
+
+    pipe.event("refund_rest", "refund", customer="cus_orbit", amount=10_000)
+    unlock.refresh_from_db()
+    assert unlock.status == RewardStatus.REVERSED
+    message = ParticipantMessage.objects.get(participant=unlock.participant, kind="reward_reduced")
+    assert message.subject == "Your reward of SSO unlocked for 6 months was withdrawn"
+    assert not LedgerTransaction.objects.filter(reward=unlock).exists()

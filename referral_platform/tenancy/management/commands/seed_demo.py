@@ -13,6 +13,7 @@ from datetime import timedelta
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
+from django.test.utils import override_settings
 from django.utils import timezone
 
 from programs.models import Participant, Program, ProgramAccess, ProgramKind, ProgramStatus
@@ -87,6 +88,21 @@ class Command(BaseCommand):
         parser.add_argument("--clicks", type=int, default=400)
 
     def handle(self, *args, json=None, clicks=400, **options):
+        from referral_platform.celery import app
+
+        # Tasks queued by the services (reward evaluation, participant messages) run in-process when the
+        # demo commits, so the demo is complete without a worker (they find the work already done).
+        eager = app.conf.task_always_eager
+        app.conf.task_always_eager = True
+        try:
+            # The demo's people have made-up addresses: their messages are recorded (dashboards show
+            # them) but not e-mailed.
+            with override_settings(EMAIL_BACKEND="django.core.mail.backends.locmem.EmailBackend"):
+                self._handle(json=json, clicks=clicks)
+        finally:
+            app.conf.task_always_eager = eager
+
+    def _handle(self, *, json, clicks):
         random.seed(2026)
         with transaction.atomic():
             acme = self._workspace("acme", "Acme Analytics", ["acme.example", ".acme.example"], "owner@acme.example")
@@ -101,6 +117,7 @@ class Command(BaseCommand):
                 self._conversions(tenant)
             self._rewards(acme)
             self._fraud_examples(acme)
+            self._messages(acme, globex)
             demo_key = self._demo_key(acme)
         info = {
             "logins": [
@@ -112,6 +129,7 @@ class Command(BaseCommand):
             ],
             "api_key": demo_key,
             "sample_link": "/r/" + ReferralLink.objects.for_tenant(acme).order_by("pk").first().code,
+            "participant_dashboard": self._dashboard_path(acme),
         }
         if json:
             with open(json, "w") as handle:
@@ -120,6 +138,7 @@ class Command(BaseCommand):
         for login in info["logins"]:
             self.stdout.write(f"  {login['email']:<26} {login['password']}  ({login['role']})")
         self.stdout.write(f"  API key (Acme Analytics): {demo_key}")
+        self.stdout.write(f"  Dana's participant dashboard: {info['participant_dashboard']}")
 
     # --- pieces -----------------------------------------------------------------------------
     def _user(self, email: str, **extra):
@@ -361,11 +380,32 @@ class Command(BaseCommand):
         self.stdout.write(f"  {tenant.slug}: 5 conversion events, {rows} attribution rows")
 
     def _rewards(self, tenant: Tenant) -> None:
-        from rewards.demo import seed_rewards
+        """Rewards from the real evaluation of the demo conversions, then moved through every state; the
+        other workspace's conversions are evaluated too."""
+        from rewards.demo import demo_conversions_evaluate, seed_rewards
 
         created = seed_rewards(tenant)
         if created:
-            self.stdout.write(f"  {tenant.slug}: {created} rewards (every state, a review, a paid payout, a clawback)")
+            self.stdout.write(
+                f"  {tenant.slug}: {created} rewards from evaluated conversions "
+                "(every state, a review, a paid payout, a clawback)"
+            )
+        for other in Tenant.objects.filter(slug="globex"):
+            demo_conversions_evaluate(other)
+
+    def _messages(self, *tenants: Tenant) -> None:
+        """Every demo referral's stage messages, now (the queued tasks then find them sent)."""
+        from rewards.demo import demo_messages_send
+
+        for tenant in tenants:
+            demo_messages_send(tenant)
+
+    def _dashboard_path(self, tenant: Tenant) -> str:
+        """A demo participant's signed dashboard link: Dana, who has a referral, rewards and messages."""
+        from programs.dashboard_links import dashboard_path
+
+        dana = Participant.objects.for_tenant(tenant).filter(external_id="cus_1001").first()
+        return dashboard_path(dana) if dana else ""
 
     def _fraud_examples(self, tenant: Tenant) -> None:
         """Two sign-ups that fraud screening flags, reported through the real sign-up service (which

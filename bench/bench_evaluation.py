@@ -1,0 +1,185 @@
+"""How many rewards per second the reward evaluation task produces over N attributed conversions.
+
+Runs in a throw-away database (created with migrations, dropped at the end). The conversions are
+double-sided and half of them are multi-touch, so one run exercises the rules, the share split, the
+referred company's reward, tier/cap counting, the ledger accrual and the participant messages.
+Baseline, measured in the same run: ``reward_create`` called directly for the same number of rewards
+(same participants and amounts, ledger included), so the ratio shows what evaluation costs on top of
+creating the rewards.
+
+    BENCH_CONVERSIONS=500 BENCH_PARTICIPANTS=25 python bench/bench_evaluation.py
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from decimal import Decimal
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ["DJANGO_SETTINGS_MODULE"] = "referral_platform.settings.test"
+
+CONVERSIONS = int(os.environ.get("BENCH_CONVERSIONS", "500"))
+PARTICIPANTS = int(os.environ.get("BENCH_PARTICIPANTS", "25"))
+
+
+def progress(label: str, done: int, total: int) -> None:
+    width = 30
+    filled = int(width * done / total) if total else width
+    sys.stdout.write(f"\r  {label:<28} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
+    if done >= total:
+        sys.stdout.write("\n")
+    sys.stdout.flush()
+
+
+def main() -> None:
+    import django
+
+    django.setup()
+    from django.db import connection
+
+    connection.settings_dict["TEST"]["NAME"] = f"bench_evaluation_{os.getpid()}"
+    print(f"[bench_evaluation] creating a scratch database ({connection.settings_dict['TEST']['NAME']})", flush=True)
+    old_name = connection.creation.create_test_db(verbosity=0, autoclobber=True, serialize=False)
+    try:
+        run()
+    finally:
+        connection.creation.destroy_test_db(old_name, verbosity=0)
+
+
+def run() -> None:
+    from django.utils import timezone
+
+    from programs.models import Participant, Program
+    from programs.services import program_rules_change
+    from referral_platform.tenancy.actors import system_actor
+    from referral_platform.tenancy.models import Tenant
+    from referrals.models import Attribution, ConversionEvent, Referral
+    from rewards.models import Reward
+    from rewards.services import reward_create
+    from rewards.tasks import evaluate_conversion
+
+    tenant = Tenant.objects.create(slug="bench", name="Bench", allowed_landing_domains=["bench.example"])
+    program = Program.objects.create(
+        tenant=tenant,
+        name="Bench",
+        slug="bench",
+        landing_url="https://bench.example/",
+        hold_days=0,
+        currency="USD",
+        status="active",
+    )
+    actor = system_actor(tenant)
+    rules = {
+        "schema_version": 1,
+        "currency": "USD",
+        "referrer": [
+            {
+                "kind": "tiered",
+                "tiers": [{"min_referrals": 1, "percent_bp": 1_000}, {"min_referrals": 5, "percent_bp": 1_500}],
+            }
+        ],
+        "referred": [{"kind": "account_credit", "amount_minor": 2_000}],
+        "caps": {"referrer_rewarded_referrals": {"max": 1_000, "period": "year"}},
+    }
+    version = program_rules_change(program=program, actor=actor, rules=rules).version
+    people = Participant.objects.bulk_create(
+        Participant(tenant=tenant, program=program, external_id=f"p{i}", name=f"P {i}", email=f"p{i}@b.example")
+        for i in range(PARTICIPANTS)
+    )
+    now = timezone.now()
+    referrals = Referral.objects.bulk_create(
+        Referral(
+            tenant=tenant,
+            program=program,
+            referrer=people[i % PARTICIPANTS],
+            referred_email=f"buyer{i}@company{i}.example",
+            referred_company=f"Company {i}",
+            referred_external_id=f"cus_{i}",
+            status="converted",
+            converted_at=now,
+            rule_version=version,
+        )
+        for i in range(CONVERSIONS)
+    )
+    events = ConversionEvent.objects.bulk_create(
+        ConversionEvent(
+            tenant=tenant,
+            external_event_id=f"pay_{i}",
+            kind="payment",
+            amount_minor=10_000 + i,
+            currency="USD",
+            occurred_at=now,
+            referral=referral,
+            status="processed",
+        )
+        for i, referral in enumerate(referrals)
+    )
+    rows = []
+    for i, (event, referral) in enumerate(zip(events, referrals, strict=True)):
+        credited = [referral.referrer_id]
+        if i % 2:  # every other conversion is shared 60/40 with the next participant
+            credited.append(people[(i + 1) % PARTICIPANTS].pk)
+        shares = [Decimal("1.000000")] if len(credited) == 1 else [Decimal("0.600000"), Decimal("0.400000")]
+        for participant_id, share in zip(credited, shares, strict=True):
+            rows.append(
+                Attribution(
+                    tenant=tenant,
+                    conversion_event=event,
+                    referral=referral,
+                    program=program,
+                    participant_id=participant_id,
+                    rule_version=version,
+                    model="linear",
+                    share=share,
+                    amount_minor=int(event.amount_minor * share),
+                    currency="USD",
+                )
+            )
+    Attribution.objects.bulk_create(rows)
+    print(
+        f"[bench_evaluation] {CONVERSIONS} attributed conversions ({len(rows)} attributions), {PARTICIPANTS} referrers"
+    )
+
+    # --- the evaluation task ----------------------------------------------------------------------
+    started = time.perf_counter()
+    for index, event in enumerate(events):
+        evaluate_conversion.run(event.pk)
+        if (index + 1) % 50 == 0 or index + 1 == len(events):
+            progress("evaluation task", index + 1, len(events))
+    evaluation_seconds = time.perf_counter() - started
+    created = list(Reward.objects.filter(tenant=tenant).order_by("pk").values_list("participant_id", "amount_minor"))
+    assert created, "evaluation created no rewards"
+
+    # --- baseline: reward_create for the same rewards ---------------------------------------------
+    participants = {p.pk: p for p in Participant.objects.filter(tenant=tenant)}
+    started = time.perf_counter()
+    for index, (participant_id, amount) in enumerate(created):
+        reward_create(
+            tenant=tenant,
+            program=program,
+            participant=participants[participant_id],
+            amount_minor=amount,
+            source_key=f"baseline-{index}",
+            actor=actor,
+        )
+        if (index + 1) % 100 == 0 or index + 1 == len(created):
+            progress("baseline reward_create", index + 1, len(created))
+    baseline_seconds = time.perf_counter() - started
+
+    count = len(created)
+    print()
+    print(f"  {'step':<40}{'seconds':>10}{'rewards':>9}{'rewards/s':>11}{'x baseline':>12}")
+    for label, seconds in (
+        ("baseline: reward_create directly", baseline_seconds),
+        ("evaluation task (rules, split, ledger)", evaluation_seconds),
+    ):
+        print(f"  {label:<40}{seconds:>10.2f}{count:>9}{count / seconds:>11.0f}{seconds / baseline_seconds:>12.2f}")
+    print(f"  conversions evaluated per second: {len(events) / evaluation_seconds:.1f}")
+
+
+if __name__ == "__main__":
+    main()
