@@ -22,7 +22,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from programs.models import Participant, Program
+from programs.models import Participant, ParticipantStatus, Program
 from referral_platform.tenancy.actors import Actor, system_actor
 from referral_platform.tenancy.models import Tenant
 from referral_platform.tenancy.services import audit_record
@@ -168,9 +168,10 @@ def reward_create(
     Idempotent on ``source_key`` (unique per tenant): a repeat with the same participant and amount
     returns the first reward; a repeat that disagrees raises. The evaluation of attributions calls this.
     Refunds already known for the source conversion are applied at once (refund-before-payment).
-    With a ``referral``, the referral is re-read under a row lock and must be rewardable for
-    ``earned_on`` (``referral_reward_refusal``: not held by fraud review, not rejected, converted for
-    conversion/payment rewards); otherwise a ValidationError on ``referral`` says why.
+    With a ``referral``, the participant must be active and the referral, re-read under a row lock,
+    rewardable for ``earned_on`` (``referral_reward_refusal``: not held by fraud review, not rejected,
+    converted for conversion/payment rewards); otherwise a ValidationError on ``participant`` /
+    ``referral`` says why.
     """
     now = now or timezone.now()
     currency = (currency or program.currency).upper()
@@ -198,6 +199,8 @@ def reward_create(
     if referral is not None and referral.tenant_id != tenant.pk:
         errors["referral"] = "Unknown referral."
     elif referral is not None:
+        if participant.status != ParticipantStatus.ACTIVE and "participant" not in errors:
+            errors["participant"] = f"{participant.name} is not an active participant: no reward."
         referral = Referral.objects.for_tenant(tenant).select_for_update(of=("self",)).get(pk=referral.pk)
         at = conversion_event.occurred_at if conversion_event is not None else None
         refusal = referral_reward_refusal(referral, earned_on=earned_on, at=at)

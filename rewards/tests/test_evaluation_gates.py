@@ -252,3 +252,22 @@ def test_a_full_refund_also_withdraws_an_item_without_cash_value(world, pipe):
     message = ParticipantMessage.objects.get(participant=unlock.participant, kind="reward_reduced")
     assert message.subject == "Your reward of SSO unlocked for 6 months was withdrawn"
     assert not LedgerTransaction.objects.filter(reward=unlock).exists()
+
+
+def test_reward_create_refuses_an_inactive_participant_for_a_referral(world, pipe):
+    _dana, _payment, reward = _paid_customer(world, pipe)
+    ravi = f.ParticipantFactory(program=reward.program, status="removed")
+
+    with pytest.raises(ValidationError) as caught:
+        reward_create(
+            tenant=world.a,
+            program=reward.program,
+            participant=ravi,
+            amount_minor=1_000,
+            source_key="manual:3",
+            actor=system_actor(world.a),
+            referral=reward.referral,
+        )
+
+    assert caught.value.message_dict["participant"] == [f"{ravi.name} is not an active participant: no reward."]
+    assert not Reward.objects.filter(participant=ravi).exists()
