@@ -62,7 +62,14 @@ class ReferralAdmin(TenantScopedAdmin):
 
     @admin.action(description="Mark qualified", permissions=["change"])
     def mark_qualified(self, request, queryset):
-        self._move(request, queryset, services.referral_qualify, "qualified", reason="Qualified in the admin")
+        self._move(
+            request,
+            queryset,
+            services.referral_qualify,
+            "qualified",
+            reason="Qualified in the admin",
+            require_checklist=True,
+        )
 
     @admin.action(description="Mark converted (paying customer)", permissions=["change"])
     def mark_converted(self, request, queryset):

@@ -219,11 +219,37 @@ def referral_sign_up(
     return _referral_move(referral=referral, to=ReferralStatus.SIGNED_UP, actor=actor, at=at, reason=reason, data=data)
 
 
+def referral_qualification_missing(*, referral: Referral) -> list[str]:
+    """The checklist items (budget, authority, need, timeline) that the referral's rule version requires
+    and its lead information does not confirm (an item counts as confirmed when it has an answer)."""
+    if referral.rule_version_id is None:
+        return []
+    from programs.rules import qualification_missing
+
+    answers = {name: bool(str(value).strip()) for name, value in (referral.qualification or {}).items()}
+    return qualification_missing(referral.rule_version.rules, answers)
+
+
 @transaction.atomic
 def referral_qualify(
-    *, referral: Referral, actor: Actor | str, at: datetime | None = None, reason: str = "", data: dict | None = None
+    *,
+    referral: Referral,
+    actor: Actor | str,
+    at: datetime | None = None,
+    reason: str = "",
+    data: dict | None = None,
+    require_checklist: bool = False,
 ) -> Referral:
-    """clicked / signed up → qualified (the referrer is told what they earn when it converts)."""
+    """clicked / signed up → qualified (the referrer is told what they earn when it converts).
+
+    With ``require_checklist`` (a marketer qualifying a lead by hand) the program's qualification
+    checklist must be confirmed first; a ``qualified`` event from the tenant's own product is trusted."""
+    if require_checklist:
+        missing = referral_qualification_missing(referral=referral)
+        if missing:
+            raise ValidationError(
+                {"qualification": f"The program's checklist is not confirmed yet: missing {', '.join(missing)}."}
+            )
     moved = _referral_move(referral=referral, to=ReferralStatus.QUALIFIED, actor=actor, at=at, reason=reason, data=data)
     referral_stage_notify(referral=moved, stage="qualified")
     return moved
