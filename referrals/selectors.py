@@ -8,6 +8,7 @@ from datetime import datetime
 from django.db.models import Q, QuerySet
 
 from programs.models import ParticipantStatus, Program, ProgramStatus
+from programs.money import format_money
 from referral_platform.tenancy.models import Tenant
 
 from .models import (
@@ -287,18 +288,11 @@ def attributions_for_event(tenant: Tenant | int, *, event: ConversionEvent) -> l
 
 
 # --- explaining an attribution ------------------------------------------------------------------
-ZERO_DECIMAL_CURRENCIES = frozenset({"JPY", "KRW", "VND", "CLP", "ISK", "UGX", "XAF", "XOF", "PYG"})
-
-
 def format_minor(amount_minor: int, currency: str) -> str:
-    """120050, "USD" → "1,200.50 USD" (display only; amounts stay integers everywhere else)."""
+    """120050, "USD" → "1,200.50 USD" (display only); an event without a currency shows the bare number."""
     if not currency:
         return f"{amount_minor:,}"
-    if currency in ZERO_DECIMAL_CURRENCIES:
-        return f"{amount_minor:,} {currency}"
-    sign = "-" if amount_minor < 0 else ""
-    whole, cents = divmod(abs(amount_minor), 100)
-    return f"{sign}{whole:,}.{cents:02d} {currency}"
+    return format_money(amount_minor, currency)
 
 
 def _when(iso: str) -> str:
