@@ -197,7 +197,19 @@ class ProgramTermsApi(TenantAPIView, generics.GenericAPIView):
 class ParticipantOutputSerializer(serializers.ModelSerializer):
     class Meta:
         model = Participant
-        fields = ["id", "program", "external_id", "name", "email", "company", "status", "source", "tier", "created_at"]
+        fields = [
+            "id",
+            "program",
+            "external_id",
+            "name",
+            "email",
+            "company",
+            "status",
+            "source",
+            "tier",
+            "coupon_code",
+            "created_at",
+        ]
 
 
 class ParticipantUpsertInputSerializer(serializers.Serializer):

@@ -96,6 +96,12 @@ class Participant(TenantOwnedModel):
         help_text="Partner tier (e.g. gold). When the program's rules list this tier under partner_tiers, "
         "its referrer rules replace the default ones for this participant.",
     )
+    coupon_code = models.CharField(
+        max_length=40,
+        blank=True,
+        help_text="A code the participant can hand out instead of a link (e.g. DANA7K2Q); given at sign-up, in a "
+        "lead or with a payment it establishes the referral. Unique in the workspace, matched case-insensitively.",
+    )
     dashboard_link_version = models.PositiveIntegerField(
         default=1,
         editable=False,
@@ -105,7 +111,12 @@ class Participant(TenantOwnedModel):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["tenant", "program", "external_id"], name="participant_unique_external_id")
+            models.UniqueConstraint(fields=["tenant", "program", "external_id"], name="participant_unique_external_id"),
+            models.UniqueConstraint(
+                fields=["tenant", "coupon_code"],
+                condition=~models.Q(coupon_code=""),
+                name="participant_unique_coupon_code",
+            ),
         ]
         indexes = [models.Index(fields=["tenant", "email"], name="participant_email_idx")]
         ordering = ["name", "pk"]

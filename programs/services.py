@@ -11,6 +11,8 @@ from __future__ import annotations
 import csv
 import io
 import re
+import secrets
+import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -496,13 +498,59 @@ def _initial_status(program: Program) -> str:
     return ParticipantStatus.PENDING if program.access == ProgramAccess.GATED else ParticipantStatus.ACTIVE
 
 
+COUPON_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I: read aloud and typed by hand
+COUPON_SUFFIX_LENGTH = 4
+
+
+def normalize_coupon_code(code: str) -> str:
+    return "".join(code.split()).upper()[:40]
+
+
+def _coupon_stem(participant: Participant) -> str:
+    """The first word of the participant's name (or company), ASCII letters and digits, at most 8."""
+    words = (participant.name or participant.company or "").split()
+    ascii_word = unicodedata.normalize("NFKD", words[0] if words else "").encode("ascii", "ignore").decode()
+    return "".join(ch for ch in ascii_word.upper() if ch.isalnum())[:8] or "REF"
+
+
+def participant_coupon_code_ensure(*, participant: Participant) -> str:
+    """The participant's coupon code, created once (name stem + 4 unambiguous characters, unique in the
+    workspace). A code a marketer set is kept."""
+    if participant.coupon_code:
+        return participant.coupon_code
+    stem = _coupon_stem(participant)
+    for _ in range(8):
+        code = stem + "".join(secrets.choice(COUPON_ALPHABET) for _ in range(COUPON_SUFFIX_LENGTH))
+        try:
+            with transaction.atomic():
+                updated = (
+                    Participant.objects.for_tenant(participant.tenant_id)
+                    .filter(pk=participant.pk, coupon_code="")
+                    .update(coupon_code=code)
+                )
+        except IntegrityError:
+            continue  # taken by another participant of the workspace
+        if not updated:  # set concurrently
+            participant.coupon_code = (
+                Participant.objects.for_tenant(participant.tenant_id)
+                .values_list("coupon_code", flat=True)
+                .get(pk=participant.pk)
+            )
+            return participant.coupon_code
+        participant.coupon_code = code
+        return code
+    raise RuntimeError("could not allocate a unique coupon code")
+
+
 def participant_links_ensure(*, participant: Participant) -> None:
-    """An active participant has one active link per channel (email, social, in-app, QR, direct)."""
+    """An active participant has one active link per channel (email, social, in-app, QR, direct) and a
+    coupon code."""
     from referrals.models import Channel, ReferralLink
     from referrals.services import referral_link_create
 
     if participant.status != ParticipantStatus.ACTIVE:
         return
+    participant_coupon_code_ensure(participant=participant)
     for channel in Channel.values:
         referral_link_create(participant=participant, channel=channel)
     ReferralLink.objects.for_tenant(participant.tenant_id).filter(participant=participant, is_active=False).update(

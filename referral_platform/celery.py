@@ -22,10 +22,13 @@ def money_task(*args, **kwargs):
     return app.task(*args, **kwargs)
 
 
-def enqueue_on_commit(task, *args, countdown: int | None = None, **kwargs) -> None:
+def enqueue_on_commit(task, *args, countdown: int | None = None, once: bool = False, **kwargs) -> None:
     """Queue ``task`` once the current transaction commits (immediately outside a transaction).
 
     A task queued inside a transaction that then rolls back would act on rows that never existed.
+    With ``once``, a second request for the same task and arguments in the same transaction is dropped
+    (e.g. one settlement of a referral however many of its rows the transaction changed); the task reads
+    the committed state, so one run covers them all.
     """
     from django.conf import settings
     from django.db import transaction
@@ -35,7 +38,23 @@ def enqueue_on_commit(task, *args, countdown: int | None = None, **kwargs) -> No
             f"countdown {countdown}s exceeds CELERY_MAX_COUNTDOWN_SECONDS ({settings.CELERY_MAX_COUNTDOWN_SECONDS}s)"
         )
     options = {"countdown": countdown} if countdown is not None else {}
-    transaction.on_commit(lambda: task.apply_async(args=args, kwargs=kwargs, **options))
+
+    def send():
+        send.sent = True
+        task.apply_async(args=args, kwargs=kwargs, **options)
+
+    send.sent = False
+    if once:
+        send.dedupe_key = (task.name, args, tuple(sorted(kwargs.items())), countdown)
+        connection = transaction.get_connection()
+        # Django drops the callbacks of rolled-back savepoints from this list, so what is here will run
+        # (unless it already ran: tests execute captured callbacks without committing).
+        if connection.in_atomic_block and any(
+            getattr(func, "dedupe_key", None) == send.dedupe_key and not func.sent
+            for _sids, func, _robust in connection.run_on_commit
+        ):
+            return
+    transaction.on_commit(send)
 
 
 def check_visibility_timeout(conf) -> None:

@@ -30,6 +30,9 @@ class ReferralOutputSerializer(serializers.ModelSerializer):
             "source",
             "referred_name",
             "referred_company_size",
+            "referred_industry",
+            "referred_employees",
+            "referred_annual_revenue_minor",
             "referred_external_id",
             "how_did_you_hear",
             "qualification",
@@ -40,6 +43,7 @@ class ReferralOutputSerializer(serializers.ModelSerializer):
             "converted_at",
             "rejected_at",
             "churned_at",
+            "established_at",
             "created_at",
         ]
 
@@ -78,7 +82,25 @@ class TenantPrimaryKeyField(serializers.Field):
         return value.pk
 
 
-class SignupInputSerializer(serializers.Serializer):
+class CompanyProfileInput(serializers.Serializer):
+    """What the tenant knows of the referred company, for the rules' ideal-customer profile (R-6)."""
+
+    industry = serializers.CharField(
+        max_length=100, required=False, allow_blank=True, default="", help_text="The referred company's industry."
+    )
+    employees = serializers.IntegerField(
+        min_value=1, max_value=10_000_000, required=False, default=None, help_text="The referred company's headcount."
+    )
+    annual_revenue_minor = serializers.IntegerField(
+        min_value=0,
+        max_value=10**15,
+        required=False,
+        default=None,
+        help_text="The referred company's annual revenue in minor units of the program's currency.",
+    )
+
+
+class SignupInputSerializer(CompanyProfileInput):
     email = serializers.EmailField(max_length=254)
     referral_code = serializers.CharField(max_length=32, required=False, allow_blank=True, default="")
     visitor_id = serializers.CharField(max_length=64, required=False, allow_blank=True, default="")
@@ -87,7 +109,13 @@ class SignupInputSerializer(serializers.Serializer):
     company = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
     company_size = serializers.ChoiceField(choices=CompanySize.choices, required=False, allow_blank=True, default="")
     how_did_you_hear = serializers.CharField(max_length=300, required=False, allow_blank=True, default="")
-    coupon_code = serializers.CharField(max_length=64, required=False, allow_blank=True, default="")
+    coupon_code = serializers.CharField(
+        max_length=64,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="A participant's coupon code (or a referral code typed as one): establishes the referral on its own.",
+    )
     occurred_at = serializers.DateTimeField(required=False, default=None)
 
 
@@ -119,8 +147,15 @@ class SignupCreateApi(TenantAPIView):
         return Response(body, status=201 if outcome.referral_created else 200)
 
 
-class LeadInputSerializer(serializers.Serializer):
-    participant = TenantPrimaryKeyField(model=Participant)
+class LeadInputSerializer(CompanyProfileInput):
+    participant = TenantPrimaryKeyField(
+        model=Participant,
+        required=False,
+        default=None,
+        help_text="The participant submitting the lead; optional when coupon_code or referral_code names them.",
+    )
+    coupon_code = serializers.CharField(max_length=64, required=False, allow_blank=True, default="")
+    referral_code = serializers.CharField(max_length=32, required=False, allow_blank=True, default="")
     name = serializers.CharField(max_length=200)
     email = serializers.EmailField(max_length=254)
     company = serializers.CharField(max_length=200)
@@ -147,7 +182,7 @@ class LeadCreateApi(TenantAPIView):
         return Response(ReferralOutputSerializer(referral).data, status=201)
 
 
-class ConversionInputSerializer(serializers.Serializer):
+class ConversionInputSerializer(CompanyProfileInput):
     external_event_id = serializers.CharField(max_length=200)
     kind = serializers.ChoiceField(choices=ConversionKind.choices)
     amount_minor = serializers.IntegerField(min_value=0, max_value=10**15, required=False, default=0)
@@ -156,8 +191,15 @@ class ConversionInputSerializer(serializers.Serializer):
     customer_external_id = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
     email = serializers.EmailField(max_length=254, required=False, allow_blank=True, default="")
     referral_code = serializers.CharField(max_length=32, required=False, allow_blank=True, default="")
+    coupon_code = serializers.CharField(
+        max_length=64,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="A participant's coupon code used with this purchase: establishes the referral on its own.",
+    )
     visitor_id = serializers.CharField(max_length=64, required=False, allow_blank=True, default="")
-    # Read by reward evaluation from the stored payload (not columns of the event):
+    # Read from the stored payload (not columns of the event):
     seats = serializers.IntegerField(
         min_value=1, max_value=100_000, required=False, help_text="Seats bought (per-seat rewards); default 1."
     )
@@ -168,14 +210,14 @@ class ConversionInputSerializer(serializers.Serializer):
         help_text="For a refund: the external_event_id of the payment refunded (default: the customer's latest "
         "payment before the refund).",
     )
-    EVALUATION_FIELDS = ("seats", "refunded_event_id")
+    EVALUATION_FIELDS = ("seats", "refunded_event_id", "industry", "employees", "annual_revenue_minor")
 
     def validate(self, data):
         if data.get("refunded_event_id") and data["kind"] != ConversionKind.REFUND:
             raise serializers.ValidationError({"refunded_event_id": "Only a refund names the payment it refunds."})
         if (data["kind"] in services.MONEY_KINDS or data["amount_minor"]) and not data["currency"]:
             raise serializers.ValidationError({"currency": "Required for events with an amount (ISO code, e.g. USD)."})
-        identity = ("customer_external_id", "email", "referral_code", "visitor_id")
+        identity = ("customer_external_id", "email", "referral_code", "coupon_code", "visitor_id")
         if not any(data[name].strip() for name in identity):
             raise serializers.ValidationError(
                 {"identity": f"Send at least one of {', '.join(identity)} so the event can be matched."}
@@ -198,6 +240,7 @@ class ConversionReceiptSerializer(serializers.ModelSerializer):
             "customer_external_id",
             "email",
             "referral_code",
+            "coupon_code",
             "visitor_id",
             "received_at",
         ]

@@ -4,8 +4,10 @@ Every model turns an ordered sequence of touchpoints into raw weights; ``exact_s
 into shares with ``SHARE_PLACES`` decimals that sum to exactly 1 (largest-remainder rounding: each
 share is floored, and the leftover millionths go one each to the touchpoints with the largest
 remainders, ties to the later touchpoint). A participant's share is the sum of its touchpoints'
-rounded shares, so participants' shares sum to exactly 1 as well. Amounts are split the same way in
-minor units, so they sum to exactly the event's amount.
+rounded shares, so participants' shares sum to exactly 1 as well; those rounded shares are for
+display. Amounts are split from the EXACT shares (fractions) by the largest-remainder method, so
+they sum to exactly the whole and each part is within one minor unit of its exact share, whatever
+the amount (a linear split of 30,000.00 over three is 10,000.00 each, never 9,999.99 / 10,000.02).
 """
 
 from __future__ import annotations
@@ -39,12 +41,19 @@ class Touch:
 
 @dataclass(frozen=True)
 class Credit:
-    """The outcome for one event: per touch (same order as given) and per participant."""
+    """The outcome for one event: per touch (same order as given) and per participant.
+
+    ``participant_exact`` holds each participant's exact share (a Fraction; they sum to exactly 1);
+    ``participant_shares`` the same rounded to SHARE_PLACES for display. ``top_participant`` is the one
+    with the largest share (ties: the later last touch) — the referral's referrer under this model.
+    """
 
     model: str
     touch_shares: list[Decimal]
     participant_shares: dict[int, Decimal]
     participant_amounts: dict[int, int] = field(default_factory=dict)
+    participant_exact: dict[int, Fraction] = field(default_factory=dict)
+    top_participant: int | None = None
 
 
 def touch_weights(
@@ -112,22 +121,37 @@ def share_to_units(share: Decimal) -> int:
     return int(share * SHARE_UNITS)
 
 
-def split_amount(amount_minor: int, shares: Sequence[Decimal]) -> list[int]:
+def split_amount(amount_minor: int, shares: Sequence[Decimal | Fraction]) -> list[int]:
     """Split an integer amount by ``shares`` (summing to 1) into integers summing to ``amount_minor``.
 
-    Largest remainder again; ties go to the larger share, then to the later position.
+    Largest remainder: every exact part is floored and the leftover units go one each to the largest
+    remainders; ties go to the larger share, then to the later position. Pass exact shares
+    (Fractions) for parts within one unit of the exact split; Decimals are taken as given.
     """
     if not shares:
         return []
     sign = -1 if amount_minor < 0 else 1
     magnitude = abs(amount_minor)
-    exact = [Fraction(magnitude * share_to_units(share), SHARE_UNITS) for share in shares]
+    fractions = [Fraction(share) for share in shares]
+    exact = [magnitude * share for share in fractions]
     parts = [value.numerator // value.denominator for value in exact]
     leftover = magnitude - sum(parts)
-    order = sorted(range(len(exact)), key=lambda i: (exact[i] - parts[i], shares[i], i), reverse=True)
+    order = sorted(range(len(exact)), key=lambda i: (exact[i] - parts[i], fractions[i], i), reverse=True)
     for index in order[:leftover]:
         parts[index] += 1
     return [sign * part for part in parts]
+
+
+def fraction_text(value: Fraction) -> str:
+    """A Fraction as stored ("1/3"); ``parse_fraction`` reads it back."""
+    return f"{value.numerator}/{value.denominator}"
+
+
+def parse_fraction(text: str) -> Fraction | None:
+    try:
+        return Fraction(text) if text else None
+    except (ValueError, ZeroDivisionError):
+        return None
 
 
 def credit(
@@ -144,19 +168,30 @@ def credit(
     """
     weights = touch_weights(model, touches, conversion_at=conversion_at, half_life_days=half_life_days)
     shares = exact_shares(weights)
+    total = sum(weights, Fraction(0))
     per_participant: dict[int, int] = {}
+    exact_per_participant: dict[int, Fraction] = {}
     last_position: dict[int, int] = {}
-    for position, (touch, share) in enumerate(zip(touches, shares, strict=True)):
-        per_participant[touch.participant_id] = per_participant.get(touch.participant_id, 0) + share_to_units(share)
-        last_position[touch.participant_id] = position
+    for position, (touch, share, weight) in enumerate(zip(touches, shares, weights, strict=True)):
+        pid = touch.participant_id
+        per_participant[pid] = per_participant.get(pid, 0) + share_to_units(share)
+        exact_per_participant[pid] = exact_per_participant.get(pid, Fraction(0)) + weight / total
+        last_position[pid] = position
     credited = [pid for pid, units in per_participant.items() if units > 0]
     # Deterministic order for the amount split: by share, then by the participant's latest touch.
     credited.sort(key=lambda pid: (per_participant[pid], last_position[pid]))
     participant_shares = {pid: units_to_share(per_participant[pid]) for pid in credited}
-    amounts = split_amount(amount_minor, [participant_shares[pid] for pid in credited])
+    # Participants whose share rounds to nothing get no row; the others' exact shares are rescaled so
+    # the amounts still sum to exactly the whole.
+    kept = sum((exact_per_participant[pid] for pid in credited), Fraction(0))
+    participant_exact = {pid: exact_per_participant[pid] / kept for pid in credited}
+    amounts = split_amount(amount_minor, [participant_exact[pid] for pid in credited])
+    top = max(exact_per_participant, key=lambda pid: (exact_per_participant[pid], last_position[pid]), default=None)
     return Credit(
         model=model,
         touch_shares=shares,
         participant_shares=participant_shares,
         participant_amounts=dict(zip(credited, amounts, strict=True)),
+        participant_exact=participant_exact,
+        top_participant=top,
     )

@@ -131,6 +131,10 @@ class Referral(TenantOwnedModel):
     referred_external_id = models.CharField(max_length=200, blank=True)
     referred_company_size = models.CharField(max_length=20, choices=CompanySize.choices, blank=True)
     how_did_you_hear = models.CharField(max_length=300, blank=True, help_text="The referred company's own answer.")
+    # What is known of the referred company for the rules' ideal-customer profile (unknown never disqualifies).
+    referred_industry = models.CharField(max_length=100, blank=True)
+    referred_employees = models.PositiveIntegerField(null=True, blank=True)
+    referred_annual_revenue_minor = models.BigIntegerField(null=True, blank=True)
     qualification = models.JSONField(
         default=dict, blank=True, help_text="Qualifying information (budget, authority, need, timeline, notes)."
     )
@@ -150,6 +154,13 @@ class Referral(TenantOwnedModel):
     converted_at = models.DateTimeField(null=True, blank=True)
     rejected_at = models.DateTimeField(null=True, blank=True)
     churned_at = models.DateTimeField(null=True, blank=True)
+    established_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="When the referral was established: its sign-up, or its earliest event. Credit is decided "
+        "from the touchpoints up to this moment; later touches never move it.",
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     # Fraud review (referrals/fraud_services.py). Not editable in forms: only the review services
     # move it, each move audited.
@@ -217,6 +228,7 @@ class ConversionEvent(TenantOwnedModel):
     customer_external_id = models.CharField(max_length=200, blank=True)
     email = models.EmailField(blank=True)
     referral_code = models.CharField(max_length=32, blank=True)
+    coupon_code = models.CharField(max_length=64, blank=True)
     visitor_id = models.CharField(max_length=64, blank=True)
     referral = models.ForeignKey(
         Referral, null=True, blank=True, on_delete=models.SET_NULL, related_name="conversion_events"
@@ -344,6 +356,9 @@ class Attribution(TenantOwnedModel):
     rule_version = models.ForeignKey(ProgramVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     model = models.CharField(max_length=20, choices=AttributionModel.choices)
     share = models.DecimalField(max_digits=7, decimal_places=6)
+    exact_share = models.TextField(
+        blank=True, help_text="The exact share as a fraction 'n/d' (amounts are split from it; ``share`` is rounded)."
+    )
     amount_minor = models.BigIntegerField(default=0)
     currency = models.CharField(max_length=3, blank=True)
     touchpoints = models.JSONField(default=list)

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.db.models import Q, QuerySet
 
-from programs.models import ParticipantStatus, Program, ProgramStatus
+from programs.models import Participant, ParticipantStatus, Program, ProgramStatus
 from programs.money import format_money
+from programs.services import judging_rules
 from referral_platform.tenancy.models import Tenant
 
+from . import attribution as attribution_math
 from .models import (
     Attribution,
+    Channel,
     Click,
     ConversionEvent,
     IdentityKind,
@@ -125,6 +128,22 @@ def link_for_code(tenant: Tenant | int, code: str) -> ReferralLink | None:
     )
 
 
+def link_for_coupon(tenant: Tenant | int, code: str) -> ReferralLink | None:
+    """The link a coupon code stands for: the participant's own coupon code (case-insensitive) → their
+    direct link; else a referral code typed as a coupon. None for an unknown code."""
+    typed = "".join(code.split())
+    if not typed:
+        return None
+    participant = Participant.objects.for_tenant(tenant).filter(coupon_code=typed.upper()[:40]).first()
+    if participant is None:
+        return link_for_code(tenant, typed)
+    links = ReferralLink.objects.for_tenant(tenant).select_related("participant", "program", "tenant")
+    return (
+        links.filter(participant=participant, channel=Channel.DIRECT).first()
+        or links.filter(participant=participant).order_by("pk").first()
+    )
+
+
 def landing_link(code: str) -> ReferralLink | None:
     """The link behind a public landing page: active, of an active participant in a live program.
 
@@ -229,6 +248,76 @@ def touchpoint_sequence(
             )
     views.sort(key=lambda item: item[:3])
     return [view for *_, view in views]
+
+
+@dataclass(frozen=True)
+class ReferralCredit:
+    """Who gets the credit for a referral, decided at its establishment (``Referral.established_at``):
+    the touchpoints up to that moment, those within the cookie window before it, and the model's split.
+    With no touchpoint of a participant in the window, the referral's referrer of record is credited."""
+
+    model: str
+    anchor: datetime
+    window_start: datetime
+    cookie_window_days: int
+    half_life_days: int
+    cluster: IdentityCluster
+    sequence: list[TouchView]
+    in_window: list[TouchView]
+    credited: list[TouchView]
+    result: attribution_math.Credit
+
+
+def referral_credit(referral: Referral, *, extra_identity: dict | None = None) -> ReferralCredit:
+    """The credit of ``referral`` (every event of the referral is credited this way: a payment a year
+    later too, and touches after the sign-up never move it). The model, window and half-life come from
+    the referral's rule version; ``extra_identity`` adds an event's identifiers to the person's cluster."""
+    extra = extra_identity or {}
+    rules = judging_rules(program=referral.program, version=referral.rule_version)
+    model = rules["attribution_model"]
+    anchor = referral.established_at or referral.created_at
+    cluster = identity_cluster(
+        referral.tenant_id,
+        visitor_ids=[referral.visitor_id, extra.get("visitor_id", "")],
+        emails=[referral.referred_email, extra.get("email", "")],
+        customer_ids=[referral.referred_external_id, extra.get("customer_external_id", "")],
+    )
+    sequence = touchpoint_sequence(referral.tenant_id, program=referral.program, cluster=cluster, until=anchor)
+    window_start = anchor - timedelta(days=int(rules["cookie_window_days"]))
+    in_window = [touch for touch in sequence if touch.occurred_at >= window_start]
+    credited = [touch for touch in in_window if touch.participant_id is not None]
+    if not credited:
+        # The referral exists, so it counted when it was established (a marketer created it, or its
+        # establishment moved before the touch that made it, e.g. a payment dated seconds before the
+        # sign-up that carried the code): its referrer of record gets the credit.
+        credited = [
+            TouchView(
+                ref=f"referral:{referral.pk}",
+                kind="referrer_of_record",
+                participant_id=referral.referrer_id,
+                participant_name=referral.referrer.name,
+                occurred_at=anchor,
+                detail="no touchpoint of a participant in the window: the referral's referrer of record",
+            )
+        ]
+    result = attribution_math.credit(
+        model,
+        [attribution_math.Touch(t.ref, t.participant_id, t.occurred_at) for t in credited],
+        conversion_at=anchor,
+        half_life_days=int(rules["time_decay_half_life_days"]),
+    )
+    return ReferralCredit(
+        model=model,
+        anchor=anchor,
+        window_start=window_start,
+        cookie_window_days=int(rules["cookie_window_days"]),
+        half_life_days=int(rules["time_decay_half_life_days"]),
+        cluster=cluster,
+        sequence=sequence,
+        in_window=in_window,
+        credited=credited,
+        result=result,
+    )
 
 
 def referral_for_identity(

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from programs.models import Participant, ParticipantStatus, Program, ProgramVersion
@@ -40,8 +41,10 @@ from .selectors import (
     identity_nodes,
     latest_credited_click,
     link_for_code,
+    link_for_coupon,
     normalize_email,
     normalize_identifier,
+    referral_credit,
     referral_for_identity,
     touchpoint_sequence,
 )
@@ -85,12 +88,22 @@ def referral_link_create(*, participant: Participant, channel: str = Channel.DIR
 # --- referrals: creation, screening, funnel stages ------------------------------------------------
 # Who may move where. A stage may be skipped (a payment can convert a referral that never qualified);
 # rejected and churned are final.
+# A cancellation churns a referral at any open stage: a customer who cancelled before paying stays
+# churned when a later payment arrives, whatever order the events came in.
 REFERRAL_MOVES: dict[str, frozenset[str]] = {
     ReferralStatus.CLICKED: frozenset(
-        {ReferralStatus.SIGNED_UP, ReferralStatus.QUALIFIED, ReferralStatus.CONVERTED, ReferralStatus.REJECTED}
+        {
+            ReferralStatus.SIGNED_UP,
+            ReferralStatus.QUALIFIED,
+            ReferralStatus.CONVERTED,
+            ReferralStatus.REJECTED,
+            ReferralStatus.CHURNED,
+        }
     ),
-    ReferralStatus.SIGNED_UP: frozenset({ReferralStatus.QUALIFIED, ReferralStatus.CONVERTED, ReferralStatus.REJECTED}),
-    ReferralStatus.QUALIFIED: frozenset({ReferralStatus.CONVERTED, ReferralStatus.REJECTED}),
+    ReferralStatus.SIGNED_UP: frozenset(
+        {ReferralStatus.QUALIFIED, ReferralStatus.CONVERTED, ReferralStatus.REJECTED, ReferralStatus.CHURNED}
+    ),
+    ReferralStatus.QUALIFIED: frozenset({ReferralStatus.CONVERTED, ReferralStatus.REJECTED, ReferralStatus.CHURNED}),
     ReferralStatus.CONVERTED: frozenset({ReferralStatus.CHURNED}),
     ReferralStatus.REJECTED: frozenset(),
     ReferralStatus.CHURNED: frozenset(),
@@ -130,12 +143,19 @@ def referral_create(
     how_did_you_hear: str = "",
     qualification: dict | None = None,
     clicked_at: datetime | None = None,
+    established_at: datetime | None = None,
+    industry: str = "",
+    employees: int | None = None,
+    annual_revenue_minor: int | None = None,
 ) -> Referral:
     """Create a referral (status clicked) judged under the program's current rule version.
 
     Guarantees: the program and referrer belong to ``tenant`` and the program is live; one referral
     per referred e-mail and program (a duplicate is a ValidationError on ``email``); the new
-    referral has passed ``referral_screen``.
+    referral has passed ``referral_screen``; a company known to be outside the rules' ideal-customer
+    profile is rejected at once with the reason (``referral_eligibility_enforce``).
+    ``established_at`` (default now) is the sign-up, lead or event that established it: credit is
+    decided from the touchpoints up to that moment.
     """
     if program.tenant_id != tenant.pk:
         raise ValidationError({"program": "Unknown program."})
@@ -166,9 +186,13 @@ def referral_create(
                 referred_external_id=normalize_identifier(external_id)[:200],
                 how_did_you_hear=how_did_you_hear.strip()[:300],
                 qualification=qualification or {},
+                referred_industry=industry.strip()[:100],
+                referred_employees=employees,
+                referred_annual_revenue_minor=annual_revenue_minor,
                 source=source,
                 status=ReferralStatus.CLICKED,
                 clicked_at=clicked_at,
+                established_at=established_at or timezone.now(),
                 rule_version=version,
             )
     except IntegrityError as exc:  # a concurrent referral of the same e-mail won
@@ -183,7 +207,66 @@ def referral_create(
     )
     referral_screen(referral=referral, actor=actor)
     referral_stage_notify(referral=referral, stage="received")
-    return referral
+    return referral_eligibility_enforce(referral=referral, actor=actor)
+
+
+def referral_eligibility_problems(*, referral: Referral) -> list[str]:
+    """Why the referred company is outside the referral's rules' ideal-customer profile (industry,
+    employees, annual revenue); unknown values never disqualify. A company-size bucket counts against
+    the profile only when the whole bucket lies outside it."""
+    from programs.rules import CompanyProfile, RulesError, eligibility_problems, parse_rules
+
+    if referral.rule_version_id is None:
+        return []
+    try:
+        rule_set = parse_rules(referral.rule_version.rules)
+    except RulesError:
+        return []
+    problems = eligibility_problems(
+        rule_set,
+        CompanyProfile(
+            industry=referral.referred_industry,
+            employees=referral.referred_employees,
+            annual_revenue_minor=referral.referred_annual_revenue_minor,
+        ),
+    )
+    low, high = rule_set.company_size
+    bucket = COMPANY_SIZE_BOUNDS.get(referral.referred_company_size)
+    if referral.referred_employees is None and bucket is not None:
+        smallest, largest = bucket
+        size = referral.get_referred_company_size_display()
+        if high is not None and smallest > high:
+            problems.append(f"a company of {size} is above the maximum of {high}")
+        if low is not None and largest is not None and largest < low:
+            problems.append(f"a company of {size} is below the minimum of {low}")
+    return problems
+
+
+# The employees a company-size bucket spans (None: no upper bound).
+COMPANY_SIZE_BOUNDS: dict[str, tuple[int, int | None]] = {
+    CompanySize.SIZE_1_10: (1, 10),
+    CompanySize.SIZE_11_50: (11, 50),
+    CompanySize.SIZE_51_200: (51, 200),
+    CompanySize.SIZE_201_1000: (201, 1000),
+    CompanySize.SIZE_1001_PLUS: (1001, None),
+}
+
+
+def referral_eligibility_enforce(*, referral: Referral, actor: Actor | str) -> Referral:
+    """Reject ``referral`` with the reason when what is known of the referred company is outside the
+    ideal-customer profile (R-6). Only referrals that have not converted yet are judged: what a paying
+    customer's later events reveal is recorded, not held against a reward already earned."""
+    if referral.status not in (ReferralStatus.CLICKED, ReferralStatus.SIGNED_UP, ReferralStatus.QUALIFIED):
+        return referral
+    problems = referral_eligibility_problems(referral=referral)
+    if not problems:
+        return referral
+    return referral_reject(
+        referral=referral,
+        actor=actor,
+        reason="Not eligible: " + "; ".join(problems) + ".",
+        data={"eligibility": problems},
+    )
 
 
 def _referral_move(
@@ -208,6 +291,8 @@ def _referral_move(
         reason=reason,
         data=data,
     )
+    # Rewards follow the stage: a lead bounty on sign-up / qualification, a rejection reverses what it earned.
+    referral_rewards_settle_queue(referral=locked)
     return locked
 
 
@@ -279,6 +364,35 @@ def referral_churn(
 ) -> Referral:
     """converted → churned (the referred customer cancelled)."""
     return _referral_move(referral=referral, to=ReferralStatus.CHURNED, actor=actor, at=at, reason=reason, data=data)
+
+
+def referral_stage_redate(
+    *, referral: Referral, field: str, at: datetime, actor: Actor | str, reason: str = ""
+) -> Referral:
+    """Move a stage timestamp EARLIER (or set a missing one), when an earlier event arrives late: the
+    conversion date is the earliest payment's, the churn date the earliest cancellation's, a lead
+    qualified by an event processed after its payment still records when it qualified — whatever order
+    the events were processed in. Never moves one later; audited."""
+    if field not in ("signed_up_at", "qualified_at", "converted_at", "churned_at", "established_at"):
+        raise ValidationError({"field": f"{field} cannot be re-dated."})
+    locked = Referral.objects.for_tenant(referral.tenant_id).select_for_update().get(pk=referral.pk)
+    current = getattr(locked, field)
+    if current is not None and current <= at:
+        return locked
+    setattr(locked, field, at)
+    locked.save(update_fields=[field])
+    audit_record(
+        tenant=locked.tenant,
+        actor=actor,
+        action=f"referral.{field.removesuffix('_at')}_redated",
+        obj=locked,
+        from_state=locked.status,
+        to_state=locked.status,
+        reason=reason,
+        data={"field": field, "from": current.isoformat() if current else None, "to": at.isoformat()},
+    )
+    referral_rewards_settle_queue(referral=locked)
+    return locked
 
 
 STAGE_SERVICES = {
@@ -394,6 +508,101 @@ def _link_accepts_referrals(link: ReferralLink) -> bool:
     return link.is_active and link.program.is_live and link.participant.status == ParticipantStatus.ACTIVE
 
 
+def _link_by_model(*, tenant: Tenant, cluster, until: datetime) -> ReferralLink | None:
+    """The link a person's clicks establish a referral through at ``until`` (a sign-up, lead or event
+    without a code): the program of their latest counted click, if that click lies within the program's
+    cookie window, and in it the participant the program's attribution model credits most (first touch:
+    the first clicker; last touch: the last one) — so the referral's referrer and the credited
+    participant agree. None when no click counts."""
+    click = latest_credited_click(tenant, cluster=cluster, until=until)
+    if click is None:
+        return None
+    program = click.program
+    rules = judging_rules(program=program, version=program_current_version(program=program))
+    window_start = until - timedelta(days=int(rules["cookie_window_days"]))
+    if click.occurred_at < window_start:
+        return None
+    sequence = touchpoint_sequence(tenant, program=program, cluster=cluster, until=until)
+    credited = [t for t in sequence if t.occurred_at >= window_start and t.participant_id is not None]
+    if not credited:
+        return click.link
+    result = attribution_math.credit(
+        rules["attribution_model"],
+        [attribution_math.Touch(t.ref, t.participant_id, t.occurred_at) for t in credited],
+        conversion_at=until,
+        half_life_days=int(rules["time_decay_half_life_days"]),
+    )
+    if result.top_participant is None or result.top_participant == click.participant_id:
+        return click.link
+    own_clicks = [t for t in credited if t.participant_id == result.top_participant and t.kind == "click"]
+    if own_clicks:
+        link = (
+            ReferralLink.objects.for_tenant(tenant)
+            .filter(clicks__pk=int(own_clicks[-1].ref.split(":")[1]))
+            .select_related("participant", "program", "tenant")
+            .first()
+        )
+        if link is not None:
+            return link
+    return (
+        ReferralLink.objects.for_tenant(tenant)
+        .filter(participant_id=result.top_participant, channel=Channel.DIRECT)
+        .select_related("participant", "program", "tenant")
+        .first()
+        or click.link
+    )
+
+
+def _code_link(*, tenant: Tenant, referral_code: str, coupon_code: str) -> tuple[ReferralLink | None, str]:
+    """The link a referral or coupon code names, and the field at fault when a referral code is unknown
+    (an unknown coupon code is evidence only: "" with no link)."""
+    if referral_code.strip():
+        link = link_for_code(tenant, referral_code)
+        return link, ("" if link is not None else "referral_code")
+    if coupon_code.strip():
+        return link_for_coupon(tenant, coupon_code), ""
+    return None, ""
+
+
+def identity_lock(*, tenant: Tenant, identifiers: list[str]) -> None:
+    """Serialise work on one person (a sign-up and a payment of the same customer processed at once):
+    a transaction-scoped advisory lock per identifier, taken in sorted order (no deadlocks). Without it,
+    a payment processed while the sign-up that establishes its referral commits could miss it."""
+    keys = sorted({f"{tenant.pk}:{value}" for value in identifiers if value})
+    with connection.cursor() as cursor:
+        for key in keys:
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [key])
+
+
+def _orphans_requeue(*, tenant: Tenant, cluster, referral: Referral) -> int:
+    """Events of this person that found no referral because they were processed before the referral
+    existed (a payment webhook ahead of the sign-up) are processed again after commit."""
+    identity = Q()
+    if cluster.customer_ids:
+        identity |= Q(customer_external_id__in=cluster.customer_ids)
+    if cluster.emails:
+        identity |= Q(email__in=cluster.emails)
+    if cluster.visitor_ids:
+        identity |= Q(visitor_id__in=cluster.visitor_ids)
+    if not identity:
+        return 0
+    orphans = list(
+        ConversionEvent.objects.for_tenant(tenant)
+        .filter(identity, referral__isnull=True, status=ConversionEventStatus.UNATTRIBUTED)
+        .values_list("pk", flat=True)
+    )
+    if not orphans:
+        return 0
+    ConversionEvent.objects.for_tenant(tenant).filter(pk__in=orphans).update(
+        status=ConversionEventStatus.RECEIVED, error=f"Processed again: referral #{referral.pk} now exists."
+    )
+    from .tasks import process_conversion_event
+
+    for event_id in orphans:
+        enqueue_on_commit(process_conversion_event, event_id)
+    return len(orphans)
+
+
 def _fill_blanks(referral: Referral, **values) -> Referral:
     """Complete a referral with details it does not have yet (never overwrite what is known)."""
     changed = []
@@ -428,24 +637,31 @@ def signup_record(
     how_did_you_hear: str = "",
     coupon_code: str = "",
     occurred_at: datetime | None = None,
+    industry: str = "",
+    employees: int | None = None,
+    annual_revenue_minor: int | None = None,
 ) -> SignupOutcome:
     """The tenant's product reports a sign-up.
 
     Links the visitor id, e-mail and customer id in the identity graph; finds the person's referral
-    (by code, customer id, e-mail or any stitched visitor id) or creates one from the code or the
-    latest click within the cookie window; moves it to signed up; records the code, coupon and
-    "how did you hear" answer as touchpoints. A code of another tenant is unknown (400 on
-    ``referral_code``) and nothing is written.
+    (by code, customer id, e-mail or any stitched visitor id) or establishes one: from the referral code,
+    the coupon code (a participant's own, or a referral code typed as one), or the person's clicks
+    within the cookie window (the participant the program's model credits most); moves it to signed up;
+    records the code, coupon and "how did you hear" answer as touchpoints. An unknown referral code is a
+    400 on ``referral_code`` and nothing is written; an unknown coupon code is kept as evidence only.
     """
     occurred_at = occurred_at or timezone.now()
     email = normalize_email(email)
     if not email:
         raise ValidationError({"email": "Enter the e-mail address the customer signed up with."})
-    link = None
-    if referral_code.strip():
-        link = link_for_code(tenant, referral_code)
-        if link is None:
-            raise ValidationError({"referral_code": "Unknown referral code."})
+    link, unknown = _code_link(tenant=tenant, referral_code=referral_code, coupon_code=coupon_code)
+    if unknown:
+        raise ValidationError({unknown: "Unknown referral code."})
+    code_field = "referral_code" if referral_code.strip() else "coupon_code"
+    identity_lock(
+        tenant=tenant,
+        identifiers=[email, normalize_identifier(customer_external_id), normalize_identifier(visitor_id)],
+    )
     identity_link(
         tenant=tenant,
         source="sign_up",
@@ -456,24 +672,15 @@ def signup_record(
     cluster = identity_cluster(tenant, visitor_ids=[visitor_id], emails=[email], customer_ids=[customer_external_id])
     referral = referral_for_identity(tenant, cluster=cluster, program=link.program if link else None)
     created = False
+    company_profile = {"industry": industry, "employees": employees, "annual_revenue_minor": annual_revenue_minor}
     if referral is None:
         if link is None:
-            click = latest_credited_click(tenant, cluster=cluster, until=occurred_at)
-            if (
-                click is not None
-                and _link_accepts_referrals(click.link)
-                and _within_window(
-                    program=click.program,
-                    version=program_current_version(program=click.program),
-                    at=click.occurred_at,
-                    now=occurred_at,
-                )
-            ):
-                link = click.link
+            clicked = _link_by_model(tenant=tenant, cluster=cluster, until=occurred_at)
+            link = clicked if clicked is not None and _link_accepts_referrals(clicked) else None
         if link is not None:
             if not _link_accepts_referrals(link):
                 raise ValidationError(
-                    {"referral_code": "This link no longer accepts referrals (link, program or referrer inactive)."}
+                    {code_field: "This code no longer accepts referrals (link, program or referrer inactive)."}
                 )
             referral = referral_create(
                 tenant=tenant,
@@ -490,21 +697,10 @@ def signup_record(
                 external_id=customer_external_id,
                 how_did_you_hear=how_did_you_hear,
                 clicked_at=first_click_at(tenant, program=link.program, cluster=cluster),
+                established_at=occurred_at,
+                **company_profile,
             )
             created = True
-    if referral is not None:
-        _fill_blanks(
-            referral,
-            referred_email=email,
-            referred_external_id=normalize_identifier(customer_external_id)[:200],
-            referred_name=name.strip()[:200],
-            referred_company=company.strip()[:200],
-            referred_company_size=company_size,
-            how_did_you_hear=how_did_you_hear.strip()[:300],
-            visitor_id=normalize_identifier(visitor_id)[:64],
-        )
-        if referral.status == ReferralStatus.CLICKED:
-            referral = referral_sign_up(referral=referral, actor=actor, at=occurred_at, data={"via": "sign-up API"})
     identity = {"visitor_id": visitor_id, "email": email, "customer_external_id": customer_external_id}
     touchpoints = []
     if link is not None and referral_code.strip():
@@ -522,7 +718,7 @@ def signup_record(
             )
         )
     if coupon_code.strip():
-        coupon_link = link_for_code(tenant, coupon_code)
+        coupon_link = link_for_coupon(tenant, coupon_code)
         touchpoints.append(
             touchpoint_record(
                 tenant=tenant,
@@ -531,7 +727,10 @@ def signup_record(
                 participant=coupon_link.participant if coupon_link else None,
                 program=coupon_link.program if coupon_link else (referral.program if referral else None),
                 link=coupon_link,
-                label=coupon_code,
+                referral=referral
+                if referral and coupon_link and referral.program_id == coupon_link.program_id
+                else None,
+                label=coupon_code.strip(),
                 dedupe_key=f"signup:coupon:{email}:{coupon_code.strip()}",
                 **identity,
             )
@@ -553,7 +752,57 @@ def signup_record(
                 **identity,
             )
         )
+    if referral is not None:
+        _fill_blanks(
+            referral,
+            referred_email=email,
+            referred_external_id=normalize_identifier(customer_external_id)[:200],
+            referred_name=name.strip()[:200],
+            referred_company=company.strip()[:200],
+            referred_company_size=company_size,
+            how_did_you_hear=how_did_you_hear.strip()[:300],
+            visitor_id=normalize_identifier(visitor_id)[:64],
+            referred_industry=industry.strip()[:100],
+            referred_employees=employees,
+            referred_annual_revenue_minor=annual_revenue_minor,
+        )
+        if referral.status == ReferralStatus.CLICKED:
+            referral = referral_sign_up(referral=referral, actor=actor, at=occurred_at, data={"via": "sign-up API"})
+        if not created:
+            referral = referral_eligibility_enforce(referral=referral, actor=actor)
+        referral = referral_establish(referral=referral, at=occurred_at, actor=actor)
+        _orphans_requeue(tenant=tenant, cluster=cluster, referral=referral)
     return SignupOutcome(referral=referral, referral_created=created, touchpoints=touchpoints)
+
+
+def referral_establish(
+    *, referral: Referral, at: datetime, actor: Actor | str, queue_settlement: bool = True
+) -> Referral:
+    """Record that ``referral`` existed at ``at`` (a sign-up, lead or event of that moment). When that is
+    earlier than known, the establishment moves back and the credit of every event of the referral is
+    decided again from the touchpoints up to the new moment (then its rewards are settled again)."""
+    if referral.established_at is not None and referral.established_at <= at:
+        return referral
+    moved = referral_stage_redate(
+        referral=referral, field="established_at", at=at, actor=actor, reason="an earlier event of the referral"
+    )
+    referral_attribution_refresh(referral=moved, queue_settlement=queue_settlement)
+    return moved
+
+
+def referral_attribution_refresh(*, referral: Referral, queue_settlement: bool = True) -> int:
+    """Attribute every settled event of ``referral`` again (its establishment moved), then queue one
+    settlement of its rewards. Returns how many events were attributed."""
+    events = list(
+        ConversionEvent.objects.for_tenant(referral.tenant_id)
+        .filter(referral_id=referral.pk, status__in=SETTLED_EVENT_STATUSES)
+        .order_by("occurred_at", "external_event_id")
+    )
+    for event in events:
+        attribution_run(event=event, queue_evaluation=False)
+    if queue_settlement:
+        referral_rewards_settle_queue(referral=referral)
+    return len(events)
 
 
 def _lead_record(
@@ -574,8 +823,11 @@ def _lead_record(
     occurred_at: datetime,
     dedupe_key: str,
     refuse_duplicates: bool,
+    company_profile: dict | None = None,
 ) -> Referral:
     program = participant.program
+    company_profile = company_profile or {}
+    identity_lock(tenant=tenant, identifiers=[email, normalize_identifier(visitor_id)])
     identity_link(tenant=tenant, source=source, visitor_id=visitor_id, email=email)
     referral = Referral.objects.for_tenant(tenant).filter(program=program, referred_email=email).first()
     if referral is not None and refuse_duplicates:
@@ -599,7 +851,10 @@ def _lead_record(
             how_did_you_hear=how_did_you_hear,
             qualification=qualification,
             clicked_at=first_click_at(tenant, program=program, cluster=cluster),
+            established_at=occurred_at,
+            **company_profile,
         )
+        _orphans_requeue(tenant=tenant, cluster=cluster, referral=referral)
     else:
         _fill_blanks(
             referral,
@@ -608,7 +863,11 @@ def _lead_record(
             referred_company_size=company_size,
             how_did_you_hear=how_did_you_hear.strip()[:300],
             visitor_id=normalize_identifier(visitor_id)[:64],
+            referred_industry=(company_profile.get("industry") or "").strip()[:100],
+            referred_employees=company_profile.get("employees"),
+            referred_annual_revenue_minor=company_profile.get("annual_revenue_minor"),
         )
+        referral = referral_eligibility_enforce(referral=referral, actor=actor)
     if referral.status == ReferralStatus.CLICKED:
         referral = referral_sign_up(referral=referral, actor=actor, at=occurred_at, data={"via": source})
     touchpoint_record(
@@ -638,7 +897,7 @@ def _lead_record(
             label=how_did_you_hear,
             dedupe_key=f"{dedupe_key}:answer",
         )
-    return referral
+    return referral_establish(referral=referral, at=occurred_at, actor=actor)
 
 
 QUALIFICATION_FIELDS = ("budget", "authority", "need", "timeline", "notes")
@@ -649,10 +908,12 @@ def lead_submit(
     *,
     tenant: Tenant,
     actor: Actor | str,
-    participant: Participant,
     name: str,
     email: str,
     company: str,
+    participant: Participant | None = None,
+    coupon_code: str = "",
+    referral_code: str = "",
     company_size: str = "",
     budget: str = "",
     authority: str = "",
@@ -660,13 +921,30 @@ def lead_submit(
     timeline: str = "",
     notes: str = "",
     occurred_at: datetime | None = None,
+    industry: str = "",
+    employees: int | None = None,
+    annual_revenue_minor: int | None = None,
 ) -> Referral:
     """A partner submits a lead with qualifying information (R-11); the API calls this now and the
     partner portal will, with the participant taken from its actor.
 
-    Creates a signed-up referral credited to the partner (and a partner-lead touchpoint). A lead
-    whose e-mail is already referred to the program is refused on ``email``: the first claim stands.
+    The partner is ``participant``, or the owner of ``coupon_code`` / ``referral_code`` (a code alone
+    establishes the lead). Creates a signed-up referral credited to the partner (and a partner-lead
+    touchpoint). A lead whose e-mail is already referred to the program is refused on ``email``: the
+    first claim stands.
     """
+    code_owner, unknown = _code_link(tenant=tenant, referral_code=referral_code, coupon_code=coupon_code)
+    code_field = "referral_code" if referral_code.strip() else "coupon_code"
+    if unknown or (coupon_code.strip() and not referral_code.strip() and code_owner is None):
+        raise ValidationError({code_field: "Unknown code."})
+    if participant is None:
+        if code_owner is None:
+            raise ValidationError(
+                {"participant": "Name the participant submitting the lead, or give their coupon_code or referral_code."}
+            )
+        participant = code_owner.participant
+    elif code_owner is not None and code_owner.participant_id != participant.pk:
+        raise ValidationError({code_field: "This code belongs to another participant."})
     if participant.tenant_id != tenant.pk:
         raise ValidationError({"participant": "Unknown participant."})
     if participant.status != ParticipantStatus.ACTIVE:
@@ -684,7 +962,7 @@ def lead_submit(
         tenant=tenant,
         actor=actor,
         participant=participant,
-        link=None,
+        link=code_owner,
         kind=TouchpointKind.PARTNER_LEAD,
         source=ReferralSource.PARTNER_LEAD,
         email=email,
@@ -697,6 +975,7 @@ def lead_submit(
         occurred_at=occurred_at or timezone.now(),
         dedupe_key=f"lead:{participant.pk}:{email}",
         refuse_duplicates=True,
+        company_profile={"industry": industry, "employees": employees, "annual_revenue_minor": annual_revenue_minor},
     )
 
 
@@ -756,6 +1035,8 @@ class ReceivedConversion:
 
 
 MONEY_KINDS = frozenset({ConversionKind.PAYMENT, ConversionKind.REFUND})
+# Events whose processing is finished with a referral (attributed or not).
+SETTLED_EVENT_STATUSES = (ConversionEventStatus.PROCESSED, ConversionEventStatus.UNATTRIBUTED)
 # The stage a matched referral moves to for each kind of event (refunds leave the stage alone).
 KIND_TARGET_STAGE = {
     ConversionKind.SIGN_UP: ReferralStatus.SIGNED_UP,
@@ -776,6 +1057,7 @@ _INSERT_FIELDS = (
     "customer_external_id",
     "email",
     "referral_code",
+    "coupon_code",
     "visitor_id",
     "raw",
     "raw_body",
@@ -823,6 +1105,7 @@ def conversion_event_receive(
     customer_external_id: str = "",
     email: str = "",
     referral_code: str = "",
+    coupon_code: str = "",
     visitor_id: str = "",
     source: str = "api",
     queue_processing: bool = True,
@@ -844,6 +1127,7 @@ def conversion_event_receive(
         customer_external_id=normalize_identifier(customer_external_id),
         email=normalize_email(email),
         referral_code=normalize_identifier(referral_code),
+        coupon_code="".join(coupon_code.split())[:64],
         visitor_id=normalize_identifier(visitor_id),
         raw=raw,
         raw_body=raw_body,
@@ -864,29 +1148,33 @@ def conversion_event_receive(
     return ReceivedConversion(event=existing, created=False)
 
 
+def _company_profile(event: ConversionEvent) -> dict:
+    """What an event says about the referred company (conversions API: industry, employees,
+    annual_revenue_minor), read from the stored payload."""
+    raw = event.raw if isinstance(event.raw, dict) else {}
+    profile: dict = {"industry": str(raw.get("industry") or "")[:100]}
+    for name in ("employees", "annual_revenue_minor"):
+        value = raw.get(name)
+        profile[name] = value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+    return profile
+
+
 def _referral_for_event(*, event: ConversionEvent, cluster, actor: Actor, notes: list[str]) -> Referral | None:
     tenant = event.tenant
     can_create = event.kind in KINDS_THAT_CREATE_REFERRALS
-    link = None
-    if event.referral_code:
-        link = link_for_code(tenant, event.referral_code)
-        if link is None:
-            notes.append(f"referral_code {event.referral_code!r} is not a code of this workspace.")
+    link, unknown = _code_link(tenant=tenant, referral_code=event.referral_code, coupon_code=event.coupon_code)
+    if unknown:
+        notes.append(f"referral_code {event.referral_code!r} is not a code of this workspace.")
+    elif event.coupon_code and not event.referral_code and link is None:
+        notes.append(f"coupon_code {event.coupon_code!r} is not a code of this workspace (kept as evidence).")
     referral = referral_for_identity(tenant, cluster=cluster, program=link.program if link else None)
     if referral is not None or not can_create:
         return referral
     if link is None:
-        click = latest_credited_click(tenant, cluster=cluster, until=event.occurred_at)
-        if click is not None and _within_window(
-            program=click.program,
-            version=program_current_version(program=click.program),
-            at=click.occurred_at,
-            now=event.occurred_at,
-        ):
-            link = click.link
+        link = _link_by_model(tenant=tenant, cluster=cluster, until=event.occurred_at)
     if link is None or not _link_accepts_referrals(link):
         return None
-    return referral_create(
+    referral = referral_create(
         tenant=tenant,
         program=link.program,
         referrer=link.participant,
@@ -897,25 +1185,48 @@ def _referral_for_event(*, event: ConversionEvent, cluster, actor: Actor, notes:
         email=event.email,
         external_id=event.customer_external_id,
         clicked_at=first_click_at(tenant, program=link.program, cluster=cluster),
+        established_at=event.occurred_at,
+        **_company_profile(event),
     )
+    _orphans_requeue(tenant=tenant, cluster=cluster, referral=referral)
+    return referral
 
 
 def _advance_for_event(*, event: ConversionEvent, referral: Referral, actor: Actor, notes: list[str]) -> Referral:
+    """Move the referral's stage for ``event`` so that the outcome depends on the set of events, not on
+    their order: the conversion date is the earliest payment's, the churn date the earliest
+    cancellation's, and a referral with a cancellation is churned even if a payment is processed after it."""
     target = KIND_TARGET_STAGE.get(event.kind)
-    if target is None or referral.status == target:
+    if target is None:
+        return referral
+    reason = f"{event.get_kind_display()} event {event.external_event_id}"
+    if event.kind == ConversionKind.PAYMENT and referral.status in (ReferralStatus.CONVERTED, ReferralStatus.CHURNED):
+        if referral.converted_at is None or event.occurred_at < referral.converted_at:
+            referral = referral_stage_redate(
+                referral=referral, field="converted_at", at=event.occurred_at, actor=actor, reason=reason
+            )
+        return referral
+    if event.kind == ConversionKind.CANCELLATION and referral.status == ReferralStatus.CHURNED:
+        if referral.churned_at is None or event.occurred_at < referral.churned_at:
+            referral = referral_stage_redate(
+                referral=referral, field="churned_at", at=event.occurred_at, actor=actor, reason=reason
+            )
+        return referral
+    if referral.status == target:
         return referral
     if target not in REFERRAL_MOVES[referral.status]:
         notes.append(
             f"stage unchanged: a {referral.get_status_display().lower()} referral does not move to "
             f"{ReferralStatus(target).label.lower()}."
         )
+        field = STAGE_TIMESTAMP_FIELDS[target]
+        if referral.status != ReferralStatus.REJECTED and field in ("signed_up_at", "qualified_at"):
+            referral = referral_stage_redate(
+                referral=referral, field=field, at=event.occurred_at, actor=actor, reason=reason
+            )
         return referral
     return STAGE_SERVICES[target](
-        referral=referral,
-        actor=actor,
-        at=event.occurred_at,
-        reason=f"{event.get_kind_display()} event {event.external_event_id}",
-        data={"conversion_event": event.pk},
+        referral=referral, actor=actor, at=event.occurred_at, reason=reason, data={"conversion_event": event.pk}
     )
 
 
@@ -957,6 +1268,7 @@ def _error_items(exc: ValidationError):
 
 def _process_locked_event(*, event: ConversionEvent, actor: Actor, notes: list[str]) -> tuple[str, Referral | None]:
     tenant = event.tenant
+    identity_lock(tenant=tenant, identifiers=[event.email, event.customer_external_id, event.visitor_id])
     identity_link(
         tenant=tenant,
         source=f"conversion:{event.kind}",
@@ -983,6 +1295,22 @@ def _process_locked_event(*, event: ConversionEvent, actor: Actor, notes: list[s
             label=code_link.code,
             dedupe_key=f"conversion:code:{event.pk}",
         )
+    if event.coupon_code:
+        coupon_link = link_for_coupon(tenant, event.coupon_code)
+        touchpoint_record(
+            tenant=tenant,
+            kind=TouchpointKind.COUPON_CODE,
+            occurred_at=event.occurred_at,
+            participant=coupon_link.participant if coupon_link else None,
+            program=coupon_link.program if coupon_link else (referral.program if referral else None),
+            referral=referral if referral and coupon_link and referral.program_id == coupon_link.program_id else None,
+            link=coupon_link,
+            visitor_id=event.visitor_id,
+            email=event.email,
+            customer_external_id=event.customer_external_id,
+            label=event.coupon_code,
+            dedupe_key=f"conversion:coupon:{event.pk}",
+        )
     if referral is None:
         notes.append("No referral matched this customer: nothing to attribute.")
         return ConversionEventStatus.UNATTRIBUTED, None
@@ -997,7 +1325,21 @@ def _process_locked_event(*, event: ConversionEvent, actor: Actor, notes: list[s
             "amounts are never converted between currencies. Resend the event in the program's currency."
         )
         return ConversionEventStatus.FAILED, referral
+    if referral.status in (ReferralStatus.CLICKED, ReferralStatus.SIGNED_UP, ReferralStatus.QUALIFIED):
+        profile = _company_profile(event)
+        _fill_blanks(
+            referral,
+            referred_industry=profile["industry"],
+            referred_employees=profile["employees"],
+            referred_annual_revenue_minor=profile["annual_revenue_minor"],
+        )
+        problems = referral_eligibility_problems(referral=referral)
+        if problems:
+            referral_eligibility_enforce(referral=referral, actor=actor)
+            notes.append(f"Referral #{referral.pk} is not eligible: {'; '.join(problems)}. Nothing is attributed.")
+            return ConversionEventStatus.UNATTRIBUTED, referral
     referral = _advance_for_event(event=event, referral=referral, actor=actor, notes=notes)
+    referral = referral_establish(referral=referral, at=event.occurred_at, actor=actor, queue_settlement=False)
     event.referral = referral
     event.save(update_fields=["referral"])
     attributions = attribution_run(event=event)
@@ -1009,13 +1351,20 @@ def _process_locked_event(*, event: ConversionEvent, actor: Actor, notes: list[s
 
 # --- attribution --------------------------------------------------------------------------------
 @transaction.atomic
-def attribution_run(*, event: ConversionEvent) -> list[Attribution]:
+def attribution_run(*, event: ConversionEvent, queue_evaluation: bool = True) -> list[Attribution]:
     """(Re)compute the attribution of one event and store one row per credited participant.
+
+    The credit is decided at the referral's establishment (``Referral.established_at``: its sign-up or
+    earliest event): only touchpoints up to that moment and within the cookie window before it count,
+    so every event of a referral — a payment a year later too — is credited the same way, and touches
+    after the sign-up never move it. The referral's referrer is kept equal to the participant credited
+    most (``_referrer_agree``).
 
     Idempotent: the event row is locked, rows are updated in place (stable ids) and rows of
     participants no longer credited are deleted, so running it twice, or concurrently, leaves one
     set of rows with the same values. Shares sum to exactly 1, amounts to exactly the event's
-    amount. The model, window and half-life come from the referral's rule version.
+    amount (split from the exact shares). The model, window and half-life come from the referral's
+    rule version. ``queue_evaluation`` queues the settlement of the referral's rewards after commit.
     """
     # Lock first, read relations after: a locking SELECT that waited for another transaction
     # re-checks only the locked row, so columns joined in the same statement could be stale.
@@ -1030,28 +1379,24 @@ def attribution_run(*, event: ConversionEvent) -> list[Attribution]:
         return []
     program = referral.program
     version = referral.rule_version or program_current_version(program=program)
-    rules = judging_rules(program=program, version=version)
-    model = rules["attribution_model"]
-    cluster = identity_cluster(
-        tenant,
-        visitor_ids=[event.visitor_id, referral.visitor_id],
-        emails=[event.email, referral.referred_email],
-        customer_ids=[event.customer_external_id, referral.referred_external_id],
+    decision = referral_credit(
+        referral,
+        extra_identity={
+            "visitor_id": event.visitor_id,
+            "email": event.email,
+            "customer_external_id": event.customer_external_id,
+        },
     )
-    sequence = touchpoint_sequence(tenant, program=program, cluster=cluster, until=event.occurred_at)
-    window_start = event.occurred_at - timedelta(days=int(rules["cookie_window_days"]))
-    in_window = [touch for touch in sequence if touch.occurred_at >= window_start]
-    credited = [touch for touch in in_window if touch.participant_id is not None]
-    if not credited:
-        Attribution.objects.for_tenant(tenant).filter(conversion_event=event).delete()
-        reward_evaluation_queue(event=event)  # refunds and cancellations act without attribution
-        return []
-    result = attribution_math.credit(
-        model,
-        [attribution_math.Touch(t.ref, t.participant_id, t.occurred_at) for t in credited],
-        conversion_at=event.occurred_at,
-        half_life_days=int(rules["time_decay_half_life_days"]),
-        amount_minor=event.amount_minor,
+    model, anchor, window_start, credited = decision.model, decision.anchor, decision.window_start, decision.credited
+    result = decision.result
+    _referrer_agree(referral=referral, credit=result, model=model)
+    order = list(result.participant_shares)
+    amounts = dict(
+        zip(
+            order,
+            attribution_math.split_amount(event.amount_minor, [result.participant_exact[pid] for pid in order]),
+            strict=True,
+        )
     )
     credited_json = [
         {**touch.as_json(), "share": str(share)} for touch, share in zip(credited, result.touch_shares, strict=True)
@@ -1067,13 +1412,14 @@ def attribution_run(*, event: ConversionEvent) -> list[Attribution]:
             "amount_minor": event.amount_minor,
             "currency": event.currency,
         },
-        "cookie_window_days": int(rules["cookie_window_days"]),
+        "established_at": anchor.isoformat(),
+        "cookie_window_days": decision.cookie_window_days,
         "window_start": window_start.isoformat(),
-        "half_life_days": int(rules["time_decay_half_life_days"]),
-        "identity": cluster.as_json(),
+        "half_life_days": decision.half_life_days,
+        "identity": decision.cluster.as_json(),
         "sequence": credited_json,
-        "uncredited": [touch.as_json() for touch in in_window if touch.participant_id is None],
-        "excluded_before_window": [touch.as_json() for touch in sequence if touch.occurred_at < window_start],
+        "uncredited": [touch.as_json() for touch in decision.in_window if touch.participant_id is None],
+        "excluded_before_window": [touch.as_json() for touch in decision.sequence if touch.occurred_at < window_start],
     }
     now = timezone.now()
     rows = []
@@ -1084,7 +1430,8 @@ def attribution_run(*, event: ConversionEvent) -> list[Attribution]:
             "rule_version": version,
             "model": model,
             "share": share,
-            "amount_minor": result.participant_amounts[participant_id],
+            "exact_share": attribution_math.fraction_text(result.participant_exact[participant_id]),
+            "amount_minor": amounts[participant_id],
             "currency": event.currency,
             "touchpoints": [item for item in credited_json if item["participant"] == participant_id],
             "evidence": evidence,
@@ -1102,16 +1449,59 @@ def attribution_run(*, event: ConversionEvent) -> list[Attribution]:
         rows.append(row)
     if existing:
         Attribution.objects.for_tenant(tenant).filter(pk__in=[row.pk for row in existing.values()]).delete()
-    reward_evaluation_queue(event=event)
+    if queue_evaluation:
+        reward_evaluation_queue(event=event)
     return rows
+
+
+def _referrer_agree(*, referral: Referral, credit: attribution_math.Credit, model: str) -> None:
+    """The referral's referrer is a participant its program's model credits most (first touch: the
+    first clicker), so "who referred them" and "who is paid" never disagree. A referrer of record whose
+    share equals the largest stays; audited when it changes."""
+    participant_id = credit.top_participant
+    if participant_id is None or participant_id == referral.referrer_id:
+        return
+    exact = credit.participant_exact
+    if referral.referrer_id in exact and exact[referral.referrer_id] >= exact.get(participant_id, 0):
+        return
+    locked = Referral.objects.for_tenant(referral.tenant_id).select_for_update().get(pk=referral.pk)
+    if locked.referrer_id == participant_id:
+        return
+    previous = locked.referrer_id
+    link = (
+        ReferralLink.objects.for_tenant(referral.tenant_id)
+        .filter(participant_id=participant_id, channel=Channel.DIRECT)
+        .first()
+    )
+    locked.referrer_id = participant_id
+    locked.link = link
+    locked.save(update_fields=["referrer", "link"])
+    referral.referrer_id, referral.link = participant_id, link
+    audit_record(
+        tenant=locked.tenant,
+        actor=system_actor(locked.tenant),
+        action="referral.referrer_credited",
+        obj=locked,
+        from_state=locked.status,
+        to_state=locked.status,
+        reason=f"The program's attribution model ({model}) credits participant #{participant_id} most.",
+        data={"from": previous, "to": participant_id},
+    )
 
 
 def reward_evaluation_queue(*, event: ConversionEvent) -> None:
     """The one place reward evaluation plugs into attribution: once the attribution of ``event`` commits,
-    ``rewards.evaluate_conversion`` turns it into rewards (idempotent; see rewards/evaluation.py)."""
-    from rewards.tasks import evaluate_conversion
+    its referral's rewards are settled from the set of its events (idempotent; see rewards/evaluation.py)."""
+    if event.referral_id is not None:
+        referral_rewards_settle_queue(referral=event.referral)
 
-    enqueue_on_commit(evaluate_conversion, event.pk)
+
+def referral_rewards_settle_queue(*, referral: Referral) -> None:
+    """After commit, the referral's rewards are settled again from the set of its events
+    (``rewards.settle_referral``): a rejection reverses what it earned, a re-dated conversion moves them."""
+    from rewards.tasks import settle_referral
+
+    enqueue_on_commit(settle_referral, referral.pk, once=True)
 
 
 def referral_stage_notify(*, referral: Referral, stage: str) -> None:

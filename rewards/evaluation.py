@@ -1,25 +1,38 @@
-"""Reward evaluation: turn a conversion event's attributions into rewards, under the rules the referral
-was judged by (issue 4, item 1; docs/ledger.md "Evaluation").
+"""Reward evaluation: the rewards a referral has earned, settled from the SET of its events (issue 4,
+item 1; issue 7; docs/ledger.md "Evaluation").
 
-``reward_evaluate(event_id=...)`` (task ``rewards.evaluate_conversion``, queued by
-``referrals.services.attribution_run`` after commit) handles one event:
+``referral_rewards_settle(referral_id=...)`` (task ``rewards.settle_referral``; ``rewards.evaluate_conversion``
+for one event settles its referral) recomputes, under the referral's rule version, every reward the
+referral's events and stages call for — its *target* — and brings the ledger to it:
 
-- **payment / qualified / sign_up** → rewards. The referral's rule version (``Referral.rule_version``)
-  is computed with ``programs.rules.compute_rewards`` once per credited participant (their partner
-  tier, their count of rewarded referrals for tiers and caps), and each referrer reward is that
-  participant's attribution share of the rule amount, split over the credited participants by the
-  largest-remainder rule, so the parts sum exactly to the rule amount. The referred company's rewards
-  (double-sided programs) are computed once and not split. Every reward goes through
-  ``rewards.services.reward_create`` with a deterministic source key and keeps how its amount was
-  computed.
-- **refund** → the rewards of the refunded payment shrink, or are clawed back once paid
-  (``reward_reduce_for_refund``, cumulative over the payment's refunds).
-- **cancellation** → the rules' cancellation policy (clawback / forfeit_unpaid / keep) within its window.
+- **slots.** Each reward pays for one slot: ``ref:<referral>:<side>:<participant>:<tier>:<rule>:<trigger>``
+  where the trigger is ``conversion`` (rules paid once, on the first payment), ``payment:<event>``
+  (recurring shares, per payment), ``sign_up`` or ``qualified`` (lead rewards, once). At most one
+  current reward per slot (a database constraint), so a first-payment reward exists once per referral,
+  rule and participant however the events arrive.
+- **the first payment** is the earliest by when it happened (ties: the external event id), never by when
+  it was processed; months of recurring shares count from it; payments after the customer's earliest
+  cancellation earn nothing; the cancellation policy applies when that cancellation falls within its
+  window of the first payment.
+- **credit** is the referral's (``referrals.selectors.referral_credit``): decided at its establishment, the
+  same for every event. Referrer rewards are the rule amount times the participant's EXACT share, split
+  by the largest remainder (parts sum to the amount, each within one minor unit of its exact part); items
+  (gift, feature, coupon) go whole to the largest share. The referred company's rewards are not split.
+- **reconciling** the target with the current rewards: a slot whose amount, kind or participant changed
+  (an earlier payment arrived late, a share moved) has its reward withdrawn through correcting ledger
+  transactions (reversal before payout, clawback after) and a new one created; refunds and the
+  cancellation policy bring each reward's reductions up to their target (cumulative, proportional); a
+  reward reduced more than its target now allows is replaced. Entries are never edited.
 
-Guarantees: the event row is locked for the whole run and a ``RewardEvaluation`` row (unique per event)
-records the decision, so a retried, repeated or concurrent run creates one set of rewards. A referral
-that fraud review holds, that has not reached the rewarded stage, or a participant who is not active
-gets nothing (the evaluation is ``blocked`` and runs again when a marketer clears the referral).
+So the rewards and ledger balances depend only on the set of events, never on their order or
+concurrency (``rewards/tests/test_order_independence.py``). Settling runs under the referral's row lock
+and locks the credited participants (id order), so concurrent settlements of one referrer's referrals
+count caps and tiers exactly; caps and tiers count the referrer's other rewarded referrals converted
+EARLIER in the period, and a settlement that changes a referral's standing settles the later ones again.
+
+Who gets nothing: a referral held by fraud review (its rewards are left as they are until a marketer
+decides), a rejected referral (everything it earned is withdrawn), and participants who are not active
+(their slots are left as they are).
 """
 
 from __future__ import annotations
@@ -32,23 +45,27 @@ from fractions import Fraction
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from programs import rules as rules_module
 from programs.models import Participant, ParticipantStatus
 from programs.money import format_money, format_percent
 from programs.selectors import whole_months_between
-from programs.services import program_current_version
+from referral_platform.celery import enqueue_on_commit
 from referral_platform.tenancy.actors import Actor, system_actor
 from referral_platform.tenancy.services import audit_record
-from referrals.attribution import SHARE_UNITS, share_to_units
+from referrals.attribution import SHARE_PLACES
 from referrals.models import (
     Attribution,
     ConversionEvent,
     ConversionEventStatus,
     ConversionKind,
     Referral,
+    ReferralStatus,
+    ReviewStatus,
 )
+from referrals.selectors import referral_credit
 
 from . import messages
 from .models import (
@@ -58,10 +75,10 @@ from .models import (
     RewardEvaluation,
     RewardKind,
     RewardStatus,
+    StripeCharge,
 )
-from .services import referral_reward_refusal, reward_create, reward_reduce_for_refund
+from .services import refund_target, reward_create, reward_reduce_for_refund
 
-EARNING_KINDS = frozenset({ConversionKind.PAYMENT, ConversionKind.QUALIFIED, ConversionKind.SIGN_UP})
 SETTLED_STATUSES = (ConversionEventStatus.PROCESSED, ConversionEventStatus.UNATTRIBUTED)
 SPLITTABLE_FORMS = frozenset({rules_module.FORM_CASH, rules_module.FORM_CREDIT})
 REWARD_KIND_OF_FORM = {
@@ -77,21 +94,22 @@ INACTIVE_WORDS = {
     ParticipantStatus.REJECTED: "was not accepted into the program",
     ParticipantStatus.REMOVED: "was removed from the program",
 }
+LIVE = Q(status__in=[RewardStatus.PENDING, RewardStatus.APPROVED, RewardStatus.PAID])
 
 
 # --- pure helpers ------------------------------------------------------------------------------
-def split_by_share(amounts: list[int], shares: list[Decimal]) -> list[int]:
+def split_by_share(amounts: list[int], shares: list[Decimal | Fraction]) -> list[int]:
     """Each participant's part of a rule amount: ``amount * share`` in whole minor units.
 
     Largest remainder: every exact part is floored, and the leftover units (the rounded total of the
     exact parts minus the floors) go one each to the largest remainders, ties to the larger share,
-    then the later position. When every participant has the same rule amount (the usual case) and the
-    shares sum to 1, the parts sum to exactly that amount. Amounts may differ per participant (their
-    own tier or cap); the parts then sum to the rounded sum of the exact parts.
+    then the later position. With the EXACT shares (Fractions summing to 1) and the same rule amount for
+    every participant (the usual case), the parts sum to exactly that amount and each is within one minor
+    unit of its exact part. Amounts may differ per participant (their own tier or cap); the parts then
+    sum to the rounded sum of the exact parts.
     """
-    exact = [
-        Fraction(amount * share_to_units(share), SHARE_UNITS) for amount, share in zip(amounts, shares, strict=True)
-    ]
+    shares = [Fraction(share) for share in shares]
+    exact = [amount * share for amount, share in zip(amounts, shares, strict=True)]
     parts = [value.numerator // value.denominator for value in exact]
     total = sum(exact, Fraction(0))
     rounded_total = (total.numerator * 2 + total.denominator) // (total.denominator * 2)  # half up
@@ -118,9 +136,9 @@ def period_bounds(moment: datetime, period: str) -> tuple[datetime, datetime]:
     return start, end
 
 
-def share_percent(share: Decimal) -> str:
+def share_percent(share: Decimal | Fraction) -> str:
     """0.400000 → "40 %", 0.333333 → "33.3333 %"."""
-    text = f"{share * 100:.4f}".rstrip("0").rstrip(".")
+    text = f"{Decimal(str(_display_share(Fraction(share)))) * 100:.4f}".rstrip("0").rstrip(".")
     return f"{text} %"
 
 
@@ -140,52 +158,6 @@ def seats_of(event: ConversionEvent) -> int:
     return 1
 
 
-# --- reads -------------------------------------------------------------------------------------
-def previous_successful_referrals(*, participant: Participant, referral: Referral, period: str, at: datetime) -> int:
-    """The participant's OTHER referrals rewarded (a live referrer reward) whose conversion falls in the
-    counting period containing ``at``: the n - 1 of "the n-th successful referral" (tiers, caps).
-
-    For a referral that was already rewarded on a payment, the count stored then is reused, so later
-    payments keep the tier and cap standing they had when the referral converted.
-    """
-    earlier = (
-        Reward.objects.for_tenant(participant.tenant_id)
-        .filter(participant=participant, referral=referral, beneficiary_side=BeneficiarySide.REFERRER)
-        .order_by("pk")
-        .values_list("explanation", flat=True)
-    )
-    for explanation in earlier:
-        stored = (explanation or {}).get("previous_successful_referrals")
-        if (explanation or {}).get("event_kind") == ConversionKind.PAYMENT and isinstance(stored, int):
-            return stored
-    start, end = period_bounds(at, period)
-    return (
-        Reward.objects.for_tenant(participant.tenant_id)
-        .filter(
-            participant=participant,
-            beneficiary_side=BeneficiarySide.REFERRER,
-            referral__isnull=False,
-            referral__converted_at__gte=start,
-            referral__converted_at__lt=end,
-        )
-        .exclude(referral=referral)
-        .exclude(status__in=[RewardStatus.REJECTED, RewardStatus.REVERSED])
-        .values("referral_id")
-        .distinct()
-        .count()
-    )
-
-
-def _first_payment(event: ConversionEvent, referral: Referral) -> ConversionEvent:
-    payments = ConversionEvent.objects.for_tenant(event.tenant_id).filter(
-        referral=referral, kind=ConversionKind.PAYMENT, status__in=SETTLED_STATUSES
-    )
-    first = payments.order_by("occurred_at", "pk").first()
-    if first is None or (event.occurred_at, event.pk) < (first.occurred_at, first.pk):
-        return event
-    return first
-
-
 def refunded_payment(refund: ConversionEvent) -> ConversionEvent | None:
     """The payment a refund event refunds: the one named by ``refunded_event_id`` (its external id), else
     the referral's latest payment at or before the refund."""
@@ -200,7 +172,7 @@ def refunded_payment(refund: ConversionEvent) -> ConversionEvent | None:
         payments.filter(
             referral_id=refund.referral_id, occurred_at__lte=refund.occurred_at, status__in=SETTLED_STATUSES
         )
-        .order_by("-occurred_at", "-pk")
+        .order_by("-occurred_at", "-external_event_id")
         .first()
     )
 
@@ -220,273 +192,769 @@ def refunded_total(payment: ConversionEvent) -> int:
     return min(total, payment.amount_minor)
 
 
-# --- the service -------------------------------------------------------------------------------
+# --- reads -------------------------------------------------------------------------------------
+def _counting_matters(rule_set: rules_module.RuleSet) -> bool:
+    """Whether a referrer's other rewarded referrals change what this one earns (a cap or a tier)."""
+    rules = list(rule_set.referrer) + [rule for tier in rule_set.partner_tiers.values() for rule in tier]
+    return rule_set.rewarded_referrals_cap is not None or any(rule.kind == rules_module.TIERED for rule in rules)
+
+
+def previous_successful_referrals(*, participant: Participant, referral: Referral, period: str, at: datetime) -> int:
+    """The participant's OTHER referrals rewarded (a current, live referrer reward) that converted in the
+    counting period containing ``at`` BEFORE ``referral`` (ties: the older referral first): the n - 1 of
+    "the n-th successful referral" (tiers, caps). Counting only earlier conversions makes the answer the
+    same whatever order the referrals' events are processed in."""
+    start, end = period_bounds(at, period)
+    converted_at = referral.converted_at or at
+    earlier = Q(referral__converted_at__lt=converted_at) | Q(
+        referral__converted_at=converted_at, referral_id__lt=referral.pk
+    )
+    return (
+        Reward.objects.for_tenant(participant.tenant_id)
+        .filter(LIVE, earlier, participant=participant, beneficiary_side=BeneficiarySide.REFERRER, is_current=True)
+        .filter(referral__converted_at__gte=start, referral__converted_at__lt=end)
+        .exclude(referral=referral)
+        .values("referral_id")
+        .distinct()
+        .count()
+    )
+
+
+def _refund_of(payment: ConversionEvent) -> tuple[int, int]:
+    """(refunded, paid) of a payment: refund events through the API, or its Stripe charge, whichever
+    refunds the larger part (they describe the same money)."""
+    refunded, paid = refunded_total(payment), payment.amount_minor
+    charge = StripeCharge.objects.for_tenant(payment.tenant_id).filter(conversion_event=payment).first()
+    if (
+        charge is not None
+        and charge.amount_minor > 0
+        and charge.amount_refunded_minor > 0
+        and Fraction(charge.amount_refunded_minor, charge.amount_minor) > Fraction(refunded, max(paid, 1))
+    ):
+        return min(charge.amount_refunded_minor, charge.amount_minor), charge.amount_minor
+    return refunded, paid
+
+
+# --- the target: what the referral's events call for ------------------------------------------------
 @dataclass
-class _Outcome:
+class _Target:
+    """One reward the referral's events call for."""
+
+    slot: str
+    participant: Participant
+    side: str
+    rule: rules_module.Reward
+    amount: int
+    share: Decimal  # displayed share (1 for the referred side)
+    tier: str
+    previous: int
+    event: ConversionEvent | None
+    earned_on: str
+    earned_at: datetime
+    refund: tuple[int, int] = (0, 0)  # (refunded, paid) of the earning payment
+    withdraw: str = ""  # why the cancellation policy withdraws it
+    policy: str = ""  # the cancellation policy that withdraws it (forfeit_unpaid spares paid rewards)
+    attribution: int | None = None  # the earning event's attribution row of this participant
+
+    @property
+    def kind(self) -> str:
+        return REWARD_KIND_OF_FORM[self.rule.form]
+
+    @property
+    def coupon(self) -> dict:
+        return _coupon_fields(self.rule) if self.kind == RewardKind.COUPON else {}
+
+    def withdraws(self, reward: Reward | None) -> bool:
+        """Whether the cancellation policy takes ``reward`` back: clawback always, forfeit_unpaid only
+        while it is not paid (or in a payout)."""
+        if not self.withdraw:
+            return False
+        already_paid = reward is not None and (reward.status == RewardStatus.PAID or reward.payout_id is not None)
+        return not (self.policy == "forfeit_unpaid" and already_paid)
+
+    def reduction(self, reward: Reward | None = None) -> int:
+        """The reductions the reward should carry: all of it when withdrawn, else the refunded part."""
+        if self.withdraws(reward):
+            return self.amount
+        return refund_target(self.amount, *self.refund)
+
+    def fully_reduced(self, reward: Reward | None = None) -> bool:
+        refunded, paid = self.refund
+        return self.withdraws(reward) or (paid > 0 and refunded >= paid)
+
+
+@dataclass
+class _Settlement:
     status: str
     notes: list[str] = field(default_factory=list)
     detail: dict = field(default_factory=dict)
     created: list[Reward] = field(default_factory=list)
+    withdrawn: int = 0
+
+
+@dataclass(frozen=True)
+class _Occasion:
+    """One moment the rules are asked about: a lead stage, or one payment."""
+
+    kind: str  # sign_up / qualified / payment
+    at: datetime
+    event: ConversionEvent | None
+    trigger: str  # slot suffix
+
+
+def _occasions(referral: Referral, events: list[ConversionEvent]) -> tuple[list[_Occasion], dict]:
+    """The moments that can earn, from the referral's stages and events (order of arrival never matters):
+    its sign-up (the earliest of signing up, qualifying, converting), its qualification, and every payment
+    made before the earliest cancellation. Also returns facts for the notes."""
+    by_kind: dict[str, list[ConversionEvent]] = defaultdict(list)
+    for event in events:
+        by_kind[event.kind].append(event)
+    payments = by_kind[ConversionKind.PAYMENT]
+    cancellation = by_kind[ConversionKind.CANCELLATION][0] if by_kind[ConversionKind.CANCELLATION] else None
+    occasions: list[_Occasion] = []
+
+    def first_event(kind: str, at: datetime | None) -> ConversionEvent | None:
+        candidates = [e for e in by_kind[kind] if at is None or e.occurred_at <= at]
+        return candidates[0] if candidates else None
+
+    signed_up = [t for t in (referral.signed_up_at, referral.qualified_at, referral.converted_at) if t is not None]
+    if signed_up:
+        at = min(signed_up)
+        occasions.append(_Occasion("sign_up", at, first_event(ConversionKind.SIGN_UP, at), "sign_up"))
+    if referral.qualified_at is not None:
+        at = referral.qualified_at
+        occasions.append(_Occasion("qualified", at, first_event(ConversionKind.QUALIFIED, at), "qualified"))
+    earning = [p for p in payments if cancellation is None or p.occurred_at <= cancellation.occurred_at]
+    for payment in earning:
+        trigger = f"payment:{payment.external_event_id}"
+        occasions.append(_Occasion("payment", payment.occurred_at, payment, trigger))
+    facts = {
+        "first_payment": payments[0] if payments else None,
+        "cancellation": cancellation,
+        "payments_after_cancellation": [p for p in payments if p not in earning],
+    }
+    return occasions, facts
+
+
+def _cancellation_withdraws(
+    *, rule_set: rules_module.RuleSet, first: ConversionEvent | None, cancellation: ConversionEvent | None
+) -> bool:
+    """Whether the cancellation policy withdraws the referral's rewards: a cancellation within the policy's
+    days of the first payment (the conversion), under clawback or forfeit_unpaid."""
+    if rule_set.cancellation_policy == "keep" or cancellation is None or first is None:
+        return False
+    return (cancellation.occurred_at - first.occurred_at).days <= rule_set.cancellation_within_days
+
+
+def _slot(referral: Referral, side: str, participant: int | str, tier: str, rule_index: int, trigger: str) -> str:
+    return f"ref:{referral.pk}:{side}:{participant}:{tier or 'default'}:{rule_index}:{trigger}"
+
+
+def _rule_on(rule_set: rules_module.RuleSet, side: str, tier: str, rule_index: int) -> str:
+    return rule_set.side(side, tier)[rule_index].on
+
+
+def _targets(
+    *,
+    referral: Referral,
+    rule_set: rules_module.RuleSet,
+    events: list[ConversionEvent],
+    participants: dict[int, Participant],
+    credit: dict[int, Fraction],
+    order: list[int],
+    referred: Participant | None,
+    notes: list[str],
+    detail: dict,
+) -> dict[str, _Target]:
+    occasions, facts = _occasions(referral, events)
+    first = facts["first_payment"]
+    cancellation = facts["cancellation"]
+    counting_at = (first.occurred_at if first else None) or (occasions[0].at if occasions else timezone.now())
+    previous = {
+        pid: previous_successful_referrals(
+            participant=participants[pid], referral=referral, period=rule_set.counting_period, at=counting_at
+        )
+        for pid in order
+    }
+    detail.update(
+        {
+            "rule_version": referral.rule_version.number if referral.rule_version else None,
+            "first_payment": first.external_event_id if first else None,
+            "cancellation": cancellation.external_event_id if cancellation else None,
+            "credit": {str(pid): str(_display_share(credit[pid])) for pid in order},
+            "previous_successful_referrals": {str(pid): previous[pid] for pid in order},
+            "occasions": [],
+        }
+    )
+    if facts["payments_after_cancellation"]:
+        late = ", ".join(p.external_event_id for p in facts["payments_after_cancellation"])
+        notes.append(
+            f"The customer churned (cancelled on {cancellation.occurred_at:%Y-%m-%d}): payments made after that "
+            f"earn nothing ({late})."
+        )
+    attribution_ids = {
+        (row["conversion_event_id"], row["participant_id"]): row["pk"]
+        for row in Attribution.objects.for_tenant(referral.tenant_id)
+        .filter(referral=referral)
+        .values("pk", "conversion_event_id", "participant_id")
+    }
+    targets: dict[str, _Target] = {}
+    for occasion in occasions:
+        base = {"kind": occasion.kind}
+        refund = (0, 0)
+        if occasion.kind == "payment":
+            payment = occasion.event
+            base.update(
+                amount_minor=payment.amount_minor,
+                currency=payment.currency,
+                seats=seats_of(payment),
+                months_since_first_payment=whole_months_between(first.occurred_at, payment.occurred_at),
+                is_first_payment=payment.pk == first.pk,
+            )
+            refund = _refund_of(payment)
+        elif occasion.event is not None:
+            base["seats"] = seats_of(occasion.event)
+        fired: list[dict] = []
+        # Referrer side, per credited participant, then each reward split by exact share.
+        slots: dict[tuple[str, int, str], list[tuple[int, rules_module.Reward, str]]] = defaultdict(list)
+        for pid in order:
+            participant = participants[pid]
+            tier = participant.tier if rule_set.tier_applies(participant.tier) else ""
+            context = rules_module.ConversionContext(
+                **base, previous_successful_referrals=previous[pid], participant_tier=participant.tier
+            )
+            outcome = rules_module.compute_rewards(rule_set, context)
+            for reward in outcome.referrer:
+                on = _rule_on(rule_set, "referrer", tier, reward.rule_index)
+                trigger = "conversion" if on == rules_module.ON_CONVERSION else occasion.trigger
+                slots[(tier, reward.rule_index, trigger)].append((pid, reward, tier))
+            if outcome.notes:
+                notes.extend(f"{participant.name}: {note}" for note in outcome.notes if note not in notes)
+            fired.append({"participant": pid, "referrer": [r.as_dict() for r in outcome.referrer]})
+        for (tier, rule_index, trigger), grants in slots.items():
+            for (pid, reward, _tier), amount in zip(grants, _parts(grants, credit), strict=True):
+                if amount is None:
+                    continue
+                slot = _slot(referral, BeneficiarySide.REFERRER, pid, tier, rule_index, trigger)
+                targets[slot] = _Target(
+                    slot=slot,
+                    participant=participants[pid],
+                    side=BeneficiarySide.REFERRER,
+                    rule=reward,
+                    amount=amount,
+                    share=_display_share(credit[pid]),
+                    tier=tier,
+                    previous=previous[pid],
+                    event=occasion.event,
+                    earned_on="conversion" if trigger == "conversion" else occasion.kind,
+                    earned_at=occasion.at,
+                    refund=refund,
+                    attribution=attribution_ids.get((occasion.event.pk if occasion.event else None, pid)),
+                )
+        # Referred side: once, never split, in the context of the referral's own referrer.
+        if referred is not None:
+            referrer_pid = (
+                referral.referrer_id if referral.referrer_id in participants else (order[-1] if order else None)
+            )
+            if referrer_pid is not None:
+                context = rules_module.ConversionContext(
+                    **base,
+                    previous_successful_referrals=previous.get(referrer_pid, 0),
+                    participant_tier=participants[referrer_pid].tier,
+                )
+                outcome = rules_module.compute_rewards(rule_set, context)
+                for reward in outcome.referred:
+                    on = _rule_on(rule_set, "referred", "", reward.rule_index)
+                    trigger = "conversion" if on == rules_module.ON_CONVERSION else occasion.trigger
+                    slot = _slot(referral, BeneficiarySide.REFERRED, "company", "", reward.rule_index, trigger)
+                    targets[slot] = _Target(
+                        slot=slot,
+                        participant=referred,
+                        side=BeneficiarySide.REFERRED,
+                        rule=reward,
+                        amount=reward.amount_minor,
+                        share=Decimal(1),
+                        tier="",
+                        previous=0,
+                        event=occasion.event,
+                        earned_on="conversion" if trigger == "conversion" else occasion.kind,
+                        earned_at=occasion.at,
+                        refund=refund,
+                    )
+                fired.append({"referred": [r.as_dict() for r in outcome.referred]})
+        detail["occasions"].append({"kind": occasion.kind, "trigger": occasion.trigger, "rules": fired})
+    if _cancellation_withdraws(rule_set=rule_set, first=first, cancellation=cancellation):
+        policy, days = rule_set.cancellation_policy, rule_set.cancellation_within_days
+        reason = f"cancelled on {cancellation.occurred_at:%Y-%m-%d}, within {days} days of converting"
+        notes.append(f"The customer {reason}: policy {policy!r} withdraws {_POLICY_WORDS[policy]}.")
+        for target in targets.values():
+            target.withdraw, target.policy = reason, policy
+    detail["policy"] = {"name": rule_set.cancellation_policy, "within_days": rule_set.cancellation_within_days}
+    detail["referrer"] = [
+        {
+            "participant": pid,
+            "share": str(_display_share(credit[pid])),
+            "tier": participants[pid].tier if rule_set.tier_applies(participants[pid].tier) else "",
+            "previous_successful_referrals": previous[pid],
+            "rewards": [
+                {**target.rule.as_dict(), "amount_minor": target.amount, "slot": target.slot}
+                for target in targets.values()
+                if target.side == BeneficiarySide.REFERRER and target.participant.pk == pid
+            ],
+        }
+        for pid in order
+    ]
+    return targets
+
+
+_POLICY_WORDS = {"clawback": "held and paid rewards", "forfeit_unpaid": "rewards not yet paid"}
+
+
+def _display_share(exact: Fraction) -> Decimal:
+    quantum = Decimal(1).scaleb(-SHARE_PLACES)
+    return (Decimal(exact.numerator) / Decimal(exact.denominator)).quantize(quantum)
+
+
+def _parts(grants: list[tuple[int, rules_module.Reward, str]], credit: dict[int, Fraction]) -> list[int | None]:
+    """Per grant, the amount to create (None: nothing for this participant)."""
+    form = grants[0][1].form
+    if form in SPLITTABLE_FORMS:
+        return split_by_share(
+            [reward.amount_minor for _pid, reward, _t in grants], [credit[pid] for pid, _r, _t in grants]
+        )
+    # An item (gift, feature, coupon) cannot be split: it goes whole to the largest share (ties: the later).
+    winner = max(range(len(grants)), key=lambda i: (credit[grants[i][0]], i))
+    return [reward.amount_minor if index == winner else None for index, (_pid, reward, _t) in enumerate(grants)]
+
+
+# --- the service -------------------------------------------------------------------------------
+def referral_rewards_settle(*, referral_id: int, now: datetime | None = None) -> _Settlement | None:
+    """Settle one referral's rewards from the set of its events (see the module docstring): create what is
+    missing, withdraw or replace what no longer matches, bring reductions up to refunds and the
+    cancellation policy, and record the outcome on each event's ``RewardEvaluation``. Idempotent and safe
+    to run concurrently (the referral row is locked). None for an unknown referral."""
+    with transaction.atomic():
+        referral = (
+            Referral.objects.select_for_update(of=("self",))
+            .select_related("program", "referrer", "rule_version", "tenant")
+            .filter(pk=referral_id)
+            .first()
+        )
+        if referral is None:
+            return None
+        actor = system_actor(referral.tenant)
+        try:
+            with transaction.atomic():
+                settlement = _settle_locked(referral=referral, actor=actor, now=now)
+        except (rules_module.RulesError, rules_module.CurrencyMismatch, ValidationError) as error:
+            settlement = _Settlement(EvaluationStatus.FAILED, notes=[f"{type(error).__name__}: {error}"])
+        _record_evaluations(referral=referral, settlement=settlement)
+        return settlement
 
 
 def reward_evaluate(*, event_id: int, now: datetime | None = None) -> RewardEvaluation | None:
-    """Evaluate one conversion event (see the module docstring). Returns its ``RewardEvaluation``, or None
-    for an unknown event or one without a referral. Idempotent and safe to run concurrently."""
-    with transaction.atomic():
-        # Lock first, read relations after (a waiting locker re-checks only the locked row).
-        event = ConversionEvent.objects.select_for_update().filter(pk=event_id).first()
-        if event is None:
-            return None
-        tenant = event.tenant
-        evaluation = RewardEvaluation.objects.for_tenant(tenant).filter(conversion_event=event).first()
-        if evaluation is not None and evaluation.status == EvaluationStatus.DONE:
-            return evaluation
-        if event.referral_id is None or event.status not in SETTLED_STATUSES:
-            return evaluation
-        referral = (
-            Referral.objects.for_tenant(tenant)
-            .select_for_update(of=("self",))
-            .select_related("program", "referrer", "rule_version")
-            .get(pk=event.referral_id)
-        )
-        actor = system_actor(tenant)
-        try:
-            with transaction.atomic():
-                if event.kind in EARNING_KINDS:
-                    outcome = _evaluate_earning(event=event, referral=referral, actor=actor, now=now)
-                elif event.kind == ConversionKind.REFUND:
-                    outcome = _evaluate_refund(event=event, actor=actor)
-                else:
-                    outcome = _evaluate_cancellation(event=event, referral=referral, actor=actor)
-        except (rules_module.RulesError, rules_module.CurrencyMismatch, ValidationError) as error:
-            outcome = _Outcome(EvaluationStatus.FAILED, notes=[f"{type(error).__name__}: {error}"])
-        values = {
-            "referral": referral,
-            "status": outcome.status,
-            "notes": outcome.notes,
-            "detail": outcome.detail,
-            "rewards_created": len(outcome.created),
-            "evaluated_at": timezone.now(),
-        }
-        if evaluation is None:
-            evaluation = RewardEvaluation.objects.create(tenant=tenant, conversion_event=event, attempts=1, **values)
-        else:
-            for name, value in values.items():
-                setattr(evaluation, name, value)
-            evaluation.attempts += 1
-            evaluation.save(update_fields=[*values, "attempts"])
-        return evaluation
+    """Evaluate one conversion event: settle its referral's rewards. Returns the event's
+    ``RewardEvaluation``, or None for an unknown event or one without a referral."""
+    event = ConversionEvent.objects.filter(pk=event_id).only("pk", "tenant_id", "referral_id", "status").first()
+    if event is None or event.referral_id is None:
+        return None
+    referral_rewards_settle(referral_id=event.referral_id, now=now)
+    return RewardEvaluation.objects.for_tenant(event.tenant_id).filter(conversion_event_id=event.pk).first()
 
 
 def referral_rewards_evaluate(*, referral: Referral) -> list[RewardEvaluation]:
-    """Evaluate every conversion event of ``referral`` not yet done (after a fraud review cleared it),
-    oldest first, so the first payment is the conversion."""
-    events = (
-        ConversionEvent.objects.for_tenant(referral.tenant_id)
-        .filter(referral_id=referral.pk, status__in=SETTLED_STATUSES)
-        .order_by("occurred_at", "pk")
-        .values_list("pk", flat=True)
+    """Settle ``referral`` (after a fraud review cleared it) and return its events' evaluations."""
+    referral_rewards_settle(referral_id=referral.pk)
+    return list(RewardEvaluation.objects.for_tenant(referral.tenant_id).filter(referral=referral).order_by("pk"))
+
+
+def _settle_locked(*, referral: Referral, actor: Actor, now: datetime | None) -> _Settlement:
+    tenant_id = referral.tenant_id
+    events = sorted(
+        ConversionEvent.objects.for_tenant(tenant_id).filter(referral_id=referral.pk, status__in=SETTLED_STATUSES),
+        key=lambda e: (e.occurred_at, e.external_event_id),
     )
-    done = set(
-        RewardEvaluation.objects.for_tenant(referral.tenant_id)
-        .filter(conversion_event_id__in=list(events), status=EvaluationStatus.DONE)
-        .values_list("conversion_event_id", flat=True)
-    )
-    results = []
-    for event_id in events:
-        if event_id not in done:
-            evaluation = reward_evaluate(event_id=event_id)
-            if evaluation is not None:
-                results.append(evaluation)
-    return results
-
-
-# --- earning events: payment, qualified, sign-up -------------------------------------------------
-@dataclass
-class _Grant:
-    """One reward the rules grant one participant (before the share)."""
-
-    attribution: Attribution | None
-    participant: Participant
-    share: Decimal
-    reward: rules_module.Reward
-    tier: str
-    previous: int
-
-
-def _earned_on(event: ConversionEvent) -> str:
-    return {ConversionKind.PAYMENT: "payment", ConversionKind.QUALIFIED: "qualified"}.get(event.kind, "sign_up")
-
-
-def _evaluate_earning(*, event: ConversionEvent, referral: Referral, actor: Actor, now: datetime | None) -> _Outcome:
-    refusal = referral_reward_refusal(referral, earned_on=_earned_on(event), at=event.occurred_at)
-    if refusal:
-        return _Outcome(EvaluationStatus.BLOCKED, notes=[refusal])
-    attributions = list(
-        Attribution.objects.for_tenant(event.tenant_id)
-        .filter(conversion_event=event)
-        .select_related("participant")
-        .order_by("share", "pk")
-    )
-    if not attributions:
-        return _Outcome(EvaluationStatus.NOTHING_YET, notes=["No attribution for this event yet: nothing to reward."])
-    version = referral.rule_version or program_current_version(program=referral.program)
-    rule_set = rules_module.parse_rules(version.rules)
-    # Lock the credited participants (pk order: no deadlocks) so counts for tiers and caps stay exact
-    # while their other referrals are evaluated concurrently.
-    ids = sorted({row.participant_id for row in attributions} | {referral.referrer_id})
-    locked = {p.pk: p for p in Participant.objects.for_tenant(event.tenant_id).select_for_update().filter(pk__in=ids)}
-    converted_at = referral.converted_at or event.occurred_at
-    base = {
-        "kind": event.kind,
-        "amount_minor": event.amount_minor,
-        "currency": event.currency,
-        "seats": seats_of(event),
+    current = {
+        reward.slot_key: reward
+        for reward in Reward.objects.for_tenant(tenant_id)
+        .filter(referral=referral, is_current=True)
+        .exclude(slot_key="")
+        .select_related("participant", "program", "tenant")
     }
-    is_conversion = False
-    if event.kind == ConversionKind.PAYMENT:
-        first = _first_payment(event, referral)
-        is_conversion = first.pk == event.pk
-        base["months_since_first_payment"] = whole_months_between(first.occurred_at, event.occurred_at)
-        base["is_first_payment"] = is_conversion
-    counting_at = converted_at if event.kind == ConversionKind.PAYMENT else event.occurred_at
     notes: list[str] = []
-    detail: dict = {
-        "rule_version": version.number,
-        "event": {"id": event.pk, "kind": event.kind, "amount_minor": event.amount_minor, "currency": event.currency},
-        "context": {key: value for key, value in base.items() if key != "kind"},
-        "referrer": [],
-    }
-
-    contexts: dict[int, tuple[rules_module.ConversionContext, int]] = {}
-
-    def context(participant: Participant) -> tuple[rules_module.ConversionContext, int]:
-        if participant.pk not in contexts:
-            previous = previous_successful_referrals(
-                participant=participant, referral=referral, period=rule_set.counting_period, at=counting_at
-            )
-            contexts[participant.pk] = (
-                rules_module.ConversionContext(
-                    **base, previous_successful_referrals=previous, participant_tier=participant.tier
-                ),
-                previous,
-            )
-        return contexts[participant.pk]
-
-    # Referrer side: the rules per credited participant, then each reward split by share.
-    slots: dict[tuple[str, int], list[_Grant]] = defaultdict(list)
-    for row in attributions:
-        participant = locked[row.participant_id]
-        if participant.status != ParticipantStatus.ACTIVE:
-            notes.append(f"{participant.name} {INACTIVE_WORDS.get(participant.status, 'is not active')}: no reward.")
-            continue
-        ctx, previous = context(participant)
-        outcome = rules_module.compute_rewards(rule_set, ctx)
-        tier = participant.tier if rule_set.tier_applies(participant.tier) else ""
-        detail["referrer"].append(
-            {
-                "participant": participant.pk,
-                "attribution": row.pk,
-                "share": str(row.share),
-                "tier": tier,
-                "previous_successful_referrals": previous,
-                "rewards": [reward.as_dict() for reward in outcome.referrer],
-                "notes": list(outcome.notes),
-            }
+    detail: dict = {}
+    refused = ""
+    if referral.review_status == ReviewStatus.FLAGGED:
+        return _Settlement(
+            EvaluationStatus.BLOCKED,
+            notes=[
+                f"Referral #{referral.pk} is flagged for fraud review: it earns no reward until a marketer clears it."
+            ],
         )
-        notes += [f"{participant.name}: {note}" for note in outcome.notes]
-        for reward in outcome.referrer:
-            slots[(tier or "default", reward.rule_index)].append(
-                _Grant(row, participant, row.share, reward, tier, previous)
-            )
-    created: list[Reward] = []
-    by_participant: dict[int, list[Reward]] = defaultdict(list)
-    for (tier_key, rule_index), grants in slots.items():
-        parts = _parts(grants)
-        for grant, amount in zip(grants, parts, strict=True):
-            if amount is None:
-                continue
-            reward = _create(
-                event=event,
-                referral=referral,
-                version_number=version.number,
-                grant=grant,
-                amount=amount,
-                side=BeneficiarySide.REFERRER,
-                source_key=f"eval:{event.pk}:referrer:{grant.participant.pk}:{tier_key}:{rule_index}",
-                actor=actor,
-                now=now,
-                notes=notes,
-            )
-            if reward is not None:
-                created.append(reward)
-                by_participant[grant.participant.pk].append(reward)
-
-    # Referred side: computed once, never split (in the context of the referral's own referrer).
-    referrer_ctx, _previous = context(locked[referral.referrer_id])
-    referred_outcome = rules_module.compute_rewards(rule_set, referrer_ctx)
-    detail["referred"] = [reward.as_dict() for reward in referred_outcome.referred]
-    referred_rewards: list[Reward] = []
-    if referred_outcome.referred:
-        beneficiary = referred_participant(referral=referral, actor=actor)
-        if beneficiary.status != ParticipantStatus.ACTIVE:
-            notes.append(
-                f"The referred company ({beneficiary.name}) {INACTIVE_WORDS.get(beneficiary.status, 'is not active')}: "
-                "no reward for it."
-            )
-        else:
-            for reward_rule in referred_outcome.referred:
-                grant = _Grant(None, beneficiary, Decimal(1), reward_rule, "", 0)
-                reward = _create(
-                    event=event,
-                    referral=referral,
-                    version_number=version.number,
-                    grant=grant,
-                    amount=reward_rule.amount_minor,
-                    side=BeneficiarySide.REFERRED,
-                    source_key=f"eval:{event.pk}:referred:{reward_rule.rule_index}",
-                    actor=actor,
-                    now=now,
-                    notes=notes,
+    if referral.review_status == ReviewStatus.REJECTED:
+        refused = f"Referral #{referral.pk} was rejected as fraud in review: it earns no reward."
+    elif referral.status == ReferralStatus.REJECTED:
+        refused = f"Referral #{referral.pk} was rejected: it earns no reward."
+    targets: dict[str, _Target] = {}
+    frozen: set[int] = set()
+    status = EvaluationStatus.DONE
+    if refused:
+        notes.append(refused)
+    else:
+        version = referral.rule_version
+        rule_set = rules_module.parse_rules(version.rules)
+        result = referral_credit(referral).result
+        ids = sorted(set(result.participant_exact) | {referral.referrer_id})
+        # Lock the credited participants (id order: no deadlocks) so counts for tiers and caps stay exact
+        # while their other referrals are settled concurrently.
+        locked = {
+            p.pk: p
+            for p in Participant.objects.for_tenant(tenant_id)
+            .select_for_update(of=("self",))
+            .filter(pk__in=ids)
+            .order_by("pk")
+        }
+        order = [pid for pid in result.participant_shares if pid in locked]
+        active = [pid for pid in order if locked[pid].status == ParticipantStatus.ACTIVE]
+        for pid in order:
+            if pid not in active:
+                frozen.add(pid)
+                notes.append(
+                    f"{locked[pid].name} {INACTIVE_WORDS.get(locked[pid].status, 'is not active')}: no reward."
                 )
-                if reward is not None:
-                    created.append(reward)
-                    referred_rewards.append(reward)
-    if not created:
-        notes.append("The rules grant no reward for this event.")
-
-    if event.kind == ConversionKind.PAYMENT:
-        _settle_reductions(payment=event, referral=referral, rule_set=rule_set, rewards=created, actor=actor)
-    _announce(
-        is_conversion=is_conversion, referral=referral, by_participant=by_participant, referred_rewards=referred_rewards
+        credit = {pid: result.participant_exact[pid] for pid in active}
+        total = sum(credit.values(), Fraction(0))
+        credit = {pid: share / total for pid, share in credit.items()} if total else {}
+        referred = None
+        if rule_set.referred:
+            referred = referred_participant(referral=referral, actor=actor)
+            if referred.status != ParticipantStatus.ACTIVE:
+                notes.append(
+                    f"The referred company ({referred.name}) "
+                    f"{INACTIVE_WORDS.get(referred.status, 'is not active')}: no reward for it."
+                )
+                frozen.add(referred.pk)
+                referred = None
+        targets = _targets(
+            referral=referral,
+            rule_set=rule_set,
+            events=events,
+            participants=locked,
+            credit=credit,
+            order=[pid for pid in order if pid in credit],
+            referred=referred,
+            notes=notes,
+            detail=detail,
+        )
+    settlement = _Settlement(status, notes=notes, detail=detail)
+    standing_before = _standing(referral)
+    _reconcile(
+        referral=referral, current=current, targets=targets, frozen=frozen, actor=actor, now=now, settlement=settlement
     )
-    return _Outcome(EvaluationStatus.DONE, notes=notes, detail=detail, created=created)
+    if not settlement.created and not targets and not refused and status == EvaluationStatus.DONE:
+        notes.append("The rules grant no reward for this referral's events yet.")
+    _announce(referral=referral, created=settlement.created)
+    if not refused and status == EvaluationStatus.DONE and _standing(referral) != standing_before:
+        _settle_later_referrals(referral=referral)
+    return settlement
 
 
-def _parts(grants: list[_Grant]) -> list[int | None]:
-    """Per grant, the amount to create (None: nothing for this participant)."""
-    form = grants[0].reward.form
-    if form in SPLITTABLE_FORMS:
-        return split_by_share([g.reward.amount_minor for g in grants], [g.share for g in grants])
-    # An item (gift, feature, coupon) cannot be split: it goes whole to the largest share.
-    winner = max(range(len(grants)), key=lambda i: (grants[i].share, i))
-    return [grant.reward.amount_minor if index == winner else None for index, grant in enumerate(grants)]
+def _standing(referral: Referral) -> frozenset:
+    """What other referrals' caps and tiers see of this one: who holds a live referrer reward for it, and
+    since when."""
+    rows = (
+        Reward.objects.for_tenant(referral.tenant_id)
+        .filter(LIVE, referral=referral, beneficiary_side=BeneficiarySide.REFERRER, is_current=True)
+        .values_list("participant_id", "converted_at")
+    )
+    earliest: dict[int, datetime] = {}
+    for pid, at in rows:
+        earliest[pid] = min(at, earliest.get(pid, at))
+    return frozenset(earliest.items()) | frozenset({("converted_at", referral.converted_at)})
 
 
-def _explanation_text(grant: _Grant, amount: int, version_number: int, side: str) -> str:
-    rule = grant.reward
+def _settle_later_referrals(*, referral: Referral) -> None:
+    """A referral's standing changed (it became rewarded, stopped being, or its conversion moved): the
+    referrers' referrals converted after it in the same counting period count it differently now."""
+    rule_set = rules_module.parse_rules(referral.rule_version.rules)
+    if not _counting_matters(rule_set) or referral.converted_at is None:
+        return
+    start, end = period_bounds(referral.converted_at, rule_set.counting_period)
+    participants = set(
+        Reward.objects.for_tenant(referral.tenant_id)
+        .filter(referral=referral, beneficiary_side=BeneficiarySide.REFERRER)
+        .values_list("participant_id", flat=True)
+    )
+    later = (
+        Reward.objects.for_tenant(referral.tenant_id)
+        .filter(participant_id__in=participants, beneficiary_side=BeneficiarySide.REFERRER, is_current=True)
+        .filter(referral__converted_at__gte=referral.converted_at, referral__converted_at__lt=end)
+        .exclude(referral=referral)
+        .values_list("referral_id", flat=True)
+        .distinct()
+    )
+    from .tasks import settle_referral
+
+    for referral_id in sorted(set(later)):
+        enqueue_on_commit(settle_referral, referral_id, once=True)
+    del start
+
+
+def _is_live(reward: Reward) -> bool:
+    return reward.status in (RewardStatus.PENDING, RewardStatus.APPROVED, RewardStatus.PAID)
+
+
+def _money_differs(reward: Reward, target: _Target) -> bool:
+    coupon = target.coupon
+    return (
+        reward.participant_id != target.participant.pk
+        or reward.kind != target.kind
+        or reward.amount_minor != target.amount
+        or reward.currency != target.rule.currency
+        or reward.beneficiary_side != target.side
+        or reward.coupon_percent_off != coupon.get("coupon_percent_off")
+        or reward.coupon_duration_months != coupon.get("coupon_duration_months")
+    )
+
+
+def _over_reduced(reward: Reward, target: _Target) -> bool:
+    """The reward carries more reductions than its target allows now (e.g. withdrawn under a cancellation
+    that an earlier payment, arriving late, moved out of the policy's window): it must be replaced."""
+    if reward.status == RewardStatus.REVERSED:
+        if reward.amount_minor == 0:
+            return not target.fully_reduced(reward)
+        return reward.amount_minor > target.reduction(reward)
+    return reward.reversed_minor + reward.clawed_back_minor > target.reduction(reward)
+
+
+def _withdraw(reward: Reward, *, actor: Actor, reason: str) -> bool:
+    """Take the whole value of a live reward back (reversal before payout, clawback after)."""
+    if not _is_live(reward):
+        return False
+    reward_reduce_for_refund(reward=reward, refunded_minor=1, paid_minor=1, actor=actor, reason=reason)
+    return True
+
+
+def _retire(reward: Reward) -> None:
+    Reward.objects.for_tenant(reward.tenant_id).filter(pk=reward.pk).update(is_current=False)
+
+
+def _reduce(reward: Reward, target: _Target, *, actor: Actor) -> None:
+    """Bring a matching reward's reductions up to the target (refunds, the cancellation policy)."""
+    if not _is_live(reward):
+        return
+    if target.withdraws(reward):
+        reward_reduce_for_refund(reward=reward, refunded_minor=1, paid_minor=1, actor=actor, reason="cancellation")
+    elif target.refund[0] > 0:
+        refunded, paid = target.refund
+        reward_reduce_for_refund(reward=reward, refunded_minor=refunded, paid_minor=paid, actor=actor, reason="refund")
+
+
+def _reconcile(
+    *,
+    referral: Referral,
+    current: dict[str, Reward],
+    targets: dict[str, _Target],
+    frozen: set[int],
+    actor: Actor,
+    now: datetime | None,
+    settlement: _Settlement,
+) -> None:
+    """Bring the referral's current rewards to ``targets``, slot by slot (sorted: deterministic locking)."""
+    for slot in sorted(set(current) | set(targets)):
+        reward, target = current.get(slot), targets.get(slot)
+        if reward is not None and target is None and reward.participant_id in frozen:
+            continue  # an inactive participant's rewards stay as they are
+        if target is None:
+            if _withdraw(reward, actor=actor, reason="no longer earned: recomputed from the referral's events"):
+                settlement.withdrawn += 1
+            _retire(reward)
+            continue
+        if reward is not None and reward.status == RewardStatus.REJECTED and not _money_differs(reward, target):
+            continue  # a marketer rejected it: that decision stands
+        if reward is not None and (_money_differs(reward, target) or _over_reduced(reward, target)):
+            if _withdraw(reward, actor=actor, reason="corrected: recomputed from the referral's events"):
+                settlement.withdrawn += 1
+            _retire(reward)
+            reward = None
+        if reward is None:
+            created = _create(referral=referral, target=target, actor=actor, now=now, notes=settlement.notes)
+            if created is not None:
+                settlement.created.append(created)
+                _reduce(created, target, actor=actor)
+            continue
+        _describe(reward, target)
+        _reduce(reward, target, actor=actor)
+
+
+def _revision(slot: str, tenant_id: int) -> int:
+    return Reward.objects.for_tenant(tenant_id).filter(slot_key=slot).count() + 1
+
+
+def _explanation(target: _Target, version_number: int | None) -> tuple[dict, str]:
+    rule = target.rule
     where = (
-        f"partner tier {grant.tier!r} rule {rule.rule_index + 1}"
-        if grant.tier
-        else f"{side} rule {rule.rule_index + 1}"
+        f"partner tier {target.tier!r} rule {rule.rule_index + 1}"
+        if target.tier
+        else f"{target.side} rule {rule.rule_index + 1}"
     )
     text = f"Rule version {version_number}, {where} ({rule.kind.replace('_', ' ')}): {rule.explanation}"
-    if side == BeneficiarySide.REFERRER and grant.share != 1:
+    if target.side == BeneficiarySide.REFERRER and target.share != 1:
         if rule.form in SPLITTABLE_FORMS:
-            text += f" {rules_module.TIMES} {share_percent(grant.share)} share = {format_money(amount, rule.currency)}"
+            amount = format_money(target.amount, rule.currency)
+            text += f" {rules_module.TIMES} {share_percent(target.share)} share = {amount}"
         else:
-            text += f" (an item cannot be split: it goes to the largest share, {share_percent(grant.share)})"
-    return text
+            text += f" (an item cannot be split: it goes to the largest share, {share_percent(target.share)})"
+    event = target.event
+    explanation = {
+        "slot": target.slot,
+        "event": event.pk if event else None,
+        "external_event_id": event.external_event_id if event else None,
+        "event_kind": event.kind if event else target.earned_on,
+        "earned_on": target.earned_on,
+        "rule_version": version_number,
+        "side": target.side,
+        "rule_index": rule.rule_index,
+        "rule_kind": rule.kind,
+        "form": rule.form,
+        "tier": target.tier,
+        "rule_amount_minor": rule.amount_minor,
+        "rule_explanation": rule.explanation,
+        "share": str(target.share),
+        "attribution": target.attribution,
+        "amount_minor": target.amount,
+        "currency": rule.currency,
+        "previous_successful_referrals": target.previous,
+        "capped": rule.capped,
+    }
+    return explanation, text
+
+
+def _describe(reward: Reward, target: _Target) -> None:
+    """Keep a matching reward's description of what earned it current (same money: no ledger change):
+    e.g. a first-payment bounty now earned by an earlier payment that arrived late."""
+    explanation, text = _explanation(target, reward.explanation.get("rule_version"))
+    changes = {}
+    event_id = target.event.pk if target.event else None
+    if reward.conversion_event_id != event_id:
+        changes["conversion_event_id"] = event_id
+    if reward.converted_at != target.earned_at:
+        changes["converted_at"] = target.earned_at
+        if reward.status == RewardStatus.PENDING:
+            changes["hold_until"] = target.earned_at + (reward.hold_until - reward.converted_at)
+    if reward.explanation != explanation:
+        changes["explanation"] = explanation
+    if reward.explanation_text != text:
+        changes["explanation_text"] = text
+    if changes:
+        Reward.objects.for_tenant(reward.tenant_id).filter(pk=reward.pk).update(**changes)
+
+
+def _create(
+    *, referral: Referral, target: _Target, actor: Actor, now: datetime | None, notes: list[str]
+) -> Reward | None:
+    rule = target.rule
+    kind = target.kind
+    if target.amount <= 0 and kind in (RewardKind.CASH, RewardKind.CREDIT):
+        note = f"{target.participant.name}: {rule.explanation} — nothing to pay."
+        if note not in notes:
+            notes.append(note)
+        return None
+    version_number = referral.rule_version.number if referral.rule_version else None
+    explanation, text = _explanation(target, version_number)
+    return reward_create(
+        tenant=referral.tenant,
+        program=referral.program,
+        participant=target.participant,
+        amount_minor=target.amount,
+        source_key=f"{target.slot}#{_revision(target.slot, referral.tenant_id)}",
+        slot_key=target.slot,
+        actor=actor,
+        kind=kind,
+        currency=rule.currency,
+        beneficiary_side=target.side,
+        conversion_event=target.event,
+        referral=referral,
+        converted_at=target.earned_at,
+        explanation=explanation,
+        explanation_text=text,
+        description=_description(rule),
+        now=now,
+        hold_from=target.earned_at,
+        earned_on=target.earned_on,
+        **target.coupon,
+    )
+
+
+def _announce(*, referral: Referral, created: list[Reward]) -> None:
+    """The referrer hears "became a customer" once, with the first payment's rewards; every other new
+    reward (a later payment's share, a lead bounty, the referred company's) is announced on its own."""
+    conversion: dict[int, list[Reward]] = defaultdict(list)
+    for reward in created:
+        if reward.status == RewardStatus.REVERSED:
+            continue
+        if reward.beneficiary_side == BeneficiarySide.REFERRER and reward.slot_key.endswith(":conversion"):
+            conversion[reward.participant_id].append(reward)
+        else:
+            messages.message_reward_earned(reward=reward, referral=referral)
+    for rewards in conversion.values():
+        messages.message_referral_converted(participant=rewards[0].participant, referral=referral, rewards=rewards)
+
+
+def _record_evaluations(*, referral: Referral, settlement: _Settlement) -> None:
+    """Each settled event of the referral keeps the outcome of the settlement that last looked at it."""
+    events = list(
+        ConversionEvent.objects.for_tenant(referral.tenant_id)
+        .filter(referral_id=referral.pk, status__in=SETTLED_STATUSES)
+        .values_list("pk", flat=True)
+    )
+    if not events:
+        return
+    existing = {
+        row.conversion_event_id: row
+        for row in RewardEvaluation.objects.for_tenant(referral.tenant_id).filter(conversion_event_id__in=events)
+    }
+    now = timezone.now()
+    created_by_event: dict[int, int] = defaultdict(int)
+    for reward in settlement.created:
+        if reward.conversion_event_id:
+            created_by_event[reward.conversion_event_id] += 1
+    waiting = {
+        refund.pk
+        for refund in ConversionEvent.objects.for_tenant(referral.tenant_id).filter(
+            pk__in=events, kind=ConversionKind.REFUND
+        )
+        if refunded_payment(refund) is None
+    }
+    for event_id in events:
+        values = {
+            "referral": referral,
+            "status": settlement.status,
+            "notes": settlement.notes,
+            "detail": settlement.detail,
+            "evaluated_at": now,
+        }
+        if event_id in waiting:
+            values["status"] = EvaluationStatus.NOTHING_YET
+            values["notes"] = [
+                "The refunded payment is not known yet; its rewards will be reduced when it arrives.",
+                *settlement.notes,
+            ]
+        row = existing.get(event_id)
+        if row is None:
+            RewardEvaluation.objects.create(
+                tenant_id=referral.tenant_id,
+                conversion_event_id=event_id,
+                attempts=1,
+                rewards_created=created_by_event[event_id],
+                **values,
+            )
+            continue
+        for name, value in values.items():
+            setattr(row, name, value)
+        row.attempts += 1
+        row.rewards_created += created_by_event[event_id]
+        row.save(update_fields=[*values, "attempts", "rewards_created"])
 
 
 def _coupon_fields(rule: rules_module.Reward) -> dict:
@@ -511,90 +979,6 @@ def _description(rule: rules_module.Reward) -> str:
     if rule.form == rules_module.FORM_GIFT:
         return f"Gift: {rule.item}"[:200]
     return ""
-
-
-def _create(
-    *,
-    event: ConversionEvent,
-    referral: Referral,
-    version_number: int,
-    grant: _Grant,
-    amount: int,
-    side: str,
-    source_key: str,
-    actor: Actor,
-    now: datetime | None,
-    notes: list[str],
-) -> Reward | None:
-    rule = grant.reward
-    kind = REWARD_KIND_OF_FORM[rule.form]
-    if amount <= 0 and kind in (RewardKind.CASH, RewardKind.CREDIT):
-        notes.append(f"{grant.participant.name}: {rule.explanation} — nothing to pay.")
-        return None
-    text = _explanation_text(grant, amount, version_number, side)
-    explanation = {
-        "event": event.pk,
-        "external_event_id": event.external_event_id,
-        "event_kind": event.kind,
-        "rule_version": version_number,
-        "side": side,
-        "rule_index": rule.rule_index,
-        "rule_kind": rule.kind,
-        "form": rule.form,
-        "tier": grant.tier,
-        "rule_amount_minor": rule.amount_minor,
-        "rule_explanation": rule.explanation,
-        "share": str(grant.share),
-        "attribution": grant.attribution.pk if grant.attribution else None,
-        "amount_minor": amount,
-        "currency": rule.currency,
-        "previous_successful_referrals": grant.previous,
-        "capped": rule.capped,
-    }
-    coupon = _coupon_fields(rule) if kind == RewardKind.COUPON else {}
-    return reward_create(
-        tenant=event.tenant,
-        program=referral.program,
-        participant=grant.participant,
-        amount_minor=amount,
-        source_key=source_key,
-        actor=actor,
-        kind=kind,
-        currency=rule.currency,
-        beneficiary_side=side,
-        conversion_event=event,
-        referral=referral,
-        explanation=explanation,
-        explanation_text=text,
-        description=_description(rule),
-        now=now,
-        hold_from=event.occurred_at,
-        earned_on=_earned_on(event),
-        **coupon,
-    )
-
-
-def _announce(
-    *,
-    is_conversion: bool,
-    referral: Referral,
-    by_participant: dict[int, list[Reward]],
-    referred_rewards: list[Reward],
-) -> None:
-    """The referrer hears "became a customer" once, with the first payment's rewards; every other reward
-    (a later payment's share, a lead bounty, the referred company's) is announced on its own."""
-    for rewards in by_participant.values():
-        live = [reward for reward in rewards if reward.status != RewardStatus.REVERSED]
-        if not live:
-            continue
-        if is_conversion:
-            messages.message_referral_converted(participant=live[0].participant, referral=referral, rewards=live)
-        else:
-            for reward in live:
-                messages.message_reward_earned(reward=reward, referral=referral)
-    for reward in referred_rewards:
-        if reward.status != RewardStatus.REVERSED:
-            messages.message_reward_earned(reward=reward, referral=referral)
 
 
 def referred_participant(*, referral: Referral, actor: Actor) -> Participant:
@@ -635,106 +1019,10 @@ def referred_participant(*, referral: Referral, actor: Actor) -> Participant:
     return participant
 
 
-# --- reductions: refunds and cancellations --------------------------------------------------------
-def _apply_refunds(*, payment: ConversionEvent, actor: Actor, rewards: list[Reward] | None = None) -> int:
-    total = refunded_total(payment)
-    if total <= 0 or payment.amount_minor <= 0:
-        return 0
-    if rewards is None:
-        rewards = list(Reward.objects.for_tenant(payment.tenant_id).filter(conversion_event=payment).order_by("pk"))
-    for reward in rewards:
-        reward_reduce_for_refund(
-            reward=reward, refunded_minor=total, paid_minor=payment.amount_minor, actor=actor, reason="refund"
-        )
-    return total
-
-
-def _cancellation_in_force(*, referral: Referral, rule_set: rules_module.RuleSet) -> ConversionEvent | None:
-    """The referral's cancellation that falls inside the rules' cancellation window, if any."""
-    if rule_set.cancellation_policy == "keep" or referral.converted_at is None:
-        return None
-    cancellation = (
-        ConversionEvent.objects.for_tenant(referral.tenant_id)
-        .filter(referral_id=referral.pk, kind=ConversionKind.CANCELLATION, status__in=SETTLED_STATUSES)
-        .order_by("occurred_at", "pk")
-        .first()
-    )
-    if cancellation is None:
-        return None
-    if (cancellation.occurred_at - referral.converted_at).days > rule_set.cancellation_within_days:
-        return None
-    return cancellation
-
-
-def _withdraw(*, rewards: list[Reward], policy: str, actor: Actor) -> int:
-    withdrawn = 0
-    for reward in rewards:
-        reward.refresh_from_db()
-        if reward.status in (RewardStatus.REJECTED, RewardStatus.REVERSED):
-            continue
-        already_paid = reward.status == RewardStatus.PAID or reward.payout_id is not None
-        if policy == "forfeit_unpaid" and already_paid:
-            continue
-        reward_reduce_for_refund(reward=reward, refunded_minor=1, paid_minor=1, actor=actor, reason="cancellation")
-        withdrawn += 1
-    return withdrawn
-
-
-def _settle_reductions(
-    *, payment: ConversionEvent, referral: Referral, rule_set: rules_module.RuleSet, rewards: list[Reward], actor: Actor
-) -> None:
-    """Rewards created late (e.g. after a fraud review) still get the refunds and the cancellation that
-    arrived before them."""
-    if not rewards:
-        return
-    _apply_refunds(payment=payment, actor=actor, rewards=rewards)
-    if _cancellation_in_force(referral=referral, rule_set=rule_set) is not None:
-        _withdraw(rewards=rewards, policy=rule_set.cancellation_policy, actor=actor)
-
-
-def _evaluate_refund(*, event: ConversionEvent, actor: Actor) -> _Outcome:
-    payment = refunded_payment(event)
-    if payment is None:
-        return _Outcome(
-            EvaluationStatus.NOTHING_YET,
-            notes=["The refunded payment is not known yet; its rewards will be reduced when it is evaluated."],
-        )
-    total = _apply_refunds(payment=payment, actor=actor)
-    return _Outcome(
-        EvaluationStatus.DONE,
-        notes=[
-            f"Refund of payment {payment.external_event_id}: {format_money(total, payment.currency or 'USD')} of "
-            f"{format_money(payment.amount_minor, payment.currency or 'USD')} refunded in total; its rewards "
-            "are reduced in proportion (clawed back if already paid)."
-        ],
-        detail={"payment": payment.pk, "refunded_minor": total, "paid_minor": payment.amount_minor},
-    )
-
-
-def _evaluate_cancellation(*, event: ConversionEvent, referral: Referral, actor: Actor) -> _Outcome:
-    version = referral.rule_version or program_current_version(program=referral.program)
-    rule_set = rules_module.parse_rules(version.rules)
-    policy, days = rule_set.cancellation_policy, rule_set.cancellation_within_days
-    if policy == "keep":
-        return _Outcome(EvaluationStatus.DONE, notes=["Cancellation policy 'keep': earned rewards stay."])
-    if _cancellation_in_force(referral=referral, rule_set=rule_set) is None:
-        return _Outcome(
-            EvaluationStatus.DONE,
-            notes=[f"Cancelled more than {days} days after converting (or never converted): rewards stay."],
-        )
-    rewards = list(Reward.objects.for_tenant(event.tenant_id).filter(referral=referral).order_by("pk"))
-    withdrawn = _withdraw(rewards=rewards, policy=policy, actor=actor)
-    what = "held and paid rewards" if policy == "clawback" else "rewards not yet paid"
-    return _Outcome(
-        EvaluationStatus.DONE,
-        notes=[f"Cancelled within {days} days of converting: policy {policy!r} withdraws {what} ({withdrawn})."],
-        detail={"policy": policy, "within_days": days, "withdrawn": withdrawn},
-    )
-
-
 __all__ = [
     "previous_successful_referrals",
     "referral_rewards_evaluate",
+    "referral_rewards_settle",
     "referred_participant",
     "reward_evaluate",
     "split_by_share",

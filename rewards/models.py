@@ -225,6 +225,16 @@ class Reward(TenantOwnedModel):
     explanation = models.JSONField(default=dict, blank=True, help_text="How the amount was computed.")
     explanation_text = models.TextField(blank=True)
     source_key = models.CharField(max_length=200, help_text="Idempotency of creation: one reward per source key.")
+    slot_key = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="What the reward pays for, e.g. 'ref:12:referrer:7:default:0:conversion' (the first-payment "
+        "reward of referral 12, participant 7, rule 0). At most one current reward per slot.",
+    )
+    is_current = models.BooleanField(
+        default=True,
+        help_text="False once a recomputation replaced or withdrew it (its ledger corrections stay).",
+    )
     conversion_event = models.ForeignKey(
         ConversionEvent, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
@@ -242,6 +252,13 @@ class Reward(TenantOwnedModel):
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["tenant", "source_key"], name="reward_unique_source_key"),
+            # Exactly one current reward per slot: e.g. one first-payment reward per referral, rule and
+            # participant, however the events arrive.
+            models.UniqueConstraint(
+                fields=["tenant", "slot_key"],
+                condition=models.Q(is_current=True) & ~models.Q(slot_key=""),
+                name="reward_one_current_per_slot",
+            ),
             models.CheckConstraint(condition=models.Q(amount_minor__gte=0), name="reward_amount_not_negative"),
             models.CheckConstraint(
                 condition=models.Q(reversed_minor__gte=0, clawed_back_minor__gte=0)
@@ -386,18 +403,18 @@ class StripeCharge(TenantOwnedModel):
 
 
 class EvaluationStatus(models.TextChoices):
-    DONE = "done", "Done (rewards decided; never evaluated again)"
+    DONE = "done", "Done (rewards settled from the referral's events)"
     BLOCKED = "blocked", "Blocked (e.g. fraud review, participant inactive); evaluated again when that changes"
     NOTHING_YET = "nothing_yet", "Nothing to evaluate yet (no attribution); evaluated again on the next run"
     FAILED = "failed", "Failed (e.g. unreadable rules)"
 
 
 class RewardEvaluation(TenantOwnedModel):
-    """What the evaluation of one conversion event decided, and why: one row per event.
+    """What the last evaluation of one conversion event decided, and why: one row per event.
 
-    Once ``done`` the event is never evaluated again, so a retried or concurrent task, or a later
-    re-run of attribution, cannot grant rewards twice. ``blocked`` and ``nothing_yet`` are evaluated
-    again when queued (after a fraud review clears the referral, after attribution runs again).
+    Evaluating an event settles its referral's rewards from the whole set of the referral's events
+    (rewards/evaluation.py), so evaluating again — a retried or concurrent task, a late event of the same
+    customer — gives the same rewards. ``blocked`` referrals (fraud review) are settled when cleared.
     """
 
     conversion_event = models.ForeignKey(ConversionEvent, on_delete=models.PROTECT, related_name="+")

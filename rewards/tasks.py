@@ -55,8 +55,8 @@ def stripe_event_process(event_id: int) -> str:
     retry_backoff_max=300,
 )
 def evaluate_conversion(event_id: int) -> str:
-    """Turn one conversion event's attributions into rewards (queued by attribution_run after commit).
-    Idempotent: an event already evaluated is left alone, so a redelivered task creates nothing."""
+    """Settle the rewards of one conversion event's referral (queued by attribution_run after commit).
+    Idempotent: settling again from the same events changes nothing, so a redelivered task creates nothing."""
     from .evaluation import reward_evaluate
 
     evaluation = reward_evaluate(event_id=event_id)
@@ -80,6 +80,21 @@ def evaluate_referral(referral_id: int) -> int:
     if referral is None:
         return 0
     return sum(evaluation.rewards_created for evaluation in referral_rewards_evaluate(referral=referral))
+
+
+@money_task(
+    name="rewards.settle_referral",
+    autoretry_for=(OperationalError,),
+    retry_backoff=5,
+    retry_backoff_max=300,
+)
+def settle_referral(referral_id: int) -> str:
+    """Settle one referral's rewards from the set of its events (idempotent; queued after an event is
+    attributed, a stage moves or the referral is rejected)."""
+    from .evaluation import referral_rewards_settle
+
+    settlement = referral_rewards_settle(referral_id=referral_id)
+    return settlement.status if settlement is not None else "skipped"
 
 
 @app.task(name="rewards.message_referral_stage", acks_late=True, autoretry_for=(OperationalError,), max_retries=5)

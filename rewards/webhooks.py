@@ -25,6 +25,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from referral_platform.celery import enqueue_on_commit
 from referral_platform.tenancy.actors import system_actor
 from referral_platform.tenancy.models import Tenant
 from referrals.models import ConversionEvent, ConversionKind
@@ -79,8 +80,6 @@ def webhook_receive(*, tenant_slug: str, payload: bytes, signature: str) -> Stri
             )
     except IntegrityError:
         return StripeWebhookEvent.objects.for_tenant(tenant).get(stripe_event_id=event_id)
-    from referral_platform.celery import enqueue_on_commit
-
     from .tasks import stripe_event_process
 
     enqueue_on_commit(stripe_event_process, stored.pk)
@@ -169,16 +168,31 @@ def _charge_for(tenant: Tenant, *, charge_id: str, invoice_id: str, payment_inte
 
 
 def _apply_refunds(charge: StripeCharge) -> None:
+    """A refunded charge whose payment is known: its referral's rewards are settled again after commit
+    (evaluation reads the charge's refunded amount and reduces the payment's rewards in proportion);
+    rewards created by hand for that payment (no settlement slot) are reduced here, the same way."""
     if charge.conversion_event_id is None or charge.amount_refunded_minor <= 0 or charge.amount_minor <= 0:
         return
-    rewards = Reward.objects.for_tenant(charge.tenant_id).filter(conversion_event_id=charge.conversion_event_id)
-    for reward in rewards.order_by("pk"):
+    by_hand = Reward.objects.for_tenant(charge.tenant_id).filter(
+        conversion_event_id=charge.conversion_event_id, slot_key=""
+    )
+    for reward in by_hand.order_by("pk"):
         reward_reduce_for_refund(
             reward=reward,
             refunded_minor=charge.amount_refunded_minor,
             paid_minor=charge.amount_minor,
             actor=system_actor(charge.tenant),
         )
+    referral_id = (
+        ConversionEvent.objects.for_tenant(charge.tenant_id)
+        .filter(pk=charge.conversion_event_id)
+        .values_list("referral_id", flat=True)
+        .first()
+    )
+    if referral_id is not None:
+        from .tasks import settle_referral
+
+        enqueue_on_commit(settle_referral, referral_id, once=True)
 
 
 def handle_invoice_paid(event: StripeWebhookEvent) -> None:

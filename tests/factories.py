@@ -85,6 +85,7 @@ class ParticipantFactory(factory.django.DjangoModelFactory):
     external_id = factory.Sequence(lambda n: f"ext-{n}")
     name = factory.Sequence(lambda n: f"Participant {n} px{n:04d}")
     email = factory.Sequence(lambda n: f"participant{n}@customer.example")
+    coupon_code = factory.Sequence(lambda n: f"PX{n:06d}")
 
 
 class ReferralLinkFactory(factory.django.DjangoModelFactory):

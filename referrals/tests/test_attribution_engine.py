@@ -190,11 +190,12 @@ def test_processing_twice_does_nothing_the_second_time(world, linear):
 # --- identity stitching and the cookie window -----------------------------------------------------
 @pytest.mark.django_db
 def test_touches_on_two_devices_are_stitched_once_the_customer_id_links_them(world, linear):
-    # Given: the laptop clicked Dana's link and signed up; the phone later clicked Ravi's link
+    # Given: the laptop clicked Dana's link and signed up; before that the phone had clicked Ravi's link,
+    # and nothing yet ties the phone to the customer
     _, (dana, dana_link), (ravi, ravi_link) = linear
     click(dana_link, visitor_id="vis-laptop", at=NOW - timedelta(days=20))
+    click(ravi_link, visitor_id="vis-phone", at=NOW - timedelta(days=2))
     _signup(world.a, email="jane@globalbank.example", visitor_id="vis-laptop", customer_external_id="cus_7")
-    click(ravi_link, visitor_id="vis-phone", at=NOW - timedelta(hours=5))
     assert identity_cluster(world.a, customer_ids=["cus_7"]).visitor_ids == {"vis-laptop"}
 
     # When: the payment arrives from the phone (its visitor id and the customer id)
@@ -225,7 +226,8 @@ def test_a_device_linked_only_by_email_through_a_lead_form_is_stitched(world, li
 @pytest.mark.django_db
 def test_touches_before_the_cookie_window_get_no_credit_and_are_listed_as_excluded(world, linear):
     _, (_, dana_link), (_, ravi_link) = linear  # 30-day window
-    old_click = click(dana_link, visitor_id="vis-1", at=NOW - timedelta(days=31))
+    # The window is counted back from the sign-up (one day ago), not from the payment.
+    old_click = click(dana_link, visitor_id="vis-1", at=NOW - timedelta(days=32))
     click(ravi_link, visitor_id="vis-1", at=NOW - timedelta(days=29))
     _signup(world.a, email="jane@globalbank.example", visitor_id="vis-1", customer_external_id="cus_1")
 
@@ -318,8 +320,9 @@ def test_time_decay_uses_the_half_life_of_the_rule_version(world):
         referrer_with_link(program, name="Old Touch", company="O"),
         referrer_with_link(program, name="New Touch", company="N"),
     )
-    click(old_link, visitor_id="vis-1", at=NOW - timedelta(days=5))
-    click(new_link, visitor_id="vis-1", at=NOW)
+    # Ages are counted back from the sign-up (one day ago), when the credit is decided.
+    click(old_link, visitor_id="vis-1", at=NOW - timedelta(days=6))
+    click(new_link, visitor_id="vis-1", at=NOW - timedelta(days=1))
     _signup(world.a, email="jane@globalbank.example", visitor_id="vis-1", customer_external_id="cus_1")
 
     event = process(receive(world.a, customer_external_id="cus_1", amount_minor=300))

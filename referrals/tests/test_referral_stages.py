@@ -106,6 +106,17 @@ FULL_FUNNEL = [
 ]
 
 
+@pytest.mark.parametrize("start", [S.CLICKED, S.SIGNED_UP, S.QUALIFIED])
+def test_a_cancellation_churns_a_referral_at_any_open_stage(referrer, start):
+    # A customer who cancels before paying stays churned, whatever order their events arrive in.
+    referral = ReferralFactory(referrer=referrer, status=start)
+
+    referral = services.referral_churn(referral=referral, actor="tester", at=WHEN, reason="cancelled")
+
+    assert (referral.status, referral.churned_at) == (S.CHURNED, WHEN)
+    assert [(a.from_state, a.to_state) for a in _audits(referral)][-1] == (start, "churned")
+
+
 def test_walk_the_whole_funnel_with_a_timestamp_and_audit_row_per_stage(referrer):
     referral = _create(referrer)
     for service, status, stamp in FULL_FUNNEL:
@@ -127,8 +138,7 @@ ILLEGAL = [
     (S.CONVERTED, services.referral_sign_up),
     (S.CONVERTED, services.referral_qualify),
     (S.QUALIFIED, services.referral_sign_up),
-    (S.SIGNED_UP, services.referral_churn),
-    (S.CLICKED, services.referral_churn),
+    (S.REJECTED, services.referral_churn),
     (S.REJECTED, services.referral_convert),
     (S.CHURNED, services.referral_convert),
     (S.CONVERTED, services.referral_convert),

@@ -48,7 +48,8 @@ def test_a_flat_conversion_reward_is_granted_through_the_whole_pipeline(world, p
     [reward] = _rewards(participant=dana)
     assert (reward.amount_minor, reward.kind, reward.status) == (5_000, RewardKind.CASH, "pending")
     assert (reward.conversion_event_id, reward.referral_id) == (event.pk, referral.pk)
-    assert reward.source_key == f"eval:{event.pk}:referrer:{dana.pk}:default:0"
+    assert reward.slot_key == f"ref:{referral.pk}:referrer:{dana.pk}:default:0:conversion"
+    assert reward.source_key == f"{reward.slot_key}#1"
     assert reward.explanation_text.startswith("Rule version 1, referrer rule 1 (flat per conversion): Flat 50.00 USD")
     assert reward.explanation["share"] == "1.000000" and reward.explanation["rule_version"] == 1
     accrual = LedgerTransaction.objects.get(reward=reward)
@@ -285,7 +286,9 @@ def test_a_partner_tier_listed_in_the_rules_overrides_the_default_referrer_rule(
     [plain_reward] = _rewards(participant=plain)
     assert (gold_reward.amount_minor, plain_reward.amount_minor) == (30_000, 10_000)
     assert gold_reward.explanation["tier"] == "gold" and "partner tier 'gold' rule 1" in gold_reward.explanation_text
-    assert gold_reward.source_key.endswith(":gold:0") and plain_reward.source_key.endswith(":default:0")
+    assert gold_reward.slot_key.endswith(":gold:0:conversion") and plain_reward.slot_key.endswith(
+        ":default:0:conversion"
+    )
 
 
 def test_a_participant_who_is_not_active_gets_no_reward(world, pipe):
@@ -314,7 +317,8 @@ def test_evaluating_again_creates_nothing_new(world, pipe):
 
     evaluate_conversion.run(event.pk)
 
-    assert again.status == "done" and again.attempts == 1
+    # Each evaluation settles the referral again from its events: nothing new is created or posted.
+    assert again.status == "done" and again.rewards_created == 1
     assert (Reward.objects.count(), LedgerTransaction.objects.count()) == before
 
 

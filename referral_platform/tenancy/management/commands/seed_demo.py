@@ -328,9 +328,12 @@ class Command(BaseCommand):
         )
         event("seed_pay_orbit_1", "payment", 8, 49_900, customer_external_id="acct_orbit")
         progress(1, steps, f"{tenant.slug}: conversions")
-        # 2. Multi-touch across devices in the partner program (position based).
+        # 2. Multi-touch across devices in the partner program (position based): the phone clicked two
+        # partners' links before the sign-up on the laptop, and is tied to the customer by the payment.
         priya, marco, nina = person("ptn_01"), person("ptn_02"), person("ptn_03")
         seed_click(priya, "demo-quanta-laptop", 25)
+        seed_click(marco, "demo-quanta-phone", 23, channel="social")
+        seed_click(nina, "demo-quanta-phone", 21, channel="social")
         signup_record(
             tenant=tenant,
             actor=actor,
@@ -342,8 +345,6 @@ class Command(BaseCommand):
             how_did_you_hear="Podcast ad",
             occurred_at=now - timedelta(days=20),
         )
-        seed_click(marco, "demo-quanta-phone", 10, channel="social")
-        seed_click(nina, "demo-quanta-phone", 4, channel="social")
         progress(2, steps, f"{tenant.slug}: conversions")
         event(
             "seed_pay_quanta_1",
