@@ -32,6 +32,7 @@ from referral_platform.domains import (
     free_email_domains,
     normalise_company_name,
     read_domain_list,
+    registrable_domain,
 )
 
 from .models import (
@@ -170,6 +171,8 @@ def referral_fraud_signals(*, referral: Referral, policy: FraudPolicy | None = N
             check_self_referral_visitor(referral=referral, own_visitors=own_visitors),
             check_self_referral_device(referral=referral, own_visitors=own_visitors, policy=policy),
         ]
+    if policy.own_company_enabled:
+        signals.append(check_own_company(referral=referral))
     if policy.disposable_email_enabled:
         signals.append(check_disposable_email(referral=referral))
     if policy.velocity_enabled:
@@ -200,6 +203,80 @@ def check_self_referral_email(*, referral: Referral) -> FraudSignal | None:
             ],
             "rows": [_row("referrer", referrer, referrer.created_at, name=referrer.name, email=referrer.email)],
             "params": {"normalisation": "lower-case; +tag removed; Gmail: dots removed, googlemail.com = gmail.com"},
+        },
+    )
+
+
+OWN_COMPANY_DOMAIN_RULE = (
+    "same registrable domain (eTLD+1 by the Public Suffix List; sub-domains count as their domain); "
+    "free-mail and disposable domains do not count"
+)
+OWN_COMPANY_NAME_RULE = "accents, case, punctuation, spaces, a leading 'the' and trailing legal forms removed"
+
+
+def check_own_company(*, referral: Referral) -> FraudSignal | None:
+    """The referred person is a colleague at the referrer's own company: the two e-mail addresses
+    are at one registrable domain (``sales.acme.co.uk`` = ``acme.co.uk``; ``acme.com`` ≠
+    ``acme.co.uk``), or the referred company's name is the referrer's company name once normalised
+    (both given).
+
+    Free-mail and disposable domains never match: two gmail.com users are not one company. The
+    referrer's own mailbox is not a colleague: that is ``self_referral_email``, which the program may
+    turn off on its own.
+    """
+    referrer = referral.referrer
+    own_mailbox = normalize_email_for_matching(referrer.email)
+    if own_mailbox and normalize_email_for_matching(referral.referred_email) == own_mailbox:
+        return None
+    source = f"referrer (participant #{referrer.pk})"
+    compared, matched_on, reasons = [], [], []
+
+    referred_domain = company_email_domain(referral.referred_email)
+    own_domain = company_email_domain(referrer.email)
+    organisation = registrable_domain(referred_domain)
+    if organisation and organisation == registrable_domain(own_domain):
+        matched_on.append("domain")
+        compared.append(
+            _compared("Company e-mail domain", referred_domain, own_domain, source) | {"normalised": organisation}
+        )
+        reasons.append(
+            f"the referred e-mail {referral.referred_email} is at {organisation}, "
+            f"the domain of the referrer's e-mail {referrer.email}"
+        )
+
+    name = normalise_company_name(referral.referred_company)
+    if name and name == normalise_company_name(referrer.company):
+        matched_on.append("name")
+        compared.append(
+            _compared("Company", referral.referred_company, referrer.company, source) | {"normalised": name}
+        )
+        reasons.append(
+            f'the referred company "{referral.referred_company}" is the referrer\'s own company '
+            f'"{referrer.company}" (both "{name}" once normalised)'
+        )
+
+    if not matched_on:
+        return None
+    return FraudSignal(
+        code=FraudSignalCode.OWN_COMPANY,
+        message=f"The referral looks like the referrer's own company: {'; and '.join(reasons)}.",
+        evidence={
+            "compared": compared,
+            "rows": [
+                _row(
+                    "referrer",
+                    referrer,
+                    referrer.created_at,
+                    name=referrer.name,
+                    email=referrer.email,
+                    company=referrer.company,
+                )
+            ],
+            "params": {
+                "matched_on": matched_on,
+                "domain_rule": OWN_COMPANY_DOMAIN_RULE,
+                "name_rule": OWN_COMPANY_NAME_RULE,
+            },
         },
     )
 
