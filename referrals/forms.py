@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from django import forms
 
+from referral_platform.domains import free_email_domains, is_free_email_domain
+
 from .models import CompanySize
 
-FREE_MAIL_DOMAINS = frozenset({"gmail.com", "yahoo.com", "hotmail.com", "outlook.com", "icloud.com", "aol.com"})
+# The one list of personal mail providers (referral_platform/data/free_email_domains.txt), also
+# ignored by the fraud checks; the name stays for code that imports it from here.
+FREE_MAIL_DOMAINS = free_email_domains()
 
 
 class LandingLeadForm(forms.Form):
@@ -27,6 +31,6 @@ class LandingLeadForm(forms.Form):
 
     def clean_email(self) -> str:
         email = self.cleaned_data["email"].strip().lower()
-        if email.rsplit("@", 1)[-1] in FREE_MAIL_DOMAINS:
+        if is_free_email_domain(email):
             raise forms.ValidationError("Use your work e-mail address, not a personal one.")
         return email

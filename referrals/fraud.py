@@ -21,13 +21,19 @@ the same referral again later finds the same thing.
 from __future__ import annotations
 
 import re
-import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import lru_cache
 from pathlib import Path
 
 from django.db.models import Q
+
+from referral_platform.domains import (
+    domain_listed_in,
+    free_email_domains,
+    normalise_company_name,
+    read_domain_list,
+    registrable_domain,
+)
 
 from .models import (
     Click,
@@ -43,20 +49,10 @@ from .models import (
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 DISPOSABLE_DOMAINS_FILE = DATA_DIR / "disposable_domains.txt"
-FREE_EMAIL_DOMAINS_FILE = DATA_DIR / "free_email_domains.txt"
 
 GMAIL_DOMAINS = frozenset({"gmail.com", "googlemail.com"})
 # Evidence lists are cut here (the total is still reported) so one flag stays readable.
 EVIDENCE_ROW_LIMIT = 20
-
-# Legal forms dropped from the end of a company name ("Acme, Inc." and "ACME Inc" are one company).
-LEGAL_FORMS = frozenset(
-    {
-        "ab", "ag", "aps", "as", "asa", "bv", "co", "company", "corp", "corporation", "gmbh", "group",
-        "inc", "incorporated", "kft", "kg", "kk", "limited", "llc", "llp", "lp", "ltd", "ltda", "nv",
-        "oy", "oyj", "plc", "pte", "pty", "sa", "sarl", "sas", "se", "sl", "spa", "sro", "srl",
-    }
-)  # fmt: skip
 
 REWARDABLE_REVIEW_STATUSES = frozenset({ReviewStatus.CLEAR, ReviewStatus.CLEARED})
 
@@ -113,45 +109,22 @@ def email_match_regex(normalized_email: str) -> str:
     return rf"^{local_re}(\+[^@]*)?@{domain_re}\.?$"
 
 
-def normalize_company(name: str) -> str:
-    """A company name reduced to what identifies it: accents, case, punctuation, a leading "the"
-    and trailing legal forms removed ("The Acme Company, Inc." → "acme")."""
-    text = unicodedata.normalize("NFKD", name or "")
-    text = "".join(char for char in text if not unicodedata.combining(char)).casefold()
-    text = text.replace("&", " and ").replace(".", "")
-    tokens = re.findall(r"[^\W_]+", text)
-    core = list(tokens)
-    if len(core) > 1 and core[0] == "the":
-        core = core[1:]
-    while len(core) > 1 and core[-1] in LEGAL_FORMS:
-        core.pop()
-    return "".join(core)
-
-
-@lru_cache(maxsize=4)
-def _domain_list(path: Path) -> frozenset[str]:
-    with path.open(encoding="utf-8") as handle:
-        return frozenset(
-            line.strip().lower().rstrip(".") for line in handle if line.strip() and not line.startswith("#")
-        )
+# Company names, free-mail and registrable domains are core helpers (referral_platform.domains),
+# shared with partner deal registration; this name stays for the callers that import it from here.
+normalize_company = normalise_company_name
 
 
 def disposable_domains() -> frozenset[str]:
-    return _domain_list(DISPOSABLE_DOMAINS_FILE)
+    return read_domain_list(DISPOSABLE_DOMAINS_FILE)
 
 
-def free_email_domains() -> frozenset[str]:
-    return _domain_list(FREE_EMAIL_DOMAINS_FILE)
-
-
-def domain_listed_in(domain: str, domains: frozenset[str]) -> str:
-    """The entry of ``domains`` that ``domain`` is, or is a sub-domain of; ``""`` if none."""
-    labels = domain.lower().rstrip(".").split(".")
-    for start in range(len(labels) - 1):
-        candidate = ".".join(labels[start:])
-        if candidate in domains:
-            return candidate
-    return ""
+def company_email_domain(email: str) -> str:
+    """The domain of an address when it can say which company someone works for: ``""`` for
+    free-mail providers (many unrelated people share gmail.com) and disposable domains."""
+    domain = email_domain(email)
+    if not domain or domain_listed_in(domain, free_email_domains()) or domain_listed_in(domain, disposable_domains()):
+        return ""
+    return domain
 
 
 # --- signals ---------------------------------------------------------------------------------------
@@ -198,6 +171,8 @@ def referral_fraud_signals(*, referral: Referral, policy: FraudPolicy | None = N
             check_self_referral_visitor(referral=referral, own_visitors=own_visitors),
             check_self_referral_device(referral=referral, own_visitors=own_visitors, policy=policy),
         ]
+    if policy.own_company_enabled:
+        signals.append(check_own_company(referral=referral))
     if policy.disposable_email_enabled:
         signals.append(check_disposable_email(referral=referral))
     if policy.velocity_enabled:
@@ -228,6 +203,80 @@ def check_self_referral_email(*, referral: Referral) -> FraudSignal | None:
             ],
             "rows": [_row("referrer", referrer, referrer.created_at, name=referrer.name, email=referrer.email)],
             "params": {"normalisation": "lower-case; +tag removed; Gmail: dots removed, googlemail.com = gmail.com"},
+        },
+    )
+
+
+OWN_COMPANY_DOMAIN_RULE = (
+    "same registrable domain (eTLD+1 by the Public Suffix List; sub-domains count as their domain); "
+    "free-mail and disposable domains do not count"
+)
+OWN_COMPANY_NAME_RULE = "accents, case, punctuation, spaces, a leading 'the' and trailing legal forms removed"
+
+
+def check_own_company(*, referral: Referral) -> FraudSignal | None:
+    """The referred person is a colleague at the referrer's own company: the two e-mail addresses
+    are at one registrable domain (``sales.acme.co.uk`` = ``acme.co.uk``; ``acme.com`` ≠
+    ``acme.co.uk``), or the referred company's name is the referrer's company name once normalised
+    (both given).
+
+    Free-mail and disposable domains never match: two gmail.com users are not one company. The
+    referrer's own mailbox is not a colleague: that is ``self_referral_email``, which the program may
+    turn off on its own.
+    """
+    referrer = referral.referrer
+    own_mailbox = normalize_email_for_matching(referrer.email)
+    if own_mailbox and normalize_email_for_matching(referral.referred_email) == own_mailbox:
+        return None
+    source = f"referrer (participant #{referrer.pk})"
+    compared, matched_on, reasons = [], [], []
+
+    referred_domain = company_email_domain(referral.referred_email)
+    own_domain = company_email_domain(referrer.email)
+    organisation = registrable_domain(referred_domain)
+    if organisation and organisation == registrable_domain(own_domain):
+        matched_on.append("domain")
+        compared.append(
+            _compared("Company e-mail domain", referred_domain, own_domain, source) | {"normalised": organisation}
+        )
+        reasons.append(
+            f"the referred e-mail {referral.referred_email} is at {organisation}, "
+            f"the domain of the referrer's e-mail {referrer.email}"
+        )
+
+    name = normalise_company_name(referral.referred_company)
+    if name and name == normalise_company_name(referrer.company):
+        matched_on.append("name")
+        compared.append(
+            _compared("Company", referral.referred_company, referrer.company, source) | {"normalised": name}
+        )
+        reasons.append(
+            f'the referred company "{referral.referred_company}" is the referrer\'s own company '
+            f'"{referrer.company}" (both "{name}" once normalised)'
+        )
+
+    if not matched_on:
+        return None
+    return FraudSignal(
+        code=FraudSignalCode.OWN_COMPANY,
+        message=f"The referral looks like the referrer's own company: {'; and '.join(reasons)}.",
+        evidence={
+            "compared": compared,
+            "rows": [
+                _row(
+                    "referrer",
+                    referrer,
+                    referrer.created_at,
+                    name=referrer.name,
+                    email=referrer.email,
+                    company=referrer.company,
+                )
+            ],
+            "params": {
+                "matched_on": matched_on,
+                "domain_rule": OWN_COMPANY_DOMAIN_RULE,
+                "name_rule": OWN_COMPANY_NAME_RULE,
+            },
         },
     )
 
@@ -495,16 +544,10 @@ def check_duplicate_company(*, referral: Referral, policy: FraudPolicy) -> Fraud
     """The same company was already referred to this program (by anyone) within the window: same
     normalised company name, same company e-mail domain (free-mail and disposable domains do not
     count) or the same normalised e-mail."""
-    name_key = normalize_company(referral.referred_company)
+    name_key = normalise_company_name(referral.referred_company)
     email_key = normalize_email_for_matching(referral.referred_email)
     domain = email_domain(referral.referred_email)
-    company_domain = (
-        domain
-        if domain
-        and not domain_listed_in(domain, free_email_domains())
-        and not domain_listed_in(domain, disposable_domains())
-        else ""
-    )
+    company_domain = company_email_domain(referral.referred_email)
     if not (name_key or email_key):
         return None
     since = referral.created_at - timedelta(days=policy.duplicate_company_window_days)
@@ -521,7 +564,7 @@ def check_duplicate_company(*, referral: Referral, policy: FraudPolicy) -> Fraud
     matches = []
     for row in earlier.iterator(chunk_size=2000):
         matched_on = []
-        if name_key and normalize_company(row.referred_company) == name_key:
+        if name_key and normalise_company_name(row.referred_company) == name_key:
             matched_on.append("name")
         if company_domain and email_domain(row.referred_email) == company_domain:
             matched_on.append("domain")

@@ -324,6 +324,7 @@ class FraudPolicyForm(forms.ModelForm):
             "program",
             "self_referral_enabled",
             "self_referral_activity_days",
+            "own_company_enabled",
             "disposable_email_enabled",
             "velocity_enabled",
             "velocity_max_per_hour",
@@ -346,6 +347,7 @@ class FraudPolicyAdmin(TenantScopedAdmin):
     list_display = [
         "program",
         "self_referral_enabled",
+        "own_company_enabled",
         "disposable_email_enabled",
         "velocity_enabled",
         "velocity_max_per_hour",
@@ -357,6 +359,7 @@ class FraudPolicyAdmin(TenantScopedAdmin):
     fieldsets = [
         (None, {"fields": ["program"]}),
         ("Self-referral", {"fields": ["self_referral_enabled", "self_referral_activity_days"]}),
+        ("Own company", {"fields": ["own_company_enabled"]}),
         ("Disposable e-mail", {"fields": ["disposable_email_enabled"]}),
         ("Velocity", {"fields": ["velocity_enabled", "velocity_max_per_hour"]}),
         ("Duplicate company", {"fields": ["duplicate_company_enabled", "duplicate_company_window_days"]}),

@@ -42,6 +42,7 @@ SYSTEM_ACTOR = "system"
 POLICY_FIELDS = (
     "self_referral_enabled",
     "self_referral_activity_days",
+    "own_company_enabled",
     "disposable_email_enabled",
     "velocity_enabled",
     "velocity_max_per_hour",

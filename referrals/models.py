@@ -389,6 +389,7 @@ class FraudSignalCode(models.TextChoices):
     DISPOSABLE_EMAIL = "disposable_email", "Disposable e-mail domain"
     VELOCITY = "velocity", "Too many referrals in an hour from one referrer"
     DUPLICATE_COMPANY = "duplicate_company", "Company already referred to this program"
+    OWN_COMPANY = "own_company", "Own company: the referrer's own e-mail domain or company name"
 
 
 class FraudPolicy(TenantOwnedModel):
@@ -423,6 +424,11 @@ class FraudPolicy(TenantOwnedModel):
         default=90,
         validators=[MinValueValidator(1), MaxValueValidator(3650)],
         help_text="How far back an earlier referral of the same company counts.",
+    )
+    own_company_enabled = models.BooleanField(
+        default=True,
+        help_text="Flag a referred person of the referrer's own company (same company e-mail domain or "
+        "company name): referring yourself or your own company does not count.",
     )
     updated_at = models.DateTimeField(default=timezone.now, editable=False)
 

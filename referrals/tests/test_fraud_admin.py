@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 
@@ -173,6 +175,37 @@ def test_a_marketer_sets_a_programs_checks_and_the_change_is_audited(client, wor
     assert FraudPolicy.objects.get(pk=policy.pk).velocity_max_per_hour == 7
     updated = AuditEvent.objects.get(action="fraud_policy.updated", object_id=str(policy.pk))
     assert updated.data["changed"] == {"velocity_max_per_hour": [2, 7]}
+
+
+def test_a_marketer_turns_the_own_company_check_off_for_one_program_and_it_is_audited(client, world):
+    # Given a program whose policy has every check on (the defaults)
+    policy = f.FraudPolicyFactory(program=f.ProgramFactory(tenant=world.a))
+    client.force_login(world.marketer_a)
+    page = client.get(f"{POLICIES}{policy.pk}/change/").content.decode()
+    assert re.search(r'<input[^>]*name="own_company_enabled"[^>]*checked', page)
+    defaults_but_own_company = {
+        "self_referral_enabled": "on",
+        "self_referral_activity_days": "30",
+        "disposable_email_enabled": "on",
+        "velocity_enabled": "on",
+        "velocity_max_per_hour": "5",
+        "duplicate_company_enabled": "on",
+        "duplicate_company_window_days": "90",
+    }
+
+    # When the marketer unticks "own company" (an unticked box is not posted) and saves
+    response = client.post(f"{POLICIES}{policy.pk}/change/", defaults_but_own_company)
+
+    # Then only that check is off, and the audit row says so
+    assert response.status_code == 302
+    policy.refresh_from_db()
+    assert (policy.own_company_enabled, policy.self_referral_enabled, policy.duplicate_company_enabled) == (
+        False,
+        True,
+        True,
+    )
+    updated = AuditEvent.objects.get(action="fraud_policy.updated", object_id=str(policy.pk))
+    assert updated.data["changed"] == {"own_company_enabled": [True, False]}
 
 
 @pytest.mark.parametrize(

@@ -7,8 +7,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from referrals.fraud import policy_for_program, referral_fraud_signals
-from referrals.models import FraudPolicy, FraudSignalCode
+from programs.models import Participant
+from referrals.fraud import check_own_company, policy_for_program, referral_fraud_signals
+from referrals.models import FraudPolicy, FraudSignalCode, Referral
 from tests import factories as f
 
 pytestmark = pytest.mark.django_db
@@ -21,6 +22,7 @@ def only_checks(program, **enabled) -> FraudPolicy:
     """A saved policy for ``program`` with only the named checks on (and the given thresholds)."""
     flags = {
         "self_referral_enabled": False,
+        "own_company_enabled": False,
         "disposable_email_enabled": False,
         "velocity_enabled": False,
         "duplicate_company_enabled": False,
@@ -439,12 +441,152 @@ def test_a_later_referral_does_not_flag_the_earlier_one(program):
     assert set(signals_of(second)) == {FraudSignalCode.DUPLICATE_COMPANY}
 
 
+# --- own company -----------------------------------------------------------------------------------
+def test_a_colleague_of_the_referrers_company_fires_with_domains_and_names_as_given_and_normalised(program):
+    only_checks(program, own_company_enabled=True)
+    dana = f.ParticipantFactory(
+        program=program, name="Dana Whitfield", email="dana@northwind.co.uk", company="Northwind Traders Ltd"
+    )
+    referral = f.ReferralFactory(
+        referrer=dana, referred_email="Pat@Sales.Northwind.co.uk", referred_company="NORTHWIND TRADERS"
+    )
+
+    signal = signals_of(referral)[FraudSignalCode.OWN_COMPANY]
+
+    source = f"referrer (participant #{dana.pk})"
+    assert signal.evidence == {
+        "compared": [
+            {"field": "Company e-mail domain", "referral": "sales.northwind.co.uk", "other": "northwind.co.uk",
+             "other_source": source, "normalised": "northwind.co.uk"},
+            {"field": "Company", "referral": "NORTHWIND TRADERS", "other": "Northwind Traders Ltd",
+             "other_source": source, "normalised": "northwindtraders"},
+        ],
+        "rows": [
+            {"role": "referrer", "model": "programs.participant", "id": dana.pk, "at": dana.created_at.isoformat(),
+             "details": {"name": "Dana Whitfield", "email": "dana@northwind.co.uk",
+                         "company": "Northwind Traders Ltd"}},
+        ],
+        "params": {
+            "matched_on": ["domain", "name"],
+            "domain_rule": "same registrable domain (eTLD+1 by the Public Suffix List; sub-domains count as their "
+                           "domain); free-mail and disposable domains do not count",
+            "name_rule": "accents, case, punctuation, spaces, a leading 'the' and trailing legal forms removed",
+        },
+    }  # fmt: skip
+    assert signal.message == (
+        "The referral looks like the referrer's own company: the referred e-mail Pat@Sales.Northwind.co.uk is at "
+        "northwind.co.uk, the domain of the referrer's e-mail dana@northwind.co.uk; and the referred company "
+        '"NORTHWIND TRADERS" is the referrer\'s own company "Northwind Traders Ltd" (both "northwindtraders" once '
+        "normalised)."
+    )
+    assert signal.label == "Own company: the referrer's own e-mail domain or company name"
+
+
+def _unsaved_referral(referrer_email, referrer_company, referred_email, referred_company):
+    referrer = Participant(pk=7, name="Dana Whitfield", email=referrer_email, company=referrer_company, created_at=NOW)
+    return Referral(referrer=referrer, referred_email=referred_email, referred_company=referred_company, created_at=NOW)
+
+
+@pytest.mark.parametrize(
+    ("referrer_email", "referrer_company", "referred_email", "referred_company", "matched_on"),
+    [
+        ("dana@acme.co.uk", "", "pat@acme.co.uk", "", ["domain"]),
+        ("dana@acme.co.uk", "", "pat@sales.acme.co.uk", "", ["domain"]),
+        ("dana@eu.acme.com", "", "pat@acme.com", "", ["domain"]),
+        ("Dana@ACME.com", "", "pat@acme.COM", "", ["domain"]),
+        ("dana@acme.com", "Acme Inc.", "buyer@acme-holdings.example", "ACME", ["name"]),
+        ("dana@acme.com", "Acme", "pat@acme.com", "Acme, Inc.", ["domain", "name"]),
+        ("dana@gmail.com", "Globex GmbH", "pat@gmail.com", "globex", ["name"]),
+    ],
+    ids=[
+        "same-domain",
+        "colleague-on-a-sub-domain",
+        "referrer-on-a-sub-domain",
+        "domain-case",
+        "company-name-with-legal-form",
+        "domain-and-name",
+        "name-on-free-mail",
+    ],
+)
+def test_own_company_matches(
+    django_assert_num_queries, referrer_email, referrer_company, referred_email, referred_company, matched_on
+):
+    referral = _unsaved_referral(referrer_email, referrer_company, referred_email, referred_company)
+
+    with django_assert_num_queries(0):  # a pure check: it reads only the referral and its referrer
+        signal = check_own_company(referral=referral)
+
+    assert signal is not None and signal.code == FraudSignalCode.OWN_COMPANY
+    assert signal.evidence["params"]["matched_on"] == matched_on
+
+
+@pytest.mark.parametrize(
+    ("referrer_email", "referrer_company", "referred_email", "referred_company"),
+    [
+        ("dana@acme.com", "", "pat@acme.co.uk", ""),
+        ("dana@acme.com", "", "pat@acme-corp.com", ""),
+        ("dana@acme.com", "", "pat@acme.com.evil.example", ""),
+        ("dana@gmail.com", "Northwind", "pat@gmail.com", "Contoso"),
+        ("dana@gmail.com", "", "pat@googlemail.com", ""),
+        ("dana@yahoo.co.uk", "", "pat@mail.yahoo.co.uk", ""),
+        ("dana@mailinator.com", "", "pat@mailinator.com", ""),
+        ("dana@acme.herokuapp.com", "", "pat@globex.herokuapp.com", ""),
+        ("dana@northwind.example", "Northwind Traders", "pat@contoso.example", "Northwind Labs"),
+        ("dana@northwind.example", "", "pat@contoso.example", ""),
+        ("dana@northwind.example", "Northwind", "pat@contoso.example", ""),
+        ("dana@northwind.example", "Northwind", "Dana+trial@northwind.example", "Northwind"),
+    ],
+    ids=[
+        "same-name-other-suffix",
+        "lookalike-domain",
+        "acme-as-a-sub-domain-elsewhere",
+        "both-on-gmail",
+        "gmail-and-googlemail",
+        "same-free-provider-sub-domain",
+        "both-on-a-disposable-domain",
+        "neighbours-under-a-private-suffix",
+        "similar-company-name",
+        "no-company-names",
+        "referred-company-missing",
+        "the-referrers-own-mailbox-is-self-referral-not-a-colleague",
+    ],
+)
+def test_own_company_near_misses_do_not_fire(referrer_email, referrer_company, referred_email, referred_company):
+    referral = _unsaved_referral(referrer_email, referrer_company, referred_email, referred_company)
+
+    assert check_own_company(referral=referral) is None
+
+
+def test_a_self_referral_is_one_flag_and_a_colleague_another(program):
+    # Given both checks on, and Dana at Northwind
+    only_checks(program, self_referral_enabled=True, own_company_enabled=True)
+    dana = f.ParticipantFactory(program=program, email="dana@northwind.example", company="Northwind")
+
+    # When she refers her own mailbox, then a colleague
+    herself = f.ReferralFactory(referrer=dana, referred_email="dana+trial@northwind.example")
+    colleague = f.ReferralFactory(referrer=dana, referred_email="sam@northwind.example")
+
+    # Then each gets the one signal that says what it is
+    assert set(signals_of(herself)) == {FraudSignalCode.SELF_REFERRAL_EMAIL}
+    assert set(signals_of(colleague)) == {FraudSignalCode.OWN_COMPANY}
+
+
+def test_own_company_is_silent_when_the_program_turns_it_off(program):
+    only_checks(program, self_referral_enabled=True, duplicate_company_enabled=True)
+    dana = f.ParticipantFactory(program=program, email="dana@northwind.example", company="Northwind")
+
+    colleague = f.ReferralFactory(referrer=dana, referred_email="sam@northwind.example", referred_company="Northwind")
+
+    assert signals_of(colleague) == {}
+
+
 # --- per-program configuration ---------------------------------------------------------------------
 def test_a_program_without_a_policy_runs_every_check_with_the_defaults(program):
     policy = policy_for_program(program)
 
     assert policy.pk is None
     assert (policy.self_referral_enabled, policy.disposable_email_enabled) == (True, True)
+    assert policy.own_company_enabled is True
     assert (policy.velocity_enabled, policy.velocity_max_per_hour) == (True, 5)
     assert (policy.duplicate_company_enabled, policy.duplicate_company_window_days) == (True, 90)
 

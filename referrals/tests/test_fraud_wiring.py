@@ -8,6 +8,8 @@ from django.utils import timezone
 from referral_platform.tenancy.models import AuditEvent
 from referrals.fraud import referral_is_rewardable
 from referrals.models import FraudFlag, Referral, ReferralStatus, ReviewStatus
+from rewards.models import LedgerTransaction, Reward
+from rewards.tests.pipeline import Pipeline, program_with_rules, rules_doc
 from tests import factories as f
 
 from .builders import conversion_payload, program_for, referrer_with_link
@@ -116,3 +118,140 @@ def test_a_flagged_referral_that_converts_is_rewarded_only_after_clearing(
     assert cleared.status_code == 200 and cleared.json()["is_rewardable"] is True
     referral.refresh_from_db()
     assert referral_is_rewardable(referral) is True
+
+
+# --- own company: the terms say referring yourself or your own company does not count ---------------
+def _flagged_audit_rows(referral_id) -> int:
+    return AuditEvent.objects.filter(
+        object_type="referrals.referral", object_id=str(referral_id), action="referral.review.flagged"
+    ).count()
+
+
+@pytest.mark.parametrize(
+    ("email", "company", "matched_on", "compared"),
+    [
+        (
+            "sam@sales.northwind.co.uk",
+            "",
+            "domain",
+            {"field": "Company e-mail domain", "referral": "sales.northwind.co.uk", "other": "northwind.co.uk",
+             "normalised": "northwind.co.uk"},
+        ),
+        (
+            "buyer@northwind-traders.example",
+            "NORTHWIND TRADERS, LTD.",
+            "name",
+            {"field": "Company", "referral": "NORTHWIND TRADERS, LTD.", "other": "Northwind Traders",
+             "normalised": "northwindtraders"},
+        ),
+    ],
+    ids=["colleague-by-email-domain", "by-company-name"],
+)  # fmt: skip
+def test_a_sign_up_of_the_referrers_own_company_is_flagged_and_not_rewardable(
+    world, email, company, matched_on, compared
+):
+    # Given Dana of Northwind Traders and her link
+    program = program_for(world.a)
+    dana, link = referrer_with_link(program, email="dana@northwind.co.uk", company="Northwind Traders")
+
+    # When someone of her own company signs up through her code
+    response = signup(world, link.code, email, **({"company": company} if company else {}))
+
+    # Then the referral is flagged in the same request, with the own-company evidence
+    assert response.status_code == 201, response.content
+    referral = Referral.objects.get(pk=response.json()["referral"]["id"])
+    assert referral.referrer == dana and referral.review_status == ReviewStatus.FLAGGED
+    flag = FraudFlag.objects.get(referral=referral)
+    assert (flag.code, flag.tenant) == ("own_company", world.a)
+    assert flag.evidence["compared"] == [compared | {"other_source": f"referrer (participant #{dana.pk})"}]
+    assert flag.evidence["params"]["matched_on"] == [matched_on]
+    assert _flagged_audit_rows(referral.pk) == 1
+    fraud = world.api(world.key_a).get(f"/api/v1/referrals/{referral.pk}/fraud").json()
+    assert [signal["code"] for signal in fraud["signals"]] == ["own_company"]
+    assert (fraud["review_status"], fraud["is_rewardable"]) == ("flagged", False)
+
+
+def test_a_landing_page_lead_of_the_referrers_own_company_is_flagged(world, client):
+    program = program_for(world.a)
+    dana, link = referrer_with_link(program, email="dana@northwind.co.uk", company="Northwind Traders")
+
+    response = client.post(
+        f"/join/{link.code}/",
+        {"name": "Sam Lee", "email": "Sam@Northwind.co.uk", "company": "Northwind Traders Ltd",
+         "company_size": "11-50", "visitor_id": "vis-sam"},
+    )  # fmt: skip
+
+    assert response.status_code == 200, response.content
+    referral = Referral.objects.get(referrer=dana)
+    assert (referral.source, referral.review_status) == ("landing_form", ReviewStatus.FLAGGED)
+    flag = FraudFlag.objects.get(referral=referral)
+    assert flag.code == "own_company" and flag.evidence["params"]["matched_on"] == ["domain", "name"]
+    assert [(row["referral"], row["other"], row["normalised"]) for row in flag.evidence["compared"]] == [
+        ("northwind.co.uk", "northwind.co.uk", "northwind.co.uk"),
+        ("Northwind Traders Ltd", "Northwind Traders", "northwindtraders"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("referrer_email", "referrer_company", "email", "company"),
+    [
+        ("dana@acme.com", "Acme", "pat@acme.co.uk", "Globex"),
+        ("dana@gmail.com", "Northwind Traders", "pat@gmail.com", "Contoso"),
+        ("dana@northwind.example", "Northwind Traders", "pat@contoso.example", "Northwind Labs"),
+    ],
+    ids=["same-name-other-suffix", "both-on-gmail", "similar-company-name"],
+)
+def test_a_sign_up_that_only_resembles_the_referrers_company_stays_clear(
+    world, referrer_email, referrer_company, email, company
+):
+    program = program_for(world.a)
+    _, link = referrer_with_link(program, email=referrer_email, company=referrer_company)
+
+    response = signup(world, link.code, email, company=company)
+
+    assert response.status_code == 201, response.content
+    referral = Referral.objects.get(pk=response.json()["referral"]["id"])
+    assert referral.review_status == ReviewStatus.CLEAR and referral.fraud_screened_at is not None
+    assert not FraudFlag.objects.exists()
+    assert _flagged_audit_rows(referral.pk) == 0
+
+
+def test_a_landing_page_lead_on_a_similar_domain_stays_clear(world, client):
+    program = program_for(world.a)
+    dana, link = referrer_with_link(program, email="dana@acme.com", company="Acme")
+
+    response = client.post(
+        f"/join/{link.code}/",
+        {"name": "Pat Kim", "email": "pat@acme.co.uk", "company": "Acme Trading UK", "company_size": "11-50"},
+    )
+
+    assert response.status_code == 200, response.content
+    referral = Referral.objects.get(referrer=dana)
+    assert referral.review_status == ReviewStatus.CLEAR and referral.fraud_screened_at is not None
+    assert not FraudFlag.objects.exists()
+
+
+def test_an_own_company_referral_that_pays_earns_nothing_until_a_marketer_clears_it(
+    world, django_capture_on_commit_callbacks
+):
+    # Given Dana's program paying 50.00 USD per conversion, and a colleague signed up through her code
+    pipe = Pipeline(world, django_capture_on_commit_callbacks)
+    program = program_with_rules(world.a, rules_doc(referrer=[{"kind": "flat_per_conversion", "amount_minor": 5_000}]))
+    dana, link = referrer_with_link(program, email="dana@northwind.co.uk", company="Northwind Traders")
+    referral = pipe.sign_up(email="sam@northwind.co.uk", customer="cus_sam", code=link.code, company="Sam's desk")
+    assert referral.review_status == ReviewStatus.FLAGGED
+
+    # When the colleague's company pays
+    pipe.pay("pay_sam_1", customer="cus_sam", amount=49_900)
+
+    # Then the referral converted but earns nothing while flagged
+    referral.refresh_from_db()
+    assert referral.status == ReferralStatus.CONVERTED and referral_is_rewardable(referral) is False
+    assert not Reward.objects.filter(participant=dana).exists()
+    assert not LedgerTransaction.objects.exists()
+
+    # When a marketer clears it, the reward it earned meanwhile appears, once
+    pipe.post(f"/api/v1/referrals/{referral.pk}/fraud", {"decision": "clear", "reason": "Separate business unit"})
+
+    [reward] = Reward.objects.filter(participant=dana)
+    assert (reward.amount_minor, reward.referral_id) == (5_000, referral.pk)

@@ -101,11 +101,21 @@ def test_submitting_the_form_creates_a_signed_up_referral_for_the_links_tenant(c
     [
         ({"email": "not-an-email"}, "email", "Enter a valid email address."),
         ({"email": "jane@gmail.com"}, "email", "Use your work e-mail address"),
+        ({"email": "Jane@Proton.me"}, "email", "Use your work e-mail address"),
+        ({"email": "jane@gmx.de"}, "email", "Use your work e-mail address"),
         ({"name": ""}, "name", "This field is required."),
         ({"company": ""}, "company", "This field is required."),
         ({"company_size": "enormous"}, "company_size", "Select a valid choice."),
     ],
-    ids=["bad-email", "personal-email", "no-name", "no-company", "bad-size"],
+    ids=[
+        "bad-email",
+        "personal-email",
+        "personal-email-proton",
+        "personal-email-gmx",
+        "no-name",
+        "no-company",
+        "bad-size",
+    ],
 )
 def test_bad_form_input_shows_the_field_error_and_writes_nothing(client, invitation, change, field, message):
     _, link = invitation
