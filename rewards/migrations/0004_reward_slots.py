@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
     dependencies = [
         ("programs", "0005_participant_coupon_code"),
-        ("referrals", "0007_established_coupon_exact_share"),
+        ("referrals", "0008_established_coupon_exact_share"),
         ("rewards", "0003_evaluation_and_messages"),
         ("tenancy", "0001_initial"),
     ]

@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("referrals", "0006_click_flush_constraints"),
+        ("referrals", "0007_own_company_check"),
     ]
 
     operations = [
