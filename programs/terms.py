@@ -255,16 +255,23 @@ def _cancellation(rule_set: RuleSet) -> list[str]:
     days = _plural(rule_set.cancellation_within_days, "day")
     if rule_set.cancellation_policy == "clawback":
         items = [
-            f"If the referred company cancels or is refunded within {days} of becoming a customer, the rewards "
-            "for it are withdrawn: rewards still on hold are cancelled and rewards already paid are reversed."
+            f"If the referred company cancels within {days} of becoming a customer, all rewards for it are "
+            "withdrawn: rewards not yet paid out are cancelled, and rewards already paid out are deducted from "
+            "your next payout."
         ]
     elif rule_set.cancellation_policy == "forfeit_unpaid":
         items = [
-            f"If the referred company cancels or is refunded within {days} of becoming a customer, rewards still "
-            "on hold for it are cancelled; rewards already paid are yours to keep."
+            f"If the referred company cancels within {days} of becoming a customer, rewards for it that are not "
+            "yet paid out are cancelled; rewards already paid out are yours to keep."
         ]
     else:
         items = ["Rewards you have earned are yours to keep, even if the referred company cancels later."]
+    # Whatever the policy, a refund takes back only what the refunded payment earned (rewards/evaluation.py).
+    items.append(
+        "If a payment is refunded, the rewards that payment earned are reduced in proportion to the amount "
+        "refunded, and a full refund withdraws them (an amount already paid out is deducted from your next "
+        "payout); rewards earned by other payments are not affected."
+    )
     if any(rule.kind == RECURRING_PERCENT for rule in rule_set.referrer):
         items.append("Recurring shares stop when the referred company stops paying.")
     return items
@@ -329,7 +336,7 @@ def render_terms(program: Program, version: ProgramVersion | None) -> Terms:
         TermsSection("counts", "What counts", tuple(_what_counts(settings, rule_set))),
         TermsSection("paid", "When you are paid", tuple(_when_paid(settings, rule_set))),
         TermsSection("limits", "Limits", tuple(_limits(rule_set))),
-        TermsSection("cancellation", "If the customer cancels", tuple(_cancellation(rule_set))),
+        TermsSection("cancellation", "If the customer cancels or is refunded", tuple(_cancellation(rule_set))),
         TermsSection(
             "changes",
             "Changes to these terms",

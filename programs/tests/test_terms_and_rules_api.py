@@ -94,24 +94,32 @@ def test_terms_state_what_counts_when_paid_caps_and_cancellation_plainly(world):
         "At most 12 referrals per referrer are rewarded each year.",
         "Discounts never take more than 100 % off one bill.",
     )
-    assert section(terms, "cancellation")[0].startswith(
-        "If the referred company cancels or is refunded within 90 days of becoming a customer"
+    assert section(terms, "cancellation") == (
+        "If the referred company cancels within 90 days of becoming a customer, all rewards for it are withdrawn: "
+        "rewards not yet paid out are cancelled, and rewards already paid out are deducted from your next payout.",
+        "If a payment is refunded, the rewards that payment earned are reduced in proportion to the amount refunded, "
+        "and a full refund withdraws them (an amount already paid out is deducted from your next payout); rewards "
+        "earned by other payments are not affected.",
+        "Recurring shares stop when the referred company stops paying.",
     )
-    assert section(terms, "cancellation")[1] == "Recurring shares stop when the referred company stops paying."
     assert "Version 1" in terms.text and "- At most 12 referrals per referrer are rewarded each year." in terms.text
 
 
 @pytest.mark.parametrize(
     ("policy", "phrase"),
     [
-        ("clawback", "already paid are reversed"),
-        ("forfeit_unpaid", "yours to keep"),
+        ("clawback", "already paid out are deducted from your next payout"),
+        ("forfeit_unpaid", "already paid out are yours to keep"),
         ("keep", "even if the referred company cancels"),
     ],
 )
 def test_each_cancellation_policy_is_spelled_out(world, policy, phrase):
     program = program_with(world, rules={**example_rules("USD"), "cancellation": {"policy": policy}})
-    assert phrase in section(render_terms(program, selectors.program_latest_version(program)), "cancellation")[0]
+
+    items = section(render_terms(program, selectors.program_latest_version(program)), "cancellation")
+
+    assert phrase in items[0] and "refunded" not in items[0]
+    assert items[1].startswith("If a payment is refunded, the rewards that payment earned are reduced in proportion")
 
 
 def test_terms_api_returns_sections_and_text(world):
