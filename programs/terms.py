@@ -130,7 +130,9 @@ def _rule_sentence(rule: RewardRule, side: str, rule_set: RuleSet) -> str:
             else:
                 span = f"the {_ordinal(tier.min_referrals)} to the {_ordinal(upper)}"
             pays = (
-                money(tier.amount_minor) + (" per seat" if rule.per_seat else "")
+                money(tier.amount_minor)
+                + (" per seat" if rule.per_seat else "")
+                + (f" (up to {rule.max_seats} seats)" if rule.per_seat and rule.max_seats else "")
                 if tier.amount_minor is not None
                 else f"{format_percent(tier.percent_bp)} of the first payment"
             )
@@ -166,14 +168,15 @@ def rule_sentence(rule: RewardRule, side: str, rule_set: RuleSet) -> str:
     return _rule_sentence(rule, side, rule_set)
 
 
+# Only links used before signing up, within the window, count: the credit is decided at the sign-up.
 _ATTRIBUTION = {
-    AttributionModel.FIRST_TOUCH: "the first participant whose link they used gets the credit",
+    AttributionModel.FIRST_TOUCH: "the first participant whose link they used before signing up gets the credit",
     AttributionModel.LAST_TOUCH: "the last participant whose link they used before signing up gets the credit",
-    AttributionModel.LINEAR: "the credit is split equally between everyone whose link they used",
-    AttributionModel.TIME_DECAY: "the credit is split between everyone whose link they used, more for recent visits "
-    "(a visit {half_life} older counts half as much)",
-    AttributionModel.POSITION_BASED: "the first and the last link they used get 40 % of the credit each, and the "
-    "links in between share the other 20 %",
+    AttributionModel.LINEAR: "the credit is split equally between everyone whose link they used before signing up",
+    AttributionModel.TIME_DECAY: "the credit is split between everyone whose link they used before signing up, more "
+    "for recent visits (a visit {half_life} older counts half as much)",
+    AttributionModel.POSITION_BASED: "the first and the last link they used before signing up get 40 % of the credit "
+    "each, and the links in between share the other 20 % (two links: half each)",
 }
 
 
@@ -246,7 +249,8 @@ def _limits(rule_set: RuleSet) -> list[str]:
     items = []
     cap = rule_set.rewarded_referrals_cap
     if cap:
-        items.append(f"At most {_plural(cap.max, 'referral')} per referrer are rewarded each {cap.period}.")
+        verb = "is" if cap.max == 1 else "are"
+        items.append(f"At most {_plural(cap.max, 'referral')} per referrer {verb} rewarded each {cap.period}.")
     items.append(f"Discounts never take more than {format_percent(rule_set.max_bill_discount_bp)} off one bill.")
     return items
 

@@ -1134,7 +1134,7 @@ CASES: dict[str, Promise] = {
     ),
     "counts/attribution/first-touch": Promise(
         "counts",
-        MANY + "the first participant whose link they used gets the credit.",
+        MANY + "the first participant whose link they used before signing up gets the credit.",
         ELIGIBLE_FLAT,
         play_first_touch,
         settings={"attribution_model": "first_touch"},
@@ -1148,14 +1148,14 @@ CASES: dict[str, Promise] = {
     ),
     "counts/attribution/linear": Promise(
         "counts",
-        MANY + "the credit is split equally between everyone whose link they used.",
+        MANY + "the credit is split equally between everyone whose link they used before signing up.",
         _referrer({"kind": "percent_of_revenue", "percent_bp": 10_000}),
         play_linear,
         settings={"attribution_model": "linear"},
     ),
     "counts/attribution/time-decay": Promise(
         "counts",
-        MANY + "the credit is split between everyone whose link they used, more for recent visits (a visit 7 days "
+        MANY + "the credit is split between everyone whose link they used before signing up, more for recent visits (a visit 7 days "
         "older counts half as much).",
         _referrer({"kind": "percent_of_revenue", "percent_bp": 10_000}),
         play_time_decay,
@@ -1163,8 +1163,8 @@ CASES: dict[str, Promise] = {
     ),
     "counts/attribution/position-based": Promise(
         "counts",
-        MANY + "the first and the last link they used get 40 % of the credit each, and the links in between share "
-        "the other 20 %.",
+        MANY + "the first and the last link they used before signing up get 40 % of the credit each, and the links "
+        "in between share the other 20 % (two links: half each).",
         _referrer({"kind": "percent_of_revenue", "percent_bp": 10_000}),
         play_position_based,
         settings={"attribution_model": "position_based"},
@@ -1279,7 +1279,7 @@ CASES: dict[str, Promise] = {
     ),
     "limits/rewarded-referrals-cap/conversions-reported-out-of-order": Promise(
         "limits",
-        "At most 1 referral per referrer are rewarded each year.",
+        "At most 1 referral per referrer is rewarded each year.",
         _referrer(FLAT_50, caps={"referrer_rewarded_referrals": {"max": 1, "period": "year"}}),
         play_rewarded_referrals_cap_out_of_order,
     ),
