@@ -1155,8 +1155,8 @@ CASES: dict[str, Promise] = {
     ),
     "counts/attribution/time-decay": Promise(
         "counts",
-        MANY + "the credit is split between everyone whose link they used before signing up, more for recent visits (a visit 7 days "
-        "older counts half as much).",
+        MANY + "the credit is split between everyone whose link they used before signing up, more for recent "
+        "visits (a visit 7 days older counts half as much).",
         _referrer({"kind": "percent_of_revenue", "percent_bp": 10_000}),
         play_time_decay,
         settings={"attribution_model": "time_decay", "time_decay_half_life_days": 7},
