@@ -106,7 +106,9 @@ def payout_prepare(*, participant: Participant, now: datetime | None = None) -> 
     cash and credit, one per reward for coupons and manual rewards). Cash and credit payouts offset
     clawbacks the participant owes and wait until they reach the program's minimum payout."""
     now = now or timezone.now()
-    participant = Participant.objects.select_for_update().select_related("tenant", "program").get(pk=participant.pk)
+    participant = (
+        Participant.objects.select_for_update(of=("self",)).select_related("tenant", "program").get(pk=participant.pk)
+    )
     rewards = list(
         Reward.objects.for_tenant(participant.tenant)
         .select_for_update()
@@ -196,7 +198,7 @@ def payout_execute(*, payout: Payout, now: datetime | None = None) -> Payout:
         return payout
     with transaction.atomic():
         claimed = (
-            Payout.objects.select_for_update(skip_locked=True)
+            Payout.objects.select_for_update(skip_locked=True, of=("self",))
             .select_related("tenant")
             .filter(pk=payout.pk, status__in=[PayoutStatus.PENDING, PayoutStatus.PROCESSING, PayoutStatus.FAILED])
             .first()
@@ -362,7 +364,7 @@ def payout_mark_fulfilled(
     now = now or timezone.now()
     if not actor.can_write:
         raise ValidationError({"actor": "Viewers cannot fulfil payouts."})
-    locked = Payout.objects.select_for_update().select_related("tenant", "participant").get(pk=payout.pk)
+    locked = Payout.objects.select_for_update(of=("self",)).select_related("tenant", "participant").get(pk=payout.pk)
     if locked.method != PayoutMethod.MANUAL and not reference.strip():
         raise ValidationError({"reference": "Give the reference of the payment made outside the platform."})
     if locked.status == PayoutStatus.PAID:
@@ -377,7 +379,7 @@ def payout_mark_fulfilled(
 def payout_retry_now(*, payout: Payout, actor: Actor, now: datetime | None = None) -> Payout:
     """Queue a failed or abandoned payout for its next attempt now (the admin's "retry" action)."""
     now = now or timezone.now()
-    locked = Payout.objects.select_for_update().select_related("tenant").get(pk=payout.pk)
+    locked = Payout.objects.select_for_update(of=("self",)).select_related("tenant").get(pk=payout.pk)
     if locked.status == PayoutStatus.ABANDONED:
         _move(locked, PayoutStatus.FAILED, actor=actor, reason="retry requested")
     elif locked.status != PayoutStatus.FAILED:
