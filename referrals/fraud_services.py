@@ -75,7 +75,7 @@ def fraud_policy_save(*, policy: FraudPolicy, actor: Actor | str) -> FraudPolicy
         raise ValidationError({"program": "Unknown program."})
     policy.full_clean()
     previous = (
-        FraudPolicy.objects.for_tenant(policy.tenant_id).select_for_update().filter(pk=policy.pk).first()
+        FraudPolicy.objects.for_tenant(policy.tenant_id).select_for_update(of=("self",)).filter(pk=policy.pk).first()
         if policy.pk
         else None
     )

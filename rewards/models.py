@@ -318,6 +318,15 @@ class Payout(TenantOwnedModel):
     attempts = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
+    outcome_unknown_since = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text=(
+            "Start of the earliest Stripe attempt whose answer never arrived (crash, timeout, dropped "
+            "connection, server error); cleared by a definite answer. Stripe forgets idempotency keys after "
+            "about a day, so an older unknown attempt is looked up at Stripe before the next one."
+        ),
+    )
     stripe_object_id = models.CharField(max_length=100, blank=True, help_text="Transfer / balance txn / coupon id.")
     stripe_detail = models.JSONField(default=dict, blank=True)
     fulfilment_note = models.TextField(blank=True)

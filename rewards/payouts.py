@@ -5,11 +5,25 @@ Exactly once, even with concurrent runs and crashes:
 1. ``payout_prepare`` locks the participant row, so concurrent runs for one participant prepare one
    payout; the rewards it covers point at it (a reward is in at most one payout). The payout's
    ``idempotency_key`` and its Stripe destination are stored in that same transaction, before any call.
-2. ``payout_execute`` counts the attempt (committed), then takes the payout row lock with SKIP LOCKED
-   (one executor at a time; others return) and calls Stripe with ``<idempotency_key>:<step>``. A
-   re-run after a crash at any point sends the same key and parameters, so Stripe replays the first
-   result instead of paying again. Success posts the ledger transaction and marks the rewards paid in
-   the same transaction; a failure is recorded (attempts, last error, next attempt with backoff).
+2. ``payout_execute`` first takes the payout's *execution lease*: a PostgreSQL session advisory lock,
+   tried without waiting. A payout whose lease another executor holds is skipped and reported as such
+   (``PayoutExecution.skipped``; ``payouts_run`` counts and logs them); the holder pays it, or, if it
+   dies, PostgreSQL ends the lease with its session and the next run pays it. With the lease held, three
+   steps follow, none inside another's transaction: the claim (a short transaction: attempt counted,
+   ``outcome_unknown_since`` set, committed), the Stripe calls with ``<idempotency_key>:<step>`` and no
+   transaction open, then the result (a short transaction: the ledger transaction and the rewards paid,
+   or the failure with its backoff). A re-run after a crash at any point sends the same key and
+   parameters, so Stripe replays the first result instead of paying again.
+3. Stripe keeps an idempotency key about a day. An attempt whose answer never arrived and that is older
+   than ``STRIPE_IDEMPOTENCY_WINDOW_SECONDS`` is therefore not replayed blindly: the next attempt looks
+   the object up at Stripe first (transfers by ``transfer_group`` = ``payout-<id>``, balance transactions,
+   coupons and promotion codes by ``metadata.payout``) and records the one found; it creates one only
+   when none exists.
+
+Lock discipline (docs/ledger.md, "Payouts"): a lock locks only its row (``of=("self",)``), as
+``FOR NO KEY UPDATE`` (the lock an UPDATE takes anyway, so rows referencing it can still be inserted);
+one participant, payout and its rewards at a time, in the order participant → payout → rewards (ids
+ascending); no row lock is held while Stripe is called.
 
 Ledger posting of a payout (idempotency key ``payout:<id>``):
 ``Dr payable gross; Cr receivable netted (clawbacks offset); Cr paid amount (what was sent)``.
@@ -18,13 +32,16 @@ Ledger posting of a payout (idempotency key ``payout:<id>``):
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import stripe
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import Sum
 from django.utils import timezone
 
@@ -61,6 +78,10 @@ ALLOWED_MOVES: dict[str, frozenset[str]] = {
     PayoutStatus.PAID: frozenset(),
 }
 UNFINISHED = (PayoutStatus.PENDING, PayoutStatus.PROCESSING, PayoutStatus.FAILED, PayoutStatus.ABANDONED)
+EXECUTABLE = (PayoutStatus.PENDING, PayoutStatus.PROCESSING, PayoutStatus.FAILED)
+# Stripe errors after which the call may have executed at Stripe: no answer (timeout, dropped connection),
+# a server error, or a key already used differently / in use. Any other error is a definite "not done".
+OUTCOME_UNKNOWN_ERRORS = (stripe.APIConnectionError, stripe.APIError, stripe.IdempotencyError)
 METHOD_FOR_KIND = {
     RewardKind.CASH: PayoutMethod.TRANSFER,
     RewardKind.CREDIT: PayoutMethod.CUSTOMER_BALANCE,
@@ -106,10 +127,14 @@ def payout_prepare(*, participant: Participant, now: datetime | None = None) -> 
     cash and credit, one per reward for coupons and manual rewards). Cash and credit payouts offset
     clawbacks the participant owes and wait until they reach the program's minimum payout."""
     now = now or timezone.now()
-    participant = Participant.objects.select_for_update().select_related("tenant", "program").get(pk=participant.pk)
+    participant = (
+        Participant.objects.select_for_update(of=("self",), no_key=True)
+        .select_related("tenant", "program")
+        .get(pk=participant.pk)
+    )
     rewards = list(
         Reward.objects.for_tenant(participant.tenant)
-        .select_for_update()
+        .select_for_update(of=("self",), no_key=True)
         .filter(participant=participant, status=RewardStatus.APPROVED, payout__isnull=True)
         .order_by("pk")
     )
@@ -186,72 +211,226 @@ def _create(participant, method, currency, rewards, netted, detail) -> Payout:
 # --- execute -----------------------------------------------------------------------------------
 
 
-def payout_execute(*, payout: Payout, now: datetime | None = None) -> Payout:
-    """Pay one payout through Stripe (exactly once; see the module docstring). Returns its state.
+@dataclass(frozen=True)
+class PayoutExecution:
+    """What one ``payout_execute`` call did, and the payout as it is now. ``outcome``: ``paid`` or
+    ``failed`` (this call attempted it), ``skipped`` (still due, but another executor held it: its lease
+    or its row), ``not_due`` (manual, paid, backing off, or finished by someone else meanwhile)."""
 
-    Manual payouts are left for a marketer. A payout locked by another executor is skipped.
+    payout: Payout
+    outcome: str
+
+    @property
+    def skipped(self) -> bool:
+        return self.outcome == "skipped"
+
+
+def execution_lease_key(payout_id: int) -> str:
+    """The text whose ``hashtextextended(key, 0)`` is the advisory lock of the payout's execution lease."""
+    return f"rewards.payout:{payout_id}"
+
+
+@contextmanager
+def _execution_lease(payout_id: int) -> Iterator[bool]:
+    """Try the payout's execution lease (a session advisory lock: it outlives the short transactions of
+    one execution and ends with the session if the process dies). Yields whether it is ours."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", [execution_lease_key(payout_id)])
+        held = cursor.fetchone()[0]
+    try:
+        yield held
+    finally:
+        if held:
+            try:
+                with connection.cursor() as cursor:
+                    cursor.execute(
+                        "SELECT pg_advisory_unlock(hashtextextended(%s, 0))", [execution_lease_key(payout_id)]
+                    )
+            except DatabaseError:  # the session is gone or its transaction broken: the lease goes with it
+                logger.warning("payout %s: could not release the execution lease", payout_id, exc_info=True)
+
+
+def _lease_or_refuse(payout: Payout) -> None:
+    """For a marketer's action on a payout: the execution lease for this transaction, or a refusal while
+    a payout run is paying it (a Stripe call may be in flight)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_xact_lock(hashtextextended(%s, 0))", [execution_lease_key(payout.pk)])
+        if not cursor.fetchone()[0]:
+            raise ValidationError({"status": "A payout run is paying this payout right now; try again in a minute."})
+
+
+def _due(payout_id: int, now: datetime):
+    return (
+        Payout.objects.filter(pk=payout_id, status__in=EXECUTABLE)
+        .exclude(method=PayoutMethod.MANUAL)
+        .exclude(next_attempt_at__gt=now)
+    )
+
+
+def payout_execute(*, payout: Payout, now: datetime | None = None) -> PayoutExecution:
+    """Pay one due payout through Stripe (exactly once; see the module docstring).
+
+    Manual payouts, and payouts no longer due (paid meanwhile, backing off), are returned untouched. A
+    payout another executor holds is returned with ``skipped``: that executor pays it, or the next run
+    does. A Stripe error is recorded on the payout (``failed`` with a backoff, or ``abandoned``).
     """
     now = now or timezone.now()
     if payout.method == PayoutMethod.MANUAL:
-        return payout
-    with transaction.atomic():
-        claimed = (
-            Payout.objects.select_for_update(skip_locked=True)
-            .select_related("tenant")
-            .filter(pk=payout.pk, status__in=[PayoutStatus.PENDING, PayoutStatus.PROCESSING, PayoutStatus.FAILED])
-            .first()
-        )
+        return PayoutExecution(payout, "not_due")
+    with _execution_lease(payout.pk) as leased:
+        if not leased:
+            return _skipped(payout.pk, now)
+        claimed = _claim(payout.pk, now)
         if claimed is None:
-            return Payout.objects.get(pk=payout.pk)
-        _move(claimed, PayoutStatus.PROCESSING, actor=system_actor(claimed.tenant))
-        claimed.attempts += 1
-        claimed.save(update_fields=["status", "attempts"])
-
-    # Wait for the row (no skip_locked): another executor may hold it only for its short claim step
-    # above, and skipping here could leave a claimed payout unpaid by every concurrent run. Once the
-    # lock is ours, the status filter lets exactly one executor make the Stripe call.
-    with transaction.atomic():
-        locked = (
-            Payout.objects.select_for_update(of=("self",))
-            .select_related("tenant", "participant", "program")
-            .filter(pk=payout.pk, status=PayoutStatus.PROCESSING)
-            .first()
-        )
-        if locked is None:
-            return Payout.objects.get(pk=payout.pk)
+            return _skipped(payout.pk, now)
+        payout, look_up = claimed
+        made: list[str] = []
         try:
-            object_id, detail = _call_stripe(locked)
+            object_id, detail = _call_stripe(payout, look_up=look_up, made=made)
         except (stripe.StripeError, ValidationError) as error:
-            _record_failure(locked, error, now)
-            return locked
-        _complete(locked, actor=system_actor(locked.tenant), now=now, stripe_object_id=object_id, detail=detail)
-        return locked
+            # A definite refusal of the first call leaves nothing at Stripe; anything else may have.
+            nothing_made = not made and not isinstance(error, OUTCOME_UNKNOWN_ERRORS)
+            return _attempted(_fail(payout, error, now, nothing_made=nothing_made))
+        return _attempted(_succeed(payout, now=now, stripe_object_id=object_id, detail=detail))
 
 
-def _call_stripe(payout: Payout) -> tuple[str, dict]:
-    """The Stripe calls of one payout, each with ``<payout key>:<step>``; nothing for netting."""
+def _skipped(payout_id: int, now: datetime) -> PayoutExecution:
+    """Not attempted: skipped if still due (someone else holds it), else simply no longer due."""
+    current = Payout.objects.get(pk=payout_id)
+    return PayoutExecution(current, "skipped" if _due(payout_id, now).exists() else "not_due")
+
+
+def _attempted(payout: Payout) -> PayoutExecution:
+    if payout.status == PayoutStatus.PAID:
+        return PayoutExecution(payout, "paid")
+    if payout.status in (PayoutStatus.FAILED, PayoutStatus.ABANDONED):
+        return PayoutExecution(payout, "failed")
+    return PayoutExecution(payout, "not_due")  # finished by a marketer's action meanwhile
+
+
+@transaction.atomic
+def _claim(payout_id: int, now: datetime) -> tuple[Payout, bool] | None:
+    """Count the attempt and mark its outcome unknown until an answer is recorded (committed before any
+    call). Returns the payout and whether Stripe must be asked what an earlier attempt did; None when
+    the payout is no longer due or its row is locked (a marketer's action in progress)."""
+    locked = (
+        _due(payout_id, now)
+        .select_for_update(of=("self",), no_key=True, skip_locked=True)
+        .select_related("tenant", "participant", "program")
+        .first()
+    )
+    if locked is None:
+        return None
+    window = timedelta(seconds=settings.STRIPE_IDEMPOTENCY_WINDOW_SECONDS)
+    look_up = locked.outcome_unknown_since is not None and now - locked.outcome_unknown_since >= window
+    _move(locked, PayoutStatus.PROCESSING, actor=system_actor(locked.tenant))
+    locked.attempts += 1
+    locked.outcome_unknown_since = locked.outcome_unknown_since or now
+    locked.save(update_fields=["status", "attempts", "outcome_unknown_since"])
+    return locked, look_up
+
+
+def _relock(payout: Payout) -> Payout | None:
+    """The payout row locked for recording an attempt's result (participant first: the lock order), or
+    None if something else finished it meanwhile (a marketer's action)."""
+    Participant.objects.select_for_update(of=("self",), no_key=True).filter(pk=payout.participant_id).first()
+    return (
+        Payout.objects.select_for_update(of=("self",), no_key=True)
+        .select_related("tenant", "participant", "program")
+        .filter(pk=payout.pk, status=PayoutStatus.PROCESSING)
+        .first()
+    )
+
+
+@transaction.atomic
+def _succeed(payout: Payout, *, now: datetime, stripe_object_id: str, detail: dict) -> Payout:
+    locked = _relock(payout)
+    if locked is None:
+        return Payout.objects.get(pk=payout.pk)
+    _complete(locked, actor=system_actor(locked.tenant), now=now, stripe_object_id=stripe_object_id, detail=detail)
+    return locked
+
+
+@transaction.atomic
+def _fail(payout: Payout, error: Exception, now: datetime, *, nothing_made: bool) -> Payout:
+    locked = _relock(payout)
+    if locked is None:
+        return Payout.objects.get(pk=payout.pk)
+    if nothing_made:
+        locked.outcome_unknown_since = None
+    _record_failure(locked, error, now)
+    return locked
+
+
+def _transfer_group(payout: Payout) -> str:
+    return f"payout-{payout.pk}"
+
+
+def _made_for(obj, payout: Payout) -> bool:
+    return (obj.to_dict().get("metadata") or {}).get("payout") == str(payout.pk)
+
+
+def _first_made_for(objects: Iterable, payout: Payout):
+    return next((obj for obj in objects if _made_for(obj, payout)), None)
+
+
+def _call_stripe(payout: Payout, *, look_up: bool = False, made: list[str] | None = None) -> tuple[str, dict]:
+    """The Stripe calls of one payout, each with ``<payout key>:<step>``; nothing for netting. ``made``
+    collects the steps whose object exists at Stripe (a later step may still fail).
+
+    With ``look_up`` (an earlier attempt's outcome is unknown and its key may be forgotten), each step
+    first looks for the object that attempt made (``metadata.payout``, and the transfer group) and uses
+    it; only a step with nothing found is sent.
+    """
     if payout.method == PayoutMethod.NETTING:
         return "", {}
     client = client_for(payout.tenant)
     key = payout.idempotency_key
     metadata = {"payout": str(payout.pk), "participant": str(payout.participant_id), "tenant": payout.tenant.slug}
     description = f"Referral rewards, payout #{payout.pk}"
+    found: list[str] = []
+    made = [] if made is None else made
+
+    def find(step: str, listing: Callable[[], Iterable]):
+        obj = _first_made_for(listing(), payout) if look_up else None
+        if obj is not None:
+            found.append(step)
+            logger.warning("payout %s: %s %s found at Stripe after an unknown outcome", payout.pk, step, obj.id)
+        return obj
+
+    def looked_up(detail: dict) -> dict:
+        return {**detail, "found_at_stripe": found} if found else detail
+
     if payout.method == PayoutMethod.TRANSFER:
-        transfer = client.v1.transfers.create(
+        destination = payout.stripe_detail["destination"]
+        transfer = find(
+            "transfer",
+            lambda: (
+                t
+                for t in client.v1.transfers.list(
+                    {"transfer_group": _transfer_group(payout), "limit": 100}
+                ).auto_paging_iter()
+                if t.destination == destination
+            ),
+        ) or client.v1.transfers.create(
             {
                 "amount": payout.amount_minor,
                 "currency": payout.currency.lower(),
-                "destination": payout.stripe_detail["destination"],
-                "transfer_group": f"payout-{payout.pk}",
+                "destination": destination,
+                "transfer_group": _transfer_group(payout),
                 "description": description,
                 "metadata": metadata,
             },
             {"idempotency_key": f"{key}:transfer"},
         )
-        return transfer.id, {"transfer": transfer.id}
+        made.append("transfer")
+        return transfer.id, looked_up({"transfer": transfer.id})
     if payout.method == PayoutMethod.CUSTOMER_BALANCE:
         customer = payout.stripe_detail["customer"]
-        entry = client.v1.customers.balance_transactions.create(
+        entry = find(
+            "customer_balance_transaction",
+            lambda: client.v1.customers.balance_transactions.list(customer, {"limit": 100}).auto_paging_iter(),
+        ) or client.v1.customers.balance_transactions.create(
             customer,
             {
                 "amount": -payout.amount_minor,  # negative: a credit the customer's next invoices use up
@@ -261,7 +440,8 @@ def _call_stripe(payout: Payout) -> tuple[str, dict]:
             },
             {"idempotency_key": f"{key}:balance"},
         )
-        return entry.id, {"balance_transaction": entry.id, "customer": customer}
+        made.append("customer_balance_transaction")
+        return entry.id, looked_up({"balance_transaction": entry.id, "customer": customer})
     if payout.method == PayoutMethod.COUPON:
         reward = payout.rewards.order_by("pk").first()
         params: dict = {
@@ -278,11 +458,21 @@ def _call_stripe(payout: Payout) -> tuple[str, dict]:
             params.update(duration="repeating", duration_in_months=reward.coupon_duration_months)
         else:
             params["duration"] = "once"  # % off the next renewal
-        coupon = client.v1.coupons.create(params, {"idempotency_key": f"{key}:coupon"})
+        # Made after the payout row (five minutes' slack for the clocks): no need to read older coupons.
+        since = int(payout.created_at.timestamp()) - 300
+        coupon = find(
+            "coupon", lambda: client.v1.coupons.list({"created": {"gte": since}, "limit": 100}).auto_paging_iter()
+        ) or client.v1.coupons.create(params, {"idempotency_key": f"{key}:coupon"})
+        made.append("coupon")
         detail = {"coupon": coupon.id}
         customer = payout.stripe_detail.get("customer")
         if customer:
-            code = client.v1.promotion_codes.create(
+            code = find(
+                "promotion_code",
+                lambda: client.v1.promotion_codes.list(
+                    {"coupon": coupon.id, "customer": customer, "limit": 100}
+                ).auto_paging_iter(),
+            ) or client.v1.promotion_codes.create(
                 {
                     "promotion": {"type": "coupon", "coupon": coupon.id},
                     "customer": customer,
@@ -291,8 +481,9 @@ def _call_stripe(payout: Payout) -> tuple[str, dict]:
                 },
                 {"idempotency_key": f"{key}:promotion_code"},
             )
+            made.append("promotion_code")
             detail.update(promotion_code=code.code, customer=customer)
-        return coupon.id, detail
+        return coupon.id, looked_up(detail)
     raise ValidationError({"method": f"Payout method {payout.method} is not paid through Stripe."})
 
 
@@ -305,7 +496,7 @@ def _record_failure(payout: Payout, error: Exception, now: datetime) -> None:
     else:
         _move(payout, PayoutStatus.FAILED, actor=system_actor(payout.tenant), reason=payout.last_error)
         payout.next_attempt_at = now + retry_delay(payout.attempts)
-    payout.save(update_fields=["status", "last_error", "next_attempt_at"])
+    payout.save(update_fields=["status", "last_error", "next_attempt_at", "outcome_unknown_since"])
     logger.warning("payout %s failed (attempt %s): %s", payout.pk, payout.attempts, payout.last_error)
 
 
@@ -316,7 +507,8 @@ def retry_delay(attempts: int) -> timedelta:
 
 
 def _complete(payout: Payout, *, actor: Actor | str, now: datetime, stripe_object_id: str, detail: dict) -> None:
-    """Record a payout as done: ledger transaction, payout paid, its rewards paid. Inside the lock."""
+    """Record a payout as done: ledger transaction, payout paid, its rewards paid. Inside the locks of the
+    participant and the payout (taken in that order)."""
     if payout.gross_minor > 0:
         lines = [
             Line(participant_account(payout.participant, AccountKind.PAYABLE, payout.currency), payout.gross_minor)
@@ -346,10 +538,19 @@ def _complete(payout: Payout, *, actor: Actor | str, now: datetime, stripe_objec
     payout.stripe_detail = {**payout.stripe_detail, **detail}
     payout.last_error = ""
     payout.next_attempt_at = None
+    payout.outcome_unknown_since = None
     payout.save(
-        update_fields=["status", "paid_at", "stripe_object_id", "stripe_detail", "last_error", "next_attempt_at"]
+        update_fields=[
+            "status",
+            "paid_at",
+            "stripe_object_id",
+            "stripe_detail",
+            "last_error",
+            "next_attempt_at",
+            "outcome_unknown_since",
+        ]
     )
-    for reward in Reward.objects.select_for_update().filter(payout=payout).order_by("pk"):
+    for reward in Reward.objects.select_for_update(of=("self",), no_key=True).filter(payout=payout).order_by("pk"):
         reward_mark_paid(reward=reward, actor=actor, now=now)
 
 
@@ -362,7 +563,13 @@ def payout_mark_fulfilled(
     now = now or timezone.now()
     if not actor.can_write:
         raise ValidationError({"actor": "Viewers cannot fulfil payouts."})
-    locked = Payout.objects.select_for_update().select_related("tenant", "participant").get(pk=payout.pk)
+    Participant.objects.select_for_update(of=("self",), no_key=True).filter(pk=payout.participant_id).first()
+    _lease_or_refuse(payout)
+    locked = (
+        Payout.objects.select_for_update(of=("self",), no_key=True)
+        .select_related("tenant", "participant", "program")
+        .get(pk=payout.pk)
+    )
     if locked.method != PayoutMethod.MANUAL and not reference.strip():
         raise ValidationError({"reference": "Give the reference of the payment made outside the platform."})
     if locked.status == PayoutStatus.PAID:
@@ -377,7 +584,8 @@ def payout_mark_fulfilled(
 def payout_retry_now(*, payout: Payout, actor: Actor, now: datetime | None = None) -> Payout:
     """Queue a failed or abandoned payout for its next attempt now (the admin's "retry" action)."""
     now = now or timezone.now()
-    locked = Payout.objects.select_for_update().select_related("tenant").get(pk=payout.pk)
+    _lease_or_refuse(payout)
+    locked = Payout.objects.select_for_update(of=("self",), no_key=True).select_related("tenant").get(pk=payout.pk)
     if locked.status == PayoutStatus.ABANDONED:
         _move(locked, PayoutStatus.FAILED, actor=actor, reason="retry requested")
     elif locked.status != PayoutStatus.FAILED:
@@ -387,28 +595,46 @@ def payout_retry_now(*, payout: Payout, actor: Actor, now: datetime | None = Non
     return locked
 
 
-def payouts_run_for_participant(*, participant: Participant, now: datetime | None = None) -> list[Payout]:
-    """Prepare the participant's payouts, then execute every one of theirs that is due."""
+def payouts_run_for_participant(*, participant: Participant, now: datetime | None = None) -> dict[str, int]:
+    """Prepare the participant's payouts, then execute every one of theirs that is due (see ``payouts_run``)."""
     now = now or timezone.now()
-    payout_prepare(participant=participant, now=now)
-    return [
-        payout_execute(payout=payout, now=now)
-        for payout in payouts_due(participant.tenant, now=now).filter(participant=participant)
-    ]
+    prepared = len(payout_prepare(participant=participant, now=now))
+    return _execute_due(payouts_due(participant.tenant, now=now).filter(participant=participant), prepared, now)
 
 
 def payouts_run(*, tenant: Tenant | None = None, now: datetime | None = None) -> dict[str, int]:
-    """The scheduled run: prepare payouts for everyone with approved rewards, then execute what is due."""
+    """The scheduled run: prepare payouts for everyone with approved rewards, then execute what is due.
+
+    Returns how many payouts it prepared, paid, saw fail, and skipped because another run held them (that
+    run pays them; if it dies, the next run does). Concurrent runs are safe: each payout is prepared once
+    and paid once, whichever runs overlap.
+    """
     now = now or timezone.now()
     prepared = 0
     for participant in participants_with_unpaid_rewards(tenant):
         prepared += len(payout_prepare(participant=participant, now=now))
-    results = [payout_execute(payout=payout, now=now) for payout in payouts_due(tenant, now=now)]
-    return {
+    return _execute_due(payouts_due(tenant, now=now), prepared, now)
+
+
+def _execute_due(due, prepared: int, now: datetime) -> dict[str, int]:
+    outcomes = Counter()
+    skipped = []
+    for payout in due:
+        execution = payout_execute(payout=payout, now=now)
+        outcomes[execution.outcome] += 1
+        if execution.skipped:
+            skipped.append(payout.pk)
+    summary = {
         "prepared": prepared,
-        "paid": sum(1 for p in results if p.status == PayoutStatus.PAID),
-        "failed": sum(1 for p in results if p.status in (PayoutStatus.FAILED, PayoutStatus.ABANDONED)),
+        "paid": outcomes["paid"],
+        "failed": outcomes["failed"],
+        "skipped": outcomes["skipped"],
     }
+    if skipped:
+        logger.info("payout run: %s; skipped, held by another run: %s", summary, skipped)
+    else:
+        logger.info("payout run: %s", summary)
+    return summary
 
 
 # --- Connect onboarding ------------------------------------------------------------------------

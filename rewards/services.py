@@ -117,7 +117,13 @@ def _move(reward: Reward, to_status: str, *, actor: Actor | str, action: str, re
 
 
 def _locked(reward: Reward) -> Reward:
-    return Reward.objects.select_for_update().select_related("tenant", "program", "participant").get(pk=reward.pk)
+    """The reward re-read under its row lock (only its row: not the tenant, program and participant that
+    ``select_related`` reads along; see docs/ledger.md, "Payouts")."""
+    return (
+        Reward.objects.select_for_update(of=("self",), no_key=True)
+        .select_related("tenant", "program", "participant")
+        .get(pk=reward.pk)
+    )
 
 
 def _post(reward: Reward, suffix: str, kind: str, debit_kind: str, credit_kind: str, amount: int, memo: str):

@@ -20,7 +20,8 @@ def release_holds() -> int:
 
 @money_task(name="rewards.payouts_run")
 def payouts_run() -> dict:
-    """Beat: prepare and execute due payouts for every tenant (retries of failed ones included)."""
+    """Beat: prepare and execute due payouts for every tenant (retries of failed ones included). The
+    result counts them: prepared, paid, failed, and skipped because another run held them."""
     from .payouts import payouts_run as run
 
     return run()
@@ -28,12 +29,16 @@ def payouts_run() -> dict:
 
 @money_task(name="rewards.payout_execute")
 def payout_execute(payout_id: int) -> str:
-    """Pay one payout; on a failure, queue the next attempt after the backoff delay."""
+    """Pay one payout; on a failure, queue the next attempt after the backoff delay. Returns the payout's
+    status, or "skipped" when a payout run held it (that run pays it, or the next one does)."""
     from django.utils import timezone
 
     from .payouts import payout_execute as execute
 
-    payout = execute(payout=Payout.objects.get(pk=payout_id))
+    execution = execute(payout=Payout.objects.get(pk=payout_id))
+    if execution.skipped:
+        return "skipped"
+    payout = execution.payout
     if payout.status == PayoutStatus.FAILED and payout.next_attempt_at:
         delay = int((payout.next_attempt_at - timezone.now()).total_seconds())
         payout_execute.apply_async((payout_id,), countdown=max(1, min(delay, settings.CELERY_MAX_COUNTDOWN_SECONDS)))

@@ -89,7 +89,7 @@ def webhook_receive(*, tenant_slug: str, payload: bytes, signature: str) -> Stri
 def stripe_event_process(*, event: StripeWebhookEvent) -> StripeWebhookEvent:
     """Handle one stored event once (a processed or ignored event is left alone)."""
     with transaction.atomic():
-        event = StripeWebhookEvent.objects.select_for_update().select_related("tenant").get(pk=event.pk)
+        event = StripeWebhookEvent.objects.select_for_update(of=("self",)).select_related("tenant").get(pk=event.pk)
         if event.status in (WebhookEventStatus.PROCESSED, WebhookEventStatus.IGNORED):
             return event
         event.attempts += 1
@@ -154,14 +154,16 @@ def _charge_for(tenant: Tenant, *, charge_id: str, invoice_id: str, payment_inte
         match |= Q(stripe_invoice_id=invoice_id)
     if payment_intent_id:
         match |= Q(stripe_payment_intent_id=payment_intent_id)
-    charge = StripeCharge.objects.for_tenant(tenant).select_for_update().filter(match).order_by("pk").first()
+    charge = (
+        StripeCharge.objects.for_tenant(tenant).select_for_update(of=("self",)).filter(match).order_by("pk").first()
+    )
     if charge is None:
         key = charge_id or payment_intent_id or invoice_id
         try:
             with transaction.atomic():
                 charge = StripeCharge.objects.create(tenant=tenant, stripe_charge_id=key)
         except IntegrityError:
-            charge = StripeCharge.objects.for_tenant(tenant).select_for_update().get(stripe_charge_id=key)
+            charge = StripeCharge.objects.for_tenant(tenant).select_for_update(of=("self",)).get(stripe_charge_id=key)
     charge.stripe_invoice_id = charge.stripe_invoice_id or invoice_id
     charge.stripe_payment_intent_id = charge.stripe_payment_intent_id or payment_intent_id
     return charge

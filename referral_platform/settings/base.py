@@ -240,6 +240,10 @@ STRIPE_TIMEOUT_SECONDS = int(os.environ.get("STRIPE_TIMEOUT_SECONDS", "30"))
 PAYOUT_RETRY_BASE_SECONDS = int(os.environ.get("PAYOUT_RETRY_BASE_SECONDS", "60"))
 PAYOUT_RETRY_MAX_SECONDS = int(os.environ.get("PAYOUT_RETRY_MAX_SECONDS", str(3 * 3600)))
 PAYOUT_MAX_ATTEMPTS = int(os.environ.get("PAYOUT_MAX_ATTEMPTS", "8"))
+# Stripe keeps an idempotency key at least 24 hours. A payout attempt whose answer never arrived and that
+# is older than this is looked up at Stripe (by transfer_group / metadata) before the next attempt,
+# because a replay of its key is no longer guaranteed; an hour early, to be safe.
+STRIPE_IDEMPOTENCY_WINDOW_SECONDS = int(os.environ.get("STRIPE_IDEMPOTENCY_WINDOW_SECONDS", str(23 * 3600)))
 # Participant messages promise a reward "within N business days": the rest of its hold plus this many
 # (the payout run, then the transfer reaching the participant's bank).
 REWARD_PAYOUT_BUSINESS_DAYS = int(os.environ.get("REWARD_PAYOUT_BUSINESS_DAYS", "2"))

@@ -37,6 +37,12 @@ class StripeControl:
             {"path": path, "times": times, "status": status, "mode": mode, "method": method, "seconds": seconds},
         )
 
+    def expire_idempotency_keys(self, *, older_than_seconds: float = 0) -> int:
+        """Make the server forget idempotency keys (as Stripe does after ~24 h); returns how many."""
+        return self._call("POST", "/_control/expire_idempotency_keys", {"older_than_seconds": older_than_seconds})[
+            "expired"
+        ]
+
     def requests(self, path: str | None = None, method: str | None = None) -> list[dict]:
         rows = self._call("GET", "/_control/requests")["requests"]
         return [r for r in rows if (path is None or r["path"] == path) and (method is None or r["method"] == method)]

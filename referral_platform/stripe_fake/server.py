@@ -15,7 +15,15 @@ Control endpoints (no API key) let a test steer and observe it:
   executing). ``seconds`` bounds a hang (default 60).
 - ``GET /_control/requests``: every API call received (method, path, params, idempotency key, status).
 - ``GET /_control/objects/<kind>``: the stored objects of a kind (``transfer``, ``account``, ...).
+- ``POST /_control/expire_idempotency_keys`` ``{"older_than_seconds": 0}``: forget the stored results of
+  idempotency keys (all, or those first used longer ago than given), as Stripe does after about 24
+  hours: the next request with such a key executes again. Answers ``{"expired": <count>}``.
 - ``POST /_control/reset``: forget everything.
+
+List endpoints (transfers, with ``transfer_group`` / ``destination``; balance transactions of a
+customer; coupons; promotion codes, with ``coupon`` / ``customer`` / ``code`` / ``active``) answer in
+Stripe's shape, newest first, with ``limit`` (default 10), ``starting_after`` / ``ending_before`` and
+``created[gt|gte|lt|lte]``.
 
 An injected ``error`` is not stored as an idempotent result (the call never started executing), so a
 retry with the same key executes; results of executed calls are stored and replayed, as Stripe does.
@@ -152,6 +160,43 @@ class FakeStripe:
     def _list(items: list[dict], url: str) -> dict:
         return {"object": "list", "data": items, "has_more": False, "url": url}
 
+    @staticmethod
+    def _page(items: list[dict], url: str, params: dict) -> dict:
+        """One page of a list endpoint: ``items`` (oldest first) filtered by ``created``, newest first,
+        cut by ``starting_after`` / ``ending_before`` and ``limit``, as Stripe pages."""
+        created = params.get("created")
+        if isinstance(created, dict):
+            checks = {"gt": int.__gt__, "gte": int.__ge__, "lt": int.__lt__, "lte": int.__le__}
+            for name, bound in created.items():
+                if name not in checks:
+                    raise StripeError(400, f"Invalid created filter: {name}", param="created")
+                items = [i for i in items if checks[name](i["created"], int(bound))]
+        elif created not in (None, ""):
+            items = [i for i in items if i["created"] == int(created)]
+        items = items[::-1]
+        limit = _int(params, "limit", required=False, minimum=1) or 10
+        ids = [i["id"] for i in items]
+        if params.get("starting_after"):
+            if params["starting_after"] not in ids:
+                raise StripeError(400, "Invalid starting_after id.", param="starting_after")
+            items = items[ids.index(params["starting_after"]) + 1 :]
+            return {"object": "list", "data": items[:limit], "has_more": len(items) > limit, "url": url}
+        if params.get("ending_before"):
+            if params["ending_before"] not in ids:
+                raise StripeError(400, "Invalid ending_before id.", param="ending_before")
+            items = items[: ids.index(params["ending_before"])]
+            return {"object": "list", "data": items[-limit:], "has_more": len(items) > limit, "url": url}
+        return {"object": "list", "data": items[:limit], "has_more": len(items) > limit, "url": url}
+
+    def expire_idempotency_keys(self, older_than_seconds: float = 0) -> int:
+        """Forget stored idempotent results first stored more than ``older_than_seconds`` ago."""
+        with self.lock:
+            cutoff = time.time() - older_than_seconds
+            expired = [key for key, stored in self.idempotent.items() if stored["stored_at"] <= cutoff]
+            for key in expired:
+                del self.idempotent[key]
+            return len(expired)
+
     def take_failure(self, method: str, path: str) -> dict | None:
         with self.lock:
             for failure in self.failures:
@@ -226,9 +271,10 @@ class FakeStripe:
 
     def transfer_list(self, params):
         items = list(self.objects["transfer"].values())
-        if params.get("destination"):
-            items = [t for t in items if t["destination"] == params["destination"]]
-        return self._list(items, "/v1/transfers")
+        for name in ("destination", "transfer_group"):
+            if params.get(name):
+                items = [t for t in items if t[name] == params[name]]
+        return self._page(items, "/v1/transfers", params)
 
     def transfer_get(self, params, transfer_id):
         return self._get("transfer", transfer_id)
@@ -297,7 +343,7 @@ class FakeStripe:
     def balance_transaction_list(self, params, customer_id):
         self._get("customer", customer_id)
         items = [t for t in self.objects["customer_balance_transaction"].values() if t["customer"] == customer_id]
-        return self._list(items, f"/v1/customers/{customer_id}/balance_transactions")
+        return self._page(items, f"/v1/customers/{customer_id}/balance_transactions", params)
 
     def coupon_create(self, params):
         percent_off = params.get("percent_off")
@@ -333,6 +379,9 @@ class FakeStripe:
     def coupon_get(self, params, coupon_id):
         return self._get("coupon", coupon_id)
 
+    def coupon_list(self, params):
+        return self._page(list(self.objects["coupon"].values()), "/v1/coupons", params)
+
     def promotion_code_create(self, params):
         promotion = params.get("promotion") or {}
         coupon = self._get("coupon", promotion.get("coupon") or _required(params, "coupon"))
@@ -351,6 +400,17 @@ class FakeStripe:
             },
         )
 
+    def promotion_code_list(self, params):
+        items = list(self.objects["promotion_code"].values())
+        if params.get("coupon"):
+            items = [p for p in items if p["promotion"]["coupon"] == params["coupon"]]
+        for name in ("customer", "code"):
+            if params.get(name):
+                items = [p for p in items if p[name] == params[name]]
+        if params.get("active") in ("true", "false"):
+            items = [p for p in items if p["active"] == (params["active"] == "true")]
+        return self._page(items, "/v1/promotion_codes", params)
+
 
 ROUTES = {
     ("POST", "accounts"): FakeStripe.account_create,
@@ -366,8 +426,10 @@ ROUTES = {
     ("POST", "customers", "{id}", "balance_transactions"): FakeStripe.balance_transaction_create,
     ("GET", "customers", "{id}", "balance_transactions"): FakeStripe.balance_transaction_list,
     ("POST", "coupons"): FakeStripe.coupon_create,
+    ("GET", "coupons"): FakeStripe.coupon_list,
     ("GET", "coupons", "{id}"): FakeStripe.coupon_get,
     ("POST", "promotion_codes"): FakeStripe.promotion_code_create,
+    ("GET", "promotion_codes"): FakeStripe.promotion_code_list,
 }
 
 
@@ -435,6 +497,10 @@ class _Handler(BaseHTTPRequestHandler):
             if method == "GET" and path.startswith("/_control/objects/"):
                 kind = path.rsplit("/", 1)[-1]
                 return self._send(200, {"data": list(fake.objects.get(kind, {}).values())})
+            if method == "POST" and path == "/_control/expire_idempotency_keys":
+                spec = json.loads(body or "{}")
+                expired = fake.expire_idempotency_keys(float(spec.get("older_than_seconds", 0)))
+                return self._send(200, {"expired": expired})
             if method == "POST" and path == "/_control/reset":
                 fake.reset()
                 return self._send(200, {"ok": True})
@@ -501,6 +567,7 @@ class _Handler(BaseHTTPRequestHandler):
                     "fingerprint": fingerprint,
                     "status": status,
                     "body": body,
+                    "stored_at": time.time(),
                 }
             return status, body, False
 

@@ -11,6 +11,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+import psycopg2
 import pytest
 from django.conf import settings as django_settings
 from django.core.exceptions import ValidationError
@@ -29,6 +30,7 @@ from rewards.models import (
     StripeCredentials,
 )
 from rewards.payouts import (
+    execution_lease_key,
     payout_mark_fulfilled,
     payout_prepare,
     payouts_run,
@@ -71,7 +73,7 @@ def test_a_cash_reward_is_paid_by_one_transfer_with_the_key_stored_before_the_ca
     reward.refresh_from_db()
     [request] = stripe.requests("/v1/transfers", "POST")
     [transfer] = stripe.objects("transfer")
-    assert summary == {"prepared": 1, "paid": 1, "failed": 0}
+    assert summary == {"prepared": 1, "paid": 1, "failed": 0, "skipped": 0}
     assert request["idempotency_key"] == f"{payout.idempotency_key}:transfer"
     assert transfer["amount"] == 12_345 and transfer["destination"] == payout.stripe_detail["destination"]
     assert payout.status == PayoutStatus.PAID and payout.stripe_object_id == transfer["id"]
@@ -231,6 +233,7 @@ def test_a_connection_dropped_after_stripe_executed_is_replayed_not_repaid(payin
     [transfer] = stripe.objects("transfer")
     assert payout.status == PayoutStatus.PAID and payout.stripe_object_id == transfer["id"]
     assert [r["replayed"] for r in stripe.requests("/v1/transfers")] == [False, True]
+    assert stripe.requests("/v1/transfers", "GET") == []  # within Stripe's window: replayed, not looked up
 
 
 def test_retries_stop_after_the_maximum_attempts(paying_program, stripe, settings):
@@ -283,6 +286,187 @@ def test_a_payout_smaller_than_the_clawback_owed_is_netted_without_a_transfer(pa
     assert balances(participant) == {"pending": 0, "payable": 0, "paid": 10_000, "receivable": 6_000}
 
 
+# --- Stripe's idempotency window: an old unknown outcome is looked up, not replayed blindly ----------------
+
+LATER = timedelta(hours=25)  # past the window in which Stripe replays an idempotency key
+
+
+@pytest.mark.parametrize(
+    ("kind", "dropped", "made"),
+    [
+        ("cash", "/v1/transfers", {"transfer": 1}),
+        ("credit", "/v1/customers/", {"customer_balance_transaction": 1}),
+        ("coupon", "/v1/promotion_codes", {"coupon": 1, "promotion_code": 1}),
+    ],
+    ids=["transfer", "customer-balance", "coupon-and-promotion-code"],
+)
+def test_an_unknown_outcome_older_than_stripes_idempotency_window_is_found_at_stripe_not_paid_again(
+    paying_program, stripe, kind, dropped, made
+):
+    # Given: Stripe executed the payout's call but the answer never arrived
+    participant = connected_participant(paying_program, stripe, customer=True)
+    extra = {"coupon_percent_off": 100, "coupon_duration_months": 1} if kind == "coupon" else {}
+    approved_reward(participant, 2_500, kind=kind, **extra)
+    stripe.fail(dropped, mode="close_after", times=1)
+    now = timezone.now()
+    payouts_run(now=now)
+    payout = Payout.objects.get()
+    assert payout.status == PayoutStatus.FAILED and payout.outcome_unknown_since == now
+    made_before = {name: stripe.objects(name) for name in made}
+    assert {name: len(objects) for name, objects in made_before.items()} == made
+
+    # When: more than a day later, when Stripe no longer remembers the key, the next run tries again
+    assert stripe.expire_idempotency_keys() > 0
+    seen = len(stripe.requests())
+    summary = payouts_run(now=now + LATER)
+
+    # Then: it only looks up what the lost attempt made, and records it; nothing is made twice
+    payout.refresh_from_db()
+    assert summary["paid"] == 1 and payout.status == PayoutStatus.PAID and payout.outcome_unknown_since is None
+    assert {r["method"] for r in stripe.requests()[seen:]} == {"GET"}
+    assert {name: stripe.objects(name) for name in made} == made_before
+    first = next(iter(made_before.values()))[0]
+    assert payout.stripe_object_id == first["id"] and payout.stripe_detail["found_at_stripe"] == list(made)
+    assert balances(participant)["payable"] == 0 and LedgerTransaction.objects.filter(payout=payout).count() == 1
+
+
+def test_an_old_unknown_outcome_with_nothing_at_stripe_is_paid_by_one_new_transfer(paying_program, stripe):
+    # Given: the connection dropped before Stripe executed anything
+    participant = connected_participant(paying_program, stripe)
+    approved_reward(participant, 3_000)
+    stripe.fail("/v1/transfers", mode="close", times=1)
+    now = timezone.now()
+    payouts_run(now=now)
+    payout = Payout.objects.get()
+    assert payout.status == PayoutStatus.FAILED and payout.outcome_unknown_since == now
+    assert stripe.objects("transfer") == []
+
+    # When: the next attempt comes after Stripe's idempotency window
+    stripe.expire_idempotency_keys()
+    payouts_run(now=now + LATER)
+
+    # Then: the lookup finds nothing and exactly one transfer is made
+    payout.refresh_from_db()
+    [transfer] = stripe.objects("transfer")
+    [lookup] = stripe.requests("/v1/transfers", "GET")
+    assert lookup["params"]["transfer_group"] == f"payout-{payout.pk}"
+    assert [r["status"] for r in stripe.requests("/v1/transfers", "POST")] == ["closed", 200]
+    assert payout.status == PayoutStatus.PAID and payout.stripe_object_id == transfer["id"]
+    assert transfer["amount"] == 3_000 and "found_at_stripe" not in payout.stripe_detail
+
+
+def test_a_definite_refusal_from_stripe_leaves_no_unknown_outcome_to_look_up(paying_program, stripe):
+    participant = connected_participant(paying_program, stripe)
+    approved_reward(participant, 3_000)
+    stripe.fail("/v1/transfers", status=400, times=1)
+    now = timezone.now()
+
+    payouts_run(now=now)
+    payout = Payout.objects.get()
+    assert payout.status == PayoutStatus.FAILED and payout.outcome_unknown_since is None
+    assert "InvalidRequestError" in payout.last_error
+
+    payouts_run(now=now + LATER)
+
+    payout.refresh_from_db()
+    assert payout.status == PayoutStatus.PAID and len(stripe.objects("transfer")) == 1
+    assert stripe.requests("/v1/transfers", "GET") == []  # nothing to look up
+
+
+def test_a_refusal_after_an_earlier_step_made_a_coupon_still_looks_the_coupon_up_later(paying_program, stripe):
+    # Given: the coupon was made, then Stripe refused its promotion code
+    participant = connected_participant(paying_program, stripe, customer=True)
+    approved_reward(participant, 2_500, kind="coupon", coupon_percent_off=50)
+    stripe.fail("/v1/promotion_codes", status=400, times=1)
+    now = timezone.now()
+    payouts_run(now=now)
+    payout = Payout.objects.get()
+    [coupon] = stripe.objects("coupon")
+    assert payout.status == PayoutStatus.FAILED and payout.outcome_unknown_since == now
+
+    # When: the retry comes after Stripe forgot the coupon's idempotency key
+    stripe.expire_idempotency_keys()
+    payouts_run(now=now + LATER)
+
+    # Then: the coupon is found, not made again, and its promotion code is made once
+    payout.refresh_from_db()
+    assert stripe.objects("coupon") == [coupon] and len(stripe.objects("promotion_code")) == 1
+    assert payout.status == PayoutStatus.PAID and payout.stripe_object_id == coupon["id"]
+    assert payout.stripe_detail["found_at_stripe"] == ["coupon"]
+
+
+# --- concurrency -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def other_session():
+    """A second PostgreSQL session on the test database (another run, a marketer's transaction)."""
+    db = connection.settings_dict
+    session = psycopg2.connect(
+        dbname=db["NAME"], user=db["USER"], password=db["PASSWORD"] or None, host=db["HOST"], port=db["PORT"]
+    )
+    yield session
+    session.rollback()
+    session.close()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    "held_by",
+    ["row-lock", "execution-lease"],
+    ids=["row-locked-by-another-transaction", "lease-held-by-another-run"],
+)
+def test_a_payout_held_by_another_session_is_reported_skipped_and_paid_by_the_next_run(
+    stripe, world, other_session, held_by
+):
+    # Given: a due payout that another session holds
+    f.StripeCredentialsFactory(tenant=world.a)
+    program = f.ProgramFactory(tenant=world.a, hold_days=0, currency="USD")
+    participant = connected_participant(program, stripe)
+    approved_reward(participant, 2_500)
+    [payout] = payout_prepare(participant=participant)
+    with other_session.cursor() as cursor:
+        if held_by == "row-lock":
+            cursor.execute("SELECT id FROM rewards_payout WHERE id = %s FOR UPDATE", [payout.pk])
+        else:
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [execution_lease_key(payout.pk)])
+
+    # When: a payout run comes by
+    summary = payouts_run()
+
+    # Then: it reports the payout skipped, and neither attempted nor paid it
+    payout.refresh_from_db()
+    assert summary == {"prepared": 0, "paid": 0, "failed": 0, "skipped": 1}
+    assert payout.status == PayoutStatus.PENDING and payout.attempts == 0
+    assert stripe.requests("/v1/transfers") == []
+
+    # When: the other session is done, the next run pays it
+    other_session.rollback()
+    summary = payouts_run()
+
+    payout.refresh_from_db()
+    assert summary == {"prepared": 0, "paid": 1, "failed": 0, "skipped": 0}
+    assert payout.status == PayoutStatus.PAID and len(stripe.objects("transfer")) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_marketer_cannot_mark_a_payout_fulfilled_while_a_run_is_paying_it(stripe, world, other_session):
+    f.StripeCredentialsFactory(tenant=world.a)
+    program = f.ProgramFactory(tenant=world.a, hold_days=0, currency="USD")
+    participant = connected_participant(program, stripe)
+    approved_reward(participant, 2_500)
+    [payout] = payout_prepare(participant=participant)
+    with other_session.cursor() as cursor:  # a run's execution lease: its Stripe call may be in flight
+        cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [execution_lease_key(payout.pk)])
+
+    with pytest.raises(ValidationError) as error:
+        payout_mark_fulfilled(payout=payout, actor=system_actor(world.a), reference="tr_by_hand")
+
+    payout.refresh_from_db()
+    assert "right now" in error.value.message_dict["status"][0]
+    assert payout.status == PayoutStatus.PENDING and not LedgerTransaction.objects.filter(payout=payout).exists()
+
+
 @pytest.mark.django_db(transaction=True)
 def test_twenty_concurrent_payout_runs_for_one_participant_make_one_transfer(stripe, world):
     f.StripeCredentialsFactory(tenant=world.a)
@@ -324,8 +508,8 @@ from rewards import payouts
 from rewards.models import Payout
 if os.environ.get("KILL_AFTER_CALL"):
     original = payouts._call_stripe
-    def call_then_die(payout):
-        result = original(payout)
+    def call_then_die(payout, **kwargs):
+        result = original(payout, **kwargs)
         os.kill(os.getpid(), signal.SIGKILL)  # the Stripe call succeeded; nothing recorded yet
         return result
     payouts._call_stripe = call_then_die

@@ -1,0 +1,15 @@
+"""Checks that hold for every test of the project (the apps' own fixtures live in their conftest files)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.row_locks import row_lock_guard_install, row_lock_guard_uninstall
+
+
+@pytest.fixture(autouse=True)
+def _row_locks_lock_only_the_row():
+    """Fail any query that locks joined rows (``select_for_update`` with joins and without ``of``)."""
+    row_lock_guard_install()
+    yield
+    row_lock_guard_uninstall()
