@@ -18,7 +18,7 @@ def mark_attempted_unpaid_payouts_unknown(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("rewards", "0003_evaluation_and_messages"),
+        ("rewards", "0004_reward_slots"),
     ]
 
     operations = [
