@@ -610,7 +610,7 @@ def _settle_locked(*, referral: Referral, actor: Actor, now: datetime | None) ->
         locked = {
             p.pk: p
             for p in Participant.objects.for_tenant(tenant_id)
-            .select_for_update(of=("self",))
+            .select_for_update(of=("self",), no_key=True)
             .filter(pk__in=ids)
             .order_by("pk")
         }

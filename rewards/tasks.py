@@ -45,7 +45,9 @@ def payout_execute(payout_id: int) -> str:
     return payout.status
 
 
-@money_task(name="rewards.stripe_event_process")
+@money_task(
+    name="rewards.stripe_event_process", autoretry_for=(OperationalError,), retry_backoff=5, retry_backoff_max=300
+)
 def stripe_event_process(event_id: int) -> str:
     """Handle one stored Stripe webhook event (idempotent)."""
     from .webhooks import stripe_event_process as process
