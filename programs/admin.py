@@ -15,6 +15,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
+from referral_platform.hooks import hooks
 from referral_platform.tenancy.admin_base import (
     ADMIN_ROLES,
     TenantScopedAdmin,
@@ -369,7 +370,9 @@ class ProgramAdmin(TenantScopedAdmin):
                     return HttpResponseRedirect(reverse("admin:programs_program_change", args=[program.pk]))
             elif document is not None:
                 try:
-                    preview = selectors.rules_change_preview(program.tenant, program=program, proposed_rules=document)
+                    preview = hooks.rules_change_preview(
+                        tenant=program.tenant, program=program, proposed_rules=document
+                    )
                 except ValidationError as exc:
                     errors += [f"{field}: {' '.join(msgs)}" for field, msgs in exc.message_dict.items()]
         else:
@@ -538,8 +541,7 @@ class ParticipantAdmin(TenantScopedAdmin):
 
     @admin.display(description="Share links")
     def links_panel(self, obj):
-        tenant = obj.tenant
-        links = selectors.participant_share_links(tenant, participant=obj)
+        links = hooks.participant_share_links(participant=obj)
         if not links:
             return "Only active participants have links."
         rows = format_html_join(
@@ -547,7 +549,7 @@ class ParticipantAdmin(TenantScopedAdmin):
             "<tr><td>{}</td><td><a href='{}'>{}</a></td></tr>",
             ((link["channel"], link["url"], link["url"]) for link in links),
         )
-        png = selectors.participant_qr_png(tenant, participant=obj, box_size=4)
+        png = hooks.participant_qr_png(participant=obj, box_size=4)
         qr = (
             format_html(
                 '<p><img alt="QR code of the QR link" src="data:image/png;base64,{}"></p>',

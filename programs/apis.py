@@ -1,12 +1,10 @@
 """Programs and participants API: parse → call one service or selector → serialize."""
 
-from django.http import HttpResponse
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import generics, serializers
-from rest_framework.negotiation import BaseContentNegotiation
-from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
+from referral_platform.hooks import hooks
 from referral_platform.tenancy.api import TenantAPIView, json_error
 
 from . import selectors, services
@@ -153,7 +151,7 @@ class ProgramRulesPreviewApi(TenantAPIView, generics.GenericAPIView):
         version = selectors.program_latest_version(program)
         if version is None:
             return json_error(404, "no_rules", "This program has no rules yet.")
-        preview = selectors.rules_change_preview(self.tenant, program=program, proposed_rules=version.rules)
+        preview = hooks.rules_change_preview(tenant=self.tenant, program=program, proposed_rules=version.rules)
         return Response(preview.as_dict())
 
     @extend_schema(request=ProgramRulesPreviewInputSerializer, responses={200: OpenApiResponse(description="Preview")})
@@ -161,8 +159,8 @@ class ProgramRulesPreviewApi(TenantAPIView, generics.GenericAPIView):
         program = self.get_object()
         data = ProgramRulesPreviewInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        preview = selectors.rules_change_preview(
-            self.tenant, program=program, proposed_rules=data.validated_data["rules"]
+        preview = hooks.rules_change_preview(
+            tenant=self.tenant, program=program, proposed_rules=data.validated_data["rules"]
         )
         return Response(preview.as_dict())
 
@@ -248,65 +246,3 @@ class ParticipantListApi(TenantAPIView, generics.ListAPIView):
 class ParticipantDetailApi(TenantAPIView, generics.RetrieveAPIView):
     model = Participant
     serializer_class = ParticipantOutputSerializer
-
-
-class ShareLinkSerializer(serializers.Serializer):
-    channel = serializers.CharField()
-    code = serializers.CharField()
-    url = serializers.URLField()
-    qr_png_url = serializers.URLField(required=False)
-    created_at = serializers.DateTimeField()
-
-
-class ParticipantLinksOutputSerializer(serializers.Serializer):
-    participant = serializers.IntegerField()
-    status = serializers.CharField()
-    links = ShareLinkSerializer(many=True)
-
-
-class ParticipantLinksApi(TenantAPIView, generics.GenericAPIView):
-    """The participant's share URLs, one per channel (none unless the participant is active)."""
-
-    model = Participant
-    serializer_class = ParticipantLinksOutputSerializer
-
-    def get(self, request, pk):
-        from referrals.models import Channel
-
-        participant = self.get_object()
-        links = selectors.participant_share_links(self.tenant, participant=participant)
-        for link in links:
-            if link["channel"] == Channel.QR:
-                link["qr_png_url"] = request.build_absolute_uri(f"{request.path.rstrip('/')}/qr.png")
-        return Response(
-            ParticipantLinksOutputSerializer(
-                {"participant": participant.pk, "status": participant.status, "links": links}
-            ).data
-        )
-
-
-class JsonErrorsOnly(BaseContentNegotiation):
-    """Errors are JSON whatever the client accepts; the PNG itself is returned as a plain response."""
-
-    def select_renderer(self, request, renderers, format_suffix=None):
-        return JSONRenderer(), JSONRenderer.media_type
-
-    def select_parser(self, request, parsers):
-        return parsers[0] if parsers else None
-
-
-class ParticipantQrApi(TenantAPIView, generics.GenericAPIView):
-    """A PNG QR code of the participant's QR-channel share URL."""
-
-    model = Participant
-    serializer_class = ParticipantLinksOutputSerializer
-    content_negotiation_class = JsonErrorsOnly
-
-    @extend_schema(responses={(200, "image/png"): OpenApiResponse(description="QR code PNG")})
-    def get(self, request, pk):
-        png = selectors.participant_qr_png(self.tenant, participant=self.get_object())
-        if png is None:
-            return json_error(404, "no_link", "This participant has no active QR link.")
-        response = HttpResponse(png, content_type="image/png")
-        response["Cache-Control"] = "private, max-age=300"
-        return response

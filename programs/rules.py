@@ -35,7 +35,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
-from .money import BASIS_POINTS, format_money, format_percent, percent_of
+from referral_platform.money import BASIS_POINTS, format_money, format_percent, percent_of
 
 SCHEMA_VERSION = 1
 TIMES = "\N{MULTIPLICATION SIGN}"

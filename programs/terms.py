@@ -11,8 +11,9 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from types import SimpleNamespace
 
+from referral_platform.money import format_money, format_percent
+
 from .models import AttributionModel, Program, ProgramStatus, ProgramVersion
-from .money import format_money, format_percent
 from .rules import (
     ACCOUNT_CREDIT,
     FEATURE_UNLOCK,

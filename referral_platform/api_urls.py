@@ -5,9 +5,7 @@ from rest_framework.views import APIView
 
 from programs.apis import (
     ParticipantDetailApi,
-    ParticipantLinksApi,
     ParticipantListApi,
-    ParticipantQrApi,
     ProgramDetailApi,
     ProgramListCreateApi,
     ProgramRulesApi,
@@ -21,6 +19,8 @@ from referrals.apis import (
     ConversionDetailApi,
     ConversionListCreateApi,
     LeadCreateApi,
+    ParticipantLinksApi,
+    ParticipantQrApi,
     ReferralDetailApi,
     ReferralListApi,
     SignupCreateApi,

@@ -119,7 +119,7 @@ class ConversionEventAdmin(TenantScopedAdmin):
 
     @admin.action(description="Re-run attribution (idempotent)", permissions=["change"])
     def rerun_attribution(self, request, queryset):
-        rows = sum(len(services.attribution_run(event=event)) for event in queryset)
+        rows = sum(len(services.conversion_reattribute(event=event)) for event in queryset)
         self.message_user(request, f"Attribution recomputed: {rows} row(s).")
 
 

@@ -1,17 +1,20 @@
 import json
 
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import HttpResponse
 from django.http.request import RawPostDataException
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema, extend_schema_field
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import generics, serializers
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
 from programs.models import Participant
 from referral_platform.tenancy.api import TenantAPIView, json_error
 
-from . import services
-from .models import Attribution, CompanySize, ConversionEvent, ConversionKind, Referral, Touchpoint
+from . import selectors, services
+from .models import Attribution, Channel, CompanySize, ConversionEvent, ConversionKind, Referral, Touchpoint
 from .selectors import attribution_explanation
 
 
@@ -372,3 +375,64 @@ class AttributionDetailApi(TenantAPIView, generics.RetrieveAPIView):
 
     def scope_queryset(self, queryset):
         return queryset.select_related("conversion_event", "participant", "rule_version")
+
+
+# --- a participant's share links (programs' participants, referrals' links) ---------------------------
+class ShareLinkSerializer(serializers.Serializer):
+    channel = serializers.CharField()
+    code = serializers.CharField()
+    url = serializers.URLField()
+    qr_png_url = serializers.URLField(required=False)
+    created_at = serializers.DateTimeField()
+
+
+class ParticipantLinksOutputSerializer(serializers.Serializer):
+    participant = serializers.IntegerField()
+    status = serializers.CharField()
+    links = ShareLinkSerializer(many=True)
+
+
+class ParticipantLinksApi(TenantAPIView, generics.GenericAPIView):
+    """The participant's share URLs, one per channel (none unless the participant is active)."""
+
+    model = Participant
+    serializer_class = ParticipantLinksOutputSerializer
+
+    def get(self, request, pk):
+        participant = self.get_object()
+        links = selectors.participant_share_links(self.tenant, participant=participant)
+        for link in links:
+            if link["channel"] == Channel.QR:
+                link["qr_png_url"] = request.build_absolute_uri(f"{request.path.rstrip('/')}/qr.png")
+        return Response(
+            ParticipantLinksOutputSerializer(
+                {"participant": participant.pk, "status": participant.status, "links": links}
+            ).data
+        )
+
+
+class JsonErrorsOnly(BaseContentNegotiation):
+    """Errors are JSON whatever the client accepts; the PNG itself is returned as a plain response."""
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return JSONRenderer(), JSONRenderer.media_type
+
+    def select_parser(self, request, parsers):
+        return parsers[0] if parsers else None
+
+
+class ParticipantQrApi(TenantAPIView, generics.GenericAPIView):
+    """A PNG QR code of the participant's QR-channel share URL."""
+
+    model = Participant
+    serializer_class = ParticipantLinksOutputSerializer
+    content_negotiation_class = JsonErrorsOnly
+
+    @extend_schema(responses={(200, "image/png"): OpenApiResponse(description="QR code PNG")})
+    def get(self, request, pk):
+        png = selectors.participant_qr_png(self.tenant, participant=self.get_object())
+        if png is None:
+            return json_error(404, "no_link", "This participant has no active QR link.")
+        response = HttpResponse(png, content_type="image/png")
+        response["Cache-Control"] = "private, max-age=300"
+        return response

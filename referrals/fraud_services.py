@@ -16,7 +16,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from programs.models import Program
-from referral_platform.celery import enqueue_on_commit
+from referral_platform.hooks import hooks
 from referral_platform.tenancy.actors import Actor
 from referral_platform.tenancy.services import audit_record
 
@@ -227,16 +227,14 @@ def referral_review_clear(*, referral: Referral, actor: Actor | str, reason: str
         data={"codes": _flag_codes(referral)},
         is_decision=True,
     )
-    from rewards.tasks import evaluate_referral
-
-    enqueue_on_commit(evaluate_referral, cleared.pk)
+    hooks.referral_changed(referral=cleared, change="review_cleared")
     return cleared
 
 
 @transaction.atomic
 def referral_review_reject(*, referral: Referral, actor: Actor | str, reason: str) -> Referral:
     """flagged → rejected (final): a marketer judged the referral fraudulent; it is never rewarded."""
-    return _review_move(
+    rejected = _review_move(
         referral=referral,
         to=ReviewStatus.REJECTED,
         actor=actor,
@@ -244,6 +242,8 @@ def referral_review_reject(*, referral: Referral, actor: Actor | str, reason: st
         data={"codes": _flag_codes(referral)},
         is_decision=True,
     )
+    hooks.referral_changed(referral=rejected, change="review_rejected")
+    return rejected
 
 
 def _flag_codes(referral: Referral) -> list[str]:

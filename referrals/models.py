@@ -214,6 +214,10 @@ class ConversionEventStatus(models.TextChoices):
     FAILED = "failed", "Failed"
 
 
+# Events whose processing is finished with a referral (attributed or not): what rewards are settled from.
+SETTLED_EVENT_STATUSES = (ConversionEventStatus.PROCESSED, ConversionEventStatus.UNATTRIBUTED)
+
+
 class ConversionEvent(TenantOwnedModel):
     """An inbound conversion (API or Stripe webhook), stored raw before it is processed.
 

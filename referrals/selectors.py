@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
+from django.conf import settings
 from django.db.models import Q, QuerySet
 
 from programs.models import Participant, ParticipantStatus, Program, ProgramStatus
-from programs.money import format_money
 from programs.services import judging_rules
+from referral_platform.money import format_money
 from referral_platform.tenancy.models import Tenant
 
 from . import attribution as attribution_math
@@ -505,3 +508,41 @@ def clicks_counted(
 def click_count(*, tenant: Tenant | int, **filters) -> int:
     """How many counted (non-bot) clicks match; see clicks_counted() for the filters."""
     return clicks_counted(tenant=tenant, **filters).count()
+
+
+# --- share links -------------------------------------------------------------------------------
+def share_url(code: str) -> str:
+    return f"{settings.SITE_URL}/r/{code}"
+
+
+def participant_share_links(tenant: Tenant | int, *, participant: Participant) -> list[dict[str, Any]]:
+    """The participant's active links, one per channel, with absolute share URLs (empty unless active)."""
+    if participant.tenant_id != getattr(tenant, "pk", tenant):
+        raise Participant.DoesNotExist
+    if participant.status != ParticipantStatus.ACTIVE:
+        return []
+    links = ReferralLink.objects.for_tenant(tenant).filter(participant=participant, is_active=True).order_by("channel")
+    return [
+        {"channel": link.channel, "code": link.code, "url": share_url(link.code), "created_at": link.created_at}
+        for link in links
+    ]
+
+
+def participant_qr_png(tenant: Tenant | int, *, participant: Participant, box_size: int = 8) -> bytes | None:
+    """A PNG QR code of the participant's QR-channel link (None when they have none)."""
+    import qrcode
+    from qrcode.image.pure import PyPNGImage
+
+    link = next(
+        (item for item in participant_share_links(tenant, participant=participant) if item["channel"] == Channel.QR),
+        None,
+    )
+    if link is None:
+        return None
+    image = qrcode.make(link["url"], image_factory=PyPNGImage, box_size=box_size, border=2)
+    buffer = io.BytesIO()
+    image.save(buffer)
+    return buffer.getvalue()
+
+
+# --- imports -----------------------------------------------------------------------------------

@@ -3,3 +3,8 @@ from django.apps import AppConfig
 
 class RewardsConfig(AppConfig):
     name = "rewards"
+
+    def ready(self) -> None:
+        from .hooks import register
+
+        register()

@@ -44,17 +44,17 @@ from decimal import Decimal
 from fractions import Fraction
 
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from programs import rules as rules_module
 from programs.models import Participant, ParticipantStatus
-from programs.money import format_money, format_percent
 from programs.selectors import whole_months_between
+from programs.services import participant_for_referred_company
 from referral_platform.celery import enqueue_on_commit
+from referral_platform.money import format_money, format_percent
 from referral_platform.tenancy.actors import Actor, system_actor
-from referral_platform.tenancy.services import audit_record
 from referrals.attribution import SHARE_PLACES
 from referrals.models import (
     Attribution,
@@ -983,40 +983,17 @@ def _description(rule: rules_module.Reward) -> str:
 
 def referred_participant(*, referral: Referral, actor: Actor) -> Participant:
     """The referred company as a participant of the referral's program (rewards and the ledger belong to
-    participants): the participant with its customer id or e-mail when there is one, else a new active
-    participant with source "referred" (no referral links until they enrol themselves)."""
-    program = referral.program
-    participants = Participant.objects.for_tenant(referral.tenant_id).filter(program=program)
-    external_id = referral.referred_external_id or f"referred-{referral.pk}"
-    found = participants.filter(external_id=external_id).first()
-    if found is None and referral.referred_email:
-        found = participants.filter(email=referral.referred_email).order_by("pk").first()
-    if found is not None:
-        return found
+    participants), found or created by programs' own service."""
     name = referral.referred_company or referral.referred_name or referral.referred_email or f"Referral #{referral.pk}"
-    try:
-        with transaction.atomic():
-            participant = Participant.objects.create(
-                tenant_id=referral.tenant_id,
-                program=program,
-                external_id=external_id[:200],
-                name=name[:200],
-                email=referral.referred_email,
-                company=referral.referred_company,
-                status=ParticipantStatus.ACTIVE,
-                source="referred",
-            )
-    except IntegrityError:
-        return participants.get(external_id=external_id[:200])
-    audit_record(
-        tenant=referral.tenant,
+    return participant_for_referred_company(
+        program=referral.program,
+        external_id=referral.referred_external_id or f"referred-{referral.pk}",
+        email=referral.referred_email,
+        name=name,
+        company=referral.referred_company,
         actor=actor,
-        action="participant.created_for_referred_company",
-        obj=participant,
-        to_state=participant.status,
         data={"referral": referral.pk},
     )
-    return participant
 
 
 __all__ = [

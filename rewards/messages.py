@@ -28,7 +28,7 @@ from django.utils import timezone
 from programs import rules as rules_module
 from programs.dashboard_links import dashboard_url
 from programs.models import Participant
-from programs.money import format_money, format_percent
+from referral_platform.money import format_money, format_percent
 from referrals.models import Referral
 
 from .models import MessageKind, ParticipantMessage, Reward, RewardKind
@@ -332,6 +332,32 @@ def message_reward_reduced(
             "clawed_back": reward.clawed_back_minor > 0,
             "clawed_back_amount": format_money(reward.clawed_back_minor, reward.currency),
         },
+    )
+
+
+def message_welcome(*, participant: Participant) -> ParticipantMessage | None:
+    """The welcome e-mail of a participant who became active: their share links, coupon code, dashboard and
+    the program's terms (once per participant)."""
+    from django.conf import settings
+    from django.urls import reverse
+
+    from referrals.models import Channel
+    from referrals.selectors import participant_share_links
+
+    program = participant.program
+    labels = dict(Channel.choices)
+    links = [
+        {"label": labels.get(item["channel"], item["channel"]), "url": item["url"]}
+        for item in participant_share_links(participant.tenant_id, participant=participant)
+    ]
+    terms_url = settings.SITE_URL + reverse(
+        "program_terms_page", kwargs={"tenant_slug": program.tenant.slug, "program_slug": program.slug}
+    )
+    return participant_message_send(
+        participant=participant,
+        kind=MessageKind.WELCOME,
+        related_key=f"program:{program.pk}",
+        context={"program": program, "links": links, "terms_url": terms_url},
     )
 
 

@@ -450,6 +450,7 @@ class RewardEvaluation(TenantOwnedModel):
 
 
 class MessageKind(models.TextChoices):
+    WELCOME = "welcome", "Welcome (links and dashboard)"
     REFERRAL_RECEIVED = "referral_received", "Referral received"
     REFERRAL_QUALIFIED = "referral_qualified", "Referral is a qualified lead"
     REFERRAL_CONVERTED = "referral_converted", "Referral became a customer"

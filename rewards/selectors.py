@@ -190,7 +190,7 @@ class ParticipantDashboard:
 def _share(tenant: Tenant, participant: Participant) -> DashboardShare | None:
     from urllib.parse import quote, urlencode
 
-    from programs.selectors import participant_share_links
+    from referrals.selectors import participant_share_links
 
     links = {item["channel"]: item["url"] for item in participant_share_links(tenant, participant=participant)}
     if not links:

@@ -84,7 +84,7 @@ def participant_dashboard_qr(request, token: str):
     from django.http import HttpResponse
     from django.shortcuts import render
 
-    from programs.selectors import participant_qr_png
+    from referrals.selectors import participant_qr_png
 
     participant, actor = _dashboard_participant(token)
     png = participant_qr_png(actor.tenant, participant=participant) if participant is not None else None

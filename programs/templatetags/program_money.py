@@ -1,6 +1,6 @@
 from django import template
 
-from programs.money import format_money, format_percent
+from referral_platform.money import format_money, format_percent
 
 register = template.Library()
 

@@ -7,8 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from programs import rules
-from programs.money import format_money, format_percent, percent_of
 from programs.rules import TIMES, ConversionContext, compute_rewards
+from referral_platform.money import format_money, format_percent, percent_of
 
 
 def doc(referrer=(), referred=(), **extra):

@@ -42,6 +42,7 @@ INSTALLED_APPS = [
     "referrals",
     "rewards",
     "partners",
+    "demo",
 ]
 
 MIDDLEWARE = [

@@ -91,7 +91,7 @@ def test_the_screening_hook_runs_inside_creation_and_can_refuse(referrer, monkey
         seen.append(referral.pk)
         raise ValidationError({"email": "Flagged by screening."})
 
-    monkeypatch.setattr(services, "referral_screen", refuse)
+    monkeypatch.setattr(services.stages, "referral_screen", refuse)
     with pytest.raises(ValidationError):
         _create(referrer)
 

@@ -383,7 +383,7 @@ class Command(BaseCommand):
     def _rewards(self, tenant: Tenant) -> None:
         """Rewards from the real evaluation of the demo conversions, then moved through every state; the
         other workspace's conversions are evaluated too."""
-        from rewards.demo import demo_conversions_evaluate, seed_rewards
+        from demo.rewards import demo_conversions_evaluate, seed_rewards
 
         created = seed_rewards(tenant)
         if created:
@@ -396,7 +396,7 @@ class Command(BaseCommand):
 
     def _messages(self, *tenants: Tenant) -> None:
         """Every demo referral's stage messages, now (the queued tasks then find them sent)."""
-        from rewards.demo import demo_messages_send
+        from demo.rewards import demo_messages_send
 
         for tenant in tenants:
             demo_messages_send(tenant)

@@ -9,6 +9,7 @@ from programs import selectors
 from programs.models import Program
 from programs.rules import has_rewards, parse_rules
 from referrals.models import Referral
+from rewards import preview as preview_module
 
 
 @pytest.mark.django_db
@@ -28,7 +29,7 @@ def test_seed_demo_programs_have_two_versions_of_double_sided_rules():
         used = set(Referral.objects.filter(program=program).values_list("rule_version__number", flat=True))
         assert len(used) >= 2 and None not in used, (program, used)
     acme_customers = Program.objects.get(tenant__slug="acme", slug="customers")
-    preview = selectors.rules_change_preview(
+    preview = preview_module.rules_change_preview(
         acme_customers.tenant,
         program=acme_customers,
         proposed_rules=selectors.program_latest_version(acme_customers).rules,

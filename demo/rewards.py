@@ -15,11 +15,10 @@ from programs.models import Participant, Program
 from referral_platform.tenancy.actors import system_actor
 from referral_platform.tenancy.models import Tenant
 from referrals.models import ConversionEvent, ConversionEventStatus, ReferralLink
-
-from .evaluation import reward_evaluate
-from .models import ParticipantStripeProfile, PayoutSettings, Reward, StripeCredentials
-from .payouts import payout_mark_fulfilled, payout_prepare
-from .services import reward_approve, reward_reject
+from rewards.evaluation import reward_evaluate
+from rewards.models import ParticipantStripeProfile, PayoutSettings, Reward, StripeCredentials
+from rewards.payouts import payout_mark_fulfilled, payout_prepare
+from rewards.services import reward_approve, reward_reject
 
 HISTORY_PREFIX = "demo_rw_"
 # (key, program slug, referrer's external id, referred company, days ago the customer signed up)
@@ -46,8 +45,7 @@ def demo_messages_send(tenant: Tenant) -> None:
     """The referral-stage messages of every demo referral, sent now rather than by the queued tasks, so the
     demo participants' dashboards have them at once (each is sent once: the tasks then find them)."""
     from referrals.models import Referral
-
-    from .messages import message_referral_stage
+    from rewards.messages import message_referral_stage
 
     for referral_id, qualified_at in (
         Referral.objects.for_tenant(tenant).order_by("created_at", "pk").values_list("pk", "qualified_at")

@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from programs import selectors
 from programs.models import ProgramVersion
+from rewards import preview as preview_module
 from tests import factories as f
 
 pytestmark = pytest.mark.django_db
@@ -79,7 +80,7 @@ class Data:
 def test_preview_compares_each_referrals_own_version_with_the_proposal(world):
     data = Data(world)
 
-    preview = selectors.rules_change_preview(world.a, program=data.program, proposed_rules=PROPOSED, now=NOW)
+    preview = preview_module.rules_change_preview(world.a, program=data.program, proposed_rules=PROPOSED, now=NOW)
 
     assert (preview.conversions, preview.skipped, len(preview.rows)) == (5, 1, 6)
     assert (preview.old_referrer_minor, preview.old_referred_minor, preview.old_total_minor) == (12_000, 5_000, 17_000)
@@ -116,11 +117,11 @@ def test_preview_counts_earlier_conversions_for_tiers_and_caps(world):
 
     tier_rows = {
         r.event_id: r
-        for r in selectors.rules_change_preview(world.a, program=data.program, proposed_rules=tiered, now=NOW).rows
+        for r in preview_module.rules_change_preview(world.a, program=data.program, proposed_rules=tiered, now=NOW).rows
     }
     cap_rows = {
         r.event_id: r
-        for r in selectors.rules_change_preview(world.a, program=data.program, proposed_rules=capped, now=NOW).rows
+        for r in preview_module.rules_change_preview(world.a, program=data.program, proposed_rules=capped, now=NOW).rows
     }
 
     # P1's R1 converted on 03-05, so R2 (05-10) is P1's 2nd successful referral this year; R3 is P2's 1st.
@@ -137,7 +138,9 @@ def test_per_seat_proposals_use_the_seats_recorded_on_the_event(world):
 
     rows = {
         r.event_id: r
-        for r in selectors.rules_change_preview(world.a, program=data.program, proposed_rules=per_seat, now=NOW).rows
+        for r in preview_module.rules_change_preview(
+            world.a, program=data.program, proposed_rules=per_seat, now=NOW
+        ).rows
     }
 
     assert rows[data.r2_first.pk].new_referrer_minor == 3_000
@@ -147,7 +150,7 @@ def test_per_seat_proposals_use_the_seats_recorded_on_the_event(world):
 def test_weeks_cover_the_whole_window_and_sum_to_the_totals(world):
     data = Data(world)
 
-    preview = selectors.rules_change_preview(world.a, program=data.program, proposed_rules=PROPOSED, now=NOW)
+    preview = preview_module.rules_change_preview(world.a, program=data.program, proposed_rules=PROPOSED, now=NOW)
 
     assert len(preview.weeks) in (13, 14)
     assert sum(old for _, old, _ in preview.weeks) == preview.old_total_minor
@@ -161,7 +164,7 @@ def test_invalid_proposed_rules_name_the_field_and_nothing_is_written(world):
     data = Data(world)
     versions = ProgramVersion.objects.count()
     with pytest.raises(Exception) as caught:
-        selectors.rules_change_preview(
+        preview_module.rules_change_preview(
             world.a,
             program=data.program,
             proposed_rules={**PROPOSED, "referred": [{"kind": "free_months", "months": 99}]},
@@ -172,7 +175,7 @@ def test_invalid_proposed_rules_name_the_field_and_nothing_is_written(world):
 
 def test_a_program_without_payments_previews_to_zero(world):
     program = f.ProgramFactory(tenant=world.a)
-    preview = selectors.rules_change_preview(world.a, program=program, proposed_rules=PROPOSED, now=NOW)
+    preview = preview_module.rules_change_preview(world.a, program=program, proposed_rules=PROPOSED, now=NOW)
     assert (preview.conversions, preview.old_total_minor, preview.new_total_minor, preview.rows) == (0, 0, 0, [])
     assert sum(new for _, _, new in preview.weeks) == 0
 
@@ -321,7 +324,7 @@ def test_a_referral_under_an_unreadable_version_counts_as_paying_nothing(world):
         tenant=world.a, referral=referral, amount_minor=10_000, occurred_at=NOW - timedelta(days=3), status="processed"
     )
 
-    preview = selectors.rules_change_preview(world.a, program=program, proposed_rules=PROPOSED, now=NOW)
+    preview = preview_module.rules_change_preview(world.a, program=program, proposed_rules=PROPOSED, now=NOW)
 
     row = preview.rows[0]
     assert (row.old_version, row.old_total_minor, row.new_total_minor) == (1, 0, 11_000)

@@ -1,0 +1,159 @@
+"""One state machine for every status in the product.
+
+A model declares its status field's allowed moves once, as a ``StateMachine`` class attribute::
+
+    class Referral(TenantOwnedModel):
+        status_machine = StateMachine(
+            field="status",
+            moves={"clicked": {"signed_up", ...}, ...},
+            timestamps={"signed_up": "signed_up_at", ...},
+            audit_prefix="referral",
+        )
+
+and every move goes through ``transition(obj, to=..., actor=..., reason=...)``, which
+
+1. locks the row through its tenant (``SELECT … FOR NO KEY UPDATE OF`` the row only, never joined rows),
+2. checks the move against the declaration (a refused move is a ``ValidationError`` on the field naming
+   both states, and changes nothing),
+3. stamps the time of the new state (when the machine names a timestamp field for it),
+4. saves with ``update_fields`` (the status, the timestamp and any ``changes`` the caller passes),
+5. writes the audit row (who, when, from, to, why, data),
+6. refreshes the caller's object with what was saved.
+
+Admin buttons and actions ask ``allowed_moves(obj)`` which moves exist from the current state. The
+services of each app stay the public way to change a status (``referral_reject``, ``reward_approve``…):
+they validate their own preconditions, then call ``transition``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+
+@dataclass(frozen=True)
+class StateMachine:
+    """The allowed moves of one status field. ``moves`` maps each state to the states it may move to
+    (a state missing from the map is final); ``timestamps`` names the field stamped on entering a state;
+    ``reason_required`` lists the states a move into needs a reason for; ``same_state`` allows a move to
+    the state the object is already in (e.g. a payout retried while processing)."""
+
+    field: str
+    moves: Mapping[str, Iterable[str]]
+    audit_prefix: str
+    timestamps: Mapping[str, str] = field(default_factory=dict)
+    reason_required: frozenset[str] = frozenset()
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "moves", {state: frozenset(to) for state, to in self.moves.items()})
+        object.__setattr__(self, "reason_required", frozenset(self.reason_required))
+
+    def can(self, from_state: str, to_state: str) -> bool:
+        return to_state in self.moves.get(from_state, frozenset())
+
+    def allowed(self, from_state: str) -> list[str]:
+        return sorted(self.moves.get(from_state, frozenset()))
+
+    def label(self, state: str) -> str:
+        return str(self.labels.get(state, state)).replace("_", " ")
+
+    @property
+    def states(self) -> frozenset[str]:
+        return frozenset(self.moves) | frozenset(state for to in self.moves.values() for state in to)
+
+
+class IllegalMove(ValidationError):
+    """A move the state machine does not allow (a ValidationError on the status field)."""
+
+
+def machine_of(obj_or_model) -> StateMachine:
+    machine = getattr(obj_or_model, "status_machine", None)
+    if not isinstance(machine, StateMachine):
+        raise TypeError(f"{obj_or_model!r} declares no status_machine")
+    return machine
+
+
+def allowed_moves(obj) -> list[str]:
+    """The states ``obj`` may move to from its current one (what admin buttons and actions offer)."""
+    machine = machine_of(obj)
+    return machine.allowed(getattr(obj, machine.field))
+
+
+def check_move(obj, to: str) -> None:
+    """Raise IllegalMove unless ``obj`` (as read) may move to ``to``."""
+    machine = machine_of(obj)
+    current = getattr(obj, machine.field)
+    if not machine.can(current, to):
+        raise IllegalMove(
+            {
+                machine.field: f"A {type(obj)._meta.verbose_name} cannot move from {machine.label(current)} "
+                f"to {machine.label(to)}."
+            }
+        )
+
+
+def lock(obj):
+    """``obj``'s row, locked for update through its tenant (the row only: no joined rows are locked)."""
+    model = type(obj)
+    manager = model._default_manager
+    queryset = manager.for_tenant(obj.tenant_id) if hasattr(manager, "for_tenant") else manager.all()
+    return queryset.select_for_update(of=("self",), no_key=True).get(pk=obj.pk)
+
+
+@transaction.atomic
+def transition(
+    obj,
+    *,
+    to: str,
+    actor,
+    reason: str = "",
+    at: datetime | None = None,
+    data: dict | None = None,
+    changes: Mapping[str, Any] | None = None,
+    action: str = "",
+    locked=None,
+):
+    """Move ``obj`` to state ``to`` (see the module docstring). Returns the saved object; ``obj`` itself is
+    refreshed too. ``changes`` are further fields saved with the move (e.g. a reason column);
+    ``action`` overrides the audit action (default ``<audit_prefix>.<to>``); ``locked`` is the row when
+    the caller already holds its lock."""
+    from referral_platform.tenancy.services import audit_record
+
+    machine = machine_of(obj)
+    row = locked if locked is not None else lock(obj)
+    from_state = getattr(row, machine.field)
+    check_move(row, to)
+    reason = (reason or "").strip()
+    if to in machine.reason_required and not reason:
+        raise ValidationError({"reason": f"Say why the {type(obj)._meta.verbose_name} becomes {machine.label(to)}."})
+    fields = [machine.field]
+    setattr(row, machine.field, to)
+    stamp = machine.timestamps.get(to)
+    if stamp:
+        setattr(row, stamp, at or timezone.now())
+        fields.append(stamp)
+    for name, value in (changes or {}).items():
+        setattr(row, name, value)
+        fields.append(name)
+    row.save(update_fields=list(dict.fromkeys(fields)))
+    audit_record(
+        tenant=row.tenant,
+        actor=actor,
+        action=action or f"{machine.audit_prefix}.{to}",
+        obj=row,
+        from_state=from_state,
+        to_state=to,
+        reason=reason,
+        data=data,
+    )
+    if row is not obj:
+        for name in fields:
+            setattr(obj, name, getattr(row, name))
+    return row

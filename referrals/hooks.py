@@ -1,0 +1,38 @@
+"""How referrals serves and reacts to the layer below (registered in ``ReferralsConfig.ready``;
+referral_platform/hooks.py): a participant who becomes active gets their links, a removed one loses them,
+and programs' pages ask referrals for a participant's share links and QR code."""
+
+from __future__ import annotations
+
+from referral_platform.hooks import hooks
+
+
+def links_for_active_participant(*, participant, welcome: bool = False) -> None:
+    from .services import participant_links_ensure
+
+    participant_links_ensure(participant=participant)
+
+
+def links_off_for_removed_participant(*, participant) -> None:
+    from .services import participant_links_deactivate
+
+    participant_links_deactivate(participant=participant)
+
+
+def share_links(*, participant) -> list[dict]:
+    from .selectors import participant_share_links
+
+    return participant_share_links(participant.tenant_id, participant=participant)
+
+
+def qr_png(*, participant, box_size: int = 8) -> bytes | None:
+    from .selectors import participant_qr_png
+
+    return participant_qr_png(participant.tenant_id, participant=participant, box_size=box_size)
+
+
+def register() -> None:
+    hooks.register("participant_activated", links_for_active_participant)
+    hooks.register("participant_deactivated", links_off_for_removed_participant)
+    hooks.register("participant_share_links", share_links)
+    hooks.register("participant_qr_png", qr_png)

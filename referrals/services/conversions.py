@@ -1,0 +1,388 @@
+"""Conversion events: stored raw once, then matched to a referral, its stage moved, and attributed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.core.exceptions import ValidationError
+from django.db import connection, transaction
+from django.utils import timezone
+
+from programs.services import judging_rules, program_current_version
+from referral_platform.celery import enqueue_on_commit
+from referral_platform.hooks import hooks
+from referral_platform.tenancy.actors import Actor, system_actor
+from referral_platform.tenancy.models import Tenant
+from referrals.models import (
+    Attribution,
+    ConversionEvent,
+    ConversionEventStatus,
+    ConversionKind,
+    Referral,
+    ReferralSource,
+    ReferralStatus,
+    TouchpointKind,
+)
+from referrals.selectors import (
+    first_click_at,
+    identity_cluster,
+    link_for_code,
+    link_for_coupon,
+    normalize_email,
+    normalize_identifier,
+    referral_for_identity,
+)
+
+from .attribution import attribution_run
+from .identity import identity_link, identity_lock, touchpoint_record
+from .signups import code_link, fill_blanks, link_accepts_referrals, link_by_model, orphans_requeue, referral_establish
+from .stages import (
+    REFERRAL_MOVES,
+    STAGE_SERVICES,
+    STAGE_TIMESTAMP_FIELDS,
+    referral_create,
+    referral_eligibility_enforce,
+    referral_eligibility_problems,
+    referral_stage_redate,
+)
+
+
+class ConversionEventConflict(Exception):
+    """The external event id was already received with a different payload."""
+
+    def __init__(self, external_event_id: str):
+        super().__init__(external_event_id)
+        self.external_event_id = external_event_id
+
+
+@dataclass(frozen=True)
+class ReceivedConversion:
+    event: ConversionEvent
+    created: bool
+
+
+MONEY_KINDS = frozenset({ConversionKind.PAYMENT, ConversionKind.REFUND})
+
+
+# The stage a matched referral moves to for each kind of event (refunds leave the stage alone).
+KIND_TARGET_STAGE = {
+    ConversionKind.SIGN_UP: ReferralStatus.SIGNED_UP,
+    ConversionKind.QUALIFIED: ReferralStatus.QUALIFIED,
+    ConversionKind.PAYMENT: ReferralStatus.CONVERTED,
+    ConversionKind.CANCELLATION: ReferralStatus.CHURNED,
+}
+
+# Only these kinds may create a referral for a person who clicked a link but has none yet.
+KINDS_THAT_CREATE_REFERRALS = frozenset({ConversionKind.SIGN_UP, ConversionKind.QUALIFIED, ConversionKind.PAYMENT})
+
+_INSERT_FIELDS = (
+    "tenant",
+    "external_event_id",
+    "kind",
+    "amount_minor",
+    "currency",
+    "occurred_at",
+    "customer_external_id",
+    "email",
+    "referral_code",
+    "coupon_code",
+    "visitor_id",
+    "raw",
+    "raw_body",
+    "source",
+    "status",
+    "error",
+    "received_at",
+)
+
+
+def _insert_ignoring_duplicate(event: ConversionEvent) -> int | None:
+    """INSERT ... ON CONFLICT (tenant, external_event_id) DO NOTHING RETURNING id.
+
+    Returns the new id, or None when the tenant already has an event with this external id. A
+    concurrent duplicate waits for the first insert to commit and then does nothing.
+    """
+    meta = ConversionEvent._meta
+    quote = connection.ops.quote_name
+    fields = [meta.get_field(name) for name in _INSERT_FIELDS]
+    columns = ", ".join(quote(field.column) for field in fields)
+    placeholders = ", ".join(["%s"] * len(fields))
+    values = [field.get_db_prep_save(getattr(event, field.attname), connection) for field in fields]
+    # Identifiers come from the model's metadata and are quoted; every value is a parameter.
+    sql = (
+        f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES ({placeholders}) "  # noqa: S608
+        f"ON CONFLICT ({quote('tenant_id')}, {quote('external_event_id')}) DO NOTHING RETURNING {quote('id')}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, values)
+        row = cursor.fetchone()
+    return row[0] if row else None
+
+
+@transaction.atomic
+def conversion_event_receive(
+    *,
+    tenant: Tenant,
+    external_event_id: str,
+    kind: str,
+    occurred_at: datetime,
+    raw: dict,
+    raw_body: str = "",
+    amount_minor: int = 0,
+    currency: str = "",
+    customer_external_id: str = "",
+    email: str = "",
+    referral_code: str = "",
+    coupon_code: str = "",
+    visitor_id: str = "",
+    source: str = "api",
+    queue_processing: bool = True,
+) -> ReceivedConversion:
+    """Store a validated inbound conversion raw, once per (tenant, external event id), and queue
+    its processing after commit.
+
+    A repeat with the same payload returns the stored event (``created`` False); a repeat with a
+    different payload raises ConversionEventConflict. Nothing is matched or attributed here.
+    ``queue_processing=False`` leaves processing to the caller (the demo seed processes inline).
+    """
+    event = ConversionEvent(
+        tenant=tenant,
+        external_event_id=external_event_id,
+        kind=kind,
+        amount_minor=amount_minor,
+        currency=currency,
+        occurred_at=occurred_at,
+        customer_external_id=normalize_identifier(customer_external_id),
+        email=normalize_email(email),
+        referral_code=normalize_identifier(referral_code),
+        coupon_code="".join(coupon_code.split())[:64],
+        visitor_id=normalize_identifier(visitor_id),
+        raw=raw,
+        raw_body=raw_body,
+        source=source,
+        status=ConversionEventStatus.RECEIVED,
+        received_at=timezone.now(),
+    )
+    new_id = _insert_ignoring_duplicate(event)
+    if new_id is not None:
+        from referrals.tasks import process_conversion_event
+
+        if queue_processing:
+            enqueue_on_commit(process_conversion_event, new_id)
+        return ReceivedConversion(event=ConversionEvent.objects.for_tenant(tenant).get(pk=new_id), created=True)
+    existing = ConversionEvent.objects.for_tenant(tenant).get(external_event_id=external_event_id)
+    if existing.raw != raw:
+        raise ConversionEventConflict(external_event_id)
+    return ReceivedConversion(event=existing, created=False)
+
+
+def _company_profile(event: ConversionEvent) -> dict:
+    """What an event says about the referred company (conversions API: industry, employees,
+    annual_revenue_minor), read from the stored payload."""
+    raw = event.raw if isinstance(event.raw, dict) else {}
+    profile: dict = {"industry": str(raw.get("industry") or "")[:100]}
+    for name in ("employees", "annual_revenue_minor"):
+        value = raw.get(name)
+        profile[name] = value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+    return profile
+
+
+def _referral_for_event(*, event: ConversionEvent, cluster, actor: Actor, notes: list[str]) -> Referral | None:
+    tenant = event.tenant
+    can_create = event.kind in KINDS_THAT_CREATE_REFERRALS
+    link, unknown = code_link(tenant=tenant, referral_code=event.referral_code, coupon_code=event.coupon_code)
+    if unknown:
+        notes.append(f"referral_code {event.referral_code!r} is not a code of this workspace.")
+    elif event.coupon_code and not event.referral_code and link is None:
+        notes.append(f"coupon_code {event.coupon_code!r} is not a code of this workspace (kept as evidence).")
+    referral = referral_for_identity(tenant, cluster=cluster, program=link.program if link else None)
+    if referral is not None or not can_create:
+        return referral
+    if link is None:
+        link = link_by_model(tenant=tenant, cluster=cluster, until=event.occurred_at)
+    if link is None or not link_accepts_referrals(link):
+        return None
+    referral = referral_create(
+        tenant=tenant,
+        program=link.program,
+        referrer=link.participant,
+        link=link,
+        actor=actor,
+        source=ReferralSource.CONVERSION,
+        visitor_id=event.visitor_id,
+        email=event.email,
+        external_id=event.customer_external_id,
+        clicked_at=first_click_at(tenant, program=link.program, cluster=cluster),
+        established_at=event.occurred_at,
+        **_company_profile(event),
+    )
+    orphans_requeue(tenant=tenant, cluster=cluster, referral=referral)
+    return referral
+
+
+def _advance_for_event(*, event: ConversionEvent, referral: Referral, actor: Actor, notes: list[str]) -> Referral:
+    """Move the referral's stage for ``event`` so that the outcome depends on the set of events, not on
+    their order: the conversion date is the earliest payment's, the churn date the earliest
+    cancellation's, and a referral with a cancellation is churned even if a payment is processed after it."""
+    target = KIND_TARGET_STAGE.get(event.kind)
+    if target is None:
+        return referral
+    reason = f"{event.get_kind_display()} event {event.external_event_id}"
+    if event.kind == ConversionKind.PAYMENT and referral.status in (ReferralStatus.CONVERTED, ReferralStatus.CHURNED):
+        if referral.converted_at is None or event.occurred_at < referral.converted_at:
+            referral = referral_stage_redate(
+                referral=referral, field="converted_at", at=event.occurred_at, actor=actor, reason=reason
+            )
+        return referral
+    if event.kind == ConversionKind.CANCELLATION and referral.status == ReferralStatus.CHURNED:
+        if referral.churned_at is None or event.occurred_at < referral.churned_at:
+            referral = referral_stage_redate(
+                referral=referral, field="churned_at", at=event.occurred_at, actor=actor, reason=reason
+            )
+        return referral
+    if referral.status == target:
+        return referral
+    if target not in REFERRAL_MOVES[referral.status]:
+        notes.append(
+            f"stage unchanged: a {referral.get_status_display().lower()} referral does not move to "
+            f"{ReferralStatus(target).label.lower()}."
+        )
+        field = STAGE_TIMESTAMP_FIELDS[target]
+        if referral.status != ReferralStatus.REJECTED and field in ("signed_up_at", "qualified_at"):
+            referral = referral_stage_redate(
+                referral=referral, field=field, at=event.occurred_at, actor=actor, reason=reason
+            )
+        return referral
+    return STAGE_SERVICES[target](
+        referral=referral, actor=actor, at=event.occurred_at, reason=reason, data={"conversion_event": event.pk}
+    )
+
+
+def conversion_event_process(*, event_id: int) -> ConversionEvent | None:
+    """Process a stored conversion event once: match it to a referral (creating one from the
+    person's latest click within the cookie window when none exists), move the referral's stage,
+    and attribute it.
+
+    Idempotent: an event that is no longer ``received`` is returned untouched (use attribution_run
+    to recompute credit). A currency other than the program's fails the event with the reason
+    recorded; amounts are never converted. The event row is locked for the whole run, so
+    concurrent runs of the same event serialize and the second one does nothing.
+    """
+    with transaction.atomic():
+        event = ConversionEvent.objects.select_for_update().filter(pk=event_id).first()
+        if event is None or event.status != ConversionEventStatus.RECEIVED:
+            return event
+        actor = system_actor(event.tenant)
+        notes: list[str] = []
+        try:
+            with transaction.atomic():
+                status, referral = _process_locked_event(event=event, actor=actor, notes=notes)
+        except ValidationError as exc:
+            status, referral = ConversionEventStatus.FAILED, None
+            notes.append("; ".join(f"{field}: {', '.join(messages)}" for field, messages in _error_items(exc)))
+        event.referral = referral
+        event.status = status
+        event.error = "\n".join(notes)
+        event.processed_at = timezone.now()
+        event.save(update_fields=["referral", "status", "error", "processed_at"])
+        hooks.conversion_processed(event=event)
+        return event
+
+
+def _error_items(exc: ValidationError):
+    if hasattr(exc, "error_dict"):
+        return exc.message_dict.items()
+    return [("error", exc.messages)]
+
+
+def _process_locked_event(*, event: ConversionEvent, actor: Actor, notes: list[str]) -> tuple[str, Referral | None]:
+    tenant = event.tenant
+    identity_lock(tenant=tenant, identifiers=[event.email, event.customer_external_id, event.visitor_id])
+    identity_link(
+        tenant=tenant,
+        source=f"conversion:{event.kind}",
+        visitor_id=event.visitor_id,
+        email=event.email,
+        customer_external_id=event.customer_external_id,
+    )
+    cluster = identity_cluster(
+        tenant, visitor_ids=[event.visitor_id], emails=[event.email], customer_ids=[event.customer_external_id]
+    )
+    referral = _referral_for_event(event=event, cluster=cluster, actor=actor, notes=notes)
+    code_link = link_for_code(tenant, event.referral_code) if event.referral_code else None
+    if code_link is not None:
+        touchpoint_record(
+            tenant=tenant,
+            kind=TouchpointKind.REFERRAL_CODE,
+            occurred_at=event.occurred_at,
+            participant=code_link.participant,
+            referral=referral if referral and referral.program_id == code_link.program_id else None,
+            link=code_link,
+            visitor_id=event.visitor_id,
+            email=event.email,
+            customer_external_id=event.customer_external_id,
+            label=code_link.code,
+            dedupe_key=f"conversion:code:{event.pk}",
+        )
+    if event.coupon_code:
+        coupon_link = link_for_coupon(tenant, event.coupon_code)
+        touchpoint_record(
+            tenant=tenant,
+            kind=TouchpointKind.COUPON_CODE,
+            occurred_at=event.occurred_at,
+            participant=coupon_link.participant if coupon_link else None,
+            program=coupon_link.program if coupon_link else (referral.program if referral else None),
+            referral=referral if referral and coupon_link and referral.program_id == coupon_link.program_id else None,
+            link=coupon_link,
+            visitor_id=event.visitor_id,
+            email=event.email,
+            customer_external_id=event.customer_external_id,
+            label=event.coupon_code,
+            dedupe_key=f"conversion:coupon:{event.pk}",
+        )
+    if referral is None:
+        notes.append("No referral matched this customer: nothing to attribute.")
+        return ConversionEventStatus.UNATTRIBUTED, None
+    if referral.status == ReferralStatus.REJECTED:
+        notes.append(f"Referral #{referral.pk} was rejected: nothing is attributed.")
+        return ConversionEventStatus.UNATTRIBUTED, referral
+    version = referral.rule_version or program_current_version(program=referral.program)
+    program_currency = judging_rules(program=referral.program, version=version)["currency"]
+    if (event.kind in MONEY_KINDS or event.amount_minor) and event.currency != program_currency:
+        notes.append(
+            f"currency: the event is in {event.currency or '(none)'} but the program pays in {program_currency}; "
+            "amounts are never converted between currencies. Resend the event in the program's currency."
+        )
+        return ConversionEventStatus.FAILED, referral
+    if referral.status in (ReferralStatus.CLICKED, ReferralStatus.SIGNED_UP, ReferralStatus.QUALIFIED):
+        profile = _company_profile(event)
+        fill_blanks(
+            referral,
+            referred_industry=profile["industry"],
+            referred_employees=profile["employees"],
+            referred_annual_revenue_minor=profile["annual_revenue_minor"],
+        )
+        problems = referral_eligibility_problems(referral=referral)
+        if problems:
+            referral_eligibility_enforce(referral=referral, actor=actor)
+            notes.append(f"Referral #{referral.pk} is not eligible: {'; '.join(problems)}. Nothing is attributed.")
+            return ConversionEventStatus.UNATTRIBUTED, referral
+    referral = _advance_for_event(event=event, referral=referral, actor=actor, notes=notes)
+    referral = referral_establish(referral=referral, at=event.occurred_at, actor=actor, queue_settlement=False)
+    event.referral = referral
+    event.save(update_fields=["referral"])
+    attributions = attribution_run(event=event)
+    if not attributions:
+        notes.append("No touchpoint of a participant within the cookie window: nothing to attribute.")
+        return ConversionEventStatus.UNATTRIBUTED, referral
+    return ConversionEventStatus.PROCESSED, referral
+
+
+@transaction.atomic
+def conversion_reattribute(*, event: ConversionEvent) -> list[Attribution]:
+    """Compute the credit of a processed event again (a marketer's "Re-run attribution"); its referral's
+    rewards are settled again after commit. Idempotent."""
+    rows = attribution_run(event=event)
+    hooks.conversion_processed(event=ConversionEvent.objects.for_tenant(event.tenant_id).get(pk=event.pk))
+    return rows

@@ -1,0 +1,121 @@
+"""The identity graph (which visitor ids, e-mails and customer ids are one person) and touchpoints."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.core.exceptions import ValidationError
+from django.db import connection, transaction
+
+from programs.models import Participant, ParticipantStatus, Program
+from referral_platform.tenancy.models import Tenant
+from referrals.models import (
+    IdentityLink,
+    Referral,
+    ReferralLink,
+    Touchpoint,
+    TouchpointKind,
+)
+from referrals.selectors import (
+    identity_nodes,
+    link_for_code,
+    normalize_email,
+    normalize_identifier,
+)
+
+
+def identity_link(
+    *, tenant: Tenant, source: str, visitor_id: str = "", email: str = "", customer_external_id: str = ""
+) -> int:
+    """Record that the given identifiers belong to one person (every pair becomes an edge; repeats
+    are no-ops). Returns the number of identifiers linked."""
+    nodes = sorted(identity_nodes(visitor_ids=[visitor_id], emails=[email], customer_ids=[customer_external_id]))
+    edges = [
+        IdentityLink(tenant=tenant, a_kind=a[0], a_value=a[1][:254], b_kind=b[0], b_value=b[1][:254], source=source)
+        for index, a in enumerate(nodes)
+        for b in nodes[index + 1 :]
+    ]
+    if edges:
+        IdentityLink.objects.bulk_create(edges, ignore_conflicts=True)
+    return len(nodes)
+
+
+@transaction.atomic
+def touchpoint_record(
+    *,
+    tenant: Tenant,
+    kind: str,
+    occurred_at: datetime,
+    program: Program | None = None,
+    participant: Participant | None = None,
+    referral: Referral | None = None,
+    link: ReferralLink | None = None,
+    visitor_id: str = "",
+    email: str = "",
+    customer_external_id: str = "",
+    label: str = "",
+    dedupe_key: str = "",
+    data: dict | None = None,
+) -> Touchpoint:
+    """Record a non-click touchpoint; with ``dedupe_key`` a repeat returns the existing row.
+
+    A touchpoint with a participant takes attribution credit in the participant's program.
+    """
+    if kind not in TouchpointKind.values:
+        raise ValidationError({"kind": f"Unknown touchpoint kind {kind!r}."})
+    if participant is not None:
+        if participant.tenant_id != tenant.pk:
+            raise ValidationError({"participant": "Unknown participant."})
+        if program is not None and participant.program_id != program.pk:
+            raise ValidationError({"participant": "The participant is not in this program."})
+        program = participant.program
+    if program is not None and program.tenant_id != tenant.pk:
+        raise ValidationError({"program": "Unknown program."})
+    for name, obj in (("referral", referral), ("link", link)):
+        if obj is not None and obj.tenant_id != tenant.pk:
+            raise ValidationError({name: f"Unknown {name}."})
+    fields = dict(
+        kind=kind,
+        program=program,
+        participant=participant,
+        referral=referral,
+        link=link,
+        visitor_id=normalize_identifier(visitor_id)[:64],
+        email=normalize_email(email),
+        customer_external_id=normalize_identifier(customer_external_id)[:200],
+        label=label.strip()[:300],
+        occurred_at=occurred_at,
+        data=data or {},
+    )
+    if not dedupe_key:
+        return Touchpoint.objects.create(tenant=tenant, **fields)
+    touchpoint, _ = Touchpoint.objects.get_or_create(tenant=tenant, dedupe_key=dedupe_key[:400], defaults=fields)
+    return touchpoint
+
+
+def participant_named_by(*, tenant: Tenant, answer: str, program: Program | None) -> Participant | None:
+    """The participant a "how did you hear" answer names exactly (their referral code or e-mail)."""
+    answer = answer.strip()
+    if not answer:
+        return None
+    link = link_for_code(tenant, answer)
+    if link is not None:
+        return link.participant
+    if "@" in answer:
+        participants = Participant.objects.for_tenant(tenant).filter(
+            email=normalize_email(answer), status=ParticipantStatus.ACTIVE
+        )
+        if program is not None and participants.filter(program=program).exists():
+            participants = participants.filter(program=program)
+        return participants.order_by("pk").first()
+    return None
+
+
+def identity_lock(*, tenant: Tenant, identifiers: list[str]) -> None:
+    """Serialise work on one person (a sign-up and a payment of the same customer processed at once):
+    a transaction-scoped advisory lock per identifier, taken in sorted order (no deadlocks). Without it,
+    a payment processed while the sign-up that establishes its referral commits could miss it."""
+    keys = sorted({f"{tenant.pk}:{value}" for value in identifiers if value})
+    with connection.cursor() as cursor:
+        for key in keys:
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [key])

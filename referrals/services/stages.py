@@ -1,0 +1,344 @@
+"""Referrals: creation (screening, eligibility) and the funnel stages (one service per move)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from programs.models import Participant, ParticipantStatus, Program
+from programs.services import program_current_version
+from referral_platform.hooks import hooks
+from referral_platform.tenancy.actors import Actor
+from referral_platform.tenancy.models import Tenant
+from referral_platform.tenancy.services import audit_record
+from referrals import fraud_services
+from referrals.models import (
+    CompanySize,
+    Referral,
+    ReferralLink,
+    ReferralStatus,
+)
+from referrals.selectors import (
+    normalize_email,
+    normalize_identifier,
+)
+
+# Who may move where. A stage may be skipped (a payment can convert a referral that never qualified);
+# rejected and churned are final.
+# A cancellation churns a referral at any open stage: a customer who cancelled before paying stays
+# churned when a later payment arrives, whatever order the events came in.
+REFERRAL_MOVES: dict[str, frozenset[str]] = {
+    ReferralStatus.CLICKED: frozenset(
+        {
+            ReferralStatus.SIGNED_UP,
+            ReferralStatus.QUALIFIED,
+            ReferralStatus.CONVERTED,
+            ReferralStatus.REJECTED,
+            ReferralStatus.CHURNED,
+        }
+    ),
+    ReferralStatus.SIGNED_UP: frozenset(
+        {ReferralStatus.QUALIFIED, ReferralStatus.CONVERTED, ReferralStatus.REJECTED, ReferralStatus.CHURNED}
+    ),
+    ReferralStatus.QUALIFIED: frozenset({ReferralStatus.CONVERTED, ReferralStatus.REJECTED, ReferralStatus.CHURNED}),
+    ReferralStatus.CONVERTED: frozenset({ReferralStatus.CHURNED}),
+    ReferralStatus.REJECTED: frozenset(),
+    ReferralStatus.CHURNED: frozenset(),
+}
+
+STAGE_TIMESTAMP_FIELDS: dict[str, str] = {
+    ReferralStatus.CLICKED: "clicked_at",
+    ReferralStatus.SIGNED_UP: "signed_up_at",
+    ReferralStatus.QUALIFIED: "qualified_at",
+    ReferralStatus.CONVERTED: "converted_at",
+    ReferralStatus.REJECTED: "rejected_at",
+    ReferralStatus.CHURNED: "churned_at",
+}
+
+
+def referral_screen(*, referral: Referral, actor: Actor | str) -> None:
+    """The screening step every new referral passes, inside referral_create's transaction, after
+    the row exists: the program's fraud checks run, and each signal is stored as a FraudFlag with
+    its evidence, putting the referral in the admin's review queue (docs/fraud.md)."""
+    fraud_services.referral_screen(referral=referral, actor=actor)
+
+
+@transaction.atomic
+def referral_create(
+    *,
+    tenant: Tenant,
+    program: Program,
+    referrer: Participant,
+    actor: Actor | str,
+    source: str,
+    link: ReferralLink | None = None,
+    visitor_id: str = "",
+    email: str = "",
+    name: str = "",
+    company: str = "",
+    company_size: str = "",
+    external_id: str = "",
+    how_did_you_hear: str = "",
+    qualification: dict | None = None,
+    clicked_at: datetime | None = None,
+    established_at: datetime | None = None,
+    industry: str = "",
+    employees: int | None = None,
+    annual_revenue_minor: int | None = None,
+) -> Referral:
+    """Create a referral (status clicked) judged under the program's current rule version.
+
+    Guarantees: the program and referrer belong to ``tenant`` and the program is live; one referral
+    per referred e-mail and program (a duplicate is a ValidationError on ``email``); the new
+    referral has passed ``referral_screen``; a company known to be outside the rules' ideal-customer
+    profile is rejected at once with the reason (``referral_eligibility_enforce``).
+    ``established_at`` (default now) is the sign-up, lead or event that established it: credit is
+    decided from the touchpoints up to that moment.
+    """
+    if program.tenant_id != tenant.pk:
+        raise ValidationError({"program": "Unknown program."})
+    if referrer.tenant_id != tenant.pk or referrer.program_id != program.pk:
+        raise ValidationError({"referrer": "The referrer is not a participant of this program."})
+    if referrer.status != ParticipantStatus.ACTIVE:
+        raise ValidationError({"referrer": "The referrer is not an active participant."})
+    if not program.is_live:
+        raise ValidationError({"program": f"The program {program.name!r} is not accepting referrals."})
+    if link is not None and (link.tenant_id != tenant.pk or link.participant_id != referrer.pk):
+        raise ValidationError({"link": "The link does not belong to the referrer."})
+    email = normalize_email(email)
+    if email and Referral.objects.for_tenant(tenant).filter(program=program, referred_email=email).exists():
+        raise ValidationError({"email": f"{email} has already been referred to this program."})
+    version = program_current_version(program=program)
+    try:
+        with transaction.atomic():
+            referral = Referral.objects.create(
+                tenant=tenant,
+                program=program,
+                referrer=referrer,
+                link=link,
+                visitor_id=normalize_identifier(visitor_id)[:64],
+                referred_email=email,
+                referred_name=name.strip()[:200],
+                referred_company=company.strip()[:200],
+                referred_company_size=company_size,
+                referred_external_id=normalize_identifier(external_id)[:200],
+                how_did_you_hear=how_did_you_hear.strip()[:300],
+                qualification=qualification or {},
+                referred_industry=industry.strip()[:100],
+                referred_employees=employees,
+                referred_annual_revenue_minor=annual_revenue_minor,
+                source=source,
+                status=ReferralStatus.CLICKED,
+                clicked_at=clicked_at,
+                established_at=established_at or timezone.now(),
+                rule_version=version,
+            )
+    except IntegrityError as exc:  # a concurrent referral of the same e-mail won
+        raise ValidationError({"email": f"{email} has already been referred to this program."}) from exc
+    audit_record(
+        tenant=tenant,
+        actor=actor,
+        action="referral.created",
+        obj=referral,
+        to_state=referral.status,
+        data={"source": source, "referrer": referrer.pk, "rule_version": version.number},
+    )
+    referral_screen(referral=referral, actor=actor)
+    hooks.referral_created(referral=referral)
+    return referral_eligibility_enforce(referral=referral, actor=actor)
+
+
+def referral_eligibility_problems(*, referral: Referral) -> list[str]:
+    """Why the referred company is outside the referral's rules' ideal-customer profile (industry,
+    employees, annual revenue); unknown values never disqualify. A company-size bucket counts against
+    the profile only when the whole bucket lies outside it."""
+    from programs.rules import CompanyProfile, RulesError, eligibility_problems, parse_rules
+
+    if referral.rule_version_id is None:
+        return []
+    try:
+        rule_set = parse_rules(referral.rule_version.rules)
+    except RulesError:
+        return []
+    problems = eligibility_problems(
+        rule_set,
+        CompanyProfile(
+            industry=referral.referred_industry,
+            employees=referral.referred_employees,
+            annual_revenue_minor=referral.referred_annual_revenue_minor,
+        ),
+    )
+    low, high = rule_set.company_size
+    bucket = COMPANY_SIZE_BOUNDS.get(referral.referred_company_size)
+    if referral.referred_employees is None and bucket is not None:
+        smallest, largest = bucket
+        size = referral.get_referred_company_size_display()
+        if high is not None and smallest > high:
+            problems.append(f"a company of {size} is above the maximum of {high}")
+        if low is not None and largest is not None and largest < low:
+            problems.append(f"a company of {size} is below the minimum of {low}")
+    return problems
+
+
+# The employees a company-size bucket spans (None: no upper bound).
+COMPANY_SIZE_BOUNDS: dict[str, tuple[int, int | None]] = {
+    CompanySize.SIZE_1_10: (1, 10),
+    CompanySize.SIZE_11_50: (11, 50),
+    CompanySize.SIZE_51_200: (51, 200),
+    CompanySize.SIZE_201_1000: (201, 1000),
+    CompanySize.SIZE_1001_PLUS: (1001, None),
+}
+
+
+def referral_eligibility_enforce(*, referral: Referral, actor: Actor | str) -> Referral:
+    """Reject ``referral`` with the reason when what is known of the referred company is outside the
+    ideal-customer profile (R-6). Only referrals that have not converted yet are judged: what a paying
+    customer's later events reveal is recorded, not held against a reward already earned."""
+    if referral.status not in (ReferralStatus.CLICKED, ReferralStatus.SIGNED_UP, ReferralStatus.QUALIFIED):
+        return referral
+    problems = referral_eligibility_problems(referral=referral)
+    if not problems:
+        return referral
+    return referral_reject(
+        referral=referral,
+        actor=actor,
+        reason="Not eligible: " + "; ".join(problems) + ".",
+        data={"eligibility": problems},
+    )
+
+
+def _referral_move(
+    *, referral: Referral, to: str, actor: Actor | str, at: datetime | None, reason: str, data: dict | None
+) -> Referral:
+    locked = Referral.objects.for_tenant(referral.tenant_id).select_for_update().get(pk=referral.pk)
+    if to not in REFERRAL_MOVES[locked.status]:
+        raise ValidationError(
+            {"status": f"A referral cannot move from {locked.get_status_display()} to {ReferralStatus(to).label}."}
+        )
+    from_state = locked.status
+    locked.status = to
+    setattr(locked, STAGE_TIMESTAMP_FIELDS[to], at or timezone.now())
+    locked.save(update_fields=["status", STAGE_TIMESTAMP_FIELDS[to]])
+    audit_record(
+        tenant=locked.tenant,
+        actor=actor,
+        action=f"referral.{to}",
+        obj=locked,
+        from_state=from_state,
+        to_state=to,
+        reason=reason,
+        data=data,
+    )
+    # Rewards follow the stage (a lead bounty on qualification; a rejection reverses what it earned),
+    # and the referrer is told: the higher layers react to the hook.
+    hooks.referral_changed(referral=locked, change=to)
+    return locked
+
+
+@transaction.atomic
+def referral_sign_up(
+    *, referral: Referral, actor: Actor | str, at: datetime | None = None, reason: str = "", data: dict | None = None
+) -> Referral:
+    """clicked → signed up."""
+    return _referral_move(referral=referral, to=ReferralStatus.SIGNED_UP, actor=actor, at=at, reason=reason, data=data)
+
+
+def referral_qualification_missing(*, referral: Referral) -> list[str]:
+    """The checklist items (budget, authority, need, timeline) that the referral's rule version requires
+    and its lead information does not confirm (an item counts as confirmed when it has an answer)."""
+    if referral.rule_version_id is None:
+        return []
+    from programs.rules import qualification_missing
+
+    answers = {name: bool(str(value).strip()) for name, value in (referral.qualification or {}).items()}
+    return qualification_missing(referral.rule_version.rules, answers)
+
+
+@transaction.atomic
+def referral_qualify(
+    *,
+    referral: Referral,
+    actor: Actor | str,
+    at: datetime | None = None,
+    reason: str = "",
+    data: dict | None = None,
+    require_checklist: bool = False,
+) -> Referral:
+    """clicked / signed up → qualified (the referrer is told what they earn when it converts).
+
+    With ``require_checklist`` (a marketer qualifying a lead by hand) the program's qualification
+    checklist must be confirmed first; a ``qualified`` event from the tenant's own product is trusted."""
+    if require_checklist:
+        missing = referral_qualification_missing(referral=referral)
+        if missing:
+            raise ValidationError(
+                {"qualification": f"The program's checklist is not confirmed yet: missing {', '.join(missing)}."}
+            )
+    moved = _referral_move(referral=referral, to=ReferralStatus.QUALIFIED, actor=actor, at=at, reason=reason, data=data)
+    return moved
+
+
+@transaction.atomic
+def referral_convert(
+    *, referral: Referral, actor: Actor | str, at: datetime | None = None, reason: str = "", data: dict | None = None
+) -> Referral:
+    """clicked / signed up / qualified → converted (a paying customer)."""
+    return _referral_move(referral=referral, to=ReferralStatus.CONVERTED, actor=actor, at=at, reason=reason, data=data)
+
+
+@transaction.atomic
+def referral_reject(
+    *, referral: Referral, actor: Actor | str, reason: str, at: datetime | None = None, data: dict | None = None
+) -> Referral:
+    """Any open stage → rejected (final). A reason is required: it is shown to the referrer."""
+    if not reason.strip():
+        raise ValidationError({"reason": "Say why the referral is rejected."})
+    return _referral_move(referral=referral, to=ReferralStatus.REJECTED, actor=actor, at=at, reason=reason, data=data)
+
+
+@transaction.atomic
+def referral_churn(
+    *, referral: Referral, actor: Actor | str, at: datetime | None = None, reason: str = "", data: dict | None = None
+) -> Referral:
+    """converted → churned (the referred customer cancelled)."""
+    return _referral_move(referral=referral, to=ReferralStatus.CHURNED, actor=actor, at=at, reason=reason, data=data)
+
+
+def referral_stage_redate(
+    *, referral: Referral, field: str, at: datetime, actor: Actor | str, reason: str = ""
+) -> Referral:
+    """Move a stage timestamp EARLIER (or set a missing one), when an earlier event arrives late: the
+    conversion date is the earliest payment's, the churn date the earliest cancellation's, a lead
+    qualified by an event processed after its payment still records when it qualified — whatever order
+    the events were processed in. Never moves one later; audited."""
+    if field not in ("signed_up_at", "qualified_at", "converted_at", "churned_at", "established_at"):
+        raise ValidationError({"field": f"{field} cannot be re-dated."})
+    locked = Referral.objects.for_tenant(referral.tenant_id).select_for_update().get(pk=referral.pk)
+    current = getattr(locked, field)
+    if current is not None and current <= at:
+        return locked
+    setattr(locked, field, at)
+    locked.save(update_fields=[field])
+    audit_record(
+        tenant=locked.tenant,
+        actor=actor,
+        action=f"referral.{field.removesuffix('_at')}_redated",
+        obj=locked,
+        from_state=locked.status,
+        to_state=locked.status,
+        reason=reason,
+        data={"field": field, "from": current.isoformat() if current else None, "to": at.isoformat()},
+    )
+    hooks.referral_changed(referral=locked, change="redated")
+    return locked
+
+
+STAGE_SERVICES = {
+    ReferralStatus.SIGNED_UP: referral_sign_up,
+    ReferralStatus.QUALIFIED: referral_qualify,
+    ReferralStatus.CONVERTED: referral_convert,
+    ReferralStatus.CHURNED: referral_churn,
+}

@@ -1,0 +1,56 @@
+"""How rewards react to the lower layers (registered in ``RewardsConfig.ready``; referral_platform/hooks.py).
+
+- a referral changed (a stage, a date, a rejection, a review decision) or one of its conversions was
+  processed → its rewards are settled again after commit (``rewards.settle_referral``, once per
+  transaction);
+- a referral was created or qualified → the referrer is told (``rewards.message_referral_stage``);
+- a participant became active with ``welcome`` → the welcome e-mail with their links and dashboard;
+- programs asks for a rules change preview → ``rewards.preview.rules_change_preview``.
+"""
+
+from __future__ import annotations
+
+from referral_platform.celery import enqueue_on_commit
+from referral_platform.hooks import hooks
+
+
+def settle_after_referral_change(*, referral, change: str) -> None:
+    from .tasks import message_referral_stage, settle_referral
+
+    enqueue_on_commit(settle_referral, referral.pk, once=True)
+    if change == "qualified":
+        enqueue_on_commit(message_referral_stage, referral.pk, "qualified", once=True)
+
+
+def settle_after_conversion(*, event) -> None:
+    from .tasks import settle_referral
+
+    if event.referral_id is not None:
+        enqueue_on_commit(settle_referral, event.referral_id, once=True)
+
+
+def tell_the_referrer_it_was_received(*, referral) -> None:
+    from .tasks import message_referral_stage
+
+    enqueue_on_commit(message_referral_stage, referral.pk, "received", once=True)
+
+
+def welcome(*, participant, welcome: bool = False) -> None:
+    if welcome:
+        from .messages import message_welcome
+
+        message_welcome(participant=participant)
+
+
+def preview(*, tenant, program, proposed_rules, **options):
+    from .preview import rules_change_preview
+
+    return rules_change_preview(tenant, program=program, proposed_rules=proposed_rules, **options)
+
+
+def register() -> None:
+    hooks.register("referral_changed", settle_after_referral_change)
+    hooks.register("conversion_processed", settle_after_conversion)
+    hooks.register("referral_created", tell_the_referrer_it_was_received)
+    hooks.register("participant_activated", welcome)
+    hooks.register("rules_change_preview", preview)
