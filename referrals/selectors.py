@@ -26,6 +26,7 @@ from .models import (
     Referral,
     ReferralLink,
     Touchpoint,
+    TouchpointKind,
 )
 
 # A cluster stops growing here: a shared computer or a catch-all address must not merge thousands of
@@ -289,6 +290,10 @@ def referral_credit(referral: Referral, *, extra_identity: dict | None = None) -
     window_start = anchor - timedelta(days=int(rules["cookie_window_days"]))
     in_window = [touch for touch in sequence if touch.occurred_at >= window_start]
     credited = [touch for touch in in_window if touch.participant_id is not None]
+    # A partner's registered deal protects the account: its registration is credited alone.
+    registered = [touch for touch in credited if touch.kind == TouchpointKind.PARTNER_REGISTRATION]
+    if registered:
+        credited = registered
     if not credited:
         # The referral exists, so it counted when it was established (a marketer created it, or its
         # establishment moved before the touch that made it, e.g. a payment dated seconds before the

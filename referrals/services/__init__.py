@@ -37,6 +37,8 @@ from .links import (
 from .signups import (
     QUALIFICATION_FIELDS,
     SignupOutcome,
+    claim_touchpoint_record,
+    claimed_link,
     code_link,
     fill_blanks,
     landing_lead_submit,
@@ -46,6 +48,7 @@ from .signups import (
     orphans_requeue,
     referral_attribution_refresh,
     referral_establish,
+    referral_signed_up_at,
     signup_record,
 )
 from .stages import (
@@ -80,6 +83,8 @@ __all__ = [
     "ReceivedConversion",
     "SignupOutcome",
     "attribution_run",
+    "claim_touchpoint_record",
+    "claimed_link",
     "code_link",
     "conversion_event_process",
     "conversion_event_receive",
@@ -109,6 +114,7 @@ __all__ = [
     "referral_reject",
     "referral_screen",
     "referral_sign_up",
+    "referral_signed_up_at",
     "referral_stage_redate",
     "signup_record",
     "touchpoint_record",

@@ -36,7 +36,16 @@ from referrals.selectors import (
 
 from .attribution import attribution_run
 from .identity import identity_link, identity_lock, touchpoint_record
-from .signups import code_link, fill_blanks, link_accepts_referrals, link_by_model, orphans_requeue, referral_establish
+from .signups import (
+    claim_touchpoint_record,
+    claimed_link,
+    code_link,
+    fill_blanks,
+    link_accepts_referrals,
+    link_by_model,
+    orphans_requeue,
+    referral_establish,
+)
 from .stages import (
     REFERRAL_MOVES,
     STAGE_SERVICES,
@@ -199,6 +208,8 @@ def _referral_for_event(*, event: ConversionEvent, cluster, actor: Actor, notes:
     referral = referral_for_identity(tenant, cluster=cluster, program=link.program if link else None)
     if referral is not None or not can_create:
         return referral
+    claimed, claim = claimed_link(tenant=tenant, email=event.email, company="", at=event.occurred_at)
+    link = claimed or link
     if link is None:
         link = link_by_model(tenant=tenant, cluster=cluster, until=event.occurred_at)
     if link is None or not link_accepts_referrals(link):
@@ -217,6 +228,13 @@ def _referral_for_event(*, event: ConversionEvent, cluster, actor: Actor, notes:
         established_at=event.occurred_at,
         **_company_profile(event),
     )
+    if claim is not None:
+        identity = {
+            "visitor_id": event.visitor_id,
+            "email": event.email,
+            "customer_external_id": event.customer_external_id,
+        }
+        claim_touchpoint_record(tenant=tenant, claim=claim, referral=referral, at=event.occurred_at, identity=identity)
     orphans_requeue(tenant=tenant, cluster=cluster, referral=referral)
     return referral
 

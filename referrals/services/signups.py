@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Min, Q
 from django.utils import timezone
 
 from programs.models import Participant, ParticipantStatus, Program, ProgramVersion
@@ -16,6 +16,7 @@ from referral_platform.celery import enqueue_on_commit
 from referral_platform.hooks import hooks
 from referral_platform.tenancy.actors import Actor
 from referral_platform.tenancy.models import Tenant
+from referral_platform.tenancy.services import audit_record
 from referrals import attribution as attribution_math
 from referrals.models import (
     SETTLED_EVENT_STATUSES,
@@ -167,6 +168,37 @@ def fill_blanks(referral: Referral, **values) -> Referral:
     return referral
 
 
+def claimed_link(*, tenant: Tenant, email: str, company: str, at: datetime) -> tuple[ReferralLink | None, object]:
+    """When a partner's deal registration protects this account (the ``account_owner`` hook, answered by
+    partners), the referral is established for that partner and nobody else: their direct link, and the
+    claim (with its evidence) to record as a partner-registration touchpoint."""
+    claim = hooks.account_owner(tenant=tenant, program=None, email=email, company=company, at=at)
+    if claim is None:
+        return None, None
+    link = (
+        ReferralLink.objects.for_tenant(tenant)
+        .select_related("participant", "program", "tenant")
+        .filter(participant=claim.participant, channel=Channel.DIRECT)
+        .first()
+    )
+    return link, claim
+
+
+def claim_touchpoint_record(*, tenant: Tenant, claim, referral: Referral, at: datetime, identity: dict) -> None:
+    """The partner's claim as a touchpoint of the referral: attribution credits it alone (docs/attribution.md)."""
+    touchpoint_record(
+        tenant=tenant,
+        kind=TouchpointKind.PARTNER_REGISTRATION,
+        occurred_at=at,
+        participant=claim.participant,
+        referral=referral if referral.program_id == claim.participant.program_id else None,
+        label=str(claim.evidence.get("deal", ""))[:300],
+        dedupe_key=f"claim:{referral.pk}:{claim.participant.pk}",
+        data=claim.evidence,
+        **identity,
+    )
+
+
 @transaction.atomic
 def signup_record(
     *,
@@ -218,7 +250,10 @@ def signup_record(
     referral = referral_for_identity(tenant, cluster=cluster, program=link.program if link else None)
     created = False
     company_profile = {"industry": industry, "employees": employees, "annual_revenue_minor": annual_revenue_minor}
+    claim = None
     if referral is None:
+        claimed, claim = claimed_link(tenant=tenant, email=email, company=company, at=occurred_at)
+        link = claimed or link
         if link is None:
             clicked = link_by_model(tenant=tenant, cluster=cluster, until=occurred_at)
             link = clicked if clicked is not None and link_accepts_referrals(clicked) else None
@@ -247,6 +282,8 @@ def signup_record(
             )
             created = True
     identity = {"visitor_id": visitor_id, "email": email, "customer_external_id": customer_external_id}
+    if created and claim is not None:
+        claim_touchpoint_record(tenant=tenant, claim=claim, referral=referral, at=occurred_at, identity=identity)
     touchpoints = []
     if link is not None and referral_code.strip():
         touchpoints.append(
@@ -311,28 +348,63 @@ def signup_record(
             referred_employees=employees,
             referred_annual_revenue_minor=annual_revenue_minor,
         )
-        if referral.status == ReferralStatus.CLICKED:
-            referral = referral_sign_up(referral=referral, actor=actor, at=occurred_at, data={"via": "sign-up API"})
+        referral = referral_signed_up_at(referral=referral, at=occurred_at, actor=actor, via="sign-up API")
         if not created:
             referral = referral_eligibility_enforce(referral=referral, actor=actor)
-        referral = referral_establish(referral=referral, at=occurred_at, actor=actor)
+        referral = referral_establish(referral=referral, actor=actor)
         orphans_requeue(tenant=tenant, cluster=cluster, referral=referral)
     return SignupOutcome(referral=referral, referral_created=created, touchpoints=touchpoints)
 
 
 def referral_establish(
-    *, referral: Referral, at: datetime, actor: Actor | str, queue_settlement: bool = True
+    *, referral: Referral, at: datetime | None = None, actor: Actor | str, queue_settlement: bool = True
 ) -> Referral:
-    """Record that ``referral`` existed at ``at`` (a sign-up, lead or event of that moment). When that is
-    earlier than known, the establishment moves back and the credit of every event of the referral is
-    decided again from the touchpoints up to the new moment (then its rewards are settled again)."""
-    if referral.established_at is not None and referral.established_at <= at:
+    """Keep ``established_at`` equal to when the referral was established, whatever order its facts
+    arrive in: its earliest sign-up (``signed_up_at``: the sign-up API, a lead, a sign-up event) or,
+    without one, its earliest conversion event (``at`` adds the event being processed). When it moves, the
+    credit of every event of the referral is decided again from the touchpoints up to the new moment, and
+    its rewards are settled again."""
+    target = referral.signed_up_at
+    if target is None:
+        moments = [
+            moment
+            for moment in (
+                ConversionEvent.objects.for_tenant(referral.tenant_id)
+                .filter(referral_id=referral.pk, status__in=SETTLED_EVENT_STATUSES)
+                .aggregate(earliest=Min("occurred_at"))["earliest"],
+                at,
+            )
+            if moment is not None
+        ]
+        target = min(moments) if moments else referral.established_at or referral.created_at
+    if referral.established_at == target:
         return referral
-    moved = referral_stage_redate(
-        referral=referral, field="established_at", at=at, actor=actor, reason="an earlier event of the referral"
+    locked = Referral.objects.for_tenant(referral.tenant_id).select_for_update(of=("self",)).get(pk=referral.pk)
+    previous = locked.established_at
+    locked.established_at = target
+    locked.save(update_fields=["established_at"])
+    audit_record(
+        tenant=locked.tenant,
+        actor=actor,
+        action="referral.established_redated",
+        obj=locked,
+        from_state=locked.status,
+        to_state=locked.status,
+        reason="its earliest sign-up, or without one its earliest event",
+        data={"from": previous.isoformat() if previous else None, "to": target.isoformat()},
     )
-    referral_attribution_refresh(referral=moved, queue_settlement=queue_settlement)
-    return moved
+    referral_attribution_refresh(referral=locked, queue_settlement=queue_settlement)
+    return locked
+
+
+def referral_signed_up_at(*, referral: Referral, at: datetime, actor: Actor | str, via: str) -> Referral:
+    """A sign-up of the referral happened at ``at``: a clicked referral signs up; one further along keeps its
+    stage and records the earliest sign-up date."""
+    if referral.status == ReferralStatus.CLICKED:
+        return referral_sign_up(referral=referral, actor=actor, at=at, data={"via": via})
+    if referral.status == ReferralStatus.REJECTED:
+        return referral
+    return referral_stage_redate(referral=referral, field="signed_up_at", at=at, actor=actor, reason=f"sign-up ({via})")
 
 
 def referral_attribution_refresh(*, referral: Referral, queue_settlement: bool = True) -> int:
@@ -380,6 +452,11 @@ def _lead_record(
             {"email": f"{email} has already been referred to this program (referral #{referral.pk})."}
         )
     if referral is None:
+        _claimed, claim = claimed_link(tenant=tenant, email=email, company=company, at=occurred_at)
+        if claim is not None and claim.participant.pk != participant.pk:
+            raise ValidationError(
+                {"company": "This account is protected by another partner's registered deal; the first claim stands."}
+            )
         cluster = identity_cluster(tenant, visitor_ids=[visitor_id], emails=[email])
         referral = referral_create(
             tenant=tenant,
@@ -413,8 +490,7 @@ def _lead_record(
             referred_annual_revenue_minor=company_profile.get("annual_revenue_minor"),
         )
         referral = referral_eligibility_enforce(referral=referral, actor=actor)
-    if referral.status == ReferralStatus.CLICKED:
-        referral = referral_sign_up(referral=referral, actor=actor, at=occurred_at, data={"via": source})
+    referral = referral_signed_up_at(referral=referral, at=occurred_at, actor=actor, via=source)
     touchpoint_record(
         tenant=tenant,
         kind=kind,
@@ -442,7 +518,7 @@ def _lead_record(
             label=how_did_you_hear,
             dedupe_key=f"{dedupe_key}:answer",
         )
-    return referral_establish(referral=referral, at=occurred_at, actor=actor)
+    return referral_establish(referral=referral, actor=actor)
 
 
 QUALIFICATION_FIELDS = ("budget", "authority", "need", "timeline", "notes")
