@@ -45,6 +45,13 @@ class HookSpec:
 
 
 HOOK_SPECS: dict[str, HookSpec] = {
+    # core → higher layers
+    "session_actor": HookSpec(
+        HookKind.PROVIDE,
+        "core (tenancy.actors)",
+        "The actor of a logged-in user when a higher layer knows it better than the memberships do (a partner "
+        "user of the portal: kind partner_user, one tenant, one partner), or None.",
+    ),
     # programs → higher layers
     "participant_activated": HookSpec(
         HookKind.NOTIFY,
@@ -146,6 +153,10 @@ class Hooks:
             if answer is not None:
                 return answer
         return default
+
+    # --- core ----------------------------------------------------------------------------------
+    def session_actor(self, *, user):
+        return self._provide("session_actor", user=user)
 
     # --- programs ------------------------------------------------------------------------------
     def participant_activated(self, *, participant, welcome: bool = False) -> None:

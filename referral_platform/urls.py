@@ -3,6 +3,7 @@ from django.shortcuts import render
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from partners.urls import portal_patterns, public_patterns
 from referral_platform.health import health
 from referral_platform.tenancy import views as tenancy_views
 from referral_platform.tenancy.admin_base import site as admin_site
@@ -27,6 +28,8 @@ urlpatterns = [
     path("webhooks/stripe/<slug:tenant_slug>/", rewards_views.stripe_webhook, name="stripe_webhook"),
     path("p/<str:token>/", rewards_views.participant_dashboard, name="participant_dashboard"),
     path("p/<str:token>/qr.png", rewards_views.participant_dashboard_qr, name="participant_dashboard_qr"),
+    path("portal/", include(portal_patterns)),
+    *public_patterns,
     path("", include("programs.urls")),
     # Answered by referrals.redirect before URL resolution; the pattern names it for reverse().
     path("r/<str:code>", referral_redirect, name="referral_redirect"),

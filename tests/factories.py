@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 
 import factory
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
+from partners import models as partner_models
 from programs.models import Participant, Program, ProgramStatus, ProgramVersion
 from programs.services import program_rules_snapshot
 from referral_platform.tenancy.actors import system_actor
@@ -129,7 +131,7 @@ class InvitationFactory(factory.django.DjangoModelFactory):
     tenant = factory.SubFactory(TenantFactory)
     email = factory.Sequence(lambda n: f"invitee{n}@people.example")
     token_hash = factory.Sequence(lambda n: f"{n:064d}")
-    expires_at = factory.LazyFunction(lambda: timezone.now() + timezone.timedelta(days=7))
+    expires_at = factory.LazyFunction(lambda: timezone.now() + timedelta(days=7))
 
 
 class AuditEventFactory(factory.django.DjangoModelFactory):
@@ -375,3 +377,146 @@ class ParticipantMessageFactory(factory.django.DjangoModelFactory):
     subject = factory.Sequence(lambda n: f"Thanks for your referral mq{n:04d}")
     body = "Thanks, we'll review it within 24 hours."
     email_to = factory.LazyAttribute(lambda o: o.participant.email)
+
+
+# --- partners ------------------------------------------------------------------------------------
+
+
+class PartnerTierFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = partner_models.PartnerTier
+
+    tenant = factory.SubFactory(TenantFactory)
+    rank = factory.Sequence(lambda n: n)
+    slug = factory.Sequence(lambda n: f"tier-{n}")
+    name = factory.Sequence(lambda n: f"Tier {n}")
+
+
+class PartnerFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = partner_models.Partner
+
+    tenant = factory.SubFactory(TenantFactory)
+    name = factory.Sequence(lambda n: f"Partner {n} pq{n:04d}")
+    partner_type = partner_models.PartnerType.RESELLER
+    commission_bp = 2000
+
+
+class PartnerUserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = partner_models.PartnerUser
+
+    partner = factory.SubFactory(PartnerFactory)
+    tenant = factory.LazyAttribute(lambda o: o.partner.tenant)
+    user = factory.SubFactory(UserFactory)
+
+
+class PartnerEnrolmentFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = partner_models.PartnerEnrolment
+
+    partner = factory.SubFactory(PartnerFactory)
+    tenant = factory.LazyAttribute(lambda o: o.partner.tenant)
+    program = factory.LazyAttribute(lambda o: ProgramFactory(tenant=o.partner.tenant, kind="partner"))
+    participant = factory.LazyAttribute(lambda o: ParticipantFactory(program=o.program, name=o.partner.name))
+
+
+class DealRegistrationFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = partner_models.DealRegistration
+
+    partner = factory.SubFactory(PartnerFactory)
+    tenant = factory.LazyAttribute(lambda o: o.partner.tenant)
+    program = factory.LazyAttribute(lambda o: ProgramFactory(tenant=o.partner.tenant, kind="partner"))
+    participant = factory.LazyAttribute(lambda o: ParticipantFactory(program=o.program))
+    company_name = factory.Sequence(lambda n: f"Prospect {n} dq{n:04d}")
+    company_key = factory.Sequence(lambda n: f"prospect{n}dq{n:04d}")
+    domain = factory.Sequence(lambda n: f"prospect{n}.example.com")
+    domain_stem = factory.Sequence(lambda n: f"prospect{n}")
+    status = partner_models.DealStatus.APPROVED
+    registered_by = "test"
+    expires_at = factory.LazyFunction(lambda: timezone.now() + timedelta(days=60))
+
+
+class DealConflictFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = partner_models.DealConflict
+
+    holder = factory.SubFactory(DealRegistrationFactory)
+    tenant = factory.LazyAttribute(lambda o: o.holder.tenant)
+    challenger = factory.LazyAttribute(
+        lambda o: DealRegistrationFactory(
+            partner=PartnerFactory(tenant=o.holder.tenant),
+            program=o.holder.program,
+            status=partner_models.DealStatus.CONFLICT,
+            company_name=o.holder.company_name,
+        )
+    )
+    match = partner_models.ConflictMatch.DOMAIN
+    similarity = Decimal("1.000")
+
+
+class PartnerApplicationFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = partner_models.PartnerApplication
+
+    program = factory.SubFactory(ProgramFactory, kind="partner")
+    tenant = factory.LazyAttribute(lambda o: o.program.tenant)
+    company = factory.Sequence(lambda n: f"Applicant {n} aq{n:04d}")
+    website = factory.Sequence(lambda n: f"https://applicant{n}.example.com")
+    website_domain = factory.Sequence(lambda n: f"applicant{n}.example.com")
+    partner_type = partner_models.PartnerType.AFFILIATE
+    contact_name = "Ann Applicant"
+    email = factory.Sequence(lambda n: f"ann{n}@applicant.example")
+    audience = "Mid-market finance teams"
+    expected_volume = "5 deals a quarter"
+    terms_accepted_at = factory.LazyFunction(timezone.now)
+
+
+class PartnerInvitationFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = partner_models.PartnerInvitation
+
+    partner = factory.SubFactory(PartnerFactory)
+    tenant = factory.LazyAttribute(lambda o: o.partner.tenant)
+    email = factory.Sequence(lambda n: f"colleague{n}@partner.example")
+    token_hash = factory.Sequence(lambda n: f"{n:064d}")
+    expires_at = factory.LazyFunction(lambda: timezone.now() + timedelta(days=14))
+
+
+class ResourceFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = partner_models.Resource
+
+    tenant = factory.SubFactory(TenantFactory)
+    title = factory.Sequence(lambda n: f"Resource {n} rs{n:04d}")
+    category = partner_models.ResourceCategory.DECK
+    url = "https://video.example/watch"
+
+
+class SupportTicketFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = partner_models.SupportTicket
+
+    partner = factory.SubFactory(PartnerFactory)
+    tenant = factory.LazyAttribute(lambda o: o.partner.tenant)
+    subject = factory.Sequence(lambda n: f"Question {n} tq{n:04d}")
+    opened_by = "test"
+
+
+class PartnerProgramSettingsFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = partner_models.PartnerProgramSettings
+
+    program = factory.SubFactory(ProgramFactory, kind="partner")
+    tenant = factory.LazyAttribute(lambda o: o.program.tenant)
+
+
+class PartnerTierChangeFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = partner_models.PartnerTierChange
+
+    partner = factory.SubFactory(PartnerFactory)
+    tenant = factory.LazyAttribute(lambda o: o.partner.tenant)
+    direction = partner_models.TierChangeDirection.SET
+    actor = "test"

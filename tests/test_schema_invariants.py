@@ -10,6 +10,9 @@ GLOBAL_ROUTING_KEYS = {
     ("referrals", "ReferralLink", "referral_link_code_route"),
     ("tenancy", "ApiKey", "prefix"),
     ("tenancy", "Invitation", "token_hash"),
+    ("partners", "PartnerInvitation", "token_hash"),
+    # A login belongs to one partner of one tenant: the user decides the tenant at log-in.
+    ("partners", "PartnerUser", "user"),
 }
 
 

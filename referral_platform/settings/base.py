@@ -282,3 +282,28 @@ CLICK_FLUSH_WRITERS = int(os.environ.get("CLICK_FLUSH_WRITERS", "3"))
 CLICK_FLUSH_CLAIM_IDLE_MS = int(os.environ.get("CLICK_FLUSH_CLAIM_IDLE_MS", "60000"))
 CLICK_FLUSH_TIME_BUDGET_SECONDS = float(os.environ.get("CLICK_FLUSH_TIME_BUDGET_SECONDS", "20"))
 CELERY_BEAT_SCHEDULE["referrals-flush-clicks"] = {"task": "referrals.flush_clicks", "schedule": 5.0}
+
+# --- partners: deal expiry, expiry warnings (7 days ahead), tier recomputation ------------------
+CELERY_BEAT_SCHEDULE.update(
+    {
+        "partners-deals-expire": {"task": "partners.deals_expire", "schedule": 15 * 60},
+        "partners-deals-warn-expiring": {"task": "partners.deals_warn_expiring", "schedule": 60 * 60},
+        "partners-tiers-recompute": {"task": "partners.tiers_recompute", "schedule": 24 * 3600},
+    }
+)
+# Public partner applications: at most this many per client address per hour (HTTP 429 beyond).
+PARTNER_APPLICATION_RATE_LIMIT = int(os.environ.get("PARTNER_APPLICATION_RATE_LIMIT", "5"))
+# Partner resource files go to the default storage: local files unless an S3-compatible bucket is set.
+if os.environ.get("AWS_STORAGE_BUCKET_NAME"):
+    STORAGES["default"] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": os.environ["AWS_STORAGE_BUCKET_NAME"],
+            "endpoint_url": os.environ.get("AWS_S3_ENDPOINT_URL") or None,
+            "querystring_auth": True,
+            "default_acl": None,
+            "file_overwrite": False,
+        },
+    }
+MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", str(BASE_DIR / "media")))
+MEDIA_URL = "/media/"

@@ -1,7 +1,8 @@
 """Who a request acts as. Resolved once per request, then passed explicitly.
 
-A request acts as one of: a tenant member (session), an API key, platform staff, and later a
-partner user of the portal or a customer holding a signed dashboard link. Each actor carries the
+A request acts as one of: a tenant member (session), an API key, platform staff, a partner user of
+the portal (session; resolved by the partners app through the ``session_actor`` hook) or a customer /
+partner holding a signed dashboard link. Each actor carries the
 one tenant it may touch; code below the view layer never reads a tenant id from input.
 """
 
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from referral_platform.hooks import hooks
 
 from .models import WRITE_ROLES
 
@@ -18,7 +21,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Actor:
-    kind: str  # "anonymous" | "member" | "api_key" | "platform_staff" | "partner" | "customer" | "system"
+    # "anonymous" | "member" | "api_key" | "platform_staff" | "partner_user" | "partner" | "customer" | "system"
+    kind: str
     tenant: Tenant | None = None
     user: Any = None
     api_key: ApiKey | None = None
@@ -26,6 +30,8 @@ class Actor:
     memberships: tuple[Membership, ...] = field(default=(), compare=False)
     # For partner / customer actors: the participant the actor is (set by later portals).
     participant_id: int | None = None
+    # For partner users of the portal: the partner company they act for (never the admin, never the API).
+    partner_id: int | None = None
 
     @property
     def is_platform_staff(self) -> bool:
@@ -64,6 +70,10 @@ def actor_for_session(request) -> Actor:
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
         return ANONYMOUS
+    # A partner user is that and nothing else (no membership, no staff powers), whatever else the user is.
+    partner_actor = hooks.session_actor(user=user)
+    if partner_actor is not None:
+        return partner_actor
     memberships = tuple(user.memberships.select_related("tenant").order_by("created_at", "pk"))
     chosen_id = request.session.get(SESSION_TENANT_KEY)
     chosen = next((m for m in memberships if m.tenant_id == chosen_id), None)

@@ -54,11 +54,17 @@ def api_actor(request) -> Actor:
     return getattr(django_request, "actor", ANONYMOUS)
 
 
+# Actors bound to one partner or participant: their session must never read the tenant's API.
+PORTAL_ONLY_KINDS = frozenset({"partner_user", "partner", "customer"})
+
+
 class IsTenantActor(permissions.BasePermission):
     """Acting for a tenant; viewers may only read."""
 
     def has_permission(self, request, view) -> bool:
         actor = api_actor(request)
+        if actor.kind in PORTAL_ONLY_KINDS:
+            raise exceptions.PermissionDenied("Partner users work in the partner portal; the API is for the workspace.")
         if actor.tenant is None:
             if not request.user or not request.user.is_authenticated:
                 raise exceptions.NotAuthenticated("Send 'Authorization: Bearer <api key>'.")

@@ -20,6 +20,8 @@ from .services import invitation_accept, invitation_create, invitation_for_token
 def home(request):
     if not request.user.is_authenticated:
         return render(request, "home_public.html")
+    if request.actor.kind == "partner_user":
+        return redirect("portal_home")
     return render(request, "home.html", {"actor": request.actor})
 
 
@@ -37,7 +39,7 @@ def tenant_switch(request, slug: str):
 @login_required
 def workspace_members(request):
     actor = request.actor
-    if actor.tenant is None:
+    if actor.tenant is None or actor.kind not in ("member", "platform_staff"):
         raise Http404("No workspace")
     is_owner = actor.role == Role.OWNER
     form = InvitationForm(request.POST or None)
