@@ -3,6 +3,14 @@ from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from partners.apis import (
+    AccountLookupApi,
+    DealConflictListApi,
+    DealDetailApi,
+    DealListApi,
+    PartnerDetailApi,
+    PartnerListApi,
+)
 from programs.apis import (
     ParticipantDetailApi,
     ParticipantListApi,
@@ -79,4 +87,10 @@ urlpatterns = [
     path("rewards", RewardListApi.as_view(), name="reward-list"),
     path("rewards/<int:pk>", RewardDetailApi.as_view(), name="reward-detail"),
     path("reward-evaluations", RewardEvaluationListApi.as_view(), name="reward-evaluation-list"),
+    path("accounts/lookup", AccountLookupApi.as_view(), name="account-lookup"),
+    path("deals", DealListApi.as_view(), name="deal-list"),
+    path("deals/<int:pk>", DealDetailApi.as_view(), name="deal-detail"),
+    path("partners", PartnerListApi.as_view(), name="partner-list"),
+    path("partners/<int:pk>", PartnerDetailApi.as_view(), name="partner-detail"),
+    path("deal-conflicts", DealConflictListApi.as_view(), name="deal-conflict-list"),
 ]
