@@ -11,7 +11,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from referral_platform.money import format_money, format_percent
 from referral_platform.tenancy.admin_base import TenantScopedAdmin, TenantScopedInline, site
@@ -410,23 +410,26 @@ class DealConflictAdmin(DecisionPagesMixin, TenantScopedAdmin):
 
     @admin.display(description="Both claims")
     def claims(self, obj):
-        rows = "".join(
-            format_html(
-                "<tr><th>{}</th><td>{} {}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                role,
-                deal.reference,
-                deal.company_name,
-                deal.domain,
-                deal.partner.name,
-                deal.registered_at.strftime("%Y-%m-%d %H:%M:%S UTC"),
-                deal.get_status_display(),
-            )
-            for role, deal in (("First", obj.holder), ("Second", obj.challenger))
+        rows = format_html_join(
+            "",
+            "<tr><th>{}</th><td>{} {}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    role,
+                    deal.reference,
+                    deal.company_name,
+                    deal.domain,
+                    deal.partner.name,
+                    deal.registered_at.strftime("%Y-%m-%d %H:%M:%S UTC"),
+                    deal.get_status_display(),
+                )
+                for role, deal in (("First", obj.holder), ("Second", obj.challenger))
+            ),
         )
         return format_html(
             "<table><tr><th></th><th>Deal</th><th>Domain</th><th>Partner</th><th>Registered</th><th>Status</th></tr>"
             "{}</table><p>Similarity: {}</p>",
-            format_html(rows),
+            rows,
             obj.similarity,
         )
 

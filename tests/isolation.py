@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from partners import models as partner_models
 from programs.models import Participant, ParticipantImport, Program, ProgramVersion
 from referral_platform.tenancy.models import ApiKey, AuditEvent, Invitation, Membership, Tenant
 from referrals.models import (
@@ -60,6 +61,25 @@ class Detail:
 class Listing:
     make: Callable
     via: str = "api"
+    query: str = ""  # appended to the URL (e.g. "?domain=acme.io")
+
+
+@dataclass(frozen=True)
+class PartnerPage:
+    """A page of the partner portal, reached by a logged-in partner user.
+
+    ``make(world, people)`` creates partner A1's object and returns ``{"kwargs": url kwargs, "marker": text
+    only A1's page shows (None for files and images), "query": "" }``. The harness (tests/test_isolation.py)
+    checks that A1 opens it (``methods[0]`` with ``payload``: 200, or 302 after a write); that A2 (another
+    partner of the same tenant) and B1 (a partner of tenant B) get 404 for every method on an object page
+    (``detail``) or never see the marker on a list page; that a marketer of tenant A gets 404 and a visitor
+    is sent to log in.
+    """
+
+    make: Callable
+    detail: bool = False
+    methods: tuple[str, ...] = ("GET",)
+    payload: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -203,6 +223,182 @@ def _valid_rules_payload():
     return {"rules": example_rules("USD")}
 
 
+# --- partners -----------------------------------------------------------------------------------
+
+
+class PartnerPeople:
+    """Partners A1 and A2 of tenant A (one program) and B1 of tenant B, each with a portal login."""
+
+    def __init__(self, world):
+        from partners.models import PartnerRole, PartnerUser
+        from partners.services import partner_create, partner_enrol
+        from referral_platform.tenancy.actors import system_actor
+
+        def partner(tenant, program, name):
+            actor = system_actor(tenant)
+            made = partner_create(tenant=tenant, actor=actor, name=name, partner_type="reseller")
+            email = f"{name.replace(' ', '-').lower()}@{tenant.slug}-partners.example"
+            participant = partner_enrol(partner=made, program=program, actor=actor, email=email).participant
+            user = f.UserFactory(username=email, email=email)
+            PartnerUser.objects.create(tenant=tenant, partner=made, user=user, role=PartnerRole.ADMIN)
+            return made, user, participant
+
+        self.program_a = f.ProgramFactory(tenant=world.a, kind="partner", name="Partner program of A")
+        self.program_b = f.ProgramFactory(tenant=world.b, kind="partner", name="Partner program of B")
+        self.a1, self.a1_user, self.a1_participant = partner(world.a, self.program_a, "Alpha One Partners")
+        self.a2, self.a2_user, self.a2_participant = partner(world.a, self.program_a, "Alpha Two Partners")
+        self.b1, self.b1_user, self.b1_participant = partner(world.b, self.program_b, "Beta One Partners")
+
+
+def _a1_deal(world, people, company="Marker Deal Co dl5521"):
+    from partners.services import deal_register
+
+    return deal_register(
+        tenant=world.a, partner=people.a1, program=people.program_a, company_name=company,
+        domain="marker-deal-dl5521.com", actor="isolation",
+    )  # fmt: skip
+
+
+def _portal_deal(world, people):
+    deal = _a1_deal(world, people)
+    return {"kwargs": {"pk": deal.pk}, "marker": deal.company_name}
+
+
+def _portal_deal_list(world, people):
+    return {"kwargs": {}, "marker": _a1_deal(world, people).company_name}
+
+
+def _portal_lead_list(world, people):
+    from referrals.services import lead_submit
+
+    lead_submit(
+        tenant=world.a, actor="isolation", participant=people.a1_participant, name="Lee",
+        email="lee@marker-lead-ld7731.com", company="Marker Lead Co ld7731",
+    )  # fmt: skip
+    return {"kwargs": {}, "marker": "Marker Lead Co ld7731"}
+
+
+def _a1_reward(world, people):
+    from referral_platform.tenancy.actors import system_actor
+    from rewards.services import reward_create
+
+    return reward_create(
+        tenant=world.a, program=people.program_a, participant=people.a1_participant, amount_minor=12_345,
+        source_key="isolation:statement", actor=system_actor(world.a), description="Statement marker st7731",
+    )  # fmt: skip
+
+
+def _period_now():
+    from django.utils import timezone
+
+    return timezone.now().strftime("%Y-%m")
+
+
+def _portal_statement_list(world, people):
+    _a1_reward(world, people)
+    return {"kwargs": {}, "marker": "Statement marker st7731"}
+
+
+def _portal_statement_file(world, people):
+    _a1_reward(world, people)
+    return {
+        "kwargs": {"participant_id": people.a1_participant.pk, "period": _period_now()},
+        "marker": "Statement marker st7731",
+    }
+
+
+def _portal_statement_csv(world, people):
+    return {**_portal_statement_file(world, people), "marker": "12345"}
+
+
+def _gold_resource(world, people):
+    from partners.models import PartnerTier, Resource
+
+    gold = PartnerTier.objects.create(tenant=world.a, slug="gold", name="Gold", rank=2)
+    people.a1.tier = gold
+    people.a1.save(update_fields=["tier"])
+    return Resource.objects.create(
+        tenant=world.a, title="Gold-only deck rz1177", category="deck", url="https://files.example/gold", min_tier=gold
+    )
+
+
+def _portal_resource_list(world, people):
+    return {"kwargs": {}, "marker": _gold_resource(world, people).title}
+
+
+def _portal_resource_download(world, people):
+    return {"kwargs": {"pk": _gold_resource(world, people).pk}, "marker": None}
+
+
+def _a1_ticket(world, people):
+    from partners.services import ticket_open
+
+    return ticket_open(partner=people.a1, subject="Marker ticket tk4410", body="Hello", actor="isolation")
+
+
+def _portal_ticket_list(world, people):
+    return {"kwargs": {}, "marker": _a1_ticket(world, people).subject}
+
+
+def _portal_ticket(world, people):
+    ticket = _a1_ticket(world, people)
+    return {"kwargs": {"pk": ticket.pk}, "marker": ticket.subject}
+
+
+def _portal_qr(world, people):
+    return {"kwargs": {"participant_id": people.a1_participant.pk}, "marker": None}
+
+
+def _portal_links(world, people):
+    return {"kwargs": {}, "marker": people.a1_participant.coupon_code}
+
+
+def _portal_own_name(world, people):
+    return {"kwargs": {}, "marker": people.a1.name}
+
+
+def _portal_team(world, people):
+    return {"kwargs": {}, "marker": people.a1_user.email}
+
+
+def _portal_payouts(world, people):
+    return {"kwargs": {}, "marker": f'value="{people.a1_participant.pk}"'}
+
+
+def _api_deal(world):
+    from partners.models import DealStatus
+
+    return {"pk": f.DealRegistrationFactory(partner=f.PartnerFactory(tenant=world.a), status=DealStatus.APPROVED).pk}
+
+
+def _api_deal_listing(world):
+    return f.DealRegistrationFactory(
+        partner=f.PartnerFactory(tenant=world.a), company_name="Deal only in A dz8812"
+    ).company_name
+
+
+def _api_partner(world):
+    return {"pk": f.PartnerFactory(tenant=world.a).pk}
+
+
+def _api_partner_listing(world):
+    return f.PartnerFactory(tenant=world.a, name="Partner only in A pz4471").name
+
+
+def _api_conflict_listing(world):
+    conflict = f.DealConflictFactory(holder=f.DealRegistrationFactory(partner=f.PartnerFactory(tenant=world.a)))
+    return conflict.holder.reference
+
+
+def _api_lookup_listing(world):
+    f.DealRegistrationFactory(
+        partner=f.PartnerFactory(tenant=world.a, name="Lookup partner lk5530"),
+        domain="lookup-only-a.com",
+        domain_stem="lookup-only-a",
+    )
+    return "Lookup partner lk5530"
+
+
 ROUTES: dict[str, object] = {
     # --- API ---------------------------------------------------------------------------------
     "api:me": NoTenantData("answers with the caller's own tenant only (tests/test_api_auth.py)"),
@@ -240,6 +436,40 @@ ROUTES: dict[str, object] = {
     "api:participant-links-qr": Detail(_enrolled_participant),
     "api-schema": NoTenantData("the OpenAPI document describes routes, holds no rows"),
     "api-docs": NoTenantData("static Swagger UI"),
+    "api:account-lookup": Listing(_api_lookup_listing, query="?domain=lookup-only-a.com"),
+    "api:deal-list": Listing(_api_deal_listing),
+    "api:deal-detail": Detail(_api_deal, methods=("GET", "PATCH"), payload={"stage": "lost"}),
+    "api:partner-list": Listing(_api_partner_listing),
+    "api:partner-detail": Detail(_api_partner),
+    "api:deal-conflict-list": Listing(_api_conflict_listing),
+    # --- the partner portal ------------------------------------------------------------------
+    "portal_home": PartnerPage(_portal_deal_list),
+    "portal_links": PartnerPage(_portal_links),
+    "portal_link_qr": PartnerPage(_portal_qr, detail=True),
+    "portal_deals": PartnerPage(_portal_deal_list),
+    "portal_deal_detail": PartnerPage(_portal_deal, detail=True),
+    "portal_deal_extend": PartnerPage(
+        _portal_deal, detail=True, methods=("POST",), payload={"days": "10", "reason": "progressing"}
+    ),
+    "portal_leads": PartnerPage(_portal_lead_list),
+    "portal_statements": PartnerPage(_portal_statement_list),
+    "portal_statement_csv": PartnerPage(_portal_statement_csv, detail=True),
+    "portal_statement_print": PartnerPage(_portal_statement_file, detail=True),
+    "portal_resources": PartnerPage(_portal_resource_list),
+    "portal_resource_download": PartnerPage(_portal_resource_download, detail=True),
+    "portal_tickets": PartnerPage(_portal_ticket_list),
+    "portal_ticket_detail": PartnerPage(_portal_ticket, detail=True, methods=("GET", "POST"), payload={"body": "x"}),
+    "portal_profile": PartnerPage(_portal_own_name),
+    "portal_team": PartnerPage(_portal_team),
+    "portal_payouts": PartnerPage(_portal_payouts),
+    "portal_invitation": NoTenantData(
+        "reached by an unguessable one-time token (only its hash is stored), for its e-mail only: "
+        "partners/tests/test_partners_and_tiers.py::test_an_invitation_works_once_for_its_email_and_makes_a_partner_user"
+    ),
+    "partner_apply": NoTenantData(
+        "public, tenant-branded application form of an active partner program addressed by tenant + program slug; "
+        "shows no rows: partners/tests/test_applications_page.py"
+    ),
     # --- pages -------------------------------------------------------------------------------
     "home": NoTenantData("shows the session's own workspace only"),
     "health": NoTenantData("component status, no tenant rows"),
@@ -333,4 +563,24 @@ ADMIN_FACTORIES: dict[type, Callable] = {
     ParticipantMessage: lambda world: f.ParticipantMessageFactory(
         participant=f.ParticipantFactory(program=f.ProgramFactory(tenant=world.a))
     ),
+    partner_models.PartnerTier: lambda world: f.PartnerTierFactory(tenant=world.a),
+    partner_models.PartnerProgramSettings: lambda world: f.PartnerProgramSettingsFactory(
+        program=f.ProgramFactory(tenant=world.a, kind="partner")
+    ),
+    partner_models.Partner: lambda world: f.PartnerFactory(tenant=world.a),
+    partner_models.PartnerTierChange: lambda world: f.PartnerTierChangeFactory(
+        partner=f.PartnerFactory(tenant=world.a)
+    ),
+    partner_models.PartnerInvitation: lambda world: f.PartnerInvitationFactory(
+        partner=f.PartnerFactory(tenant=world.a)
+    ),
+    partner_models.PartnerApplication: lambda world: f.PartnerApplicationFactory(
+        program=f.ProgramFactory(tenant=world.a, kind="partner")
+    ),
+    partner_models.DealRegistration: lambda world: f.DealRegistrationFactory(partner=f.PartnerFactory(tenant=world.a)),
+    partner_models.DealConflict: lambda world: f.DealConflictFactory(
+        holder=f.DealRegistrationFactory(partner=f.PartnerFactory(tenant=world.a))
+    ),
+    partner_models.Resource: lambda world: f.ResourceFactory(tenant=world.a),
+    partner_models.SupportTicket: lambda world: f.SupportTicketFactory(partner=f.PartnerFactory(tenant=world.a)),
 }

@@ -13,7 +13,17 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from referral_platform.tenancy.admin_base import site as admin_site
 from referral_platform.tenancy.models import Tenant, TenantOwnedModel
 
-from .isolation import ADMIN_FACTORIES, NO_TENANT_DATA_PREFIXES, ROUTES, Detail, Listing, NoTenantData, SignedLink
+from .isolation import (
+    ADMIN_FACTORIES,
+    NO_TENANT_DATA_PREFIXES,
+    ROUTES,
+    Detail,
+    Listing,
+    NoTenantData,
+    PartnerPage,
+    PartnerPeople,
+    SignedLink,
+)
 
 
 def _walk(patterns, namespace=""):
@@ -81,7 +91,7 @@ def test_tenant_b_gets_404_on_tenant_a_objects(world, client_class, name, case):
 @pytest.mark.parametrize(("name", "case"), LISTING_CASES, ids=[name for name, _ in LISTING_CASES])
 def test_tenant_b_never_sees_tenant_a_rows_in_lists(world, client_class, name, case):
     marker = case.make(world)
-    url = reverse(name)
+    url = reverse(name) + case.query
 
     own = _client_for(world, case.via, "a", client_class).get(url)
     other = _client_for(world, case.via, "b", client_class).get(url)
@@ -161,4 +171,56 @@ def test_platform_staff_see_every_tenant_in_admin(world, client):
 
 
 def test_no_route_table_entry_is_unused_kind():
-    assert all(isinstance(case, Detail | Listing | NoTenantData | SignedLink) for case in ROUTES.values())
+    assert all(isinstance(case, Detail | Listing | NoTenantData | SignedLink | PartnerPage) for case in ROUTES.values())
+
+
+PARTNER_CASES = [(name, case) for name, case in ROUTES.items() if isinstance(case, PartnerPage)]
+
+
+def _send(client, method, url, payload):
+    return getattr(client, method.lower())(url, payload) if method != "GET" else client.get(url)
+
+
+def _body(response) -> str:
+    if getattr(response, "streaming", False):
+        return b"".join(response.streaming_content).decode(errors="replace")
+    return response.content.decode(errors="replace")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("name", "case"), PARTNER_CASES, ids=[name for name, _ in PARTNER_CASES])
+def test_a_partner_sees_and_changes_only_its_own_portal_data(world, client_class, name, case):
+    people = PartnerPeople(world)
+    made = case.make(world, people)
+    url = reverse(name, kwargs=made["kwargs"])
+    marker = made["marker"]
+
+    owner = client_class()
+    owner.force_login(people.a1_user)
+    own = _send(owner, case.methods[0], url, case.payload)
+    assert own.status_code in (200, 302), f"{name}: partner A1 cannot open its own page ({own.status_code})"
+    if marker and own.status_code == 200:
+        assert marker in _body(own), f"{name}: marker missing for partner A1"
+
+    for intruder_user, who in (
+        (people.a2_user, "partner A2 of the same tenant"),
+        (people.b1_user, "tenant B's partner"),
+    ):
+        intruder = client_class()
+        intruder.force_login(intruder_user)
+        for method in case.methods:
+            response = _send(intruder, method, url, case.payload)
+            if case.detail:
+                assert response.status_code == 404, f"{name} {method} as {who} answered {response.status_code}"
+            else:
+                assert response.status_code in (200, 302, 400), f"{name} {method} as {who}: {response.status_code}"
+            if marker:
+                assert marker not in _body(response), f"{name} shows partner A1's data to {who}"
+
+    member = client_class()
+    member.force_login(world.marketer_a)
+    assert member.get(url).status_code in (404, 405), f"{name}: a marketer reached the portal"
+    visitor = client_class().get(url)
+    assert visitor.status_code in (302, 405) and (
+        visitor.status_code == 405 or "/accounts/login/" in visitor["Location"]
+    )
