@@ -137,10 +137,12 @@ def portal_home(request):
             "labels": [row["label"] for row in home.pipeline.values()],
             "counts": [row["count"] for row in home.pipeline.values()],
         },
+        # Minor units and the currency's exponent: the chart shows major units, the page's figures stay exact.
         "earnings": {
             currency: [values["pending"], values["approved"], values["paid"]]
             for currency, values in home.earnings.items()
         },
+        "exponents": {currency: currency_exponent(currency) for currency in home.earnings},
     }
     return _page(request, "partners/portal_home.html", {"home": home, "chart": chart})
 

@@ -1,6 +1,8 @@
+from django.conf import settings
 from django.http import JsonResponse
 from django.shortcuts import render
 from django.urls import include, path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from partners.urls import portal_patterns, public_patterns
@@ -14,6 +16,8 @@ from rewards import views as rewards_views
 urlpatterns = [
     path("", tenancy_views.home, name="home"),
     path("health/", health, name="health"),
+    # Browsers ask for /favicon.ico on every page; a 404 there is a console error on every page.
+    path("favicon.ico", RedirectView.as_view(url=f"{settings.STATIC_URL}favicon.svg", permanent=True), name="favicon"),
     path("admin/", admin_site.urls),
     path("accounts/login/", tenancy_views.ThrottledLoginView.as_view(), name="account_login"),
     path("accounts/signup/", tenancy_views.WorkspaceSignupView.as_view(), name="account_signup"),

@@ -473,6 +473,7 @@ ROUTES: dict[str, object] = {
     # --- pages -------------------------------------------------------------------------------
     "home": NoTenantData("shows the session's own workspace only"),
     "health": NoTenantData("component status, no tenant rows"),
+    "favicon": NoTenantData("a redirect to the static icon"),
     "workspace_members": NoTenantData(
         "lists the session tenant's members only; covered by tests/test_workspace.py::test_members_page_*"
     ),

@@ -34,7 +34,7 @@ def test_the_page_is_tenant_branded_and_an_application_is_stored(world, client):
     page = client.get(url)
     sent = client.post(url, _form())
 
-    assert page.status_code == 200 and "Become a Tenant A partner" in page.content.decode()
+    assert page.status_code == 200 and "Become a partner of Tenant A" in page.content.decode()
     assert sent.status_code == 200 and "application-received" in sent.content.decode()
     assert PartnerApplication.objects.get().program == program
 

@@ -19,7 +19,7 @@
       data: {
         labels: ["Pending", "Approved", "Paid"],
         datasets: currencies.map(function (currency, index) {
-          return { label: currency, data: data.earnings[currency].map(function (minor) { return minor / 100; }),
+          return { label: currency, data: data.earnings[currency].map(function (minor) { return minor / Math.pow(10, data.exponents[currency]); }),
                    backgroundColor: ["#3b5bdb", "#2b8a3e", "#f08c00"][index % 3] };
         })
       },
