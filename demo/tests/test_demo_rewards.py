@@ -26,8 +26,11 @@ def test_seed_demo_shows_the_ledger_at_work(db, tmp_path):
     # Idempotent: the second run adds nothing
     assert (Reward.objects.count(), ParticipantMessage.objects.count(), LedgerTransaction.objects.count()) == counts
     rewards = Reward.objects.filter(tenant=acme)
-    # Every reward comes from evaluating a demo conversion
-    assert rewards.exists() and all(key.startswith("ref:") for key in rewards.values_list("slot_key", flat=True))
+    # Every reward comes from evaluating a demo conversion, except the commission of the demo's won partner deal
+    assert rewards.exists() and all(
+        key.startswith("ref:") or key.startswith("deal:") for key in rewards.values_list("slot_key", flat=True)
+    )
+    assert rewards.filter(slot_key__startswith="deal:").count() == 1
     assert RewardEvaluation.objects.filter(tenant=acme, status="done").count() >= 8
     assert set(rewards.values_list("status", flat=True)) == {"pending", "approved", "paid", "rejected", "reversed"}
     assert rewards_pending_review(acme, now=timezone.now()).count() == 1

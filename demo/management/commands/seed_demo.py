@@ -16,6 +16,7 @@ from django.db import transaction
 from django.test.utils import override_settings
 from django.utils import timezone
 
+from demo.partners import seed_partners
 from programs.models import Participant, Program, ProgramAccess, ProgramKind, ProgramStatus
 from programs.services import participant_enroll, program_current_version
 from referral_platform.tenancy.actors import system_actor
@@ -118,6 +119,7 @@ class Command(BaseCommand):
             self._rewards(acme)
             self._fraud_examples(acme)
             self._messages(acme, globex)
+            partner_login = seed_partners(acme, self._user, self.stdout)
             demo_key = self._demo_key(acme)
         info = {
             "logins": [
@@ -126,6 +128,7 @@ class Command(BaseCommand):
                 {"email": "viewer@acme.example", "password": DEMO_PASSWORD, "role": "viewer of Acme Analytics"},
                 {"email": "owner@globex.example", "password": DEMO_PASSWORD, "role": "owner of Globex"},
                 {"email": "admin@platform.example", "password": DEMO_PASSWORD, "role": "platform staff (all tenants)"},
+                {"email": partner_login, "password": DEMO_PASSWORD, "role": "partner (ResellPro GmbH), /portal/"},
             ],
             "api_key": demo_key,
             "sample_link": "/r/" + ReferralLink.objects.for_tenant(acme).order_by("pk").first().code,
@@ -137,6 +140,7 @@ class Command(BaseCommand):
         self.stdout.write(self.style.SUCCESS("Demo data ready."))
         for login in info["logins"]:
             self.stdout.write(f"  {login['email']:<26} {login['password']}  ({login['role']})")
+        self.stdout.write(f"  Partner portal: /portal/ (log in as {partner_login})")
         self.stdout.write(f"  API key (Acme Analytics): {demo_key}")
         self.stdout.write(f"  Dana's participant dashboard: {info['participant_dashboard']}")
 
