@@ -210,15 +210,15 @@ class PartnerAdmin(TenantScopedAdmin):
         return format_percent(obj.commission_bp)
 
     def save_model(self, request, obj, form, change):
-        if change:
-            services.partner_update(
-                partner=Partner.objects.get(pk=obj.pk),
-                actor=_actor(request),
-                **{name: form.cleaned_data[name] for name in form.changed_data if name in form.cleaned_data},
-            )
-            obj.refresh_from_db()
-        else:
+        if not change:
             super().save_model(request, obj, form, change)
+            return
+        profile = {"name", "website", "partner_type", "country", "payout_currency", "commission_bp"}
+        changes = {name: form.cleaned_data[name] for name in form.changed_data if name in profile}
+        services.partner_update(partner=Partner.objects.get(pk=obj.pk), actor=_actor(request), **changes)
+        if "status" in form.changed_data:
+            services.partner_status_set(partner=obj, status=form.cleaned_data["status"], actor=_actor(request))
+        obj.refresh_from_db()
 
 
 @admin.register(PartnerTierChange, site=site)
@@ -323,9 +323,8 @@ class DealRegistrationAdmin(DecisionPagesMixin, TenantScopedAdmin):
     list_display = ("reference_label", "company_name", "domain", "partner", "status", "stage", "expires_at")
     list_filter = ("status", "stage", "program")
     search_fields = ("company_name", "domain", "partner__name")
-    readonly_fields = [
-        f.name for f in DealRegistration._meta.fields if f.name not in ("id", "tenant", "notes", "expires_at")
-    ]
+    # Every change of a registration goes through a service (approve, reject, extend, stage): audited.
+    readonly_fields = [f.name for f in DealRegistration._meta.fields if f.name not in ("id", "tenant")]
     inlines = (DealExtensionInline,)
     decision_actions = ("approve", "reject")
     change_form_template = "admin/partners/change_form_with_actions.html"

@@ -31,6 +31,7 @@ from .organisations import (
     partner_invitation_create,
     partner_invitation_for_token,
     partner_invitation_sign_up,
+    partner_status_set,
     partner_update,
     partner_user_deactivate,
 )
@@ -61,6 +62,7 @@ __all__ = [
     "partner_invitation_create",
     "partner_invitation_for_token",
     "partner_invitation_sign_up",
+    "partner_status_set",
     "partner_tier_change",
     "partner_tier_recompute",
     "partner_tiers_recompute",

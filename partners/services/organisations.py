@@ -25,6 +25,7 @@ from ..models import (
     PartnerEnrolment,
     PartnerInvitation,
     PartnerRole,
+    PartnerStatus,
     PartnerTier,
     PartnerType,
     PartnerUser,
@@ -126,6 +127,24 @@ def partner_update(*, partner: Partner, actor: Actor | str, **fields) -> Partner
             tenant=partner.tenant, actor=actor, action="partner.updated", obj=partner, data={"fields": changed}
         )
     return partner
+
+
+@transaction.atomic
+def partner_status_set(*, partner: Partner, status: str, actor: Actor | str, reason: str = "") -> Partner:
+    """Suspend or reactivate a partner: a suspended partner's users act as nobody and it registers nothing."""
+    if status not in PartnerStatus.values:
+        raise ValidationError({"status": f"Choose one of: {', '.join(PartnerStatus.values)}."})
+    row = Partner.objects.for_tenant(partner.tenant_id).select_for_update(of=("self",), no_key=True).get(pk=partner.pk)
+    if row.status != status:
+        previous = row.status
+        row.status = status
+        row.save(update_fields=["status"])
+        audit_record(
+            tenant=row.tenant, actor=actor, action="partner.status", obj=row, from_state=previous, to_state=status,
+            reason=reason,
+        )  # fmt: skip
+    partner.status = row.status
+    return row
 
 
 @transaction.atomic

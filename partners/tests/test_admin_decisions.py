@@ -103,3 +103,28 @@ def test_a_marketer_replies_to_a_ticket_and_the_partner_is_told(world, client, d
     assert done.status_code == 302
     assert SupportTicket.objects.get().status == "closed"
     assert any(user.email in m.to and "In resources." in m.body for m in mail.outbox)
+
+
+def test_editing_a_partner_in_the_admin_goes_through_the_services_and_is_audited(world, client):
+    from referral_platform.tenancy.models import AuditEvent
+
+    partner, _user = enrolled_partner(world.a, partner_program(world.a))
+    client.force_login(world.marketer_a)
+    url = reverse("admin:partners_partner_change", args=[partner.pk])
+    form = {
+        "name": partner.name, "website": "", "partner_type": "reseller", "country": "DE", "payout_currency": "EUR",
+        "commission_bp": "3500", "status": "suspended",
+        "users-TOTAL_FORMS": "1", "users-INITIAL_FORMS": "1", "users-MIN_NUM_FORMS": "0", "users-MAX_NUM_FORMS": "1000",
+        "users-0-id": str(partner.users.get().pk), "users-0-partner": str(partner.pk), "users-0-role": "admin",
+        "users-0-is_active": "on",
+        "partnerenrolment_set-TOTAL_FORMS": "0", "partnerenrolment_set-INITIAL_FORMS": "0",
+        "tier_changes-TOTAL_FORMS": "0", "tier_changes-INITIAL_FORMS": "0",
+    }  # fmt: skip
+
+    response = client.post(url, form)
+
+    partner.refresh_from_db()
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert (partner.commission_bp, partner.payout_currency, partner.status) == (3500, "EUR", "suspended")
+    assert AuditEvent.objects.filter(action="partner.updated").exists()
+    assert AuditEvent.objects.filter(action="partner.status", to_state="suspended").exists()
