@@ -187,3 +187,40 @@ def test_a_partner_applies_registers_a_deal_wins_it_and_downloads_the_statement(
     assert not team.errors, team.errors
     partner.context.close()
     team.context.close()
+
+
+def test_the_portal_fits_a_phone(browser, live_server):
+    from django.contrib.auth import get_user_model
+
+    from partners.models import PartnerRole, PartnerUser
+    from partners.services import partner_create, partner_enrol
+
+    tenant = TenantFactory(name="Acme Analytics", slug="acme-phone")
+    program = ProgramFactory(tenant=tenant, name="Acme Partner Network", slug="partners", kind=ProgramKind.PARTNER)
+    partner = partner_create(
+        tenant=tenant, actor=system_actor(tenant), name="Quanta Partners", partner_type="affiliate"
+    )
+    partner_enrol(partner=partner, program=program, actor=system_actor(tenant), email="priya@quanta.example")
+    user = get_user_model().objects.create_user("priya@quanta.example", "priya@quanta.example", PASSWORD)
+    PartnerUser.objects.create(tenant=tenant, partner=partner, user=user, role=PartnerRole.ADMIN)
+    deal_register(tenant=tenant, partner=partner, program=program, company_name="Globex", domain="globex.de", actor="t")
+    context = browser.new_context(viewport={"width": 375, "height": 740}, is_mobile=True, has_touch=True)
+    phone = context.new_page()
+    errors = []
+    phone.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    phone.goto(f"{live_server.url}/accounts/login/")
+    phone.fill("input[name=login]", user.email)
+    phone.fill("input[name=password]", PASSWORD)
+    phone.click("button[type=submit]")
+    phone.wait_for_selector("#fig-registered")
+
+    pages = (("/portal/", "phone-home"), ("/portal/deals/", "phone-deals"), ("/portal/statements/", "phone-statements"))
+    for path, name in pages:
+        phone.goto(f"{live_server.url}{path}")
+        assert phone.evaluate("document.documentElement.scrollWidth") <= 375, path
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        phone.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+        if path == "/portal/deals/":
+            assert "Globex" in phone.inner_text("#deal-list")
+    assert not errors, errors
+    context.close()
