@@ -217,3 +217,33 @@ def test_a_ticket_conversation_moves_its_status_and_mails_both_sides(world, djan
     with pytest.raises(ValidationError) as empty:
         ticket_open(partner=partner, subject="", body="x", actor="p")
     assert "subject" in empty.value.message_dict and SupportTicket.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_ten_simultaneous_applications_from_one_address_make_one(world):
+    import threading
+
+    from django.db import connection
+
+    program = partner_program(world.a)
+    barrier = threading.Barrier(10)
+    outcomes = []
+
+    def apply_once(index):
+        try:
+            barrier.wait()
+            _apply(program, company=f"Bluebird {index}", website=f"https://bluebird{index}.io")
+            outcomes.append("stored")
+        except ValidationError as error:
+            outcomes.append(sorted(error.message_dict))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=apply_once, args=(index,)) for index in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert outcomes.count("stored") == 1 and outcomes.count(["email"]) == 9
+    assert PartnerApplication.objects.count() == 1
