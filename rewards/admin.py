@@ -167,6 +167,7 @@ class RewardAdmin(ReadOnlyAdmin):
         "created_at",
     ]
     list_filter = [ReviewQueueFilter, "status", "kind", "beneficiary_side", "program"]
+    list_select_related = ["participant", "program", "payout"]
     search_fields = ["participant__name", "participant__email", "source_key"]
     actions = [approve_rewards, reject_rewards]
     readonly_fields = [
