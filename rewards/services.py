@@ -23,6 +23,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from programs.models import Participant, ParticipantStatus, Program
+from referral_platform.money import format_money
 from referral_platform.tenancy.actors import Actor, system_actor
 from referral_platform.tenancy.models import Tenant
 from referral_platform.tenancy.services import audit_record
@@ -386,7 +387,7 @@ def reward_reduce_for_refund(
             AccountKind.RECEIVABLE,
             AccountKind.EXPENSE,
             delta,
-            f"Reward #{reward.pk} clawed back ({refunded_minor}/{paid_minor} refunded)",
+            f"Reward #{reward.pk} clawed back by {format_money(delta, reward.currency)} (refund)",
         )
     else:
         reward.reversed_minor += delta
@@ -398,7 +399,7 @@ def reward_reduce_for_refund(
             source,
             AccountKind.EXPENSE,
             delta,
-            f"Reward #{reward.pk} reduced ({refunded_minor}/{paid_minor} refunded)",
+            f"Reward #{reward.pk} reduced by {format_money(delta, reward.currency)} (refund)",
         )
     data = {
         "reduced_by_minor": delta,
