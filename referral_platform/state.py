@@ -101,7 +101,7 @@ def illegal_move(obj, to: str, *, machine: StateMachine | None = None) -> Illega
     machine = machine_of(obj, machine)
     current = getattr(obj, machine.field)
     message = machine.refusal.format(
-        noun=type(obj)._meta.verbose_name,
+        noun=obj._meta.concrete_model._meta.verbose_name,
         current=current,
         to=to,
         current_label=machine.label(current),
@@ -118,8 +118,9 @@ def check_move(obj, to: str, *, machine: StateMachine | None = None) -> None:
 
 
 def lock(obj):
-    """``obj``'s row, locked for update through its tenant (the row only: no joined rows are locked)."""
-    model = type(obj)
+    """``obj``'s row, locked for update through its tenant (the row only: no joined rows are locked). A proxy
+    (e.g. the admin's FraudReview) is locked, saved and audited as its concrete model."""
+    model = obj._meta.concrete_model
     manager = model._default_manager
     queryset = manager.for_tenant(obj.tenant_id) if hasattr(manager, "for_tenant") else manager.all()
     return queryset.select_for_update(of=("self",), no_key=True).get(pk=obj.pk)
@@ -152,7 +153,8 @@ def transition(
     check_move(row, to, machine=machine)
     reason = (reason or "").strip()
     if to in machine.reason_required and not reason:
-        raise ValidationError({"reason": f"Say why the {type(obj)._meta.verbose_name} becomes {machine.label(to)}."})
+        noun = obj._meta.concrete_model._meta.verbose_name
+        raise ValidationError({"reason": f"Say why the {noun} becomes {machine.label(to)}."})
     fields = [machine.field]
     setattr(row, machine.field, to)
     stamp = machine.timestamps.get(to)

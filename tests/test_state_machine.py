@@ -17,7 +17,7 @@ from programs.models import Participant, ParticipantStatus, Program, ProgramStat
 from referral_platform.state import IllegalMove, StateMachine, allowed_moves, check_move, machine_of, transition
 from referral_platform.tenancy.actors import system_actor
 from referral_platform.tenancy.models import AuditEvent
-from referrals.models import Referral, ReferralStatus, ReviewStatus
+from referrals.models import FraudReview, Referral, ReferralStatus, ReviewStatus
 from rewards.models import Payout, PayoutStatus, Reward, RewardStatus
 from tests import factories as f
 
@@ -177,6 +177,21 @@ def test_a_second_machine_moves_its_own_field_with_its_own_words(world):
     assert audits(referral) == [("referral.review.cleared", "flagged", "cleared", "known customer")]
     assert allowed_moves(referral, machine=Referral.review_machine) == [ReviewStatus.FLAGGED]
     assert allowed_moves(referral) == Referral.status_machine.allowed(ReferralStatus.CLICKED)
+
+
+def test_a_proxy_is_moved_and_audited_as_its_concrete_model(world):
+    referral = f.ReferralFactory(
+        referrer=f.ParticipantFactory(program=f.ProgramFactory(tenant=world.a)), review_status=ReviewStatus.FLAGGED
+    )
+    in_the_queue = FraudReview.objects.get(pk=referral.pk)  # what the admin's review queue holds
+
+    moved = transition(
+        in_the_queue, to=ReviewStatus.REJECTED, actor="tester", reason="fake", machine=Referral.review_machine
+    )
+
+    assert type(moved) is Referral and in_the_queue.review_status == ReviewStatus.REJECTED
+    [event] = AuditEvent.objects.filter(action="referral.review.rejected")
+    assert (event.object_type, event.object_id) == ("referrals.referral", str(referral.pk))
 
 
 def test_re_entering_a_state_the_machine_allows_saves_the_changes_without_an_audit_row(world):
