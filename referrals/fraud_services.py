@@ -191,31 +191,28 @@ def referral_review_flag(*, referral: Referral, actor: Actor | str, signals: lis
 def referral_review_clear(*, referral: Referral, actor: Actor | str, reason: str) -> Referral:
     """flagged → cleared: a marketer looked at the evidence and lets the referral earn rewards; its
     conversions are evaluated again after commit, so the rewards it earned meanwhile appear."""
-    cleared = _review_move(
-        referral=referral,
-        to=ReviewStatus.CLEARED,
-        actor=actor,
-        reason=_required_reason(reason),
-        data={"codes": _flag_codes(referral)},
-        is_decision=True,
-    )
-    hooks.referral_changed(referral=cleared, change="review_cleared")
-    return cleared
+    return _review_decide(referral=referral, to=ReviewStatus.CLEARED, actor=actor, reason=reason)
 
 
 @transaction.atomic
 def referral_review_reject(*, referral: Referral, actor: Actor | str, reason: str) -> Referral:
     """flagged → rejected (final): a marketer judged the referral fraudulent; it is never rewarded."""
-    rejected = _review_move(
+    return _review_decide(referral=referral, to=ReviewStatus.REJECTED, actor=actor, reason=reason)
+
+
+def _review_decide(*, referral: Referral, to: str, actor: Actor | str, reason: str) -> Referral:
+    """A marketer's decision, with its required reason and the referral's flags in the audit row; the
+    higher layers react through ``referral_changed`` (``review_cleared`` / ``review_rejected``)."""
+    decided = _review_move(
         referral=referral,
-        to=ReviewStatus.REJECTED,
+        to=to,
         actor=actor,
         reason=_required_reason(reason),
         data={"codes": _flag_codes(referral)},
         is_decision=True,
     )
-    hooks.referral_changed(referral=rejected, change="review_rejected")
-    return rejected
+    hooks.referral_changed(referral=decided, change=f"review_{to}")
+    return decided
 
 
 def _flag_codes(referral: Referral) -> list[str]:

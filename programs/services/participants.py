@@ -305,27 +305,28 @@ def participant_apply(*, program: Program, name: str, email: str, company: str =
     return Enrolment(participant=participant, created=created)
 
 
-def _participant_move(
-    *, participant: Participant, to: str, actor: Actor, action: str, reason: str, allowed_from: frozenset[str]
+def _participant_activate(
+    participant: Participant, *, actor: Actor, reason: str, action: str, allowed_from: frozenset[str]
 ) -> Participant:
-    """``transition`` with the service's own precondition: the move starts from one of ``allowed_from``
-    (approving and reinstating both lead to active, from different states)."""
+    """→ active, from one of ``allowed_from`` only: approving (an applicant) and reinstating (a removed
+    participant) both lead to active, each from its own states."""
     locked = lock(participant)
     if locked.status not in allowed_from:
-        raise illegal_move(locked, to)
-    return transition(participant, to=to, actor=actor, reason=reason, action=action, locked=locked)
+        raise illegal_move(locked, ParticipantStatus.ACTIVE)
+    return transition(
+        participant, to=ParticipantStatus.ACTIVE, actor=actor, reason=reason, action=action, locked=locked
+    )
+
+
+APPROVABLE = frozenset({ParticipantStatus.PENDING, ParticipantStatus.REJECTED})
+REINSTATABLE = frozenset({ParticipantStatus.REMOVED})
 
 
 @transaction.atomic
 def participant_approve(*, participant: Participant, actor: Actor, reason: str = "") -> Participant:
     """Pending (or rejected) → active; the participant gets their referral links."""
-    participant = _participant_move(
-        participant=participant,
-        to=ParticipantStatus.ACTIVE,
-        actor=actor,
-        action="participant.approved",
-        reason=reason,
-        allowed_from=frozenset({ParticipantStatus.PENDING, ParticipantStatus.REJECTED}),
+    participant = _participant_activate(
+        participant, actor=actor, reason=reason, action="participant.approved", allowed_from=APPROVABLE
     )
     participant_links_ensure(participant=participant, welcome=True)
     return participant
@@ -362,13 +363,8 @@ def participant_remove(*, participant: Participant, actor: Actor, reason: str = 
 @transaction.atomic
 def participant_reinstate(*, participant: Participant, actor: Actor, reason: str = "") -> Participant:
     """Removed → active; their links work again."""
-    participant = _participant_move(
-        participant=participant,
-        to=ParticipantStatus.ACTIVE,
-        actor=actor,
-        action="participant.reinstated",
-        reason=reason,
-        allowed_from=frozenset({ParticipantStatus.REMOVED}),
+    participant = _participant_activate(
+        participant, actor=actor, reason=reason, action="participant.reinstated", allowed_from=REINSTATABLE
     )
     participant_links_ensure(participant=participant)
     return participant
