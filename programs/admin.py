@@ -187,6 +187,7 @@ class ProgramAdmin(TenantScopedAdmin):
     inlines = [ProgramVersionInline]
     actions = list(TRANSITIONS.values())
     change_form_template = "admin/programs/program/change_form.html"
+    money_fields = {"auto_approve_limit_minor": "currency"}
 
     def get_fieldsets(self, request, obj=None):
         fieldsets = [
@@ -203,7 +204,7 @@ class ProgramAdmin(TenantScopedAdmin):
             fieldsets[-1] = ("Rules", {"fields": ["current_version_panel", "current_rules"]})
         if obj is not None:
             fieldsets.append(("Terms participants see", {"fields": ["public_terms_link", "terms_panel"]}))
-        return fieldsets
+        return self.money_fieldsets_shown(request, obj, fieldsets)
 
     def get_form(self, request, obj=None, change=False, **kwargs):
         form = super().get_form(request, obj, change=change, **kwargs)

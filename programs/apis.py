@@ -36,6 +36,8 @@ class ProgramOutputSerializer(serializers.ModelSerializer):
         ]
 
     def get_current_version(self, program) -> int | None:
+        if hasattr(program, "current_version_number"):  # lists: programs_with_current_version_number
+            return program.current_version_number
         version = selectors.program_latest_version(program)
         return version.number if version else None
 
@@ -79,6 +81,9 @@ class ProgramUpdateInputSerializer(serializers.Serializer):
 class ProgramListCreateApi(TenantAPIView, generics.ListAPIView):
     model = Program
     serializer_class = ProgramOutputSerializer
+
+    def scope_queryset(self, queryset):
+        return selectors.programs_with_current_version_number(queryset)
 
     @extend_schema(request=ProgramInputSerializer, responses={201: ProgramOutputSerializer})
     def post(self, request):

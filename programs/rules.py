@@ -19,7 +19,7 @@ Use::
 
 Conventions (docs/programs.md): amounts are integer minor units of the rules' ``currency``;
 percentages are integer basis points (100 bp = 1 %, 10 000 bp = 100 %); a percentage of an amount
-is rounded half up to the minor unit, once (``programs.money.percent_of``).
+is rounded half up to the minor unit, once (``referral_platform.money.percent_of``).
 
 The document format is ``RULES_JSON_SCHEMA`` (JSON Schema 2020-12) plus the few checks a schema
 cannot express (tiers in increasing order, min ≤ max ranges, at least one rule): ``validate_rules``

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from django.db.models import OuterRef, QuerySet, Subquery
+
 from referral_platform.tenancy.models import Tenant
 
 from .models import ParticipantImport, Program, ProgramStatus, ProgramVersion
@@ -20,6 +22,17 @@ def program_latest_version(program: Program) -> ProgramVersion | None:
     return (
         ProgramVersion.objects.for_tenant(program.tenant_id).filter(program_id=program.pk).order_by("-number").first()
     )
+
+
+def programs_with_current_version_number(programs: QuerySet[Program]) -> QuerySet[Program]:
+    """``programs``, each with ``current_version_number`` (that of ``program_latest_version``, None
+    without rules), read in the same query as the programs: lists do not ask once per program."""
+    latest = (
+        ProgramVersion.objects.filter(tenant_id=OuterRef("tenant_id"), program_id=OuterRef("pk"))
+        .order_by("-number")
+        .values("number")[:1]
+    )
+    return programs.annotate(current_version_number=Subquery(latest))
 
 
 def program_version_in_force(program: Program, at: datetime) -> ProgramVersion | None:

@@ -7,6 +7,8 @@ never hold money. A percentage of an amount is rounded once, half up, to the min
 
 from __future__ import annotations
 
+from typing import Any
+
 BASIS_POINTS = 10_000  # 100 %
 
 # ISO 4217 currencies whose minor unit is not 1/100 of the major unit.
@@ -42,6 +44,41 @@ def format_money(amount_minor: int, currency: str) -> str:
     if exponent:
         text += f".{minor:0{exponent}d}"
     return f"{sign}{text} {currency.upper()}"
+
+
+def format_amount(amount_minor: int | None, currency: str | None) -> str:
+    """``format_money`` for displays where a value may be missing: ``None`` → ``"—"``; an amount that
+    came without a currency (an event that carried none) → its minor units, grouped (``"1,234"``)."""
+    if amount_minor is None:
+        return "—"
+    if not currency:
+        return f"{amount_minor:,}"
+    return format_money(amount_minor, currency)
+
+
+MINOR_SUFFIX = "_minor"
+
+
+def format_money_fields(document: Any, currency: str = "") -> Any:
+    """A copy of a JSON-like document for display, with every integer under a key ending in ``_minor``
+    formatted: ``{"amount_minor": 1234, "currency": "KWD"}`` → ``{"amount": "1.234 KWD", "currency": "KWD"}``.
+
+    The currency is the ``currency`` key of the same object, else the nearest enclosing one, else
+    ``currency``; with none known the integer is kept (its key too), as a guess would mislead.
+    """
+    if isinstance(document, list):
+        return [format_money_fields(item, currency) for item in document]
+    if not isinstance(document, dict):
+        return document
+    here = document.get("currency") if isinstance(document.get("currency"), str) and document["currency"] else currency
+    shown: dict[str, Any] = {}
+    for key, value in document.items():
+        plain = key.removesuffix(MINOR_SUFFIX) if isinstance(key, str) else key
+        if plain != key and here and isinstance(value, int) and not isinstance(value, bool) and plain not in document:
+            shown[plain] = format_money(value, here)
+        else:
+            shown[key] = format_money_fields(value, here)
+    return shown
 
 
 def format_percent(percent_bp: int) -> str:

@@ -1,7 +1,15 @@
 from django.contrib import admin
 from django.utils.html import format_html, format_html_join
 
-from referral_platform.tenancy.admin_base import TenantScopedAdmin, TenantScopedInline, bulk_action, move_action, site
+from referral_platform.money import format_amount
+from referral_platform.tenancy.admin_base import (
+    TenantScopedAdmin,
+    TenantScopedInline,
+    bulk_action,
+    json_with_money,
+    move_action,
+    site,
+)
 
 from . import services
 from .models import (
@@ -14,7 +22,11 @@ from .models import (
     ReferralStatus,
     Touchpoint,
 )
-from .selectors import attribution_explanation, format_minor
+from .selectors import attribution_explanation
+
+
+def _amount(obj) -> str:
+    return format_amount(obj.amount_minor, obj.currency)
 
 
 class ReferralLinkAdmin(TenantScopedAdmin):
@@ -67,6 +79,7 @@ class ReferralAdmin(TenantScopedAdmin):
         "created_at",
     ]
     actions = ["mark_qualified", "mark_converted", "mark_rejected"]
+    money_fields = {"referred_annual_revenue_minor": "program.currency"}
 
     mark_qualified = _mark(
         services.referral_qualify,
@@ -93,10 +106,17 @@ site.register(Referral, ReferralAdmin)
 
 class AttributionInline(TenantScopedInline):
     model = Attribution
-    fields = ["participant", "share", "amount_minor", "currency", "model", "rule_version", "computed_at"]
+    fields = ["participant", "share", "amount", "model", "rule_version", "computed_at"]
     readonly_fields = fields
     can_delete = False
     show_change_link = True
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("participant", "rule_version")
+
+    @admin.display(description="amount")
+    def amount(self, obj):
+        return _amount(obj)
 
     def has_add_permission(self, request, obj=None):
         return False
@@ -106,15 +126,24 @@ class AttributionInline(TenantScopedInline):
 
 
 class ConversionEventAdmin(TenantScopedAdmin):
-    list_display = ["occurred_at", "kind", "external_event_id", "amount_minor", "currency", "status", "referral"]
+    list_display = ["occurred_at", "kind", "external_event_id", "amount", "status", "referral"]
     list_filter = ["kind", "status", "source"]
+    list_select_related = ["referral"]
     search_fields = ["external_event_id", "customer_external_id", "email"]
-    readonly_fields = [f.name for f in ConversionEvent._meta.fields if f.name != "tenant"]
+    # Every column, read-only; the amount formatted in its currency. ``raw`` stays the payload as received.
+    readonly_fields = [
+        "amount" if f.name == "amount_minor" else f.name for f in ConversionEvent._meta.fields if f.name != "tenant"
+    ]
+    fields = readonly_fields
     inlines = [AttributionInline]
     actions = ["process_now", "rerun_attribution"]
 
     def has_add_permission(self, request):
         return False
+
+    @admin.display(description="amount", ordering="amount_minor")
+    def amount(self, obj):
+        return _amount(obj)
 
     process_now = bulk_action(
         lambda event, actor: services.conversion_event_process(event_id=event.pk),
@@ -170,10 +199,9 @@ class AttributionAdmin(ReadOnlyTenantAdmin):
         "rule_version",
         "model",
         "share",
-        "amount_minor",
-        "currency",
+        "amount",
         "touchpoints",
-        "evidence",
+        "evidence_shown",
         "computed_at",
     ]
     readonly_fields = fields
@@ -188,7 +216,11 @@ class AttributionAdmin(ReadOnlyTenantAdmin):
 
     @admin.display(description="Amount", ordering="amount_minor")
     def amount(self, obj):
-        return format_minor(obj.amount_minor, obj.currency)
+        return _amount(obj)
+
+    @admin.display(description="Evidence")
+    def evidence_shown(self, obj):
+        return json_with_money(obj.evidence, obj.currency)
 
     @admin.display(description="Why this participant got credit")
     def explanation(self, obj):

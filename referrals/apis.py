@@ -55,10 +55,16 @@ class ReferralListApi(TenantAPIView, generics.ListAPIView):
     model = Referral
     serializer_class = ReferralOutputSerializer
 
+    def scope_queryset(self, queryset):
+        return queryset.select_related("rule_version")
+
 
 class ReferralDetailApi(TenantAPIView, generics.RetrieveAPIView):
     model = Referral
     serializer_class = ReferralOutputSerializer
+
+    def scope_queryset(self, queryset):
+        return queryset.select_related("rule_version")
 
 
 # --- sign-ups, leads, conversions, attributions ----------------------------------------------------

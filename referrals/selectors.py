@@ -12,7 +12,7 @@ from django.db.models import Q, QuerySet
 
 from programs.models import Participant, ParticipantStatus, Program, ProgramStatus
 from programs.services import judging_rules
-from referral_platform.money import format_money
+from referral_platform.money import format_amount
 from referral_platform.tenancy.models import Tenant
 
 from . import attribution as attribution_math
@@ -385,13 +385,6 @@ def attributions_for_event(tenant: Tenant | int, *, event: ConversionEvent) -> l
 
 
 # --- explaining an attribution ------------------------------------------------------------------
-def format_minor(amount_minor: int, currency: str) -> str:
-    """120050, "USD" → "1,200.50 USD" (display only); an event without a currency shows the bare number."""
-    if not currency:
-        return f"{amount_minor:,}"
-    return format_money(amount_minor, currency)
-
-
 def _when(iso: str) -> str:
     return datetime.fromisoformat(iso).strftime("%Y-%m-%d %H:%M UTC")
 
@@ -420,7 +413,7 @@ def attribution_explanation(attribution: Attribution) -> list[str]:
     model = evidence.get("model", attribution.model)
     lines = [
         f"Conversion: {conversion.get('kind', '?')} event {conversion.get('external_event_id', '?')} of "
-        f"{format_minor(conversion.get('amount_minor', 0), conversion.get('currency', ''))} on "
+        f"{format_amount(conversion.get('amount_minor', 0), conversion.get('currency', ''))} on "
         f"{_when(conversion['occurred_at']) if conversion.get('occurred_at') else '?'}"
         + (f" (referral #{attribution.referral_id})." if attribution.referral_id else "."),
         f"Judged under rule version {evidence.get('rule_version', '?')} of the program: "
@@ -456,7 +449,7 @@ def attribution_explanation(attribution: Attribution) -> list[str]:
     numbers = [str(n) for n, item in enumerate(sequence, start=1) if item["ref"] in mine]
     lines.append(
         f"{attribution.participant.name} therefore receives {_percent(str(attribution.share))} of the credit "
-        f"({format_minor(attribution.amount_minor, attribution.currency)}): the sum of touchpoint"
+        f"({format_amount(attribution.amount_minor, attribution.currency)}): the sum of touchpoint"
         f"{'s' if len(numbers) != 1 else ''} {', '.join(numbers)}."
     )
     uncredited = evidence.get("uncredited", [])

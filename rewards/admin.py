@@ -16,12 +16,14 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from programs.models import Participant
+from referral_platform.money import format_amount
 from referral_platform.tenancy.admin_base import (
     EDIT_ROLES,
     TenantScopedAdmin,
     TenantScopedInline,
     bulk_action,
     bulk_apply,
+    json_with_money,
     move_action,
     request_actor,
     site,
@@ -54,12 +56,6 @@ from .selectors import (
     time_to_reward_by_program,
 )
 from .services import reward_approve, reward_reject, stripe_credentials_save, stripe_credentials_values
-
-
-def money(amount_minor: int | None, currency: str) -> str:
-    if amount_minor is None:
-        return "—"
-    return f"{amount_minor / 100:,.2f} {currency}" if currency else str(amount_minor)
 
 
 class ReadOnlyAdmin(TenantScopedAdmin):
@@ -138,6 +134,7 @@ class RewardAdmin(ReadOnlyAdmin):
         "created_at",
     ]
     list_filter = [ReviewQueueFilter, "status", "kind", "beneficiary_side", "program"]
+    list_select_related = ["participant", "program", "payout"]
     search_fields = ["participant__name", "participant__email", "source_key"]
     actions = [approve_rewards, reject_rewards]
     readonly_fields = [
@@ -148,13 +145,13 @@ class RewardAdmin(ReadOnlyAdmin):
         "description",
         "amount",
         "net",
-        "reversed_minor",
-        "clawed_back_minor",
+        "reversed",
+        "clawed_back",
         "status",
         "status_reason",
         "hold_until",
         "explanation_text",
-        "explanation",
+        "explanation_shown",
         "source_key",
         "conversion_event",
         "referral",
@@ -172,9 +169,21 @@ class RewardAdmin(ReadOnlyAdmin):
         # Actions need "change"; the form itself stays read-only (every field is in readonly_fields).
         return _can_edit(self, request) and self._owns(request, obj)
 
-    @admin.display(description="amount")
+    @admin.display(description="amount", ordering="amount_minor")
     def amount(self, obj):
-        return money(obj.amount_minor, obj.currency)
+        return format_amount(obj.amount_minor, obj.currency)
+
+    @admin.display(description="reversed (before payout)")
+    def reversed(self, obj):
+        return format_amount(obj.reversed_minor, obj.currency)
+
+    @admin.display(description="clawed back (after payout)")
+    def clawed_back(self, obj):
+        return format_amount(obj.clawed_back_minor, obj.currency)
+
+    @admin.display(description="explanation")
+    def explanation_shown(self, obj):
+        return json_with_money(obj.explanation, obj.currency)
 
     def changelist_view(self, request, extra_context=None):
         """The list, with the time to reward (conversion → paid) per program above it (R-18: target < 7 days)."""
@@ -200,7 +209,7 @@ class RewardAdmin(ReadOnlyAdmin):
 
     @admin.display(description="net")
     def net(self, obj):
-        return money(obj.net_minor, obj.currency)
+        return format_amount(obj.net_minor, obj.currency)
 
     def get_urls(self):
         return [
@@ -326,9 +335,9 @@ class PayoutAdmin(ReadOnlyAdmin):
         "participant",
         "method",
         "currency",
-        "gross_minor",
-        "netted_minor",
-        "amount_minor",
+        "gross",
+        "netted",
+        "amount",
         "status",
         "idempotency_key",
         "attempts",
@@ -346,13 +355,17 @@ class PayoutAdmin(ReadOnlyAdmin):
     def has_change_permission(self, request, obj=None):
         return _can_edit(self, request) and self._owns(request, obj)
 
-    @admin.display(description="amount")
+    @admin.display(description="amount", ordering="amount_minor")
     def amount(self, obj):
-        return money(obj.amount_minor, obj.currency)
+        return format_amount(obj.amount_minor, obj.currency)
 
-    @admin.display(description="netted")
+    @admin.display(description="gross (rewards covered)")
+    def gross(self, obj):
+        return format_amount(obj.gross_minor, obj.currency)
+
+    @admin.display(description="netted (clawbacks offset)")
     def netted(self, obj):
-        return money(obj.netted_minor, obj.currency) if obj.netted_minor else ""
+        return format_amount(obj.netted_minor, obj.currency) if obj.netted_minor else ""
 
     @admin.display(description="last error")
     def error(self, obj):
@@ -375,9 +388,16 @@ class PayoutAdmin(ReadOnlyAdmin):
 
 class LedgerEntryInline(TenantScopedInline):
     model = LedgerEntry
-    fields = ["account", "amount_minor", "posted_at"]
+    fields = ["account", "amount", "posted_at"]
     readonly_fields = fields
     can_delete = False
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("account")
+
+    @admin.display(description="amount (debit +, credit -)")
+    def amount(self, obj):
+        return format_amount(obj.amount_minor, obj.account.currency)
 
     def has_add_permission(self, request, obj=None):
         return False
@@ -388,6 +408,7 @@ class LedgerEntryInline(TenantScopedInline):
 
 class LedgerTransactionAdmin(ReadOnlyAdmin):
     list_display = ["posted_at", "kind", "idempotency_key", "memo", "reward", "payout"]
+    list_select_related = ["reward", "payout"]
     list_filter = ["kind"]
     search_fields = ["idempotency_key", "memo"]
     inlines = [LedgerEntryInline]
@@ -404,7 +425,7 @@ class LedgerAccountAdmin(ReadOnlyAdmin):
 
     @admin.display(description="balance (normal direction)")
     def balance(self, obj):
-        return money(presented(obj.kind, account_balance(obj)), obj.currency)
+        return format_amount(presented(obj.kind, account_balance(obj)), obj.currency)
 
 
 # --- Stripe wiring -----------------------------------------------------------------------------
@@ -516,7 +537,9 @@ class ParticipantStripeProfileAdmin(TenantScopedAdmin):
 
 
 class PayoutSettingsAdmin(TenantScopedAdmin):
-    list_display = ["program", "minimum_payout_minor"]
+    list_display = ["program", "minimum_payout_shown"]
+    list_select_related = ["program"]
+    money_fields = {"minimum_payout_minor": "program.currency"}
 
 
 def _event_reprocess(event, actor):
@@ -604,10 +627,16 @@ class RewardEvaluationAdmin(ReadOnlyAdmin):
         "rewards_created",
         "attempts",
         "evaluated_at",
-        "detail",
+        "detail_shown",
     ]
     fields = readonly_fields
     actions = [evaluate_again]
+
+    @admin.display(description="detail")
+    def detail_shown(self, obj):
+        # Rules' outcomes name their currency; anything else is in the program's (the event's if none).
+        currency = obj.referral.program.currency if obj.referral_id else obj.conversion_event.currency
+        return json_with_money(obj.detail, currency)
 
     def has_change_permission(self, request, obj=None):
         return _can_edit(self, request) and self._owns(request, obj)

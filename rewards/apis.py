@@ -12,6 +12,7 @@ from referral_platform.tenancy.api import TenantAPIView
 
 from .models import ParticipantStripeProfile, Reward, RewardEvaluation, RewardStatus, mask_secret
 from .payouts import connect_onboarding_link_create
+from .selectors import reward_evaluations_with_reward_ids
 
 
 class ParticipantStripeOnboardingApi(TenantAPIView):
@@ -156,6 +157,8 @@ class RewardEvaluationOutputSerializer(serializers.ModelSerializer):
         ]
 
     def get_rewards(self, obj) -> list[int]:
+        if hasattr(obj, "reward_ids"):  # lists: reward_evaluations_with_reward_ids
+            return obj.reward_ids
         return list(
             Reward.objects.for_tenant(obj.tenant_id)
             .filter(conversion_event_id=obj.conversion_event_id)
@@ -176,4 +179,4 @@ class RewardEvaluationListApi(TenantAPIView, generics.ListAPIView):
             value = _int_param(self.request, param)
             if value is not None:
                 queryset = queryset.filter(**{field: value})
-        return queryset.order_by("-evaluated_at", "-pk")
+        return reward_evaluations_with_reward_ids(queryset).order_by("-evaluated_at", "-pk")

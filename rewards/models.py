@@ -13,6 +13,7 @@ from django.db import models
 from django.utils import timezone
 
 from programs.models import Participant, Program
+from referral_platform.money import format_money
 from referral_platform.state import StateMachine
 from referral_platform.tenancy.models import TenantOwnedModel
 from referrals.models import ConversionEvent, Referral
@@ -175,7 +176,8 @@ class LedgerEntry(TenantOwnedModel):
         ordering = ["posted_at", "pk"]
 
     def __str__(self) -> str:
-        return f"{self.amount_minor:+d} on account #{self.account_id}"
+        sign = "+" if self.amount_minor > 0 else ""
+        return f"{sign}{format_money(self.amount_minor, self.account.currency)} on account #{self.account_id}"
 
 
 # --- rewards -----------------------------------------------------------------------------------
@@ -295,7 +297,8 @@ class Reward(TenantOwnedModel):
         ordering = ["-created_at", "-pk"]
 
     def __str__(self) -> str:
-        return f"{self.get_kind_display().split(' (')[0]} {self.amount_minor} {self.currency} → #{self.participant_id}"
+        kind = self.get_kind_display().split(" (")[0]
+        return f"{kind} {format_money(self.amount_minor, self.currency)} → #{self.participant_id}"
 
     @property
     def net_minor(self) -> int:
@@ -388,7 +391,7 @@ class Payout(TenantOwnedModel):
         ordering = ["-created_at", "-pk"]
 
     def __str__(self) -> str:
-        return f"Payout #{self.pk} {self.amount_minor} {self.currency} ({self.method})"
+        return f"Payout #{self.pk} {format_money(self.amount_minor, self.currency)} ({self.method})"
 
     @staticmethod
     def new_idempotency_key() -> str:

@@ -47,6 +47,7 @@ from django.utils import timezone
 
 from programs.models import Participant
 from referral_platform.celery import enqueue_on_commit
+from referral_platform.money import format_money
 from referral_platform.state import transition
 from referral_platform.tenancy.actors import Actor, system_actor
 from referral_platform.tenancy.models import Tenant
@@ -157,7 +158,8 @@ def _create(participant, method, currency, rewards, netted, detail) -> Payout:
     reserved = _unfinished(participant, currency).aggregate(total=Sum("gross_minor"))["total"] or 0
     if gross > payable - reserved:
         raise RuntimeError(
-            f"payout of {gross} would exceed the payable balance {payable} less {reserved} already in payouts"
+            f"payout of {format_money(gross, currency)} would exceed the payable balance "
+            f"{format_money(payable, currency)} less {format_money(reserved, currency)} already in payouts"
         )
     payout = Payout.objects.create(
         tenant=participant.tenant,

@@ -6,13 +6,24 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from django.db.models import Aggregate, Count, DurationField, F, Q, QuerySet
+from django.contrib.postgres.expressions import ArraySubquery
+from django.db.models import Aggregate, Count, DurationField, F, OuterRef, Q, QuerySet
 
 from programs.models import Participant, Program
+from referral_platform.money import format_money
 from referral_platform.tenancy.models import Tenant
 
 from .ledger import participant_balances, presented
-from .models import PARTICIPANT_ACCOUNT_KINDS, LedgerEntry, Payout, PayoutSettings, PayoutStatus, Reward, RewardStatus
+from .models import (
+    PARTICIPANT_ACCOUNT_KINDS,
+    LedgerEntry,
+    Payout,
+    PayoutSettings,
+    PayoutStatus,
+    Reward,
+    RewardEvaluation,
+    RewardStatus,
+)
 
 
 def _rewards(tenant: Tenant | None) -> QuerySet[Reward]:
@@ -57,6 +68,15 @@ def rewards_pending_review(tenant: Tenant, *, program: Program | None = None, no
     if program is not None:
         qs = qs.filter(program=program)
     return qs.order_by("hold_until", "pk")
+
+
+def reward_evaluations_with_reward_ids(evaluations: QuerySet[RewardEvaluation]) -> QuerySet[RewardEvaluation]:
+    """Each evaluation with ``reward_ids``: the ids of its conversion's rewards, oldest first, read in the
+    evaluations' own query (a list does not ask once per row)."""
+    rewards = Reward.objects.filter(
+        tenant_id=OuterRef("tenant_id"), conversion_event_id=OuterRef("conversion_event_id")
+    ).order_by("pk")
+    return evaluations.annotate(reward_ids=ArraySubquery(rewards.values("pk")))
 
 
 def minimum_payout_minor(program: Program) -> int:
@@ -153,26 +173,33 @@ def participant_statement(
 
 
 def statement_csv_rows(statement: Statement) -> Iterator[list[str]]:
+    """The statement as CSV rows. Each amount twice: ``amount_minor``, the integer in minor units for
+    machines (sums and reconciliations never parse text), and ``amount``, as people read it
+    (referral_platform/money.py: "500 JPY", "12.34 USD", "1.234 KWD")."""
     kinds = [kind.value for kind in PARTICIPANT_ACCOUNT_KINDS]
+
+    def amounts(amount_minor: int) -> list[str]:
+        return [str(amount_minor), format_money(amount_minor, statement.currency)]
+
     yield ["participant", statement.participant.name, "currency", statement.currency]
     yield ["period", statement.start.isoformat(), statement.end.isoformat()]
-    yield ["row", "posted_at", "account", "kind", "amount_minor", "memo", "reward", "payout", "transaction"]
+    yield ["row", "posted_at", "account", "kind", "amount_minor", "amount", "memo", "reward", "payout", "transaction"]
     for kind in kinds:
-        yield ["opening", statement.start.isoformat(), kind, "", str(statement.opening[kind]), "", "", "", ""]
+        yield ["opening", statement.start.isoformat(), kind, "", *amounts(statement.opening[kind]), "", "", "", ""]
     for line in statement.lines:
         yield [
             "entry",
             line.posted_at.isoformat(),
             line.account,
             line.kind,
-            str(line.amount_minor),
+            *amounts(line.amount_minor),
             line.memo,
             str(line.reward_id or ""),
             str(line.payout_id or ""),
             str(line.transaction_id),
         ]
     for kind in kinds:
-        yield ["closing", statement.end.isoformat(), kind, "", str(statement.closing[kind]), "", "", "", ""]
+        yield ["closing", statement.end.isoformat(), kind, "", *amounts(statement.closing[kind]), "", "", "", ""]
 
 
 # --- the participant's dashboard -------------------------------------------------------------

@@ -24,6 +24,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from programs.models import Participant, ParticipantStatus, Program
+from referral_platform.money import format_money
 from referral_platform.state import transition
 from referral_platform.tenancy.actors import Actor, system_actor
 from referral_platform.tenancy.models import Tenant
@@ -358,7 +359,7 @@ def reward_reduce_for_refund(
             AccountKind.RECEIVABLE,
             AccountKind.EXPENSE,
             delta,
-            f"Reward #{reward.pk} clawed back ({refunded_minor}/{paid_minor} refunded)",
+            f"Reward #{reward.pk} clawed back by {format_money(delta, reward.currency)} (refund)",
         )
     else:
         reward.reversed_minor += delta
@@ -370,7 +371,7 @@ def reward_reduce_for_refund(
             source,
             AccountKind.EXPENSE,
             delta,
-            f"Reward #{reward.pk} reduced ({refunded_minor}/{paid_minor} refunded)",
+            f"Reward #{reward.pk} reduced by {format_money(delta, reward.currency)} (refund)",
         )
     data = {
         "reduced_by_minor": delta,

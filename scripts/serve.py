@@ -26,47 +26,44 @@ def manage(*args: str) -> None:
 
 def main() -> int:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "referral_platform.settings.dev")
+    # Links in e-mails and share URLs point at this server unless SITE_URL says otherwise.
+    os.environ.setdefault("SITE_URL", f"http://{HOST}:{PORT}")
     print("[run] applying migrations", flush=True)
     manage("migrate", "--no-input", "-v", "0")
     demo_file = ROOT / ".run" / "demo.json"
     demo_file.parent.mkdir(exist_ok=True)
     print("[run] loading demo data", flush=True)
     manage("seed_demo", "--json", str(demo_file))
-    processes = {
-        "web": subprocess.Popen([PY, "manage.py", "runserver", f"{HOST}:{PORT}", "--noreload"], cwd=ROOT),
-        "worker": subprocess.Popen(
-            [
-                PY,
-                "-m",
-                "celery",
-                "-A",
-                "referral_platform",
-                "worker",
-                "--loglevel",
-                "INFO",
-                "--concurrency",
-                "2",
-                "--hostname",
-                "worker@%h",
-            ],
-            cwd=ROOT,
-        ),
-        "beat": subprocess.Popen(
-            [
-                PY,
-                "-m",
-                "celery",
-                "-A",
-                "referral_platform",
-                "beat",
-                "--loglevel",
-                "INFO",
-                "--schedule",
-                str(ROOT / ".run" / "celerybeat-schedule"),
-            ],
-            cwd=ROOT,
-        ),
+    commands = {
+        "web": [PY, "manage.py", "runserver", f"{HOST}:{PORT}", "--noreload"],
+        "worker": [
+            PY,
+            "-m",
+            "celery",
+            "-A",
+            "referral_platform",
+            "worker",
+            "--loglevel",
+            "INFO",
+            "--concurrency",
+            "2",
+            "--hostname",
+            "worker@%h",
+        ],
+        "beat": [
+            PY,
+            "-m",
+            "celery",
+            "-A",
+            "referral_platform",
+            "beat",
+            "--loglevel",
+            "INFO",
+            "--schedule",
+            str(ROOT / ".run" / "celerybeat-schedule"),
+        ],
     }
+    processes = {name: subprocess.Popen(command, cwd=ROOT) for name, command in commands.items()}
     base = f"http://{HOST}:{PORT}"
     for _ in range(100):
         try:
@@ -109,10 +106,18 @@ def main() -> int:
     signal.signal(signal.SIGTERM, stop)
     try:
         while not stopping:
-            for name, process in processes.items():
-                if process.poll() is not None:
-                    print(f"[run] {name} exited with {process.returncode}; stopping", flush=True)
+            for name, process in list(processes.items()):
+                if process.poll() is None:
+                    continue
+                if name == "web":
+                    print(f"[run] web exited with {process.returncode}; stopping", flush=True)
                     stopping = True
+                    break
+                # A worker or beat that dies (killed, out of memory) is started again, like a supervisor
+                # would in production; the web server keeps answering meanwhile.
+                print(f"[run] {name} exited with {process.returncode}; starting it again", flush=True)
+                time.sleep(1)
+                processes[name] = subprocess.Popen(commands[name], cwd=ROOT)
             time.sleep(0.5)
     finally:
         for process in processes.values():

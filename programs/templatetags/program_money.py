@@ -1,18 +1,4 @@
-from django import template
+"""The old load name of the money filters: ``{% load program_money %}`` is ``{% load money %}``
+(referral_platform/templatetags/money.py), kept so templates written against it still render."""
 
-from referral_platform.money import format_money, format_percent
-
-register = template.Library()
-
-
-@register.filter
-def money(amount_minor, currency):
-    """``{{ 12345|money:"USD" }}`` → ``123.45 USD``."""
-    if amount_minor is None or amount_minor == "":
-        return ""
-    return format_money(int(amount_minor), currency)
-
-
-@register.filter
-def percent(percent_bp):
-    return format_percent(int(percent_bp))
+from referral_platform.templatetags.money import register  # noqa: F401

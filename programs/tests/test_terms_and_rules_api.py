@@ -164,6 +164,16 @@ def test_put_rules_creates_a_version_then_is_idempotent(world):
     assert world.api(world.key_a).get(f"/api/v1/programs/{program.pk}").json()["current_version"] == 2
 
 
+def test_the_program_list_names_each_programs_current_version(world):
+    versioned = program_with(world, rules=example_rules("USD"))
+    world.api(world.key_a).put(f"/api/v1/programs/{versioned.pk}/rules", {"rules": RICH}, format="json")
+    bare = f.ProgramFactory(tenant=world.a)
+
+    rows = world.api(world.key_a).get("/api/v1/programs").json()["results"]
+
+    assert {row["id"]: row["current_version"] for row in rows} == {versioned.pk: 2, bare.pk: None}
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [

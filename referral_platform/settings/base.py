@@ -76,6 +76,8 @@ TEMPLATES = [
                 "django.contrib.messages.context_processors.messages",
                 "referral_platform.tenancy.context_processors.tenancy",
             ],
+            # Core template tags (the core package is not an installed app): {% load money %}.
+            "libraries": {"money": "referral_platform.templatetags.money"},
         },
     }
 ]

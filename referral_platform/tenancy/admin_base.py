@@ -7,10 +7,11 @@ tenant's objects in foreign-key fields; a viewer may look but not change; platfo
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from functools import partial
+from functools import partial, reduce
 from typing import Any
 
 from django import forms
@@ -22,8 +23,10 @@ from django.db import transaction
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils.html import format_html
 from django.utils.http import urlencode
 
+from referral_platform.money import MINOR_SUFFIX, format_amount, format_money_fields
 from referral_platform.state import StateMachine, check_move
 
 from .actors import Actor
@@ -86,10 +89,36 @@ class TenantRelatedFieldListFilter(RelatedFieldListFilter):
         return field.get_choices(include_blank=False, ordering=ordering)
 
 
+def money_shown_name(field_name: str) -> str:
+    """The read-only display of an editable amount: ``auto_approve_limit_minor`` → ``auto_approve_limit_shown``."""
+    return field_name.removesuffix(MINOR_SUFFIX) + "_shown"
+
+
+def _money_display(field_name: str, currency_path: str):
+    def shown(self, obj):
+        if obj is None:
+            return "—"
+        currency = reduce(getattr, currency_path.split("."), obj)
+        return format_amount(getattr(obj, field_name), currency)
+
+    label = field_name.removesuffix(MINOR_SUFFIX).replace("_", " ")
+    return admin.display(description=label)(shown)
+
+
 class TenantScopedAdmin(admin.ModelAdmin):
     """Base for every admin of tenant data. Subclasses add fields, never scoping."""
 
     tenant_field = "tenant"
+    # Amounts stored and edited in minor units: model field → path to their currency on the object
+    # ("currency", "program.currency"). Where the field is read-only (a viewer, a frozen row) its
+    # formatted value replaces the number; where it is editable the formatted value shows beside it.
+    money_fields: dict[str, str] = {}
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for field_name, currency_path in cls.money_fields.items():
+            if not hasattr(cls, money_shown_name(field_name)):
+                setattr(cls, money_shown_name(field_name), _money_display(field_name, currency_path))
 
     def _actor(self, request) -> Actor:
         return request_actor(request)
@@ -130,6 +159,44 @@ class TenantScopedAdmin(admin.ModelAdmin):
             return True
         tenant = self._actor(request).tenant
         return tenant is not None and getattr(obj, f"{self.tenant_field}_id", None) == tenant.pk
+
+    # --- amounts in minor units, shown formatted ------------------------------------------
+    def with_money_shown(self, request, obj, names):
+        """``names`` (a field list) with each money field's formatted display swapped in or added."""
+        if obj is None or not self.money_fields:
+            return list(names)
+        readonly = set(self.get_readonly_fields(request, obj))
+        frozen = not self.has_change_permission(request, obj)
+        displays = {money_shown_name(name) for name in self.money_fields}
+        shown = []
+        for name in (name for name in names if name not in displays):
+            if name not in self.money_fields:
+                shown.append(name)
+            elif frozen or name in readonly:
+                shown.append(money_shown_name(name))
+            else:
+                shown.extend([name, money_shown_name(name)])
+        return shown
+
+    def money_fieldsets_shown(self, request, obj, fieldsets):
+        return [
+            (title, {**options, "fields": self.with_money_shown(request, obj, options["fields"])})
+            for title, options in fieldsets
+        ]
+
+    def get_fields(self, request, obj=None):
+        return self.with_money_shown(request, obj, super().get_fields(request, obj))
+
+    def get_fieldsets(self, request, obj=None):
+        if self.fieldsets:
+            return self.money_fieldsets_shown(request, obj, super().get_fieldsets(request, obj))
+        return super().get_fieldsets(request, obj)  # from get_fields, already shown
+
+    def get_readonly_fields(self, request, obj=None):
+        readonly = list(super().get_readonly_fields(request, obj))
+        return readonly + [
+            money_shown_name(name) for name in self.money_fields if money_shown_name(name) not in readonly
+        ]
 
     # --- forms ---------------------------------------------------------------------------
     def get_exclude(self, request, obj=None):
@@ -177,6 +244,12 @@ class TenantScopedInline(admin.TabularInline):
 
     extra = 0
 
+    def has_view_permission(self, request, obj=None):
+        # By role, like the parent admin (members hold no Django model permissions), so marketers and
+        # viewers see the rows; adding, changing and deleting stay with each inline.
+        actor = request_actor(request)
+        return actor.is_platform_staff or (actor.kind == "member" and actor.role in ADMIN_ROLES)
+
     def get_exclude(self, request, obj=None):
         exclude = list(super().get_exclude(request, obj) or [])
         if "tenant" not in exclude:
@@ -210,6 +283,15 @@ def _save_formset_with_tenant(self, request, form, formset, change):
 
 
 TenantScopedAdmin.save_formset = _save_formset_with_tenant
+
+
+def json_with_money(document, currency: str) -> str:
+    """A stored JSON document for a read-only admin field, with its ``*_minor`` amounts formatted
+    (``format_money_fields``): marketers read "12.34 USD", not 1234."""
+    if not document:
+        return "—"
+    shown = json.dumps(format_money_fields(document, currency), indent=2, ensure_ascii=False)
+    return format_html('<pre style="white-space:pre-wrap">{}</pre>', shown)
 
 
 # --- bulk actions --------------------------------------------------------------------------------
