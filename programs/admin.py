@@ -16,10 +16,13 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from referral_platform.hooks import hooks
+from referral_platform.state import allowed_moves
 from referral_platform.tenancy.admin_base import (
     ADMIN_ROLES,
     TenantScopedAdmin,
     TenantScopedInline,
+    bulk_action,
+    move_action,
     request_actor,
     site,
 )
@@ -27,13 +30,26 @@ from referral_platform.tenancy.admin_base import (
 from . import rules as rules_module
 from . import selectors, services
 from .dashboard_links import dashboard_url
-from .models import Participant, ParticipantImport, Program, ProgramStatus, ProgramVersion
+from .models import Participant, ParticipantImport, ParticipantStatus, Program, ProgramStatus, ProgramVersion
 from .terms import render_terms
 
+# The program's status moves (service, target state, button label, past participle): bulk actions on
+# the list, buttons on the program page.
+PROGRAM_MOVES = {
+    "activate": (services.program_activate, ProgramStatus.ACTIVE, "Activate", "activated"),
+    "pause": (services.program_pause, ProgramStatus.PAUSED, "Pause", "paused"),
+    "archive": (services.program_archive, ProgramStatus.ARCHIVED, "Archive", "archived"),
+}
 TRANSITIONS = {
-    "activate": (services.program_activate, ProgramStatus.ACTIVE, "Activate"),
-    "pause": (services.program_pause, ProgramStatus.PAUSED, "Pause"),
-    "archive": (services.program_archive, ProgramStatus.ARCHIVED, "Archive"),
+    name: move_action(
+        service,
+        name=f"{name}_programs",
+        description=f"{label} selected programs",
+        noun="program",
+        verb=verb,
+        to=to_state,
+    )
+    for name, (service, to_state, label, verb) in PROGRAM_MOVES.items()
 }
 
 
@@ -152,21 +168,6 @@ class ProgramVersionInline(TenantScopedInline):
         return False
 
 
-@admin.action(description="Activate selected programs", permissions=["change"])
-def activate_programs(modeladmin, request, queryset):
-    modeladmin.run_transition(request, queryset, "activate")
-
-
-@admin.action(description="Pause selected programs", permissions=["change"])
-def pause_programs(modeladmin, request, queryset):
-    modeladmin.run_transition(request, queryset, "pause")
-
-
-@admin.action(description="Archive selected programs", permissions=["change"])
-def archive_programs(modeladmin, request, queryset):
-    modeladmin.run_transition(request, queryset, "archive")
-
-
 class ProgramAdmin(TenantScopedAdmin):
     form = ProgramAdminForm
     list_display = [
@@ -184,7 +185,7 @@ class ProgramAdmin(TenantScopedAdmin):
     prepopulated_fields = {"slug": ["name"]}
     readonly_fields = ["status", "current_version_panel", "terms_panel", "public_terms_link"]
     inlines = [ProgramVersionInline]
-    actions = [activate_programs, pause_programs, archive_programs]
+    actions = list(TRANSITIONS.values())
     change_form_template = "admin/programs/program/change_form.html"
     money_fields = {"auto_approve_limit_minor": "currency"}
 
@@ -270,32 +271,16 @@ class ProgramAdmin(TenantScopedAdmin):
             obj.pk = program.pk
             obj.__dict__.update(program.__dict__)
             return
-        changes = {name: value for name, value in values.items() if name in form.changed_data}
-        # With the rules box filled, one new version holds both the rules and any changed settings.
-        program = services.program_update(program=obj, actor=actor, new_version=document is None, **changes)
-        if document is not None:
-            judged = sorted(name for name in changes if name in services.PROGRAM_RULE_FIELDS)
-            note = form.cleaned_data.get("rules_note", "") or (
-                f"Settings changed: {', '.join(judged)}" if judged else ""
-            )
-            result = services.program_rules_change(program=program, actor=actor, rules=document, note=note)
-            if result.created:
-                messages.success(request, f"The rules were saved as version {result.version.number}.")
+        configured = services.program_configure(
+            program=obj,
+            actor=actor,
+            changes={name: value for name, value in values.items() if name in form.changed_data},
+            rules=document,
+            note=form.cleaned_data.get("rules_note", ""),
+        )
+        if configured.rules_change is not None and configured.rules_change.created:
+            messages.success(request, f"The rules were saved as version {configured.rules_change.version.number}.")
         obj.__dict__.update(Program.objects.get(pk=obj.pk).__dict__)
-
-    def run_transition(self, request, queryset, name):
-        service, _, label = TRANSITIONS[name]
-        actor = request_actor(request)
-        done = 0
-        for program in queryset:
-            try:
-                service(program=program, actor=actor)
-                done += 1
-            except ValidationError as exc:
-                problems = "; ".join(" ".join(m) for m in exc.message_dict.values())
-                messages.error(request, f"{program}: {problems}")
-        if done:
-            messages.success(request, f"{label}: {done} program(s) done.")
 
     # --- extra pages -----------------------------------------------------------------------------
     def get_urls(self):
@@ -326,8 +311,8 @@ class ProgramAdmin(TenantScopedAdmin):
         if program is not None:
             extra_context["transitions"] = [
                 (name, label)
-                for name, (_, to_state, label) in TRANSITIONS.items()
-                if to_state in services.PROGRAM_TRANSITIONS[program.status]
+                for name, (_, to_state, label, _) in PROGRAM_MOVES.items()
+                if to_state in allowed_moves(program)
             ]
         return super().change_view(request, object_id, form_url, extra_context)
 
@@ -337,7 +322,7 @@ class ProgramAdmin(TenantScopedAdmin):
         program = self._program_or_404(request, object_id)
         if transition not in TRANSITIONS or not self.has_change_permission(request, program):
             raise PermissionDenied
-        self.run_transition(request, [program], transition)
+        TRANSITIONS[transition](self, request, [program])
         return HttpResponseRedirect(reverse("admin:programs_program_change", args=[program.pk]))
 
     def rules_preview_view(self, request, object_id):
@@ -438,9 +423,10 @@ class ParticipantAdminForm(forms.ModelForm):
             )
         except ValidationError as exc:
             _add_service_errors(self, exc)
-        tier = (cleaned.get("tier") or "").strip().lower()
-        if tier and not services.PARTICIPANT_TIER_RE.match(tier):
-            self.add_error("tier", "Use 1-40 lower-case letters, digits, '-' or '_' (e.g. gold).")
+        try:
+            services.participant_tier_normalize(cleaned.get("tier"))
+        except ValidationError as exc:
+            _add_service_errors(self, exc)
         program = cleaned.get("program") or (instance.program if instance.pk else None)
         if program is not None and program.status == ProgramStatus.ARCHIVED:
             self.add_error("program" if "program" in self.fields else None, "This program is archived.")
@@ -451,27 +437,7 @@ class ParticipantAdminForm(forms.ModelForm):
         pass
 
 
-def _participant_action(service, label):
-    @admin.action(description=f"{label} selected participants", permissions=["change"])
-    def action(modeladmin, request, queryset):
-        actor = request_actor(request)
-        done = 0
-        for participant in queryset:
-            try:
-                service(participant=participant, actor=actor)
-                done += 1
-            except ValidationError as exc:
-                messages.error(
-                    request, f"{participant}: {' '.join(m for msgs in exc.message_dict.values() for m in msgs)}"
-                )
-        if done:
-            messages.success(request, f"{label}: {done} participant(s) done.")
-
-    action.__name__ = f"participants_{label.lower()}"
-    return action
-
-
-@admin.action(description="Show dashboard links of selected participants")
+@admin.action(description="Show dashboard links of selected participants", permissions=["view"])
 def participants_dashboard_links(modeladmin, request, queryset):
     """The signed dashboard link of each selected participant, to send them (programs/dashboard_links.py)."""
     for participant in queryset[:50]:
@@ -480,17 +446,25 @@ def participants_dashboard_links(modeladmin, request, queryset):
         )
 
 
-@admin.action(description="Issue new dashboard links (the old ones stop working)", permissions=["change"])
-def participants_dashboard_links_reissue(modeladmin, request, queryset):
-    actor = request_actor(request)
-    for participant in queryset[:50]:
-        participant = services.participant_dashboard_link_reissue(
-            participant=participant, actor=actor, reason="issued from the admin"
-        )
+def _show_new_dashboard_links(modeladmin, request, outcome):
+    for participant in outcome.results:
         messages.success(
             request,
             format_html("{}: new link <a href='{}'>{}</a>", participant.name, *[dashboard_url(participant)] * 2),
         )
+
+
+participants_dashboard_links_reissue = bulk_action(
+    lambda participant, actor: services.participant_dashboard_link_reissue(
+        participant=participant, actor=actor, reason="issued from the admin"
+    ),
+    name="participants_dashboard_links_reissue",
+    description="Issue new dashboard links (the old ones stop working)",
+    noun="dashboard link",
+    verb="issued anew",
+    rows=lambda queryset: queryset[:50],
+    report=_show_new_dashboard_links,
+)
 
 
 class ParticipantAdmin(TenantScopedAdmin):
@@ -499,10 +473,22 @@ class ParticipantAdmin(TenantScopedAdmin):
     list_filter = ["program", "status", "source", "tier"]
     search_fields = ["name", "email", "company", "external_id"]
     actions = [
-        _participant_action(services.participant_approve, "Approve"),
-        _participant_action(services.participant_reject, "Reject"),
-        _participant_action(services.participant_remove, "Remove"),
-        _participant_action(services.participant_reinstate, "Reinstate"),
+        *(
+            move_action(
+                service,
+                name=f"participants_{label.lower()}",
+                description=f"{label} selected participants",
+                noun="participant",
+                verb=verb,
+                to=to,
+            )
+            for service, label, verb, to in [
+                (services.participant_approve, "Approve", "approved", ParticipantStatus.ACTIVE),
+                (services.participant_reject, "Reject", "rejected", ParticipantStatus.REJECTED),
+                (services.participant_remove, "Remove", "removed", ParticipantStatus.REMOVED),
+                (services.participant_reinstate, "Reinstate", "reinstated", ParticipantStatus.ACTIVE),
+            ]
+        ),
         participants_dashboard_links,
         participants_dashboard_links_reissue,
     ]
@@ -573,11 +559,9 @@ class ParticipantAdmin(TenantScopedAdmin):
             company=form.cleaned_data.get("company", ""),
             actor=actor,
             source="admin" if not change else obj.source,
+            tier=form.cleaned_data.get("tier") or "",
         )
         participant = enrolment.participant
-        tier = (form.cleaned_data.get("tier") or "").strip().lower()
-        if tier != participant.tier:
-            participant = services.participant_tier_set(participant=participant, tier=tier, actor=actor)
         obj.pk = participant.pk
         obj.__dict__.update(participant.__dict__)
 

@@ -71,6 +71,11 @@ class ProgramUpdateInputSerializer(serializers.Serializer):
     time_decay_half_life_days = serializers.IntegerField(min_value=1, max_value=365, required=False)
     hold_days = serializers.IntegerField(min_value=0, max_value=365, required=False)
     auto_approve_limit_minor = serializers.IntegerField(min_value=0, required=False)
+    rules = serializers.JSONField(
+        required=False,
+        help_text="A complete rules document (docs/programs.md): one new version holds it with the changed settings.",
+    )
+    note = serializers.CharField(max_length=300, required=False, allow_blank=True, help_text="Why the rules change.")
 
 
 class ProgramListCreateApi(TenantAPIView, generics.ListAPIView):
@@ -97,8 +102,12 @@ class ProgramDetailApi(TenantAPIView, generics.RetrieveAPIView):
         program = self.get_object()
         data = ProgramUpdateInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        program = services.program_update(program=program, actor=self.actor, **data.validated_data)
-        return Response(ProgramOutputSerializer(program).data)
+        changes = dict(data.validated_data)
+        rules, note = changes.pop("rules", None), changes.pop("note", "")
+        configured = services.program_configure(
+            program=program, actor=self.actor, changes=changes, rules=rules, note=note
+        )
+        return Response(ProgramOutputSerializer(configured.program).data)
 
 
 class ProgramVersionOutputSerializer(serializers.Serializer):
@@ -221,6 +230,9 @@ class ParticipantUpsertInputSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=200)
     email = serializers.EmailField()
     company = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+    tier = serializers.CharField(
+        max_length=40, required=False, allow_blank=True, help_text='Partner tier (e.g. "gold"; "" for none).'
+    )
 
 
 class ParticipantListApi(TenantAPIView, generics.ListAPIView):

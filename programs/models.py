@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.db import models
 from django.utils import timezone
 
+from referral_platform.state import StateMachine
 from referral_platform.tenancy.models import TenantOwnedModel
 
 
@@ -58,6 +59,19 @@ class Program(TenantOwnedModel):
     )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
+    # Archived is final. The services (programs.services.program_activate …) add their preconditions.
+    status_machine = StateMachine(
+        field="status",
+        moves={
+            ProgramStatus.DRAFT: {ProgramStatus.ACTIVE, ProgramStatus.ARCHIVED},
+            ProgramStatus.ACTIVE: {ProgramStatus.PAUSED, ProgramStatus.ARCHIVED},
+            ProgramStatus.PAUSED: {ProgramStatus.ACTIVE, ProgramStatus.ARCHIVED},
+            ProgramStatus.ARCHIVED: set(),
+        },
+        audit_prefix="program",
+        refusal="A {current} program cannot become {to}.",
+    )
+
     class Meta:
         constraints = [models.UniqueConstraint(fields=["tenant", "slug"], name="program_unique_slug")]
         ordering = ["name"]
@@ -108,6 +122,19 @@ class Participant(TenantOwnedModel):
         help_text="Part of the signed dashboard link; issuing a new link raises it, which revokes older links.",
     )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    # Approving (pending / rejected → active) and reinstating (removed → active) are separate services.
+    status_machine = StateMachine(
+        field="status",
+        moves={
+            ParticipantStatus.PENDING: {ParticipantStatus.ACTIVE, ParticipantStatus.REJECTED},
+            ParticipantStatus.REJECTED: {ParticipantStatus.ACTIVE},
+            ParticipantStatus.ACTIVE: {ParticipantStatus.REMOVED},
+            ParticipantStatus.REMOVED: {ParticipantStatus.ACTIVE},
+        },
+        audit_prefix="participant",
+        refusal="A {current} participant cannot become {to} this way.",
+    )
 
     class Meta:
         constraints = [

@@ -23,6 +23,10 @@ and every move goes through ``transition(obj, to=..., actor=..., reason=...)``, 
 Admin buttons and actions ask ``allowed_moves(obj)`` which moves exist from the current state. The
 services of each app stay the public way to change a status (``referral_reject``, ``reward_approve``…):
 they validate their own preconditions, then call ``transition``.
+
+A model may have more than one status field, each with its own machine (``Referral.status_machine`` and
+``Referral.review_machine``); ``status_machine`` is the default and the others are passed as
+``machine=``: ``transition(referral, to="cleared", machine=Referral.review_machine, ...)``.
 """
 
 from __future__ import annotations
@@ -40,9 +44,12 @@ from django.utils import timezone
 @dataclass(frozen=True)
 class StateMachine:
     """The allowed moves of one status field. ``moves`` maps each state to the states it may move to
-    (a state missing from the map is final); ``timestamps`` names the field stamped on entering a state;
-    ``reason_required`` lists the states a move into needs a reason for; ``same_state`` allows a move to
-    the state the object is already in (e.g. a payout retried while processing)."""
+    (a state missing from the map is final; a state listed among its own moves may be re-entered, e.g. a
+    payout attempted again while processing, and re-entering writes no audit row: the state did not
+    change); ``timestamps`` names the field stamped on entering a state; ``reason_required`` lists the
+    states a move into needs a reason for; ``labels`` are the words for states in messages;
+    ``refusal`` is the message of a refused move, formatted with ``noun``, ``current``, ``to``,
+    ``current_label`` and ``to_label``."""
 
     field: str
     moves: Mapping[str, Iterable[str]]
@@ -50,6 +57,7 @@ class StateMachine:
     timestamps: Mapping[str, str] = field(default_factory=dict)
     reason_required: frozenset[str] = frozenset()
     labels: Mapping[str, str] = field(default_factory=dict)
+    refusal: str = "A {noun} cannot move from {current_label} to {to_label}."
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "moves", {state: frozenset(to) for state, to in self.moves.items()})
@@ -73,35 +81,46 @@ class IllegalMove(ValidationError):
     """A move the state machine does not allow (a ValidationError on the status field)."""
 
 
-def machine_of(obj_or_model) -> StateMachine:
-    machine = getattr(obj_or_model, "status_machine", None)
+def machine_of(obj_or_model, machine: StateMachine | None = None) -> StateMachine:
+    """``machine`` when given, else the ``status_machine`` that ``obj_or_model`` declares."""
+    machine = machine if machine is not None else getattr(obj_or_model, "status_machine", None)
     if not isinstance(machine, StateMachine):
         raise TypeError(f"{obj_or_model!r} declares no status_machine")
     return machine
 
 
-def allowed_moves(obj) -> list[str]:
+def allowed_moves(obj, *, machine: StateMachine | None = None) -> list[str]:
     """The states ``obj`` may move to from its current one (what admin buttons and actions offer)."""
-    machine = machine_of(obj)
+    machine = machine_of(obj, machine)
     return machine.allowed(getattr(obj, machine.field))
 
 
-def check_move(obj, to: str) -> None:
-    """Raise IllegalMove unless ``obj`` (as read) may move to ``to``."""
-    machine = machine_of(obj)
+def illegal_move(obj, to: str, *, machine: StateMachine | None = None) -> IllegalMove:
+    """The refusal of moving ``obj`` from its current state to ``to``, in the machine's words (for a
+    service whose own precondition narrows the machine's moves)."""
+    machine = machine_of(obj, machine)
     current = getattr(obj, machine.field)
-    if not machine.can(current, to):
-        raise IllegalMove(
-            {
-                machine.field: f"A {type(obj)._meta.verbose_name} cannot move from {machine.label(current)} "
-                f"to {machine.label(to)}."
-            }
-        )
+    message = machine.refusal.format(
+        noun=obj._meta.concrete_model._meta.verbose_name,
+        current=current,
+        to=to,
+        current_label=machine.label(current),
+        to_label=machine.label(to),
+    )
+    return IllegalMove({machine.field: message})
+
+
+def check_move(obj, to: str, *, machine: StateMachine | None = None) -> None:
+    """Raise IllegalMove unless ``obj`` (as read) may move to ``to``."""
+    machine = machine_of(obj, machine)
+    if not machine.can(getattr(obj, machine.field), to):
+        raise illegal_move(obj, to, machine=machine)
 
 
 def lock(obj):
-    """``obj``'s row, locked for update through its tenant (the row only: no joined rows are locked)."""
-    model = type(obj)
+    """``obj``'s row, locked for update through its tenant (the row only: no joined rows are locked). A proxy
+    (e.g. the admin's FraudReview) is locked, saved and audited as its concrete model."""
+    model = obj._meta.concrete_model
     manager = model._default_manager
     queryset = manager.for_tenant(obj.tenant_id) if hasattr(manager, "for_tenant") else manager.all()
     return queryset.select_for_update(of=("self",), no_key=True).get(pk=obj.pk)
@@ -119,20 +138,23 @@ def transition(
     changes: Mapping[str, Any] | None = None,
     action: str = "",
     locked=None,
+    machine: StateMachine | None = None,
 ):
     """Move ``obj`` to state ``to`` (see the module docstring). Returns the saved object; ``obj`` itself is
     refreshed too. ``changes`` are further fields saved with the move (e.g. a reason column);
     ``action`` overrides the audit action (default ``<audit_prefix>.<to>``); ``locked`` is the row when
-    the caller already holds its lock."""
+    the caller already holds its lock; ``machine`` names another machine of the model than its
+    ``status_machine``."""
     from referral_platform.tenancy.services import audit_record
 
-    machine = machine_of(obj)
+    machine = machine_of(obj, machine)
     row = locked if locked is not None else lock(obj)
     from_state = getattr(row, machine.field)
-    check_move(row, to)
+    check_move(row, to, machine=machine)
     reason = (reason or "").strip()
     if to in machine.reason_required and not reason:
-        raise ValidationError({"reason": f"Say why the {type(obj)._meta.verbose_name} becomes {machine.label(to)}."})
+        noun = obj._meta.concrete_model._meta.verbose_name
+        raise ValidationError({"reason": f"Say why the {noun} becomes {machine.label(to)}."})
     fields = [machine.field]
     setattr(row, machine.field, to)
     stamp = machine.timestamps.get(to)
@@ -143,16 +165,17 @@ def transition(
         setattr(row, name, value)
         fields.append(name)
     row.save(update_fields=list(dict.fromkeys(fields)))
-    audit_record(
-        tenant=row.tenant,
-        actor=actor,
-        action=action or f"{machine.audit_prefix}.{to}",
-        obj=row,
-        from_state=from_state,
-        to_state=to,
-        reason=reason,
-        data=data,
-    )
+    if from_state != to:
+        audit_record(
+            tenant=row.tenant,
+            actor=actor,
+            action=action or f"{machine.audit_prefix}.{to}",
+            obj=row,
+            from_state=from_state,
+            to_state=to,
+            reason=reason,
+            data=data,
+        )
     if row is not obj:
         for name in fields:
             setattr(obj, name, getattr(row, name))

@@ -1,18 +1,27 @@
-from django.contrib import admin, messages
-from django.core.exceptions import ValidationError
+from django.contrib import admin
 from django.utils.html import format_html, format_html_join
 
 from referral_platform.money import format_amount
 from referral_platform.tenancy.admin_base import (
     TenantScopedAdmin,
     TenantScopedInline,
+    bulk_action,
     json_with_money,
-    request_actor,
+    move_action,
     site,
 )
 
 from . import services
-from .models import Attribution, Click, ConversionEvent, IdentityLink, Referral, ReferralLink, Touchpoint
+from .models import (
+    Attribution,
+    Click,
+    ConversionEvent,
+    IdentityLink,
+    Referral,
+    ReferralLink,
+    ReferralStatus,
+    Touchpoint,
+)
 from .selectors import attribution_explanation
 
 
@@ -39,6 +48,19 @@ class ClickAdmin(TenantScopedAdmin):
         return False
 
 
+def _mark(service, to: str, description: str, **service_kwargs):
+    """A stage move as a bulk action ("N referral(s) marked <stage>")."""
+    return move_action(
+        service,
+        name=f"mark_{to}",
+        description=description,
+        noun="referral",
+        verb=f"marked {to}",
+        to=to,
+        **service_kwargs,
+    )
+
+
 class ReferralAdmin(TenantScopedAdmin):
     list_display = ["referred_email", "referred_company", "referrer", "program", "status", "source", "created_at"]
     list_filter = ["program", "status", "source"]
@@ -59,39 +81,22 @@ class ReferralAdmin(TenantScopedAdmin):
     actions = ["mark_qualified", "mark_converted", "mark_rejected"]
     money_fields = {"referred_annual_revenue_minor": "program.currency"}
 
-    def _move(self, request, queryset, service, label, **extra):
-        moved, refused = 0, []
-        for referral in queryset:
-            try:
-                service(referral=referral, actor=request_actor(request), **extra)
-                moved += 1
-            except ValidationError as exc:
-                refused.append(f"#{referral.pk}: {' '.join(exc.messages)}")
-        if moved:
-            self.message_user(request, f"{moved} referral(s) marked {label}.", messages.SUCCESS)
-        if refused:
-            self.message_user(request, "Not moved: " + "; ".join(refused), messages.WARNING)
-
-    @admin.action(description="Mark qualified", permissions=["change"])
-    def mark_qualified(self, request, queryset):
-        self._move(
-            request,
-            queryset,
-            services.referral_qualify,
-            "qualified",
-            reason="Qualified in the admin",
-            require_checklist=True,
-        )
-
-    @admin.action(description="Mark converted (paying customer)", permissions=["change"])
-    def mark_converted(self, request, queryset):
-        self._move(request, queryset, services.referral_convert, "converted", reason="Converted in the admin")
-
-    @admin.action(description="Reject", permissions=["change"])
-    def mark_rejected(self, request, queryset):
-        self._move(
-            request, queryset, services.referral_reject, "rejected", reason="Rejected by a marketer in the admin"
-        )
+    mark_qualified = _mark(
+        services.referral_qualify,
+        ReferralStatus.QUALIFIED,
+        "Mark qualified",
+        reason="Qualified in the admin",
+        require_checklist=True,
+    )
+    mark_converted = _mark(
+        services.referral_convert,
+        ReferralStatus.CONVERTED,
+        "Mark converted (paying customer)",
+        reason="Converted in the admin",
+    )
+    mark_rejected = _mark(
+        services.referral_reject, ReferralStatus.REJECTED, "Reject", reason="Rejected by a marketer in the admin"
+    )
 
 
 site.register(ReferralLink, ReferralLinkAdmin)
@@ -140,15 +145,23 @@ class ConversionEventAdmin(TenantScopedAdmin):
     def amount(self, obj):
         return _amount(obj)
 
-    @admin.action(description="Process received events now", permissions=["change"])
-    def process_now(self, request, queryset):
-        done = [services.conversion_event_process(event_id=event.pk) for event in queryset]
-        self.message_user(request, f"Processed {len(done)} event(s) (events already processed are left as they are).")
-
-    @admin.action(description="Re-run attribution (idempotent)", permissions=["change"])
-    def rerun_attribution(self, request, queryset):
-        rows = sum(len(services.conversion_reattribute(event=event)) for event in queryset)
-        self.message_user(request, f"Attribution recomputed: {rows} row(s).")
+    process_now = bulk_action(
+        lambda event, actor: services.conversion_event_process(event_id=event.pk),
+        name="process_now",
+        description="Process received events now",
+        noun="event",
+        verb="processed (events already processed are left as they are)",
+    )
+    rerun_attribution = bulk_action(
+        lambda event, actor: services.conversion_reattribute(event=event),
+        name="rerun_attribution",
+        description="Re-run attribution (idempotent)",
+        noun="event",
+        verb="attributed again",
+        report=lambda modeladmin, request, outcome: modeladmin.message_user(
+            request, f"Attribution recomputed: {sum(len(rows) for rows in outcome.results)} row(s)."
+        ),
+    )
 
 
 site.register(ConversionEvent, ConversionEventAdmin)

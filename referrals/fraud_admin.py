@@ -9,19 +9,20 @@ referral; without a reason nothing is written.
 from __future__ import annotations
 
 from django import forms
-from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.contrib import admin
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import ValidationError
 from django.db.models import Min, Prefetch
-from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
-from referral_platform.tenancy.admin_base import TenantScopedAdmin, request_actor, site
+from referral_platform.state import allowed_moves
+from referral_platform.tenancy.admin_base import TenantScopedAdmin, bulk_action, request_actor, site
 
 from .fraud import referral_is_rewardable
 from .fraud_services import REVIEW_REASON_MAX_LENGTH, fraud_policy_save, referral_review_clear, referral_review_reject
-from .models import FraudFlag, FraudPolicy, FraudReview, ReviewStatus
+from .models import FraudFlag, FraudPolicy, FraudReview, Referral, ReviewStatus
 
 
 # --- evidence, rendered for people -----------------------------------------------------------------
@@ -167,6 +168,23 @@ class ReviewReasonForm(forms.Form):
     )
 
 
+def _decision(service, *, name: str, description: str, to: str):
+    """A review decision as a bulk action: asks for the reason first, then calls ``service`` per referral."""
+    return bulk_action(
+        lambda referral, actor, data: service(referral=referral, actor=actor, reason=data["reason"]),
+        name=name,
+        description=description,
+        noun="referral",
+        verb=str(to),
+        to=to,
+        machine=Referral.review_machine,
+        form_class=ReviewReasonForm,
+        title=DECISION_TITLES[to],
+        template="admin/referrals/fraudreview/review_decision.html",
+        context={"verb": str(to), "render_flags": render_flags},
+    )
+
+
 class FraudReviewAdmin(TenantScopedAdmin):
     list_display = [
         "referral_label",
@@ -203,7 +221,6 @@ class FraudReviewAdmin(TenantScopedAdmin):
     readonly_fields = fields
     actions = ["clear_referrals", "reject_referrals"]
     change_form_template = "admin/referrals/fraudreview/change_form.html"
-    decision_template = "admin/referrals/fraudreview/review_decision.html"
 
     def get_queryset(self, request):
         flags = FraudFlag.objects.order_by("created_at", "code")
@@ -247,48 +264,29 @@ class FraudReviewAdmin(TenantScopedAdmin):
         return render_flags(list(obj.fraud_flags.all()))
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
-        extra_context = {**(extra_context or {}), "can_decide": super().has_change_permission(request)}
+        # The decision buttons: for roles that may decide, the moves the review machine allows from here.
+        referral = self.get_object(request, unquote(object_id))
+        can_decide = super().has_change_permission(request) and referral is not None
+        moves = allowed_moves(referral, machine=Referral.review_machine) if can_decide else []
+        extra_context = {
+            **(extra_context or {}),
+            "can_clear": ReviewStatus.CLEARED in moves,
+            "can_reject": ReviewStatus.REJECTED in moves,
+        }
         return super().change_view(request, object_id, form_url, extra_context=extra_context)
 
-    @admin.action(description="Clear selected referrals (not fraud; they may earn rewards)", permissions=["change"])
-    def clear_referrals(self, request, queryset):
-        return self._decide(request, queryset, "clear_referrals", referral_review_clear, "cleared")
-
-    @admin.action(description="Reject selected referrals as fraud", permissions=["change"])
-    def reject_referrals(self, request, queryset):
-        return self._decide(request, queryset, "reject_referrals", referral_review_reject, "rejected")
-
-    def _decide(self, request, queryset, action: str, service, verb: str):
-        applying = "apply" in request.POST
-        form = ReviewReasonForm(request.POST if applying else None)
-        if applying and form.is_valid():
-            actor = request_actor(request)
-            done, refused = 0, []
-            for referral in queryset:
-                try:
-                    service(referral=referral, actor=actor, reason=form.cleaned_data["reason"])
-                    done += 1
-                except (ValidationError, PermissionDenied) as exc:
-                    messages_ = exc.messages if isinstance(exc, ValidationError) else [str(exc)]
-                    refused.append(f"#{referral.pk}: {' '.join(messages_)}")
-            if done:
-                self.message_user(request, f"{done} referral(s) {verb}.", messages.SUCCESS)
-            if refused:
-                self.message_user(request, "Not changed: " + "; ".join(refused), messages.WARNING)
-            return None
-        context = {
-            **self.admin_site.each_context(request),
-            "title": DECISION_TITLES[verb],
-            "opts": self.model._meta,
-            "form": form,
-            "action": action,
-            "verb": verb,
-            "referrals": list(queryset),
-            "select_across": request.POST.get("select_across", "0"),
-            "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
-            "render_flags": render_flags,
-        }
-        return TemplateResponse(request, self.decision_template, context)
+    clear_referrals = _decision(
+        referral_review_clear,
+        name="clear_referrals",
+        description="Clear selected referrals (not fraud; they may earn rewards)",
+        to=ReviewStatus.CLEARED,
+    )
+    reject_referrals = _decision(
+        referral_review_reject,
+        name="reject_referrals",
+        description="Reject selected referrals as fraud",
+        to=ReviewStatus.REJECTED,
+    )
 
 
 # --- flags -----------------------------------------------------------------------------------------

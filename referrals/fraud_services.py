@@ -1,7 +1,7 @@
 """Writes of fraud screening and review: flags with evidence, the review state, per-program policies.
 
-Review states move only through the services below, checked against ``REVIEW_MOVES``, and every
-move leaves an audit row (who, when, from, to, why)::
+Review states move only through the services below, checked against ``Referral.review_machine``
+(``referral_platform.state.transition``), and every move leaves an audit row (who, when, from, to, why)::
 
     clear ──screen finds a signal──▶ flagged ──marketer──▶ cleared ──new signal──▶ flagged
                                         └──────marketer──▶ rejected (final)
@@ -17,25 +17,13 @@ from django.utils import timezone
 
 from programs.models import Program
 from referral_platform.hooks import hooks
+from referral_platform.state import transition
 from referral_platform.tenancy.actors import Actor
 from referral_platform.tenancy.services import audit_record
 
 from .fraud import FraudSignal, referral_fraud_signals
 from .models import FraudFlag, FraudPolicy, Referral, ReviewStatus
 
-REVIEW_MOVES: dict[str, frozenset[str]] = {
-    ReviewStatus.CLEAR: frozenset({ReviewStatus.FLAGGED}),
-    ReviewStatus.FLAGGED: frozenset({ReviewStatus.CLEARED, ReviewStatus.REJECTED}),
-    # A cleared referral goes back to review only when screening finds a signal the marketer has not seen.
-    ReviewStatus.CLEARED: frozenset({ReviewStatus.FLAGGED}),
-    ReviewStatus.REJECTED: frozenset(),
-}
-STATE_WORDS = {
-    ReviewStatus.CLEAR: "not flagged",
-    ReviewStatus.FLAGGED: "flagged",
-    ReviewStatus.CLEARED: "already cleared",
-    ReviewStatus.REJECTED: "rejected as fraud",
-}
 REVIEW_REASON_MAX_LENGTH = 2000
 SYSTEM_ACTOR = "system"
 
@@ -137,7 +125,7 @@ def referral_screen(*, referral: Referral, actor: Actor | str = SYSTEM_ACTOR) ->
         new_signals.append(signal)
     locked.fraud_screened_at = timezone.now()
     locked.save(update_fields=["fraud_screened_at"])
-    if new_signals and ReviewStatus.FLAGGED in REVIEW_MOVES[locked.review_status]:
+    if new_signals and Referral.review_machine.can(locked.review_status, ReviewStatus.FLAGGED):
         locked = referral_review_flag(referral=locked, actor=actor, signals=new_signals)
     _copy_review_fields(source=locked, target=referral)
     return signals
@@ -163,32 +151,16 @@ def _review_move(
     *, referral: Referral, to: str, actor: Actor | str, reason: str, data: dict | None = None, is_decision: bool
 ) -> Referral:
     _check_reviewer(actor=actor, referral=referral)
-    locked = Referral.objects.for_tenant(referral.tenant_id).select_for_update(of=("self",)).get(pk=referral.pk)
-    if to not in REVIEW_MOVES[locked.review_status]:
-        raise ValidationError(
-            {"review_status": f"This referral is {STATE_WORDS[locked.review_status]}; it cannot be {to}."}
-        )
-    from_state = locked.review_status
-    locked.review_status = to
-    fields = ["review_status"]
-    if is_decision:
-        locked.reviewed_by = actor.user if isinstance(actor, Actor) else None
-        locked.reviewed_at = timezone.now()
-        locked.review_reason = reason
-        fields += ["reviewed_by", "reviewed_at", "review_reason"]
-    locked.save(update_fields=fields)
-    audit_record(
-        tenant=locked.tenant,
+    decision = {"reviewed_by": actor.user if isinstance(actor, Actor) else None, "review_reason": reason}
+    return transition(
+        referral,
+        to=to,
         actor=actor,
-        action=f"referral.review.{to}",
-        obj=locked,
-        from_state=from_state,
-        to_state=to,
         reason=reason,
         data=data,
+        changes=decision if is_decision else None,
+        machine=Referral.review_machine,
     )
-    _copy_review_fields(source=locked, target=referral)
-    return locked
 
 
 def _required_reason(reason: str) -> str:
@@ -219,31 +191,28 @@ def referral_review_flag(*, referral: Referral, actor: Actor | str, signals: lis
 def referral_review_clear(*, referral: Referral, actor: Actor | str, reason: str) -> Referral:
     """flagged → cleared: a marketer looked at the evidence and lets the referral earn rewards; its
     conversions are evaluated again after commit, so the rewards it earned meanwhile appear."""
-    cleared = _review_move(
-        referral=referral,
-        to=ReviewStatus.CLEARED,
-        actor=actor,
-        reason=_required_reason(reason),
-        data={"codes": _flag_codes(referral)},
-        is_decision=True,
-    )
-    hooks.referral_changed(referral=cleared, change="review_cleared")
-    return cleared
+    return _review_decide(referral=referral, to=ReviewStatus.CLEARED, actor=actor, reason=reason)
 
 
 @transaction.atomic
 def referral_review_reject(*, referral: Referral, actor: Actor | str, reason: str) -> Referral:
     """flagged → rejected (final): a marketer judged the referral fraudulent; it is never rewarded."""
-    rejected = _review_move(
+    return _review_decide(referral=referral, to=ReviewStatus.REJECTED, actor=actor, reason=reason)
+
+
+def _review_decide(*, referral: Referral, to: str, actor: Actor | str, reason: str) -> Referral:
+    """A marketer's decision, with its required reason and the referral's flags in the audit row; the
+    higher layers react through ``referral_changed`` (``review_cleared`` / ``review_rejected``)."""
+    decided = _review_move(
         referral=referral,
-        to=ReviewStatus.REJECTED,
+        to=to,
         actor=actor,
         reason=_required_reason(reason),
         data={"codes": _flag_codes(referral)},
         is_decision=True,
     )
-    hooks.referral_changed(referral=rejected, change="review_rejected")
-    return rejected
+    hooks.referral_changed(referral=decided, change=f"review_{to}")
+    return decided
 
 
 def _flag_codes(referral: Referral) -> list[str]:

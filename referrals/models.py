@@ -8,6 +8,7 @@ from django.db import models
 from django.utils import timezone
 
 from programs.models import AttributionModel, Participant, Program, ProgramVersion
+from referral_platform.state import StateMachine
 from referral_platform.tenancy.models import TenantOwnedModel
 
 
@@ -173,6 +174,69 @@ class Referral(TenantOwnedModel):
     reviewed_at = models.DateTimeField(null=True, blank=True, editable=False)
     review_reason = models.TextField(blank=True, editable=False)
     fraud_screened_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    # The funnel (referrals.services: referral_sign_up, referral_qualify …). A stage may be skipped (a
+    # payment can convert a referral that never qualified); rejected and churned are final. A
+    # cancellation churns a referral at any open stage: a customer who cancelled before paying stays
+    # churned when a later payment arrives, whatever order the events came in.
+    status_machine = StateMachine(
+        field="status",
+        moves={
+            ReferralStatus.CLICKED: {
+                ReferralStatus.SIGNED_UP,
+                ReferralStatus.QUALIFIED,
+                ReferralStatus.CONVERTED,
+                ReferralStatus.REJECTED,
+                ReferralStatus.CHURNED,
+            },
+            ReferralStatus.SIGNED_UP: {
+                ReferralStatus.QUALIFIED,
+                ReferralStatus.CONVERTED,
+                ReferralStatus.REJECTED,
+                ReferralStatus.CHURNED,
+            },
+            ReferralStatus.QUALIFIED: {ReferralStatus.CONVERTED, ReferralStatus.REJECTED, ReferralStatus.CHURNED},
+            ReferralStatus.CONVERTED: {ReferralStatus.CHURNED},
+            ReferralStatus.REJECTED: set(),
+            ReferralStatus.CHURNED: set(),
+        },
+        audit_prefix="referral",
+        timestamps={
+            ReferralStatus.CLICKED: "clicked_at",
+            ReferralStatus.SIGNED_UP: "signed_up_at",
+            ReferralStatus.QUALIFIED: "qualified_at",
+            ReferralStatus.CONVERTED: "converted_at",
+            ReferralStatus.REJECTED: "rejected_at",
+            ReferralStatus.CHURNED: "churned_at",
+        },
+        reason_required=frozenset({ReferralStatus.REJECTED}),
+        labels=dict(ReferralStatus.choices),
+    )
+    # Fraud review (referrals.fraud_services)::
+    #
+    #     clear ──screen finds a signal──▶ flagged ──marketer──▶ cleared ──new signal──▶ flagged
+    #                                         └──────marketer──▶ rejected (final)
+    #
+    # A cleared referral goes back to review only when screening finds a signal the marketer has not seen.
+    review_machine = StateMachine(
+        field="review_status",
+        moves={
+            ReviewStatus.CLEAR: {ReviewStatus.FLAGGED},
+            ReviewStatus.FLAGGED: {ReviewStatus.CLEARED, ReviewStatus.REJECTED},
+            ReviewStatus.CLEARED: {ReviewStatus.FLAGGED},
+            ReviewStatus.REJECTED: set(),
+        },
+        audit_prefix="referral.review",
+        timestamps={ReviewStatus.CLEARED: "reviewed_at", ReviewStatus.REJECTED: "reviewed_at"},
+        reason_required=frozenset({ReviewStatus.CLEARED, ReviewStatus.REJECTED}),
+        labels={
+            ReviewStatus.CLEAR: "not flagged",
+            ReviewStatus.FLAGGED: "flagged",
+            ReviewStatus.CLEARED: "already cleared",
+            ReviewStatus.REJECTED: "rejected as fraud",
+        },
+        refusal="This referral is {current_label}; it cannot be {to}.",
+    )
 
     class Meta:
         indexes = [

@@ -5,8 +5,9 @@ from __future__ import annotations
 import csv
 from datetime import UTC, datetime, time, timedelta
 
+import stripe
 from django import forms
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpResponse
 from django.template.response import TemplateResponse
@@ -20,7 +21,10 @@ from referral_platform.tenancy.admin_base import (
     EDIT_ROLES,
     TenantScopedAdmin,
     TenantScopedInline,
+    bulk_action,
+    bulk_apply,
     json_with_money,
+    move_action,
     request_actor,
     site,
 )
@@ -35,6 +39,7 @@ from .models import (
     ParticipantStripeProfile,
     Payout,
     PayoutSettings,
+    PayoutStatus,
     Reward,
     RewardEvaluation,
     RewardStatus,
@@ -42,9 +47,15 @@ from .models import (
     StripeWebhookEvent,
     mask_secret,
 )
-from .payouts import connect_onboarding_link_create, payout_mark_fulfilled, payout_retry_now
-from .selectors import TIME_TO_REWARD_TARGET, participant_statement, statement_csv_rows, time_to_reward_by_program
-from .services import reward_approve, reward_reject
+from .payouts import connect_onboarding_link_create, payout_mark_fulfilled, payout_retry_queue
+from .selectors import (
+    TIME_TO_REWARD_TARGET,
+    participant_statement,
+    review_queue_q,
+    statement_csv_rows,
+    time_to_reward_by_program,
+)
+from .services import reward_approve, reward_reject, stripe_credentials_save, stripe_credentials_values
 
 
 class ReadOnlyAdmin(TenantScopedAdmin):
@@ -69,38 +80,6 @@ class ReasonForm(forms.Form):
     reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3, "cols": 60}), max_length=2000)
 
 
-def _reason_step(modeladmin, request, queryset, *, title: str, action: str, form_class=ReasonForm, apply):
-    """Admin action with an intermediate page asking for a reason (or other fields), then ``apply``."""
-    if not _can_edit(modeladmin, request):
-        raise PermissionDenied
-    form = form_class(request.POST if "apply" in request.POST else None)
-    if "apply" in request.POST and form.is_valid():
-        done, failed = 0, []
-        for obj in queryset:
-            try:
-                apply(obj, form.cleaned_data)
-                done += 1
-            except ValidationError as error:
-                failed.append(f"#{obj.pk}: {'; '.join(error.messages)}")
-        modeladmin.message_user(request, f"{title}: {done} done.", messages.SUCCESS if done else messages.WARNING)
-        for line in failed:
-            modeladmin.message_user(request, line, messages.ERROR)
-        return None
-    return TemplateResponse(
-        request,
-        "admin/rewards/reason_form.html",
-        {
-            **modeladmin.admin_site.each_context(request),
-            "title": title,
-            "objects": queryset,
-            "form": form,
-            "action": action,
-            "opts": modeladmin.model._meta,
-            "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
-        },
-    )
-
-
 # --- rewards -----------------------------------------------------------------------------------
 
 
@@ -112,45 +91,33 @@ class ReviewQueueFilter(admin.SimpleListFilter):
         return [("review", "Awaiting review (above auto-approve limit)"), ("hold", "On hold")]
 
     def queryset(self, request, queryset):
-        from django.db.models import F
-
         now = timezone.now()
-        above = F("program__auto_approve_limit_minor") + F("reversed_minor") + F("clawed_back_minor")
         if self.value() == "review":
-            return queryset.filter(status=RewardStatus.PENDING, hold_until__lte=now, amount_minor__gt=above)
+            return queryset.filter(review_queue_q(now=now))
         if self.value() == "hold":
             return queryset.filter(status=RewardStatus.PENDING, hold_until__gt=now)
         return queryset
 
 
-@admin.action(description="Approve selected rewards")
-def approve_rewards(modeladmin, request, queryset):
-    if not _can_edit(modeladmin, request):
-        raise PermissionDenied
-    actor = request_actor(request)
-    done, failed = 0, []
-    for reward in queryset:
-        try:
-            reward_approve(reward=reward, actor=actor, reason="approved in review")
-            done += 1
-        except ValidationError as error:
-            failed.append(f"#{reward.pk}: {'; '.join(error.messages)}")
-    modeladmin.message_user(request, f"Approved {done} reward(s).", messages.SUCCESS if done else messages.WARNING)
-    for line in failed:
-        modeladmin.message_user(request, line, messages.ERROR)
-
-
-@admin.action(description="Reject selected rewards (asks for a reason)")
-def reject_rewards(modeladmin, request, queryset):
-    actor = request_actor(request)
-    return _reason_step(
-        modeladmin,
-        request,
-        queryset,
-        title="Reject rewards",
-        action="reject_rewards",
-        apply=lambda reward, data: reward_reject(reward=reward, actor=actor, reason=data["reason"]),
-    )
+approve_rewards = move_action(
+    reward_approve,
+    name="approve_rewards",
+    description="Approve selected rewards",
+    noun="reward",
+    verb="approved",
+    to=RewardStatus.APPROVED,
+    reason="approved in review",
+)
+reject_rewards = bulk_action(
+    lambda reward, actor, data: reward_reject(reward=reward, actor=actor, reason=data["reason"]),
+    name="reject_rewards",
+    description="Reject selected rewards (asks for a reason)",
+    noun="reward",
+    verb="rejected",
+    to=RewardStatus.REJECTED,
+    form_class=ReasonForm,
+    title="Reject rewards",
+)
 
 
 class RewardAdmin(ReadOnlyAdmin):
@@ -201,13 +168,6 @@ class RewardAdmin(ReadOnlyAdmin):
     def has_change_permission(self, request, obj=None):
         # Actions need "change"; the form itself stays read-only (every field is in readonly_fields).
         return _can_edit(self, request) and self._owns(request, obj)
-
-    def get_actions(self, request):
-        actions = super().get_actions(request)
-        if not _can_edit(self, request):
-            actions.pop("approve_rewards", None)
-            actions.pop("reject_rewards", None)
-        return actions
 
     @admin.display(description="amount", ordering="amount_minor")
     def amount(self, obj):
@@ -332,39 +292,25 @@ class FulfilForm(forms.Form):
     )
 
 
-@admin.action(description="Mark selected payouts fulfilled (asks for a note)")
-def fulfil_payouts(modeladmin, request, queryset):
-    actor = request_actor(request)
-    return _reason_step(
-        modeladmin,
-        request,
-        queryset,
-        title="Mark payouts fulfilled",
-        action="fulfil_payouts",
-        form_class=FulfilForm,
-        apply=lambda payout, data: payout_mark_fulfilled(
-            payout=payout, actor=actor, note=data["note"], reference=data["reference"]
-        ),
-    )
-
-
-@admin.action(description="Retry selected failed payouts now")
-def retry_payouts(modeladmin, request, queryset):
-    if not _can_edit(modeladmin, request):
-        raise PermissionDenied
-    from referral_platform.celery import enqueue_on_commit
-
-    from .tasks import payout_execute
-
-    done = 0
-    for payout in queryset:
-        try:
-            payout_retry_now(payout=payout, actor=request_actor(request))
-            enqueue_on_commit(payout_execute, payout.pk)
-            done += 1
-        except ValidationError as error:
-            modeladmin.message_user(request, f"#{payout.pk}: {'; '.join(error.messages)}", messages.ERROR)
-    modeladmin.message_user(request, f"Queued {done} payout(s) for a new attempt.")
+fulfil_payouts = bulk_action(
+    lambda payout, actor, data: payout_mark_fulfilled(
+        payout=payout, actor=actor, note=data["note"], reference=data["reference"]
+    ),
+    name="fulfil_payouts",
+    description="Mark selected payouts fulfilled (asks for a note)",
+    noun="payout",
+    verb="marked fulfilled",
+    to=PayoutStatus.PAID,
+    form_class=FulfilForm,
+    title="Mark payouts fulfilled",
+)
+retry_payouts = bulk_action(
+    lambda payout, actor: payout_retry_queue(payout=payout, actor=actor),
+    name="retry_payouts",
+    description="Retry selected failed payouts now",
+    noun="payout",
+    verb="queued for a new attempt",
+)
 
 
 class PayoutAdmin(ReadOnlyAdmin):
@@ -495,21 +441,27 @@ class StripeCredentialsForm(forms.ModelForm):
         help_text="The endpoint's signing secret (whsec_…). Leave blank to keep the current one.",
     )
 
+    tenant = None  # bound by StripeCredentialsAdmin.get_form
+
     class Meta:
         model = StripeCredentials
         fields = ["secret_key", "webhook_secret"]
 
     def clean(self):
         data = super().clean()
-        for name in ("secret_key", "webhook_secret"):
-            if data.get(name):
-                continue
-            if self.instance.pk:
-                data[name] = getattr(StripeCredentials.objects.get(pk=self.instance.pk), name)
-            else:
-                self.add_error(name, "Required.")
-        if data.get("secret_key") and not data["secret_key"].startswith(("sk_", "rk_")):
-            self.add_error("secret_key", "A Stripe secret key starts with sk_ (or rk_ for a restricted key).")
+        if self.tenant is None:
+            raise ValidationError("Choose a workspace first.")
+        try:
+            data.update(
+                stripe_credentials_values(
+                    tenant=self.tenant,
+                    secret_key=data.get("secret_key", ""),
+                    webhook_secret=data.get("webhook_secret", ""),
+                )
+            )
+        except ValidationError as exc:
+            for name, errors in exc.message_dict.items():
+                self.add_error(name, errors)
         return data
 
 
@@ -535,31 +487,47 @@ class StripeCredentialsAdmin(TenantScopedAdmin):
             return ""
         return reverse("stripe_webhook", kwargs={"tenant_slug": obj.tenant.slug})
 
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change=change, **kwargs)
+        tenant = obj.tenant if obj is not None else request_actor(request).tenant
+        return type(form.__name__, (form,), {"tenant": tenant})
+
     def save_model(self, request, obj, form, change):
-        from referral_platform.tenancy.services import audit_record
+        actor = request_actor(request)
+        if form.tenant is None:
+            raise PermissionDenied
+        credentials = stripe_credentials_save(
+            tenant=form.tenant,
+            actor=actor,
+            secret_key=form.cleaned_data["secret_key"],
+            webhook_secret=form.cleaned_data["webhook_secret"],
+        )
+        obj.pk = credentials.pk
+        obj.__dict__.update(credentials.__dict__)
 
-        obj.updated_at = timezone.now()
-        super().save_model(request, obj, form, change)
-        audit_record(tenant=obj.tenant, actor=request_actor(request), action="stripe.credentials_saved", obj=obj)
 
-
-@admin.action(description="Create a Stripe Connect onboarding link")
+@admin.action(description="Create a Stripe Connect onboarding link", permissions=["change"])
 def onboarding_link(modeladmin, request, queryset):
-    if not _can_edit(modeladmin, request):
-        raise PermissionDenied
-    for profile in queryset.select_related("participant", "participant__tenant"):
-        back = request.build_absolute_uri(reverse("admin:rewards_participantstripeprofile_changelist"))
-        try:
-            url = connect_onboarding_link_create(
-                participant=profile.participant, actor=request_actor(request), refresh_url=back, return_url=back
-            )
-        except ValidationError as error:
-            modeladmin.message_user(request, "; ".join(error.messages), messages.ERROR)
-            continue
-        except Exception as error:  # a Stripe error: show it, keep going
-            modeladmin.message_user(request, f"{profile.participant}: {error}", messages.ERROR)
-            continue
-        modeladmin.message_user(request, f"Onboarding link for {profile.participant}: {url}")
+    actor = request_actor(request)
+    back = request.build_absolute_uri(reverse("admin:rewards_participantstripeprofile_changelist"))
+    profiles = list(queryset.select_related("participant", "participant__tenant"))
+    outcome = bulk_apply(
+        modeladmin,
+        request,
+        profiles,
+        lambda profile: (
+            profile.participant,
+            connect_onboarding_link_create(
+                participant=profile.participant, actor=actor, refresh_url=back, return_url=back
+            ),
+        ),
+        noun="onboarding link",
+        verb="created",
+        refusals=(ValidationError, PermissionDenied, stripe.StripeError),
+        atomic=False,  # it calls Stripe between short transactions of its own
+    )
+    for participant, url in outcome.results:
+        modeladmin.message_user(request, f"Onboarding link for {participant}: {url}")
 
 
 class ParticipantStripeProfileAdmin(TenantScopedAdmin):
@@ -574,13 +542,19 @@ class PayoutSettingsAdmin(TenantScopedAdmin):
     money_fields = {"minimum_payout_minor": "program.currency"}
 
 
-@admin.action(description="Process selected events again")
-def reprocess_events(modeladmin, request, queryset):
+def _event_reprocess(event, actor):
     from .webhooks import stripe_event_process
 
-    for event in queryset:
-        stripe_event_process(event=event)
-    modeladmin.message_user(request, "Processed.")
+    return stripe_event_process(event=event)
+
+
+reprocess_events = bulk_action(
+    _event_reprocess,
+    name="reprocess_events",
+    description="Process selected events again",
+    noun="event",
+    verb="processed (events already processed or ignored are left as they are)",
+)
 
 
 class StripeWebhookEventAdmin(ReadOnlyAdmin):
@@ -617,17 +591,26 @@ site.register(StripeWebhookEvent, StripeWebhookEventAdmin)
 # --- reward evaluation and participant messages ------------------------------------------------
 
 
-@admin.action(description="Evaluate selected conversions again (those not done)")
-def evaluate_again(modeladmin, request, queryset):
-    if not _can_edit(modeladmin, request):
-        raise PermissionDenied
+def _evaluate(evaluation, actor):
     from .evaluation import reward_evaluate
 
-    created = 0
-    for evaluation in queryset.exclude(status=EvaluationStatus.DONE):
-        result = reward_evaluate(event_id=evaluation.conversion_event_id)
-        created += result.rewards_created if result is not None else 0
+    return reward_evaluate(event_id=evaluation.conversion_event_id)
+
+
+def _report_rewards_created(modeladmin, request, outcome):
+    created = sum(result.rewards_created for result in outcome.results if result is not None)
     modeladmin.message_user(request, f"Evaluated again: {created} reward(s) created.")
+
+
+evaluate_again = bulk_action(
+    _evaluate,
+    name="evaluate_again",
+    description="Evaluate selected conversions again (those not done)",
+    noun="conversion",
+    verb="evaluated again",
+    rows=lambda queryset: queryset.exclude(status=EvaluationStatus.DONE),
+    report=_report_rewards_created,
+)
 
 
 class RewardEvaluationAdmin(ReadOnlyAdmin):

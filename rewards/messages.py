@@ -32,6 +32,7 @@ from referral_platform.money import format_money, format_percent
 from referrals.models import Referral
 
 from .models import MessageKind, ParticipantMessage, Reward, RewardKind
+from .selectors import reward_needs_review
 
 logger = logging.getLogger(__name__)
 
@@ -241,8 +242,6 @@ def message_referral_converted(
     if not rewards:
         return None
     days = max(arrival_business_days(reward) for reward in rewards)
-    from .services import needs_review
-
     return participant_message_send(
         participant=participant,
         kind=MessageKind.REFERRAL_CONVERTED,
@@ -254,7 +253,7 @@ def message_referral_converted(
             "label": referral_label(referral),
             "rewards_words": rewards_in_words(rewards),
             "business_days": days,
-            "needs_review": any(needs_review(reward) for reward in rewards),
+            "needs_review": any(reward_needs_review(reward) for reward in rewards),
         },
     )
 
@@ -262,8 +261,6 @@ def message_referral_converted(
 def message_reward_earned(*, reward: Reward, referral: Referral | None) -> ParticipantMessage | None:
     """A reward that is not the referrer's conversion reward: a later payment's share, a qualified lead's
     bounty, or what the referred company gets."""
-    from .services import needs_review
-
     return participant_message_send(
         participant=reward.participant,
         kind=MessageKind.REWARD_EARNED,
@@ -278,7 +275,7 @@ def message_reward_earned(*, reward: Reward, referral: Referral | None) -> Parti
             "referrer_name": referral.referrer.name if referral else "",
             "is_referred_side": reward.beneficiary_side == "referred",
             "business_days": arrival_business_days(reward),
-            "needs_review": needs_review(reward),
+            "needs_review": reward_needs_review(reward),
         },
     )
 

@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from programs.models import Participant, Program
 from referral_platform.money import format_money
+from referral_platform.state import StateMachine
 from referral_platform.tenancy.models import TenantOwnedModel
 from referrals.models import ConversionEvent, Referral
 
@@ -251,6 +252,27 @@ class Reward(TenantOwnedModel):
     status_reason = models.TextField(blank=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
+    # rewards.services: reward_approve, reward_reject, reward_reduce_for_refund, reward_mark_paid.
+    status_machine = StateMachine(
+        field="status",
+        moves={
+            RewardStatus.PENDING: {RewardStatus.APPROVED, RewardStatus.REJECTED, RewardStatus.REVERSED},
+            RewardStatus.APPROVED: {RewardStatus.PAID, RewardStatus.REJECTED, RewardStatus.REVERSED},
+            RewardStatus.PAID: {RewardStatus.REVERSED},
+            RewardStatus.REJECTED: set(),
+            RewardStatus.REVERSED: set(),
+        },
+        audit_prefix="reward",
+        timestamps={
+            RewardStatus.APPROVED: "approved_at",
+            RewardStatus.PAID: "paid_at",
+            RewardStatus.REJECTED: "rejected_at",
+            RewardStatus.REVERSED: "reversed_at",
+        },
+        reason_required=frozenset({RewardStatus.REJECTED}),
+        refusal="A {current} reward cannot become {to}.",
+    )
+
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["tenant", "source_key"], name="reward_unique_source_key"),
@@ -335,6 +357,26 @@ class Payout(TenantOwnedModel):
     fulfilment_note = models.TextField(blank=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     paid_at = models.DateTimeField(null=True, blank=True)
+
+    # rewards.payouts. Processing may be entered again (a claim after an interrupted attempt).
+    status_machine = StateMachine(
+        field="status",
+        moves={
+            PayoutStatus.PENDING: {PayoutStatus.PROCESSING, PayoutStatus.PAID},
+            PayoutStatus.PROCESSING: {
+                PayoutStatus.PROCESSING,
+                PayoutStatus.PAID,
+                PayoutStatus.FAILED,
+                PayoutStatus.ABANDONED,
+            },
+            PayoutStatus.FAILED: {PayoutStatus.PROCESSING, PayoutStatus.PAID},
+            PayoutStatus.ABANDONED: {PayoutStatus.FAILED, PayoutStatus.PAID},
+            PayoutStatus.PAID: set(),
+        },
+        audit_prefix="payout",
+        timestamps={PayoutStatus.PAID: "paid_at"},
+        refusal="A {current} payout cannot become {to}.",
+    )
 
     class Meta:
         constraints = [

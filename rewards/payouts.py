@@ -46,7 +46,9 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from programs.models import Participant
+from referral_platform.celery import enqueue_on_commit
 from referral_platform.money import format_money
+from referral_platform.state import transition
 from referral_platform.tenancy.actors import Actor, system_actor
 from referral_platform.tenancy.models import Tenant
 from referral_platform.tenancy.services import audit_record
@@ -69,15 +71,6 @@ from .stripe_api import client_for
 
 logger = logging.getLogger(__name__)
 
-ALLOWED_MOVES: dict[str, frozenset[str]] = {
-    PayoutStatus.PENDING: frozenset({PayoutStatus.PROCESSING, PayoutStatus.PAID}),
-    PayoutStatus.PROCESSING: frozenset(
-        {PayoutStatus.PROCESSING, PayoutStatus.PAID, PayoutStatus.FAILED, PayoutStatus.ABANDONED}
-    ),
-    PayoutStatus.FAILED: frozenset({PayoutStatus.PROCESSING, PayoutStatus.PAID}),
-    PayoutStatus.ABANDONED: frozenset({PayoutStatus.FAILED, PayoutStatus.PAID}),
-    PayoutStatus.PAID: frozenset(),
-}
 UNFINISHED = (PayoutStatus.PENDING, PayoutStatus.PROCESSING, PayoutStatus.FAILED, PayoutStatus.ABANDONED)
 EXECUTABLE = (PayoutStatus.PENDING, PayoutStatus.PROCESSING, PayoutStatus.FAILED)
 # Stripe errors after which the call may have executed at Stripe: no answer (timeout, dropped connection),
@@ -89,24 +82,6 @@ METHOD_FOR_KIND = {
     RewardKind.COUPON: PayoutMethod.COUPON,
     RewardKind.MANUAL: PayoutMethod.MANUAL,
 }
-
-
-def _move(payout: Payout, to_status: str, *, actor: Actor | str, reason: str = "", data=None) -> None:
-    from_status = payout.status
-    if to_status not in ALLOWED_MOVES[from_status]:
-        raise ValidationError({"status": f"A {from_status} payout cannot become {to_status}."})
-    payout.status = to_status
-    if from_status != to_status:
-        audit_record(
-            tenant=payout.tenant,
-            actor=actor,
-            action=f"payout.{to_status}",
-            obj=payout,
-            from_state=from_status,
-            to_state=to_status,
-            reason=reason,
-            data=data,
-        )
 
 
 def _profile(participant: Participant) -> ParticipantStripeProfile | None:
@@ -325,10 +300,13 @@ def _claim(payout_id: int, now: datetime) -> tuple[Payout, bool] | None:
         return None
     window = timedelta(seconds=settings.STRIPE_IDEMPOTENCY_WINDOW_SECONDS)
     look_up = locked.outcome_unknown_since is not None and now - locked.outcome_unknown_since >= window
-    _move(locked, PayoutStatus.PROCESSING, actor=system_actor(locked.tenant))
-    locked.attempts += 1
-    locked.outcome_unknown_since = locked.outcome_unknown_since or now
-    locked.save(update_fields=["status", "attempts", "outcome_unknown_since"])
+    transition(
+        locked,
+        to=PayoutStatus.PROCESSING,
+        actor=system_actor(locked.tenant),
+        changes={"attempts": locked.attempts + 1, "outcome_unknown_since": locked.outcome_unknown_since or now},
+        locked=locked,
+    )
     return locked, look_up
 
 
@@ -492,13 +470,19 @@ def _call_stripe(payout: Payout, *, look_up: bool = False, made: list[str] | Non
 def _record_failure(payout: Payout, error: Exception, now: datetime) -> None:
     message = str(getattr(error, "user_message", None) or error) or type(error).__name__
     payout.last_error = f"{type(error).__name__}: {message}"[:2000]
-    if payout.attempts >= settings.PAYOUT_MAX_ATTEMPTS:
-        _move(payout, PayoutStatus.ABANDONED, actor=system_actor(payout.tenant), reason=payout.last_error)
-        payout.next_attempt_at = None
-    else:
-        _move(payout, PayoutStatus.FAILED, actor=system_actor(payout.tenant), reason=payout.last_error)
-        payout.next_attempt_at = now + retry_delay(payout.attempts)
-    payout.save(update_fields=["status", "last_error", "next_attempt_at", "outcome_unknown_since"])
+    abandoned = payout.attempts >= settings.PAYOUT_MAX_ATTEMPTS
+    transition(
+        payout,
+        to=PayoutStatus.ABANDONED if abandoned else PayoutStatus.FAILED,
+        actor=system_actor(payout.tenant),
+        reason=payout.last_error,
+        changes={
+            "last_error": payout.last_error,
+            "next_attempt_at": None if abandoned else now + retry_delay(payout.attempts),
+            "outcome_unknown_since": payout.outcome_unknown_since,
+        },
+        locked=payout,
+    )
     logger.warning("payout %s failed (attempt %s): %s", payout.pk, payout.attempts, payout.last_error)
 
 
@@ -534,23 +518,20 @@ def _complete(payout: Payout, *, actor: Actor | str, now: datetime, stripe_objec
             memo=f"Payout #{payout.pk} ({payout.get_method_display()}) {stripe_object_id}".strip(),
             payout=payout,
         )
-    _move(payout, PayoutStatus.PAID, actor=actor, data={"stripe_object_id": stripe_object_id})
-    payout.paid_at = now
-    payout.stripe_object_id = stripe_object_id
-    payout.stripe_detail = {**payout.stripe_detail, **detail}
-    payout.last_error = ""
-    payout.next_attempt_at = None
-    payout.outcome_unknown_since = None
-    payout.save(
-        update_fields=[
-            "status",
-            "paid_at",
-            "stripe_object_id",
-            "stripe_detail",
-            "last_error",
-            "next_attempt_at",
-            "outcome_unknown_since",
-        ]
+    transition(
+        payout,
+        to=PayoutStatus.PAID,
+        actor=actor,
+        at=now,
+        data={"stripe_object_id": stripe_object_id},
+        changes={
+            "stripe_object_id": stripe_object_id,
+            "stripe_detail": {**payout.stripe_detail, **detail},
+            "last_error": "",
+            "next_attempt_at": None,
+            "outcome_unknown_since": None,
+        },
+        locked=payout,
     )
     for reward in Reward.objects.select_for_update(of=("self",), no_key=True).filter(payout=payout).order_by("pk"):
         reward_mark_paid(reward=reward, actor=actor, now=now)
@@ -589,12 +570,30 @@ def payout_retry_now(*, payout: Payout, actor: Actor, now: datetime | None = Non
     _lease_or_refuse(payout)
     locked = Payout.objects.select_for_update(of=("self",), no_key=True).select_related("tenant").get(pk=payout.pk)
     if locked.status == PayoutStatus.ABANDONED:
-        _move(locked, PayoutStatus.FAILED, actor=actor, reason="retry requested")
-    elif locked.status != PayoutStatus.FAILED:
+        transition(
+            locked,
+            to=PayoutStatus.FAILED,
+            actor=actor,
+            reason="retry requested",
+            changes={"next_attempt_at": now},
+            locked=locked,
+        )
+    elif locked.status == PayoutStatus.FAILED:
+        locked.next_attempt_at = now
+        locked.save(update_fields=["next_attempt_at"])
+    else:
         raise ValidationError({"status": f"Only failed payouts can be retried; this one is {locked.status}."})
-    locked.next_attempt_at = now
-    locked.save(update_fields=["status", "next_attempt_at"])
     return locked
+
+
+@transaction.atomic
+def payout_retry_queue(*, payout: Payout, actor: Actor, now: datetime | None = None) -> Payout:
+    """``payout_retry_now``, and the payout's execution queued once this transaction commits."""
+    from .tasks import payout_execute as payout_execute_task
+
+    payout = payout_retry_now(payout=payout, actor=actor, now=now)
+    enqueue_on_commit(payout_execute_task, payout.pk)
+    return payout
 
 
 def payouts_run_for_participant(*, participant: Participant, now: datetime | None = None) -> dict[str, int]:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.contrib.postgres.expressions import ArraySubquery
-from django.db.models import Aggregate, Count, DurationField, F, OuterRef, QuerySet
+from django.db.models import Aggregate, Count, DurationField, F, OuterRef, Q, QuerySet
 
 from programs.models import Participant, Program
 from referral_platform.money import format_money
@@ -30,12 +30,33 @@ def _rewards(tenant: Tenant | None) -> QuerySet[Reward]:
     return Reward.objects.for_tenant(tenant) if tenant is not None else Reward.objects.all()
 
 
+# --- the review threshold ------------------------------------------------------------------------
+# A reward whose net value (amount less reversals and clawbacks) is above its program's auto-approve
+# limit waits for a marketer; one within it approves itself once its hold ends. The same rule, for one
+# row and as a filter (rewards/tests/test_review_threshold.py holds them equal):
+
+
+def reward_needs_review(reward: Reward) -> bool:
+    """Above the program's auto-approve limit: a marketer decides."""
+    return reward.net_minor > reward.program.auto_approve_limit_minor
+
+
+def needs_review_q() -> Q:
+    """``reward_needs_review`` as a filter on rewards."""
+    return Q(amount_minor__gt=F("program__auto_approve_limit_minor") + F("reversed_minor") + F("clawed_back_minor"))
+
+
+def review_queue_q(*, now: datetime) -> Q:
+    """The review queue as a filter: pending rewards past their hold that need review."""
+    return Q(status=RewardStatus.PENDING, hold_until__lte=now) & needs_review_q()
+
+
 def rewards_due_for_auto_approval(tenant: Tenant | None, *, now: datetime) -> QuerySet[Reward]:
     """Pending rewards whose hold has ended and whose value is within the program's auto-approve limit."""
     return (
         _rewards(tenant)
         .filter(status=RewardStatus.PENDING, hold_until__lte=now)
-        .filter(amount_minor__lte=F("program__auto_approve_limit_minor") + F("reversed_minor") + F("clawed_back_minor"))
+        .exclude(needs_review_q())
         .select_related("tenant", "program")
         .order_by("hold_until", "pk")
     )
@@ -43,11 +64,7 @@ def rewards_due_for_auto_approval(tenant: Tenant | None, *, now: datetime) -> Qu
 
 def rewards_pending_review(tenant: Tenant, *, program: Program | None = None, now: datetime) -> QuerySet[Reward]:
     """The review queue: pending rewards past their hold that are above the auto-approve limit."""
-    qs = (
-        _rewards(tenant)
-        .filter(status=RewardStatus.PENDING, hold_until__lte=now)
-        .filter(amount_minor__gt=F("program__auto_approve_limit_minor") + F("reversed_minor") + F("clawed_back_minor"))
-    )
+    qs = _rewards(tenant).filter(review_queue_q(now=now))
     if program is not None:
         qs = qs.filter(program=program)
     return qs.order_by("hold_until", "pk")

@@ -1,6 +1,7 @@
 """Reward lifecycle: create (accrue), approve, reject, reduce for refunds (reverse / claw back), mark paid.
 
-Every status change is one service checked against ``ALLOWED_MOVES`` and leaves an audit row; every
+Every status change is one service checked against ``Reward.status_machine`` (through
+``referral_platform.state.transition``) and leaves an audit row; every
 change of value posts a ledger transaction whose idempotency key is derived from the reward, so a
 retried call posts nothing twice.
 
@@ -24,6 +25,7 @@ from django.utils import timezone
 
 from programs.models import Participant, ParticipantStatus, Program
 from referral_platform.money import format_money
+from referral_platform.state import transition
 from referral_platform.tenancy.actors import Actor, system_actor
 from referral_platform.tenancy.models import Tenant
 from referral_platform.tenancy.services import audit_record
@@ -40,16 +42,8 @@ from .models import (
     RewardKind,
     RewardStatus,
     StripeCharge,
+    StripeCredentials,
 )
-
-ALLOWED_MOVES: dict[str, frozenset[str]] = {
-    RewardStatus.PENDING: frozenset({RewardStatus.APPROVED, RewardStatus.REJECTED, RewardStatus.REVERSED}),
-    RewardStatus.APPROVED: frozenset({RewardStatus.PAID, RewardStatus.REJECTED, RewardStatus.REVERSED}),
-    RewardStatus.PAID: frozenset({RewardStatus.REVERSED}),
-    RewardStatus.REJECTED: frozenset(),
-    RewardStatus.REVERSED: frozenset(),
-}
-
 
 # --- who may be rewarded -------------------------------------------------------------------------
 # What a reward is earned on (the rules' ``on``, or the event kind) → the referral stages that count.
@@ -97,24 +91,6 @@ def referral_reward_refusal(referral: Referral, *, earned_on: str = "conversion"
         ):
             return f"{name} churned on {referral.churned_at:%Y-%m-%d}: later payments earn nothing."
     return ""
-
-
-def _move(reward: Reward, to_status: str, *, actor: Actor | str, action: str, reason: str = "", data=None) -> None:
-    """Change ``reward.status`` (caller saves) if the move is allowed, and write the audit row."""
-    from_status = reward.status
-    if to_status not in ALLOWED_MOVES[from_status]:
-        raise ValidationError({"status": f"A {from_status} reward cannot become {to_status}."})
-    reward.status = to_status
-    audit_record(
-        tenant=reward.tenant,
-        actor=actor,
-        action=action,
-        obj=reward,
-        from_state=from_status,
-        to_state=to_status,
-        reason=reason,
-        data=data,
-    )
 
 
 def _locked(reward: Reward) -> Reward:
@@ -274,11 +250,6 @@ def hold_has_ended(reward: Reward, now: datetime) -> bool:
     return reward.hold_until <= now
 
 
-def needs_review(reward: Reward) -> bool:
-    """Above the program's auto-approve limit: a marketer decides."""
-    return reward.net_minor > reward.program.auto_approve_limit_minor
-
-
 @transaction.atomic
 def reward_approve(*, reward: Reward, actor: Actor, reason: str = "", now: datetime | None = None) -> Reward:
     """pending → approved once the hold has ended; moves the value from pending to payable."""
@@ -288,9 +259,7 @@ def reward_approve(*, reward: Reward, actor: Actor, reason: str = "", now: datet
         raise ValidationError({"status": f"Only pending rewards can be approved; this one is {reward.status}."})
     if not hold_has_ended(reward, now):
         raise ValidationError({"hold_until": f"The reward is on hold until {reward.hold_until:%Y-%m-%d %H:%M} UTC."})
-    _move(reward, RewardStatus.APPROVED, actor=actor, action="reward.approved", reason=reason)
-    reward.approved_at = now
-    reward.save(update_fields=["status", "approved_at"])
+    transition(reward, to=RewardStatus.APPROVED, actor=actor, reason=reason, at=now, locked=reward)
     if reward.net_minor > 0:
         _post(
             reward,
@@ -316,10 +285,15 @@ def reward_reject(*, reward: Reward, actor: Actor, reason: str, now: datetime | 
     if reward.payout_id is not None:
         raise ValidationError({"status": "The reward is already part of a payout."})
     from_status = reward.status
-    _move(reward, RewardStatus.REJECTED, actor=actor, action="reward.rejected", reason=reason)
-    reward.rejected_at = now
-    reward.status_reason = reason
-    reward.save(update_fields=["status", "rejected_at", "status_reason"])
+    transition(
+        reward,
+        to=RewardStatus.REJECTED,
+        actor=actor,
+        reason=reason,
+        at=now,
+        changes={"status_reason": reason},
+        locked=reward,
+    )
     if reward.net_minor > 0:
         source = AccountKind.PENDING if from_status == RewardStatus.PENDING else AccountKind.PAYABLE
         _post(
@@ -369,9 +343,7 @@ def reward_reduce_for_refund(
     if reward.amount_minor == 0 and fully_refunded and reward.payout_id is None and reward.status != RewardStatus.PAID:
         # An item without a cash value (a feature unlock, a free month of an unknown bill) has nothing to
         # shrink: a full refund or a cancellation withdraws it before it is handed over.
-        _move(reward, RewardStatus.REVERSED, actor=actor, action="reward.reversed", reason=reason)
-        reward.reversed_at = now
-        reward.save(update_fields=["status", "reversed_at"])
+        transition(reward, to=RewardStatus.REVERSED, actor=actor, reason=reason, at=now, locked=reward)
         messages.message_reward_reduced(reward=reward, reduced_by_minor=0, total_reduction_minor=0, reason=reason)
         return reward
     if delta <= 0:
@@ -410,9 +382,18 @@ def reward_reduce_for_refund(
     }
     # Nothing left: reversed, unless a payout still in flight will mark it paid (its clawback stays owed).
     if reward.net_minor == 0 and (reward.status == RewardStatus.PAID or reward.payout_id is None):
-        _move(reward, RewardStatus.REVERSED, actor=actor, action="reward.reversed", reason=reason, data=data)
-        reward.reversed_at = now
+        transition(
+            reward,
+            to=RewardStatus.REVERSED,
+            actor=actor,
+            reason=reason,
+            at=now,
+            data=data,
+            changes={"reversed_minor": reward.reversed_minor, "clawed_back_minor": reward.clawed_back_minor},
+            locked=reward,
+        )
     else:
+        reward.save(update_fields=["reversed_minor", "clawed_back_minor"])
         audit_record(
             tenant=reward.tenant,
             actor=actor,
@@ -423,17 +404,21 @@ def reward_reduce_for_refund(
             reason=reason,
             data=data,
         )
-    reward.save(update_fields=["status", "reversed_minor", "clawed_back_minor", "reversed_at"])
     messages.message_reward_reduced(reward=reward, reduced_by_minor=delta, total_reduction_minor=target, reason=reason)
     return reward
 
 
 def reward_mark_paid(*, reward: Reward, actor: Actor | str, now: datetime) -> Reward:
     """approved → paid (called by the payout that covered it, inside its transaction)."""
-    _move(reward, RewardStatus.PAID, actor=actor, action="reward.paid", data={"payout": reward.payout_id})
-    reward.paid_at = now
-    reward.time_to_reward = now - reward.converted_at
-    reward.save(update_fields=["status", "paid_at", "time_to_reward"])
+    transition(
+        reward,
+        to=RewardStatus.PAID,
+        actor=actor,
+        at=now,
+        data={"payout": reward.payout_id},
+        changes={"time_to_reward": now - reward.converted_at},
+        locked=reward,
+    )
     messages.message_reward_paid(reward=reward)
     return reward
 
@@ -452,3 +437,42 @@ def rewards_release_holds(*, tenant: Tenant | None = None, now: datetime | None 
         except ValidationError:
             continue  # changed meanwhile (rejected, reversed, approved by someone else)
     return approved
+
+
+# --- the workspace's Stripe credentials ------------------------------------------------------------
+STRIPE_SECRET_KEY_PREFIXES = ("sk_", "rk_")
+
+
+def stripe_credentials_values(*, tenant: Tenant, secret_key: str = "", webhook_secret: str = "") -> dict[str, str]:
+    """The secret key and webhook signing secret that ``stripe_credentials_save`` would store: a blank
+    value keeps the stored one, both are required the first time, and a secret key starts with sk_ (or
+    rk_ for a restricted key). ``ValidationError`` names each bad field."""
+    stored = StripeCredentials.objects.for_tenant(tenant).first()
+    values = {"secret_key": (secret_key or "").strip(), "webhook_secret": (webhook_secret or "").strip()}
+    errors = {}
+    for name, value in values.items():
+        if value:
+            continue
+        if stored is None:
+            errors[name] = "Required."
+        else:
+            values[name] = getattr(stored, name)
+    if values["secret_key"] and not values["secret_key"].startswith(STRIPE_SECRET_KEY_PREFIXES):
+        errors["secret_key"] = "A Stripe secret key starts with sk_ (or rk_ for a restricted key)."  # noqa: S105
+    if errors:
+        raise ValidationError(errors)
+    return values
+
+
+@transaction.atomic
+def stripe_credentials_save(
+    *, tenant: Tenant, actor: Actor, secret_key: str = "", webhook_secret: str = ""
+) -> StripeCredentials:
+    """Store the workspace's own Stripe credentials (one row per workspace; see
+    ``stripe_credentials_values``). Audited, without the values. Nothing is written when one is bad."""
+    values = stripe_credentials_values(tenant=tenant, secret_key=secret_key, webhook_secret=webhook_secret)
+    credentials, _ = StripeCredentials.objects.update_or_create(
+        tenant=tenant, defaults={**values, "updated_at": timezone.now()}
+    )
+    audit_record(tenant=tenant, actor=actor, action="stripe.credentials_saved", obj=credentials)
+    return credentials

@@ -22,16 +22,10 @@ from programs.models import (
     ProgramStatus,
 )
 from referral_platform.hooks import hooks
+from referral_platform.state import illegal_move, lock, transition
 from referral_platform.tenancy.actors import Actor
 from referral_platform.tenancy.models import Tenant
 from referral_platform.tenancy.services import audit_record
-
-PARTICIPANT_TRANSITIONS: dict[str, frozenset[str]] = {
-    ParticipantStatus.PENDING: frozenset({ParticipantStatus.ACTIVE, ParticipantStatus.REJECTED}),
-    ParticipantStatus.REJECTED: frozenset({ParticipantStatus.ACTIVE}),
-    ParticipantStatus.ACTIVE: frozenset({ParticipantStatus.REMOVED}),
-    ParticipantStatus.REMOVED: frozenset({ParticipantStatus.ACTIVE}),
-}
 
 PARTICIPANT_SOURCES = ("admin", "api", "import", "application")
 
@@ -202,12 +196,15 @@ def participant_upsert(
     company: str = "",
     actor: Actor,
     source: str = "admin",
+    tier: str | None = None,
 ) -> Enrolment:
     """Enrol a participant, or update the one with this external id (idempotent).
 
     New participants of a gated program start pending; of an open or invite-only one (enrolled by the
     tenant itself) active. Active participants get their channel links. Concurrent calls with one
-    external id give one participant (the unique constraint decides; the loser updates).
+    external id give one participant (the unique constraint decides; the loser updates). With ``tier``
+    ("" for none) the participant is put in that partner tier (``participant_tier_set``); without, the
+    tier is left as it is. Nothing is written when a field is bad.
     """
     if program.tenant_id != tenant.pk:
         raise ValidationError({"program": "Unknown program."})
@@ -216,6 +213,7 @@ def participant_upsert(
     if source not in PARTICIPANT_SOURCES:
         raise ValidationError({"source": f"Choose one of: {', '.join(PARTICIPANT_SOURCES)}."})
     values = participant_validate(external_id=external_id, name=name, email=email, company=company)
+    tier = participant_tier_normalize(tier) if tier is not None else None
     participant, created = Participant.objects.update_or_create(
         tenant=tenant,
         program=program,
@@ -232,6 +230,8 @@ def participant_upsert(
             to_state=participant.status,
             data={"source": source},
         )
+    if tier is not None and tier != participant.tier:
+        participant = participant_tier_set(participant=participant, tier=tier, actor=actor)
     participant_links_ensure(participant=participant)
     return Enrolment(participant=participant, created=created)
 
@@ -305,43 +305,28 @@ def participant_apply(*, program: Program, name: str, email: str, company: str =
     return Enrolment(participant=participant, created=created)
 
 
-def _participant_transition(
-    *,
-    participant: Participant,
-    actor: Actor,
-    to_state: str,
-    action: str,
-    reason: str,
-    allowed_from: frozenset[str] | None = None,
+def _participant_activate(
+    participant: Participant, *, actor: Actor, reason: str, action: str, allowed_from: frozenset[str]
 ) -> Participant:
-    participant = Participant.objects.select_for_update().get(pk=participant.pk, tenant_id=participant.tenant_id)
-    from_state = participant.status
-    if to_state not in PARTICIPANT_TRANSITIONS[from_state] or (allowed_from and from_state not in allowed_from):
-        raise ValidationError({"status": f"A {from_state} participant cannot become {to_state} this way."})
-    participant.status = to_state
-    participant.save(update_fields=["status"])
-    audit_record(
-        tenant=participant.tenant,
-        actor=actor,
-        action=action,
-        obj=participant,
-        from_state=from_state,
-        to_state=to_state,
-        reason=reason,
+    """→ active, from one of ``allowed_from`` only: approving (an applicant) and reinstating (a removed
+    participant) both lead to active, each from its own states."""
+    locked = lock(participant)
+    if locked.status not in allowed_from:
+        raise illegal_move(locked, ParticipantStatus.ACTIVE)
+    return transition(
+        participant, to=ParticipantStatus.ACTIVE, actor=actor, reason=reason, action=action, locked=locked
     )
-    return participant
+
+
+APPROVABLE = frozenset({ParticipantStatus.PENDING, ParticipantStatus.REJECTED})
+REINSTATABLE = frozenset({ParticipantStatus.REMOVED})
 
 
 @transaction.atomic
 def participant_approve(*, participant: Participant, actor: Actor, reason: str = "") -> Participant:
     """Pending (or rejected) → active; the participant gets their referral links."""
-    participant = _participant_transition(
-        participant=participant,
-        actor=actor,
-        to_state=ParticipantStatus.ACTIVE,
-        action="participant.approved",
-        reason=reason,
-        allowed_from=frozenset({ParticipantStatus.PENDING, ParticipantStatus.REJECTED}),
+    participant = _participant_activate(
+        participant, actor=actor, reason=reason, action="participant.approved", allowed_from=APPROVABLE
     )
     participant_links_ensure(participant=participant, welcome=True)
     return participant
@@ -350,12 +335,8 @@ def participant_approve(*, participant: Participant, actor: Actor, reason: str =
 @transaction.atomic
 def participant_reject(*, participant: Participant, actor: Actor, reason: str = "") -> Participant:
     """Pending → rejected. A rejected applicant has no links; they are told by e-mail."""
-    participant = _participant_transition(
-        participant=participant,
-        actor=actor,
-        to_state=ParticipantStatus.REJECTED,
-        action="participant.rejected",
-        reason=reason,
+    participant = transition(
+        participant, to=ParticipantStatus.REJECTED, actor=actor, reason=reason, action="participant.rejected"
     )
     _participant_notify(
         participant=participant,
@@ -372,12 +353,8 @@ def participant_reject(*, participant: Participant, actor: Actor, reason: str = 
 @transaction.atomic
 def participant_remove(*, participant: Participant, actor: Actor, reason: str = "") -> Participant:
     """Active → removed; their links stop working (``participant_deactivated``; existing referrals are kept)."""
-    participant = _participant_transition(
-        participant=participant,
-        actor=actor,
-        to_state=ParticipantStatus.REMOVED,
-        action="participant.removed",
-        reason=reason,
+    participant = transition(
+        participant, to=ParticipantStatus.REMOVED, actor=actor, reason=reason, action="participant.removed"
     )
     hooks.participant_deactivated(participant=participant)
     return participant
@@ -386,13 +363,8 @@ def participant_remove(*, participant: Participant, actor: Actor, reason: str = 
 @transaction.atomic
 def participant_reinstate(*, participant: Participant, actor: Actor, reason: str = "") -> Participant:
     """Removed → active; their links work again."""
-    participant = _participant_transition(
-        participant=participant,
-        actor=actor,
-        to_state=ParticipantStatus.ACTIVE,
-        action="participant.reinstated",
-        reason=reason,
-        allowed_from=frozenset({ParticipantStatus.REMOVED}),
+    participant = _participant_activate(
+        participant, actor=actor, reason=reason, action="participant.reinstated", allowed_from=REINSTATABLE
     )
     participant_links_ensure(participant=participant)
     return participant
@@ -401,15 +373,21 @@ def participant_reinstate(*, participant: Participant, actor: Actor, reason: str
 PARTICIPANT_TIER_RE = re.compile(rules_module.PARTNER_TIER_PATTERN)
 
 
-@transaction.atomic
-def participant_tier_set(*, participant: Participant, tier: str, actor: Actor | str, reason: str = "") -> Participant:
-    """Put the participant in a partner tier ("" for none). When the rules of the version a referral is
-    judged under list the tier under ``partner_tiers``, that tier's referrer rules apply to its rewards."""
-    tier = (tier or "").strip().lower()
+def participant_tier_normalize(tier: Any) -> str:
+    """The tier as stored (trimmed, lower case; "" for none), or ``ValidationError`` on ``tier``."""
+    tier = str(tier or "").strip().lower()
     if tier and not PARTICIPANT_TIER_RE.match(tier):
         raise ValidationError(
             {"tier": "Use 1-40 lower-case letters, digits, '-' or '_', starting with a letter or digit (e.g. gold)."}
         )
+    return tier
+
+
+@transaction.atomic
+def participant_tier_set(*, participant: Participant, tier: str, actor: Actor | str, reason: str = "") -> Participant:
+    """Put the participant in a partner tier ("" for none). When the rules of the version a referral is
+    judged under list the tier under ``partner_tiers``, that tier's referrer rules apply to its rewards."""
+    tier = participant_tier_normalize(tier)
     participant = Participant.objects.select_for_update().get(pk=participant.pk, tenant_id=participant.tenant_id)
     if participant.tier == tier:
         return participant

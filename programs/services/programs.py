@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -18,12 +19,21 @@ from programs.models import (
     ProgramKind,
     ProgramStatus,
 )
+from referral_platform.state import transition
 from referral_platform.tenancy.actors import Actor
 from referral_platform.tenancy.models import Tenant
 from referral_platform.tenancy.services import audit_record
 
 from .hosts import host_is_allowed
-from .versions import PROGRAM_RULE_FIELDS, current_version_or_none, rules_validate, version_create, version_has_rewards
+from .versions import (
+    PROGRAM_RULE_FIELDS,
+    RulesChange,
+    current_version_or_none,
+    program_rules_change,
+    rules_validate,
+    version_create,
+    version_has_rewards,
+)
 
 PROGRAM_EDITABLE_FIELDS = (
     "name",
@@ -190,34 +200,28 @@ def program_update(*, program: Program, actor: Actor, new_version: bool = True, 
     return program
 
 
-PROGRAM_TRANSITIONS: dict[str, frozenset[str]] = {
-    ProgramStatus.DRAFT: frozenset({ProgramStatus.ACTIVE, ProgramStatus.ARCHIVED}),
-    ProgramStatus.ACTIVE: frozenset({ProgramStatus.PAUSED, ProgramStatus.ARCHIVED}),
-    ProgramStatus.PAUSED: frozenset({ProgramStatus.ACTIVE, ProgramStatus.ARCHIVED}),
-    ProgramStatus.ARCHIVED: frozenset(),
-}
+@dataclass(frozen=True)
+class ProgramConfiguration:
+    program: Program
+    rules_change: RulesChange | None  # None when no rules were given
 
 
-def _program_transition(*, program: Program, actor: Actor, to_state: str, action: str, reason: str) -> Program:
-    program = Program.objects.select_for_update().get(pk=program.pk, tenant_id=program.tenant_id)
-    from_state = program.status
-    if to_state not in PROGRAM_TRANSITIONS[from_state]:
-        raise ValidationError(
-            {"status": f"A {from_state} program cannot become {to_state}."},
-            code="invalid_transition",
-        )
-    program.status = to_state
-    program.save(update_fields=["status"])
-    audit_record(
-        tenant=program.tenant,
-        actor=actor,
-        action=action,
-        obj=program,
-        from_state=from_state,
-        to_state=to_state,
-        reason=reason,
-    )
-    return program
+@transaction.atomic
+def program_configure(
+    *, program: Program, actor: Actor, changes: Mapping[str, Any], rules: Any = None, note: str = ""
+) -> ProgramConfiguration:
+    """Change a program's settings and, with ``rules``, its rules in one step: ONE new version holds the
+    new rules together with the changed judging settings (``program_update`` alone issues a version
+    for changed judging settings). ``note`` says why; without one, a version caused by changed settings
+    names them. Nothing is written when a setting or the rules are invalid."""
+    program = program_update(program=program, actor=actor, new_version=rules is None, **changes)
+    if rules is None:
+        return ProgramConfiguration(program=program, rules_change=None)
+    if not note:
+        judged = sorted(name for name in changes if name in PROGRAM_RULE_FIELDS)
+        note = f"Settings changed: {', '.join(judged)}" if judged else ""
+    change = program_rules_change(program=program, actor=actor, rules=rules, note=note)
+    return ProgramConfiguration(program=program, rules_change=change)
 
 
 @transaction.atomic
@@ -228,22 +232,16 @@ def program_activate(*, program: Program, actor: Actor, reason: str = "") -> Pro
         raise ValidationError({"rules": "Set the program's rules before activating it."})
     if not host_is_allowed(tenant=program.tenant, url=program.landing_url):
         raise ValidationError({"landing_url": "The landing URL is no longer on an allowed domain."})
-    return _program_transition(
-        program=program, actor=actor, to_state=ProgramStatus.ACTIVE, action="program.activated", reason=reason
-    )
+    return transition(program, to=ProgramStatus.ACTIVE, actor=actor, reason=reason, action="program.activated")
 
 
 @transaction.atomic
 def program_pause(*, program: Program, actor: Actor, reason: str = "") -> Program:
     """Active → paused: links stop sending visitors; existing referrals keep their rules."""
-    return _program_transition(
-        program=program, actor=actor, to_state=ProgramStatus.PAUSED, action="program.paused", reason=reason
-    )
+    return transition(program, to=ProgramStatus.PAUSED, actor=actor, reason=reason, action="program.paused")
 
 
 @transaction.atomic
 def program_archive(*, program: Program, actor: Actor, reason: str = "") -> Program:
     """Any status but archived → archived (final)."""
-    return _program_transition(
-        program=program, actor=actor, to_state=ProgramStatus.ARCHIVED, action="program.archived", reason=reason
-    )
+    return transition(program, to=ProgramStatus.ARCHIVED, actor=actor, reason=reason, action="program.archived")

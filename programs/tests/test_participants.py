@@ -360,3 +360,38 @@ def test_qr_endpoint_of_another_tenant_answers_json_404_even_for_image_clients(w
     )
 
     assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
+
+
+# --- partner tiers at enrolment ------------------------------------------------------------------
+def test_upsert_with_a_tier_normalises_it_and_audits_the_change(world):
+    program = f.ProgramFactory(tenant=world.a)
+
+    enrolled = enroll(program, tier="  Gold ").participant
+    renamed = enroll(program, name="Dana W.").participant  # no tier given: left as it is
+    cleared = enroll(program, tier="").participant
+
+    assert enrolled.tier == "gold" and renamed.tier == "gold" and cleared.tier == ""
+    changes = AuditEvent.objects.filter(action="participant.tier_changed").order_by("pk")
+    assert list(changes.values_list("from_state", "to_state")) == [("", "gold"), ("gold", "")]
+
+
+def test_upsert_with_a_bad_tier_names_it_and_writes_nothing(world):
+    program = f.ProgramFactory(tenant=world.a)
+
+    with pytest.raises(ValidationError) as caught:
+        enroll(program, tier="Gold Partner!")
+
+    assert list(caught.value.message_dict) == ["tier"]
+    assert not Participant.objects.exists() and not AuditEvent.objects.filter(action="participant.enrolled").exists()
+
+
+def test_api_upsert_sets_the_partner_tier_and_refuses_a_bad_one(world):
+    program = f.ProgramFactory(tenant=world.a)
+    api = world.api(world.key_a)
+
+    created = api.post("/api/v1/participants", payload(program, tier="Silver"), format="json")
+    refused = api.post("/api/v1/participants", payload(program, external_id="cus_2", tier="no way"), format="json")
+
+    assert created.status_code == 201 and created.json()["tier"] == "silver"
+    assert refused.status_code == 400 and "tier" in refused.json()["error"]["fields"]
+    assert list(Participant.objects.values_list("external_id", flat=True)) == [created.json()["external_id"]]

@@ -362,3 +362,57 @@ def test_an_unreadable_stored_version_is_reported_not_crashed_on(world):
     terms = render_terms(program, legacy)
 
     assert terms.sections == () and "cannot be shown" in terms.notice
+
+
+# --- settings and rules in one step (the admin's save, the API's PATCH) ------------------------
+def test_settings_and_rules_changed_together_make_one_version(world):
+    program = create(world, rules=_rules(5_000), hold_days=30)
+
+    configured = services.program_configure(
+        program=program, actor=system_actor(world.a), changes={"hold_days": 14, "name": "Renamed"}, rules=_rules(9_900)
+    )
+
+    assert configured.rules_change.created and configured.program.hold_days == 14
+    assert list(program.versions.order_by("number").values_list("number", "note")) == [
+        (1, "Initial rules"),
+        (2, "Settings changed: hold_days"),
+    ]
+    v2 = selectors.program_latest_version(program)
+    assert v2.rules["hold_days"] == 14 and v2.rules["referrer"][0]["amount_minor"] == 9_900
+    assert Program.objects.get(pk=program.pk).name == "Renamed"
+
+
+def test_a_note_given_with_the_rules_is_the_versions_note(world):
+    program = create(world, rules=_rules(5_000))
+
+    services.program_configure(
+        program=program, actor=system_actor(world.a), changes={"cookie_window_days": 30}, rules=_rules(5_000), note="Q3"
+    )
+
+    assert selectors.program_latest_version(program).note == "Q3" and program.versions.count() == 2
+
+
+def test_without_rules_configure_is_an_update_and_a_judging_setting_still_makes_a_version(world):
+    program = create(world, rules=_rules(5_000))
+
+    configured = services.program_configure(program=program, actor=system_actor(world.a), changes={"hold_days": 7})
+
+    assert configured.rules_change is None
+    assert selectors.program_latest_version(program).note == "Settings changed: hold_days"
+
+
+def test_bad_rules_given_with_settings_write_nothing(world):
+    program = create(world, rules=_rules(5_000), hold_days=30)
+    audit_rows = AuditEvent.objects.count()
+
+    with pytest.raises(ValidationError) as caught:
+        services.program_configure(
+            program=program,
+            actor=system_actor(world.a),
+            changes={"hold_days": 14},
+            rules={**_rules(1), "referred": [{"kind": "gift"}]},
+        )
+
+    assert "rules.referred[0].gift" in caught.value.message_dict
+    assert Program.objects.get(pk=program.pk).hold_days == 30
+    assert program.versions.count() == 1 and AuditEvent.objects.count() == audit_rows

@@ -236,6 +236,28 @@ def test_program_api_creates_with_rules_and_patches_configuration(world):
     assert refused.status_code == 400 and "landing_url" in refused.json()["error"]["fields"]
 
 
+def test_program_api_patch_with_rules_and_settings_makes_one_version(world):
+    program = f.ProgramFactory(tenant=world.a, hold_days=30)
+    f.ProgramVersionFactory(program=program, number=1, rules=example_rules("USD"))
+    richer = {**example_rules("USD"), "referrer": [{"kind": "flat_per_conversion", "amount_minor": 9_900}]}
+
+    response = world.api(world.key_a).patch(
+        f"/api/v1/programs/{program.pk}", {"hold_days": 14, "rules": richer, "note": "Q3 push"}, format="json"
+    )
+    bad = world.api(world.key_a).patch(
+        f"/api/v1/programs/{program.pk}", {"hold_days": 1, "rules": {**richer, "referrer": "x"}}, format="json"
+    )
+
+    assert response.status_code == 200
+    assert response.json()["hold_days"] == 14 and response.json()["current_version"] == 2
+    current = selectors.program_latest_version(program)
+    assert (current.note, current.rules["hold_days"]) == ("Q3 push", 14)
+    assert current.rules["referrer"][0]["amount_minor"] == 9_900
+    assert bad.status_code == 400 and "rules.referrer" in bad.json()["error"]["fields"]
+    program.refresh_from_db()
+    assert program.hold_days == 14 and program.versions.count() == 2
+
+
 def test_program_api_create_with_bad_rules_writes_nothing(world):
     response = world.api(world.key_a).post(
         "/api/v1/programs",

@@ -1,9 +1,9 @@
-from django.contrib import admin, messages
+from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
 from django.core.exceptions import PermissionDenied
 
-from .admin_base import EDIT_ROLES, TenantScopedAdmin, request_actor, site
+from .admin_base import EDIT_ROLES, TenantScopedAdmin, bulk_action, request_actor, site
 from .models import ApiKey, AuditEvent, Invitation, Membership, Role, Tenant
 from .services import api_key_create, api_key_revoke
 
@@ -61,11 +61,13 @@ class InvitationAdmin(TenantScopedAdmin):
         return False  # created from the workspace page, which sends the e-mail
 
 
-@admin.action(description="Revoke selected API keys")
-def revoke_keys(modeladmin, request, queryset):
-    for api_key in queryset:
-        api_key_revoke(api_key=api_key, actor=request_actor(request))
-    messages.success(request, f"Revoked {queryset.count()} key(s).")
+revoke_keys = bulk_action(
+    lambda api_key, actor: api_key_revoke(api_key=api_key, actor=actor),
+    name="revoke_keys",
+    description="Revoke selected API keys",
+    noun="API key",
+    verb="revoked",
+)
 
 
 class ApiKeyAdmin(TenantScopedAdmin):

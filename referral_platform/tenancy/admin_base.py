@@ -8,10 +8,18 @@ tenant's objects in foreign-key fields; a viewer may look but not change; platfo
 from __future__ import annotations
 
 import json
-from functools import reduce
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from functools import partial, reduce
+from typing import Any
 
-from django.contrib import admin
+from django import forms
+from django.contrib import admin, messages
 from django.contrib.admin.filters import RelatedFieldListFilter
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
@@ -19,6 +27,7 @@ from django.utils.html import format_html
 from django.utils.http import urlencode
 
 from referral_platform.money import MINOR_SUFFIX, format_amount, format_money_fields
+from referral_platform.state import StateMachine, check_move
 
 from .actors import Actor
 from .models import Role, TenantOwnedModel
@@ -283,3 +292,147 @@ def json_with_money(document, currency: str) -> str:
         return "—"
     shown = json.dumps(format_money_fields(document, currency), indent=2, ensure_ascii=False)
     return format_html('<pre style="white-space:pre-wrap">{}</pre>', shown)
+
+
+# --- bulk actions --------------------------------------------------------------------------------
+# Every admin action declares the permission it needs (``@admin.action(permissions=[...])``;
+# tests/test_admin_actions.py fails on one that does not), so Django offers and runs it only for roles
+# that have it. An action that changes rows is a ``bulk_action``: one service call per selected row.
+
+REFUSALS: tuple[type[Exception], ...] = (ValidationError, PermissionDenied)
+
+
+@dataclass
+class BulkOutcome:
+    results: list[Any] = field(default_factory=list)  # what the service returned, per row done
+    refused: list[str] = field(default_factory=list)  # "#<pk>: why", per row refused
+
+    @property
+    def done(self) -> int:
+        return len(self.results)
+
+
+def _why(error: Exception) -> str:
+    if isinstance(error, ValidationError):
+        return "; ".join(error.messages)
+    return str(error) or type(error).__name__
+
+
+def bulk_apply(
+    modeladmin,
+    request,
+    objects: Iterable,
+    service: Callable[[Any], Any],
+    *,
+    noun: str,
+    verb: str,
+    to: str | None = None,
+    machine: StateMachine | None = None,
+    refusals: tuple[type[Exception], ...] = REFUSALS,
+    atomic: bool = True,
+) -> BulkOutcome:
+    """Call ``service(obj)`` for each selected row, each in its own transaction (a refused row changes
+    nothing and does not stop the others), and tell the user "N <noun>(s) <verb>", with "M refused:
+    #<pk>: why; …" when any was refused. With ``to``, a row whose state machine does not allow the move
+    (``check_move``; ``machine`` for another machine than the model's ``status_machine``) is refused
+    without calling the service. ``refusals`` are the errors that refuse a row; any other propagates.
+    ``atomic=False`` for a service that keeps its own transactions short (one that calls Stripe between
+    them must not be wrapped in one)."""
+    outcome = BulkOutcome()
+    for obj in objects:
+        try:
+            if to is not None:
+                check_move(obj, to, machine=machine)
+            with transaction.atomic() if atomic else nullcontext():
+                outcome.results.append(service(obj))
+        except refusals as error:
+            outcome.refused.append(f"#{obj.pk}: {_why(error)}")
+    summary = f"{outcome.done} {noun}(s) {verb}"
+    if not outcome.refused:
+        modeladmin.message_user(request, f"{summary}.", messages.SUCCESS)
+    else:
+        level = messages.WARNING if outcome.done else messages.ERROR
+        refused = "; ".join(outcome.refused)
+        modeladmin.message_user(request, f"{summary}, {len(outcome.refused)} refused: {refused}", level)
+    return outcome
+
+
+def bulk_action(
+    service: Callable[..., Any],
+    *,
+    name: str,
+    description: str,
+    noun: str,
+    verb: str,
+    permissions: Sequence[str] = ("change",),
+    rows: Callable[[Any], Iterable] | None = None,
+    report: Callable[[Any, Any, BulkOutcome], None] | None = None,
+    form_class: type[forms.Form] | None = None,
+    title: str = "",
+    template: str = "admin/bulk_form.html",
+    context: Mapping[str, Any] | None = None,
+    **bulk: Any,
+):
+    """The admin action ``name`` (needing ``permissions``): ``service(obj, actor=actor)`` for each selected
+    row through ``bulk_apply`` (``bulk``: its ``to``, ``machine``, ``refusals``, ``atomic``). ``rows``
+    narrows the selection; ``report(modeladmin, request, outcome)`` adds to what ``bulk_apply`` tells the
+    user. With ``form_class`` the action first asks for input on an intermediate page (``template``
+    headed ``title``, e.g. for a reason; nothing is written before it is posted valid), then calls
+    ``service(obj, actor=actor, data=cleaned_data)``. Use it as an entry of ``ModelAdmin.actions`` or as a
+    ModelAdmin attribute named ``name``."""
+
+    def action(modeladmin, request, queryset):
+        actor = request_actor(request)
+        selected = rows(queryset) if rows is not None else queryset
+        if form_class is None:
+            outcome = bulk_apply(
+                modeladmin, request, selected, partial(service, actor=actor), noun=noun, verb=verb, **bulk
+            )
+            if report is not None:
+                report(modeladmin, request, outcome)
+            return None
+        applying = "apply" in request.POST
+        form = form_class(request.POST if applying else None)
+        if applying and form.is_valid():
+            call = partial(service, actor=actor, data=form.cleaned_data)
+            bulk_apply(modeladmin, request, selected, call, noun=noun, verb=verb, **bulk)
+            return None
+        page = {
+            "title": title or description,
+            "opts": modeladmin.model._meta,
+            "form": form,
+            "action": name,
+            "objects": list(selected),
+            "select_across": request.POST.get("select_across", "0"),
+            "action_checkbox_name": ACTION_CHECKBOX_NAME,
+        }
+        return TemplateResponse(
+            request, template, {**modeladmin.admin_site.each_context(request), **page, **(context or {})}
+        )
+
+    action.__name__ = action.__qualname__ = name
+    return admin.action(description=description, permissions=list(permissions))(action)
+
+
+def move_action(
+    service: Callable[..., Any],
+    *,
+    name: str,
+    description: str,
+    noun: str,
+    verb: str,
+    to: str,
+    machine: StateMachine | None = None,
+    **service_kwargs: Any,
+):
+    """A ``bulk_action`` moving each selected row's status ``to`` a state through its service, called as
+    ``service(<noun>=row, actor=actor, **service_kwargs)`` for each row its state machine lets move."""
+    return bulk_action(
+        lambda row, actor: service(**{noun: row}, actor=actor, **service_kwargs),
+        name=name,
+        description=description,
+        noun=noun,
+        verb=verb,
+        to=to,
+        machine=machine,
+    )

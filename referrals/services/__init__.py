@@ -53,9 +53,7 @@ from .signups import (
 )
 from .stages import (
     COMPANY_SIZE_BOUNDS,
-    REFERRAL_MOVES,
     STAGE_SERVICES,
-    STAGE_TIMESTAMP_FIELDS,
     referral_churn,
     referral_convert,
     referral_create,
@@ -76,9 +74,7 @@ __all__ = [
     "KIND_TARGET_STAGE",
     "MONEY_KINDS",
     "QUALIFICATION_FIELDS",
-    "REFERRAL_MOVES",
     "STAGE_SERVICES",
-    "STAGE_TIMESTAMP_FIELDS",
     "ConversionEventConflict",
     "ReceivedConversion",
     "SignupOutcome",

@@ -47,9 +47,7 @@ from .signups import (
     referral_establish,
 )
 from .stages import (
-    REFERRAL_MOVES,
     STAGE_SERVICES,
-    STAGE_TIMESTAMP_FIELDS,
     referral_create,
     referral_eligibility_enforce,
     referral_eligibility_problems,
@@ -261,12 +259,12 @@ def _advance_for_event(*, event: ConversionEvent, referral: Referral, actor: Act
         return referral
     if referral.status == target:
         return referral
-    if target not in REFERRAL_MOVES[referral.status]:
+    if not Referral.status_machine.can(referral.status, target):
         notes.append(
             f"stage unchanged: a {referral.get_status_display().lower()} referral does not move to "
             f"{ReferralStatus(target).label.lower()}."
         )
-        field = STAGE_TIMESTAMP_FIELDS[target]
+        field = Referral.status_machine.timestamps[target]
         if referral.status != ReferralStatus.REJECTED and field in ("signed_up_at", "qualified_at"):
             referral = referral_stage_redate(
                 referral=referral, field=field, at=event.occurred_at, actor=actor, reason=reason

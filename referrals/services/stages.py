@@ -11,6 +11,7 @@ from django.utils import timezone
 from programs.models import Participant, ParticipantStatus, Program
 from programs.services import program_current_version
 from referral_platform.hooks import hooks
+from referral_platform.state import transition
 from referral_platform.tenancy.actors import Actor
 from referral_platform.tenancy.models import Tenant
 from referral_platform.tenancy.services import audit_record
@@ -25,38 +26,6 @@ from referrals.selectors import (
     normalize_email,
     normalize_identifier,
 )
-
-# Who may move where. A stage may be skipped (a payment can convert a referral that never qualified);
-# rejected and churned are final.
-# A cancellation churns a referral at any open stage: a customer who cancelled before paying stays
-# churned when a later payment arrives, whatever order the events came in.
-REFERRAL_MOVES: dict[str, frozenset[str]] = {
-    ReferralStatus.CLICKED: frozenset(
-        {
-            ReferralStatus.SIGNED_UP,
-            ReferralStatus.QUALIFIED,
-            ReferralStatus.CONVERTED,
-            ReferralStatus.REJECTED,
-            ReferralStatus.CHURNED,
-        }
-    ),
-    ReferralStatus.SIGNED_UP: frozenset(
-        {ReferralStatus.QUALIFIED, ReferralStatus.CONVERTED, ReferralStatus.REJECTED, ReferralStatus.CHURNED}
-    ),
-    ReferralStatus.QUALIFIED: frozenset({ReferralStatus.CONVERTED, ReferralStatus.REJECTED, ReferralStatus.CHURNED}),
-    ReferralStatus.CONVERTED: frozenset({ReferralStatus.CHURNED}),
-    ReferralStatus.REJECTED: frozenset(),
-    ReferralStatus.CHURNED: frozenset(),
-}
-
-STAGE_TIMESTAMP_FIELDS: dict[str, str] = {
-    ReferralStatus.CLICKED: "clicked_at",
-    ReferralStatus.SIGNED_UP: "signed_up_at",
-    ReferralStatus.QUALIFIED: "qualified_at",
-    ReferralStatus.CONVERTED: "converted_at",
-    ReferralStatus.REJECTED: "rejected_at",
-    ReferralStatus.CHURNED: "churned_at",
-}
 
 
 def referral_screen(*, referral: Referral, actor: Actor | str) -> None:
@@ -213,29 +182,11 @@ def referral_eligibility_enforce(*, referral: Referral, actor: Actor | str) -> R
 def _referral_move(
     *, referral: Referral, to: str, actor: Actor | str, at: datetime | None, reason: str, data: dict | None
 ) -> Referral:
-    locked = Referral.objects.for_tenant(referral.tenant_id).select_for_update().get(pk=referral.pk)
-    if to not in REFERRAL_MOVES[locked.status]:
-        raise ValidationError(
-            {"status": f"A referral cannot move from {locked.get_status_display()} to {ReferralStatus(to).label}."}
-        )
-    from_state = locked.status
-    locked.status = to
-    setattr(locked, STAGE_TIMESTAMP_FIELDS[to], at or timezone.now())
-    locked.save(update_fields=["status", STAGE_TIMESTAMP_FIELDS[to]])
-    audit_record(
-        tenant=locked.tenant,
-        actor=actor,
-        action=f"referral.{to}",
-        obj=locked,
-        from_state=from_state,
-        to_state=to,
-        reason=reason,
-        data=data,
-    )
+    moved = transition(referral, to=to, actor=actor, reason=reason, at=at, data=data)
     # Rewards follow the stage (a lead bounty on qualification; a rejection reverses what it earned),
     # and the referrer is told: the higher layers react to the hook.
-    hooks.referral_changed(referral=locked, change=to)
-    return locked
+    hooks.referral_changed(referral=moved, change=to)
+    return moved
 
 
 @transaction.atomic

@@ -107,7 +107,7 @@ def test_event_kinds_move_the_referral_to_their_stage(world, linear, start, kind
     referral = Referral.objects.get()
     assert referral.status == end
     if start != end:
-        assert getattr(referral, services.STAGE_TIMESTAMP_FIELDS[end]) == NOW
+        assert getattr(referral, Referral.status_machine.timestamps[end]) == NOW
 
 
 @pytest.mark.django_db

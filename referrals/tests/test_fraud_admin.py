@@ -73,6 +73,34 @@ def test_the_detail_page_renders_the_evidence_as_a_table(client, world, flagged_
     assert "Clear this referral" in page and 'name="_save"' not in page
 
 
+@pytest.mark.parametrize(
+    ("review_status", "buttons"),
+    [
+        (ReviewStatus.FLAGGED, ["Clear this referral", "Reject as fraud"]),
+        (ReviewStatus.CLEARED, []),
+        (ReviewStatus.REJECTED, []),
+    ],
+    ids=["flagged", "cleared", "rejected"],
+)
+def test_the_detail_page_offers_only_the_decisions_the_review_machine_allows(client, world, review_status, buttons):
+    referral = f.ReferralFactory(
+        referrer=f.ParticipantFactory(program=f.ProgramFactory(tenant=world.a)), review_status=review_status
+    )
+    client.force_login(world.marketer_a)
+
+    page = client.get(f"{QUEUE}{referral.pk}/change/").content.decode()
+
+    assert [label for label in ("Clear this referral", "Reject as fraud") if label in page] == buttons
+
+
+def test_a_viewer_gets_no_decision_buttons(client, world, flagged_pair):
+    client.force_login(world.viewer_a)
+
+    page = client.get(f"{QUEUE}{flagged_pair[0].pk}/change/").content.decode()
+
+    assert "one@mailinator.com" in page and "Clear this referral" not in page and "Reject as fraud" not in page
+
+
 @pytest.mark.parametrize("action", ["clear_referrals", "reject_referrals"])
 def test_a_bulk_decision_first_asks_for_a_reason_and_writes_nothing(client, world, flagged_pair, action):
     client.force_login(world.marketer_a)
