@@ -191,6 +191,20 @@ EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
 EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS")
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "Referral Platform <no-reply@localhost>")
 
+# --- secrets at rest (referral_platform/crypto.py) ---------------------------------------------
+# Fernet keys, comma-separated, newest first: the newest encrypts, every one decrypts. Rotate by putting a
+# new key first, then `manage.py encryption_keys_rotate`, then dropping the old key. Production requires
+# it; development and tests derive one from SECRET_KEY when it is unset.
+FIELD_ENCRYPTION_KEYS = env_list("FIELD_ENCRYPTION_KEYS")
+
+
+def derived_field_encryption_key(secret: str) -> str:
+    import base64
+    import hashlib
+
+    return base64.urlsafe_b64encode(hashlib.sha256(f"field-encryption:{secret}".encode()).digest()).decode()
+
+
 # --- Stripe -----------------------------------------------------------------------------------
 STRIPE_SECRET_KEY = os.environ.get("STRIPE_SECRET_KEY", "")
 STRIPE_WEBHOOK_SECRET = os.environ.get("STRIPE_WEBHOOK_SECRET", "")
