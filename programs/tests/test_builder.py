@@ -316,7 +316,7 @@ def test_invalid_builder_input_is_refused_next_to_the_field_and_nothing_is_saved
     errors = response.context["builder"].errors_by_name()
     assert errors["referrer-0-amount"] == ["USD has 2 decimals at most, such as 50.00 USD."]
     assert errors["referrer-3-months"] == ["Months is needed for this reward."]
-    assert "id_referrer-0-amount_errors" in page and "USD has 2 decimals at most" in page
+    assert "id_referrer-0-amount_error" in page and "USD has 2 decimals at most" in page
     assert "landing_url" in errors and "allowed landing domains" in errors["landing_url"][0]
 
 

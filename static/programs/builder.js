@@ -41,7 +41,7 @@
     form.querySelectorAll(".bfield.has-error").forEach(function (box) { box.classList.remove("has-error"); });
     form.querySelectorAll("[aria-invalid]").forEach(function (input) { input.removeAttribute("aria-invalid"); });
     Object.keys(errors).forEach(function (name) {
-      var list = document.getElementById("id_" + name + "_errors") || document.getElementById(name + "_errors");
+      var list = document.getElementById("id_" + name + "_error") || document.getElementById(name + "_error");
       var input = form.querySelector("[name='" + name + "']");
       if (input) { input.setAttribute("aria-invalid", "true"); input.closest(".bfield").classList.add("has-error"); }
       if (!list) { list = document.getElementById("form-errors"); }
