@@ -627,6 +627,15 @@ participants_dashboard_links_reissue = bulk_action(
 )
 
 
+participants_invite_send = bulk_action(
+    lambda participant, actor: services.participant_invite_send(participant=participant, actor=actor),
+    name="participants_invite_send",
+    description="Send the invitation e-mail (links and dashboard; only to those who have not had it)",
+    noun="participant",
+    verb="invited",
+)
+
+
 class ParticipantAdmin(TenantScopedAdmin):
     form = ParticipantAdminForm
     list_display = ["name", "email", "company", "program", "tier", "status", "source", "created_at"]
@@ -651,6 +660,7 @@ class ParticipantAdmin(TenantScopedAdmin):
         ),
         participants_dashboard_links,
         participants_dashboard_links_reissue,
+        participants_invite_send,
     ]
     change_list_template = "admin/programs/participant/change_list.html"
 
@@ -720,6 +730,7 @@ class ParticipantAdmin(TenantScopedAdmin):
             actor=actor,
             source="admin" if not change else obj.source,
             tier=form.cleaned_data.get("tier") or "",
+            welcome=not change,
         )
         participant = enrolment.participant
         obj.pk = participant.pk
@@ -732,7 +743,8 @@ class ParticipantImportForm(forms.ModelForm):
 
     class Meta:
         model = ParticipantImport
-        fields = ["program"]
+        fields = ["program", "send_welcome"]
+        labels = {"send_welcome": "E-mail each new participant their welcome (links and dashboard)"}
 
     def clean_file(self):
         upload = self.cleaned_data["file"]
@@ -781,6 +793,7 @@ class ParticipantImportAdmin(TenantScopedAdmin):
             actor=actor,
             filename=upload.name,
             content=form.cleaned_data["content"],
+            send_welcome=form.cleaned_data.get("send_welcome", True),
         )
         obj.pk = job.pk
         obj.__dict__.update(job.__dict__)

@@ -20,6 +20,15 @@ VISITOR_PARAM = "vid"
 VISITOR_COOKIE = "rp_vid"
 
 
+def _friend_offer(program) -> str:
+    """What the friend gets, in words, from the program's current rules ("You get a free month when you subscribe.")."""
+    from programs.selectors import program_latest_version
+    from programs.terms import program_offer_sentence
+
+    version = program_latest_version(program)
+    return program_offer_sentence(program, version.rules, for_friend=True) if version is not None else ""
+
+
 def _not_found(request):
     return render(request, "referrals/landing_not_found.html", status=404)
 
@@ -30,7 +39,13 @@ def referral_landing(request, code: str):
     if link is None:
         return _not_found(request)
     referrer = link.participant
-    context = {"link": link, "referrer": referrer, "program": link.program, "tenant": link.tenant}
+    context = {
+        "link": link,
+        "referrer": referrer,
+        "program": link.program,
+        "tenant": link.tenant,
+        "offer": _friend_offer(link.program),
+    }
     if request.method == "POST":
         form = LandingLeadForm(request.POST)
         if form.is_valid():
