@@ -247,9 +247,47 @@ class RewardAdmin(ReadOnlyAdmin):
                     writer.writerow(row)
                 return response
             movements = statement.movements()
-            rows = [(k, statement.opening[k], movements[k], statement.closing[k]) for k in statement.opening]
-            context.update(statement=statement, rows=rows, csv_query=request.GET.urlencode() + "&format=csv")
+            rows = [
+                (STATEMENT_ACCOUNT_WORDS.get(k, k), statement.opening[k], movements[k], statement.closing[k])
+                for k in statement.opening
+            ]
+            lines = [(statement_line_words(line), line) for line in statement.lines]
+            context.update(
+                statement=statement, rows=rows, lines=lines, csv_query=request.GET.urlencode() + "&format=csv"
+            )
         return TemplateResponse(request, "admin/rewards/statement.html", context)
+
+
+# Statements in words (issue 11): what a balance is and what happened, for people; the ledger's own
+# account and entry kinds stay one click away (and in the CSV) for accountants.
+STATEMENT_ACCOUNT_WORDS = {
+    "pending": "On hold",
+    "payable": "Approved, to be paid",
+    "paid": "Paid",
+    "receivable": "Owed back",
+}
+STATEMENT_ENTRY_WORDS = {
+    "accrual": "Earned",
+    "approval": "Approved",
+    "payout": "Paid",
+    "credit": "Applied as account credit",
+    "reversal": "Withdrawn",
+    "clawback": "Clawed back",
+    "adjustment": "Adjusted",
+}
+
+
+def statement_line_words(line) -> str:
+    """A statement line in words: Earned / Approved / Paid / Clawed back …, with where the money now is."""
+    word = STATEMENT_ENTRY_WORDS.get(line.kind, line.kind)
+    where = STATEMENT_ACCOUNT_WORDS.get(line.account, line.account).lower()
+    if line.kind == "accrual" and line.account == "pending":
+        return "Earned (on hold)"
+    if line.kind == "approval":
+        return "Approved" if line.account == "payable" else "Approved (released from hold)"
+    if line.kind == "payout":
+        return "Paid" if line.account == "paid" else "Paid out (no longer to be paid)"
+    return f"{word} ({where})"
 
 
 def _duration_words(value: timedelta | None) -> str:
