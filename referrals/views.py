@@ -35,6 +35,24 @@ def _not_found(request):
     return render(request, "referrals/landing_not_found.html", status=404)
 
 
+@require_http_methods(["GET"])
+def referral_landing_hosted(request):
+    """The hosted landing page as a program's landing URL (``https://<platform>/join/``): our /r/ redirect
+    appends ``ref`` and ``vid``; this sends the visitor on to that code's own page, keeping the visitor id.
+    Demo programs use it, so their links land on a page that exists."""
+    from django.conf import settings
+    from django.shortcuts import redirect
+    from django.urls import reverse
+    from django.utils.http import urlencode
+
+    code = request.GET.get(settings.REFERRAL_CODE_PARAM, "")
+    if not code or len(code) > 32 or not code.replace("-", "").replace("_", "").isalnum():
+        return _not_found(request)
+    target = reverse("referral_landing", kwargs={"code": code})
+    visitor_id = request.GET.get(settings.REFERRAL_VISITOR_PARAM, "")
+    return redirect(f"{target}?{urlencode({VISITOR_PARAM: visitor_id[:64]})}" if visitor_id else target)
+
+
 @require_http_methods(["GET", "POST"])
 def referral_landing(request, code: str):
     link = landing_link(code)
