@@ -679,12 +679,45 @@ class ParticipantAdmin(TenantScopedAdmin):
             "application_note",
             "links_panel",
             "dashboard_panel",
+            "activity_panel",
         ]
 
     def get_readonly_fields(self, request, obj=None):
         if obj is None:
             return []
-        return ["program", "external_id", "status", "source", "application_note", "links_panel", "dashboard_panel"]
+        return [
+            "program",
+            "external_id",
+            "status",
+            "source",
+            "application_note",
+            "links_panel",
+            "dashboard_panel",
+            "activity_panel",
+        ]
+
+    @admin.display(description="Everything about them")
+    def activity_panel(self, obj):
+        """Links are above; clicks, referrals, rewards, payouts and messages come from the layers that own them."""
+        parts = []
+        for section in hooks.participant_activity(participant=obj):
+            head = format_html(
+                '<h4 style="margin:.6em 0 .2em">{} ({}) · <a href="{}">all</a></h4>',
+                section["title"],
+                section["count"],
+                section["more_url"],
+            )
+            table = ""
+            if section["rows"]:
+                header = format_html_join("", "<th>{}</th>", ((h,) for h in section["headers"]))
+                body = format_html_join(
+                    "",
+                    "<tr>{}</tr>",
+                    ((format_html_join("", "<td>{}</td>", ((cell,) for cell in row)),) for row in section["rows"]),
+                )
+                table = format_html("<table><thead><tr>{}</tr></thead><tbody>{}</tbody></table>", header, body)
+            parts.append(format_html("<section class='activity'>{}{}</section>", head, table))
+        return mark_safe("".join(str(part) for part in parts)) if parts else "—"  # noqa: S308 - format_html parts
 
     @admin.display(description="Dashboard link")
     def dashboard_panel(self, obj):
