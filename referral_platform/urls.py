@@ -5,6 +5,7 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from onboarding.views import onboarding_page
 from partners.urls import portal_patterns, public_patterns
 from referral_platform.health import health
 from referral_platform.tenancy import views as tenancy_views
@@ -23,8 +24,10 @@ urlpatterns = [
     path("accounts/signup/", tenancy_views.WorkspaceSignupView.as_view(), name="account_signup"),
     path("accounts/", include("allauth.urls")),
     path("workspace/members/", tenancy_views.workspace_members, name="workspace_members"),
+    path("onboarding/", onboarding_page, name="onboarding"),
     path("workspace/switch/<slug:slug>/", tenancy_views.tenant_switch, name="tenant_switch"),
     path("invitations/<str:token>/", tenancy_views.invitation_accept_view, name="invitation_accept"),
+    path("join/", referral_views.referral_landing_hosted, name="referral_landing_hosted"),
     path("join/<str:code>/", referral_views.referral_landing, name="referral_landing"),
     path("api/v1/", include("referral_platform.api_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),

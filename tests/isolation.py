@@ -474,11 +474,17 @@ ROUTES: dict[str, object] = {
     "home": NoTenantData("shows the session's own workspace only"),
     "health": NoTenantData("component status, no tenant rows"),
     "favicon": NoTenantData("a redirect to the static icon"),
+    "onboarding": NoTenantData(
+        "the session tenant's own checklist only; tests/test_onboarding.py::test_the_checklist_is_the_sessions_own"
+    ),
     "workspace_members": NoTenantData(
         "lists the session tenant's members only; covered by tests/test_workspace.py::test_members_page_*"
     ),
     "tenant_switch": NoTenantData(
         "switches only among the user's own memberships; tests/test_workspace.py::test_cannot_switch_*"
+    ),
+    "referral_landing_hosted": NoTenantData(
+        "only redirects to the referral code's own landing page (tests/test_hosted_landing.py)"
     ),
     "referral_landing": NoTenantData(
         "public page reached by an unguessable referral code; shows only that link's referrer, and the tenant "
