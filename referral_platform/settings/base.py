@@ -98,6 +98,10 @@ DATABASES = {
     )
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# Least privilege (referral_platform/db_roles.py): DATABASE_URL is the application's role; migrations run
+# with DATABASE_URL set to the owner role's URL, and every migrate grants DATABASE_APP_ROLE (when set and
+# existing) row access only — the ledger INSERT + SELECT. README "Database roles".
+DATABASE_APP_ROLE = os.environ.get("DATABASE_APP_ROLE", "")
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
 if not REDIS_URL:
