@@ -170,15 +170,25 @@ def waiting_figure(tenant, filters) -> Figure:
     return Figure("waiting", "Waiting for you", [Column("label", "What", "text"), Column("count", "Count")], rows)
 
 
+def overview_figures(tenant, filters) -> dict[str, Callable[[], Figure]]:
+    """The home's figures, each computed only when asked for (a CSV needs one)."""
+    grain = "day" if filters.days <= 120 else "week"
+    return {
+        "kpis": lambda: kpi_figure(tenant, filters),
+        f"series_{grain}": lambda: series_figure(tenant, filters, grain),
+        "funnel": lambda: funnel_figure(tenant, filters),
+        "top_referrers": lambda: leaderboard_figure(
+            tenant, filters, kind="customer", slug="top_referrers", title="Top referrers"
+        ),
+        "top_partners": lambda: leaderboard_figure(
+            tenant, filters, kind="partner", slug="top_partners", title="Top partners"
+        ),
+        "waiting": lambda: waiting_figure(tenant, filters),
+    }
+
+
 def overview_page(tenant, filters) -> list[Figure]:
-    return [
-        kpi_figure(tenant, filters),
-        series_figure(tenant, filters, "day" if filters.days <= 120 else "week"),
-        funnel_figure(tenant, filters),
-        leaderboard_figure(tenant, filters, kind="customer", slug="top_referrers", title="Top referrers"),
-        leaderboard_figure(tenant, filters, kind="partner", slug="top_partners", title="Top partners"),
-        waiting_figure(tenant, filters),
-    ]
+    return [build() for build in overview_figures(tenant, filters).values()]
 
 
 # --- program health -----------------------------------------------------------------------------------
@@ -342,16 +352,37 @@ def economics_page(tenant, filters) -> list[Figure]:
     return [figure]
 
 
+def series_figures(tenant, filters) -> dict[str, Callable[[], Figure]]:
+    return {
+        "series_week": lambda: series_figure(tenant, filters, "week"),
+        "series_month": lambda: series_figure(tenant, filters, "month"),
+    }
+
+
 def series_page(tenant, filters) -> list[Figure]:
-    return [series_figure(tenant, filters, "week"), series_figure(tenant, filters, "month")]
+    return [build() for build in series_figures(tenant, filters).values()]
+
+
+def leaderboards_figures(tenant, filters) -> dict[str, Callable[[], Figure]]:
+    return {
+        slug: (
+            lambda kind=kind, slug=slug, title=title: leaderboard_figure(
+                tenant, filters, kind=kind, slug=slug, title=title
+            )
+        )
+        for kind, slug, title in (
+            ("customer", "referrers", "Referrers"),
+            ("partner", "partners", "Partners"),
+            ("employee", "employees", "Employees"),
+        )
+    }
 
 
 def leaderboards_page(tenant, filters) -> list[Figure]:
-    return [
-        leaderboard_figure(tenant, filters, kind="customer", slug="referrers", title="Referrers"),
-        leaderboard_figure(tenant, filters, kind="partner", slug="partners", title="Partners"),
-        leaderboard_figure(tenant, filters, kind="employee", slug="employees", title="Employees"),
-    ]
+    return [build() for build in leaderboards_figures(tenant, filters).values()]
+
+
+LAZY_FIGURES = {"overview": overview_figures, "series": series_figures, "leaderboards": leaderboards_figures}
 
 
 def compare_figure(tenant, left, right, title: str) -> Figure:
@@ -403,7 +434,8 @@ def compare_filters(tenant, query) -> tuple[object, object, str]:
     (``a_version`` / ``b_version``: the days each version was current)."""
     left = s.filters_from_query(tenant, query, prefix="a_")
     right = s.filters_from_query(tenant, query, prefix="b_")
-    if not any(key.startswith("a_") for key in query) and not any(key.startswith("b_") for key in query):
+    chosen = [key for key, value in query.items() if key[:2] in ("a_", "b_") and value and not key.endswith("period")]
+    if not chosen:  # nothing chosen: this period against the one before
         right = left
         left = left.previous()
     label = "Two periods / programs"
@@ -429,7 +461,11 @@ def compare_filters(tenant, query) -> tuple[object, object, str]:
     return left, right, label
 
 
-def page_figures(slug: str, tenant, filters, query=None) -> list[Figure]:
+def page_figures(slug: str, tenant, filters, query=None, only: str | None = None) -> list[Figure]:
+    """The figures of page ``slug``; with ``only``, just that figure where the page can compute it alone."""
+    if only and slug in LAZY_FIGURES:
+        builders = LAZY_FIGURES[slug](tenant, filters)
+        return [builders[only]()] if only in builders else []
     if slug == "compare":
         left, right, label = compare_filters(tenant, query or {})
         return [

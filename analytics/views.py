@@ -120,8 +120,9 @@ def figure_csv(request, slug: str):
     if tenant is None:
         return redirect_to_login(request.get_full_path())
     filters = s.filters_from_query(tenant, request.GET)
-    figures = page_figures(slug, tenant, filters, request.GET)
-    wanted = request.GET.get("figure") or figures[0].slug
+    wanted = request.GET.get("figure") or ""
+    figures = page_figures(slug, tenant, filters, request.GET, only=wanted or None)
+    wanted = wanted or (figures[0].slug if figures else "")
     figure = next((figure for figure in figures if figure.slug == wanted), None)
     if figure is None:
         raise Http404("No such figure")
