@@ -3,6 +3,7 @@ from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from analytics.apis import OtherCustomerListCreateApi
 from partners.apis import (
     AccountLookupApi,
     DealConflictListApi,
@@ -93,4 +94,5 @@ urlpatterns = [
     path("partners", PartnerListApi.as_view(), name="partner-list"),
     path("partners/<int:pk>", PartnerDetailApi.as_view(), name="partner-detail"),
     path("deal-conflicts", DealConflictListApi.as_view(), name="deal-conflict-list"),
+    path("analytics/other-customers", OtherCustomerListCreateApi.as_view(), name="analytics-other-customer-list"),
 ]

@@ -5,6 +5,7 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from analytics import views as analytics_views
 from onboarding.views import onboarding_page
 from partners.urls import portal_patterns, public_patterns
 from referral_platform.health import health
@@ -15,7 +16,9 @@ from referrals.redirect import referral_redirect
 from rewards import views as rewards_views
 
 urlpatterns = [
-    path("", tenancy_views.home, name="home"),
+    # The marketer's home is the analytics home (issue 10); everyone else gets the workspace home.
+    path("", analytics_views.home, name="home"),
+    path("", include("analytics.urls")),
     path("health/", health, name="health"),
     # Browsers ask for /favicon.ico on every page; a 404 there is a console error on every page.
     path("favicon.ico", RedirectView.as_view(url=f"{settings.STATIC_URL}favicon.svg", permanent=True), name="favicon"),

@@ -18,6 +18,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from django.utils import timezone
+
+from analytics.models import OtherChannelCustomer
 from partners import models as partner_models
 from programs.models import Participant, ParticipantImport, Program, ProgramVersion
 from referral_platform.tenancy.models import ApiKey, AuditEvent, Invitation, Membership, Tenant
@@ -399,7 +402,53 @@ def _api_lookup_listing(world):
     return "Lookup partner lk5530"
 
 
+# --- analytics (issue 10) ---------------------------------------------------------------------------
+# Every analytics page and CSV shows the session's workspace name (the CSV's first line names it) and
+# figures from its rollups only; A's marker is a participant of A with rollups, shown on the pages and
+# CSVs that list participants, else A's workspace name. The figures themselves are checked tenant by
+# tenant in analytics/tests/test_analytics_isolation.py (B sees zeros and "—", never A's numbers).
+def _analytics_marker(world):
+    from analytics.rollups import rollups_rebuild
+
+    program = f.ProgramFactory(tenant=world.a, kind="customer")
+    participant = f.ParticipantFactory(program=program, name="Analytics Marker zq81")
+    f.ClickFactory(link=f.ReferralLinkFactory(participant=participant), occurred_at=timezone.now())
+    f.ReferralFactory(referrer=participant, created_at=timezone.now())
+    rollups_rebuild(tenant_id=world.a.pk)
+    return participant
+
+
+def _analytics_page(shows_participants: bool):
+    def make(world):
+        participant = _analytics_marker(world)
+        return participant.name if shows_participants else world.a.name
+
+    return make
+
+
+ANALYTICS_PAGES_WITH_PARTICIPANTS = {"overview", "leaderboards"}
+ANALYTICS_ROUTES: dict[str, object] = {"analytics_calculator": Listing(_analytics_page(False), via="session")}
+for _slug in ("overview", "health", "funnel", "channels", "economics", "series", "leaderboards", "compare"):
+    _with_people = _slug in ANALYTICS_PAGES_WITH_PARTICIPANTS
+    ANALYTICS_ROUTES[f"analytics_{_slug}"] = Listing(_analytics_page(_with_people), via="session")
+    ANALYTICS_ROUTES[f"analytics_{_slug}_csv"] = Listing(
+        _analytics_page(_with_people),
+        via="session",
+        query="?figure=top_referrers"
+        if _slug == "overview"
+        else "?figure=referrers"
+        if _slug == "leaderboards"
+        else "",
+    )
+
+
+def _other_customer_listing(world):
+    return f.OtherChannelCustomerFactory(tenant=world.a, external_id="other-only-a-77").external_id
+
+
 ROUTES: dict[str, object] = {
+    **ANALYTICS_ROUTES,
+    "api:analytics-other-customer-list": Listing(_other_customer_listing),
     # --- API ---------------------------------------------------------------------------------
     "api:me": NoTenantData("answers with the caller's own tenant only (tests/test_api_auth.py)"),
     "api:program-list": Listing(_program_listing),
@@ -471,7 +520,7 @@ ROUTES: dict[str, object] = {
         "shows no rows: partners/tests/test_applications_page.py"
     ),
     # --- pages -------------------------------------------------------------------------------
-    "home": NoTenantData("shows the session's own workspace only"),
+    "home": Listing(_analytics_page(True), via="session"),  # the analytics home (issue 10)
     "health": NoTenantData("component status, no tenant rows"),
     "favicon": NoTenantData("a redirect to the static icon"),
     "onboarding": NoTenantData(
@@ -594,4 +643,6 @@ ADMIN_FACTORIES: dict[type, Callable] = {
     ),
     partner_models.Resource: lambda world: f.ResourceFactory(tenant=world.a),
     partner_models.SupportTicket: lambda world: f.SupportTicketFactory(partner=f.PartnerFactory(tenant=world.a)),
+    # analytics (issue 10)
+    OtherChannelCustomer: lambda world: f.OtherChannelCustomerFactory(tenant=world.a),
 }

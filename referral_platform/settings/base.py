@@ -42,6 +42,7 @@ INSTALLED_APPS = [
     "referrals",
     "rewards",
     "partners",
+    "analytics",  # issue 10: rollups, home, analytics pages (top layer, reads every app)
     "demo",
 ]
 
@@ -346,3 +347,6 @@ if os.environ.get("AWS_STORAGE_BUCKET_NAME"):
     }
 MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", str(BASE_DIR / "media")))
 MEDIA_URL = "/media/"
+
+# --- analytics (issue 10): a nightly safety net under the hook-driven rollup refreshes -------------
+CELERY_BEAT_SCHEDULE["analytics-refresh-recent"] = {"task": "analytics.refresh_recent", "schedule": 6 * 60 * 60}
