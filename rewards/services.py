@@ -24,6 +24,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from programs.models import Participant, ParticipantStatus, Program
+from referral_platform.hooks import hooks
 from referral_platform.money import format_money
 from referral_platform.state import transition
 from referral_platform.tenancy.actors import Actor, system_actor
@@ -271,6 +272,7 @@ def reward_approve(*, reward: Reward, actor: Actor, reason: str = "", now: datet
             f"Reward #{reward.pk} approved",
         )
     messages.message_reward_approved(reward=reward)
+    hooks.reward_changed(reward=reward, change="approved")
     return reward
 
 
@@ -405,6 +407,7 @@ def reward_reduce_for_refund(
             data=data,
         )
     messages.message_reward_reduced(reward=reward, reduced_by_minor=delta, total_reduction_minor=target, reason=reason)
+    hooks.reward_changed(reward=reward, change="clawed_back" if reward.clawed_back_minor else "reduced")
     return reward
 
 
@@ -420,6 +423,7 @@ def reward_mark_paid(*, reward: Reward, actor: Actor | str, now: datetime) -> Re
         locked=reward,
     )
     messages.message_reward_paid(reward=reward)
+    hooks.reward_changed(reward=reward, change="paid")
     return reward
 
 

@@ -116,6 +116,7 @@ def application_submit(
         body=f"Hi {contact_name},\n\nthank you for applying to {program.name}. The team reviews applications "
         "and answers by e-mail.",
         recipients=[email],
+        tenant_id=program.tenant_id,
     )
     tell_team(
         program.tenant,
@@ -193,5 +194,6 @@ def application_reject(*, application: PartnerApplication, actor: Actor, reason:
         body=f"Hi {application.contact_name},\n\nthank you for applying. The team could not accept your "
         f"application this time.\n\nReason: {reason}",
         recipients=[application.email],
+        tenant_id=application.tenant_id,
     )
     return application

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.core.mail import send_mail
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 
@@ -27,7 +26,7 @@ from referral_platform.tenancy.actors import Actor
 from referral_platform.tenancy.models import Tenant
 from referral_platform.tenancy.services import audit_record
 
-PARTICIPANT_SOURCES = ("admin", "api", "import", "application")
+PARTICIPANT_SOURCES = ("admin", "api", "import", "application", "trigger")
 
 
 def participant_validate(*, external_id: Any, name: Any, email: Any, company: Any = "") -> dict[str, str]:
@@ -116,10 +115,10 @@ def participant_links_ensure(*, participant: Participant, welcome: bool = False)
 
 def _participant_notify(*, participant: Participant, subject: str, body: str) -> None:
     """E-mail the participant once the transaction commits (never for a rolled-back change)."""
-    transaction.on_commit(
-        lambda: send_mail(
-            subject=subject, message=body, from_email=None, recipient_list=[participant.email], fail_silently=True
-        )
+    from ..mailing import tenant_email_send_on_commit
+
+    tenant_email_send_on_commit(
+        tenant_id=participant.tenant_id, to=participant.email, subject=subject, body=body, fail_silently=True
     )
 
 

@@ -42,6 +42,7 @@ INSTALLED_APPS = [
     "referrals",
     "rewards",
     "partners",
+    "engagement",
     "demo",
 ]
 
@@ -309,3 +310,15 @@ if os.environ.get("AWS_STORAGE_BUCKET_NAME"):
     }
 MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", str(BASE_DIR / "media")))
 MEDIA_URL = "/media/"
+
+# --- engagement (docs/engagement.md) ------------------------------------------------------------
+# A webhook endpoint failing this long is disabled when another delivery to it gives up.
+WEBHOOK_DISABLE_AFTER_HOURS = int(os.environ.get("WEBHOOK_DISABLE_AFTER_HOURS", "72"))
+# Lifetime of a signed dashboard URL handed to the tenant's product for embedding.
+EMBED_TOKEN_SECONDS = int(os.environ.get("EMBED_TOKEN_SECONDS", "600"))
+CELERY_BEAT_SCHEDULE.update(
+    {
+        "engagement-asks-send-due": {"task": "engagement.asks_send_due", "schedule": 60.0},
+        "engagement-webhooks-retry-due": {"task": "engagement.webhooks_retry_due", "schedule": 60.0},
+    }
+)
