@@ -223,6 +223,9 @@ class TriggerPolicyListCreateApi(TenantAPIView, generics.ListAPIView):
     model = TriggerPolicy
     serializer_class = TriggerPolicySerializer
 
+    def scope_queryset(self, queryset):
+        return queryset.select_related("program")
+
     @extend_schema(request=TriggerPolicySerializer, responses={201: TriggerPolicySerializer})
     def post(self, request):
         data = TriggerPolicySerializer(data=request.data, context=self.get_serializer_context())
