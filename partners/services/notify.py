@@ -47,11 +47,11 @@ def mail_on_commit(*, subject: str, body: str, recipients: list[str], tenant_id:
         return
 
     def send():
-        for address in recipients:
-            if tenant_id is None:
-                send_mail(subject=subject, message=body, from_email=None, recipient_list=[address])
-            else:
-                tenant_email_send(tenant_id=tenant_id, to=address, subject=subject, body=body)
+        if tenant_id is None:  # the workspace's own team: one message, as before
+            send_mail(subject=subject, message=body, from_email=None, recipient_list=recipients)
+            return
+        for address in recipients:  # each person gets their own unsubscribe link
+            tenant_email_send(tenant_id=tenant_id, to=address, subject=subject, body=body)
 
     transaction.on_commit(send)
 

@@ -332,18 +332,19 @@ def participant_application_request(
     cache.set(APPLICATION_CACHE_PREFIX + token, payload, timeout=settings.APPLICATION_CONFIRM_SECONDS)
     path = reverse("program_apply_confirm", args=[program.tenant.slug, program.slug, token])
     hours = settings.APPLICATION_CONFIRM_SECONDS // 3600
-    transaction.on_commit(
-        lambda: send_mail(
-            subject=f"Confirm your e-mail address for {program.name}",
-            message=(
-                f"Someone asked to join {program.name} ({program.tenant.name}) with this e-mail address.\n\n"
-                f"To confirm it was you, open this link within {hours} hours:\n{settings.SITE_URL}{path}\n\n"
-                "If it was not you, ignore this e-mail: nothing happens without your confirmation."
-            ),
-            from_email=None,
-            recipient_list=[values["email"]],
-            fail_silently=True,
-        )
+    from ..mailing import tenant_email_send_on_commit
+
+    # An address that unsubscribed gets no confirmation either (the form cannot be used to mail it).
+    tenant_email_send_on_commit(
+        tenant_id=program.tenant_id,
+        to=values["email"],
+        subject=f"Confirm your e-mail address for {program.name}",
+        body=(
+            f"Someone asked to join {program.name} ({program.tenant.name}) with this e-mail address.\n\n"
+            f"To confirm it was you, open this link within {hours} hours:\n{settings.SITE_URL}{path}\n\n"
+            "If it was not you, ignore this e-mail: nothing happens without your confirmation."
+        ),
+        fail_silently=True,
     )
 
 
