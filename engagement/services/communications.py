@@ -96,19 +96,12 @@ def _primary_link(participant: Participant) -> str:
 
 
 def offer_sentence(program: Program) -> str:
-    """The offer in words (programs' ``program_offer_sentence`` when it exists), or ""."""
-    try:
-        from programs import terms
-    except ImportError:  # pragma: no cover
-        return ""
-    render = getattr(terms, "program_offer_sentence", None)
-    if render is None:
-        return ""
-    try:
-        return render(program) or ""
-    except Exception:  # the offer is a courtesy line; never block a message on it
-        logger.exception("offer sentence failed for program %s", program.pk)
-        return ""
+    """The offer in words from the program's current rules (``programs.terms.program_offer_sentence``), or ""."""
+    from programs.services import current_version_or_none
+    from programs.terms import program_offer_sentence
+
+    version = current_version_or_none(program)
+    return program_offer_sentence(program, version.rules) if version is not None else ""
 
 
 def base_context(participant: Participant) -> dict:
