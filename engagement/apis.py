@@ -402,6 +402,14 @@ class WebhookEndpointSerializer(serializers.ModelSerializer):
     event_types = serializers.ListField(
         child=serializers.ChoiceField(choices=WebhookEventType.choices), required=False, default=list
     )
+    secret = serializers.SerializerMethodField(
+        help_text="In full only in the answers of create and rotate-secret; else its last four characters."
+    )
+
+    def get_secret(self, endpoint) -> str:
+        from referral_platform.crypto import last_four
+
+        return endpoint.secret if self.context.get("reveal_secret") else last_four(endpoint.secret)
 
     class Meta:
         model = WebhookEndpoint
@@ -419,7 +427,6 @@ class WebhookEndpointSerializer(serializers.ModelSerializer):
             "created_at",
         ]
         read_only_fields = [
-            "secret",
             "previous_secret_expires_at",
             "failing_since",
             "disabled_at",
@@ -443,7 +450,7 @@ class WebhookEndpointListCreateApi(TenantAPIView, generics.ListAPIView):
             event_types=values.get("event_types", []),
             description=values.get("description", ""),
         )
-        return Response(WebhookEndpointSerializer(endpoint).data, status=201)
+        return Response(WebhookEndpointSerializer(endpoint, context={"reveal_secret": True}).data, status=201)
 
 
 class WebhookEndpointDetailApi(TenantAPIView, generics.RetrieveAPIView):
@@ -473,7 +480,7 @@ class WebhookEndpointRotateApi(TenantAPIView, generics.RetrieveAPIView):
 
     def post(self, request, pk):
         endpoint = services.webhook_endpoint_rotate_secret(endpoint=self.get_object())
-        return Response(WebhookEndpointSerializer(endpoint).data)
+        return Response(WebhookEndpointSerializer(endpoint, context={"reveal_secret": True}).data)
 
 
 class WebhookDeliverySerializer(serializers.ModelSerializer):
@@ -521,3 +528,42 @@ class WebhookDeliveryResendApi(TenantAPIView, generics.RetrieveAPIView):
         delivery = services.webhook_delivery_resend(delivery=self.get_object())
         delivery.refresh_from_db()
         return Response(WebhookDeliverySerializer(delivery).data, status=202)
+
+
+# --- workspace settings ---------------------------------------------------------------------------
+class EngagementSettingsSerializer(serializers.Serializer):
+    time_zone = serializers.CharField(max_length=64, required=False)
+    lead_score_boost = serializers.IntegerField(min_value=-1000, max_value=1000, required=False)
+    typeform_secret = serializers.CharField(
+        max_length=200, required=False, allow_blank=True, write_only=True, help_text="Typeform's webhook secret."
+    )
+    typeform_score_field_ref = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    typeform_program = TenantPrimaryKeyField(model=Program, required=False, allow_null=True)
+
+    def validate_time_zone(self, value):
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise serializers.ValidationError("Unknown time zone; use an IANA name such as Europe/Berlin.") from None
+        return value
+
+
+class EngagementSettingsApi(TenantAPIView):
+    """The workspace's engagement settings: time zone (quiet hours, daily caps), the lead-score boost of
+    referral events, and the Typeform webhook (its secret is shown by its last four characters only)."""
+
+    model = Moment
+
+    def get(self, request):
+        return Response(selectors.engagement_settings(self.tenant))
+
+    @extend_schema(request=EngagementSettingsSerializer)
+    def put(self, request):
+        from .services.policies import engagement_settings_save
+
+        data = EngagementSettingsSerializer(data=request.data, context=self.get_serializer_context())
+        data.is_valid(raise_exception=True)
+        engagement_settings_save(tenant=self.tenant, **data.validated_data)
+        return Response(selectors.engagement_settings(self.tenant))

@@ -8,6 +8,7 @@ from django.db import models
 from django.utils import timezone
 
 from programs.models import Participant, Program
+from referral_platform.crypto import EncryptedTextField
 from referral_platform.tenancy.models import TenantOwnedModel
 
 
@@ -165,7 +166,7 @@ class NpsImport(TenantOwnedModel):
 class TypeformSettings(TenantOwnedModel):
     """The inbound Typeform webhook of a workspace: its signing secret and the NPS question's field ref."""
 
-    secret = models.CharField(max_length=200)
+    secret = EncryptedTextField(help_text="Typeform's webhook secret (encrypted at rest).")
     score_field_ref = models.CharField(max_length=200, blank=True, help_text="Ref of the NPS (opinion scale) field.")
     email_field_ref = models.CharField(max_length=200, blank=True)
     program = models.ForeignKey(Program, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
@@ -276,8 +277,8 @@ class WebhookEndpoint(TenantOwnedModel):
     event_types = ArrayField(
         models.CharField(max_length=40), default=list, blank=True, help_text="Empty: every event type."
     )
-    secret = models.CharField(max_length=100, help_text="whsec_… (base64); signs every delivery.")
-    previous_secret = models.CharField(max_length=100, blank=True)
+    secret = EncryptedTextField(help_text="whsec_… (base64); signs every delivery (encrypted at rest).")
+    previous_secret = EncryptedTextField(blank=True)
     previous_secret_expires_at = models.DateTimeField(null=True, blank=True)
     is_active = models.BooleanField(default=True)
     failing_since = models.DateTimeField(null=True, blank=True)

@@ -12,7 +12,16 @@ from referral_platform.tenancy.models import Tenant
 from referrals.models import ConversionEvent, ConversionKind, Referral
 from rewards.models import ParticipantMessage
 
-from .models import Ask, AskStatus, Communication, Moment, Notification, Trigger
+from .models import (
+    Ask,
+    AskStatus,
+    Communication,
+    EngagementSettings,
+    Moment,
+    Notification,
+    Trigger,
+    TypeformSettings,
+)
 
 
 def nps_funnel(tenant: Tenant | int, *, program_id=None) -> list[dict]:
@@ -109,3 +118,23 @@ def participant_notifications(tenant: Tenant | int, *, participant: Participant,
 
 def first_referral_at(tenant: Tenant | int, *, participant: Participant):
     return Referral.objects.for_tenant(tenant).filter(referrer=participant).aggregate(first=Min("created_at"))["first"]
+
+
+def engagement_settings(tenant: Tenant) -> dict:
+    from django.conf import settings
+    from django.urls import reverse
+
+    from referral_platform.crypto import last_four
+
+    row = EngagementSettings.objects.for_tenant(tenant).first() or EngagementSettings(tenant=tenant)
+    typeform = TypeformSettings.objects.for_tenant(tenant).first()
+    return {
+        "time_zone": row.time_zone,
+        "lead_score_boost": row.lead_score_boost,
+        "typeform": {
+            "webhook_url": settings.SITE_URL + reverse("typeform_webhook", kwargs={"tenant_slug": tenant.slug}),
+            "secret": last_four(typeform.secret) if typeform else "",
+            "score_field_ref": typeform.score_field_ref if typeform else "",
+            "program": typeform.program_id if typeform else None,
+        },
+    }

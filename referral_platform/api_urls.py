@@ -122,6 +122,7 @@ urlpatterns = [
         name="participant-communications",
     ),
     path("participants/<int:pk>/dashboard-url", engagement.DashboardUrlApi.as_view(), name="participant-dashboard-url"),
+    path("engagement-settings", engagement.EngagementSettingsApi.as_view(), name="engagement-settings"),
     path("webhook-endpoints", engagement.WebhookEndpointListCreateApi.as_view(), name="webhook-endpoint-list"),
     path("webhook-endpoints/<int:pk>", engagement.WebhookEndpointDetailApi.as_view(), name="webhook-endpoint-detail"),
     path(

@@ -683,7 +683,15 @@ def _webhook_delivery_listing(world):
     return _webhook_delivery(world).message.msg_id
 
 
+def _engagement_settings_listing(world):
+    from engagement.models import EngagementSettings
+
+    EngagementSettings.objects.create(tenant=world.a, time_zone="Pacific/Chatham")
+    return "Pacific/Chatham"
+
+
 ENGAGEMENT_ROUTES: dict[str, object] = {
+    "api:engagement-settings": Listing(_engagement_settings_listing),
     "api:nps-response-list": Listing(_nps_listing),
     "api:event-list": Listing(_event_listing),
     "api:nps-import-list": Listing(_nps_import_listing),

@@ -7,7 +7,7 @@ from django.db import transaction
 
 from referral_platform.tenancy.models import Tenant
 
-from ..models import TriggerPolicy
+from ..models import EngagementSettings, TriggerPolicy, TypeformSettings
 
 
 @transaction.atomic
@@ -30,3 +30,44 @@ def trigger_policy_save(*, tenant: Tenant, policy: TriggerPolicy | None = None, 
         setattr(policy, name, value)
     policy.save()
     return policy
+
+
+_UNSET = object()
+
+
+@transaction.atomic
+def engagement_settings_save(
+    *,
+    tenant: Tenant,
+    time_zone: str | None = None,
+    lead_score_boost: int | None = None,
+    typeform_secret: str | None = None,
+    typeform_score_field_ref: str | None = None,
+    typeform_program=_UNSET,
+) -> EngagementSettings:
+    """Update the workspace's settings; only the values given change. A Typeform secret of "" removes the
+    Typeform webhook (its URL then refuses every call)."""
+    row, _ = EngagementSettings.objects.get_or_create(tenant=tenant)
+    if time_zone is not None:
+        row.time_zone = time_zone
+    if lead_score_boost is not None:
+        row.lead_score_boost = lead_score_boost
+    row.save()
+    typeform = TypeformSettings.objects.for_tenant(tenant).first()
+    if typeform_secret == "":
+        if typeform is not None:
+            typeform.delete()
+        return row
+    if typeform_program is not _UNSET and typeform_program is not None and typeform_program.tenant_id != tenant.pk:
+        raise ValidationError({"typeform_program": "Unknown program."})
+    if typeform is None and typeform_secret is None:
+        return row
+    typeform = typeform or TypeformSettings(tenant=tenant)
+    if typeform_secret is not None:
+        typeform.secret = typeform_secret
+    if typeform_score_field_ref is not None:
+        typeform.score_field_ref = typeform_score_field_ref
+    if typeform_program is not _UNSET:
+        typeform.program = typeform_program
+    typeform.save()
+    return row

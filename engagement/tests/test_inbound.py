@@ -9,6 +9,7 @@ import json
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection
 
 from engagement.models import Ask, Moment, MomentOutcome, NpsImport, TypeformSettings
 
@@ -158,3 +159,26 @@ def test_a_usage_milestone_with_a_policy_invites_once(world, smtp_inbox):
 
     assert (first.status_code, again.status_code) == (201, 200)
     assert len(smtp_inbox.to("mia@customer.example")) == 1
+
+
+def test_the_settings_api_sets_the_time_zone_and_the_typeform_secret_shown_by_its_last_four(world, client):
+    api = world.api(world.key_a)
+
+    bad = api.put("/api/v1/engagement-settings", {"time_zone": "Mars/Olympus"}, format="json")
+    saved = api.put(
+        "/api/v1/engagement-settings",
+        {"time_zone": "Europe/Berlin", "typeform_secret": SECRET, "typeform_score_field_ref": "nps"},
+        format="json",
+    ).json()
+
+    assert bad.status_code == 400 and "time_zone" in bad.json()["error"]["fields"]
+    assert saved["time_zone"] == "Europe/Berlin" and saved["typeform"]["secret"] == "…" + SECRET[-4:]
+    assert saved["typeform"]["webhook_url"].endswith("/webhooks/typeform/tenant-a/")
+    body = typeform_body()
+    response = client.post(
+        "/webhooks/typeform/tenant-a/", body, content_type="application/json", HTTP_TYPEFORM_SIGNATURE=signature(body)
+    )
+    assert response.status_code == 200
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT secret FROM engagement_typeformsettings")
+        assert SECRET not in cursor.fetchone()[0]  # encrypted at rest

@@ -190,3 +190,15 @@ def event_type_of(request) -> str:
     import json
 
     return json.loads(request["body"])["type"]
+
+
+def test_the_secret_is_shown_in_full_only_when_created_or_rotated(world):
+    api = world.api(world.key_a)
+
+    created = api.post("/api/v1/webhook-endpoints", {"url": "https://crm.example/hook"}, format="json").json()
+    listed = api.get("/api/v1/webhook-endpoints").json()["results"][0]
+    rotated = api.post(f"/api/v1/webhook-endpoints/{created['id']}/rotate-secret").json()
+
+    assert created["secret"].startswith("whsec_") and len(created["secret"]) > 20
+    assert listed["secret"] == "…" + created["secret"][-4:]
+    assert rotated["secret"].startswith("whsec_") and rotated["secret"] != created["secret"]
