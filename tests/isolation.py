@@ -735,3 +735,18 @@ ENGAGEMENT_ROUTES: dict[str, object] = {
     ),
 }
 ROUTES.update(ENGAGEMENT_ROUTES)
+
+
+def _nps_import_admin(world):
+    from engagement.models import NpsImport
+
+    return NpsImport.objects.create(tenant=world.a, filename="only-a.csv", content="x")
+
+
+def _register_engagement_admin_factories():
+    from engagement.models import NpsImport
+
+    ADMIN_FACTORIES[NpsImport] = _nps_import_admin
+
+
+_register_engagement_admin_factories()

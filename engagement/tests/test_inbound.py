@@ -182,3 +182,26 @@ def test_the_settings_api_sets_the_time_zone_and_the_typeform_secret_shown_by_it
     with connection.cursor() as cursor:
         cursor.execute("SELECT secret FROM engagement_typeformsettings")
         assert SECRET not in cursor.fetchone()[0]  # encrypted at rest
+
+
+def test_a_marketer_uploads_an_nps_csv_in_the_admin_and_follows_its_progress(world, client, smtp_inbox):
+    nps_program(world.a)
+    client.force_login(world.marketer_a)
+    csv = (
+        "response_id,customer_external_id,email,score,answered_at\n"
+        "r1,c1,one@customer.example,10,2026-11-20T10:00:00Z\n"
+        "r2,c2,two@customer.example,eleven,2026-11-20T10:00:00Z\n"
+    )
+
+    response = client.post(
+        "/admin/engagement/npsimport/add/", {"file": SimpleUploadedFile("nps.csv", csv.encode())}, follow=True
+    )
+
+    job = NpsImport.objects.get()
+    assert response.status_code == 200 and 'role="progressbar"' in response.content.decode()
+    progress = client.get(f"/admin/engagement/npsimport/{job.pk}/progress.json").json()
+    assert (progress["percent"], progress["created"], progress["error_count"]) == (100, 1, 1)
+    assert progress["errors"] == [{"line": 3, "field": "score", "message": "Required: a whole number from 0 to 10."}]
+    assert len(smtp_inbox.messages) == 1
+    client.force_login(world.marketer_b)
+    assert client.get(f"/admin/engagement/npsimport/{job.pk}/progress.json").status_code == 404
