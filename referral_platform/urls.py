@@ -36,7 +36,8 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("webhooks/stripe/<slug:tenant_slug>/", rewards_views.stripe_webhook, name="stripe_webhook"),
-    path("p/<str:token>/", rewards_views.participant_dashboard, name="participant_dashboard"),
+    # The dashboard page itself is engagement's (rewards' dashboard plus sharing, progress, notifications).
+    path("", include("engagement.urls")),
     path("p/<str:token>/qr.png", rewards_views.participant_dashboard_qr, name="participant_dashboard_qr"),
     path("portal/", include(portal_patterns)),
     *public_patterns,

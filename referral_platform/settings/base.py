@@ -43,6 +43,7 @@ INSTALLED_APPS = [
     "rewards",
     "partners",
     "analytics",  # issue 10: rollups, home, analytics pages (top layer, reads every app)
+    "engagement",
     "demo",
 ]
 
@@ -350,3 +351,14 @@ MEDIA_URL = "/media/"
 
 # --- analytics (issue 10): a nightly safety net under the hook-driven rollup refreshes -------------
 CELERY_BEAT_SCHEDULE["analytics-refresh-recent"] = {"task": "analytics.refresh_recent", "schedule": 6 * 60 * 60}
+# --- engagement (docs/engagement.md) ------------------------------------------------------------
+# A webhook endpoint failing this long is disabled when another delivery to it gives up.
+WEBHOOK_DISABLE_AFTER_HOURS = int(os.environ.get("WEBHOOK_DISABLE_AFTER_HOURS", "72"))
+# Lifetime of a signed dashboard URL handed to the tenant's product for embedding.
+EMBED_TOKEN_SECONDS = int(os.environ.get("EMBED_TOKEN_SECONDS", "600"))
+CELERY_BEAT_SCHEDULE.update(
+    {
+        "engagement-asks-send-due": {"task": "engagement.asks_send_due", "schedule": 60.0},
+        "engagement-webhooks-retry-due": {"task": "engagement.webhooks_retry_due", "schedule": 60.0},
+    }
+)
