@@ -49,6 +49,7 @@ MIDDLEWARE = [
     # First: answers /r/<code> itself so the public redirect skips the rest of the stack
     # (production normally answers it one level higher, in referral_platform/wsgi.py).
     "referrals.redirect.ReferralRedirectMiddleware",
+    "referral_platform.tenancy.api_input.ApiBodyLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -181,9 +182,14 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["referral_platform.tenancy.authentication.IsTenantActor"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "referral_platform.tenancy.schema.AutoSchema",
     "EXCEPTION_HANDLER": "referral_platform.tenancy.api.exception_handler",
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_PAGINATION_CLASS": "referral_platform.tenancy.api_input.LimitOffsetPagination",
+    "DEFAULT_PARSER_CLASSES": [
+        "referral_platform.tenancy.api_input.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "PAGE_SIZE": 50,
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
@@ -195,6 +201,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Every operation documents its error answers in the one Error shape (referral_platform/tenancy/schema.py).
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "referral_platform.tenancy.schema.error_responses",
+    ],
     # One schema name per choice set that several models or serializers share.
     "ENUM_NAME_OVERRIDES": {
         "AttributionModelEnum": "programs.models.AttributionModel",
@@ -221,6 +232,13 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": int(os.environ.get("CELERY_VISIBILITY_TIMEOUT", str(12 * 3600))),
 }
 CELERY_BEAT_SCHEDULE: dict = {}
+# The reconciler (referral_platform/reconcile.py): every RECONCILE_INTERVAL_SECONDS, work left in a
+# non-final state for longer than RECONCILE_STALE_SECONDS is queued again; after RECONCILE_MAX_ATTEMPTS
+# re-queues it is marked failed with the reason.
+RECONCILE_INTERVAL_SECONDS = int(os.environ.get("RECONCILE_INTERVAL_SECONDS", "60"))
+RECONCILE_STALE_SECONDS = int(os.environ.get("RECONCILE_STALE_SECONDS", "300"))
+RECONCILE_MAX_ATTEMPTS = int(os.environ.get("RECONCILE_MAX_ATTEMPTS", "5"))
+CELERY_BEAT_SCHEDULE["reconcile"] = {"task": "referral_platform.reconcile", "schedule": RECONCILE_INTERVAL_SECONDS}
 
 LOGGING = {
     "version": 1,
