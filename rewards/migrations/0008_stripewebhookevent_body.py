@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("rewards", "0006_participant_message_welcome"),
+        ("rewards", "0007_stripe_credentials_encrypted"),
     ]
 
     operations = [
