@@ -57,7 +57,15 @@ class AccountLookupApi(APIView):
     serializer_class = AccountLookupOutputSerializer
 
     @extend_schema(
-        parameters=[OpenApiParameter("domain", str, required=True, description="acme.com, a URL or an e-mail")],
+        parameters=[
+            OpenApiParameter(
+                "domain",
+                str,
+                required=True,
+                description="The account's web domain (acme.com); a URL or an e-mail address works too. A "
+                "free-mail domain (gmail.com) is refused with 400.",
+            )
+        ],
         responses=AccountLookupOutputSerializer,
     )
     def get(self, request):

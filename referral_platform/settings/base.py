@@ -207,8 +207,7 @@ def derived_field_encryption_key(secret: str) -> str:
 
 
 # --- Stripe -----------------------------------------------------------------------------------
-STRIPE_SECRET_KEY = os.environ.get("STRIPE_SECRET_KEY", "")
-STRIPE_WEBHOOK_SECRET = os.environ.get("STRIPE_WEBHOOK_SECRET", "")
+# Stripe credentials are per workspace (rewards.StripeCredentials, entered in the admin), never settings.
 # Points the official stripe library at a Stripe-compatible server (tests, local development).
 STRIPE_API_BASE = os.environ.get("STRIPE_API_BASE", "")
 
@@ -222,11 +221,8 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "referral_platform.tenancy.schema.AutoSchema",
     "EXCEPTION_HANDLER": "referral_platform.tenancy.api.exception_handler",
     "DEFAULT_PAGINATION_CLASS": "referral_platform.tenancy.api_input.LimitOffsetPagination",
-    "DEFAULT_PARSER_CLASSES": [
-        "referral_platform.tenancy.api_input.JSONParser",
-        "rest_framework.parsers.FormParser",
-        "rest_framework.parsers.MultiPartParser",
-    ],
+    # The API takes JSON bodies only (415 otherwise), as documented.
+    "DEFAULT_PARSER_CLASSES": ["referral_platform.tenancy.api_input.JSONParser"],
     "PAGE_SIZE": 50,
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }

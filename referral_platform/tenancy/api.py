@@ -74,6 +74,9 @@ class TenantAPIView(generics.GenericAPIView):
             self._idempotency = idempotency_begin(request, tenant=self.tenant, key=key)
         # Lists only: a filter a list does not support must not silently return everything.
         if request.method in ("GET", "HEAD") and getattr(self, "list", None) is not None:
+            repeated = sorted(name for name in request.query_params if len(request.query_params.getlist(name)) > 1)
+            if repeated:
+                raise exceptions.ValidationError({name: ["Give this query parameter once."] for name in repeated})
             unknown = sorted(set(request.query_params) - self.accepted_query_params())
             if unknown:
                 accepted = ", ".join(sorted(self.accepted_query_params())) or "none"
@@ -255,3 +258,21 @@ def strict_fields(serializer, data, *, hints: dict[str, str] | None = None) -> N
             raise exceptions.ValidationError(
                 {name: [hints.get(name, "This field cannot be changed here.")] for name in unknown}
             )
+
+
+def strict_char_fields() -> None:
+    """A text field takes a JSON string only: DRF would turn ``0`` into ``"0"``, accepting what the schema
+    (and an integrator reading it) calls invalid. Installed once at start-up (TenancyConfig.ready)."""
+    from rest_framework import fields
+
+    if getattr(fields.CharField, "_strict", False):
+        return
+    original = fields.CharField.to_internal_value
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return original(self, data)
+
+    fields.CharField.to_internal_value = to_internal_value
+    fields.CharField._strict = True

@@ -10,6 +10,8 @@ class TenancyConfig(AppConfig):
         from referral_platform.reconcile import register_sweep
 
         from . import checks, schema  # noqa: F401  (registers system checks and the OpenAPI auth scheme)
-        from .api import idempotency_keys_expire
+        from .api import idempotency_keys_expire, strict_char_fields
+
+        strict_char_fields()
 
         register_sweep("tenancy.idempotency_keys", idempotency_keys_expire)

@@ -96,8 +96,39 @@ ERROR_DESCRIPTIONS = {
 }
 
 
+MAX_ID = 2**63 - 1
+
+
+def _tighten(schema: dict) -> None:
+    """What the serializers enforce and drf-spectacular does not say: a required text is not only
+    whitespace (DRF trims it), an integer id fits in a bigint."""
+    if not isinstance(schema, dict):
+        return
+    if (
+        schema.get("type") == "string"
+        and schema.get("minLength", 0) >= 1
+        and not ({"pattern", "format", "enum"} & set(schema))
+    ):
+        schema["pattern"] = r"\S"
+    for inner in schema.get("properties", {}).values():
+        _tighten(inner)
+    if isinstance(schema.get("items"), dict):
+        _tighten(schema["items"])
+
+
 def error_responses(result, generator, request, public):
-    """Postprocessing hook: document the error answers of every operation (the shared Error schema)."""
+    """Postprocessing hook: document the error answers of every operation (the shared Error schema), and
+    tighten the schemas to what the server enforces."""
+    for component in result.get("components", {}).get("schemas", {}).values():
+        _tighten(component)
+    for operations in result.get("paths", {}).values():
+        for operation in operations.values():
+            for parameter in operation.get("parameters", []) if isinstance(operation, dict) else []:
+                schema = parameter.get("schema", {})
+                if parameter.get("in") == "query" and parameter["name"] in ID_QUERY_PARAMS:
+                    schema.update({"minimum": 1, "maximum": MAX_ID})
+                if parameter.get("in") == "path" and schema.get("type") == "integer":
+                    schema.update({"minimum": 1, "maximum": MAX_ID})
     result.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
     ref = {"$ref": "#/components/schemas/Error"}
     for path, operations in result.get("paths", {}).items():
