@@ -51,3 +51,22 @@ def handler404(request, exception=None):
     if request.path.startswith("/api/"):
         return JsonResponse({"error": {"status": 404, "code": "not_found", "message": "Not found."}}, status=404)
     return render(request, "404.html", status=404)
+
+
+def handler400(request, exception=None):
+    if request.path.startswith("/api/"):
+        return JsonResponse({"error": {"status": 400, "code": "invalid", "message": "Bad request."}}, status=400)
+    from django.views.defaults import bad_request
+
+    return bad_request(request, exception)
+
+
+def handler500(request):
+    if request.path.startswith("/api/"):
+        return JsonResponse(
+            {"error": {"status": 500, "code": "server_error", "message": "Something went wrong on our side."}},
+            status=500,
+        )
+    from django.views.defaults import server_error
+
+    return server_error(request)

@@ -58,6 +58,9 @@ class Detail:
     via: str = "api"  # "api" (Bearer key) or "session" (logged-in marketer)
     methods: tuple[str, ...] = ("GET",)
     payload: dict = field(default_factory=dict)
+    # A POST-only action (program activate, participant approve …): tenant A's actor is shown to reach it
+    # with methods[0] after tenant B's attempts (200, or 409 when its status does not allow the move).
+    action: bool = False
 
 
 @dataclass(frozen=True)
@@ -453,7 +456,13 @@ ROUTES: dict[str, object] = {
     "api:me": NoTenantData("answers with the caller's own tenant only (tests/test_api_auth.py)"),
     "api:program-list": Listing(_program_listing),
     "api:program-detail": Detail(_program),
+    "api:program-activate": Detail(_program_with_rules, methods=("POST",), action=True),
+    "api:program-pause": Detail(_program_with_rules, methods=("POST",), action=True),
+    "api:program-archive": Detail(_program_with_rules, methods=("POST",), action=True),
     "api:participant-list": Listing(_participant_listing),
+    "api:participant-approve": Detail(_participant, methods=("POST",), action=True),
+    "api:participant-reject": Detail(_participant, methods=("POST",), action=True),
+    "api:participant-remove": Detail(_participant, methods=("POST",), action=True),
     "api:participant-detail": Detail(_participant),
     "api:referral-list": Listing(_referral_listing),
     "api:referral-detail": Detail(_referral),
