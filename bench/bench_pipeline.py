@@ -22,11 +22,12 @@ ledger entry; then the scaling against 1 worker and the baseline measured in the
 number of balanced ledger transactions inserted directly (raw INSERTs, one commit each).
 
 Runs in a scratch database (created with migrations, dropped at the end) against REDIS_URL with a
-Celery queue of its own. Knobs: BENCH_PIPELINE_N (invoices per run, 300), BENCH_PIPELINE_WORKERS
+Celery queue of its own. Knobs: BENCH_PIPELINE_N (invoices per run, 200), BENCH_PIPELINE_WORKERS
 ("1,2,4"), BENCH_PIPELINE_WEB_WORKERS (gunicorn sync workers, 4), BENCH_PIPELINE_CLIENTS (concurrent
-POSTs, 16), BENCH_PIPELINE_TIMEOUT (seconds per run, 900).
+POSTs, 16), BENCH_PIPELINE_TIMEOUT (seconds per run, 900), BENCH_TIME_SQL=1 (print the SQL statement
+shapes the workers spent most time in).
 
-    BENCH_PIPELINE_N=300 python bench/bench_pipeline.py
+    BENCH_PIPELINE_N=200 python bench/bench_pipeline.py
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 
-N = int(os.environ.get("BENCH_PIPELINE_N", "300"))
+N = int(os.environ.get("BENCH_PIPELINE_N", "200"))
 WORKER_COUNTS = [int(x) for x in os.environ.get("BENCH_PIPELINE_WORKERS", "1,2,4").split(",") if x.strip()]
 WEB_WORKERS = int(os.environ.get("BENCH_PIPELINE_WEB_WORKERS", "4"))
 CLIENTS = int(os.environ.get("BENCH_PIPELINE_CLIENTS", "16"))
@@ -324,7 +325,7 @@ def start_gunicorn(env: dict, port: int) -> subprocess.Popen:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/health/", timeout=2)
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/webhooks/stripe/-/", timeout=2)
             return server
         except urllib.error.HTTPError:
             return server
@@ -503,7 +504,7 @@ def run_once(*, concurrency: int, port: int, env: dict, redis_client) -> dict:
     invoices = [event for event in events if event["type"] == "invoice.paid"]
     refunded = {event["data"]["object"]["invoice"] for event in events if event["type"] == "charge.refunded"}
     counter = env["BENCH_QUERY_COUNTER"]
-    redis_client.delete(counter)
+    redis_client.delete(counter, f"{counter}:by-task", f"{counter}:runs", f"{counter}:sql")
     worker = start_workers(env, concurrency)
     try:
         wait_for_workers(worker, concurrency)
@@ -535,6 +536,16 @@ def run_once(*, concurrency: int, port: int, env: dict, redis_client) -> dict:
     finally:
         stop(worker)
     queries = int(redis_client.get(counter) or 0)
+    by_task = {k.decode(): int(v) for k, v in redis_client.hgetall(f"{counter}:by-task").items()}
+    runs = {k.decode(): int(v) for k, v in redis_client.hgetall(f"{counter}:runs").items()}
+    sql = {k.decode(): float(v) for k, v in redis_client.hgetall(f"{counter}:sql").items()}
+    for shape in sorted(sql, key=sql.get, reverse=True)[:15]:
+        log(f"  {sql[shape]:7.2f}s  {shape}")
+    for name in sorted(by_task, key=by_task.get, reverse=True):
+        log(
+            f"  {name:40s} {runs.get(name, 0):6d} runs {by_task[name]:8d} queries "
+            f"({by_task[name] / max(runs.get(name, 1), 1):.1f}/run, {by_task[name] / max(len(events), 1):.1f}/webhook)"
+        )
 
     # When the last piece of work was written (the end of the run), and webhook → first ledger entry.
     ends = [
@@ -691,7 +702,8 @@ def run() -> int:
         baseline_seconds = baseline(transactions)
     finally:
         stop(server)
-        redis_client.delete(env["BENCH_CELERY_QUEUE"], env["BENCH_QUERY_COUNTER"])
+        counter = env["BENCH_QUERY_COUNTER"]
+        redis_client.delete(env["BENCH_CELERY_QUEUE"], counter, f"{counter}:by-task", f"{counter}:runs")
         connection.creation.destroy_test_db(old_name, verbosity=0)
 
     one = next((r for r in results if r["workers"] == 1), results[0])
