@@ -10,7 +10,7 @@ RUN pip install --no-cache-dir .
 COPY . .
 # collectstatic needs settings to import; these values exist only for the build step.
 RUN SECRET_KEY=build-only-0123456789-abcdefghijklmnopqrstuvwxyz-ABCDEFGHIJ \
-    DATABASE_URL=postgres://build@localhost/build REDIS_URL=redis://localhost:6379/0 \
+    DATABASE_URL=postgres://build@localhost/build REDIS_URL=redis://localhost:6379/0 FIELD_ENCRYPTION_KEYS=build-only \
     python manage.py collectstatic --no-input
 
 RUN useradd --create-home app

@@ -10,6 +10,12 @@ import os
 import warnings
 
 os.environ.setdefault("SECURE_SSL_REDIRECT", "false")
+if not os.environ.get("FIELD_ENCRYPTION_KEYS"):  # a throw-away key per run, like SECRET_KEY
+    import base64
+    import hashlib
+
+    _digest = hashlib.sha256(os.environ.get("SECRET_KEY", "bench").encode()).digest()
+    os.environ["FIELD_ENCRYPTION_KEYS"] = base64.urlsafe_b64encode(_digest).decode()
 
 from referral_platform.settings.prod import *  # noqa: F403
 from referral_platform.settings.prod import DATABASES, INSTALLED_APPS

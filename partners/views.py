@@ -4,7 +4,6 @@ write scoped to the actor's tenant and partner; and the public, tenant-branded p
 from __future__ import annotations
 
 import csv
-import time
 from datetime import UTC, datetime
 from decimal import Decimal
 from functools import wraps
@@ -14,7 +13,6 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.views import redirect_to_login
-from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.http import FileResponse, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect, render
@@ -23,6 +21,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from programs.models import ParticipantStatus, Program
+from referral_platform import abuse
 from referral_platform.money import currency_exponent
 from referrals.models import CompanySize
 from referrals.selectors import participant_qr_png, participant_share_links
@@ -709,7 +708,7 @@ def portal_invitation(request, token: str):
 # --- the public application page ------------------------------------------------------------------------
 
 
-class ApplicationForm(forms.Form):
+class ApplicationForm(abuse.HoneypotFormMixin, forms.Form):
     company = forms.CharField(max_length=200)
     website = forms.URLField(max_length=300)
     partner_type = forms.ChoiceField(choices=PartnerType.choices, label="Type of partner")
@@ -721,21 +720,6 @@ class ApplicationForm(forms.Form):
     terms_accepted = forms.BooleanField(label="I accept the partner terms")
 
 
-def _client_ip(request) -> str:
-    return request.META.get("REMOTE_ADDR", "") or "unknown"
-
-
-def _application_throttled(request, program: Program) -> int:
-    """Seconds until this address may apply again (0: it may now). A fixed hourly window in the cache."""
-    window = int(time.time() // 3600)
-    key = f"partners:apply:{program.pk}:{_client_ip(request)}:{window}"
-    cache.add(key, 0, timeout=3600)
-    count = cache.incr(key)
-    if count > settings.PARTNER_APPLICATION_RATE_LIMIT:
-        return max(1, 3600 - int(time.time()) % 3600)
-    return 0
-
-
 def partner_apply(request, tenant_slug: str, program_slug: str):
     """Public, tenant-branded application to a partner program; rate-limited per address (429 + Retry-After)."""
     program = Program.objects.select_related("tenant").filter(tenant__slug=tenant_slug, slug=program_slug).first()
@@ -745,11 +729,11 @@ def partner_apply(request, tenant_slug: str, program_slug: str):
     form = ApplicationForm(request.POST or None)
     context = {"program": program, "tenant": program.tenant, "form": form, "terms": terms}
     if request.method == "POST":
-        retry_after = _application_throttled(request, program)
+        retry_after = abuse.public_form_throttle(request, scope="partner_apply", program_id=program.pk)
         if retry_after:
-            response = render(request, "partners/apply.html", {**context, "throttled": True}, status=429)
-            response["Retry-After"] = str(retry_after)
-            return response
+            return abuse.too_many_requests(
+                render(request, "partners/apply.html", {**context, "throttled": True}), retry_after
+            )
         if form.is_valid():
             try:
                 services.application_submit(program=program, **form.cleaned_data)

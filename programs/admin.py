@@ -29,9 +29,10 @@ from referral_platform.tenancy.admin_base import (
 
 from . import rules as rules_module
 from . import selectors, services
+from .builder import TEMPLATES, TYPE_FIELDS, ProgramBuilder, worked_example
 from .dashboard_links import dashboard_url
 from .models import Participant, ParticipantImport, ParticipantStatus, Program, ProgramStatus, ProgramVersion
-from .terms import render_terms
+from .terms import program_offer_sentence, render_terms
 
 # The program's status moves (service, target state, button label, past participle): bulk actions on
 # the list, buttons on the program page.
@@ -187,6 +188,7 @@ class ProgramAdmin(TenantScopedAdmin):
     inlines = [ProgramVersionInline]
     actions = list(TRANSITIONS.values())
     change_form_template = "admin/programs/program/change_form.html"
+    change_list_template = "admin/programs/program/change_list.html"
     money_fields = {"auto_approve_limit_minor": "currency"}
 
     def get_fieldsets(self, request, obj=None):
@@ -286,6 +288,22 @@ class ProgramAdmin(TenantScopedAdmin):
     def get_urls(self):
         info = self.model._meta.app_label, self.model._meta.model_name
         extra = [
+            path("builder/", self.admin_site.admin_view(self.builder_view), name="{}_{}_builder".format(*info)),
+            path(
+                "builder/preview/",
+                self.admin_site.admin_view(self.builder_preview_view),
+                name="{}_{}_builder_preview".format(*info),
+            ),
+            path(
+                "<path:object_id>/builder/",
+                self.admin_site.admin_view(self.builder_view),
+                name="{}_{}_builder_edit".format(*info),
+            ),
+            path(
+                "<path:object_id>/builder/preview/",
+                self.admin_site.admin_view(self.builder_preview_view),
+                name="{}_{}_builder_edit_preview".format(*info),
+            ),
             path(
                 "<path:object_id>/rules/preview/",
                 self.admin_site.admin_view(self.rules_preview_view),
@@ -324,6 +342,131 @@ class ProgramAdmin(TenantScopedAdmin):
             raise PermissionDenied
         TRANSITIONS[transition](self, request, [program])
         return HttpResponseRedirect(reverse("admin:programs_program_change", args=[program.pk]))
+
+    # --- the program builder (programs/builder.py): no JSON --------------------------------------
+    def _builder_subject(self, request, object_id):
+        """(program or None, tenant, may save) for the builder; 404 for another tenant's program."""
+        actor = request_actor(request)
+        if object_id is None:
+            if actor.tenant is None or not self.has_view_permission(request):
+                raise PermissionDenied
+            return None, actor.tenant, self.has_add_permission(request)
+        program = self._program_or_404(request, object_id)
+        can_save = self.has_change_permission(request, program) and program.status != ProgramStatus.ARCHIVED
+        return program, program.tenant, can_save
+
+    def builder_view(self, request, object_id=None):
+        """Create or edit a program with a guided form; saves the same versioned rules as the JSON API."""
+        program, tenant, can_save = self._builder_subject(request, object_id)
+        current = selectors.program_latest_version(program) if program is not None else None
+        preview = None
+        if request.method == "POST":
+            if not can_save:
+                raise PermissionDenied
+            builder = ProgramBuilder.build(tenant=tenant, program=program, data=request.POST)
+            if builder.is_valid():
+                live = program is not None and program.status in {ProgramStatus.ACTIVE, ProgramStatus.PAUSED}
+                if live and "confirm" not in request.POST:
+                    try:
+                        preview = hooks.rules_change_preview(
+                            tenant=tenant, program=program, proposed_rules=builder.document
+                        )
+                    except ValidationError as exc:
+                        builder.add_errors(exc)
+                else:
+                    try:
+                        saved = self._builder_save(request, program, builder)
+                    except ValidationError as exc:
+                        builder.add_errors(exc)
+                    else:
+                        return HttpResponseRedirect(reverse("admin:programs_program_change", args=[saved.pk]))
+        else:
+            template = request.GET.get("template") if program is None else None
+            builder = ProgramBuilder.build(
+                tenant=tenant,
+                program=program,
+                document=current.rules if current is not None else None,
+                template=template,
+                read_only=not can_save,
+            )
+        preview_url = (
+            reverse("admin:programs_program_builder_edit_preview", args=[program.pk])
+            if program is not None
+            else reverse("admin:programs_program_builder_preview")
+        )
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "original": program,
+            "title": f"Program builder: {program}" if program is not None else "New program",
+            "builder": builder,
+            "form": builder.form,
+            "referrer_rows": builder.sides["referrer"],
+            "referred_rows": builder.sides["referred"],
+            "side_errors": builder.side_errors,
+            "templates": TEMPLATES.values(),
+            "type_fields": {kind: [*req, *opt] for kind, (req, opt) in TYPE_FIELDS.items()},
+            "can_save": can_save,
+            "current": current,
+            "preview": preview,
+            "preview_url": preview_url,
+            "live": self._builder_live(builder) if request.method == "GET" or not builder.has_errors() else None,
+        }
+        return TemplateResponse(request, "admin/programs/program/builder.html", context)
+
+    def _builder_live(self, builder) -> dict | None:
+        """Terms, offer and worked example of the builder's current input (None when it cannot be read yet)."""
+        if builder.form.is_bound:
+            if builder.has_errors() or builder.document is None:
+                return None
+        else:
+            probe = ProgramBuilder.build(tenant=builder.tenant, program=builder.program, data=_unbound_data(builder))
+            if not probe.is_valid():
+                return None
+            builder = probe
+        try:
+            program, version = builder.preview_version()
+            terms = render_terms(program, version)
+            return {
+                "offer": program_offer_sentence(program, version.rules),
+                "sections": [{"title": s.title, "items": list(s.items)} for s in terms.sections],
+                "example": worked_example(version.rules),
+            }
+        except rules_module.RulesError:
+            return None
+
+    def builder_preview_view(self, request, object_id=None):
+        """The live panel beside the builder: terms, offer, worked example and errors of the posted form (JSON)."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        program, tenant, _ = self._builder_subject(request, object_id)
+        builder = ProgramBuilder.build(tenant=tenant, program=program, data=request.POST)
+        valid = builder.is_valid()
+        live = self._builder_live(builder) if valid else None
+        return JsonResponse({"ok": valid, "errors": builder.errors_by_name(), **(live or {})})
+
+    def _builder_save(self, request, program, builder) -> Program:
+        actor = request_actor(request)
+        note = builder.form.cleaned_data.get("note") or ""
+        if program is None:
+            created = services.program_create(
+                tenant=builder.tenant, actor=actor, rules=builder.document, **builder.settings
+            )
+            messages.success(request, f"“{created.name}” was created as a draft with its rules as version 1.")
+            return created
+        configured = services.program_configure(
+            program=program,
+            actor=actor,
+            changes=builder.changed_settings(),
+            rules=builder.document,
+            note=note or "Changed in the program builder",
+        )
+        change = configured.rules_change
+        if change is not None and change.created:
+            messages.success(request, f"The rules were saved as version {change.version.number}.")
+        else:
+            messages.info(request, "Saved; the rules are unchanged, so no new version was created.")
+        return configured.program
 
     def rules_preview_view(self, request, object_id):
         """Compare the current rules with proposed ones on the last 90 days of payments; optionally save them."""
@@ -403,6 +546,23 @@ class ProgramVersionAdmin(TenantScopedAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+def _unbound_data(builder) -> dict:
+    """The POST an unchanged builder page would send (its initial values), to compute the live panel."""
+    data: dict = {}
+    forms_ = [builder.form] + [row for formset in builder.sides.values() for row in formset.forms]
+    for form in forms_:
+        for name, field in form.fields.items():
+            value = form.get_initial_for_field(field, name)
+            if value is None or value is False:
+                continue
+            data[form.add_prefix(name)] = "on" if value is True else value
+    for formset in builder.sides.values():
+        management = formset.management_form
+        for name in management.fields:
+            data[management.add_prefix(name)] = management.initial.get(name, 0) if management.initial else 0
+    return data
 
 
 # --- participants ------------------------------------------------------------------------------

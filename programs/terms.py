@@ -358,3 +358,87 @@ def render_terms(program: Program, version: ProgramVersion | None) -> Terms:
         notice=notice,
         sections=tuple(sections),
     )
+
+
+# --- the offer in one sentence --------------------------------------------------------------------
+_OFFER_WHEN = {
+    ON_SIGN_UP: "when they sign up",
+    ON_QUALIFIED: "when they are qualified",
+    ON_CONVERSION: "when they subscribe",
+}
+
+
+def _offer_phrase(rule: RewardRule, rule_set: RuleSet, whose: str) -> str:
+    """A reward as a short noun phrase ("100.00 USD", "a free month", "20 % of every payment for 12 months")."""
+
+    def money(amount: int) -> str:
+        return format_money(amount, rule_set.currency)
+
+    per_seat = " per seat" if rule.per_seat else ""
+    if rule.kind in {FLAT_PER_LEAD, FLAT_PER_CONVERSION}:
+        return f"{money(rule.amount_minor)}{per_seat}"
+    if rule.kind == PERCENT_OF_REVENUE:
+        return f"{format_percent(rule.percent_bp)} of the first payment"
+    if rule.kind == RECURRING_PERCENT:
+        return f"{format_percent(rule.percent_bp)} of every payment for {_plural(rule.months, 'month')}"
+    if rule.kind == TIERED:
+        first, last = rule.tiers[0], rule.tiers[-1]
+
+        def pays(tier) -> str:
+            if tier.amount_minor is not None:
+                return f"{money(tier.amount_minor)}{per_seat}"
+            return f"{format_percent(tier.percent_bp)} of the first payment"
+
+        if len(rule.tiers) == 1:
+            return pays(first)
+        rising = f"rising to {{}} from your {_ordinal(last.min_referrals)} referral"
+        if first.percent_bp is not None and last.percent_bp is not None:
+            return (
+                f"{format_percent(first.percent_bp)} of the first payment "
+                f"({rising.format(format_percent(last.percent_bp))})"
+            )
+        return f"{pays(first)} ({rising.format(pays(last))})"
+    if rule.kind == ACCOUNT_CREDIT:
+        return f"{money(rule.amount_minor)} account credit{per_seat}"
+    if rule.kind == FREE_MONTHS:
+        return "a free month" if rule.months == 1 else f"{rule.months} free months"
+    if rule.kind == RENEWAL_DISCOUNT:
+        return f"{format_percent(rule.percent_bp)} off {whose} next renewal"
+    if rule.kind == FEATURE_UNLOCK:
+        return f"{rule.feature}" + (f" for {_plural(rule.months, 'month')}" if rule.months else "")
+    if rule.kind == GIFT:
+        return f"a gift ({rule.gift})"
+    return rule.kind  # pragma: no cover - the schema allows no other kind
+
+
+def _offer_side(rules: tuple[RewardRule, ...], rule_set: RuleSet, whose: str, *, when: bool) -> str:
+    phrases = []
+    for rule in rules:
+        phrase = _offer_phrase(rule, rule_set, whose)
+        moment = _OFFER_WHEN.get(rule.on, "") if when else ""
+        phrases.append(f"{phrase} {moment}".strip())
+    if len(phrases) > 1:
+        return ", ".join(phrases[:-1]) + " and " + phrases[-1]
+    return phrases[0] if phrases else ""
+
+
+def program_offer_sentence(program: Program, rules) -> str:
+    """The offer in words, from the rules: "Give a friend a free month — get 100.00 USD when they subscribe."
+
+    Pure (no database): ``rules`` is a rules document or a ``RuleSet``. Leads the welcome e-mail, the
+    participant's dashboard and the friend's landing page. Empty when the rules grant nothing (or cannot be read).
+    """
+    try:
+        rule_set = parse_rules(rules)
+    except RulesError:
+        return ""
+    friend = "a friend" if program.kind in {"customer", "employee"} else "a customer"
+    referrer = _offer_side(rule_set.referrer, rule_set, "your", when=True)
+    referred = _offer_side(rule_set.referred, rule_set, "their", when=False)
+    if referrer and referred:
+        return f"Give {friend} {referred} — get {referrer}."
+    if referrer:
+        return f"Refer {friend} — get {referrer}."
+    if referred:
+        return f"Give {friend} {referred}."
+    return ""

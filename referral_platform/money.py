@@ -87,3 +87,67 @@ def format_percent(percent_bp: int) -> str:
     if not rest:
         return f"{whole} %"
     return f"{whole}.{rest:02d}".rstrip("0") + " %"
+
+
+# --- typed input: what a person writes in a form ("50.00 USD", "12.5") ---------------------------------
+class MoneyInputError(ValueError):
+    """Typed money or percentage that cannot be read; the message says why, in words."""
+
+
+def parse_money(text: str, currency: str) -> int:
+    """What a person typed as an amount of ``currency`` → minor units.
+
+    ``"50.00 USD"``, ``"50"``, ``"1,200.5"`` (USD) → 5000, 5000, 120050; ``"500 JPY"`` → 500. A currency code, when
+    given, must be ``currency``; more decimals than the currency has, negative amounts or letters are refused
+    with a ``MoneyInputError`` saying what to type instead.
+    """
+    code = currency.upper()
+    raw = " ".join(str(text or "").split())
+    if not raw:
+        raise MoneyInputError("Enter an amount.")
+    parts = raw.rsplit(" ", 1)
+    number = raw
+    if len(parts) == 2 and parts[1].isalpha():
+        if parts[1].upper() != code:
+            raise MoneyInputError(f"Amounts are in {code}, the program's currency (you typed {parts[1].upper()}).")
+        number = parts[0]
+    elif raw[-3:].isalpha() and raw[-3:].upper() == code:
+        number = raw[:-3]
+    number = number.strip().replace(",", "").replace(" ", "")
+    exponent = currency_exponent(code)
+    example = format_money(5000 * 10**exponent // 100 if exponent else 500, code)
+    if number.startswith("-"):
+        raise MoneyInputError("Enter an amount of zero or more.")
+    whole, _, fraction = number.partition(".")
+    if (not whole and not fraction) or not (whole or "0").isdigit() or (fraction and not fraction.isdigit()):
+        raise MoneyInputError(f"Write an amount such as {example}.")
+    if len(fraction) > exponent:
+        if exponent == 0:
+            raise MoneyInputError(f"{code} has no decimals: write whole amounts, such as {example}.")
+        raise MoneyInputError(f"{code} has {exponent} decimals at most, such as {example}.")
+    return int(whole or "0") * 10**exponent + int(fraction.ljust(exponent, "0") or "0")
+
+
+def parse_percent(text: str) -> int:
+    """A percentage typed as percent (``"12.5"``, ``"12.5 %"``, ``"20%"``) → basis points (1250, 2000)."""
+    raw = str(text or "").strip().removesuffix("%").strip().replace(",", ".")
+    if not raw:
+        raise MoneyInputError("Enter a percentage.")
+    whole, _, fraction = raw.partition(".")
+    if raw.startswith("-"):
+        raise MoneyInputError("Enter a percentage of zero or more.")
+    if not (whole or "0").isdigit() or (fraction and not fraction.isdigit()) or not (whole or fraction):
+        raise MoneyInputError("Write a percentage such as 12.5 (for 12.5 %).")
+    if len(fraction) > 2:
+        raise MoneyInputError("Use at most two decimals, such as 12.25.")
+    return int(whole or "0") * 100 + int(fraction.ljust(2, "0") or "0")
+
+
+def money_input_text(amount_minor: int, currency: str) -> str:
+    """Minor units as a person would type them back: ``5000, "USD"`` → ``"50.00 USD"`` (no thousands commas)."""
+    return format_money(amount_minor, currency).replace(",", "")
+
+
+def percent_input_text(percent_bp: int) -> str:
+    """Basis points as a person would type them: ``1250`` → ``"12.5"``, ``2000`` → ``"20"``."""
+    return format_percent(percent_bp).removesuffix(" %")

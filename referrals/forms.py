@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django import forms
 
+from referral_platform import abuse
 from referral_platform.domains import free_email_domains, is_free_email_domain
 
 from .models import CompanySize
@@ -13,7 +14,7 @@ from .models import CompanySize
 FREE_MAIL_DOMAINS = free_email_domains()
 
 
-class LandingLeadForm(forms.Form):
+class LandingLeadForm(abuse.HoneypotFormMixin, forms.Form):
     name = forms.CharField(max_length=200, label="Your name", widget=forms.TextInput(attrs={"autocomplete": "name"}))
     email = forms.EmailField(
         max_length=254,

@@ -27,6 +27,8 @@ from django.http.request import split_domain_port, validate_host
 from django.template.loader import render_to_string
 from redis.exceptions import RedisError
 
+from referral_platform import abuse
+
 from . import click_buffer, hot_redis, link_cache
 from .models import ReferralLink
 
@@ -60,10 +62,9 @@ def visitor_from_cookie_header(cookie_header: str) -> str | None:
 
 
 def client_ip(environ: dict) -> str:
-    if settings.REFERRAL_CLIENT_IP_SOURCE == "x-forwarded-for":
-        forwarded = environ.get("HTTP_X_FORWARDED_FOR", "")
-        if forwarded:
-            return forwarded.rsplit(",", 1)[-1].strip()
+    """Behind ``TRUSTED_PROXY_COUNT`` proxies, the address the outermost one saw (referral_platform/abuse.py)."""
+    if settings.TRUSTED_PROXY_COUNT:
+        return abuse.client_ip(environ)
     return environ.get("REMOTE_ADDR", "")
 
 

@@ -12,6 +12,8 @@ from django.core.exceptions import ValidationError
 from django.shortcuts import render
 from django.views.decorators.http import require_http_methods
 
+from referral_platform import abuse
+
 from .forms import LandingLeadForm
 from .selectors import landing_link
 from .services import landing_lead_submit
@@ -32,6 +34,15 @@ def referral_landing(request, code: str):
     referrer = link.participant
     context = {"link": link, "referrer": referrer, "program": link.program, "tenant": link.tenant}
     if request.method == "POST":
+        # Beyond the address's or the program's limit the lead is refused (429), not stored.
+        retry_after = abuse.public_form_throttle(request, scope="landing_lead", program_id=link.program_id)
+        if retry_after:
+            page = render(
+                request,
+                "referrals/landing.html",
+                {**context, "form": abuse.throttled_form(LandingLeadForm(request.POST))},
+            )
+            return abuse.too_many_requests(page, retry_after)
         form = LandingLeadForm(request.POST)
         if form.is_valid():
             data = form.cleaned_data

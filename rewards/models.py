@@ -13,6 +13,7 @@ from django.db import models
 from django.utils import timezone
 
 from programs.models import Participant, Program
+from referral_platform.crypto import EncryptedTextField
 from referral_platform.money import format_money
 from referral_platform.state import StateMachine
 from referral_platform.tenancy.models import TenantOwnedModel
@@ -27,8 +28,9 @@ class StripeCredentials(TenantOwnedModel):
     Shown back only masked (admin); the full values are used only to call Stripe / verify webhooks.
     """
 
-    secret_key = models.CharField(max_length=255)
-    webhook_secret = models.CharField(max_length=255)
+    # Fernet ciphertext in the database (referral_platform/crypto.py); shown again only as the last four.
+    secret_key = EncryptedTextField()
+    webhook_secret = EncryptedTextField()
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(default=timezone.now, editable=False)
 

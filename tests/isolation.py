@@ -496,6 +496,10 @@ ROUTES: dict[str, object] = {
         "public application form of an active program, addressed by tenant slug + program slug; shows no rows; "
         "programs/tests/test_terms_and_rules_api.py checks invite-only/paused programs answer 404"
     ),
+    "program_apply_confirm": NoTenantData(
+        "the link of an applicant's confirmation e-mail: an unguessable token bound to one program; shows no rows; "
+        "tests/test_abuse_limits.py::test_a_confirmation_link_only_works_on_its_own_program"
+    ),
     "invitation_accept": NoTenantData(
         "reached by an unguessable one-time token; tests/test_workspace.py::test_invitation_*"
     ),

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import yaml
+from cryptography.fernet import Fernet
 from django.conf import settings
 from django.urls import resolve
 
@@ -65,6 +66,7 @@ def test_production_settings_pass_check_deploy():
         os.environ,
         DJANGO_SETTINGS_MODULE="referral_platform.settings.prod",
         SECRET_KEY=secrets.token_urlsafe(50),
+        FIELD_ENCRYPTION_KEYS=Fernet.generate_key().decode(),
         ALLOWED_HOSTS="referrals.example.com",
         DATABASE_URL=settings.DATABASE_URL,
         REDIS_URL=settings.REDIS_URL,
@@ -95,3 +97,19 @@ def test_production_settings_refuse_a_missing_or_weak_secret():
 
     assert result.returncode != 0
     assert "SECRET_KEY must be set" in result.stderr
+
+
+def test_production_settings_refuse_to_start_without_an_encryption_key():
+    env = dict(
+        os.environ,
+        DJANGO_SETTINGS_MODULE="referral_platform.settings.prod",
+        SECRET_KEY=secrets.token_urlsafe(50),
+        FIELD_ENCRYPTION_KEYS="",
+        DATABASE_URL=settings.DATABASE_URL,
+        REDIS_URL=settings.REDIS_URL,
+    )
+
+    result = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True)
+
+    assert result.returncode != 0
+    assert "FIELD_ENCRYPTION_KEYS must hold at least one Fernet key" in result.stderr

@@ -113,7 +113,8 @@ def application_submit(
     )
     mail_on_commit(
         subject=f"Your application to {program.name}",
-        body=f"Hi {contact_name},\n\nthank you for applying to {program.name}. The team reviews applications "
+        # Nothing the applicant typed goes into a mail to the address they typed (no spam relay).
+        body=f"Hello,\n\nthank you for applying to {program.name}. The team reviews applications "
         "and answers by e-mail.",
         recipients=[email],
     )

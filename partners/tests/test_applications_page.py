@@ -53,7 +53,10 @@ def test_a_duplicate_or_bad_application_is_a_400_naming_the_field(world, client)
 
 
 def test_applications_are_rate_limited_per_address_with_retry_after(world, client, settings):
-    settings.PARTNER_APPLICATION_RATE_LIMIT = 2
+    settings.PUBLIC_FORM_RATE_LIMITS = {
+        **settings.PUBLIC_FORM_RATE_LIMITS,
+        "partner_apply": {"address": "2/3600", "program": "100/3600"},
+    }
     program = partner_program(world.a)
     url = reverse("partner_apply", args=[world.a.slug, program.slug])
 

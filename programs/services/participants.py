@@ -8,10 +8,13 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
+from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.core.mail import send_mail
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
+from django.urls import reverse
 
 from programs import rules as rules_module
 from programs.models import (
@@ -303,6 +306,72 @@ def participant_apply(*, program: Program, name: str, email: str, company: str =
     if created and participant.status == ParticipantStatus.PENDING:
         _notify_application_received(participant)
     return Enrolment(participant=participant, created=created)
+
+
+# --- the public apply form: an address is confirmed before anything is stored -----------------------
+
+APPLICATION_CACHE_PREFIX = "programs:application:"
+
+
+def participant_application_request(
+    *, program: Program, name: str, email: str, company: str = "", note: str = ""
+) -> None:
+    """Someone asks to join ``program`` from its public page: nothing is stored as a participant yet.
+
+    The validated answers wait in Redis under a random token (``APPLICATION_CONFIRM_SECONDS``) and the typed
+    address gets one confirmation e-mail that carries no text the applicant typed (the form is no spam relay).
+    Opening the link and confirming calls ``participant_application_confirm``, which applies for real.
+    """
+    if program.access == ProgramAccess.INVITE_ONLY or program.status != ProgramStatus.ACTIVE:
+        raise ValidationError({"program": "This program does not take applications."})
+    if len(note or "") > 2000:
+        raise ValidationError({"note": "At most 2,000 characters."})
+    values = participant_validate(external_id="application", name=name, email=email, company=company)
+    token = secrets.token_urlsafe(32)
+    payload = {"program_id": program.pk, "name": values["name"], "email": values["email"]}
+    payload.update(company=values["company"], note=note or "")
+    cache.set(APPLICATION_CACHE_PREFIX + token, payload, timeout=settings.APPLICATION_CONFIRM_SECONDS)
+    path = reverse("program_apply_confirm", args=[program.tenant.slug, program.slug, token])
+    hours = settings.APPLICATION_CONFIRM_SECONDS // 3600
+    transaction.on_commit(
+        lambda: send_mail(
+            subject=f"Confirm your e-mail address for {program.name}",
+            message=(
+                f"Someone asked to join {program.name} ({program.tenant.name}) with this e-mail address.\n\n"
+                f"To confirm it was you, open this link within {hours} hours:\n{settings.SITE_URL}{path}\n\n"
+                "If it was not you, ignore this e-mail: nothing happens without your confirmation."
+            ),
+            from_email=None,
+            recipient_list=[values["email"]],
+            fail_silently=True,
+        )
+    )
+
+
+def participant_application_pending(*, program: Program, token: str) -> dict | None:
+    """The answers waiting for confirmation under ``token`` for this program, or ``None``."""
+    payload = cache.get(APPLICATION_CACHE_PREFIX + token)
+    if not isinstance(payload, dict) or payload.get("program_id") != program.pk:
+        return None
+    return payload
+
+
+@transaction.atomic
+def participant_application_confirm(*, program: Program, token: str) -> Enrolment | None:
+    """The applicant confirmed their address: apply for real (open programs enrol and send the links, gated
+    ones wait for review). ``None`` for an unknown, used or expired token. Confirming twice is harmless."""
+    payload = participant_application_pending(program=program, token=token)
+    if payload is None:
+        return None
+    enrolment = participant_apply(
+        program=program,
+        name=payload["name"],
+        email=payload["email"],
+        company=payload["company"],
+        note=payload["note"],
+    )
+    cache.delete(APPLICATION_CACHE_PREFIX + token)
+    return enrolment
 
 
 def _participant_activate(

@@ -159,6 +159,29 @@ ACCOUNT_RATE_LIMITS = {
     "signup": "20/m/ip",
 }
 
+# --- client address and abuse limits (referral_platform/abuse.py) -------------------------------
+# How many reverse proxies in front of the app append to X-Forwarded-For (0: trust no header, use
+# REMOTE_ADDR). The client is the N-th entry from the right. One number for allauth's log-in throttling,
+# the /r/ redirect and the public forms' rate limits. CLIENT_IP_SOURCE=x-forwarded-for (older name) = 1.
+TRUSTED_PROXY_COUNT = int(
+    os.environ.get("TRUSTED_PROXY_COUNT", "1" if os.environ.get("CLIENT_IP_SOURCE") == "x-forwarded-for" else "0")
+)
+ALLAUTH_TRUSTED_PROXY_COUNT = TRUSTED_PROXY_COUNT
+# Public forms: "hits/seconds" per client address (per program) and per program (all addresses), counted
+# in Redis; beyond either the form answers 429 with Retry-After and stores nothing.
+PUBLIC_FORM_RATE_LIMITS = {
+    "default": {
+        "address": os.environ.get("PUBLIC_FORM_RATE_PER_ADDRESS", "10/3600"),
+        "program": os.environ.get("PUBLIC_FORM_RATE_PER_PROGRAM", "100/3600"),
+    },
+    "partner_apply": {
+        "address": f"{os.environ.get('PARTNER_APPLICATION_RATE_LIMIT', '5')}/3600",
+        "program": os.environ.get("PUBLIC_FORM_RATE_PER_PROGRAM", "100/3600"),
+    },
+}
+# An applicant's confirmation link of the public apply form stays valid this long.
+APPLICATION_CONFIRM_SECONDS = int(os.environ.get("APPLICATION_CONFIRM_SECONDS", str(48 * 3600)))
+
 # --- e-mail -----------------------------------------------------------------------------------
 EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
 EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
@@ -167,6 +190,20 @@ EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
 EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
 EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS")
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "Referral Platform <no-reply@localhost>")
+
+# --- secrets at rest (referral_platform/crypto.py) ---------------------------------------------
+# Fernet keys, comma-separated, newest first: the newest encrypts, every one decrypts. Rotate by putting a
+# new key first, then `manage.py encryption_keys_rotate`, then dropping the old key. Production requires
+# it; development and tests derive one from SECRET_KEY when it is unset.
+FIELD_ENCRYPTION_KEYS = env_list("FIELD_ENCRYPTION_KEYS")
+
+
+def derived_field_encryption_key(secret: str) -> str:
+    import base64
+    import hashlib
+
+    return base64.urlsafe_b64encode(hashlib.sha256(f"field-encryption:{secret}".encode()).digest()).decode()
+
 
 # --- Stripe -----------------------------------------------------------------------------------
 STRIPE_SECRET_KEY = os.environ.get("STRIPE_SECRET_KEY", "")
@@ -274,9 +311,6 @@ REFERRAL_VISITOR_COOKIE_SECURE = env_bool("REFERRAL_VISITOR_COOKIE_SECURE", Fals
 # Query parameters added to the landing URL: the referral code and the visitor id.
 REFERRAL_CODE_PARAM = "ref"
 REFERRAL_VISITOR_PARAM = "vid"
-# Where the client IP comes from: REMOTE_ADDR, or the right-most X-Forwarded-For entry when the
-# app runs behind exactly one trusted proxy (CLIENT_IP_SOURCE=x-forwarded-for).
-REFERRAL_CLIENT_IP_SOURCE = os.environ.get("CLIENT_IP_SOURCE", "remote-addr")
 CLICK_FLUSH_BATCH_SIZE = int(os.environ.get("CLICK_FLUSH_BATCH_SIZE", "5000"))
 # Batches inserted at once (one database connection each) while the next one is read and encoded.
 CLICK_FLUSH_WRITERS = int(os.environ.get("CLICK_FLUSH_WRITERS", "3"))
@@ -293,8 +327,7 @@ CELERY_BEAT_SCHEDULE.update(
         "partners-tiers-recompute": {"task": "partners.tiers_recompute", "schedule": 24 * 3600},
     }
 )
-# Public partner applications: at most this many per client address per hour (HTTP 429 beyond).
-PARTNER_APPLICATION_RATE_LIMIT = int(os.environ.get("PARTNER_APPLICATION_RATE_LIMIT", "5"))
+# Public partner applications: rate limits in PUBLIC_FORM_RATE_LIMITS["partner_apply"].
 # Partner resource files go to the default storage: local files unless an S3-compatible bucket is set.
 if os.environ.get("AWS_STORAGE_BUCKET_NAME"):
     STORAGES["default"] = {

@@ -8,6 +8,9 @@ from .base import env_bool
 if not SECRET_KEY or len(SECRET_KEY) < 50:  # noqa: F405
     raise RuntimeError("SECRET_KEY must be set to a random string of at least 50 characters in production")
 
+if not FIELD_ENCRYPTION_KEYS:  # noqa: F405
+    raise RuntimeError("FIELD_ENCRYPTION_KEYS must hold at least one Fernet key in production (README)")
+
 DEBUG = False
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)

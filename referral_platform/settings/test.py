@@ -9,6 +9,7 @@ from .base import *  # noqa: F403
 from .base import DATABASES
 
 SECRET_KEY = os.environ["SECRET_KEY"]
+FIELD_ENCRYPTION_KEYS = FIELD_ENCRYPTION_KEYS or [derived_field_encryption_key(SECRET_KEY)]  # noqa: F405
 DEBUG = False
 ALLOWED_HOSTS = ["*"]
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

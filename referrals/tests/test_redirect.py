@@ -391,11 +391,23 @@ def test_click_is_buffered_with_its_details(client, live_link, stream):
 
 
 @pytest.mark.django_db
-@override_settings(REFERRAL_CLIENT_IP_SOURCE="x-forwarded-for")
+@override_settings(TRUSTED_PROXY_COUNT=1)
 def test_client_ip_comes_from_the_trusted_proxy_hop_when_configured(client, live_link, stream):
     client.get(f"/r/{live_link.code}", HTTP_X_FORWARDED_FOR="1.2.3.4, 198.51.100.99", REMOTE_ADDR="10.0.0.2")
 
     assert stream()[0][1]["c"].split("\x1f")[3] == "198.51.100.99"
+
+
+@pytest.mark.django_db
+@override_settings(TRUSTED_PROXY_COUNT=2)
+def test_behind_two_trusted_proxies_the_client_is_the_second_hop_from_the_right(client, live_link, stream):
+    client.get(
+        f"/r/{live_link.code}",
+        HTTP_X_FORWARDED_FOR="6.6.6.6, 203.0.113.7, 10.0.0.1",  # spoofed, client (seen by proxy 1), proxy 1
+        REMOTE_ADDR="10.0.0.2",
+    )
+
+    assert stream()[0][1]["c"].split("\x1f")[3] == "203.0.113.7"
 
 
 # --- cache coherence -------------------------------------------------------------------------
