@@ -325,7 +325,7 @@ def start_gunicorn(env: dict, port: int) -> subprocess.Popen:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/webhooks/stripe/-/", timeout=2)
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/r/benchprobe", timeout=2)
             return server
         except urllib.error.HTTPError:
             return server

@@ -46,7 +46,7 @@ from decimal import Decimal
 from fractions import Fraction
 
 from django.core.exceptions import ValidationError
-from django.db import OperationalError, transaction
+from django.db import IntegrityError, OperationalError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -579,7 +579,12 @@ def referral_rewards_settle_batch(*, referral_ids: Iterable[int], now: datetime 
     result = BatchSettlement()
     for referral_id in sorted(set(referral_ids)):
         try:
-            settlement = referral_rewards_settle(referral_id=referral_id, now=now)
+            try:
+                settlement = referral_rewards_settle(referral_id=referral_id, now=now)
+            except IntegrityError:
+                # A unique key another transaction just took (a first-use ledger account, a participant
+                # row): settling again reads the winner's row.
+                settlement = referral_rewards_settle(referral_id=referral_id, now=now)
         except OperationalError:
             raise
         except Exception as error:  # isolate one referral's failure from the batch
