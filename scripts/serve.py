@@ -32,6 +32,17 @@ def main() -> int:
     print("[run] applying migrations", flush=True)
     # Migrations run as the owner role; the app (below) as the restricted one (README "Database roles").
     manage("migrate", "--no-input", "-v", "0", database_url=os.environ.get("DATABASE_OWNER_URL"))
+    # The project's Stripe-compatible server (referral_platform/stripe_fake/) stands in for Stripe so that
+    # approving and paying rewards works in the demo — unless real Stripe is asked for (STRIPE_API_BASE set,
+    # or USE_REAL_STRIPE=1 when the tenants' real keys are configured).
+    fake_stripe: list[str] = []
+    if not os.environ.get("STRIPE_API_BASE") and os.environ.get("USE_REAL_STRIPE") != "1":
+        stripe_port = os.environ.get("STRIPE_FAKE_PORT", "12111")
+        fake_stripe = [PY, "-m", "referral_platform.stripe_fake", "--port", stripe_port]
+        os.environ["STRIPE_API_BASE"] = f"http://127.0.0.1:{stripe_port}"
+        print(
+            f"[run] fake Stripe on {os.environ['STRIPE_API_BASE']} (USE_REAL_STRIPE=1 to use Stripe itself)", flush=True
+        )
     demo_file = ROOT / ".run" / "demo.json"
     demo_file.parent.mkdir(exist_ok=True)
     print("[run] loading demo data", flush=True)
@@ -65,6 +76,8 @@ def main() -> int:
             str(ROOT / ".run" / "celerybeat-schedule"),
         ],
     }
+    if fake_stripe:
+        commands["stripe"] = fake_stripe
     processes = {name: subprocess.Popen(command, cwd=ROOT) for name, command in commands.items()}
     base = f"http://{HOST}:{PORT}"
     for _ in range(100):

@@ -31,3 +31,9 @@ STORAGES = {
 # on_commit callbacks); nothing reaches the shared Redis broker.
 CELERY_TASK_ALWAYS_EAGER = True
 CELERY_TASK_EAGER_PROPAGATES = True
+
+# A test that runs real Celery workers as separate processes (tests/test_worker_crash.py) starts them with
+# CELERY_TEST_QUEUE set: tasks then go through the Redis broker, on that queue only.
+if os.environ.get("CELERY_TEST_QUEUE"):
+    CELERY_TASK_ALWAYS_EAGER = False
+    CELERY_TASK_DEFAULT_QUEUE = os.environ["CELERY_TEST_QUEUE"]
