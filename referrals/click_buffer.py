@@ -489,6 +489,25 @@ def clicks_flush(
     return total
 
 
+def clicks_pending_reclaim(*, cutoff, max_attempts: int) -> int:
+    """Reconciler sweep: entries a dead consumer read but never acknowledged before ``cutoff`` are taken
+    over (XAUTOCLAIM) and written now, whatever CLICK_FLUSH_CLAIM_IDLE_MS says. Returns how many were
+    pending. (A flush writes each entry once, so a concurrent flush is harmless.)"""
+    from django.conf import settings
+    from django.utils import timezone
+
+    client = hot_redis.client()
+    stream = hot_redis.click_stream_key()
+    idle_ms = max(1, int((timezone.now() - cutoff).total_seconds() * 1000))
+    try:
+        stale = client.xpending_range(stream, GROUP, min="-", max="+", count=10_000, idle=idle_ms)
+    except ResponseError:  # no stream or no group yet: nothing was ever read
+        return 0
+    if stale:
+        clicks_flush(claim_idle_ms=idle_ms, time_budget=settings.CLICK_FLUSH_TIME_BUDGET_SECONDS)
+    return len(stale)
+
+
 def stream_backlog() -> int:
     """Entries in the stream not yet acknowledged by the flush (pending or never delivered)."""
     client = hot_redis.client()

@@ -683,3 +683,24 @@ def connect_onboarding_link_create(*, participant: Participant, actor: Actor, re
     )
     ParticipantStripeProfile.objects.filter(pk=profile.pk).update(onboarding_link_created_at=timezone.now())
     return link.url
+
+
+@transaction.atomic
+def payouts_pay_now(*, participant: Participant, actor: Actor) -> list[Payout]:
+    """Pay ``participant``'s approved rewards now instead of at the next scheduled run (the admin's "pay
+    approved rewards now"): gather them into payouts (``payout_prepare``, the same rules as the run) and
+    queue each payout's execution once this commits. Only this participant's rewards are touched."""
+    from .tasks import payout_execute as payout_execute_task
+
+    payouts = payout_prepare(participant=participant)
+    for payout in payouts:
+        audit_record(
+            tenant=participant.tenant,
+            actor=actor,
+            action="payout.paid_now",
+            obj=payout,
+            to_state=payout.status,
+            reason="pay approved rewards now",
+        )
+        enqueue_on_commit(payout_execute_task, payout.pk)
+    return payouts

@@ -187,6 +187,8 @@ class Command(BaseCommand):
         return user
 
     def _workspace(self, slug, name, domains, owner_email) -> Tenant:
+        # The platform's own host is allowed too: demo programs land on the hosted landing page (/join/).
+        domains = [*domains, _site_host()]
         tenant, _ = Tenant.objects.get_or_create(
             slug=slug, defaults={"name": name, "allowed_landing_domains": domains, "default_currency": "USD"}
         )
@@ -203,7 +205,6 @@ class Command(BaseCommand):
         if Program.objects.for_tenant(tenant).exists():
             return
         actor = system_actor(tenant)
-        domain = tenant.allowed_landing_domains[0]
         customer = Program.objects.create(
             tenant=tenant,
             name=f"{tenant.name} customer referrals",
@@ -211,7 +212,7 @@ class Command(BaseCommand):
             kind=ProgramKind.CUSTOMER,
             status=ProgramStatus.ACTIVE,
             access=ProgramAccess.OPEN,
-            landing_url=f"https://{domain}/signup",
+            landing_url=_hosted_landing_url(),
         )
         partner = Program.objects.create(
             tenant=tenant,
@@ -220,7 +221,7 @@ class Command(BaseCommand):
             kind=ProgramKind.PARTNER,
             status=ProgramStatus.ACTIVE,
             access=ProgramAccess.GATED,
-            landing_url=f"https://{domain}/partners",
+            landing_url=_hosted_landing_url(),
             attribution_model="position_based",
         )
         people = [(customer, row) for row in CUSTOMERS] + [(partner, row) for row in PARTNERS]
@@ -567,3 +568,18 @@ def _partner_rules(currency: str) -> tuple[dict, tuple[dict, str]]:
 
 
 DEMO_RULES = {"customers": _customer_rules, "partners": _partner_rules}
+
+
+def _site_host() -> str:
+    from urllib.parse import urlsplit
+
+    from django.conf import settings
+
+    return urlsplit(settings.SITE_URL).hostname or "127.0.0.1"
+
+
+def _hosted_landing_url() -> str:
+    """The platform's hosted landing page: a demo link (/r/<code>) lands on a page that exists."""
+    from django.conf import settings
+
+    return f"{settings.SITE_URL}/join/"
