@@ -66,6 +66,13 @@ def activity(*, participant) -> list[dict]:
 
 
 def register() -> None:
+    from referral_platform.reconcile import register_sweep
+
+    from .click_buffer import clicks_pending_reclaim
+    from .services import conversion_events_requeue_stale
+
+    register_sweep("referrals.conversion_events", conversion_events_requeue_stale)
+    register_sweep("referrals.click_stream", clicks_pending_reclaim)
     hooks.register("participant_activated", links_for_active_participant)
     hooks.register("participant_deactivated", links_off_for_removed_participant)
     hooks.register("participant_share_links", share_links)

@@ -411,6 +411,9 @@ class StatementForm(forms.Form):
 
     def clean(self):
         data = super().clean()
+        for name in ("start", "end"):  # a date the statement can compute with (9999-12-31 + 1 day overflows)
+            if data.get(name) and not 2000 <= data[name].year <= 2100:
+                self.add_error(name, "Pick a date between 2000-01-01 and 2100-12-31.")  # drops it from data
         if data.get("start") and data.get("end") and data["end"] < data["start"]:
             raise ValidationError({"end": "The period ends before it starts."})
         return data

@@ -102,6 +102,13 @@ def activity(*, participant) -> list[dict]:
 
 
 def register() -> None:
+    from referral_platform.reconcile import register_sweep
+
+    from . import sweeps
+
+    register_sweep("rewards.stripe_events", sweeps.stripe_events_requeue_stale)
+    register_sweep("rewards.payouts", sweeps.payouts_requeue_stale)
+    register_sweep("rewards.settlements", sweeps.settlements_requeue_missing)
     hooks.register("referral_changed", settle_after_referral_change)
     hooks.register("conversion_processed", settle_after_conversion)
     hooks.register("referral_created", tell_the_referrer_it_was_received)

@@ -47,6 +47,7 @@ from django.utils import timezone
 
 from programs.models import Participant
 from referral_platform.celery import enqueue_on_commit
+from referral_platform.hooks import hooks
 from referral_platform.money import format_money
 from referral_platform.state import transition
 from referral_platform.tenancy.actors import Actor, system_actor
@@ -484,6 +485,7 @@ def _record_failure(payout: Payout, error: Exception, now: datetime) -> None:
         locked=payout,
     )
     logger.warning("payout %s failed (attempt %s): %s", payout.pk, payout.attempts, payout.last_error)
+    hooks.payout_changed(payout=payout, change="abandoned" if abandoned else "failed")
 
 
 def retry_delay(attempts: int) -> timedelta:
@@ -535,6 +537,7 @@ def _complete(payout: Payout, *, actor: Actor | str, now: datetime, stripe_objec
     )
     for reward in Reward.objects.select_for_update(of=("self",), no_key=True).filter(payout=payout).order_by("pk"):
         reward_mark_paid(reward=reward, actor=actor, now=now)
+    hooks.payout_changed(payout=payout, change="paid")
 
 
 @transaction.atomic

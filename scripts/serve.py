@@ -20,8 +20,9 @@ HOST = os.environ.get("HOST", "127.0.0.1")
 PORT = os.environ.get("PORT", "8000")
 
 
-def manage(*args: str) -> None:
-    subprocess.run([PY, "manage.py", *args], cwd=ROOT, check=True)
+def manage(*args: str, database_url: str | None = None) -> None:
+    env = dict(os.environ, DATABASE_URL=database_url) if database_url else None
+    subprocess.run([PY, "manage.py", *args], cwd=ROOT, check=True, env=env)
 
 
 def main() -> int:
@@ -29,7 +30,8 @@ def main() -> int:
     # Links in e-mails and share URLs point at this server unless SITE_URL says otherwise.
     os.environ.setdefault("SITE_URL", f"http://{HOST}:{PORT}")
     print("[run] applying migrations", flush=True)
-    manage("migrate", "--no-input", "-v", "0")
+    # Migrations run as the owner role; the app (below) as the restricted one (README "Database roles").
+    manage("migrate", "--no-input", "-v", "0", database_url=os.environ.get("DATABASE_OWNER_URL"))
     # The project's Stripe-compatible server (referral_platform/stripe_fake/) stands in for Stripe so that
     # approving and paying rewards works in the demo — unless real Stripe is asked for (STRIPE_API_BASE set,
     # or USE_REAL_STRIPE=1 when the tenants' real keys are configured).
