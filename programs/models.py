@@ -210,6 +210,9 @@ class ParticipantImport(TenantOwnedModel):
     error_count = models.PositiveIntegerField(default=0)
     errors = models.JSONField(default=list, blank=True, help_text="[{line, field, message}], the first 1,000.")
     failure = models.TextField(blank=True, help_text="Why the whole import failed, if it did.")
+    send_welcome = models.BooleanField(
+        default=True, help_text="E-mail each new participant their welcome (links, dashboard) as they are imported."
+    )
     created_by = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     started_at = models.DateTimeField(null=True, blank=True)

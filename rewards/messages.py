@@ -342,10 +342,14 @@ def message_welcome(*, participant: Participant) -> ParticipantMessage | None:
     from django.conf import settings
     from django.urls import reverse
 
+    from programs.selectors import program_latest_version
+    from programs.terms import program_offer_sentence
     from referrals.models import Channel
     from referrals.selectors import participant_share_links
 
     program = participant.program
+    version = program_latest_version(program)
+    offer = program_offer_sentence(program, version.rules) if version is not None else ""
     labels = dict(Channel.choices)
     links = [
         {"label": labels.get(item["channel"], item["channel"]), "url": item["url"]}
@@ -358,7 +362,7 @@ def message_welcome(*, participant: Participant) -> ParticipantMessage | None:
         participant=participant,
         kind=MessageKind.WELCOME,
         related_key=f"program:{program.pk}",
-        context={"program": program, "links": links, "terms_url": terms_url},
+        context={"program": program, "links": links, "terms_url": terms_url, "offer": offer},
     )
 
 

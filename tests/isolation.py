@@ -18,6 +18,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from django.utils import timezone
+
+from analytics.models import OtherChannelCustomer
 from partners import models as partner_models
 from programs.models import Participant, ParticipantImport, Program, ProgramVersion
 from referral_platform.tenancy.models import ApiKey, AuditEvent, Invitation, Membership, Tenant
@@ -55,6 +58,9 @@ class Detail:
     via: str = "api"  # "api" (Bearer key) or "session" (logged-in marketer)
     methods: tuple[str, ...] = ("GET",)
     payload: dict = field(default_factory=dict)
+    # A POST-only action (program activate, participant approve …): tenant A's actor is shown to reach it
+    # with methods[0] after tenant B's attempts (200, or 409 when its status does not allow the move).
+    action: bool = False
 
 
 @dataclass(frozen=True)
@@ -399,12 +405,64 @@ def _api_lookup_listing(world):
     return "Lookup partner lk5530"
 
 
+# --- analytics (issue 10) ---------------------------------------------------------------------------
+# Every analytics page and CSV shows the session's workspace name (the CSV's first line names it) and
+# figures from its rollups only; A's marker is a participant of A with rollups, shown on the pages and
+# CSVs that list participants, else A's workspace name. The figures themselves are checked tenant by
+# tenant in analytics/tests/test_analytics_isolation.py (B sees zeros and "—", never A's numbers).
+def _analytics_marker(world):
+    from analytics.rollups import rollups_rebuild
+
+    program = f.ProgramFactory(tenant=world.a, kind="customer")
+    participant = f.ParticipantFactory(program=program, name="Analytics Marker zq81")
+    f.ClickFactory(link=f.ReferralLinkFactory(participant=participant), occurred_at=timezone.now())
+    f.ReferralFactory(referrer=participant, created_at=timezone.now())
+    rollups_rebuild(tenant_id=world.a.pk)
+    return participant
+
+
+def _analytics_page(shows_participants: bool):
+    def make(world):
+        participant = _analytics_marker(world)
+        return participant.name if shows_participants else world.a.name
+
+    return make
+
+
+ANALYTICS_PAGES_WITH_PARTICIPANTS = {"overview", "leaderboards"}
+ANALYTICS_ROUTES: dict[str, object] = {"analytics_calculator": Listing(_analytics_page(False), via="session")}
+for _slug in ("overview", "health", "funnel", "channels", "economics", "series", "leaderboards", "compare"):
+    _with_people = _slug in ANALYTICS_PAGES_WITH_PARTICIPANTS
+    ANALYTICS_ROUTES[f"analytics_{_slug}"] = Listing(_analytics_page(_with_people), via="session")
+    ANALYTICS_ROUTES[f"analytics_{_slug}_csv"] = Listing(
+        _analytics_page(_with_people),
+        via="session",
+        query="?figure=top_referrers"
+        if _slug == "overview"
+        else "?figure=referrers"
+        if _slug == "leaderboards"
+        else "",
+    )
+
+
+def _other_customer_listing(world):
+    return f.OtherChannelCustomerFactory(tenant=world.a, external_id="other-only-a-77").external_id
+
+
 ROUTES: dict[str, object] = {
+    **ANALYTICS_ROUTES,
+    "api:analytics-other-customer-list": Listing(_other_customer_listing),
     # --- API ---------------------------------------------------------------------------------
     "api:me": NoTenantData("answers with the caller's own tenant only (tests/test_api_auth.py)"),
     "api:program-list": Listing(_program_listing),
     "api:program-detail": Detail(_program),
+    "api:program-activate": Detail(_program_with_rules, methods=("POST",), action=True),
+    "api:program-pause": Detail(_program_with_rules, methods=("POST",), action=True),
+    "api:program-archive": Detail(_program_with_rules, methods=("POST",), action=True),
     "api:participant-list": Listing(_participant_listing),
+    "api:participant-approve": Detail(_participant, methods=("POST",), action=True),
+    "api:participant-reject": Detail(_participant, methods=("POST",), action=True),
+    "api:participant-remove": Detail(_participant, methods=("POST",), action=True),
     "api:participant-detail": Detail(_participant),
     "api:referral-list": Listing(_referral_listing),
     "api:referral-detail": Detail(_referral),
@@ -471,14 +529,20 @@ ROUTES: dict[str, object] = {
         "shows no rows: partners/tests/test_applications_page.py"
     ),
     # --- pages -------------------------------------------------------------------------------
-    "home": NoTenantData("shows the session's own workspace only"),
+    "home": Listing(_analytics_page(True), via="session"),  # the analytics home (issue 10)
     "health": NoTenantData("component status, no tenant rows"),
     "favicon": NoTenantData("a redirect to the static icon"),
+    "onboarding": NoTenantData(
+        "the session tenant's own checklist only; tests/test_onboarding.py::test_the_checklist_is_the_sessions_own"
+    ),
     "workspace_members": NoTenantData(
         "lists the session tenant's members only; covered by tests/test_workspace.py::test_members_page_*"
     ),
     "tenant_switch": NoTenantData(
         "switches only among the user's own memberships; tests/test_workspace.py::test_cannot_switch_*"
+    ),
+    "referral_landing_hosted": NoTenantData(
+        "only redirects to the referral code's own landing page (tests/test_hosted_landing.py)"
     ),
     "referral_landing": NoTenantData(
         "public page reached by an unguessable referral code; shows only that link's referrer, and the tenant "
@@ -588,6 +652,8 @@ ADMIN_FACTORIES: dict[type, Callable] = {
     ),
     partner_models.Resource: lambda world: f.ResourceFactory(tenant=world.a),
     partner_models.SupportTicket: lambda world: f.SupportTicketFactory(partner=f.PartnerFactory(tenant=world.a)),
+    # analytics (issue 10)
+    OtherChannelCustomer: lambda world: f.OtherChannelCustomerFactory(tenant=world.a),
 }
 
 

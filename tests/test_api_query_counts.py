@@ -127,6 +127,11 @@ LIST_ENDPOINTS = [
     ListEndpoint("deal-list", _deal),
     ListEndpoint("partner-list", _partner),
     ListEndpoint("deal-conflict-list", _deal_conflict),
+    # analytics (issue 10)
+    ListEndpoint(
+        "analytics-other-customer-list",
+        lambda tenant, index: f.OtherChannelCustomerFactory(tenant=tenant, external_id=f"other-{index}"),
+    ),
 ]
 
 

@@ -199,8 +199,13 @@ def participant_upsert(
     actor: Actor,
     source: str = "admin",
     tier: str | None = None,
+    welcome: bool = False,
 ) -> Enrolment:
     """Enrol a participant, or update the one with this external id (idempotent).
+
+    With ``welcome`` a participant created active gets the welcome e-mail (links, dashboard, the offer in
+    words) — at most once: the message is recorded once per participant and program. Enrolling in the admin,
+    by API or by CSV import asks for it (an import can opt out; ``participant_invite_send`` sends it later).
 
     New participants of a gated program start pending; of an open or invite-only one (enrolled by the
     tenant itself) active. Active participants get their channel links. Concurrent calls with one
@@ -234,8 +239,32 @@ def participant_upsert(
         )
     if tier is not None and tier != participant.tier:
         participant = participant_tier_set(participant=participant, tier=tier, actor=actor)
-    participant_links_ensure(participant=participant)
+    participant_links_ensure(
+        participant=participant, welcome=welcome and created and participant.status == ParticipantStatus.ACTIVE
+    )
     return Enrolment(participant=participant, created=created)
+
+
+@transaction.atomic
+def participant_invite_send(*, participant: Participant, actor: Actor) -> Participant:
+    """Send an active participant the welcome e-mail now (the admin's "send invite"), unless they already
+    had it: the e-mail goes at most once. Only active participants have links to send."""
+    participant = lock(participant)
+    if participant.status != ParticipantStatus.ACTIVE:
+        raise ValidationError(
+            {"status": f"Only active participants can be invited (this one is {participant.status})."}
+        )
+    if not participant.email:
+        raise ValidationError({"email": "This participant has no e-mail address."})
+    audit_record(
+        tenant=participant.tenant,
+        actor=actor,
+        action="participant.invited",
+        obj=participant,
+        to_state=participant.status,
+    )
+    participant_links_ensure(participant=participant, welcome=True)
+    return participant
 
 
 def participant_enroll(
