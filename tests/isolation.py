@@ -809,10 +809,86 @@ def _nps_import_admin(world):
     return NpsImport.objects.create(tenant=world.a, filename="only-a.csv", content="x")
 
 
+def _engagement_program_a(world):
+    return f.ProgramFactory(tenant=world.a)
+
+
+def _trigger_policy_admin(world):
+    from engagement.models import TriggerPolicy
+
+    return TriggerPolicy.objects.create(tenant=world.a, program=_engagement_program_a(world), trigger="nps")
+
+
+def _message_template_admin(world):
+    from engagement.models import MessageTemplate
+
+    return MessageTemplate.objects.create(
+        tenant=world.a, program=_engagement_program_a(world), kind="launch", subject="Only A", body="Body of A"
+    )
+
+
+def _webhook_endpoint_admin(world):
+    from engagement.models import WebhookEndpoint
+
+    return WebhookEndpoint.objects.create(tenant=world.a, url="https://a.example/hook", secret="whsec_onlyA")
+
+
+def _webhook_delivery_admin(world):
+    from engagement.models import WebhookDelivery, WebhookMessage
+
+    message = WebhookMessage.objects.create(
+        tenant=world.a, msg_id="msg_onlyA", event_type="referral.created", payload={}, dedupe_key="only-a"
+    )
+    return WebhookDelivery.objects.create(tenant=world.a, endpoint=_webhook_endpoint_admin(world), message=message)
+
+
+def _communication_admin(world):
+    from engagement.models import Communication
+
+    participant = f.ParticipantFactory(program=_engagement_program_a(world))
+    return Communication.objects.create(
+        tenant=world.a,
+        participant=participant,
+        kind="launch",
+        related_key="only-a",
+        email_to=participant.email,
+        subject="Only A",
+        body="Body of A",
+    )
+
+
+def _moment_admin(world):
+    from engagement.models import Moment
+
+    return Moment.objects.create(
+        tenant=world.a,
+        trigger="nps",
+        external_id="resp-only-a",
+        customer_external_id="cust-a",
+        email="promoter@a.example",
+        score=10,
+        occurred_at=timezone.now(),
+    )
+
+
 def _register_engagement_admin_factories():
-    from engagement.models import NpsImport
+    from engagement.models import (
+        Communication,
+        MessageTemplate,
+        Moment,
+        NpsImport,
+        TriggerPolicy,
+        WebhookDelivery,
+        WebhookEndpoint,
+    )
 
     ADMIN_FACTORIES[NpsImport] = _nps_import_admin
+    ADMIN_FACTORIES[TriggerPolicy] = _trigger_policy_admin
+    ADMIN_FACTORIES[MessageTemplate] = _message_template_admin
+    ADMIN_FACTORIES[WebhookEndpoint] = _webhook_endpoint_admin
+    ADMIN_FACTORIES[WebhookDelivery] = _webhook_delivery_admin
+    ADMIN_FACTORIES[Communication] = _communication_admin
+    ADMIN_FACTORIES[Moment] = _moment_admin
 
 
 _register_engagement_admin_factories()
