@@ -54,8 +54,30 @@ def participant_links_ensure(*, participant: Participant, welcome: bool = False)
     referrals side of the ``participant_activated`` hook."""
     if participant.status != ParticipantStatus.ACTIVE:
         return
-    for channel in Channel.values:
-        referral_link_create(participant=participant, channel=channel)
+    mine = ReferralLink.objects.for_tenant(participant.tenant_id).filter(participant=participant)
+    have = set(mine.values_list("channel", flat=True))
+    missing = [channel for channel in Channel.values if channel not in have]
+    if missing:
+        # One INSERT for every missing channel instead of a SELECT + savepoint + INSERT per channel (the
+        # cost that dominated an invitation). A clash — a concurrent ensure for the same participant, or a
+        # code already taken — skips that row; those channels go through the per-link path with its retries.
+        ReferralLink.objects.bulk_create(
+            [
+                ReferralLink(
+                    tenant_id=participant.tenant_id,
+                    program_id=participant.program_id,
+                    participant=participant,
+                    channel=channel,
+                    code=new_referral_code(),
+                )
+                for channel in missing
+            ],
+            ignore_conflicts=True,  # ON CONFLICT DO NOTHING: no error, so no savepoint needed
+        )
+        created = set(mine.filter(channel__in=missing).values_list("channel", flat=True))
+        for channel in missing:
+            if channel not in created:
+                referral_link_create(participant=participant, channel=channel)
     ReferralLink.objects.for_tenant(participant.tenant_id).filter(participant=participant, is_active=False).update(
         is_active=True
     )
