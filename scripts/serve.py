@@ -43,10 +43,31 @@ def main() -> int:
         print(
             f"[run] fake Stripe on {os.environ['STRIPE_API_BASE']} (USE_REAL_STRIPE=1 to use Stripe itself)", flush=True
         )
+    # E-mail goes to a local SMTP server (scripts/mail_sink.py) that keeps every message as a .eml file
+    # under .run/mail/ — unless an e-mail backend or host is configured (EMAIL_BACKEND / EMAIL_HOST).
+    mail_sink: list[str] = []
+    mail_dir = ROOT / ".run" / "mail"
+    if not os.environ.get("EMAIL_BACKEND") and not os.environ.get("EMAIL_HOST"):
+        mail_port = os.environ.get("MAIL_SINK_PORT", "1025")
+        mail_sink = [PY, str(ROOT / "scripts" / "mail_sink.py"), "--port", mail_port, "--dir", str(mail_dir)]
+        os.environ.update(
+            EMAIL_BACKEND="django.core.mail.backends.smtp.EmailBackend",
+            EMAIL_HOST="127.0.0.1",
+            EMAIL_PORT=mail_port,
+            EMAIL_USE_TLS="0",
+        )
+        print(f"[run] e-mail: local SMTP on 127.0.0.1:{mail_port}, kept in {mail_dir}/ (*.eml)", flush=True)
+    # Started before the demo is loaded, so that anything it mails is caught too.
+    early = {"mail": subprocess.Popen(mail_sink, cwd=ROOT)} if mail_sink else {}
     demo_file = ROOT / ".run" / "demo.json"
     demo_file.parent.mkdir(exist_ok=True)
     print("[run] loading demo data", flush=True)
-    manage("seed_demo", "--json", str(demo_file))
+    try:
+        manage("seed_demo", "--json", str(demo_file))
+    except BaseException:
+        for process in early.values():
+            process.terminate()
+        raise
     commands = {
         "web": [PY, "manage.py", "runserver", f"{HOST}:{PORT}", "--noreload"],
         "worker": [
@@ -78,7 +99,12 @@ def main() -> int:
     }
     if fake_stripe:
         commands["stripe"] = fake_stripe
-    processes = {name: subprocess.Popen(command, cwd=ROOT) for name, command in commands.items()}
+    if mail_sink:
+        commands["mail"] = mail_sink
+    processes = {
+        **early,
+        **{name: subprocess.Popen(command, cwd=ROOT) for name, command in commands.items() if name not in early},
+    }
     base = f"http://{HOST}:{PORT}"
     for _ in range(100):
         try:
@@ -96,6 +122,11 @@ def main() -> int:
         f"   Admin      {base}/admin/",
         f"   API docs   {base}/api/docs/   (schema: {base}/api/schema/)",
         f"   Health     {base}/health/",
+        *(
+            [f"   E-mail     {mail_dir}/*.eml  (local SMTP sink; each mail is also printed as [mail])"]
+            if mail_sink
+            else []
+        ),
         f"   Demo link  {base}{demo['sample_link']}",
         *(
             [f"   Dashboard  {base}{demo['participant_dashboard']}  (a demo participant's own page)"]
