@@ -273,6 +273,11 @@ class ParticipantUpsertInputSerializer(serializers.Serializer):
     tier = serializers.CharField(
         max_length=40, required=False, allow_blank=True, help_text='Partner tier (e.g. "gold"; "" for none).'
     )
+    send_welcome = serializers.BooleanField(
+        required=False,
+        default=True,
+        help_text="E-mail a newly enrolled active participant their welcome (links, dashboard); at most once.",
+    )
 
 
 class ParticipantListApi(TenantAPIView, generics.ListAPIView):
@@ -292,8 +297,9 @@ class ParticipantListApi(TenantAPIView, generics.ListAPIView):
         program = Program.objects.for_tenant(self.tenant).filter(pk=values.pop("program")).first()
         if program is None:
             raise serializers.ValidationError({"program": ["Unknown program."]})
+        welcome = values.pop("send_welcome", True)
         enrolment = services.participant_upsert(
-            tenant=self.tenant, program=program, actor=self.actor, source="api", **values
+            tenant=self.tenant, program=program, actor=self.actor, source="api", welcome=welcome, **values
         )
         return Response(
             ParticipantOutputSerializer(enrolment.participant).data, status=201 if enrolment.created else 200

@@ -37,14 +37,16 @@ decides), a rejected referral (everything it earned is withdrawn), and participa
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from fractions import Fraction
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, OperationalError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -53,6 +55,7 @@ from programs.models import Participant, ParticipantStatus
 from programs.selectors import whole_months_between
 from programs.services import participant_for_referred_company
 from referral_platform.celery import enqueue_on_commit
+from referral_platform.hooks import hooks
 from referral_platform.money import format_money, format_percent
 from referral_platform.tenancy.actors import Actor, system_actor
 from referrals.attribution import SHARE_PLACES
@@ -95,6 +98,7 @@ INACTIVE_WORDS = {
     ParticipantStatus.REMOVED: "was removed from the program",
 }
 LIVE = Q(status__in=[RewardStatus.PENDING, RewardStatus.APPROVED, RewardStatus.PAID])
+logger = logging.getLogger(__name__)
 
 
 # --- pure helpers ------------------------------------------------------------------------------
@@ -552,6 +556,62 @@ def referral_rewards_settle(*, referral_id: int, now: datetime | None = None) ->
         return settlement
 
 
+@dataclass
+class BatchSettlement:
+    """The outcome of ``referral_rewards_settle_batch``: each referral's status, and why failed ones failed."""
+
+    settled: dict[int, str] = field(default_factory=dict)
+    failed: dict[int, str] = field(default_factory=dict)
+
+
+def referral_rewards_settle_batch(*, referral_ids: Iterable[int], now: datetime | None = None) -> BatchSettlement:
+    """Settle many referrals (a backlog, a billing run, the later referrals a standing change moves), each
+    exactly as ``referral_rewards_settle`` does and in its own transaction (id order), so a batch never
+    holds the locks of more than one referral and its participants at a time, and nothing serialises
+    tenants or workers behind one lock.
+
+    One referral that fails unexpectedly (a bug, a corrupt row) is rolled back alone: the others commit,
+    and its settled events' evaluations are marked ``failed`` with the reason (the next settlement of the
+    referral, or a rerun of the batch, replaces that outcome). A transient database error (deadlock,
+    lost connection) is raised instead, so the task retries: the referrals already settled commit once,
+    and settling them again creates nothing (settlement is idempotent), so a rerun, a redelivered task or
+    two workers running overlapping batches still give each reward exactly once.
+    """
+    result = BatchSettlement()
+    for referral_id in sorted(set(referral_ids)):
+        try:
+            try:
+                settlement = referral_rewards_settle(referral_id=referral_id, now=now)
+            except IntegrityError:
+                # A unique key another transaction just took (a first-use ledger account, a participant
+                # row): settling again reads the winner's row.
+                settlement = referral_rewards_settle(referral_id=referral_id, now=now)
+        except OperationalError:
+            raise
+        except Exception as error:  # isolate one referral's failure from the batch
+            reason = f"{type(error).__name__}: {error}"[:2000]
+            logger.exception("settling referral %s failed in a batch", referral_id)
+            _record_failure(referral_id=referral_id, reason=reason)
+            result.failed[referral_id] = reason
+            continue
+        if settlement is not None:
+            result.settled[referral_id] = settlement.status
+    return result
+
+
+def _record_failure(*, referral_id: int, reason: str) -> None:
+    """Mark the settled events of a referral whose settlement raised: failed, with the reason."""
+    with transaction.atomic():
+        referral = Referral.objects.select_for_update(of=("self",)).filter(pk=referral_id).first()
+        if referral is None:
+            return
+        settlement = _Settlement(
+            EvaluationStatus.FAILED,
+            notes=[f"Settling referral #{referral_id} failed: {reason}. It is settled again on its next change."],
+        )
+        _record_evaluations(referral=referral, settlement=settlement)
+
+
 def reward_evaluate(*, event_id: int, now: datetime | None = None) -> RewardEvaluation | None:
     """Evaluate one conversion event: settle its referral's rewards. Returns the event's
     ``RewardEvaluation``, or None for an unknown event or one without a referral."""
@@ -693,10 +753,11 @@ def _settle_later_referrals(*, referral: Referral) -> None:
         .values_list("referral_id", flat=True)
         .distinct()
     )
-    from .tasks import settle_referral
+    from .tasks import settle_referrals
 
-    for referral_id in sorted(set(later)):
-        enqueue_on_commit(settle_referral, referral_id, once=True)
+    later = sorted(set(later))
+    if later:  # one batch task, not one task per referral
+        enqueue_on_commit(settle_referrals, later, once=True)
     del start
 
 
@@ -737,6 +798,7 @@ def _withdraw(reward: Reward, *, actor: Actor, reason: str) -> bool:
 
 def _retire(reward: Reward) -> None:
     Reward.objects.for_tenant(reward.tenant_id).filter(pk=reward.pk).update(is_current=False)
+    hooks.reward_changed(reward=reward, change="retired")
 
 
 def _reduce(reward: Reward, target: _Target, *, actor: Actor) -> None:
@@ -1000,6 +1062,7 @@ __all__ = [
     "previous_successful_referrals",
     "referral_rewards_evaluate",
     "referral_rewards_settle",
+    "referral_rewards_settle_batch",
     "referred_participant",
     "reward_evaluate",
     "split_by_share",

@@ -104,6 +104,22 @@ def settle_referral(referral_id: int) -> str:
     return settlement.status if settlement is not None else "skipped"
 
 
+@money_task(
+    name="rewards.settle_referrals",
+    autoretry_for=(OperationalError,),
+    retry_backoff=5,
+    retry_backoff_max=300,
+)
+def settle_referrals(referral_ids: list[int]) -> dict:
+    """Settle a batch of referrals, each in its own transaction (``referral_rewards_settle_batch``): one
+    that fails is marked failed with its reason and the others commit; a transient database error retries
+    the batch, which settles again idempotently. Returns {"settled": n, "failed": {id: reason}}."""
+    from .evaluation import referral_rewards_settle_batch
+
+    result = referral_rewards_settle_batch(referral_ids=referral_ids)
+    return {"settled": len(result.settled), "failed": {str(k): v for k, v in result.failed.items()}}
+
+
 @app.task(name="rewards.message_referral_stage", acks_late=True, autoretry_for=(OperationalError,), max_retries=5)
 def message_referral_stage(referral_id: int, stage: str) -> bool:
     """Tell the referrer their referral reached ``stage`` ("received", "qualified"); sent once per referral."""

@@ -42,6 +42,8 @@ INSTALLED_APPS = [
     "referrals",
     "rewards",
     "partners",
+    "analytics",  # issue 10: rollups, home, analytics pages (top layer, reads every app)
+    "engagement",
     "demo",
 ]
 
@@ -106,6 +108,10 @@ if os.environ.get("DATABASE_REPLICA_URL"):
     DATABASES["replica"]["TEST"] = {"MIRROR": "default"}
 DATABASE_ROUTERS = ["referral_platform.db_router.ReplicaRouter"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# Least privilege (referral_platform/db_roles.py): DATABASE_URL is the application's role; migrations run
+# with DATABASE_URL set to the owner role's URL, and every migrate grants DATABASE_APP_ROLE (when set and
+# existing) row access only — the ledger INSERT + SELECT. README "Database roles".
+DATABASE_APP_ROLE = os.environ.get("DATABASE_APP_ROLE", "")
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
 if not REDIS_URL:
@@ -363,3 +369,17 @@ if os.environ.get("AWS_STORAGE_BUCKET_NAME"):
     }
 MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", str(BASE_DIR / "media")))
 MEDIA_URL = "/media/"
+
+# --- analytics (issue 10): a nightly safety net under the hook-driven rollup refreshes -------------
+CELERY_BEAT_SCHEDULE["analytics-refresh-recent"] = {"task": "analytics.refresh_recent", "schedule": 6 * 60 * 60}
+# --- engagement (docs/engagement.md) ------------------------------------------------------------
+# A webhook endpoint failing this long is disabled when another delivery to it gives up.
+WEBHOOK_DISABLE_AFTER_HOURS = int(os.environ.get("WEBHOOK_DISABLE_AFTER_HOURS", "72"))
+# Lifetime of a signed dashboard URL handed to the tenant's product for embedding.
+EMBED_TOKEN_SECONDS = int(os.environ.get("EMBED_TOKEN_SECONDS", "600"))
+CELERY_BEAT_SCHEDULE.update(
+    {
+        "engagement-asks-send-due": {"task": "engagement.asks_send_due", "schedule": 60.0},
+        "engagement-webhooks-retry-due": {"task": "engagement.webhooks_retry_due", "schedule": 60.0},
+    }
+)

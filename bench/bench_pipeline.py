@@ -1,0 +1,750 @@
+"""End-to-end benchmark of the money pipeline (issue 15): Stripe webhooks in, balanced ledger out.
+
+N signed Stripe ``invoice.paid`` webhooks of referred customers (and ``charge.refunded`` for some of
+them) are POSTed to the project served by gunicorn; real Celery worker processes handle them (webhook
+→ conversion event → matching, stage, attribution → reward settlement → ledger and messages) until every
+invoice has its attribution, its evaluation and its rewards' balanced ledger transactions. The mix:
+
+  single   last touch, referral code in the invoice metadata; 50.00 per conversion + 20.00 of credit
+           for the referred company (double-sided)
+  multi    linear attribution over two referrers' clicks (visitor id in the metadata); 100.01 split by
+           exact share + 15 % of every payment for 12 months; 10.00 credit for the referred company
+  tiered   10 % of the payment, 15 % from the referrer's 5th rewarded referral of the year
+  capped   30.00 per conversion, at most 3 rewarded referrals per referrer per month
+
+A fifth of the customers pay a second invoice (a recurring share, a second occasion to settle), every
+tenth invoice is refunded by half (``charge.refunded``: rewards reversed in proportion).
+
+Printed per run (1, 2 and 4 worker processes, each in a workspace of its own): webhooks accepted per
+second at the door, conversions completed per second end to end (first POST → last ledger/evaluation
+write), SQL statements per conversion in the workers, p50/p99 from the webhook's POST to its first
+ledger entry; then the scaling against 1 worker and the baseline measured in the same run: the same
+number of balanced ledger transactions inserted directly (raw INSERTs, one commit each).
+
+Runs in a scratch database (created with migrations, dropped at the end) against REDIS_URL with a
+Celery queue of its own. Knobs: BENCH_PIPELINE_N (invoices per run, 200), BENCH_PIPELINE_WORKERS
+("1,2,4"), BENCH_PIPELINE_WEB_WORKERS (gunicorn sync workers, 4), BENCH_PIPELINE_CLIENTS (concurrent
+POSTs, 16), BENCH_PIPELINE_TIMEOUT (seconds per run, 900), BENCH_TIME_SQL=1 (print the SQL statement
+shapes the workers spent most time in).
+
+    BENCH_PIPELINE_N=200 python bench/bench_pipeline.py
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import queue
+import secrets
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+
+N = int(os.environ.get("BENCH_PIPELINE_N", "200"))
+WORKER_COUNTS = [int(x) for x in os.environ.get("BENCH_PIPELINE_WORKERS", "1,2,4").split(",") if x.strip()]
+WEB_WORKERS = int(os.environ.get("BENCH_PIPELINE_WEB_WORKERS", "4"))
+CLIENTS = int(os.environ.get("BENCH_PIPELINE_CLIENTS", "16"))
+TIMEOUT = int(os.environ.get("BENCH_PIPELINE_TIMEOUT", "900"))
+REFERRERS = 8  # per program
+PROGRAMS = ("single", "multi", "tiered", "capped")
+
+TARGETS = {
+    "webhooks/s": (1_000, ">="),
+    "conversions/s @2": (300, ">="),
+    "queries/conversion": (5, "<="),
+}
+
+
+def log(message: str) -> None:
+    print(f"[bench_pipeline] {message}", flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def configure_environment() -> None:
+    for name in ("DATABASE_URL", "REDIS_URL"):
+        if not os.environ.get(name):
+            raise SystemExit(f"{name} is not set: run through `make bench` (scripts/devstack.py provides it)")
+    pid = os.getpid()
+    os.environ.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "bench.pipeline_settings",
+            "SECRET_KEY": secrets.token_urlsafe(64),
+            "CACHE_KEY_PREFIX": f"rp-bench-pipeline-{pid}",
+            "SECURE_SSL_REDIRECT": "false",
+            "LOG_LEVEL": "WARNING",
+            "EMAIL_BACKEND": "django.core.mail.backends.dummy.EmailBackend",
+            "BENCH_CELERY_QUEUE": f"bench-pipeline-{pid}",
+            "BENCH_QUERY_COUNTER": f"bench-pipeline-{pid}:queries",
+        }
+    )
+    sys.path.insert(0, str(ROOT))
+
+
+def scratch_database_url(name: str) -> str:
+    parts = urlsplit(os.environ["DATABASE_URL"])
+    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
+
+
+# --- the workspace of one run ----------------------------------------------------------------------
+def rules_for(slug: str) -> dict:
+    base = {"schema_version": 1, "currency": "USD"}
+    if slug == "single":
+        return {
+            **base,
+            "referrer": [{"kind": "flat_per_conversion", "amount_minor": 5_000}],
+            "referred": [{"kind": "account_credit", "amount_minor": 2_000}],
+        }
+    if slug == "multi":
+        return {
+            **base,
+            "referrer": [
+                {"kind": "flat_per_conversion", "amount_minor": 10_001},
+                {"kind": "recurring_percent", "percent_bp": 1_500, "months": 12},
+            ],
+            "referred": [{"kind": "account_credit", "amount_minor": 1_000}],
+        }
+    if slug == "tiered":
+        return {
+            **base,
+            "referrer": [
+                {
+                    "kind": "tiered",
+                    "tiers": [{"min_referrals": 1, "percent_bp": 1_000}, {"min_referrals": 5, "percent_bp": 1_500}],
+                }
+            ],
+            "referred": [],
+        }
+    return {
+        **base,
+        "referrer": [{"kind": "flat_per_conversion", "amount_minor": 3_000}],
+        "referred": [],
+        "caps": {"referrer_rewarded_referrals": {"max": 3, "period": "month"}},
+    }
+
+
+def build_workspace(label: str) -> dict:
+    """A tenant with a Stripe signing secret, the four programs, their referrers and links, and the
+    clicks of the multi-touch customers (two referrers each). Built in this process (tasks run eagerly
+    here: nothing reaches the workers' queue)."""
+    from programs.models import Participant, Program, ProgramStatus
+    from programs.services import program_rules_change
+    from referral_platform.tenancy.actors import system_actor
+    from referral_platform.tenancy.models import Tenant
+    from referrals.models import Click, FraudPolicy, ReferralLink
+    from referrals.services import new_referral_code
+    from rewards.models import StripeCredentials
+
+    suffix = secrets.token_hex(3)
+    tenant = Tenant.objects.create(
+        slug=f"pipe-{label}-{suffix}", name=f"Pipeline {label}", allowed_landing_domains=["bench.example"]
+    )
+    secret = f"whsec_{secrets.token_hex(16)}"
+    StripeCredentials.objects.create(tenant=tenant, secret_key="sk_test_bench", webhook_secret=secret)  # noqa: S106
+    actor = system_actor(tenant)
+    links: dict[str, list] = {}
+    for slug in PROGRAMS:
+        program = Program.objects.create(
+            tenant=tenant,
+            name=f"Bench {slug}",
+            slug=slug,
+            landing_url="https://bench.example/",
+            hold_days=30,
+            currency="USD",
+            status=ProgramStatus.ACTIVE,
+            attribution_model="linear" if slug == "multi" else "last_touch",
+            cookie_window_days=90,
+        )
+        program_rules_change(program=program, actor=actor, rules=rules_for(slug))
+        # A billing run converts many of a referrer's referrals at once: not the burst the velocity
+        # check is for (it would hold them for review, and nothing would be rewarded).
+        FraudPolicy.objects.create(tenant=tenant, program=program, velocity_max_per_hour=10_000)
+        people = Participant.objects.bulk_create(
+            Participant(
+                tenant=tenant,
+                program=program,
+                external_id=f"{slug}-{i}",
+                name=f"{slug.title()} Referrer {i}",
+                email=f"{slug}{i}@partners-{suffix}.example",
+            )
+            for i in range(REFERRERS)
+        )
+        links[slug] = ReferralLink.objects.bulk_create(
+            ReferralLink(tenant=tenant, program=program, participant=person, code=new_referral_code())
+            for person in people
+        )
+    now = datetime.now(UTC)
+    customers = []
+    clicks = []
+    for i in range(customers_count()):
+        slug = PROGRAMS[i % len(PROGRAMS)]
+        program_links = links[slug]
+        first = program_links[(i // len(PROGRAMS)) % REFERRERS]
+        customer = {"id": f"cus_{suffix}_{i}", "program": slug, "email": f"buyer@customer{i}-{suffix}.example"}
+        if slug == "multi":
+            second = program_links[(i // len(PROGRAMS) + 1) % REFERRERS]
+            visitor = f"v-{suffix}-{i}"
+            for hours, link in ((48, first), (24, second)):
+                clicks.append(
+                    Click(
+                        tenant=tenant,
+                        link=link,
+                        program_id=link.program_id,
+                        participant_id=link.participant_id,
+                        stream_id=f"bench-{suffix}-{i}-{hours}",
+                        visitor_id=visitor,
+                        occurred_at=now - timedelta(hours=hours),
+                    )
+                )
+            customer["metadata"] = {"visitor_id": visitor}
+        else:
+            customer["metadata"] = {"referral_code": first.code}
+        customers.append(customer)
+    Click.objects.bulk_create(clicks)
+    return {"tenant": tenant, "secret": secret, "customers": customers}
+
+
+def customers_count() -> int:
+    # A fifth of the customers pay twice: N invoices in all.
+    return N - N // 6
+
+
+def webhooks_for(workspace: dict) -> list[dict]:
+    """The run's webhooks in delivery order: each customer's first invoice, a fifth of them a second
+    one, and every tenth invoice refunded by half a few deliveries later."""
+    now = int(time.time())
+    invoices = []
+    for index, customer in enumerate(workspace["customers"]):
+        periods = 2 if index % 5 == 4 else 1
+        for period in range(periods):
+            invoices.append((customer, period))
+    invoices = invoices[:N]
+    out = []
+    refunds = []
+    for number, (customer, period) in enumerate(invoices):
+        amount = 4_900 + (number % 7) * 1_000
+        paid_at = now - 3_600 * 24 * (1 - period) - 600 + number % 300
+        invoice = {
+            "id": f"in_{customer['id']}_{period}",
+            "object": "invoice",
+            "customer": customer["id"],
+            "customer_email": customer["email"],
+            "subscription": f"sub_{customer['id']}",
+            "status": "paid",
+            "paid": True,
+            "amount_due": amount,
+            "amount_paid": amount,
+            "currency": "usd",
+            "charge": f"ch_{customer['id']}_{period}",
+            "payment_intent": f"pi_{customer['id']}_{period}",
+            "status_transitions": {"paid_at": paid_at},
+            "metadata": customer["metadata"],
+            "lines": {"object": "list", "data": [{"object": "line_item", "amount": amount, "quantity": 1}]},
+        }
+        out.append(_event(f"evt_{customer['id']}_paid_{period}", "invoice.paid", invoice, paid_at))
+        if number % 10 == 3:
+            charge = {
+                "id": f"ch_{customer['id']}_{period}",
+                "object": "charge",
+                "customer": customer["id"],
+                "invoice": invoice["id"],
+                "payment_intent": invoice["payment_intent"],
+                "amount": amount,
+                "amount_captured": amount,
+                "amount_refunded": amount // 2,
+                "currency": "usd",
+                "refunded": False,
+            }
+            refunds.append(
+                (number + 7, _event(f"evt_{customer['id']}_refund_{period}", "charge.refunded", charge, now))
+            )
+        while refunds and refunds[0][0] <= number:
+            out.append(refunds.pop(0)[1])
+    out.extend(event for _at, event in refunds)
+    return out
+
+
+def _event(event_id: str, kind: str, obj: dict, created: int) -> dict:
+    return {
+        "id": event_id,
+        "object": "event",
+        "type": kind,
+        "created": created,
+        "livemode": False,
+        "api_version": "2024-06-20",
+        "data": {"object": obj},
+    }
+
+
+def signed(event: dict, secret: str) -> tuple[bytes, str]:
+    body = json.dumps(event).encode()
+    stamp = int(time.time())
+    digest = hmac.new(secret.encode(), f"{stamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return body, f"t={stamp},v1={digest}"
+
+
+# --- processes ---------------------------------------------------------------------------------------
+def start_gunicorn(env: dict, port: int) -> subprocess.Popen:
+    command = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "referral_platform.wsgi:application",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        str(WEB_WORKERS),
+        "--worker-class",
+        "sync",
+        "--backlog",
+        "2048",
+        "--log-level",
+        "warning",
+        "--access-logfile",
+        "/dev/null",
+    ]
+    log(f"starting gunicorn: {WEB_WORKERS} sync workers on 127.0.0.1:{port}")
+    server = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/r/benchprobe", timeout=2)
+            return server
+        except urllib.error.HTTPError:
+            return server
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            if server.poll() is not None:
+                raise SystemExit("gunicorn exited during start-up") from None
+            time.sleep(0.3)
+    stop(server)
+    raise SystemExit("gunicorn did not answer within 60s")
+
+
+def start_workers(env: dict, concurrency: int) -> subprocess.Popen:
+    command = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "bench.pipeline_celery",
+        "worker",
+        "--pool",
+        "prefork",
+        "--concurrency",
+        str(concurrency),
+        "-Q",
+        env["BENCH_CELERY_QUEUE"],
+        "-n",
+        f"bench-pipeline-{os.getpid()}-{concurrency}@%h",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+        "--loglevel",
+        "ERROR",
+    ]
+    log(f"starting a Celery worker with {concurrency} process(es)")
+    return subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.DEVNULL)
+
+
+def wait_for_workers(worker: subprocess.Popen, concurrency: int) -> None:
+    from referral_platform.celery import app
+
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if worker.poll() is not None:
+            raise SystemExit("the Celery worker exited during start-up")
+        replies = app.control.ping(timeout=1.0)
+        if any(name.startswith(f"bench-pipeline-{os.getpid()}-{concurrency}@") for reply in replies for name in reply):
+            return
+    raise SystemExit("the Celery worker did not answer within 90s")
+
+
+def stop(process: subprocess.Popen | None) -> None:
+    if process is None or process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)
+
+
+# --- one run -----------------------------------------------------------------------------------------
+def post_all(port: int, tenant_slug: str, requests: list[tuple[str, bytes, str]]) -> tuple[dict, float, float]:
+    """POST every webhook from CLIENTS threads; returns {event id: send time (epoch)}, the seconds from
+    the first POST to the last answer, and the epoch of the first POST."""
+    import http.client
+
+    work: queue.Queue = queue.Queue()
+    for item in requests:
+        work.put(item)
+    sent: dict[str, float] = {}
+    errors: list[str] = []
+    done = [0]
+    lock = threading.Lock()
+    path = f"/webhooks/stripe/{tenant_slug}/"
+
+    def client() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        while True:
+            try:
+                event_id, body, signature = work.get_nowait()
+            except queue.Empty:
+                break
+            at = time.time()
+            for attempt in range(3):
+                try:
+                    conn.request(
+                        "POST",
+                        path,
+                        body=body,
+                        headers={"Content-Type": "application/json", "Stripe-Signature": signature},
+                    )
+                    response = conn.getresponse()
+                    response.read()
+                    break
+                except (ConnectionError, http.client.HTTPException, OSError):
+                    conn.close()
+                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                    if attempt == 2:
+                        raise
+            if response.getheader("Connection", "").lower() == "close":
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            with lock:
+                sent[event_id] = at
+                done[0] += 1
+                if response.status != 200:
+                    errors.append(f"{event_id}: {response.status}")
+        conn.close()
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(CLIENTS)]
+    first = time.time()
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    while any(thread.is_alive() for thread in threads):
+        time.sleep(0.25)
+        progress("webhooks posted", done[0], len(requests))
+    seconds = time.perf_counter() - started
+    progress("webhooks posted", len(requests), len(requests), f"in {seconds:.1f}s")
+    if errors:
+        raise SystemExit(f"{len(errors)} webhooks were refused, e.g. {errors[:3]}")
+    return sent, seconds, first
+
+
+_last_progress = [0.0, ""]
+
+
+def progress(label: str, done: int, total: int, extra: str = "") -> None:
+    """A progress line every 2 seconds (and the last one), readable in a terminal and in a log."""
+    now = time.monotonic()
+    if done < total and now - _last_progress[0] < 2 and _last_progress[1] == label:
+        return
+    _last_progress[:] = [now, label]
+    width = 30
+    filled = int(width * done / total) if total else width
+    print(f"  {label:<16} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} {extra}", flush=True)
+
+
+def pipeline_state(tenant, queue_name: str, redis_client) -> dict:
+    from referrals.models import ConversionEvent, ConversionEventStatus
+    from rewards.models import RewardEvaluation, StripeWebhookEvent, WebhookEventStatus
+
+    webhooks = StripeWebhookEvent.objects.filter(tenant=tenant)
+    events = ConversionEvent.objects.filter(tenant=tenant)
+    payments = events.filter(kind="payment")
+    return {
+        "stored": webhooks.count(),
+        "webhooks_open": webhooks.filter(status=WebhookEventStatus.RECEIVED).count(),
+        "events_open": events.filter(status=ConversionEventStatus.RECEIVED).count(),
+        "evaluated": RewardEvaluation.objects.filter(tenant=tenant, conversion_event__kind="payment").count(),
+        "payments_settleable": payments.filter(status=ConversionEventStatus.PROCESSED).count(),
+        "payments": payments.count(),
+        "queued": redis_client.llen(queue_name) + redis_client.hlen("unacked"),
+    }
+
+
+def run_once(*, concurrency: int, port: int, env: dict, redis_client) -> dict:
+    from django.db.models import Max, Min
+
+    from referrals.models import Attribution, ConversionEvent
+    from rewards.ledger import unbalanced_transactions
+    from rewards.models import (
+        LedgerTransaction,
+        ParticipantMessage,
+        Reward,
+        RewardEvaluation,
+        StripeWebhookEvent,
+    )
+
+    log(f"--- {concurrency} worker process(es): building the workspace ({N} invoices)")
+    workspace = build_workspace(f"{concurrency}w")
+    tenant = workspace["tenant"]
+    events = webhooks_for(workspace)
+    requests = [(event["id"], *signed(event, workspace["secret"])) for event in events]
+    invoices = [event for event in events if event["type"] == "invoice.paid"]
+    refunded = {event["data"]["object"]["invoice"] for event in events if event["type"] == "charge.refunded"}
+    counter = env["BENCH_QUERY_COUNTER"]
+    redis_client.delete(counter, f"{counter}:by-task", f"{counter}:runs", f"{counter}:sql")
+    worker = start_workers(env, concurrency)
+    try:
+        wait_for_workers(worker, concurrency)
+        log(f"posting {len(requests)} webhooks ({len(invoices)} invoice.paid, {len(refunded)} charge.refunded)")
+        sent, door_seconds, first_post = post_all(port, tenant.slug, requests)
+        deadline = time.monotonic() + TIMEOUT
+        quiet = 0
+        while True:
+            state = pipeline_state(tenant, env["BENCH_CELERY_QUEUE"], redis_client)
+            finished = (
+                state["stored"] == len(requests)
+                and state["webhooks_open"] == 0
+                and state["events_open"] == 0
+                and state["evaluated"] >= state["payments_settleable"]
+                and state["queued"] == 0
+            )
+            progress(
+                "settled",
+                state["evaluated"],
+                len(invoices),
+                f"(events open {state['events_open']}, queued {state['queued']})",
+            )
+            quiet = quiet + 1 if finished else 0
+            if quiet >= 3:
+                break
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the pipeline did not finish within {TIMEOUT}s: {state}")
+            time.sleep(0.5)
+    finally:
+        stop(worker)
+    queries = int(redis_client.get(counter) or 0)
+    by_task = {k.decode(): int(v) for k, v in redis_client.hgetall(f"{counter}:by-task").items()}
+    runs = {k.decode(): int(v) for k, v in redis_client.hgetall(f"{counter}:runs").items()}
+    sql = {k.decode(): float(v) for k, v in redis_client.hgetall(f"{counter}:sql").items()}
+    for shape in sorted(sql, key=sql.get, reverse=True)[:15]:
+        log(f"  {sql[shape]:7.2f}s  {shape}")
+    for name in sorted(by_task, key=by_task.get, reverse=True):
+        log(
+            f"  {name:40s} {runs.get(name, 0):6d} runs {by_task[name]:8d} queries "
+            f"({by_task[name] / max(runs.get(name, 1), 1):.1f}/run, {by_task[name] / max(len(events), 1):.1f}/webhook)"
+        )
+
+    # When the last piece of work was written (the end of the run), and webhook → first ledger entry.
+    ends = [
+        StripeWebhookEvent.objects.filter(tenant=tenant).aggregate(at=Max("processed_at"))["at"],
+        RewardEvaluation.objects.filter(tenant=tenant).aggregate(at=Max("evaluated_at"))["at"],
+        LedgerTransaction.objects.filter(tenant=tenant).aggregate(at=Max("posted_at"))["at"],
+    ]
+    end = max(at for at in ends if at is not None).timestamp()
+    first_entry = dict(
+        LedgerTransaction.objects.filter(tenant=tenant, reward__conversion_event__isnull=False)
+        .values_list("reward__conversion_event__external_event_id")
+        .annotate(first=Min("posted_at"))
+        .values_list("reward__conversion_event__external_event_id", "first")
+    )
+    latencies = sorted(
+        (first_entry[event["id"]].timestamp() - sent[event["id"]]) * 1000
+        for event in invoices
+        if event["id"] in first_entry
+    )
+
+    # Everything is there: each invoice attributed and evaluated, rewards in a balanced ledger,
+    # refunds applied.
+    payments = ConversionEvent.objects.filter(tenant=tenant, kind="payment")
+    failed = list(payments.exclude(status="processed").values_list("external_event_id", "status", "error")[:5])
+    unattributed = payments.exclude(pk__in=Attribution.objects.filter(tenant=tenant).values("conversion_event"))
+    evaluations = RewardEvaluation.objects.filter(tenant=tenant, conversion_event__kind="payment")
+    bad_evaluations = list(evaluations.exclude(status="done").values_list("status", "notes")[:3])
+    unbalanced = unbalanced_transactions(tenant)
+    rewards = Reward.objects.filter(tenant=tenant)
+    not_reduced = [
+        invoice_id
+        for invoice_id in refunded
+        if rewards.filter(conversion_event__raw__data__object__id=invoice_id, reversed_minor=0, amount_minor__gt=0)
+        .exclude(status="reversed")
+        .exists()
+    ]
+    problems = []
+    if failed:
+        problems.append(f"payments not processed: {failed}")
+    if unattributed.exists():
+        problems.append(f"{unattributed.count()} payments without attribution")
+    if evaluations.count() != len(invoices) or bad_evaluations:
+        problems.append(f"{evaluations.count()}/{len(invoices)} evaluations, not done: {bad_evaluations}")
+    if unbalanced:
+        problems.append(f"unbalanced ledger transactions: {unbalanced[:3]}")
+    if not_reduced:
+        problems.append(f"refunds not applied to {len(not_reduced)} invoices' rewards")
+    transactions = LedgerTransaction.objects.filter(tenant=tenant).count()
+    result = {
+        "workers": concurrency,
+        "webhooks": len(requests),
+        "conversions": len(invoices),
+        "door_rate": len(requests) / door_seconds,
+        "seconds": end - first_post,
+        "rate": len(invoices) / (end - first_post),
+        "queries": queries / len(invoices),
+        "p50": statistics.median(latencies) if latencies else float("nan"),
+        "p99": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] if latencies else float("nan"),
+        "rewards": rewards.count(),
+        "transactions": transactions,
+        "messages": ParticipantMessage.objects.filter(tenant=tenant).count(),
+        "problems": problems,
+    }
+    log(
+        f"{concurrency} worker(s): {result['door_rate']:.0f} webhooks/s at the door, {result['rate']:.1f} "
+        f"conversions/s end to end, {result['queries']:.1f} queries/conversion, p50 {result['p50']:.0f} ms, "
+        f"p99 {result['p99']:.0f} ms; {result['rewards']} rewards, {transactions} ledger transactions, "
+        f"{result['messages']} messages" + (f"  PROBLEMS: {problems}" if problems else "")
+    )
+    return result
+
+
+def baseline(transactions: int) -> float:
+    """Seconds to insert ``transactions`` balanced two-line ledger transactions directly (raw INSERTs,
+    one commit each, the ledger's triggers active)."""
+    from django.db import connection, transaction
+
+    from programs.models import Participant, Program
+    from referral_platform.tenancy.models import Tenant
+    from rewards.ledger import expense_account, participant_account
+    from rewards.models import AccountKind
+
+    tenant = Tenant.objects.create(slug=f"pipe-baseline-{secrets.token_hex(3)}", name="Baseline")
+    program = Program.objects.create(
+        tenant=tenant, name="Baseline", slug="baseline", landing_url="https://bench.example/", currency="USD"
+    )
+    person = Participant.objects.create(tenant=tenant, program=program, external_id="p", name="P", email="p@b.example")
+    expense = expense_account(program, "USD")
+    pending = participant_account(person, AccountKind.PENDING, "USD")
+    started = time.perf_counter()
+    with connection.cursor() as cursor:
+        for index in range(transactions):
+            with transaction.atomic():
+                cursor.execute(
+                    "INSERT INTO rewards_ledgertransaction (tenant_id, idempotency_key, kind, memo, "
+                    "lines_fingerprint, posted_at) VALUES (%s, %s, 'adjustment', '', '', now()) RETURNING id",
+                    [tenant.pk, f"baseline-{index}"],
+                )
+                tx_id = cursor.fetchone()[0]
+                cursor.execute(
+                    "INSERT INTO rewards_ledgerentry (tenant_id, transaction_id, account_id, amount_minor, posted_at) "
+                    "VALUES (%s, %s, %s, 100, now()), (%s, %s, %s, -100, now())",
+                    [tenant.pk, tx_id, expense.pk, tenant.pk, tx_id, pending.pk],
+                )
+            if (index + 1) % 200 == 0 or index + 1 == transactions:
+                progress("baseline INSERTs", index + 1, transactions)
+    return time.perf_counter() - started
+
+
+def verdict(name: str, value: float) -> str:
+    target, op = TARGETS[name]
+    met = value >= target if op == ">=" else value <= target
+    return f"target {op} {target:g}: {'met' if met else 'MISSED'}"
+
+
+def main() -> int:
+    """Runs in a child process: its environment (bench settings, a generated SECRET_KEY, its own
+    queue) must not leak into the other benchmarks of run_all."""
+    if "--in-process" in sys.argv:
+        return run()
+    return subprocess.call([sys.executable, str(Path(__file__).resolve()), "--in-process"], cwd=ROOT)
+
+
+def run() -> int:
+    started = time.monotonic()
+    load_start = os.getloadavg()[0]
+    configure_environment()
+    import django
+
+    django.setup()
+    import redis
+    from django.db import connection
+
+    from referral_platform.celery import app
+
+    app.conf.task_always_eager = True  # the fixtures' own tasks run here, never on the bench queue
+    name = f"bench_pipeline_{os.getpid()}"
+    connection.settings_dict.setdefault("TEST", {})["NAME"] = name
+    log(f"creating a scratch database ({name})")
+    old_name = connection.creation.create_test_db(verbosity=0, autoclobber=True, serialize=False)
+    env = dict(os.environ, DATABASE_URL=scratch_database_url(name))
+    redis_client = redis.Redis.from_url(os.environ["REDIS_URL"])
+    server = None
+    results = []
+    try:
+        port = free_port()
+        server = start_gunicorn(env, port)
+        for concurrency in WORKER_COUNTS:
+            results.append(run_once(concurrency=concurrency, port=port, env=env, redis_client=redis_client))
+        stop(server)
+        server = None
+        transactions = max(result["transactions"] for result in results)
+        log(f"baseline: {transactions} balanced ledger transactions inserted directly")
+        baseline_seconds = baseline(transactions)
+    finally:
+        stop(server)
+        counter = env["BENCH_QUERY_COUNTER"]
+        redis_client.delete(env["BENCH_CELERY_QUEUE"], counter, f"{counter}:by-task", f"{counter}:runs")
+        connection.creation.destroy_test_db(old_name, verbosity=0)
+
+    one = next((r for r in results if r["workers"] == 1), results[0])
+    print()
+    print(
+        f"Money pipeline: {N} invoice.paid webhooks per run (+ refunds), gunicorn {WEB_WORKERS} sync workers, "
+        f"{CLIENTS} concurrent POSTs, {os.cpu_count()} CPUs"
+    )
+    print(
+        f"  {'workers':>7} {'webhooks/s':>11} {'conv/s':>8} {'scaling':>8} {'queries/conv':>13} "
+        f"{'p50 ms':>8} {'p99 ms':>8} {'rewards':>8} {'ledger tx':>10}"
+    )
+    for r in results:
+        print(
+            f"  {r['workers']:>7} {r['door_rate']:>11.0f} {r['rate']:>8.1f} {r['rate'] / one['rate']:>7.2f}x "
+            f"{r['queries']:>13.1f} {r['p50']:>8.0f} {r['p99']:>8.0f} {r['rewards']:>8} {r['transactions']:>10}"
+        )
+    base_rate = transactions / baseline_seconds
+    print(
+        f"  baseline: {transactions} ledger transactions inserted directly in {baseline_seconds:.2f}s = "
+        f"{base_rate:.0f} tx/s"
+    )
+    for r in results:
+        per_tx = r["transactions"] / r["seconds"]
+        print(
+            f"  {r['workers']} worker(s): {per_tx:.0f} ledger tx/s end to end = {per_tx / base_rate:.2f}x the baseline"
+        )
+    door = max(r["door_rate"] for r in results)
+    print(f"  {'webhooks/s':20s} {door:8.0f}   {verdict('webhooks/s', door)}")
+    two = next((r for r in results if r["workers"] == 2), None)
+    if two:
+        print(f"  {'conversions/s @2':20s} {two['rate']:8.1f}   {verdict('conversions/s @2', two['rate'])}")
+    warm = min(r["queries"] for r in results)
+    print(f"  {'queries/conversion':20s} {warm:8.1f}   {verdict('queries/conversion', warm)}")
+    print(f"Machine load (1-min average): {load_start:.1f} at start, {os.getloadavg()[0]:.1f} at the end")
+    print(f"(bench_pipeline took {time.monotonic() - started:.0f}s)")
+    problems = [p for r in results for p in r["problems"]]
+    for problem in problems:
+        print(f"  PROBLEM: {problem}")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
