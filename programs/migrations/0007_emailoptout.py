@@ -7,7 +7,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("programs", "0005_participant_coupon_code"),
+        ("programs", "0006_import_send_welcome"),
         ("tenancy", "0001_initial"),
     ]
 
