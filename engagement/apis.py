@@ -9,7 +9,7 @@ from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 
 from programs.models import Participant, Program
-from referral_platform.tenancy.api import TenantAPIView
+from referral_platform.tenancy.api import TenantAPIView, int_param
 from referrals.apis import TenantPrimaryKeyField
 
 from . import selectors, services
@@ -506,13 +506,16 @@ class WebhookDeliverySerializer(serializers.ModelSerializer):
 
 
 class WebhookDeliveryListApi(TenantAPIView, generics.ListAPIView):
+    """Outbound webhook deliveries, newest first, each with its attempts; filter with ``?endpoint=<id>``."""
+
     model = WebhookDelivery
     serializer_class = WebhookDeliverySerializer
+    query_params_allowed = ("endpoint",)
 
     def scope_queryset(self, queryset):
         queryset = queryset.select_related("message")
-        endpoint = self.request.query_params.get("endpoint")
-        return queryset.filter(endpoint_id=endpoint) if endpoint and endpoint.isdigit() else queryset
+        endpoint = int_param(self.request, "endpoint")
+        return queryset.filter(endpoint_id=endpoint) if endpoint is not None else queryset
 
 
 class WebhookDeliveryResendApi(TenantAPIView, generics.RetrieveAPIView):

@@ -21,7 +21,7 @@ class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
 # --- the schema every operation gets (settings: DEFAULT_SCHEMA_CLASS, POSTPROCESSING_HOOKS) -------------
 
 # Query parameters that name a row by id (the rest are strings, or enums a view declares).
-ID_QUERY_PARAMS = frozenset({"conversion", "participant", "referral", "program", "partner"})
+ID_QUERY_PARAMS = frozenset({"conversion", "participant", "referral", "program", "partner", "endpoint"})
 
 
 class AutoSchema(_SpectacularAutoSchema):
