@@ -478,6 +478,7 @@ class WebhookEndpointRotateApi(TenantAPIView, generics.RetrieveAPIView):
     model = WebhookEndpoint
     serializer_class = WebhookEndpointSerializer
 
+    @extend_schema(request=None, responses={200: WebhookEndpointSerializer})
     def post(self, request, pk):
         endpoint = services.webhook_endpoint_rotate_secret(endpoint=self.get_object())
         return Response(WebhookEndpointSerializer(endpoint, context={"reveal_secret": True}).data)
