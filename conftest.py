@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import pytest
 
+from tests import app_role
 from tests.row_locks import row_lock_guard_install, row_lock_guard_uninstall
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """The test database is created and migrated by the owner; the tests then run as the app role."""
+    with django_db_blocker.unblock():
+        app_role.install()
+    yield
+    with django_db_blocker.unblock():
+        app_role.uninstall()
 
 
 @pytest.fixture(autouse=True)

@@ -98,6 +98,12 @@ def prepare_database() -> None:
     from django.core.management import call_command
 
     log("migrating (project + pinax-referrals tables)")
+    if os.environ.get("DATABASE_OWNER_URL"):  # the app runs restricted: migrate as the owner, separately
+        env = dict(os.environ, DATABASE_URL=os.environ["DATABASE_OWNER_URL"])
+        for extra in ([], ["--run-syncdb"]):
+            command = [sys.executable, "manage.py", "migrate", "--no-input", "-v", "0", *extra]
+            subprocess.run(command, env=env, cwd=ROOT, check=True)
+        return
     call_command("migrate", "--no-input", verbosity=0)
     # Then the tables of the app without migrations (its foreign keys need auth_user first).
     call_command("migrate", "--no-input", "--run-syncdb", verbosity=0)

@@ -34,9 +34,11 @@ HISTORY = [
 
 def demo_conversions_evaluate(tenant: Tenant) -> None:
     """Evaluate every processed demo conversion (inline; the queued tasks then find them done)."""
-    events = ConversionEvent.objects.for_tenant(tenant).filter(
-        status__in=[ConversionEventStatus.PROCESSED, ConversionEventStatus.UNATTRIBUTED]
-    )
+    events = (
+        ConversionEvent.objects.for_tenant(tenant)
+        .filter(status__in=[ConversionEventStatus.PROCESSED, ConversionEventStatus.UNATTRIBUTED])
+        .exclude(source="history")
+    )  # the analytics history (demo/analytics.py) is facts, not events to evaluate
     for event_id in events.order_by("occurred_at", "pk").values_list("pk", flat=True):
         reward_evaluate(event_id=event_id)
 
@@ -48,7 +50,10 @@ def demo_messages_send(tenant: Tenant) -> None:
     from rewards.messages import message_referral_stage
 
     for referral_id, qualified_at in (
-        Referral.objects.for_tenant(tenant).order_by("created_at", "pk").values_list("pk", "qualified_at")
+        Referral.objects.for_tenant(tenant)
+        .exclude(referred_external_id__startswith="hist-")  # the analytics history sends no messages
+        .order_by("created_at", "pk")
+        .values_list("pk", "qualified_at")
     ):
         message_referral_stage(referral_id=referral_id, stage="received")
         if qualified_at is not None:

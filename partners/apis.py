@@ -9,22 +9,12 @@ from rest_framework import generics, serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from referral_platform.tenancy.api import TenantAPIView
+from referral_platform.tenancy.api import TenantAPIView, int_param
 from referral_platform.tenancy.authentication import api_actor
 
 from .models import ConflictStatus, DealConflict, DealRegistration, DealStage, DealStatus, Partner, PartnerType
 from .selectors import account_lookup
 from .services import deal_stage_update
-
-
-def _int_param(request, name: str) -> int | None:
-    value = request.query_params.get(name)
-    if value in (None, ""):
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise DjangoValidationError({name: f"{name} must be an integer id."}) from None
 
 
 def _choice_param(request, name: str, choices) -> str | None:
@@ -67,7 +57,15 @@ class AccountLookupApi(APIView):
     serializer_class = AccountLookupOutputSerializer
 
     @extend_schema(
-        parameters=[OpenApiParameter("domain", str, required=True, description="acme.com, a URL or an e-mail")],
+        parameters=[
+            OpenApiParameter(
+                "domain",
+                str,
+                required=True,
+                description="The account's web domain (acme.com); a URL or an e-mail address works too. A "
+                "free-mail domain (gmail.com) is refused with 400.",
+            )
+        ],
         responses=AccountLookupOutputSerializer,
     )
     def get(self, request):
@@ -116,11 +114,13 @@ class DealListApi(TenantAPIView, generics.ListAPIView):
 
     model = DealRegistration
     serializer_class = DealOutputSerializer
+    query_params_allowed = ("status", "stage", "partner", "domain")
+    query_param_choices = {"status": DealStatus.values, "stage": DealStage.values}
 
     def scope_queryset(self, queryset):
         status = _choice_param(self.request, "status", DealStatus.values)
         stage = _choice_param(self.request, "stage", DealStage.values)
-        partner = _int_param(self.request, "partner")
+        partner = int_param(self.request, "partner")
         domain = self.request.query_params.get("domain", "").strip().lower()
         if status:
             queryset = queryset.filter(status=status)
@@ -197,6 +197,8 @@ class PartnerListApi(TenantAPIView, generics.ListAPIView):
 
     model = Partner
     serializer_class = PartnerOutputSerializer
+    query_params_allowed = ("type",)
+    query_param_choices = {"type": PartnerType.values}
 
     def scope_queryset(self, queryset):
         partner_type = _choice_param(self.request, "type", PartnerType.values)
@@ -242,6 +244,8 @@ class DealConflictListApi(TenantAPIView, generics.ListAPIView):
 
     model = DealConflict
     serializer_class = DealConflictOutputSerializer
+    query_params_allowed = ("status",)
+    query_param_choices = {"status": ConflictStatus.values}
 
     def scope_queryset(self, queryset):
         status = _choice_param(self.request, "status", ConflictStatus.values)

@@ -627,6 +627,15 @@ participants_dashboard_links_reissue = bulk_action(
 )
 
 
+participants_invite_send = bulk_action(
+    lambda participant, actor: services.participant_invite_send(participant=participant, actor=actor),
+    name="participants_invite_send",
+    description="Send the invitation e-mail (links and dashboard; only to those who have not had it)",
+    noun="participant",
+    verb="invited",
+)
+
+
 class ParticipantAdmin(TenantScopedAdmin):
     form = ParticipantAdminForm
     list_display = ["name", "email", "company", "program", "tier", "status", "source", "created_at"]
@@ -651,6 +660,7 @@ class ParticipantAdmin(TenantScopedAdmin):
         ),
         participants_dashboard_links,
         participants_dashboard_links_reissue,
+        participants_invite_send,
     ]
     change_list_template = "admin/programs/participant/change_list.html"
 
@@ -669,12 +679,45 @@ class ParticipantAdmin(TenantScopedAdmin):
             "application_note",
             "links_panel",
             "dashboard_panel",
+            "activity_panel",
         ]
 
     def get_readonly_fields(self, request, obj=None):
         if obj is None:
             return []
-        return ["program", "external_id", "status", "source", "application_note", "links_panel", "dashboard_panel"]
+        return [
+            "program",
+            "external_id",
+            "status",
+            "source",
+            "application_note",
+            "links_panel",
+            "dashboard_panel",
+            "activity_panel",
+        ]
+
+    @admin.display(description="Everything about them")
+    def activity_panel(self, obj):
+        """Links are above; clicks, referrals, rewards, payouts and messages come from the layers that own them."""
+        parts = []
+        for section in hooks.participant_activity(participant=obj):
+            head = format_html(
+                '<h4 style="margin:.6em 0 .2em">{} ({}) · <a href="{}">all</a></h4>',
+                section["title"],
+                section["count"],
+                section["more_url"],
+            )
+            table = ""
+            if section["rows"]:
+                header = format_html_join("", "<th>{}</th>", ((h,) for h in section["headers"]))
+                body = format_html_join(
+                    "",
+                    "<tr>{}</tr>",
+                    ((format_html_join("", "<td>{}</td>", ((cell,) for cell in row)),) for row in section["rows"]),
+                )
+                table = format_html("<table><thead><tr>{}</tr></thead><tbody>{}</tbody></table>", header, body)
+            parts.append(format_html("<section class='activity'>{}{}</section>", head, table))
+        return mark_safe("".join(str(part) for part in parts)) if parts else "—"  # noqa: S308 - format_html parts
 
     @admin.display(description="Dashboard link")
     def dashboard_panel(self, obj):
@@ -720,6 +763,7 @@ class ParticipantAdmin(TenantScopedAdmin):
             actor=actor,
             source="admin" if not change else obj.source,
             tier=form.cleaned_data.get("tier") or "",
+            welcome=not change,
         )
         participant = enrolment.participant
         obj.pk = participant.pk
@@ -732,7 +776,8 @@ class ParticipantImportForm(forms.ModelForm):
 
     class Meta:
         model = ParticipantImport
-        fields = ["program"]
+        fields = ["program", "send_welcome"]
+        labels = {"send_welcome": "E-mail each new participant their welcome (links and dashboard)"}
 
     def clean_file(self):
         upload = self.cleaned_data["file"]
@@ -781,6 +826,7 @@ class ParticipantImportAdmin(TenantScopedAdmin):
             actor=actor,
             filename=upload.name,
             content=form.cleaned_data["content"],
+            send_welcome=form.cleaned_data.get("send_welcome", True),
         )
         obj.pk = job.pk
         obj.__dict__.update(job.__dict__)

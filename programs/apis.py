@@ -5,7 +5,8 @@ from rest_framework import generics, serializers
 from rest_framework.response import Response
 
 from referral_platform.hooks import hooks
-from referral_platform.tenancy.api import TenantAPIView, json_error
+from referral_platform.tenancy.api import TenantAPIView, json_error, strict_fields
+from referral_platform.tenancy.api_input import MAX_AMOUNT_MINOR, CurrencyField
 
 from . import selectors, services
 from .models import AttributionModel, Participant, Program, ProgramAccess, ProgramKind
@@ -49,12 +50,12 @@ class ProgramInputSerializer(serializers.Serializer):
     kind = serializers.ChoiceField(choices=ProgramKind.choices)
     access = serializers.ChoiceField(choices=ProgramAccess.choices, required=False)
     landing_url = serializers.URLField(max_length=500)
-    currency = serializers.RegexField(r"^[A-Z]{3}$", required=False)
+    currency = CurrencyField(required=False)
     cookie_window_days = serializers.IntegerField(min_value=1, max_value=365, required=False)
     attribution_model = serializers.ChoiceField(choices=AttributionModel.choices, required=False)
     time_decay_half_life_days = serializers.IntegerField(min_value=1, max_value=365, required=False)
     hold_days = serializers.IntegerField(min_value=0, max_value=365, required=False)
-    auto_approve_limit_minor = serializers.IntegerField(min_value=0, required=False)
+    auto_approve_limit_minor = serializers.IntegerField(min_value=0, max_value=MAX_AMOUNT_MINOR, required=False)
     rules = serializers.JSONField(required=False, help_text="A rules document (docs/programs.md); creates version 1.")
 
 
@@ -65,12 +66,12 @@ class ProgramUpdateInputSerializer(serializers.Serializer):
     kind = serializers.ChoiceField(choices=ProgramKind.choices, required=False)
     access = serializers.ChoiceField(choices=ProgramAccess.choices, required=False)
     landing_url = serializers.URLField(max_length=500, required=False)
-    currency = serializers.RegexField(r"^[A-Z]{3}$", required=False)
+    currency = CurrencyField(required=False)
     cookie_window_days = serializers.IntegerField(min_value=1, max_value=365, required=False)
     attribution_model = serializers.ChoiceField(choices=AttributionModel.choices, required=False)
     time_decay_half_life_days = serializers.IntegerField(min_value=1, max_value=365, required=False)
     hold_days = serializers.IntegerField(min_value=0, max_value=365, required=False)
-    auto_approve_limit_minor = serializers.IntegerField(min_value=0, required=False)
+    auto_approve_limit_minor = serializers.IntegerField(min_value=0, max_value=MAX_AMOUNT_MINOR, required=False)
     rules = serializers.JSONField(
         required=False,
         help_text="A complete rules document (docs/programs.md): one new version holds it with the changed settings.",
@@ -99,7 +100,10 @@ class ProgramDetailApi(TenantAPIView, generics.RetrieveAPIView):
 
     @extend_schema(request=ProgramUpdateInputSerializer, responses={200: ProgramOutputSerializer})
     def patch(self, request, pk):
+        """Change a program's settings and/or rules (a new rules version). Its status changes only through
+        POST /programs/{id}/activate, /pause and /archive; any field not listed here is refused (400)."""
         program = self.get_object()
+        strict_fields(ProgramUpdateInputSerializer(), request.data, hints=PROGRAM_PATCH_HINTS)
         data = ProgramUpdateInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         changes = dict(data.validated_data)
@@ -108,6 +112,42 @@ class ProgramDetailApi(TenantAPIView, generics.RetrieveAPIView):
             program=program, actor=self.actor, changes=changes, rules=rules, note=note
         )
         return Response(ProgramOutputSerializer(configured.program).data)
+
+
+PROGRAM_PATCH_HINTS = {
+    "status": "The status changes only through POST /api/v1/programs/{id}/activate, /pause or /archive.",
+    "id": "An id cannot be changed.",
+    "created_at": "Cannot be changed.",
+    "current_version": "Set new rules with the rules field (or PUT /programs/{id}/rules) instead.",
+}
+
+
+class StatusMoveInputSerializer(serializers.Serializer):
+    reason = serializers.CharField(
+        max_length=500, required=False, allow_blank=True, default="", help_text="Why (kept in the audit log)."
+    )
+
+
+def _status_move_api(model, output, service, summary: str):
+    """A POST endpoint that moves one object's status through its service (and state machine):
+    200 with the object, 409 when its current status does not allow the move."""
+
+    class StatusMoveApi(TenantAPIView, generics.GenericAPIView):
+        serializer_class = output
+
+        @extend_schema(request=StatusMoveInputSerializer, responses={200: output}, description=summary)
+        def post(self, request, pk):
+            obj = self.get_object()
+            data = StatusMoveInputSerializer(data=request.data)
+            data.is_valid(raise_exception=True)
+            field = "program" if model is Program else "participant"
+            moved = service(**{field: obj}, actor=self.actor, reason=data.validated_data["reason"])
+            return Response(output(moved).data)
+
+    StatusMoveApi.model = model
+    StatusMoveApi.__name__ = StatusMoveApi.__qualname__ = f"{model.__name__}{service.__name__.title()}Api"
+    StatusMoveApi.__doc__ = summary
+    return StatusMoveApi
 
 
 class ProgramVersionOutputSerializer(serializers.Serializer):
@@ -233,6 +273,11 @@ class ParticipantUpsertInputSerializer(serializers.Serializer):
     tier = serializers.CharField(
         max_length=40, required=False, allow_blank=True, help_text='Partner tier (e.g. "gold"; "" for none).'
     )
+    send_welcome = serializers.BooleanField(
+        required=False,
+        default=True,
+        help_text="E-mail a newly enrolled active participant their welcome (links, dashboard); at most once.",
+    )
 
 
 class ParticipantListApi(TenantAPIView, generics.ListAPIView):
@@ -252,8 +297,9 @@ class ParticipantListApi(TenantAPIView, generics.ListAPIView):
         program = Program.objects.for_tenant(self.tenant).filter(pk=values.pop("program")).first()
         if program is None:
             raise serializers.ValidationError({"program": ["Unknown program."]})
+        welcome = values.pop("send_welcome", True)
         enrolment = services.participant_upsert(
-            tenant=self.tenant, program=program, actor=self.actor, source="api", **values
+            tenant=self.tenant, program=program, actor=self.actor, source="api", welcome=welcome, **values
         )
         return Response(
             ParticipantOutputSerializer(enrolment.participant).data, status=201 if enrolment.created else 200
@@ -263,3 +309,44 @@ class ParticipantListApi(TenantAPIView, generics.ListAPIView):
 class ParticipantDetailApi(TenantAPIView, generics.RetrieveAPIView):
     model = Participant
     serializer_class = ParticipantOutputSerializer
+
+
+ProgramActivateApi = _status_move_api(
+    Program,
+    ProgramOutputSerializer,
+    services.program_activate,
+    "Activate a draft or paused program: its links start sending visitors. Needs reward rules and a landing "
+    "URL on an allowed domain (400 naming the field otherwise); 409 from any other status.",
+)
+ProgramPauseApi = _status_move_api(
+    Program,
+    ProgramOutputSerializer,
+    services.program_pause,
+    "Pause an active program: its links stop sending visitors; existing referrals keep their rules. 409 when "
+    "the program is not active.",
+)
+ProgramArchiveApi = _status_move_api(
+    Program,
+    ProgramOutputSerializer,
+    services.program_archive,
+    "Archive a program (final). 409 when it is already archived.",
+)
+ParticipantApproveApi = _status_move_api(
+    Participant,
+    ParticipantOutputSerializer,
+    services.participant_approve,
+    "Approve a pending (or rejected) applicant: they become active and get their referral links. 409 from any "
+    "other status.",
+)
+ParticipantRejectApi = _status_move_api(
+    Participant,
+    ParticipantOutputSerializer,
+    services.participant_reject,
+    "Reject a pending applicant (they are told by e-mail, with the reason when given). 409 from any other status.",
+)
+ParticipantRemoveApi = _status_move_api(
+    Participant,
+    ParticipantOutputSerializer,
+    services.participant_remove,
+    "Remove an active participant: their links stop working; their referrals are kept. 409 from any other status.",
+)

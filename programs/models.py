@@ -210,6 +210,9 @@ class ParticipantImport(TenantOwnedModel):
     error_count = models.PositiveIntegerField(default=0)
     errors = models.JSONField(default=list, blank=True, help_text="[{line, field, message}], the first 1,000.")
     failure = models.TextField(blank=True, help_text="Why the whole import failed, if it did.")
+    send_welcome = models.BooleanField(
+        default=True, help_text="E-mail each new participant their welcome (links, dashboard) as they are imported."
+    )
     created_by = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -232,3 +235,21 @@ class ParticipantImport(TenantOwnedModel):
     @property
     def is_finished(self) -> bool:
         return self.status in {ImportStatus.DONE, ImportStatus.FAILED}
+
+
+class EmailOptOut(TenantOwnedModel):
+    """An address that asked a workspace for no more e-mail (the one-click unsubscribe link of every e-mail).
+
+    Kept in programs so that every sender, in every layer (programs, rewards, partners, engagement), can
+    check it before it sends (``programs.mailing``). Addresses are stored lower-cased.
+    """
+
+    email = models.EmailField()
+    source = models.CharField(max_length=20, default="link", help_text="link, one_click, admin or api.")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["tenant", "email"], name="email_opt_out_unique_email")]
+
+    def __str__(self) -> str:
+        return self.email

@@ -422,8 +422,10 @@ def _offer_side(rules: tuple[RewardRule, ...], rule_set: RuleSet, whose: str, *,
     return phrases[0] if phrases else ""
 
 
-def program_offer_sentence(program: Program, rules) -> str:
+def program_offer_sentence(program: Program, rules, *, for_friend: bool = False) -> str:
     """The offer in words, from the rules: "Give a friend a free month — get 100.00 USD when they subscribe."
+
+    ``for_friend``: the referred company's side, said to them ("You get a free month when you subscribe.").
 
     Pure (no database): ``rules`` is a rules document or a ``RuleSet``. Leads the welcome e-mail, the
     participant's dashboard and the friend's landing page. Empty when the rules grant nothing (or cannot be read).
@@ -432,6 +434,11 @@ def program_offer_sentence(program: Program, rules) -> str:
         rule_set = parse_rules(rules)
     except RulesError:
         return ""
+    if for_friend:
+        referred = _offer_side(rule_set.referred, rule_set, "your", when=True)
+        for moment in _OFFER_WHEN.values():
+            referred = referred.replace(moment, moment.replace("they are", "you are").replace("they", "you"))
+        return f"You get {referred}." if referred else ""
     friend = "a friend" if program.kind in {"customer", "employee"} else "a customer"
     referrer = _offer_side(rule_set.referrer, rule_set, "your", when=True)
     referred = _offer_side(rule_set.referred, rule_set, "their", when=False)

@@ -6,6 +6,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 from django.http import Http404
 from django.shortcuts import redirect, render
+from django.views.decorators.csrf import csrf_exempt
 
 from referral_platform import abuse
 
@@ -76,6 +77,23 @@ def program_apply_page(request, tenant_slug: str, program_slug: str):
         else:
             return render(request, "programs/apply_done.html", {"program": program, "status": "confirm"})
     return render(request, "programs/apply.html", {"program": program, "form": form})
+
+
+@csrf_exempt  # RFC 8058 one-click: mail clients POST "List-Unsubscribe=One-Click" without a CSRF token
+def email_unsubscribe(request, token: str):
+    """The unsubscribe link of every e-mail: GET asks to confirm (link scanners must not unsubscribe anyone),
+    POST unsubscribes (the one-click POST of mail clients, or the button). A tampered token: 404."""
+    from .mailing import email_opt_out, unsubscribe_token_read
+
+    found = unsubscribe_token_read(token)
+    if found is None:
+        raise Http404("Unknown unsubscribe link")
+    tenant_id, email = found
+    if request.method == "POST":
+        one_click = request.POST.get("List-Unsubscribe") == "One-Click"
+        email_opt_out(tenant_id=tenant_id, email=email, source="one_click" if one_click else "link")
+        return render(request, "programs/unsubscribed.html", {"email": email, "done": True})
+    return render(request, "programs/unsubscribed.html", {"email": email, "done": False})
 
 
 def program_apply_confirm_page(request, tenant_slug: str, program_slug: str, token: str):

@@ -3,6 +3,8 @@ from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from analytics.apis import OtherCustomerListCreateApi
+from engagement import apis as engagement
 from partners.apis import (
     AccountLookupApi,
     DealConflictListApi,
@@ -12,10 +14,16 @@ from partners.apis import (
     PartnerListApi,
 )
 from programs.apis import (
+    ParticipantApproveApi,
     ParticipantDetailApi,
     ParticipantListApi,
+    ParticipantRejectApi,
+    ParticipantRemoveApi,
+    ProgramActivateApi,
+    ProgramArchiveApi,
     ProgramDetailApi,
     ProgramListCreateApi,
+    ProgramPauseApi,
     ProgramRulesApi,
     ProgramRulesPreviewApi,
     ProgramTermsApi,
@@ -63,7 +71,13 @@ urlpatterns = [
     path("me", MeApi.as_view(), name="me"),
     path("programs", ProgramListCreateApi.as_view(), name="program-list"),
     path("programs/<int:pk>", ProgramDetailApi.as_view(), name="program-detail"),
+    path("programs/<int:pk>/activate", ProgramActivateApi.as_view(), name="program-activate"),
+    path("programs/<int:pk>/pause", ProgramPauseApi.as_view(), name="program-pause"),
+    path("programs/<int:pk>/archive", ProgramArchiveApi.as_view(), name="program-archive"),
     path("participants", ParticipantListApi.as_view(), name="participant-list"),
+    path("participants/<int:pk>/approve", ParticipantApproveApi.as_view(), name="participant-approve"),
+    path("participants/<int:pk>/reject", ParticipantRejectApi.as_view(), name="participant-reject"),
+    path("participants/<int:pk>/remove", ParticipantRemoveApi.as_view(), name="participant-remove"),
     path("participants/<int:pk>", ParticipantDetailApi.as_view(), name="participant-detail"),
     path("programs/<int:pk>/rules", ProgramRulesApi.as_view(), name="program-rules"),
     path("programs/<int:pk>/rules/preview", ProgramRulesPreviewApi.as_view(), name="program-rules-preview"),
@@ -93,4 +107,43 @@ urlpatterns = [
     path("partners", PartnerListApi.as_view(), name="partner-list"),
     path("partners/<int:pk>", PartnerDetailApi.as_view(), name="partner-detail"),
     path("deal-conflicts", DealConflictListApi.as_view(), name="deal-conflict-list"),
+    path("analytics/other-customers", OtherCustomerListCreateApi.as_view(), name="analytics-other-customer-list"),
+    # --- engagement ---
+    path("nps-responses", engagement.NpsResponseListCreateApi.as_view(), name="nps-response-list"),
+    path("nps-imports", engagement.NpsImportCreateApi.as_view(), name="nps-import-list"),
+    path("nps-imports/<int:pk>", engagement.NpsImportDetailApi.as_view(), name="nps-import-detail"),
+    path("nps-report", engagement.NpsReportApi.as_view(), name="nps-report"),
+    path("events", engagement.EventListCreateApi.as_view(), name="event-list"),
+    path("trigger-policies", engagement.TriggerPolicyListCreateApi.as_view(), name="trigger-policy-list"),
+    path("trigger-policies/<int:pk>", engagement.TriggerPolicyDetailApi.as_view(), name="trigger-policy-detail"),
+    path("programs/<int:pk>/templates/<slug:kind>", engagement.MessageTemplateApi.as_view(), name="message-template"),
+    path(
+        "programs/<int:pk>/templates/<slug:kind>/preview",
+        engagement.MessageTemplatePreviewApi.as_view(),
+        name="message-template-preview",
+    ),
+    path(
+        "programs/<int:pk>/templates/<slug:kind>/test-send",
+        engagement.MessageTemplateTestSendApi.as_view(),
+        name="message-template-test-send",
+    ),
+    path(
+        "programs/<int:pk>/communications", engagement.ProgramCommunicationApi.as_view(), name="program-communications"
+    ),
+    path(
+        "participants/<int:pk>/communications",
+        engagement.ParticipantCommunicationListApi.as_view(),
+        name="participant-communications",
+    ),
+    path("participants/<int:pk>/dashboard-url", engagement.DashboardUrlApi.as_view(), name="participant-dashboard-url"),
+    path("engagement-settings", engagement.EngagementSettingsApi.as_view(), name="engagement-settings"),
+    path("webhook-endpoints", engagement.WebhookEndpointListCreateApi.as_view(), name="webhook-endpoint-list"),
+    path("webhook-endpoints/<int:pk>", engagement.WebhookEndpointDetailApi.as_view(), name="webhook-endpoint-detail"),
+    path(
+        "webhook-endpoints/<int:pk>/rotate-secret",
+        engagement.WebhookEndpointRotateApi.as_view(),
+        name="webhook-endpoint-rotate",
+    ),
+    path("webhook-deliveries", engagement.WebhookDeliveryListApi.as_view(), name="webhook-delivery-list"),
+    path("webhook-deliveries/<int:pk>", engagement.WebhookDeliveryResendApi.as_view(), name="webhook-delivery-detail"),
 ]

@@ -81,3 +81,11 @@ def _check_at_beat_start(sender=None, **kwargs):
 @app.task(name="referral_platform.ping")
 def ping() -> str:
     return "pong"
+
+
+@app.task(name="referral_platform.reconcile", ignore_result=True)
+def reconcile_task() -> dict:
+    """Beat: re-queue work a dead worker left in a non-final state (referral_platform/reconcile.py)."""
+    from .reconcile import reconcile
+
+    return reconcile()

@@ -70,6 +70,12 @@ HOOK_SPECS: dict[str, HookSpec] = {
     "participant_qr_png": HookSpec(
         HookKind.PROVIDE, "programs", "A PNG QR code of the participant's QR-channel link (bytes), or None."
     ),
+    "participant_activity": HookSpec(
+        HookKind.PROVIDE,
+        "programs",
+        "Sections for a participant's admin page (every implementation adds its own): a list of "
+        "{title, count, headers, rows, more_url}, rows being lists of plain strings.",
+    ),
     "rules_change_preview": HookSpec(
         HookKind.PROVIDE,
         "programs",
@@ -170,6 +176,13 @@ class Hooks:
 
     def participant_qr_png(self, *, participant, box_size: int = 8) -> bytes | None:
         return self._provide("participant_qr_png", participant=participant, box_size=box_size)
+
+    def participant_activity(self, *, participant) -> list[dict]:
+        """Every implementation's sections, in registration order (layers' order)."""
+        sections: list[dict] = []
+        for implementation in self._implementations["participant_activity"]:
+            sections.extend(implementation(participant=participant) or [])
+        return sections
 
     def rules_change_preview(self, *, tenant, program, proposed_rules, **options):
         return self._provide(

@@ -25,6 +25,7 @@ LAYERS: dict[str, int] = {
     "engagement": 5,
     "portal": 5,
     "demo": 5,
+    "onboarding": 5,
 }
 LAYER_NAMES = {0: "core", 1: "programs", 2: "referrals", 3: "rewards", 4: "partners", 5: "top"}
 COMPOSITION_ROOTS = frozenset(

@@ -1,6 +1,6 @@
 import json
+import re
 
-from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import HttpResponse
 from django.http.request import RawPostDataException
 from drf_spectacular.types import OpenApiTypes
@@ -11,7 +11,8 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
 from programs.models import Participant
-from referral_platform.tenancy.api import TenantAPIView, json_error
+from referral_platform.tenancy.api import TenantAPIView, int_param, json_error
+from referral_platform.tenancy.api_input import BoundedDateTimeField, CurrencyField
 
 from . import selectors, services
 from .models import Attribution, Channel, CompanySize, ConversionEvent, ConversionKind, Referral, Touchpoint
@@ -80,7 +81,8 @@ class TenantPrimaryKeyField(serializers.Field):
         self.error_messages["incorrect_type"] = "Send the id (an integer)."
 
     def to_internal_value(self, data):
-        if isinstance(data, bool) or not str(data).isdigit():
+        # ASCII digits only ("²³".isdigit() is true, int() refuses it), and within a bigint.
+        if isinstance(data, bool) or not isinstance(data, int | str) or not re.fullmatch(r"[0-9]{1,18}", str(data)):
             self.fail("incorrect_type")
         obj = self.model.objects.for_tenant(self.context["tenant"]).filter(pk=int(data)).first()
         if obj is None:
@@ -125,7 +127,7 @@ class SignupInputSerializer(CompanyProfileInput):
         default="",
         help_text="A participant's coupon code (or a referral code typed as one): establishes the referral on its own.",
     )
-    occurred_at = serializers.DateTimeField(required=False, default=None)
+    occurred_at = BoundedDateTimeField(required=False, default=None)
 
 
 class TouchpointOutputSerializer(serializers.ModelSerializer):
@@ -174,7 +176,7 @@ class LeadInputSerializer(CompanyProfileInput):
     need = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
     timeline = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
     notes = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
-    occurred_at = serializers.DateTimeField(required=False, default=None)
+    occurred_at = BoundedDateTimeField(required=False, default=None)
 
 
 class LeadCreateApi(TenantAPIView):
@@ -195,8 +197,8 @@ class ConversionInputSerializer(CompanyProfileInput):
     external_event_id = serializers.CharField(max_length=200)
     kind = serializers.ChoiceField(choices=ConversionKind.choices)
     amount_minor = serializers.IntegerField(min_value=0, max_value=10**15, required=False, default=0)
-    currency = serializers.RegexField(r"^[A-Z]{3}$", required=False, allow_blank=True, default="")
-    occurred_at = serializers.DateTimeField()
+    currency = CurrencyField(required=False, allow_blank=True, default="")
+    occurred_at = BoundedDateTimeField()
     customer_external_id = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
     email = serializers.EmailField(max_length=254, required=False, allow_blank=True, default="")
     referral_code = serializers.CharField(max_length=32, required=False, allow_blank=True, default="")
@@ -347,21 +349,12 @@ class AttributionOutputSerializer(serializers.ModelSerializer):
         return attribution_explanation(obj)
 
 
-def _int_param(request, name: str) -> int | None:
-    value = request.query_params.get(name)
-    if value in (None, ""):
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise DjangoValidationError({name: f"{name} must be an integer id."}) from None
-
-
 class AttributionListApi(TenantAPIView, generics.ListAPIView):
     """Attribution rows; filter with ``?conversion=<event id>`` (and/or ``participant``, ``referral``)."""
 
     model = Attribution
     serializer_class = AttributionOutputSerializer
+    query_params_allowed = ("conversion", "participant", "referral")
 
     def scope_queryset(self, queryset):
         for param, field in (
@@ -369,7 +362,7 @@ class AttributionListApi(TenantAPIView, generics.ListAPIView):
             ("participant", "participant_id"),
             ("referral", "referral_id"),
         ):
-            value = _int_param(self.request, param)
+            value = int_param(self.request, param)
             if value is not None:
                 queryset = queryset.filter(**{field: value})
         return queryset.select_related("conversion_event", "participant", "rule_version")

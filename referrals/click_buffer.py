@@ -43,6 +43,8 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from redis.exceptions import ResponseError
 
+from referral_platform.hooks import hooks
+
 from . import hot_redis
 from .bots import is_bot_user_agent
 from .models import Click, ReferralLink
@@ -121,7 +123,7 @@ def click_record_direct(
     Its ``stream_id`` ("pg-" + random) can never collide with a stream entry id.
     """
     user_agent = _clean(user_agent, MAX_USER_AGENT)
-    return Click.objects.create(
+    click = Click.objects.create(
         tenant_id=link.tenant_id,
         link=link,
         program_id=link.program_id,
@@ -136,6 +138,8 @@ def click_record_direct(
         is_bot=is_bot_user_agent(user_agent),
         occurred_at=timezone.now(),
     )
+    hooks.clicks_flushed(click_ids=[click.pk])
+    return click
 
 
 # --- flush -----------------------------------------------------------------------------------
@@ -272,6 +276,7 @@ def _insert_sql(*, skip_existing: bool) -> str:
     FROM click_flush_in i
     JOIN {link} link ON link.id = i.link_id AND link.tenant_id = i.tenant_id
     {on_conflict}
+    RETURNING id
     """  # noqa: S608 - table names come from model metadata
 
 
@@ -379,7 +384,10 @@ def insert_encoded(buffer: io.StringIO, result: FlushResult) -> FlushResult:
             if getattr(error.__cause__, "pgcode", None) != UNIQUE_VIOLATION:
                 raise
             cursor.execute(_insert_sql(skip_existing=True))
-        result.written = cursor.rowcount
+        click_ids = [row[0] for row in cursor.fetchall()]
+        result.written = len(click_ids)
+        # Higher layers (analytics rollups) queue their work for after this commit.
+        hooks.clicks_flushed(click_ids=click_ids)
     result.skipped = result.read - result.malformed - result.written
     result.batches = 1
     return result
@@ -479,6 +487,25 @@ def clicks_flush(
         raise failure
     total.seconds = time.monotonic() - started
     return total
+
+
+def clicks_pending_reclaim(*, cutoff, max_attempts: int) -> int:
+    """Reconciler sweep: entries a dead consumer read but never acknowledged before ``cutoff`` are taken
+    over (XAUTOCLAIM) and written now, whatever CLICK_FLUSH_CLAIM_IDLE_MS says. Returns how many were
+    pending. (A flush writes each entry once, so a concurrent flush is harmless.)"""
+    from django.conf import settings
+    from django.utils import timezone
+
+    client = hot_redis.client()
+    stream = hot_redis.click_stream_key()
+    idle_ms = max(1, int((timezone.now() - cutoff).total_seconds() * 1000))
+    try:
+        stale = client.xpending_range(stream, GROUP, min="-", max="+", count=10_000, idle=idle_ms)
+    except ResponseError:  # no stream or no group yet: nothing was ever read
+        return 0
+    if stale:
+        clicks_flush(claim_idle_ms=idle_ms, time_budget=settings.CLICK_FLUSH_TIME_BUDGET_SECONDS)
+    return len(stale)
 
 
 def stream_backlog() -> int:

@@ -31,12 +31,17 @@ def key(*parts: str) -> str:
     return ":".join((settings.REFERRAL_REDIS_PREFIX, *parts))
 
 
+# The redirect's one script reads a link's cache entry and appends to the click stream: on Redis Cluster
+# both keys must hash to one slot, so they share this hash tag (only the part in braces is hashed).
+HOT_PATH_HASH_TAG = "{rp-hot}"
+
+
 def link_key(code: str) -> str:
-    return f"{settings.REFERRAL_REDIS_PREFIX}:rl:{code}"
+    return f"{settings.REFERRAL_REDIS_PREFIX}:{HOT_PATH_HASH_TAG}:rl:{code}"
 
 
 def click_stream_key() -> str:
-    return key("clicks")
+    return key(HOT_PATH_HASH_TAG, "clicks")
 
 
 class _Dedicated(threading.local):

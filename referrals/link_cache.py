@@ -1,6 +1,6 @@
 """The cache entry behind ``/r/<code>``: everything the redirect needs, so a warm hit runs no SQL.
 
-An entry is one Redis string under ``<prefix>:rl:<code>``::
+An entry is one Redis string under ``<prefix>:{rp-hot}:rl:<code>`` (hash tag: hot_redis)::
 
     b"<tenant>:<link>:<program>:<participant>:<channel>\n" + JSON {"u": target prefix,
                                                                    "f": fragment suffix,

@@ -310,6 +310,10 @@ class ConversionEvent(TenantOwnedModel):
     error = models.TextField(blank=True)
     received_at = models.DateTimeField(default=timezone.now, editable=False)
     processed_at = models.DateTimeField(null=True, blank=True)
+    # The reconciler (referral_platform/reconcile.py): when processing was last queued, and how many times
+    # it re-queued an event a dead worker left ``received``.
+    queued_at = models.DateTimeField(null=True, blank=True)
+    requeues = models.PositiveIntegerField(default=0)
 
     class Meta:
         constraints = [

@@ -22,8 +22,35 @@ VISITOR_PARAM = "vid"
 VISITOR_COOKIE = "rp_vid"
 
 
+def _friend_offer(program) -> str:
+    """What the friend gets, in words, from the program's current rules ("You get a free month when you subscribe.")."""
+    from programs.selectors import program_latest_version
+    from programs.terms import program_offer_sentence
+
+    version = program_latest_version(program)
+    return program_offer_sentence(program, version.rules, for_friend=True) if version is not None else ""
+
+
 def _not_found(request):
     return render(request, "referrals/landing_not_found.html", status=404)
+
+
+@require_http_methods(["GET"])
+def referral_landing_hosted(request):
+    """The hosted landing page as a program's landing URL (``https://<platform>/join/``): our /r/ redirect
+    appends ``ref`` and ``vid``; this sends the visitor on to that code's own page, keeping the visitor id.
+    Demo programs use it, so their links land on a page that exists."""
+    from django.conf import settings
+    from django.shortcuts import redirect
+    from django.urls import reverse
+    from django.utils.http import urlencode
+
+    code = request.GET.get(settings.REFERRAL_CODE_PARAM, "")
+    if not code or len(code) > 32 or not code.replace("-", "").replace("_", "").isalnum():
+        return _not_found(request)
+    target = reverse("referral_landing", kwargs={"code": code})
+    visitor_id = request.GET.get(settings.REFERRAL_VISITOR_PARAM, "")
+    return redirect(f"{target}?{urlencode({VISITOR_PARAM: visitor_id[:64]})}" if visitor_id else target)
 
 
 @require_http_methods(["GET", "POST"])
@@ -32,7 +59,13 @@ def referral_landing(request, code: str):
     if link is None:
         return _not_found(request)
     referrer = link.participant
-    context = {"link": link, "referrer": referrer, "program": link.program, "tenant": link.tenant}
+    context = {
+        "link": link,
+        "referrer": referrer,
+        "program": link.program,
+        "tenant": link.tenant,
+        "offer": _friend_offer(link.program),
+    }
     if request.method == "POST":
         # Beyond the address's or the program's limit the lead is refused (429), not stored.
         retry_after = abuse.public_form_throttle(request, scope="landing_lead", program_id=link.program_id)

@@ -7,13 +7,14 @@ from datetime import UTC, datetime, time, timedelta
 
 import stripe
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.http import HttpResponse
+from django.http import Http404, HttpResponse
+from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from programs.models import Participant
 from referral_platform.money import format_amount
@@ -47,7 +48,7 @@ from .models import (
     StripeWebhookEvent,
     mask_secret,
 )
-from .payouts import connect_onboarding_link_create, payout_mark_fulfilled, payout_retry_queue
+from .payouts import connect_onboarding_link_create, payout_mark_fulfilled, payout_retry_queue, payouts_pay_now
 from .selectors import (
     TIME_TO_REWARD_TARGET,
     participant_statement,
@@ -120,23 +121,49 @@ reject_rewards = bulk_action(
 )
 
 
+@admin.action(description="Pay the approved rewards of the selected rewards' participants now", permissions=["change"])
+def pay_now_rewards(modeladmin, request, queryset):
+    """Instead of waiting for the next scheduled payout run: one payout per participant (and method and
+    currency) for just the participants of the selected rewards, queued at once."""
+    actor = request_actor(request)
+    participants = {reward.participant_id: reward.participant for reward in queryset.select_related("participant")}
+    queued = 0
+    for participant in participants.values():
+        try:
+            queued += len(payouts_pay_now(participant=participant, actor=actor))
+        except ValidationError as exc:
+            messages.error(request, f"{participant}: {' '.join(exc.messages)}")
+    if queued:
+        messages.success(request, f"{queued} payout(s) queued for {len(participants)} participant(s).")
+    else:
+        messages.info(
+            request,
+            "Nothing to pay now: no approved, unpaid rewards ready for payout (a participant may still need to "
+            "connect a payout account, or be under the program's minimum payout).",
+        )
+
+
 class RewardAdmin(ReadOnlyAdmin):
     list_display = [
         "id",
         "participant",
         "program",
-        "kind",
         "amount",
-        "net",
         "status",
+        "decide",
+        "kind",
+        "net",
         "hold_until",
         "payout",
         "created_at",
     ]
+    list_per_page = 50
+    autocomplete_fields: list[str] = []
     list_filter = [ReviewQueueFilter, "status", "kind", "beneficiary_side", "program"]
     list_select_related = ["participant", "program", "payout"]
     search_fields = ["participant__name", "participant__email", "source_key"]
-    actions = [approve_rewards, reject_rewards]
+    actions = [approve_rewards, reject_rewards, pay_now_rewards]
+    change_form_template = "admin/rewards/reward/change_form.html"
     readonly_fields = [
         "program",
         "participant",
@@ -211,8 +238,81 @@ class RewardAdmin(ReadOnlyAdmin):
     def net(self, obj):
         return format_amount(obj.net_minor, obj.currency)
 
+    # --- one-click decisions on the row and the detail page ----------------------------------------
+    DECISIONS = ("approve", "reject", "pay")
+
+    def decisions_for(self, reward) -> list[str]:
+        if reward.status == RewardStatus.PENDING:
+            return ["approve", "reject"]
+        if reward.status == RewardStatus.APPROVED and reward.payout_id is None:
+            return ["pay", "reject"]
+        return []
+
+    @admin.display(description="decide")
+    def decide(self, obj):
+        choices = self.decisions_for(obj)
+        if not choices:
+            return "—"
+        labels = {"approve": "Approve", "reject": "Reject…", "pay": "Pay now"}
+        return format_html_join(
+            " ",
+            '<a class="button decide decide-{}" href="{}">{}</a>',
+            ((name, reverse("admin:rewards_reward_decide", args=[obj.pk, name]), labels[name]) for name in choices),
+        )
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        reward = self.get_object(request, object_id)
+        labels = {"approve": "Approve", "reject": "Reject…", "pay": "Pay now"}
+        decisions = [(name, labels[name]) for name in self.decisions_for(reward)] if reward is not None else []
+        return super().change_view(request, object_id, form_url, {**(extra_context or {}), "decisions": decisions})
+
+    def decide_view(self, request, object_id, decision):
+        """Approve / reject (with a reason) / pay one reward: a confirmation page, then the service."""
+        reward = self.get_object(request, object_id)
+        if reward is None or decision not in self.DECISIONS:
+            raise Http404("No such reward")
+        if not self.has_change_permission(request, reward):
+            raise PermissionDenied
+        actor = request_actor(request)
+        form = ReasonForm(request.POST or None) if decision == "reject" else None
+        error = ""
+        if request.method == "POST" and (form is None or form.is_valid()):
+            try:
+                if decision == "approve":
+                    reward_approve(reward=reward, actor=actor, reason="approved in review")
+                    messages.success(request, f"Reward #{reward.pk} approved.")
+                elif decision == "reject":
+                    reward_reject(reward=reward, actor=actor, reason=form.cleaned_data["reason"])
+                    messages.success(request, f"Reward #{reward.pk} rejected.")
+                else:
+                    queued = payouts_pay_now(participant=reward.participant, actor=actor)
+                    if queued:
+                        messages.success(request, f"{len(queued)} payout(s) queued for {reward.participant}.")
+                    else:
+                        messages.info(request, "Nothing to pay now (no payout account yet, or under the minimum).")
+            except ValidationError as exc:
+                error = " ".join(exc.messages)
+            else:
+                return redirect(request.POST.get("next") or reverse("admin:rewards_reward_changelist"))
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "original": reward,
+            "title": {"approve": "Approve this reward?", "reject": "Reject this reward?", "pay": "Pay now?"}[decision],
+            "decision": decision,
+            "form": form,
+            "error": error,
+            "next": request.GET.get("next") or request.POST.get("next") or "",
+        }
+        return TemplateResponse(request, "admin/rewards/reward/decide.html", context)
+
     def get_urls(self):
         return [
+            path(
+                "<path:object_id>/decide/<str:decision>/",
+                self.admin_site.admin_view(self.decide_view),
+                name="rewards_reward_decide",
+            ),
             path("statement/", self.admin_site.admin_view(self.statement_view), name="rewards_statement"),
             *super().get_urls(),
         ]
@@ -247,9 +347,47 @@ class RewardAdmin(ReadOnlyAdmin):
                     writer.writerow(row)
                 return response
             movements = statement.movements()
-            rows = [(k, statement.opening[k], movements[k], statement.closing[k]) for k in statement.opening]
-            context.update(statement=statement, rows=rows, csv_query=request.GET.urlencode() + "&format=csv")
+            rows = [
+                (STATEMENT_ACCOUNT_WORDS.get(k, k), statement.opening[k], movements[k], statement.closing[k])
+                for k in statement.opening
+            ]
+            lines = [(statement_line_words(line), line) for line in statement.lines]
+            context.update(
+                statement=statement, rows=rows, lines=lines, csv_query=request.GET.urlencode() + "&format=csv"
+            )
         return TemplateResponse(request, "admin/rewards/statement.html", context)
+
+
+# Statements in words (issue 11): what a balance is and what happened, for people; the ledger's own
+# account and entry kinds stay one click away (and in the CSV) for accountants.
+STATEMENT_ACCOUNT_WORDS = {
+    "pending": "On hold",
+    "payable": "Approved, to be paid",
+    "paid": "Paid",
+    "receivable": "Owed back",
+}
+STATEMENT_ENTRY_WORDS = {
+    "accrual": "Earned",
+    "approval": "Approved",
+    "payout": "Paid",
+    "credit": "Applied as account credit",
+    "reversal": "Withdrawn",
+    "clawback": "Clawed back",
+    "adjustment": "Adjusted",
+}
+
+
+def statement_line_words(line) -> str:
+    """A statement line in words: Earned / Approved / Paid / Clawed back …, with where the money now is."""
+    word = STATEMENT_ENTRY_WORDS.get(line.kind, line.kind)
+    where = STATEMENT_ACCOUNT_WORDS.get(line.account, line.account).lower()
+    if line.kind == "accrual" and line.account == "pending":
+        return "Earned (on hold)"
+    if line.kind == "approval":
+        return "Approved" if line.account == "payable" else "Approved (released from hold)"
+    if line.kind == "payout":
+        return "Paid" if line.account == "paid" else "Paid out (no longer to be paid)"
+    return f"{word} ({where})"
 
 
 def _duration_words(value: timedelta | None) -> str:
@@ -273,6 +411,9 @@ class StatementForm(forms.Form):
 
     def clean(self):
         data = super().clean()
+        for name in ("start", "end"):  # a date the statement can compute with (9999-12-31 + 1 day overflows)
+            if data.get(name) and not 2000 <= data[name].year <= 2100:
+                self.add_error(name, "Pick a date between 2000-01-01 and 2100-12-31.")  # drops it from data
         if data.get("start") and data.get("end") and data["end"] < data["start"]:
             raise ValidationError({"end": "The period ends before it starts."})
         return data

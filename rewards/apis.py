@@ -4,11 +4,12 @@ was computed; what the evaluation of each conversion decided."""
 from __future__ import annotations
 
 from django.core.exceptions import ValidationError as DjangoValidationError
+from drf_spectacular.utils import extend_schema
 from rest_framework import generics, serializers
 from rest_framework.response import Response
 
 from programs.models import Participant
-from referral_platform.tenancy.api import TenantAPIView
+from referral_platform.tenancy.api import TenantAPIView, int_param
 
 from .models import ParticipantStripeProfile, Reward, RewardEvaluation, RewardStatus, mask_secret
 from .payouts import connect_onboarding_link_create
@@ -41,11 +42,17 @@ class ParticipantStripeOnboardingApi(TenantAPIView):
             "connected_account": mask_secret(account) if account else "",
         }
 
+    @extend_schema(responses={200: OutputSerializer})
     def get(self, request, pk: int):
+        """Whether the participant has a Stripe Connect account for payouts (its id masked)."""
         participant = self.get_object()
         return Response(self.OutputSerializer(self._status(participant)).data)
 
+    @extend_schema(request=InputSerializer, responses={201: OutputSerializer})
     def post(self, request, pk: int):
+        """A one-time Stripe Connect onboarding link for the participant (their Connect account is created on
+        the first call). Send them to ``url``; Stripe returns them to ``return_url`` when done, or to
+        ``refresh_url`` when the link expired. 502 when Stripe cannot be reached or refuses."""
         participant = self.get_object()
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -54,16 +61,6 @@ class ParticipantStripeOnboardingApi(TenantAPIView):
 
 
 # --- rewards and their evaluation ----------------------------------------------------------------
-
-
-def _int_param(request, name: str) -> int | None:
-    value = request.query_params.get(name)
-    if value in (None, ""):
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise DjangoValidationError({name: f"{name} must be an integer id."}) from None
 
 
 class RewardOutputSerializer(serializers.ModelSerializer):
@@ -118,10 +115,12 @@ class RewardListApi(TenantAPIView, generics.ListAPIView):
 
     model = Reward
     serializer_class = RewardOutputSerializer
+    query_params_allowed = (*(name for name, _ in REWARD_FILTERS), "status")
+    query_param_choices = {"status": RewardStatus.values}
 
     def scope_queryset(self, queryset):
         for param, field in REWARD_FILTERS:
-            value = _int_param(self.request, param)
+            value = int_param(self.request, param)
             if value is not None:
                 queryset = queryset.filter(**{field: value})
         status = self.request.query_params.get("status")
@@ -173,10 +172,11 @@ class RewardEvaluationListApi(TenantAPIView, generics.ListAPIView):
 
     model = RewardEvaluation
     serializer_class = RewardEvaluationOutputSerializer
+    query_params_allowed = ("conversion", "referral")
 
     def scope_queryset(self, queryset):
         for param, field in (("conversion", "conversion_event_id"), ("referral", "referral_id")):
-            value = _int_param(self.request, param)
+            value = int_param(self.request, param)
             if value is not None:
                 queryset = queryset.filter(**{field: value})
         return reward_evaluations_with_reward_ids(queryset).order_by("-evaluated_at", "-pk")

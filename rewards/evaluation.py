@@ -55,6 +55,7 @@ from programs.models import Participant, ParticipantStatus
 from programs.selectors import whole_months_between
 from programs.services import participant_for_referred_company
 from referral_platform.celery import enqueue_on_commit
+from referral_platform.hooks import hooks
 from referral_platform.money import format_money, format_percent
 from referral_platform.tenancy.actors import Actor, system_actor
 from referrals.attribution import SHARE_PLACES
@@ -797,6 +798,7 @@ def _withdraw(reward: Reward, *, actor: Actor, reason: str) -> bool:
 
 def _retire(reward: Reward) -> None:
     Reward.objects.for_tenant(reward.tenant_id).filter(pk=reward.pk).update(is_current=False)
+    hooks.reward_changed(reward=reward, change="retired")
 
 
 def _reduce(reward: Reward, target: _Target, *, actor: Actor) -> None:

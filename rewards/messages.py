@@ -20,13 +20,13 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.template.loader import render_to_string
 from django.utils import timezone
 
 from programs import rules as rules_module
 from programs.dashboard_links import dashboard_url
+from programs.mailing import tenant_email_send
 from programs.models import Participant
 from referral_platform.money import format_money, format_percent
 from referrals.models import Referral
@@ -93,9 +93,13 @@ def _deliver(message_id: int) -> None:
     if message is None:
         return
     try:
-        send_mail(subject=message.subject, message=message.body, from_email=None, recipient_list=[message.email_to])
+        handed = tenant_email_send(
+            tenant_id=message.tenant_id, to=message.email_to, subject=message.subject, body=message.body
+        )
     except Exception:
         logger.exception("could not e-mail participant message %s", message_id)
+        return
+    if not handed:  # unsubscribed: the dashboard still lists the message, nothing is e-mailed
         return
     ParticipantMessage.objects.filter(pk=message_id).update(emailed_at=timezone.now())
 
@@ -338,10 +342,14 @@ def message_welcome(*, participant: Participant) -> ParticipantMessage | None:
     from django.conf import settings
     from django.urls import reverse
 
+    from programs.selectors import program_latest_version
+    from programs.terms import program_offer_sentence
     from referrals.models import Channel
     from referrals.selectors import participant_share_links
 
     program = participant.program
+    version = program_latest_version(program)
+    offer = program_offer_sentence(program, version.rules) if version is not None else ""
     labels = dict(Channel.choices)
     links = [
         {"label": labels.get(item["channel"], item["channel"]), "url": item["url"]}
@@ -354,7 +362,7 @@ def message_welcome(*, participant: Participant) -> ParticipantMessage | None:
         participant=participant,
         kind=MessageKind.WELCOME,
         related_key=f"program:{program.pk}",
-        context={"program": program, "links": links, "terms_url": terms_url},
+        context={"program": program, "links": links, "terms_url": terms_url, "offer": offer},
     )
 
 

@@ -415,7 +415,8 @@ class StripeWebhookEvent(TenantOwnedModel):
 
     stripe_event_id = models.CharField(max_length=100)
     type = models.CharField(max_length=100)
-    payload = models.JSONField(help_text="The event exactly as Stripe sent it.")
+    payload = models.JSONField(help_text="The event as Stripe sent it, parsed.")
+    body = models.BinaryField(default=bytes, editable=False, help_text="The request body exactly as received.")
     status = models.CharField(max_length=20, choices=WebhookEventStatus.choices, default=WebhookEventStatus.RECEIVED)
     attempts = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True)

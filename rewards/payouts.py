@@ -47,6 +47,7 @@ from django.utils import timezone
 
 from programs.models import Participant
 from referral_platform.celery import enqueue_on_commit
+from referral_platform.hooks import hooks
 from referral_platform.money import format_money
 from referral_platform.state import transition
 from referral_platform.tenancy.actors import Actor, system_actor
@@ -484,6 +485,7 @@ def _record_failure(payout: Payout, error: Exception, now: datetime) -> None:
         locked=payout,
     )
     logger.warning("payout %s failed (attempt %s): %s", payout.pk, payout.attempts, payout.last_error)
+    hooks.payout_changed(payout=payout, change="abandoned" if abandoned else "failed")
 
 
 def retry_delay(attempts: int) -> timedelta:
@@ -535,6 +537,7 @@ def _complete(payout: Payout, *, actor: Actor | str, now: datetime, stripe_objec
     )
     for reward in Reward.objects.select_for_update(of=("self",), no_key=True).filter(payout=payout).order_by("pk"):
         reward_mark_paid(reward=reward, actor=actor, now=now)
+    hooks.payout_changed(payout=payout, change="paid")
 
 
 @transaction.atomic
@@ -680,3 +683,24 @@ def connect_onboarding_link_create(*, participant: Participant, actor: Actor, re
     )
     ParticipantStripeProfile.objects.filter(pk=profile.pk).update(onboarding_link_created_at=timezone.now())
     return link.url
+
+
+@transaction.atomic
+def payouts_pay_now(*, participant: Participant, actor: Actor) -> list[Payout]:
+    """Pay ``participant``'s approved rewards now instead of at the next scheduled run (the admin's "pay
+    approved rewards now"): gather them into payouts (``payout_prepare``, the same rules as the run) and
+    queue each payout's execution once this commits. Only this participant's rewards are touched."""
+    from .tasks import payout_execute as payout_execute_task
+
+    payouts = payout_prepare(participant=participant)
+    for payout in payouts:
+        audit_record(
+            tenant=participant.tenant,
+            actor=actor,
+            action="payout.paid_now",
+            obj=payout,
+            to_state=payout.status,
+            reason="pay approved rewards now",
+        )
+        enqueue_on_commit(payout_execute_task, payout.pk)
+    return payouts

@@ -24,6 +24,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from programs.models import Participant, ParticipantStatus, Program
+from referral_platform.hooks import hooks
 from referral_platform.money import format_money
 from referral_platform.state import transition
 from referral_platform.tenancy.actors import Actor, system_actor
@@ -226,6 +227,7 @@ def reward_create(
         return existing
 
     audit_record(tenant=tenant, actor=actor, action="reward.created", obj=reward, to_state=reward.status)
+    hooks.reward_changed(reward=reward, change="created")
     if amount_minor > 0:
         _post(
             reward,
@@ -271,6 +273,7 @@ def reward_approve(*, reward: Reward, actor: Actor, reason: str = "", now: datet
             f"Reward #{reward.pk} approved",
         )
     messages.message_reward_approved(reward=reward)
+    hooks.reward_changed(reward=reward, change="approved")
     return reward
 
 
@@ -305,6 +308,7 @@ def reward_reject(*, reward: Reward, actor: Actor, reason: str, now: datetime | 
             reward.net_minor,
             f"Reward #{reward.pk} rejected: {reason}",
         )
+    hooks.reward_changed(reward=reward, change="rejected")
     return reward
 
 
@@ -345,6 +349,7 @@ def reward_reduce_for_refund(
         # shrink: a full refund or a cancellation withdraws it before it is handed over.
         transition(reward, to=RewardStatus.REVERSED, actor=actor, reason=reason, at=now, locked=reward)
         messages.message_reward_reduced(reward=reward, reduced_by_minor=0, total_reduction_minor=0, reason=reason)
+        hooks.reward_changed(reward=reward, change="reversed")
         return reward
     if delta <= 0:
         return reward
@@ -405,6 +410,8 @@ def reward_reduce_for_refund(
             data=data,
         )
     messages.message_reward_reduced(reward=reward, reduced_by_minor=delta, total_reduction_minor=target, reason=reason)
+    change = "reversed" if reward.status == RewardStatus.REVERSED else "clawed_back" if after_payout else "reduced"
+    hooks.reward_changed(reward=reward, change=change)
     return reward
 
 
@@ -420,6 +427,7 @@ def reward_mark_paid(*, reward: Reward, actor: Actor | str, now: datetime) -> Re
         locked=reward,
     )
     messages.message_reward_paid(reward=reward)
+    hooks.reward_changed(reward=reward, change="paid")
     return reward
 
 

@@ -57,6 +57,15 @@ def _private(response):
     return response
 
 
+def _offer(program) -> str:
+    """The program's offer in words, from its current rules (programs.terms.program_offer_sentence)."""
+    from programs.selectors import program_latest_version
+    from programs.terms import program_offer_sentence
+
+    version = program_latest_version(program)
+    return program_offer_sentence(program, version.rules) if version is not None else ""
+
+
 @require_GET
 def participant_dashboard(request, token: str):
     """A participant's own dashboard, reached through their signed link (programs/dashboard_links.py):
@@ -73,7 +82,13 @@ def participant_dashboard(request, token: str):
     response = render(
         request,
         "rewards/participant_dashboard.html",
-        {"dashboard": dashboard, "token": token, "actor": actor, "tenant": actor.tenant},
+        {
+            "dashboard": dashboard,
+            "token": token,
+            "actor": actor,
+            "tenant": actor.tenant,
+            "offer": _offer(participant.program),
+        },
     )
     return _private(response)
 

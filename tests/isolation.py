@@ -18,6 +18,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from django.utils import timezone
+
+from analytics.models import OtherChannelCustomer
 from partners import models as partner_models
 from programs.models import Participant, ParticipantImport, Program, ProgramVersion
 from referral_platform.tenancy.models import ApiKey, AuditEvent, Invitation, Membership, Tenant
@@ -55,6 +58,9 @@ class Detail:
     via: str = "api"  # "api" (Bearer key) or "session" (logged-in marketer)
     methods: tuple[str, ...] = ("GET",)
     payload: dict = field(default_factory=dict)
+    # A POST-only action (program activate, participant approve …): tenant A's actor is shown to reach it
+    # with methods[0] after tenant B's attempts (200, or 409 when its status does not allow the move).
+    action: bool = False
 
 
 @dataclass(frozen=True)
@@ -399,12 +405,64 @@ def _api_lookup_listing(world):
     return "Lookup partner lk5530"
 
 
+# --- analytics (issue 10) ---------------------------------------------------------------------------
+# Every analytics page and CSV shows the session's workspace name (the CSV's first line names it) and
+# figures from its rollups only; A's marker is a participant of A with rollups, shown on the pages and
+# CSVs that list participants, else A's workspace name. The figures themselves are checked tenant by
+# tenant in analytics/tests/test_analytics_isolation.py (B sees zeros and "—", never A's numbers).
+def _analytics_marker(world):
+    from analytics.rollups import rollups_rebuild
+
+    program = f.ProgramFactory(tenant=world.a, kind="customer")
+    participant = f.ParticipantFactory(program=program, name="Analytics Marker zq81")
+    f.ClickFactory(link=f.ReferralLinkFactory(participant=participant), occurred_at=timezone.now())
+    f.ReferralFactory(referrer=participant, created_at=timezone.now())
+    rollups_rebuild(tenant_id=world.a.pk)
+    return participant
+
+
+def _analytics_page(shows_participants: bool):
+    def make(world):
+        participant = _analytics_marker(world)
+        return participant.name if shows_participants else world.a.name
+
+    return make
+
+
+ANALYTICS_PAGES_WITH_PARTICIPANTS = {"overview", "leaderboards"}
+ANALYTICS_ROUTES: dict[str, object] = {"analytics_calculator": Listing(_analytics_page(False), via="session")}
+for _slug in ("overview", "health", "funnel", "channels", "economics", "series", "leaderboards", "compare"):
+    _with_people = _slug in ANALYTICS_PAGES_WITH_PARTICIPANTS
+    ANALYTICS_ROUTES[f"analytics_{_slug}"] = Listing(_analytics_page(_with_people), via="session")
+    ANALYTICS_ROUTES[f"analytics_{_slug}_csv"] = Listing(
+        _analytics_page(_with_people),
+        via="session",
+        query="?figure=top_referrers"
+        if _slug == "overview"
+        else "?figure=referrers"
+        if _slug == "leaderboards"
+        else "",
+    )
+
+
+def _other_customer_listing(world):
+    return f.OtherChannelCustomerFactory(tenant=world.a, external_id="other-only-a-77").external_id
+
+
 ROUTES: dict[str, object] = {
+    **ANALYTICS_ROUTES,
+    "api:analytics-other-customer-list": Listing(_other_customer_listing),
     # --- API ---------------------------------------------------------------------------------
     "api:me": NoTenantData("answers with the caller's own tenant only (tests/test_api_auth.py)"),
     "api:program-list": Listing(_program_listing),
     "api:program-detail": Detail(_program),
+    "api:program-activate": Detail(_program_with_rules, methods=("POST",), action=True),
+    "api:program-pause": Detail(_program_with_rules, methods=("POST",), action=True),
+    "api:program-archive": Detail(_program_with_rules, methods=("POST",), action=True),
     "api:participant-list": Listing(_participant_listing),
+    "api:participant-approve": Detail(_participant, methods=("POST",), action=True),
+    "api:participant-reject": Detail(_participant, methods=("POST",), action=True),
+    "api:participant-remove": Detail(_participant, methods=("POST",), action=True),
     "api:participant-detail": Detail(_participant),
     "api:referral-list": Listing(_referral_listing),
     "api:referral-detail": Detail(_referral),
@@ -471,14 +529,20 @@ ROUTES: dict[str, object] = {
         "shows no rows: partners/tests/test_applications_page.py"
     ),
     # --- pages -------------------------------------------------------------------------------
-    "home": NoTenantData("shows the session's own workspace only"),
+    "home": Listing(_analytics_page(True), via="session"),  # the analytics home (issue 10)
     "health": NoTenantData("component status, no tenant rows"),
     "favicon": NoTenantData("a redirect to the static icon"),
+    "onboarding": NoTenantData(
+        "the session tenant's own checklist only; tests/test_onboarding.py::test_the_checklist_is_the_sessions_own"
+    ),
     "workspace_members": NoTenantData(
         "lists the session tenant's members only; covered by tests/test_workspace.py::test_members_page_*"
     ),
     "tenant_switch": NoTenantData(
         "switches only among the user's own memberships; tests/test_workspace.py::test_cannot_switch_*"
+    ),
+    "referral_landing_hosted": NoTenantData(
+        "only redirects to the referral code's own landing page (tests/test_hosted_landing.py)"
     ),
     "referral_landing": NoTenantData(
         "public page reached by an unguessable referral code; shows only that link's referrer, and the tenant "
@@ -588,4 +652,167 @@ ADMIN_FACTORIES: dict[type, Callable] = {
     ),
     partner_models.Resource: lambda world: f.ResourceFactory(tenant=world.a),
     partner_models.SupportTicket: lambda world: f.SupportTicketFactory(partner=f.PartnerFactory(tenant=world.a)),
+    # analytics (issue 10)
+    OtherChannelCustomer: lambda world: f.OtherChannelCustomerFactory(tenant=world.a),
 }
+
+
+# --- engagement (docs/engagement.md) -------------------------------------------------------------
+
+
+def _nps_moment(world, trigger="nps", marker="nps-only-in-a-np7731"):
+    from engagement.models import Moment
+
+    return Moment.objects.create(
+        tenant=world.a, trigger=trigger, external_id=marker, customer_external_id="cust-a",
+        email="a@a-corp.example", score=10 if trigger == "nps" else None, occurred_at="2026-11-01T10:00:00Z",
+        outcome="asked",
+    )  # fmt: skip
+
+
+def _nps_listing(world):
+    return _nps_moment(world).external_id
+
+
+def _event_listing(world):
+    return _nps_moment(world, trigger="renewal", marker="event-only-in-a-ev7731").external_id
+
+
+def _nps_import(world):
+    from engagement.models import NpsImport
+
+    return {"pk": NpsImport.objects.create(tenant=world.a, filename="a.csv", content="x").pk}
+
+
+def _nps_import_listing(world):
+    from engagement.models import NpsImport
+
+    return NpsImport.objects.create(tenant=world.a, filename="only-a-np5512.csv", content="x").filename
+
+
+def _nps_report_listing(world):
+    _nps_moment(world)
+    return '"responses":1'
+
+
+def _trigger_policy(world):
+    from engagement.models import TriggerPolicy
+
+    return TriggerPolicy.objects.create(tenant=world.a, program=f.ProgramFactory(tenant=world.a), trigger="nps")
+
+
+def _trigger_policy_detail(world):
+    return {"pk": _trigger_policy(world).pk}
+
+
+def _trigger_policy_listing_marker(world):
+    policy = _trigger_policy(world)
+    policy.review_url = "https://reviews.example/only-a-tp4410"
+    policy.save()
+    return policy.review_url
+
+
+def _program_template(world):
+    return {"pk": f.ProgramFactory(tenant=world.a).pk, "kind": "launch"}
+
+
+def _webhook_endpoint(world):
+    from engagement.models import WebhookEndpoint
+
+    return WebhookEndpoint.objects.create(
+        tenant=world.a, url="https://crm.a-only.example/hook-wh7731", secret="whsec_" + "A" * 32
+    )
+
+
+def _webhook_endpoint_detail(world):
+    return {"pk": _webhook_endpoint(world).pk}
+
+
+def _webhook_endpoint_listing(world):
+    return _webhook_endpoint(world).url
+
+
+def _webhook_delivery(world):
+    from engagement.models import WebhookDelivery, WebhookMessage
+
+    message = WebhookMessage.objects.create(
+        tenant=world.a, msg_id="msg_only_a_wd5512", event_type="referral.created", payload={}, dedupe_key="x"
+    )
+    return WebhookDelivery.objects.create(tenant=world.a, endpoint=_webhook_endpoint(world), message=message)
+
+
+def _webhook_delivery_detail(world):
+    return {"pk": _webhook_delivery(world).pk}
+
+
+def _webhook_delivery_listing(world):
+    return _webhook_delivery(world).message.msg_id
+
+
+def _engagement_settings_listing(world):
+    from engagement.models import EngagementSettings
+
+    EngagementSettings.objects.create(tenant=world.a, time_zone="Pacific/Chatham")
+    return "Pacific/Chatham"
+
+
+ENGAGEMENT_ROUTES: dict[str, object] = {
+    "api:engagement-settings": Listing(_engagement_settings_listing),
+    "api:nps-response-list": Listing(_nps_listing),
+    "api:event-list": Listing(_event_listing),
+    "api:nps-import-list": Listing(_nps_import_listing),
+    "api:nps-import-detail": Detail(_nps_import),
+    "api:nps-report": Listing(_nps_report_listing),
+    "api:trigger-policy-list": Listing(_trigger_policy_listing_marker),
+    "api:trigger-policy-detail": Detail(
+        _trigger_policy_detail, methods=("GET", "PUT"), payload={"trigger": "nps", "delay_minutes": 5}
+    ),
+    "api:message-template": Detail(_program_template, methods=("GET", "PUT"), payload={"subject": "B", "body": "B"}),
+    "api:message-template-preview": Detail(_program_template, methods=("GET", "POST")),
+    "api:message-template-test-send": Detail(
+        _program_template, methods=("GET", "POST"), payload={"to": "b@tenant-b.example"}
+    ),
+    "api:program-communications": Detail(_program, methods=("GET", "POST"), payload={"kind": "launch"}),
+    "api:participant-communications": Detail(_participant),
+    "api:participant-dashboard-url": Detail(_participant, methods=("GET", "POST")),
+    "api:webhook-endpoint-list": Listing(_webhook_endpoint_listing),
+    "api:webhook-endpoint-detail": Detail(
+        _webhook_endpoint_detail, methods=("GET", "PATCH"), payload={"url": "https://b.example/x"}
+    ),
+    "api:webhook-endpoint-rotate": Detail(_webhook_endpoint_detail, methods=("GET", "POST")),
+    "api:webhook-delivery-list": Listing(_webhook_delivery_listing),
+    "api:webhook-delivery-detail": Detail(_webhook_delivery_detail, methods=("GET", "POST")),
+    "participant_leaderboard": NoTenantData(
+        "POST-only through the participant's own signed dashboard token (the same token rules as the dashboard): "
+        "engagement/tests/test_dashboard_and_embedding.py::test_leaderboard_opt_in_needs_the_participants_own_token"
+    ),
+    "embedded_dashboard": NoTenantData(
+        "reached by a short-lived signed token naming tenant + participant: "
+        "engagement/tests/test_dashboard_and_embedding.py::test_embed_token_of_tenant_a_never_shows_b_and_bad_tokens_"
+        "are_refused"
+    ),
+    "typeform_webhook": NoTenantData(
+        "POST-only, answers no tenant data; verified with the addressed tenant's own Typeform secret: "
+        "engagement/tests/test_inbound.py::test_a_typeform_response_signed_for_tenant_a_is_refused_on_tenant_b"
+    ),
+    "email_unsubscribe": NoTenantData(
+        "reached by a signed token naming one tenant and one address; shows only that address: "
+        "engagement/tests/test_unsubscribe.py::test_a_tampered_unsubscribe_link_is_404"
+    ),
+}
+ROUTES.update(ENGAGEMENT_ROUTES)
+
+
+def _nps_import_admin(world):
+    from engagement.models import NpsImport
+
+    return NpsImport.objects.create(tenant=world.a, filename="only-a.csv", content="x")
+
+
+def _register_engagement_admin_factories():
+    from engagement.models import NpsImport
+
+    ADMIN_FACTORIES[NpsImport] = _nps_import_admin
+
+
+_register_engagement_admin_factories()

@@ -97,7 +97,7 @@ def test_user_without_a_membership_is_refused_without_a_redirect_loop(client, wo
 def test_api_key_created_in_the_admin_is_shown_once_and_stored_hashed(client, world):
     client.force_login(world.marketer_a)
 
-    response = client.post("/admin/tenancy/apikey/add/", {"name": "CRM sync"}, follow=True)
+    response = client.post("/admin/tenancy/apikey/add/", {"name": "CRM sync", "scope": "read_write"}, follow=True)
 
     page = response.content.decode()
     raw = re.search(r"rk_[0-9a-f]{8}_[A-Za-z0-9_\-]+", page).group(0)

@@ -127,6 +127,58 @@ LIST_ENDPOINTS = [
     ListEndpoint("deal-list", _deal),
     ListEndpoint("partner-list", _partner),
     ListEndpoint("deal-conflict-list", _deal_conflict),
+    # analytics (issue 10)
+    ListEndpoint(
+        "analytics-other-customer-list",
+        lambda tenant, index: f.OtherChannelCustomerFactory(tenant=tenant, external_id=f"other-{index}"),
+    ),
+]
+
+
+# --- engagement ---------------------------------------------------------------------------------
+def _moment(tenant, index, trigger="nps"):
+    from engagement.models import Moment
+
+    return Moment.objects.create(
+        tenant=tenant, trigger=trigger, external_id=f"m{index}", program=_program(tenant, index),
+        customer_external_id=f"c{index}", email=f"m{index}@c.example", occurred_at=timezone.now(),
+    )  # fmt: skip
+
+
+def _nps_import(tenant, index):
+    from engagement.models import NpsImport
+
+    return NpsImport.objects.create(tenant=tenant, filename=f"{index}.csv", content="x")
+
+
+def _trigger_policy(tenant, index):
+    from engagement.models import TriggerPolicy
+
+    return TriggerPolicy.objects.create(tenant=tenant, program=_program(tenant, index), trigger="nps")
+
+
+def _webhook_endpoint(tenant, index):
+    from engagement.services import webhook_endpoint_create
+
+    return webhook_endpoint_create(tenant=tenant, url=f"https://crm.example/{index}")
+
+
+def _webhook_delivery(tenant, index):
+    from engagement.models import WebhookDelivery, WebhookMessage
+
+    message = WebhookMessage.objects.create(
+        tenant=tenant, msg_id=f"msg_{index}", event_type="referral.created", payload={"i": index}, dedupe_key=str(index)
+    )
+    return WebhookDelivery.objects.create(tenant=tenant, endpoint=_webhook_endpoint(tenant, index), message=message)
+
+
+LIST_ENDPOINTS += [
+    ListEndpoint("nps-response-list", _moment),
+    ListEndpoint("event-list", lambda tenant, index: _moment(tenant, index, trigger="renewal")),
+    ListEndpoint("nps-import-list", _nps_import),
+    ListEndpoint("trigger-policy-list", _trigger_policy),
+    ListEndpoint("webhook-endpoint-list", _webhook_endpoint),
+    ListEndpoint("webhook-delivery-list", _webhook_delivery),
 ]
 
 

@@ -117,6 +117,7 @@ def application_submit(
         body=f"Hello,\n\nthank you for applying to {program.name}. The team reviews applications "
         "and answers by e-mail.",
         recipients=[email],
+        tenant_id=program.tenant_id,
     )
     tell_team(
         program.tenant,
@@ -194,5 +195,6 @@ def application_reject(*, application: PartnerApplication, actor: Actor, reason:
         body=f"Hi {application.contact_name},\n\nthank you for applying. The team could not accept your "
         f"application this time.\n\nReason: {reason}",
         recipients=[application.email],
+        tenant_id=application.tenant_id,
     )
     return application

@@ -76,6 +76,7 @@ def participant_import_create(
     filename: str,
     content: bytes | str,
     enqueue: bool = True,
+    send_welcome: bool = True,
 ) -> ParticipantImport:
     """Store an uploaded CSV as received and (``enqueue``) queue its import task once committed.
 
@@ -94,6 +95,7 @@ def participant_import_create(
         content=text,
         total_rows=total,
         created_by=actor.label,
+        send_welcome=send_welcome,
     )
     audit_record(tenant=tenant, actor=actor, action="participant_import.queued", obj=job, to_state=job.status)
     if enqueue:
@@ -177,6 +179,7 @@ def _import_batch(*, job: ParticipantImport, program: Program, actor: Actor, bat
                 company=row.get("company") or "",
                 actor=actor,
                 source="import",
+                welcome=job.send_welcome,
             )
         except ValidationError as exc:
             job.error_count += 1

@@ -11,7 +11,6 @@ from typing import Any
 from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
-from django.core.mail import send_mail
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 from django.urls import reverse
@@ -30,7 +29,7 @@ from referral_platform.tenancy.actors import Actor
 from referral_platform.tenancy.models import Tenant
 from referral_platform.tenancy.services import audit_record
 
-PARTICIPANT_SOURCES = ("admin", "api", "import", "application")
+PARTICIPANT_SOURCES = ("admin", "api", "import", "application", "trigger")
 
 
 def participant_validate(*, external_id: Any, name: Any, email: Any, company: Any = "") -> dict[str, str]:
@@ -119,10 +118,10 @@ def participant_links_ensure(*, participant: Participant, welcome: bool = False)
 
 def _participant_notify(*, participant: Participant, subject: str, body: str) -> None:
     """E-mail the participant once the transaction commits (never for a rolled-back change)."""
-    transaction.on_commit(
-        lambda: send_mail(
-            subject=subject, message=body, from_email=None, recipient_list=[participant.email], fail_silently=True
-        )
+    from ..mailing import tenant_email_send_on_commit
+
+    tenant_email_send_on_commit(
+        tenant_id=participant.tenant_id, to=participant.email, subject=subject, body=body, fail_silently=True
     )
 
 
@@ -200,8 +199,13 @@ def participant_upsert(
     actor: Actor,
     source: str = "admin",
     tier: str | None = None,
+    welcome: bool = False,
 ) -> Enrolment:
     """Enrol a participant, or update the one with this external id (idempotent).
+
+    With ``welcome`` a participant created active gets the welcome e-mail (links, dashboard, the offer in
+    words) — at most once: the message is recorded once per participant and program. Enrolling in the admin,
+    by API or by CSV import asks for it (an import can opt out; ``participant_invite_send`` sends it later).
 
     New participants of a gated program start pending; of an open or invite-only one (enrolled by the
     tenant itself) active. Active participants get their channel links. Concurrent calls with one
@@ -235,8 +239,32 @@ def participant_upsert(
         )
     if tier is not None and tier != participant.tier:
         participant = participant_tier_set(participant=participant, tier=tier, actor=actor)
-    participant_links_ensure(participant=participant)
+    participant_links_ensure(
+        participant=participant, welcome=welcome and created and participant.status == ParticipantStatus.ACTIVE
+    )
     return Enrolment(participant=participant, created=created)
+
+
+@transaction.atomic
+def participant_invite_send(*, participant: Participant, actor: Actor) -> Participant:
+    """Send an active participant the welcome e-mail now (the admin's "send invite"), unless they already
+    had it: the e-mail goes at most once. Only active participants have links to send."""
+    participant = lock(participant)
+    if participant.status != ParticipantStatus.ACTIVE:
+        raise ValidationError(
+            {"status": f"Only active participants can be invited (this one is {participant.status})."}
+        )
+    if not participant.email:
+        raise ValidationError({"email": "This participant has no e-mail address."})
+    audit_record(
+        tenant=participant.tenant,
+        actor=actor,
+        action="participant.invited",
+        obj=participant,
+        to_state=participant.status,
+    )
+    participant_links_ensure(participant=participant, welcome=True)
+    return participant
 
 
 def participant_enroll(
@@ -333,18 +361,19 @@ def participant_application_request(
     cache.set(APPLICATION_CACHE_PREFIX + token, payload, timeout=settings.APPLICATION_CONFIRM_SECONDS)
     path = reverse("program_apply_confirm", args=[program.tenant.slug, program.slug, token])
     hours = settings.APPLICATION_CONFIRM_SECONDS // 3600
-    transaction.on_commit(
-        lambda: send_mail(
-            subject=f"Confirm your e-mail address for {program.name}",
-            message=(
-                f"Someone asked to join {program.name} ({program.tenant.name}) with this e-mail address.\n\n"
-                f"To confirm it was you, open this link within {hours} hours:\n{settings.SITE_URL}{path}\n\n"
-                "If it was not you, ignore this e-mail: nothing happens without your confirmation."
-            ),
-            from_email=None,
-            recipient_list=[values["email"]],
-            fail_silently=True,
-        )
+    from ..mailing import tenant_email_send_on_commit
+
+    # An address that unsubscribed gets no confirmation either (the form cannot be used to mail it).
+    tenant_email_send_on_commit(
+        tenant_id=program.tenant_id,
+        to=values["email"],
+        subject=f"Confirm your e-mail address for {program.name}",
+        body=(
+            f"Someone asked to join {program.name} ({program.tenant.name}) with this e-mail address.\n\n"
+            f"To confirm it was you, open this link within {hours} hours:\n{settings.SITE_URL}{path}\n\n"
+            "If it was not you, ignore this e-mail: nothing happens without your confirmation."
+        ),
+        fail_silently=True,
     )
 
 

@@ -6,6 +6,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -91,7 +92,14 @@ def program_validate(*, tenant: Tenant, data: Mapping[str, Any], program: Progra
         if name in data and data[name] not in allowed:
             errors[name] = f"Choose one of: {', '.join(allowed)}."
     if "landing_url" in data and not host_is_allowed(tenant=tenant, url=str(data["landing_url"] or "")):
-        errors["landing_url"] = "The landing URL's host is not one of the workspace's allowed landing domains."
+        try:
+            host = urlsplit(str(data["landing_url"] or "")).hostname or "its host"
+        except ValueError:
+            host = "its host"
+        errors["landing_url"] = (
+            f"Add {host} to your allowed landing domains: Settings → Domains (Get started lists it), "
+            "or use a landing URL on a domain already allowed."
+        )
     ranges = {
         "cookie_window_days": (1, 365),
         "time_decay_half_life_days": (1, 365),

@@ -16,6 +16,7 @@ from programs.models import (
     ProgramStatus,
     ProgramVersion,
 )
+from referral_platform.hooks import hooks
 from referral_platform.tenancy.actors import Actor
 from referral_platform.tenancy.services import audit_record
 
@@ -85,6 +86,12 @@ def version_create(*, program: Program, actor: Actor | str, document: dict, note
         reason=note,
         data={"version_id": version.pk},
     )
+    previous = (
+        ProgramVersion.objects.for_tenant(program.tenant_id).filter(program_id=program.pk, number=last).first()
+        if last
+        else None
+    )
+    hooks.program_rules_changed(program=program, version=version, previous=previous)
     return version
 
 

@@ -105,7 +105,10 @@ def test_adding_a_program_in_the_admin_creates_it_with_version_one(world, client
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"landing_url": "https://evil.example/"}, "not one of the workspace&#x27;s allowed landing domains"),
+        (
+            {"landing_url": "https://evil.example/"},
+            "Add evil.example to your allowed landing domains: Settings → Domains",
+        ),
         ({"rules_json": "{not json"}, "Not valid JSON"),
         (
             {"rules_json": json.dumps({**example_rules("USD"), "referrer": [{"kind": "percent_of_revenue"}]})},

@@ -42,6 +42,8 @@ INSTALLED_APPS = [
     "referrals",
     "rewards",
     "partners",
+    "analytics",  # issue 10: rollups, home, analytics pages (top layer, reads every app)
+    "engagement",
     "demo",
 ]
 
@@ -49,6 +51,7 @@ MIDDLEWARE = [
     # First: answers /r/<code> itself so the public redirect skips the rest of the stack
     # (production normally answers it one level higher, in referral_platform/wsgi.py).
     "referrals.redirect.ReferralRedirectMiddleware",
+    "referral_platform.tenancy.api_input.ApiBodyLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -97,7 +100,18 @@ DATABASES = {
         conn_health_checks=True,
     )
 }
+# A read replica for analytics and reporting reads (referral_platform/db_router.py, docs/scaling.md).
+if os.environ.get("DATABASE_REPLICA_URL"):
+    DATABASES["replica"] = dj_database_url.parse(
+        os.environ["DATABASE_REPLICA_URL"], conn_max_age=int(os.environ.get("DB_CONN_MAX_AGE", "60"))
+    )
+    DATABASES["replica"]["TEST"] = {"MIRROR": "default"}
+DATABASE_ROUTERS = ["referral_platform.db_router.ReplicaRouter"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# Least privilege (referral_platform/db_roles.py): DATABASE_URL is the application's role; migrations run
+# with DATABASE_URL set to the owner role's URL, and every migrate grants DATABASE_APP_ROLE (when set and
+# existing) row access only — the ledger INSERT + SELECT. README "Database roles".
+DATABASE_APP_ROLE = os.environ.get("DATABASE_APP_ROLE", "")
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
 if not REDIS_URL:
@@ -206,8 +220,7 @@ def derived_field_encryption_key(secret: str) -> str:
 
 
 # --- Stripe -----------------------------------------------------------------------------------
-STRIPE_SECRET_KEY = os.environ.get("STRIPE_SECRET_KEY", "")
-STRIPE_WEBHOOK_SECRET = os.environ.get("STRIPE_WEBHOOK_SECRET", "")
+# Stripe credentials are per workspace (rewards.StripeCredentials, entered in the admin), never settings.
 # Points the official stripe library at a Stripe-compatible server (tests, local development).
 STRIPE_API_BASE = os.environ.get("STRIPE_API_BASE", "")
 
@@ -218,9 +231,11 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["referral_platform.tenancy.authentication.IsTenantActor"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "referral_platform.tenancy.schema.AutoSchema",
     "EXCEPTION_HANDLER": "referral_platform.tenancy.api.exception_handler",
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_PAGINATION_CLASS": "referral_platform.tenancy.api_input.LimitOffsetPagination",
+    # The API takes JSON bodies only (415 otherwise), as documented.
+    "DEFAULT_PARSER_CLASSES": ["referral_platform.tenancy.api_input.JSONParser"],
     "PAGE_SIZE": 50,
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
@@ -232,6 +247,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Every operation documents its error answers in the one Error shape (referral_platform/tenancy/schema.py).
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "referral_platform.tenancy.schema.error_responses",
+    ],
     # One schema name per choice set that several models or serializers share.
     "ENUM_NAME_OVERRIDES": {
         "AttributionModelEnum": "programs.models.AttributionModel",
@@ -258,6 +278,13 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": int(os.environ.get("CELERY_VISIBILITY_TIMEOUT", str(12 * 3600))),
 }
 CELERY_BEAT_SCHEDULE: dict = {}
+# The reconciler (referral_platform/reconcile.py): every RECONCILE_INTERVAL_SECONDS, work left in a
+# non-final state for longer than RECONCILE_STALE_SECONDS is queued again; after RECONCILE_MAX_ATTEMPTS
+# re-queues it is marked failed with the reason.
+RECONCILE_INTERVAL_SECONDS = int(os.environ.get("RECONCILE_INTERVAL_SECONDS", "60"))
+RECONCILE_STALE_SECONDS = int(os.environ.get("RECONCILE_STALE_SECONDS", "300"))
+RECONCILE_MAX_ATTEMPTS = int(os.environ.get("RECONCILE_MAX_ATTEMPTS", "5"))
+CELERY_BEAT_SCHEDULE["reconcile"] = {"task": "referral_platform.reconcile", "schedule": RECONCILE_INTERVAL_SECONDS}
 
 LOGGING = {
     "version": 1,
@@ -342,3 +369,17 @@ if os.environ.get("AWS_STORAGE_BUCKET_NAME"):
     }
 MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", str(BASE_DIR / "media")))
 MEDIA_URL = "/media/"
+
+# --- analytics (issue 10): a nightly safety net under the hook-driven rollup refreshes -------------
+CELERY_BEAT_SCHEDULE["analytics-refresh-recent"] = {"task": "analytics.refresh_recent", "schedule": 6 * 60 * 60}
+# --- engagement (docs/engagement.md) ------------------------------------------------------------
+# A webhook endpoint failing this long is disabled when another delivery to it gives up.
+WEBHOOK_DISABLE_AFTER_HOURS = int(os.environ.get("WEBHOOK_DISABLE_AFTER_HOURS", "72"))
+# Lifetime of a signed dashboard URL handed to the tenant's product for embedding.
+EMBED_TOKEN_SECONDS = int(os.environ.get("EMBED_TOKEN_SECONDS", "600"))
+CELERY_BEAT_SCHEDULE.update(
+    {
+        "engagement-asks-send-due": {"task": "engagement.asks_send_due", "schedule": 60.0},
+        "engagement-webhooks-retry-due": {"task": "engagement.webhooks_retry_due", "schedule": 60.0},
+    }
+)

@@ -5,8 +5,10 @@ import os
 os.environ.setdefault("SECRET_KEY", "test-key-not-secret-0123456789-abcdefghijklmnopqrstuvwxyz")
 os.environ.setdefault("CACHE_KEY_PREFIX", f"rp-test-{os.getpid()}")
 
+import dj_database_url
+
 from .base import *  # noqa: F403
-from .base import DATABASES
+from .base import DATABASE_URL, DATABASES
 
 SECRET_KEY = os.environ["SECRET_KEY"]
 FIELD_ENCRYPTION_KEYS = FIELD_ENCRYPTION_KEYS or [derived_field_encryption_key(SECRET_KEY)]  # noqa: F405
@@ -14,6 +16,10 @@ DEBUG = False
 ALLOWED_HOSTS = ["*"]
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+# The test database is created and migrated by the owner role (DATABASE_OWNER_URL, else DATABASE_URL);
+# then every connection of the tests runs as the application role (conftest.py, tests/app_role.py).
+DATABASES["default"] = dj_database_url.parse(os.environ.get("DATABASE_OWNER_URL") or DATABASE_URL)
+DATABASE_APP_ROLE = os.environ.get("DATABASE_APP_ROLE") or "referral_test_app"
 DATABASES["default"]["CONN_MAX_AGE"] = 0
 DATABASES["default"]["TEST"] = {"NAME": os.environ.get("TEST_DATABASE_NAME", "test_referral_platform")}
 STORAGES = {
@@ -25,3 +31,9 @@ STORAGES = {
 # on_commit callbacks); nothing reaches the shared Redis broker.
 CELERY_TASK_ALWAYS_EAGER = True
 CELERY_TASK_EAGER_PROPAGATES = True
+
+# A test that runs real Celery workers as separate processes (tests/test_worker_crash.py) starts them with
+# CELERY_TEST_QUEUE set: tasks then go through the Redis broker, on that queue only.
+if os.environ.get("CELERY_TEST_QUEUE"):
+    CELERY_TASK_ALWAYS_EAGER = False
+    CELERY_TASK_DEFAULT_QUEUE = os.environ["CELERY_TEST_QUEUE"]

@@ -39,7 +39,9 @@ class Actor:
 
     @property
     def can_write(self) -> bool:
-        if self.kind in {"api_key", "platform_staff", "system"}:
+        if self.kind == "api_key":
+            return self.api_key is None or self.api_key.scope != "read_only"
+        if self.kind in {"platform_staff", "system"}:
             return True
         return self.kind == "member" and self.role in WRITE_ROLES
 

@@ -5,7 +5,7 @@ from django.core.exceptions import PermissionDenied
 
 from .admin_base import EDIT_ROLES, TenantScopedAdmin, bulk_action, request_actor, site
 from .models import ApiKey, AuditEvent, Invitation, Membership, Role, Tenant
-from .services import api_key_create, api_key_revoke
+from .services import api_key_create, api_key_revoke, membership_remove
 
 
 class TenantAdmin(TenantScopedAdmin):
@@ -52,6 +52,19 @@ class MembershipAdmin(TenantScopedAdmin):
 
     has_delete_permission = has_change_permission
 
+    def delete_model(self, request, obj):
+        revoked = membership_remove(membership=obj, actor=request_actor(request))
+        if revoked:
+            messages.warning(
+                request,
+                f"{obj.user.email}'s API keys were revoked: "
+                + ", ".join(f"{key.name} (rk_{key.prefix}_…)" for key in revoked),
+            )
+
+    def delete_queryset(self, request, queryset):
+        for membership in queryset.select_related("user", "tenant"):
+            self.delete_model(request, membership)
+
 
 class InvitationAdmin(TenantScopedAdmin):
     list_display = ["email", "role", "created_at", "expires_at", "accepted_at"]
@@ -71,10 +84,24 @@ revoke_keys = bulk_action(
 
 
 class ApiKeyAdmin(TenantScopedAdmin):
-    list_display = ["name", "prefix", "created_at", "last_used_at", "revoked_at"]
-    readonly_fields = ["prefix", "created_by", "created_at", "last_used_at", "revoked_at"]
-    fields = ["name", "prefix", "created_by", "created_at", "last_used_at", "revoked_at"]
+    list_display = [
+        "name",
+        "prefix",
+        "scope",
+        "created_by",
+        "created_at",
+        "last_used_at",
+        "revoked_at",
+        "revoked_reason",
+    ]
+    list_filter = ["scope"]
+    readonly_fields = ["prefix", "created_by", "created_at", "last_used_at", "revoked_at", "revoked_reason"]
+    fields = ["name", "scope", "prefix", "created_by", "created_at", "last_used_at", "revoked_at", "revoked_reason"]
     actions = [revoke_keys]
+
+    def get_readonly_fields(self, request, obj=None):
+        # The scope is chosen when the key is created; a key with another scope is a new key.
+        return [*self.readonly_fields, "scope"] if obj is not None else self.readonly_fields
 
     def save_model(self, request, obj, form, change):
         actor = request_actor(request)
@@ -83,7 +110,7 @@ class ApiKeyAdmin(TenantScopedAdmin):
             return
         if actor.tenant is None or (not actor.is_platform_staff and actor.role not in EDIT_ROLES):
             raise PermissionDenied
-        issued = api_key_create(tenant=actor.tenant, name=obj.name, actor=actor)
+        issued = api_key_create(tenant=actor.tenant, name=obj.name, actor=actor, scope=obj.scope)
         obj.pk = issued.api_key.pk
         obj.__dict__.update(issued.api_key.__dict__)
         messages.warning(

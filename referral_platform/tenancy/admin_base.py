@@ -60,7 +60,9 @@ class TenantAdminSite(admin.AdminSite):
             # Logged in but no admin role here: say so instead of bouncing between log-in pages.
             return TemplateResponse(request, "admin_no_access.html", status=403)
         # One log-in for the whole product (allauth: throttled, e-mail based).
-        target = request.GET.get("next") or reverse("admin:index")
+        from .views import safe_next
+
+        target = safe_next(request, request.GET.get("next"), default="admin:index")
         return redirect(f"{reverse('account_login')}?{urlencode({'next': target})}")
 
     def each_context(self, request):

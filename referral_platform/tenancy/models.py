@@ -76,10 +76,19 @@ class Membership(TenantOwnedModel):
         return f"{self.user} ({self.get_role_display()})"
 
 
+class ApiKeyScope(models.TextChoices):
+    READ_WRITE = "read_write", "Read and write"
+    READ_ONLY = "read_only", "Read only (GET)"
+
+
 class ApiKey(TenantOwnedModel):
-    """A per-tenant API credential. Only a hash of the secret is stored; the key is shown once."""
+    """A per-tenant API credential. Only a hash of the secret is stored; the key is shown once.
+
+    Its scope is chosen at creation. A key created by a member is revoked when that membership is removed
+    (``revoked_reason`` says so, and the owner sees it in the key list)."""
 
     name = models.CharField(max_length=100)
+    scope = models.CharField(max_length=20, choices=ApiKeyScope.choices, default=ApiKeyScope.READ_WRITE)
     prefix = models.CharField(max_length=16, unique=True, editable=False)
     secret_hash = models.CharField(max_length=64, editable=False)
     created_by = models.ForeignKey(
@@ -93,6 +102,7 @@ class ApiKey(TenantOwnedModel):
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
     revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_reason = models.CharField(max_length=300, blank=True, editable=False)
 
     class Meta:
         verbose_name = "API key"
@@ -147,3 +157,24 @@ class AuditEvent(TenantOwnedModel):
 
     def __str__(self) -> str:
         return f"{self.action} {self.object_type}#{self.object_id}"
+
+
+class IdempotencyKey(TenantOwnedModel):
+    """The first answer to a POST sent with an ``Idempotency-Key`` header (Stripe's scheme): a retry with the
+    same key and body gets it again; the same key with another body is a 409. Kept 24 hours.
+    ``status_code`` 0 marks a request still being answered."""
+
+    key = models.CharField(max_length=255)
+    method = models.CharField(max_length=10)
+    path = models.CharField(max_length=500)
+    request_hash = models.CharField(max_length=64)
+    status_code = models.PositiveSmallIntegerField(default=0)
+    response_body = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["tenant", "key"], name="idempotency_key_unique_per_tenant")]
+        indexes = [models.Index(fields=["tenant", "created_at"], name="idempotency_key_created_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.path} [{self.key}]"

@@ -16,7 +16,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from .actors import Actor
-from .models import ApiKey, AuditEvent, Invitation, Membership, Role, Tenant
+from .models import ApiKey, ApiKeyScope, AuditEvent, Invitation, Membership, Role, Tenant
 
 API_KEY_PREFIX_LENGTH = 8
 INVITATION_LIFETIME = timedelta(days=14)
@@ -80,11 +80,14 @@ class IssuedApiKey:
 
 
 @transaction.atomic
-def api_key_create(*, tenant: Tenant, name: str, actor: Actor) -> IssuedApiKey:
-    """Issue a key ``rk_<prefix>_<secret>``; only sha256(secret) is stored."""
+def api_key_create(*, tenant: Tenant, name: str, actor: Actor, scope: str = ApiKeyScope.READ_WRITE) -> IssuedApiKey:
+    """Issue a key ``rk_<prefix>_<secret>`` with its scope (read-only or read-write); only sha256(secret)
+    is stored."""
     name = name.strip()
     if not name:
         raise ValidationError({"name": "Give the key a name."})
+    if scope not in ApiKeyScope.values:
+        raise ValidationError({"scope": f"Use one of {', '.join(ApiKeyScope.values)}."})
     secret = secrets.token_urlsafe(32)
     for _ in range(5):
         prefix = secrets.token_hex(API_KEY_PREFIX_LENGTH // 2)
@@ -95,6 +98,7 @@ def api_key_create(*, tenant: Tenant, name: str, actor: Actor) -> IssuedApiKey:
                     name=name,
                     prefix=prefix,
                     secret_hash=_sha256(secret),
+                    scope=scope,
                     created_by=actor.user,
                 )
             break
@@ -107,12 +111,34 @@ def api_key_create(*, tenant: Tenant, name: str, actor: Actor) -> IssuedApiKey:
 
 
 @transaction.atomic
-def api_key_revoke(*, api_key: ApiKey, actor: Actor) -> ApiKey:
+def api_key_revoke(*, api_key: ApiKey, actor: Actor, reason: str = "") -> ApiKey:
     if api_key.revoked_at is None:
         api_key.revoked_at = timezone.now()
-        api_key.save(update_fields=["revoked_at"])
-        audit_record(tenant=api_key.tenant, actor=actor, action="api_key.revoked", obj=api_key)
+        api_key.revoked_reason = reason[:300]
+        api_key.save(update_fields=["revoked_at", "revoked_reason"])
+        audit_record(tenant=api_key.tenant, actor=actor, action="api_key.revoked", obj=api_key, reason=reason)
     return api_key
+
+
+@transaction.atomic
+def membership_remove(*, membership: Membership, actor: Actor) -> list[ApiKey]:
+    """Remove a member from the workspace and revoke every API key they created in it (a departed member's
+    key must stop working). Returns the keys revoked, for the owner to see."""
+    tenant, user = membership.tenant, membership.user
+    keys = list(ApiKey.objects.for_tenant(tenant).select_for_update().filter(created_by=user, revoked_at__isnull=True))
+    reason = f"Its creator {user.email} was removed from the workspace."
+    for api_key in keys:
+        api_key_revoke(api_key=api_key, actor=actor, reason=reason)
+    audit_record(
+        tenant=tenant,
+        actor=actor,
+        action="membership.removed",
+        obj=membership,
+        reason=f"{user.email} removed",
+        data={"api_keys_revoked": [key.prefix for key in keys]},
+    )
+    membership.delete()
+    return keys
 
 
 def api_key_authenticate(*, raw_key: str) -> ApiKey | None:

@@ -8,7 +8,8 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.http import Http404, HttpResponseForbidden
-from django.shortcuts import redirect, render
+from django.shortcuts import redirect, render, resolve_url
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from .actors import SESSION_TENANT_KEY
@@ -25,6 +26,20 @@ def home(request):
     return render(request, "home.html", {"actor": request.actor})
 
 
+def safe_next(request, target: str | None, *, default: str) -> str:
+    """``target`` when it is a URL of this site (Django's url_has_allowed_host_and_scheme), else ``default``:
+    never an off-site redirect (``//evil.example``), never a 500 on a bare word (``foo``)."""
+    if (
+        target
+        and target.startswith("/")
+        and url_has_allowed_host_and_scheme(
+            target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+        )
+    ):
+        return target
+    return resolve_url(default)
+
+
 @login_required
 @require_POST
 def tenant_switch(request, slug: str):
@@ -33,7 +48,7 @@ def tenant_switch(request, slug: str):
         raise Http404("No such workspace")
     request.session[SESSION_TENANT_KEY] = membership.tenant_id
     messages.success(request, f"Switched to {membership.tenant.name}.")
-    return redirect(request.POST.get("next") or "home")
+    return redirect(safe_next(request, request.POST.get("next"), default="home"))
 
 
 @login_required

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 
 from django.core.exceptions import ValidationError
-from django.db import connection, transaction
+from django.db import DataError, connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from programs.services import judging_rules, program_current_version
@@ -14,6 +16,7 @@ from referral_platform.celery import enqueue_on_commit
 from referral_platform.hooks import hooks
 from referral_platform.tenancy.actors import Actor, system_actor
 from referral_platform.tenancy.models import Tenant
+from referral_platform.tenancy.services import audit_record
 from referrals.models import (
     Attribution,
     ConversionEvent,
@@ -53,6 +56,8 @@ from .stages import (
     referral_eligibility_problems,
     referral_stage_redate,
 )
+
+logger = logging.getLogger(__name__)
 
 
 class ConversionEventConflict(Exception):
@@ -101,6 +106,8 @@ _INSERT_FIELDS = (
     "status",
     "error",
     "received_at",
+    "queued_at",
+    "requeues",
 )
 
 
@@ -170,18 +177,39 @@ def conversion_event_receive(
         source=source,
         status=ConversionEventStatus.RECEIVED,
         received_at=timezone.now(),
+        queued_at=timezone.now(),
     )
+    from referrals.tasks import process_conversion_event
+
     new_id = _insert_ignoring_duplicate(event)
     if new_id is not None:
-        from referrals.tasks import process_conversion_event
-
         if queue_processing:
             enqueue_on_commit(process_conversion_event, new_id)
         return ReceivedConversion(event=ConversionEvent.objects.for_tenant(tenant).get(pk=new_id), created=True)
-    existing = ConversionEvent.objects.for_tenant(tenant).get(external_event_id=external_event_id)
-    if existing.raw != raw:
+    existing = ConversionEvent.objects.for_tenant(tenant).select_for_update().get(external_event_id=external_event_id)
+    if existing.raw == raw:
+        return ReceivedConversion(event=existing, created=False)
+    if existing.status != ConversionEventStatus.FAILED:
         raise ConversionEventConflict(external_event_id)
-    return ReceivedConversion(event=existing, created=False)
+    # A failed event is replaced by its corrected version: same row and external id, processed afresh.
+    previous_error = existing.error
+    for name in _INSERT_FIELDS:
+        if name not in ("tenant", "external_event_id"):
+            setattr(existing, name, getattr(event, name))
+    existing.referral = None
+    existing.processed_at = None
+    existing.requeues = 0
+    existing.save()
+    audit_record(
+        tenant=tenant,
+        actor=system_actor(tenant),
+        action="conversion_event.replaced",
+        obj=existing,
+        data={"previous_error": previous_error[:2000]},
+    )
+    if queue_processing:
+        enqueue_on_commit(process_conversion_event, existing.pk)
+    return ReceivedConversion(event=existing, created=True)
 
 
 def _company_profile(event: ConversionEvent) -> dict:
@@ -297,6 +325,11 @@ def conversion_event_process(*, event_id: int) -> ConversionEvent | None:
         except ValidationError as exc:
             status, referral = ConversionEventStatus.FAILED, None
             notes.append("; ".join(f"{field}: {', '.join(messages)}" for field, messages in _error_items(exc)))
+        except PERMANENT_ERRORS as exc:
+            # A retry would fail the same way: the event is failed with the reason, never left ``received``.
+            logger.exception("conversion event %s failed", event.pk)
+            status, referral = ConversionEventStatus.FAILED, None
+            notes.append(f"Processing failed ({type(exc).__name__}: {exc}). Correct the event and send it again.")
         event.referral = referral
         event.status = status
         event.error = "\n".join(notes)
@@ -304,6 +337,50 @@ def conversion_event_process(*, event_id: int) -> ConversionEvent | None:
         event.save(update_fields=["referral", "status", "error", "processed_at"])
         hooks.conversion_processed(event=event)
         return event
+
+
+# Errors of the event's own data (a date or amount the code cannot compute with): processing it again
+# cannot succeed. Database availability errors (OperationalError) are not here: the task retries those.
+PERMANENT_ERRORS = (ArithmeticError, ValueError, TypeError, KeyError, DataError)
+
+
+def conversion_events_requeue_stale(*, cutoff: datetime, max_attempts: int) -> int:
+    """Reconciler sweep: queue again the events still ``received`` whose processing was queued before
+    ``cutoff`` (a worker died holding them); after ``max_attempts`` re-queues an event is failed with the
+    reason. Returns how many events were re-queued or failed."""
+    from referrals.tasks import process_conversion_event
+
+    done = 0
+    stale = (
+        ConversionEvent.objects.filter(status=ConversionEventStatus.RECEIVED)
+        .filter(Q(queued_at__lt=cutoff) | Q(queued_at__isnull=True, received_at__lt=cutoff))
+        .order_by("pk")
+        .values_list("pk", flat=True)[:1000]
+    )
+    for event_id in list(stale):
+        with transaction.atomic():
+            event = (
+                ConversionEvent.objects.select_for_update(skip_locked=True)
+                .filter(pk=event_id, status=ConversionEventStatus.RECEIVED)
+                .first()
+            )
+            if event is None:  # being processed right now, or finished meanwhile
+                continue
+            if event.requeues >= max_attempts:
+                event.status = ConversionEventStatus.FAILED
+                event.error = (
+                    f"Not processed after {event.requeues} re-queues by the reconciler (a worker kept dying on it, "
+                    "or the queue is stuck). Send the event again to retry it."
+                )
+                event.processed_at = timezone.now()
+                event.save(update_fields=["status", "error", "processed_at"])
+            else:
+                event.requeues += 1
+                event.queued_at = timezone.now()
+                event.save(update_fields=["requeues", "queued_at"])
+                enqueue_on_commit(process_conversion_event, event.pk)
+            done += 1
+    return done
 
 
 def _error_items(exc: ValidationError):

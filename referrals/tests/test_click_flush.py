@@ -20,6 +20,7 @@ from referrals.click_buffer import BatchReader, clicks_flush, write_batch
 from referrals.models import Click
 from referrals.tasks import flush_clicks
 from tests import factories as f
+from tests.app_role import as_table_owner
 
 from .test_redirect import CHROME, call_wsgi
 
@@ -299,7 +300,7 @@ def test_beat_task_skips_while_another_flush_holds_the_lock(live_link, redis_cli
 def test_a_batch_postgres_rejects_stays_pending_and_is_written_on_the_next_run(live_link, redis_client):
     click_many(live_link, 8)
     expected = sorted(buffered_ids(redis_client))
-    with connection.cursor() as cursor:
+    with as_table_owner(), connection.cursor() as cursor:  # a fault only the tables' owner can inject
         cursor.execute(
             "CREATE FUNCTION reject_clicks() RETURNS trigger LANGUAGE plpgsql AS "
             "$$ BEGIN RAISE EXCEPTION 'disk full (simulated)'; END $$;"
@@ -312,7 +313,7 @@ def test_a_batch_postgres_rejects_stays_pending_and_is_written_on_the_next_run(l
         assert written_ids() == []
         assert redis_client.xlen(hot_redis.click_stream_key()) == 8, "unwritten entries were trimmed"
     finally:
-        with connection.cursor() as cursor:
+        with as_table_owner(), connection.cursor() as cursor:
             cursor.execute("DROP TRIGGER reject_clicks ON referrals_click; DROP FUNCTION reject_clicks()")
 
     clicks_flush(claim_idle_ms=0)

@@ -125,7 +125,7 @@ def test_bad_form_input_shows_the_field_error_and_writes_nothing(client, invitat
 
     page = response.content.decode()
     assert response.status_code == 400
-    assert f'id="{field}-errors"' in page and message in page
+    assert f'id="id_{field}_error"' in page and message in page
     assert _counts() == before
 
 

@@ -19,6 +19,7 @@ from rewards.ledger import (
 )
 from rewards.models import AccountKind, EntryKind, LedgerAccount, LedgerEntry, LedgerTransaction
 from tests import factories as f
+from tests.app_role import as_table_owner
 
 
 @pytest.fixture
@@ -126,7 +127,10 @@ def test_postgres_refuses_update_and_delete_of_ledger_rows(accounts, sql):
     participant, expense, pending = accounts
     _post(participant, expense, pending)
 
-    with pytest.raises(IntegrityError, match="append-only"), transaction.atomic(), connection.cursor() as cursor:
+    # The trigger wall holds even for the tables' owner (the app role is refused earlier, by its grants:
+    # tests/test_db_roles.py).
+    owner, refused = as_table_owner(), pytest.raises(IntegrityError, match="append-only")
+    with owner, refused, transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(sql)
 
     assert sorted(LedgerEntry.objects.values_list("amount_minor", flat=True)) == [-1_000, 1_000]

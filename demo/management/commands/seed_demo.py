@@ -87,8 +87,14 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--json", help="Also write the demo logins and API key to this file.")
         parser.add_argument("--clicks", type=int, default=400)
+        parser.add_argument(
+            "--history-days",
+            type=int,
+            default=365,
+            help="Days of analytics history for Acme (volume scales with --clicks).",
+        )
 
-    def handle(self, *args, json=None, clicks=400, **options):
+    def handle(self, *args, json=None, clicks=400, history_days=365, **options):
         from referral_platform.celery import app
 
         # Tasks queued by the services (reward evaluation, participant messages) run in-process when the
@@ -99,11 +105,11 @@ class Command(BaseCommand):
             # The demo's people have made-up addresses: their messages are recorded (dashboards show
             # them) but not e-mailed.
             with override_settings(EMAIL_BACKEND="django.core.mail.backends.locmem.EmailBackend"):
-                self._handle(json=json, clicks=clicks)
+                self._handle(json=json, clicks=clicks, history_days=history_days)
         finally:
             app.conf.task_always_eager = eager
 
-    def _handle(self, *, json, clicks):
+    def _handle(self, *, json, clicks, history_days=365):
         random.seed(2026)
         with transaction.atomic():
             acme = self._workspace("acme", "Acme Analytics", ["acme.example", ".acme.example"], "owner@acme.example")
@@ -134,6 +140,7 @@ class Command(BaseCommand):
             "sample_link": "/r/" + ReferralLink.objects.for_tenant(acme).order_by("pk").first().code,
             "participant_dashboard": self._dashboard_path(acme),
         }
+        self._analytics_history(acme, clicks=clicks, history_days=history_days)
         if json:
             with open(json, "w") as handle:
                 handle.write(__import__("json").dumps(info, indent=2))
@@ -143,6 +150,29 @@ class Command(BaseCommand):
         self.stdout.write(f"  Partner portal: /portal/ (log in as {partner_login})")
         self.stdout.write(f"  API key (Acme Analytics): {demo_key}")
         self.stdout.write(f"  Dana's participant dashboard: {info['participant_dashboard']}")
+
+    # --- analytics history (issue 10) ----------------------------------------------------------
+    def _analytics_history(self, acme: Tenant, *, clicks: int, history_days: int) -> None:
+        """A year of Acme history (growth, a rule change, seasonal dips), then every rollup rebuilt."""
+        from analytics.rollups import rollups_rebuild
+        from demo.analytics import seed_history
+
+        if history_days > 0:
+            with transaction.atomic():
+                made = seed_history(
+                    acme,
+                    days=history_days,
+                    scale=clicks / 400,
+                    progress=lambda done, total: progress(done, total, "acme: analytics history"),
+                )
+            if not made.get("skipped"):
+                self.stdout.write(
+                    f"  history: {made['clicks']} clicks, {made['referrals']} referrals, {made['customers']} customers"
+                )
+        for tenant in Tenant.objects.filter(slug__in=["acme", "globex"]).order_by("pk"):
+            rollups_rebuild(
+                tenant_id=tenant.pk, progress=lambda done, total, s=tenant.slug: progress(done, total, f"{s}: rollups")
+            )
 
     # --- pieces -----------------------------------------------------------------------------
     def _user(self, email: str, **extra):
@@ -157,6 +187,8 @@ class Command(BaseCommand):
         return user
 
     def _workspace(self, slug, name, domains, owner_email) -> Tenant:
+        # The platform's own host is allowed too: demo programs land on the hosted landing page (/join/).
+        domains = [*domains, _site_host()]
         tenant, _ = Tenant.objects.get_or_create(
             slug=slug, defaults={"name": name, "allowed_landing_domains": domains, "default_currency": "USD"}
         )
@@ -173,7 +205,6 @@ class Command(BaseCommand):
         if Program.objects.for_tenant(tenant).exists():
             return
         actor = system_actor(tenant)
-        domain = tenant.allowed_landing_domains[0]
         customer = Program.objects.create(
             tenant=tenant,
             name=f"{tenant.name} customer referrals",
@@ -181,7 +212,7 @@ class Command(BaseCommand):
             kind=ProgramKind.CUSTOMER,
             status=ProgramStatus.ACTIVE,
             access=ProgramAccess.OPEN,
-            landing_url=f"https://{domain}/signup",
+            landing_url=_hosted_landing_url(),
         )
         partner = Program.objects.create(
             tenant=tenant,
@@ -190,7 +221,7 @@ class Command(BaseCommand):
             kind=ProgramKind.PARTNER,
             status=ProgramStatus.ACTIVE,
             access=ProgramAccess.GATED,
-            landing_url=f"https://{domain}/partners",
+            landing_url=_hosted_landing_url(),
             attribution_model="position_based",
         )
         people = [(customer, row) for row in CUSTOMERS] + [(partner, row) for row in PARTNERS]
@@ -537,3 +568,18 @@ def _partner_rules(currency: str) -> tuple[dict, tuple[dict, str]]:
 
 
 DEMO_RULES = {"customers": _customer_rules, "partners": _partner_rules}
+
+
+def _site_host() -> str:
+    from urllib.parse import urlsplit
+
+    from django.conf import settings
+
+    return urlsplit(settings.SITE_URL).hostname or "127.0.0.1"
+
+
+def _hosted_landing_url() -> str:
+    """The platform's hosted landing page: a demo link (/r/<code>) lands on a page that exists."""
+    from django.conf import settings
+
+    return f"{settings.SITE_URL}/join/"

@@ -1,0 +1,607 @@
+"""Reads of the analytics pages, tenant first. They read the rollups (DailyTotal for tenant-wide figures,
+DailyRollup for per-participant ones), never raw clicks; a few small raw tables are read directly
+(rewards paid for time-to-reward percentiles, the "waiting for you" counts, other-channel customers)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import date, timedelta
+
+from django.db.models import F, Q, Sum
+from django.db.models.functions import TruncMonth, TruncWeek
+from django.utils import timezone
+
+from partners.models import ConflictStatus, DealConflict
+from programs.models import Participant, Program, ProgramKind, ProgramVersion
+from referrals.models import Referral, ReviewStatus
+from rewards.models import Payout, PayoutStatus, Reward, RewardStatus
+
+from . import metrics as m
+from .models import DailyRollup, DailyTotal, EconomicsSettings, OtherChannelCustomer, ParticipantKind
+from .rollups import METRICS
+
+PERIODS = {"7d": 7, "30d": 30, "90d": 90, "365d": 365}
+COUNT_METRICS = ["clicks", "referrals", "signups", "qualified", "customers", "rejected", "churned"]
+
+
+@dataclass(frozen=True)
+class Filters:
+    start: date
+    end: date  # inclusive
+    program_id: int | None = None
+    kind: str = ""  # customer / partner / employee
+    channel: str = ""
+    participant_id: int | None = None
+    currency: str = "USD"
+    period: str = "30d"
+
+    @property
+    def days(self) -> int:
+        return (self.end - self.start).days + 1
+
+    def previous(self) -> Filters:
+        """The period of the same length just before this one."""
+        return replace(self, start=self.start - timedelta(days=self.days), end=self.start - timedelta(days=1))
+
+    def query(self) -> str:
+        from urllib.parse import urlencode
+
+        values = {"period": self.period, "start": self.start.isoformat(), "end": self.end.isoformat()}
+        values.update(
+            {
+                key: value
+                for key, value in (
+                    ("program", self.program_id),
+                    ("kind", self.kind),
+                    ("channel", self.channel),
+                    ("participant", self.participant_id),
+                )
+                if value
+            }
+        )
+        return urlencode(values)
+
+
+def _parse_date(value: str | None) -> date | None:
+    try:
+        return date.fromisoformat(value) if value else None
+    except ValueError:
+        return None
+
+
+def filters_from_query(tenant, query, *, prefix: str = "") -> Filters:
+    """Filters from a page's query string (unknown or foreign values are ignored: a program id of another
+    tenant is dropped, so it can never widen what is shown)."""
+    today = timezone.now().date()
+    period = query.get(f"{prefix}period") or "30d"
+    start, end = _parse_date(query.get(f"{prefix}start")), _parse_date(query.get(f"{prefix}end"))
+    if period in PERIODS or not (start and end and start <= end):
+        period = period if period in PERIODS else "30d"
+        end = today
+        start = today - timedelta(days=PERIODS[period] - 1)
+    else:
+        period = "custom"
+    program = None
+    program_id = query.get(f"{prefix}program")
+    if program_id and str(program_id).isdigit():
+        program = Program.objects.for_tenant(tenant).filter(pk=int(program_id)).first()
+    participant_id = query.get(f"{prefix}participant")
+    participant = None
+    if participant_id and str(participant_id).isdigit():
+        participant = Participant.objects.for_tenant(tenant).filter(pk=int(participant_id)).first()
+    kind = query.get(f"{prefix}kind") or ""
+    channel = query.get(f"{prefix}channel") or ""
+    return Filters(
+        start=start,
+        end=end,
+        program_id=program.pk if program else None,
+        kind=kind if kind in ParticipantKind.values else "",
+        channel=channel if channel in _channels() else "",
+        participant_id=participant.pk if participant else None,
+        currency=program.currency if program else tenant.default_currency,
+        period=period,
+    )
+
+
+def _channels() -> list[str]:
+    from referrals.models import Channel
+
+    return list(Channel.values)
+
+
+def _scope(queryset, tenant, filters: Filters, *, dated: bool = True):
+    queryset = queryset.filter(tenant_id=tenant.pk, currency=filters.currency)
+    if dated:
+        queryset = queryset.filter(day__gte=filters.start, day__lte=filters.end)
+    if filters.program_id:
+        queryset = queryset.filter(program_id=filters.program_id)
+    if filters.kind:
+        queryset = queryset.filter(kind=filters.kind)
+    if filters.channel:
+        queryset = queryset.filter(channel=filters.channel)
+    if filters.participant_id:
+        queryset = queryset.filter(participant_id=filters.participant_id)
+    return queryset
+
+
+def _source(tenant, filters: Filters, *, dated: bool = True):
+    """DailyTotal unless a participant is chosen (per-participant figures live in DailyRollup only)."""
+    model = DailyRollup if filters.participant_id else DailyTotal
+    return _scope(model.objects.all(), tenant, filters, dated=dated)
+
+
+def _sums(queryset) -> dict[str, int]:
+    totals = queryset.aggregate(**{name: Sum(name) for name in METRICS})
+    return {name: int(value or 0) for name, value in totals.items()}
+
+
+def totals(tenant, filters: Filters) -> dict[str, int]:
+    return _sums(_source(tenant, filters))
+
+
+def derived(sums: dict[str, int], settings: EconomicsSettings | None = None) -> dict[str, float | int | None]:
+    """The figures computed from a period's sums (every ratio None when undefined)."""
+    settings = settings or EconomicsSettings(tenant_id=0)
+    cost = sums["rewards_earned_minor"]
+    customers = sums["customers"]
+    average_deal = m.ratio(sums["deal_minor"], customers)
+    return {
+        **sums,
+        "conversion_rate": m.percent(customers, sums["referrals"]),
+        "click_to_signup": m.percent(sums["signups"], sums["clicks"]),
+        "average_deal_minor": average_deal,
+        "sales_cycle_days": m.ratio(sums["sales_cycle_seconds"] / 86400, customers),
+        "roi_percent": m.roi_percent(sums["revenue_minor"], cost),
+        "cost_per_customer_minor": m.ratio(cost, customers),
+        "revenue_per_customer_minor": m.ratio(sums["revenue_minor"], customers),
+        "time_to_reward_mean_days": m.ratio(sums["reward_delay_seconds"] / 86400, sums["rewards_paid_count"]),
+        "earnings_per_click_minor": m.ratio(cost, sums["clicks"]),
+    }
+
+
+@dataclass(frozen=True)
+class Kpi:
+    key: str
+    label: str
+    value: float | int | None
+    previous: float | int | None
+    unit: str  # count, money, percent
+    currency: str = ""
+
+    @property
+    def change(self) -> float | None:
+        return m.change_percent(self.value, self.previous)
+
+
+KPI_SPECS = [
+    ("clicks", "Clicks", "count"),
+    ("signups", "Sign-ups", "count"),
+    ("qualified", "Qualified", "count"),
+    ("customers", "Customers", "count"),
+    ("revenue_minor", "Referred revenue", "money"),
+    ("rewards_owed_minor", "Rewards owed", "money"),
+    ("rewards_paid_minor", "Rewards paid", "money"),
+    ("roi_percent", "Program ROI", "percent"),
+]
+
+
+def totals_with_previous(tenant, filters: Filters) -> tuple[dict[str, int], dict[str, int]]:
+    """The period's sums and those of the period of the same length before it, in one query."""
+    previous = filters.previous()
+    rows = _source(tenant, replace(filters, start=previous.start))
+    current, before = Q(day__gte=filters.start), Q(day__lt=filters.start)
+    found = rows.aggregate(
+        **{f"now_{name}": Sum(name, filter=current) for name in METRICS},
+        **{f"before_{name}": Sum(name, filter=before) for name in METRICS},
+    )
+    return (
+        {name: int(found[f"now_{name}"] or 0) for name in METRICS},
+        {name: int(found[f"before_{name}"] or 0) for name in METRICS},
+    )
+
+
+def kpis(tenant, filters: Filters) -> list[Kpi]:
+    """The home's tiles: this period against the previous one of the same length."""
+    now, before = (derived(sums) for sums in totals_with_previous(tenant, filters))
+    return [
+        Kpi(key, label, now[key], before[key], unit, filters.currency if unit == "money" else "")
+        for key, label, unit in KPI_SPECS
+    ]
+
+
+def series(tenant, filters: Filters, *, grain: str = "day", fields=("clicks", "signups", "customers", "revenue_minor")):
+    """[{period, field: value …}] for every day / week / month of the range (missing ones as zero)."""
+    queryset = _source(tenant, filters)
+    if grain == "week":
+        queryset = queryset.annotate(period=TruncWeek("day"))
+    elif grain == "month":
+        queryset = queryset.annotate(period=TruncMonth("day"))
+    else:
+        queryset = queryset.annotate(period=F("day"))
+    rows = queryset.values("period").annotate(**{name: Sum(name) for name in fields}).order_by("period")
+    found = {_as_date(row["period"]): row for row in rows}
+    result = []
+    for period in _periods(filters.start, filters.end, grain):
+        row = found.get(period, {})
+        result.append({"period": period, **{name: int(row.get(name) or 0) for name in fields}})
+    return result
+
+
+def _as_date(value) -> date:
+    return value.date() if hasattr(value, "date") and callable(value.date) else value
+
+
+def _periods(start: date, end: date, grain: str) -> list[date]:
+    if grain == "week":
+        current = start - timedelta(days=start.weekday())
+        step = lambda d: d + timedelta(days=7)  # noqa: E731
+    elif grain == "month":
+        current = start.replace(day=1)
+        step = lambda d: (d.replace(day=28) + timedelta(days=4)).replace(day=1)  # noqa: E731
+    else:
+        current = start
+        step = lambda d: d + timedelta(days=1)  # noqa: E731
+    periods = []
+    while current <= end:
+        periods.append(current)
+        current = step(current)
+    return periods
+
+
+FUNNEL_STEPS = [("clicks", "Clicked"), ("signups", "Signed up"), ("qualified", "Qualified"), ("customers", "Converted")]
+
+
+def funnel(sums: dict[str, int]) -> list[dict]:
+    """Clicked → signed up → qualified → converted, with the drop-off at each step."""
+    steps = []
+    previous = None
+    for key, label in FUNNEL_STEPS:
+        count = sums[key]
+        steps.append(
+            {
+                "step": label,
+                "count": count,
+                "of_first": m.percent(count, sums["clicks"]),
+                "drop_off": None if previous is None else m.drop_off_percent(previous, count),
+            }
+        )
+        previous = count
+    return steps
+
+
+def funnel_by_channel(tenant, filters: Filters) -> dict[str, list[dict]]:
+    rows = _source(tenant, filters).values("channel").annotate(**{name: Sum(name) for name in METRICS})
+    by_channel = {row["channel"]: {name: int(row[name] or 0) for name in METRICS} for row in rows}
+    return {channel: funnel(by_channel.get(channel, dict.fromkeys(METRICS, 0))) for channel in _channels()}
+
+
+def leaderboard(tenant, filters: Filters, *, kind: str = "", order: str = "customers", limit: int = 10):
+    """Participants ranked by ``order`` over the period (from the per-participant rollups)."""
+    scoped = _scope(DailyRollup.objects.all(), tenant, replace(filters, kind=kind or filters.kind))
+    rows = (
+        scoped.values("participant_id")
+        .annotate(**{name: Sum(name) for name in METRICS})
+        .order_by(f"-{order}", "participant_id")[:limit]
+    )
+    rows = list(rows)
+    names = dict(
+        Participant.objects.for_tenant(tenant)
+        .filter(pk__in=[row["participant_id"] for row in rows])
+        .values_list("pk", "name")
+    )
+    return [
+        {
+            "participant_id": row["participant_id"],
+            "name": names.get(row["participant_id"], f"#{row['participant_id']}"),
+            **{name: int(row[name] or 0) for name in METRICS},
+            "earnings_per_click_minor": m.ratio(row["rewards_earned_minor"] or 0, row["clicks"] or 0),
+        }
+        for row in rows
+    ]
+
+
+def participant_figures(tenant, participant_ids, *, start: date | None = None, end: date | None = None):
+    """{participant id: {clicks, signups, customers, revenue_minor, earnings_minor, earnings_per_click_minor}}
+    over all time (or the range)."""
+    queryset = DailyRollup.objects.filter(tenant_id=tenant.pk, participant_id__in=list(participant_ids))
+    if start:
+        queryset = queryset.filter(day__gte=start)
+    if end:
+        queryset = queryset.filter(day__lte=end)
+    rows = queryset.values("participant_id").annotate(
+        clicks=Sum("clicks"),
+        signups=Sum("signups"),
+        customers=Sum("customers"),
+        revenue_minor=Sum("revenue_minor"),
+        earnings_minor=Sum("rewards_earned_minor"),
+    )
+    figures = {}
+    for row in rows:
+        values = {
+            key: int(row[key] or 0) for key in ("clicks", "signups", "customers", "revenue_minor", "earnings_minor")
+        }
+        values["earnings_per_click_minor"] = m.ratio(values["earnings_minor"], values["clicks"])
+        figures[row["participant_id"]] = values
+    return figures
+
+
+def waiting_for_you(tenant, *, now=None) -> list[dict]:
+    """What waits for the marketer: rewards to review, fraud cases, deal conflicts, failed payouts."""
+    now = now or timezone.now()
+    return [
+        {
+            "key": "rewards",
+            "label": "Rewards to review",
+            "count": Reward.objects.for_tenant(tenant)
+            .filter(status=RewardStatus.PENDING, is_current=True, hold_until__lte=now)
+            .count(),
+            "url": "admin:rewards_reward_changelist",
+            "query": "status__exact=pending",
+        },
+        {
+            "key": "fraud",
+            "label": "Fraud cases",
+            "count": Referral.objects.for_tenant(tenant).filter(review_status=ReviewStatus.FLAGGED).count(),
+            "url": "admin:referrals_fraudreview_changelist",
+            "query": "",
+        },
+        {
+            "key": "conflicts",
+            "label": "Deal conflicts",
+            "count": DealConflict.objects.for_tenant(tenant).filter(status=ConflictStatus.OPEN).count(),
+            "url": "admin:partners_dealconflict_changelist",
+            "query": "",
+        },
+        {
+            "key": "payouts",
+            "label": "Failed payouts",
+            "count": Payout.objects.for_tenant(tenant)
+            .filter(status__in=[PayoutStatus.FAILED, PayoutStatus.ABANDONED])
+            .count(),
+            "url": "admin:rewards_payout_changelist",
+            "query": "",
+        },
+    ]
+
+
+# --- program health -----------------------------------------------------------------------------------
+def referral_rate(tenant, filters: Filters, settings: EconomicsSettings | None = None) -> dict:
+    """Referring customers / all customers x 100, against the 15-25 % band. Referring customers: customer
+    participants with at least one referral in the period; all customers: the tenant's figure in the
+    economics settings, else the participants of customer programs."""
+    scoped = _scope(DailyRollup.objects.all(), tenant, replace(filters, kind=ParticipantKind.CUSTOMER))
+    referring = scoped.filter(referrals__gt=0).values("participant_id").distinct().count()
+    if settings and settings.total_customers:
+        customers = settings.total_customers
+    else:
+        programs = Program.objects.for_tenant(tenant).filter(kind=ProgramKind.CUSTOMER)
+        if filters.program_id:
+            programs = programs.filter(pk=filters.program_id)
+        customers = Participant.objects.for_tenant(tenant).filter(program__in=programs).count()
+    rate = m.percent(referring, customers)
+    low, high = m.REFERRAL_RATE_BAND
+    verdict = None if rate is None else "below" if rate < low else "above" if rate > high else "within"
+    return {
+        "referring": referring,
+        "customers": customers,
+        "rate": rate,
+        "band": m.REFERRAL_RATE_BAND,
+        "verdict": verdict,
+    }
+
+
+def time_to_reward(tenant, filters: Filters) -> dict:
+    """Median and 90th percentile of conversion → paid, in days, of rewards paid in the period."""
+    rewards = Reward.objects.for_tenant(tenant).filter(
+        status=RewardStatus.PAID,
+        is_current=True,
+        paid_at__date__gte=filters.start,
+        paid_at__date__lte=filters.end,
+        currency=filters.currency,
+    )
+    if filters.program_id:
+        rewards = rewards.filter(program_id=filters.program_id)
+    if filters.participant_id:
+        rewards = rewards.filter(participant_id=filters.participant_id)
+    if filters.kind:
+        kinds = [ProgramKind.PARTNER, ProgramKind.RESELLER] if filters.kind == "partner" else [filters.kind]
+        rewards = rewards.filter(program__kind__in=kinds)
+    days = [
+        max(0.0, (paid - converted).total_seconds() / 86400)
+        for paid, converted in rewards.values_list("paid_at", "converted_at")[:100_000]
+    ]
+    median, p90 = m.percentile(days, 0.5), m.percentile(days, 0.9)
+    return {
+        "count": len(days),
+        "median_days": median,
+        "p90_days": p90,
+        "target_days": m.TIME_TO_REWARD_TARGET_DAYS,
+        "on_target": None if p90 is None else p90 <= m.TIME_TO_REWARD_TARGET_DAYS,
+    }
+
+
+def referrer_activity(tenant, filters: Filters) -> dict:
+    """Active referrers in the last 90 days (to the period's end) and the top 10 %'s share of referrals."""
+    recent = replace(filters, start=filters.end - timedelta(days=89))
+    active = (
+        _scope(DailyRollup.objects.all(), tenant, recent)
+        .filter(referrals__gt=0)
+        .values("participant_id")
+        .distinct()
+        .count()
+    )
+    counts = list(
+        _scope(DailyRollup.objects.all(), tenant, filters)
+        .values("participant_id")
+        .annotate(n=Sum("referrals"))
+        .filter(n__gt=0)
+        .values_list("n", flat=True)
+    )
+    return {"active_90d": active, "referrers": len(counts), "top10_share": m.top_share_percent(counts)}
+
+
+def source_mix(tenant, filters: Filters) -> list[dict]:
+    """Referrals, customers and revenue by participant kind (customer / partner / employee)."""
+    rows = {
+        row["kind"]: row
+        for row in _source(tenant, replace(filters, kind=""))
+        .values("kind")
+        .annotate(referrals=Sum("referrals"), customers=Sum("customers"), revenue_minor=Sum("revenue_minor"))
+    }
+    total = sum(int(row["referrals"] or 0) for row in rows.values())
+    return [
+        {
+            "kind": label,
+            "referrals": int(rows.get(kind, {}).get("referrals") or 0),
+            "share": m.percent(int(rows.get(kind, {}).get("referrals") or 0), total),
+            "customers": int(rows.get(kind, {}).get("customers") or 0),
+            "revenue_minor": int(rows.get(kind, {}).get("revenue_minor") or 0),
+        }
+        for kind, label in ParticipantKind.choices
+    ]
+
+
+# --- economics ---------------------------------------------------------------------------------------
+def economics_settings(tenant) -> EconomicsSettings:
+    found = EconomicsSettings.objects.for_tenant(tenant).first()
+    return found or EconomicsSettings(tenant=tenant, currency=tenant.default_currency)
+
+
+def economics(tenant, filters: Filters, settings: EconomicsSettings | None = None) -> dict:
+    """ROI, payback, cost per acquired customer, LTV, CAC and LTV:CAC over the period.
+
+    Referred ARR = average first deal x 12 / billing months is not knowable here, so ARR is the average
+    first payment annualised as a yearly contract (B2B SaaS bills yearly); program cost = rewards earned +
+    the program's yearly running cost pro rata; CAC uses the customers of every channel acquired in the
+    year to the period's end.
+    """
+    settings = settings or economics_settings(tenant)
+    sums = totals(tenant, filters)
+    running_cost = settings.program_yearly_cost_minor * filters.days / 365
+    cost = sums["rewards_earned_minor"] + running_cost
+    customers = sums["customers"]
+    average_arr = m.ratio(sums["deal_minor"], customers)
+    cost_per_customer = m.ratio(cost, customers)
+    year = replace(filters, start=filters.end - timedelta(days=364))
+    referred_year = totals(tenant, year)["customers"]
+    other_year = (
+        OtherChannelCustomer.objects.for_tenant(tenant)
+        .filter(converted_at__date__gte=year.start, converted_at__date__lte=year.end)
+        .count()
+    )
+    customers_per_year = referred_year + other_year
+    ltv = m.ltv_minor(average_arr, settings.average_lifetime_months)
+    cac = m.cac_minor(settings.yearly_sales_marketing_spend_minor or None, customers_per_year)
+    return {
+        "revenue_minor": sums["revenue_minor"],
+        "rewards_minor": sums["rewards_earned_minor"],
+        "running_cost_minor": round(running_cost),
+        "cost_minor": round(cost),
+        "customers": customers,
+        "roi_percent": m.roi_percent(sums["revenue_minor"], cost) if cost else None,
+        "cost_per_customer_minor": cost_per_customer,
+        "average_arr_minor": average_arr,
+        "payback_months": m.payback_months(cost_per_customer, average_arr),
+        "payback_target_months": m.PAYBACK_TARGET_MONTHS,
+        "ltv_minor": ltv,
+        "customers_per_year": customers_per_year,
+        "cac_minor": cac,
+        "ltv_to_cac": m.ratio(ltv, cac),
+        "healthy_ltv_to_cac": m.HEALTHY_LTV_TO_CAC,
+        "lifetime_months": settings.average_lifetime_months,
+        "yearly_spend_minor": settings.yearly_sales_marketing_spend_minor,
+    }
+
+
+def channel_comparison(tenant, filters: Filters, settings: EconomicsSettings | None = None) -> list[dict]:
+    """Referred customers against every other channel the tenant reported: conversion rate, sales cycle,
+    deal size and LTV (ARR x the average lifetime)."""
+    settings = settings or economics_settings(tenant)
+    sums = totals(tenant, filters)
+    referred_deal = m.ratio(sums["deal_minor"], sums["customers"])
+    rows = [
+        {
+            "channel": "referral",
+            "leads": sums["referrals"],
+            "customers": sums["customers"],
+            "conversion_rate": m.percent(sums["customers"], sums["referrals"]),
+            "sales_cycle_days": m.ratio(sums["sales_cycle_seconds"] / 86400, sums["customers"]),
+            "deal_minor": referred_deal,
+            "ltv_minor": m.ltv_minor(referred_deal, settings.average_lifetime_months),
+        }
+    ]
+    others = OtherChannelCustomer.objects.for_tenant(tenant).filter(
+        currency=filters.currency, lead_at__date__gte=filters.start, lead_at__date__lte=filters.end
+    )
+    by_channel: dict[str, list[OtherChannelCustomer]] = {}
+    for customer in others.only("channel", "lead_at", "converted_at", "deal_minor", "arr_minor")[:200_000]:
+        by_channel.setdefault(customer.channel, []).append(customer)
+    for channel, leads in sorted(by_channel.items()):
+        won = [lead for lead in leads if lead.converted_at]
+        cycles = [(lead.converted_at - lead.lead_at).total_seconds() / 86400 for lead in won]
+        average_arr = m.ratio(sum(lead.arr_minor for lead in won), len(won))
+        rows.append(
+            {
+                "channel": channel,
+                "leads": len(leads),
+                "customers": len(won),
+                "conversion_rate": m.percent(len(won), len(leads)),
+                "sales_cycle_days": m.ratio(sum(cycles), len(cycles)),
+                "deal_minor": m.ratio(sum(lead.deal_minor for lead in won), len(won)),
+                "ltv_minor": m.ltv_minor(average_arr, settings.average_lifetime_months),
+            }
+        )
+    return rows
+
+
+# --- comparisons ----------------------------------------------------------------------------------
+def rule_version_period(tenant, version_id) -> tuple[ProgramVersion, date, date] | None:
+    """The days a rule version was the program's current one (to its successor's start, or today)."""
+    version = ProgramVersion.objects.for_tenant(tenant).filter(pk=version_id).select_related("program").first()
+    if version is None:
+        return None
+    successor = (
+        ProgramVersion.objects.for_tenant(tenant)
+        .filter(program_id=version.program_id, number__gt=version.number)
+        .order_by("number")
+        .first()
+    )
+    end = (successor.created_at.date() - timedelta(days=1)) if successor else timezone.now().date()
+    start = version.created_at.date()
+    return version, start, max(start, end)
+
+
+COMPARED = ["clicks", "referrals", "signups", "qualified", "customers", "revenue_minor", "rewards_earned_minor"]
+COMPARED_DERIVED = ["conversion_rate", "roi_percent", "cost_per_customer_minor", "average_deal_minor"]
+
+
+def compare(tenant, left: Filters, right: Filters) -> list[dict]:
+    """The same figures side by side for two filter sets (two programs, two periods, two rule versions),
+    with the difference in percent; daily averages too, since the two may differ in length."""
+    a, b = derived(totals(tenant, left)), derived(totals(tenant, right))
+    rows = []
+    for key in COMPARED + COMPARED_DERIVED:
+        rows.append({"figure": key, "a": a[key], "b": b[key], "change": m.change_percent(b[key], a[key])})
+    for key in ("clicks", "customers", "revenue_minor"):
+        per_day_a, per_day_b = m.ratio(a[key], left.days), m.ratio(b[key], right.days)
+        rows.append(
+            {
+                "figure": f"{key} per day",
+                "a": per_day_a,
+                "b": per_day_b,
+                "change": m.change_percent(per_day_b, per_day_a),
+            }
+        )
+    return rows
+
+
+def programs_of(tenant):
+    return Program.objects.for_tenant(tenant).order_by("name")
+
+
+def rule_versions_of(tenant):
+    return ProgramVersion.objects.for_tenant(tenant).select_related("program").order_by("program__name", "number")
+
+
+def counts_are_empty(tenant) -> bool:
+    return not DailyTotal.objects.filter(tenant_id=tenant.pk).exists()

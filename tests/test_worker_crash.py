@@ -1,0 +1,178 @@
+"""Issue 13: a worker killed mid-batch leaves nothing stuck and nothing done twice.
+
+Two Celery workers run as separate processes with different host names, consuming one queue through the
+real Redis broker, against this test run's PostgreSQL database. 100 payment conversions are queued; one
+worker is killed with SIGKILL while the batch is being processed (its late-acknowledged task stays invisible
+in Redis until the 12-hour visibility timeout), then restarted. The survivor plus the reconciler
+(referral_platform/reconcile.py) finish the batch: every conversion is processed, attributed and rewarded
+exactly once.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import redis
+from django.conf import settings
+from django.db import connection
+from django.db.models import Count
+from django.utils import timezone
+
+from referral_platform.celery import app
+from referral_platform.reconcile import reconcile
+from referrals.models import Attribution, ConversionEvent, ConversionEventStatus
+from referrals.services import conversion_event_receive
+from referrals.tasks import process_conversion_event
+from rewards.models import Reward, RewardEvaluation
+from rewards.tests.pipeline import program_with_rules, referrer, rules_doc
+from tests import factories as f
+
+ROOT = Path(__file__).resolve().parent.parent
+CONVERSIONS = 100
+DEADLINE_SECONDS = 240  # a bound on waiting for the workers, never an assertion on timing
+
+
+def _database_url() -> str:
+    db = connection.settings_dict
+    return f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+class Workers:
+    def __init__(self, queue: str):
+        self.queue = queue
+        self.env = dict(
+            os.environ,
+            DJANGO_SETTINGS_MODULE="referral_platform.settings.test",
+            DATABASE_URL=_database_url(),
+            REDIS_URL=settings.REDIS_URL,
+            CACHE_KEY_PREFIX=settings.CACHES["default"]["KEY_PREFIX"],
+            CELERY_TEST_QUEUE=queue,
+        )
+        self.processes: dict[str, subprocess.Popen] = {}
+
+    def start(self, hostname: str) -> subprocess.Popen:
+        command = [sys.executable, "-m", "celery", "-A", "referral_platform", "worker", "-n", hostname]
+        command += ["-Q", self.queue, "-P", "solo", "-c", "1", "--without-gossip", "--without-mingle"]
+        command += ["--without-heartbeat", "-l", "WARNING"]
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        self.processes[hostname] = process
+        return process
+
+    def stop_all(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.terminate()
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+@pytest.fixture
+def workers():
+    queue = f"crash-test-{uuid.uuid4().hex[:8]}"
+    previous = (app.conf.task_always_eager, app.conf.task_default_queue)
+    # This process queues through the broker too (the batch, and the reconciler's re-queues).
+    app.conf.task_always_eager = False
+    app.conf.task_default_queue = queue
+    pool = Workers(queue)
+    yield pool
+    pool.stop_all()
+    app.conf.task_always_eager, app.conf.task_default_queue = previous
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    broker.delete(queue)
+    broker.close()
+
+
+def _processed() -> int:
+    return ConversionEvent.objects.exclude(status=ConversionEventStatus.RECEIVED).count()
+
+
+def _wait_until(predicate, what: str) -> None:
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"gave up waiting for {what}")
+        time.sleep(0.2)
+
+
+def _queue_drained(queue: str) -> bool:
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    try:
+        return broker.llen(queue) == 0
+    finally:
+        broker.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_workers_one_killed_mid_batch_every_conversion_attributed_and_rewarded_once(world, workers):
+    program = program_with_rules(world.a, rules_doc(referrer=[{"kind": "flat_per_conversion", "amount_minor": 5_000}]))
+    # One referrer brings the whole batch: bursts are this test's point, not fraud.
+    f.FraudPolicyFactory(program=program, velocity_enabled=False)
+    _, link = referrer(program, "Dana Whitfield")
+    at = timezone.now() - timedelta(hours=1)
+    events = [
+        conversion_event_receive(
+            tenant=world.a,
+            external_event_id=f"evt_crash_{n:03d}",
+            kind="payment",
+            amount_minor=100_00,
+            currency="USD",
+            occurred_at=at,
+            customer_external_id=f"cus_crash_{n:03d}",
+            referral_code=link.code,
+            raw={"n": n},
+            queue_processing=False,
+        ).event
+        for n in range(CONVERSIONS)
+    ]
+    # Given two workers on two "hosts" consuming the batch
+    doomed = workers.start("doomed@host-a")
+    workers.start("survivor@host-b")
+    for event in events:
+        process_conversion_event.apply_async((event.pk,))
+
+    # When one of them is killed mid-batch (and later restarted under its name)
+    _wait_until(lambda: _processed() >= CONVERSIONS // 4, "a quarter of the batch")
+    doomed.send_signal(signal.SIGKILL)
+    doomed.wait(timeout=30)
+    processed_at_kill = _processed()
+    _wait_until(lambda: _queue_drained(workers.queue), "the survivor to drain the queue")
+    workers.start("doomed@host-a")
+
+    # ... and the reconciler runs its periods until nothing is left in a non-final state
+    for _ in range(20):
+        time.sleep(1.5)
+        reconcile(stale_seconds=1)
+        _wait_until(lambda: _queue_drained(workers.queue), "the re-queued work to be taken")
+        settled = RewardEvaluation.objects.filter(conversion_event__in=events).count()
+        if _processed() == CONVERSIONS and settled == CONVERSIONS:
+            break
+
+    # Then every conversion is processed, attributed and rewarded exactly once
+    assert processed_at_kill < CONVERSIONS, "the kill happened after the batch was done: not mid-batch"
+    statuses = dict(
+        ConversionEvent.objects.filter(pk__in=[e.pk for e in events])
+        .values_list("status")
+        .annotate(n=Count("pk"))
+        .values_list("status", "n")
+    )
+    assert statuses == {ConversionEventStatus.PROCESSED: CONVERSIONS}
+    attributions = Attribution.objects.filter(conversion_event__in=events)
+    assert attributions.count() == CONVERSIONS
+    assert set(attributions.values("conversion_event").annotate(n=Count("pk")).values_list("n", flat=True)) == {1}
+    rewards = Reward.objects.filter(conversion_event__in=events, participant__program=program)
+    assert rewards.count() == CONVERSIONS
+    assert set(rewards.values("conversion_event").annotate(n=Count("pk")).values_list("n", flat=True)) == {1}
+    assert RewardEvaluation.objects.filter(conversion_event__in=events).count() == CONVERSIONS
