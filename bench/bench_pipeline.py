@@ -84,6 +84,10 @@ def configure_environment() -> None:
     for name in ("DATABASE_URL", "REDIS_URL"):
         if not os.environ.get(name):
             raise SystemExit(f"{name} is not set: run through `make bench` (scripts/devstack.py provides it)")
+    if os.environ.get("DATABASE_OWNER_URL"):
+        # `make bench` runs the application as a restricted role; the scratch database is created and
+        # migrated by the owner, and the server and workers use that role on it (it holds no other data).
+        os.environ["DATABASE_URL"] = os.environ["DATABASE_OWNER_URL"]
     pid = os.getpid()
     os.environ.update(
         {
