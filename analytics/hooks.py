@@ -25,17 +25,6 @@ def _refresh(tenant_id: int, *, referral_ids=(), event_ids=(), reward_ids=()) ->
     )
 
 
-def _referral_related(referral_id: int, tenant_id: int) -> tuple[list[int], list[int]]:
-    from referrals.models import ConversionEvent
-    from rewards.models import Reward
-
-    events = list(
-        ConversionEvent.objects.for_tenant(tenant_id).filter(referral_id=referral_id).values_list("pk", flat=True)
-    )
-    rewards = list(Reward.objects.for_tenant(tenant_id).filter(referral_id=referral_id).values_list("pk", flat=True))
-    return events, rewards
-
-
 def on_clicks_flushed(*, click_ids: list[int]) -> None:
     from .tasks import refresh_clicks
 
@@ -44,8 +33,8 @@ def on_clicks_flushed(*, click_ids: list[int]) -> None:
 
 
 def on_referral(*, referral, change: str = "created") -> None:
-    events, rewards = _referral_related(referral.pk, referral.tenant_id)
-    _refresh(referral.tenant_id, referral_ids=[referral.pk], event_ids=events, reward_ids=rewards)
+    # The task adds the referral's events and rewards: nothing is read here, in the caller's transaction.
+    _refresh(referral.tenant_id, referral_ids=[referral.pk])
 
 
 def on_conversion(*, event) -> None:

@@ -286,9 +286,22 @@ def _current_keys(tenant_id: int, source: str, ids: list[int]) -> dict[int, set[
 def rollups_refresh_sources(
     *, tenant_id: int, referral_ids: Iterable[int] = (), event_ids: Iterable[int] = (), reward_ids: Iterable[int] = ()
 ) -> int:
-    """Recompute every bucket the given referrals, conversion events and rewards touch now or touched
-    at their last refresh (their footprints), then record their new footprints. Idempotent."""
+    """Recompute every bucket the given referrals (with their conversion events and rewards), conversion
+    events and rewards touch now or touched at their last refresh (their footprints), then record their
+    new footprints. Idempotent."""
     _lock(tenant_id)
+    referral_ids = sorted(set(referral_ids))
+    event_ids, reward_ids = set(event_ids), set(reward_ids)
+    if referral_ids:
+        # A referral's change moves its events' and rewards' buckets too (its link, referrer, review status).
+        event_ids |= set(
+            ConversionEvent.objects.for_tenant(tenant_id)
+            .filter(referral_id__in=referral_ids)
+            .values_list("pk", flat=True)
+        )
+        reward_ids |= set(
+            Reward.objects.for_tenant(tenant_id).filter(referral_id__in=referral_ids).values_list("pk", flat=True)
+        )
     keys: set[Key] = set()
     for source, ids in (("referral", referral_ids), ("event", event_ids), ("reward", reward_ids)):
         ids = sorted(set(ids))

@@ -279,20 +279,14 @@ def leaderboard(tenant, filters: Filters, *, kind: str = "", order: str = "custo
     """Participants ranked by ``order`` over the period (from the per-participant rollups)."""
     scoped = _scope(DailyRollup.objects.all(), tenant, replace(filters, kind=kind or filters.kind))
     rows = (
-        scoped.values("participant_id")
+        scoped.values("participant_id", "participant__name")
         .annotate(**{name: Sum(name) for name in METRICS})
         .order_by(f"-{order}", "participant_id")[:limit]
-    )
-    rows = list(rows)
-    names = dict(
-        Participant.objects.for_tenant(tenant)
-        .filter(pk__in=[row["participant_id"] for row in rows])
-        .values_list("pk", "name")
     )
     return [
         {
             "participant_id": row["participant_id"],
-            "name": names.get(row["participant_id"], f"#{row['participant_id']}"),
+            "name": row["participant__name"] or f"#{row['participant_id']}",
             **{name: int(row[name] or 0) for name in METRICS},
             "earnings_per_click_minor": m.ratio(row["rewards_earned_minor"] or 0, row["clicks"] or 0),
         }
@@ -325,42 +319,42 @@ def participant_figures(tenant, participant_ids, *, start: date | None = None, e
     return figures
 
 
+WAITING = [
+    ("rewards", "Rewards to review", "admin:rewards_reward_changelist", "status__exact=pending"),
+    ("fraud", "Fraud cases", "admin:referrals_fraudreview_changelist", ""),
+    ("conflicts", "Deal conflicts", "admin:partners_dealconflict_changelist", ""),
+    ("payouts", "Failed payouts", "admin:rewards_payout_changelist", ""),
+]
+
+
 def waiting_for_you(tenant, *, now=None) -> list[dict]:
-    """What waits for the marketer: rewards to review, fraud cases, deal conflicts, failed payouts."""
+    """What waits for the marketer, counted in one query: rewards past their hold still pending review,
+    referrals flagged by fraud screening, open deal conflicts, failed or abandoned payouts."""
+    from django.db import connection
+
     now = now or timezone.now()
+    sql = f"""SELECT
+        (SELECT COUNT(*) FROM {Reward._meta.db_table} WHERE tenant_id = %(t)s AND status = %(pending)s
+            AND is_current AND hold_until <= %(now)s),
+        (SELECT COUNT(*) FROM {Referral._meta.db_table} WHERE tenant_id = %(t)s AND review_status = %(flagged)s),
+        (SELECT COUNT(*) FROM {DealConflict._meta.db_table} WHERE tenant_id = %(t)s AND status = %(open)s),
+        (SELECT COUNT(*) FROM {Payout._meta.db_table} WHERE tenant_id = %(t)s AND status IN (%(failed)s, %(abandoned)s))
+    """  # noqa: S608 - table names from model metadata
+    params = {
+        "t": tenant.pk,
+        "now": now,
+        "pending": RewardStatus.PENDING,
+        "flagged": ReviewStatus.FLAGGED,
+        "open": ConflictStatus.OPEN,
+        "failed": PayoutStatus.FAILED,
+        "abandoned": PayoutStatus.ABANDONED,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        counts = cursor.fetchone()
     return [
-        {
-            "key": "rewards",
-            "label": "Rewards to review",
-            "count": Reward.objects.for_tenant(tenant)
-            .filter(status=RewardStatus.PENDING, is_current=True, hold_until__lte=now)
-            .count(),
-            "url": "admin:rewards_reward_changelist",
-            "query": "status__exact=pending",
-        },
-        {
-            "key": "fraud",
-            "label": "Fraud cases",
-            "count": Referral.objects.for_tenant(tenant).filter(review_status=ReviewStatus.FLAGGED).count(),
-            "url": "admin:referrals_fraudreview_changelist",
-            "query": "",
-        },
-        {
-            "key": "conflicts",
-            "label": "Deal conflicts",
-            "count": DealConflict.objects.for_tenant(tenant).filter(status=ConflictStatus.OPEN).count(),
-            "url": "admin:partners_dealconflict_changelist",
-            "query": "",
-        },
-        {
-            "key": "payouts",
-            "label": "Failed payouts",
-            "count": Payout.objects.for_tenant(tenant)
-            .filter(status__in=[PayoutStatus.FAILED, PayoutStatus.ABANDONED])
-            .count(),
-            "url": "admin:rewards_payout_changelist",
-            "query": "",
-        },
+        {"key": key, "label": label, "count": int(count), "url": url, "query": query}
+        for (key, label, url, query), count in zip(WAITING, counts, strict=True)
     ]
 
 
@@ -601,7 +595,3 @@ def programs_of(tenant):
 
 def rule_versions_of(tenant):
     return ProgramVersion.objects.for_tenant(tenant).select_related("program").order_by("program__name", "number")
-
-
-def counts_are_empty(tenant) -> bool:
-    return not DailyTotal.objects.filter(tenant_id=tenant.pk).exists()

@@ -109,6 +109,16 @@ def prepare_database() -> None:
     call_command("migrate", "--no-input", "--run-syncdb", verbosity=0)
 
 
+def database_role() -> str:
+    """Which role the figures were measured with (issue 14: the app runs as a restricted role)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user")
+        role, superuser = cursor.fetchone()
+    return f"database role: {role} ({'superuser' if superuser else 'restricted, no superuser'})"
+
+
 def create_fixtures() -> dict:
     """A bench tenant with an active program and LINKS links; as many pinax referrals."""
     from pinax.referrals.models import Referral as PinaxReferral
@@ -399,6 +409,7 @@ def run() -> int:
 
     django.setup()
     prepare_database()
+    log(database_role())
     fixtures = None
     server = None
     try:

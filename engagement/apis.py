@@ -230,11 +230,11 @@ class TriggerPolicyListCreateApi(TenantAPIView, generics.ListAPIView):
     def post(self, request):
         data = TriggerPolicySerializer(data=request.data, context=self.get_serializer_context())
         data.is_valid(raise_exception=True)
-        policy = selectors_policy_save(tenant=self.tenant, values=data.validated_data)
+        policy = _policy_save(tenant=self.tenant, values=data.validated_data)
         return Response(TriggerPolicySerializer(policy, context=self.get_serializer_context()).data, status=201)
 
 
-def selectors_policy_save(*, tenant, values: dict, policy: TriggerPolicy | None = None) -> TriggerPolicy:
+def _policy_save(*, tenant, values: dict, policy: TriggerPolicy | None = None) -> TriggerPolicy:
     from .services.policies import trigger_policy_save
 
     return trigger_policy_save(tenant=tenant, policy=policy, **values)
@@ -249,7 +249,7 @@ class TriggerPolicyDetailApi(TenantAPIView, generics.RetrieveAPIView):
         policy = self.get_object()
         data = TriggerPolicySerializer(policy, data=request.data, context=self.get_serializer_context())
         data.is_valid(raise_exception=True)
-        policy = selectors_policy_save(tenant=self.tenant, values=data.validated_data, policy=policy)
+        policy = _policy_save(tenant=self.tenant, values=data.validated_data, policy=policy)
         return Response(TriggerPolicySerializer(policy, context=self.get_serializer_context()).data)
 
 

@@ -79,6 +79,8 @@ def on_referral_changed(*, referral, change: str) -> None:
 def on_reward_changed(*, reward, change: str) -> None:
     from .services import webhook_emit
 
+    if change == "reversed" and reward.clawed_back_minor:
+        change = "clawed_back"  # a paid reward taken back in full ends reversed: the CRM hears "clawed back"
     event_type = REWARD_EVENTS.get(change)
     if event_type is None:
         return

@@ -298,3 +298,20 @@ def test_zero_cost_roi_is_undefined_not_infinite(world):
     assert economics["payback_months"] == 0
     roi_row = next(row for row in body if row[0].startswith("Program ROI"))
     assert roi_row[1] == DASH
+
+
+def test_waiting_for_you_counts_each_queue_of_its_own_workspace_only(world):
+    program = f.ProgramFactory(tenant=world.a)
+    person = f.ParticipantFactory(program=program)
+    f.RewardFactory(participant=person, status="pending", hold_until=timezone.now() - DAY)
+    f.RewardFactory(participant=person, status="pending", hold_until=timezone.now() + DAY)  # still on hold
+    f.ReferralFactory(referrer=person, review_status="flagged")
+    f.DealConflictFactory(holder=f.DealRegistrationFactory(partner=f.PartnerFactory(tenant=world.a)))
+    f.PayoutFactory(participant=person, status="failed")
+    f.PayoutFactory(participant=person, status="abandoned")
+
+    mine = {item["key"]: item["count"] for item in s.waiting_for_you(world.a)}
+    theirs = {item["key"]: item["count"] for item in s.waiting_for_you(world.b)}
+
+    assert mine == {"rewards": 1, "fraud": 1, "conflicts": 1, "payouts": 2}
+    assert theirs == {"rewards": 0, "fraud": 0, "conflicts": 0, "payouts": 0}

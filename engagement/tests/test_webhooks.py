@@ -202,3 +202,34 @@ def test_the_secret_is_shown_in_full_only_when_created_or_rotated(world):
     assert created["secret"].startswith("whsec_") and len(created["secret"]) > 20
     assert listed["secret"] == "…" + created["secret"][-4:]
     assert rotated["secret"].startswith("whsec_") and rotated["secret"] != created["secret"]
+
+
+@pytest.mark.parametrize(
+    "change, clawed_back_minor, expected",
+    [
+        ("approved", 0, "reward.approved"),
+        ("paid", 0, "reward.paid"),
+        ("clawed_back", 500, "reward.clawed_back"),
+        ("reversed", 500, "reward.clawed_back"),
+        ("reversed", 0, None),
+        ("created", 0, None),
+    ],
+    ids=["approved", "paid", "clawed-back", "reversed-after-payout", "reversed-before-payout", "created"],
+)
+def test_reward_changes_map_to_webhook_events(monkeypatch, change, clawed_back_minor, expected):
+    from types import SimpleNamespace
+
+    from engagement import hooks as engagement_hooks
+    from engagement import services
+
+    sent = []
+    monkeypatch.setattr(services, "webhook_emit", lambda **kwargs: sent.append(kwargs["event_type"]))
+    participant = SimpleNamespace(pk=1, external_id="c", email="c@x.example", name="C", program_id=1)
+    reward = SimpleNamespace(
+        pk=7, tenant_id=1, status="x", amount_minor=1_000, reversed_minor=0, clawed_back_minor=clawed_back_minor,
+        currency="USD", referral_id=None, participant=participant,
+    )  # fmt: skip
+
+    engagement_hooks.on_reward_changed(reward=reward, change=change)
+
+    assert sent == ([expected] if expected else [])

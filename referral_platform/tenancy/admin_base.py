@@ -65,6 +65,14 @@ class TenantAdminSite(admin.AdminSite):
         target = safe_next(request, request.GET.get("next"), default="admin:index")
         return redirect(f"{reverse('account_login')}?{urlencode({'next': target})}")
 
+    def get_app_list(self, request, app_label=None):
+        """By task (Programs · People · Activity · Money · Trust · Settings, raw tables in "Data"), except on an
+        app's own page (/admin/<app>/), which keeps Django's per-app list."""
+        from .admin_sections import sectioned_app_list
+
+        app_list = super().get_app_list(request, app_label)
+        return app_list if app_label else sectioned_app_list(app_list, self._registry)
+
     def each_context(self, request):
         context = super().each_context(request)
         actor = request_actor(request)

@@ -125,7 +125,8 @@ def test_bad_form_input_shows_the_field_error_and_writes_nothing(client, invitat
 
     page = response.content.decode()
     assert response.status_code == 400
-    assert f'id="id_{field}_error"' in page and message in page
+    # the error list carries the id Django's aria-describedby points at (issue 11: ids that exist)
+    assert f'id="id_{field}_error"' in page and f'aria-describedby="id_{field}_error"' in page and message in page
     assert _counts() == before
 
 
