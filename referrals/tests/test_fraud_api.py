@@ -98,12 +98,14 @@ def test_bad_input_is_a_400_naming_the_field_and_changes_nothing(world, flagged,
     assert not AuditEvent.objects.filter(action__in=["referral.review.cleared", "referral.review.rejected"]).exists()
 
 
-def test_deciding_an_unflagged_referral_is_a_400_naming_the_review_status(world):
+def test_deciding_an_unflagged_referral_is_a_409_naming_the_review_status(world):
+    """A move the review state machine does not allow is a conflict with the referral's state (409), like every
+    refused status move in the API, and names the field."""
     referral = f.ReferralFactory(referrer=f.ParticipantFactory(program=f.ProgramFactory(tenant=world.a)))
 
     response = world.api(world.key_a).post(url(referral), {"decision": "clear", "reason": "ok"}, format="json")
 
-    assert response.status_code == 400
+    assert response.status_code == 409
     assert list(response.json()["error"]["fields"]) == ["review_status"]
     assert Referral.objects.get(pk=referral.pk).review_status == ReviewStatus.CLEAR
 
