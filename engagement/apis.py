@@ -3,13 +3,14 @@ and their delivery log, the NPS report, and signed dashboard URLs for embedding.
 
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import generics, serializers
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 
 from programs.models import Participant, Program
-from referral_platform.tenancy.api import TenantAPIView
+from referral_platform.tenancy.api import TenantAPIView, int_param
 from referrals.apis import TenantPrimaryKeyField
 
 from . import selectors, services
@@ -194,6 +195,7 @@ class NpsReportApi(TenantAPIView):
 
     model = Moment
 
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
     def get(self, request):
         program_id = request.query_params.get("program")
         return Response({"months": selectors.nps_funnel(self.tenant, program_id=program_id)})
@@ -269,13 +271,14 @@ class MessageTemplateApi(TenantAPIView):
             raise serializers.ValidationError({"kind": f"Choose one of: {', '.join(CommunicationKind.values)}."})
         return self.get_queryset().filter(pk=pk).first() or _not_found()
 
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
     def get(self, request, pk, kind):
         from .services.communications import template_for
 
         subject, body = template_for(program=self._program(pk, kind), kind=kind)
         return Response({"kind": kind, "subject": subject, "body": body})
 
-    @extend_schema(request=TemplateInputSerializer)
+    @extend_schema(request=TemplateInputSerializer, responses={200: OpenApiTypes.OBJECT})
     def put(self, request, pk, kind):
         program = self._program(pk, kind)
         data = TemplateInputSerializer(data=request.data)
@@ -293,9 +296,22 @@ def _not_found():
 class MessageTemplatePreviewApi(MessageTemplateApi):
     """POST a draft (or nothing) to see it as a sample participant would."""
 
+    http_method_names = ["get", "post", "head"]
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
     def get(self, request, pk, kind):
         return Response(services.message_template_preview(program=self._program(pk, kind), kind=kind))
 
+    @extend_schema(
+        request=inline_serializer(
+            "TemplateDraft",
+            fields={
+                "subject": serializers.CharField(required=False, allow_blank=True),
+                "body": serializers.CharField(required=False, allow_blank=True),
+            },
+        ),
+        responses={200: OpenApiTypes.OBJECT},
+    )
     def post(self, request, pk, kind):
         program = self._program(pk, kind)
         return Response(
@@ -307,27 +323,24 @@ class MessageTemplatePreviewApi(MessageTemplateApi):
             )
         )
 
-    def put(self, request, pk, kind):  # pragma: no cover - not offered here
-        return _not_found()
-
 
 class TestSendInputSerializer(serializers.Serializer):
     to = serializers.EmailField()
 
 
 class MessageTemplateTestSendApi(MessageTemplateApi):
+    http_method_names = ["get", "post", "head"]
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
     def get(self, request, pk, kind):
         return Response(services.message_template_preview(program=self._program(pk, kind), kind=kind))
 
-    @extend_schema(request=TestSendInputSerializer)
+    @extend_schema(request=TestSendInputSerializer, responses={200: OpenApiTypes.OBJECT})
     def post(self, request, pk, kind):
         program = self._program(pk, kind)
         data = TestSendInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         return Response(services.message_template_test_send(program=program, kind=kind, to=data.validated_data["to"]))
-
-    def put(self, request, pk, kind):  # pragma: no cover
-        return _not_found()
 
 
 class CampaignInputSerializer(serializers.Serializer):
@@ -350,11 +363,12 @@ class ProgramCommunicationApi(TenantAPIView):
 
     model = Program
 
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
     def get(self, request, pk):
         program = self.get_queryset().filter(pk=pk).first() or _not_found()
         return Response({"sent": selectors.communication_counts(self.tenant, program=program)})
 
-    @extend_schema(request=CampaignInputSerializer)
+    @extend_schema(request=CampaignInputSerializer, responses={201: OpenApiTypes.OBJECT})
     def post(self, request, pk):
         program = self.get_queryset().filter(pk=pk).first() or _not_found()
         data = CampaignInputSerializer(data=request.data)
@@ -377,20 +391,32 @@ class ParticipantCommunicationListApi(TenantAPIView):
 
     model = Participant
 
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
     def get(self, request, pk):
         participant = self.get_queryset().filter(pk=pk).first() or _not_found()
         return Response({"results": selectors.participant_send_log(self.tenant, participant=participant)})
 
 
 # --- embedding ------------------------------------------------------------------------------------
+DASHBOARD_URL_RESPONSE = inline_serializer(
+    "DashboardUrl",
+    fields={
+        "url": serializers.URLField(help_text="Signed dashboard URL; link to it or frame it from an allowed domain."),
+        "expires_at": serializers.DateTimeField(help_text="After this moment the URL is refused (403)."),
+    },
+)
+
+
 class DashboardUrlApi(TenantAPIView):
     """A short-lived signed URL of the participant's dashboard, to link or frame from the tenant's product."""
 
     model = Participant
 
+    @extend_schema(request=None, responses={200: DASHBOARD_URL_RESPONSE})
     def get(self, request, pk):
         return self.post(request, pk)
 
+    @extend_schema(request=None, responses={200: DASHBOARD_URL_RESPONSE})
     def post(self, request, pk):
         participant = self.get_queryset().filter(pk=pk).first() or _not_found()
         url, expires_at = services.embed_url_create(participant)
@@ -478,6 +504,7 @@ class WebhookEndpointRotateApi(TenantAPIView, generics.RetrieveAPIView):
     model = WebhookEndpoint
     serializer_class = WebhookEndpointSerializer
 
+    @extend_schema(request=None, responses={200: WebhookEndpointSerializer})
     def post(self, request, pk):
         endpoint = services.webhook_endpoint_rotate_secret(endpoint=self.get_object())
         return Response(WebhookEndpointSerializer(endpoint, context={"reveal_secret": True}).data)
@@ -506,13 +533,16 @@ class WebhookDeliverySerializer(serializers.ModelSerializer):
 
 
 class WebhookDeliveryListApi(TenantAPIView, generics.ListAPIView):
+    """Outbound webhook deliveries, newest first, each with its attempts; filter with ``?endpoint=<id>``."""
+
     model = WebhookDelivery
     serializer_class = WebhookDeliverySerializer
+    query_params_allowed = ("endpoint",)
 
     def scope_queryset(self, queryset):
         queryset = queryset.select_related("message")
-        endpoint = self.request.query_params.get("endpoint")
-        return queryset.filter(endpoint_id=endpoint) if endpoint and endpoint.isdigit() else queryset
+        endpoint = int_param(self.request, "endpoint")
+        return queryset.filter(endpoint_id=endpoint) if endpoint is not None else queryset
 
 
 class WebhookDeliveryResendApi(TenantAPIView, generics.RetrieveAPIView):
@@ -556,10 +586,11 @@ class EngagementSettingsApi(TenantAPIView):
 
     model = Moment
 
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
     def get(self, request):
         return Response(selectors.engagement_settings(self.tenant))
 
-    @extend_schema(request=EngagementSettingsSerializer)
+    @extend_schema(request=EngagementSettingsSerializer, responses={200: OpenApiTypes.OBJECT})
     def put(self, request):
         from .services.policies import engagement_settings_save
 

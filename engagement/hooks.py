@@ -147,7 +147,30 @@ def on_program_rules_changed(*, program, version, previous) -> None:
         enqueue_on_commit(program_update_send, program.pk, version.pk, previous.pk, once=True)
 
 
+def deliveries_requeue_stale(*, cutoff, max_attempts: int) -> int:
+    """Reconciler sweep (referral_platform/reconcile.py): outbound webhook deliveries still pending since
+    before ``cutoff`` whose attempt was never recorded (a worker died with it; next_attempt_at is unset, so
+    ``webhooks_retry_due`` does not see them) are delivered again (idempotent: a message keeps its id)."""
+    from django.db.models import Q
+
+    from .models import DeliveryStatus, WebhookDelivery
+    from .tasks import webhook_deliver
+
+    stale = list(
+        WebhookDelivery.objects.filter(status=DeliveryStatus.PENDING, created_at__lt=cutoff)
+        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lt=cutoff))
+        .order_by("pk")
+        .values_list("pk", flat=True)[:500]
+    )
+    for delivery_id in stale:
+        enqueue_on_commit(webhook_deliver, delivery_id)
+    return len(stale)
+
+
 def register() -> None:
+    from referral_platform.reconcile import register_sweep
+
+    register_sweep("engagement.webhook_deliveries", deliveries_requeue_stale)
     hooks.register("referral_created", on_referral_created)
     hooks.register("referral_changed", on_referral_changed)
     hooks.register("reward_changed", on_reward_changed)

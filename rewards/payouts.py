@@ -272,6 +272,27 @@ def payout_execute(*, payout: Payout, now: datetime | None = None) -> PayoutExec
         return _attempted(_succeed(payout, now=now, stripe_object_id=object_id, detail=detail))
 
 
+def _subscription_discount_apply(client, *, customer: str, coupon_id: str, key: str) -> str | None:
+    """Free months / a renewal discount reach the customer's active subscription at once: the coupon is added
+    to its discounts (those it has are kept). Idempotent: a subscription that already carries the coupon is
+    left alone, and the update carries ``<key>:subscription``. Returns the subscription id, or None when the
+    customer has no active subscription (the promotion code stays for their next checkout)."""
+    subscriptions = client.v1.subscriptions.list({"customer": customer, "status": "active", "limit": 1}).data
+    if not subscriptions:
+        return None
+    subscription = subscriptions[0]
+    discounts = list(subscription.to_dict().get("discounts") or [])
+    ids = [d if isinstance(d, str) else d.get("id") for d in discounts]
+    coupons = [None if isinstance(d, str) else (d.get("coupon") or {}).get("id") for d in discounts]
+    if coupon_id not in coupons:
+        client.v1.subscriptions.update(
+            subscription.id,
+            {"discounts": [*({"discount": i} for i in ids if i), {"coupon": coupon_id}]},
+            {"idempotency_key": f"{key}:subscription"},
+        )
+    return subscription.id
+
+
 def _skipped(payout_id: int, now: datetime) -> PayoutExecution:
     """Not attempted: skipped if still due (someone else holds it), else simply no longer due."""
     current = Payout.objects.get(pk=payout_id)
@@ -464,6 +485,10 @@ def _call_stripe(payout: Payout, *, look_up: bool = False, made: list[str] | Non
             )
             made.append("promotion_code")
             detail.update(promotion_code=code.code, customer=customer)
+            subscription = _subscription_discount_apply(client, customer=customer, coupon_id=coupon.id, key=key)
+            if subscription is not None:
+                made.append("subscription_discount")
+                detail["subscription"] = subscription
         return coupon.id, looked_up(detail)
     raise ValidationError({"method": f"Payout method {payout.method} is not paid through Stripe."})
 

@@ -237,6 +237,8 @@ REST_FRAMEWORK = {
     # The API takes JSON bodies only (415 otherwise), as documented.
     "DEFAULT_PARSER_CLASSES": ["referral_platform.tenancy.api_input.JSONParser"],
     "PAGE_SIZE": 50,
+    # OPTIONS is not part of the API (405): DRF's metadata would describe views by their serializers.
+    "DEFAULT_METADATA_CLASS": None,
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 SPECTACULAR_SETTINGS = {

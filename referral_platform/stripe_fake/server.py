@@ -1,7 +1,8 @@
 """A small Stripe-compatible HTTP server for tests, benchmarks and local development.
 
 It covers what localstripe lacks: Connect accounts and account links, transfers and transfer reversals,
-customers with balance transactions, coupons and promotion codes, and Stripe's Idempotency-Key rules
+customers with balance transactions, coupons and promotion codes, subscriptions (their ``discounts``), and
+Stripe's Idempotency-Key rules
 (same key + same parameters → the first response replayed; same key + different parameters → 400
 ``idempotency_error``). It speaks Stripe's wire format: form-encoded bodies in bracket notation,
 JSON objects with ``object`` and prefixed ``id``, Stripe's error shape.
@@ -53,6 +54,8 @@ PREFIXES = {
     "customer_balance_transaction": "cbtxn_",
     "coupon": "",
     "promotion_code": "promo_",
+    "subscription": "sub_",
+    "discount": "di_",
 }
 
 
@@ -409,6 +412,41 @@ class FakeStripe:
             },
         )
 
+    def subscription_create(self, params):
+        customer = self._get("customer", _required(params, "customer"))
+        return self._store(
+            "subscription",
+            {"customer": customer["id"], "status": "active", "discounts": [], "metadata": params.get("metadata", {})},
+        )
+
+    def subscription_get(self, params, subscription_id):
+        return self._get("subscription", subscription_id)
+
+    def subscription_list(self, params):
+        items = list(self.objects["subscription"].values())
+        for name in ("customer", "status"):
+            if params.get(name):
+                items = [s for s in items if s[name] == params[name]]
+        return self._page(items, "/v1/subscriptions", params)
+
+    def subscription_update(self, params, subscription_id):
+        """``discounts``: the complete list, each ``{"coupon": id}`` (a new discount) or ``{"discount": id}``
+        (keep one the subscription has), as Stripe takes it."""
+        subscription = self._get("subscription", subscription_id)
+        if "discounts" in params:
+            current = {d["id"]: d for d in subscription["discounts"]}
+            discounts = []
+            for entry in params["discounts"] or []:
+                if entry.get("discount"):
+                    if entry["discount"] not in current:
+                        raise StripeError(400, f"No such discount: '{entry['discount']}'", param="discounts")
+                    discounts.append(current[entry["discount"]])
+                else:
+                    coupon = self._get("coupon", _required(entry, "coupon"))
+                    discounts.append({"id": self._new_id("discount"), "object": "discount", "coupon": coupon})
+            subscription["discounts"] = discounts
+        return subscription
+
     def promotion_code_list(self, params):
         items = list(self.objects["promotion_code"].values())
         if params.get("coupon"):
@@ -440,6 +478,10 @@ ROUTES = {
     ("GET", "coupons", "{id}"): FakeStripe.coupon_get,
     ("POST", "promotion_codes"): FakeStripe.promotion_code_create,
     ("GET", "promotion_codes"): FakeStripe.promotion_code_list,
+    ("POST", "subscriptions"): FakeStripe.subscription_create,
+    ("GET", "subscriptions"): FakeStripe.subscription_list,
+    ("GET", "subscriptions", "{id}"): FakeStripe.subscription_get,
+    ("POST", "subscriptions", "{id}"): FakeStripe.subscription_update,
 }
 
 

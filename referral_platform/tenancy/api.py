@@ -276,3 +276,13 @@ def strict_char_fields() -> None:
 
     fields.CharField.to_internal_value = to_internal_value
     fields.CharField._strict = True
+
+    # A boolean is true or false: DRF would also take 0, 1, "yes", "on".
+    original_bool = fields.BooleanField.to_internal_value
+
+    def bool_to_internal_value(self, data):
+        if not isinstance(data, bool):
+            self.fail("invalid", input=data)
+        return original_bool(self, data)
+
+    fields.BooleanField.to_internal_value = bool_to_internal_value

@@ -21,7 +21,7 @@ class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
 # --- the schema every operation gets (settings: DEFAULT_SCHEMA_CLASS, POSTPROCESSING_HOOKS) -------------
 
 # Query parameters that name a row by id (the rest are strings, or enums a view declares).
-ID_QUERY_PARAMS = frozenset({"conversion", "participant", "referral", "program", "partner"})
+ID_QUERY_PARAMS = frozenset({"conversion", "participant", "referral", "program", "partner", "endpoint"})
 
 
 class AutoSchema(_SpectacularAutoSchema):
@@ -73,8 +73,9 @@ ERROR_SCHEMA = {
                 "message": {"type": "string", "description": "What went wrong, naming the field at fault."},
                 "fields": {
                     "type": "object",
-                    "additionalProperties": {"type": "array", "items": {"type": "string"}},
-                    "description": "For 400: each invalid field (or query parameter) and what is wrong with it.",
+                    "additionalProperties": {},
+                    "description": "For 400: each invalid field (or query parameter) and what is wrong with it "
+                    "(a list of messages; nested for nested fields).",
                 },
             },
             "required": ["status", "code", "message"],
@@ -131,6 +132,11 @@ def error_responses(result, generator, request, public):
                     schema.update({"minimum": 1, "maximum": MAX_ID})
     result.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
     ref = {"$ref": "#/components/schemas/Error"}
+    for operations in result.get("paths", {}).values():
+        post = operations.get("post")
+        # A POST that creates answers 201 Created with the body its 200 documents.
+        if isinstance(post, dict) and "200" in post.get("responses", {}) and "201" not in post["responses"]:
+            post["responses"]["201"] = {**post["responses"]["200"], "description": "Created."}
     for path, operations in result.get("paths", {}).items():
         for method, operation in operations.items():
             if not isinstance(operation, dict) or "responses" not in operation:

@@ -109,3 +109,28 @@ def test_an_ineligible_company_revealed_by_a_conversion_earns_nothing_and_the_re
     assert referral.status == ReferralStatus.REJECTED and "Not eligible" in _rejection_reason(referral)
     assert event.status == ConversionEventStatus.UNATTRIBUTED and "not eligible" in event.error
     assert not Reward.objects.filter(participant=dana).exists()
+
+
+def test_a_stripe_webhook_keeps_the_exact_body_bytes(client, world):
+    from django.urls import reverse
+
+    from rewards.models import StripeCredentials, StripeWebhookEvent
+    from tests import factories as f
+
+    from .test_webhooks import invoice_paid, sign
+
+    f.StripeCredentialsFactory(tenant=world.a)
+    secret = StripeCredentials.objects.get(tenant=world.a).webhook_secret
+    body, header = sign(invoice_paid(), secret)
+    body_bytes = body.encode() if isinstance(body, str) else body
+
+    response = client.post(
+        reverse("stripe_webhook", kwargs={"tenant_slug": world.a.slug}),
+        data=body_bytes,
+        content_type="application/json",
+        HTTP_STRIPE_SIGNATURE=header,
+    )
+
+    assert response.status_code == 200, response.content
+    stored = StripeWebhookEvent.objects.get(tenant=world.a)
+    assert bytes(stored.body) == body_bytes

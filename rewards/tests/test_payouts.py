@@ -22,6 +22,7 @@ from referral_platform.tenancy.actors import system_actor
 from rewards.ledger import participant_balances, unbalanced_transactions
 from rewards.models import (
     LedgerTransaction,
+    ParticipantStripeProfile,
     Payout,
     PayoutMethod,
     PayoutStatus,
@@ -157,6 +158,31 @@ def test_free_months_become_a_coupon_with_a_promotion_code_for_the_customer(payi
     assert coupon["percent_off"] == 100 and coupon["duration"] == "repeating" and coupon["duration_in_months"] == 2
     assert code["promotion"]["coupon"] == coupon["id"] and code["customer"] == payout.stripe_detail["customer"]
     assert payout.status == PayoutStatus.PAID and payout.stripe_detail["promotion_code"] == code["code"]
+
+
+def test_free_months_are_applied_to_the_referred_customers_active_subscription(paying_program, stripe):
+    """Issue 13, item 5: the coupon is not only created; it reaches the customer's subscription through the
+    Stripe API (the project's Stripe-compatible server), keeping the discounts it already had, once."""
+    import stripe as stripe_lib
+
+    participant = connected_participant(paying_program, stripe, customer=True)
+    customer = ParticipantStripeProfile.objects.get(participant=participant).customer_id
+    key = StripeCredentials.objects.get(tenant=paying_program.tenant).secret_key
+    client = stripe_lib.StripeClient(key, base_addresses={"api": stripe.base_url}, max_network_retries=0)
+    old = client.v1.coupons.create({"percent_off": 10, "duration": "forever"})
+    subscription = client.v1.subscriptions.create({"customer": customer})
+    client.v1.subscriptions.update(subscription.id, {"discounts": [{"coupon": old.id}]})
+    approved_reward(participant, 9_800, kind="coupon", coupon_percent_off=100, coupon_duration_months=2)
+
+    payouts_run()
+    payouts_run()  # a second run changes nothing
+
+    payout = Payout.objects.get()
+    [stored] = stripe.objects("subscription")
+    coupons = [discount["coupon"]["id"] for discount in stored["discounts"]]
+    assert payout.status == PayoutStatus.PAID and payout.stripe_detail["subscription"] == subscription.id
+    assert coupons == [old.id, payout.stripe_object_id]
+    assert len(stripe.requests(f"/v1/subscriptions/{subscription.id}", method="POST")) == 2  # ours + the set-up
 
 
 def test_manual_rewards_wait_for_a_marketer_to_mark_them_fulfilled(paying_program, stripe, world):
