@@ -10,6 +10,7 @@ from django.shortcuts import render
 from django.templatetags.static import static
 
 from programs.models import Program
+from rewards.stripe_api import stripe_keys_verify
 
 from .selectors import onboarding_steps
 
@@ -21,6 +22,10 @@ def onboarding_page(request):
     tenant = actor.tenant
     if tenant is None or actor.kind != "member":
         raise PermissionDenied
+    # "Test the keys" on the Stripe step: one read call to Stripe, the answer shown in words.
+    stripe_check = None
+    if request.method == "POST" and "verify_stripe" in request.POST:
+        stripe_check = stripe_keys_verify(tenant=tenant)
     steps = onboarding_steps(tenant)
     program = Program.objects.for_tenant(tenant).order_by("pk").first()
     site = settings.SITE_URL
@@ -34,5 +39,6 @@ def onboarding_page(request):
         "snippet_url": site + static("tracking/rp.js"),
         "cookie_days": program.cookie_window_days if program else 90,
         "api_base": site + "/api/v1",
+        "stripe_check": stripe_check,
     }
     return render(request, "onboarding/checklist.html", context)

@@ -142,6 +142,7 @@ class PartnerTierAdmin(TenantScopedAdmin):
 @admin.register(PartnerProgramSettings, site=site)
 class PartnerProgramSettingsAdmin(TenantScopedAdmin):
     list_display = ("program", "protection_days", "extension_days", "max_protection_days", "auto_approve")
+    autocomplete_fields = ("program",)
 
     def get_form(self, request, obj=None, **kwargs):
         form = super().get_form(request, obj, **kwargs)

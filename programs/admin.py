@@ -641,6 +641,7 @@ class ParticipantAdmin(TenantScopedAdmin):
     list_display = ["name", "email", "company", "program", "tier", "status", "source", "created_at"]
     list_filter = ["program", "status", "source", "tier"]
     search_fields = ["name", "email", "company", "external_id"]
+    autocomplete_fields = ["program"]
     actions = [
         *(
             move_action(

@@ -33,12 +33,14 @@ class ReferralLinkAdmin(TenantScopedAdmin):
     list_display = ["code", "participant", "program", "channel", "is_active", "created_at"]
     list_filter = ["program", "channel", "is_active"]
     search_fields = ["code", "participant__name", "participant__email"]
+    autocomplete_fields = ["program", "participant"]
 
 
 class ClickAdmin(TenantScopedAdmin):
     list_display = ["occurred_at", "link", "visitor_id", "channel", "is_bot"]
     list_filter = ["program", "channel", "is_bot"]
     search_fields = ["visitor_id", "link__code"]
+    autocomplete_fields = ["link", "program", "participant"]
     date_hierarchy = "occurred_at"
 
     def has_add_permission(self, request):
@@ -65,6 +67,7 @@ class ReferralAdmin(TenantScopedAdmin):
     list_display = ["referred_email", "referred_company", "referrer", "program", "status", "source", "created_at"]
     list_filter = ["program", "status", "source"]
     search_fields = ["referred_email", "referred_company", "referrer__name"]
+    autocomplete_fields = ["program", "referrer", "link"]
     # Stages change only through the transition services (actions below), which audit each move.
     readonly_fields = [
         "status",

@@ -342,6 +342,7 @@ class FraudPolicyForm(forms.ModelForm):
 
 class FraudPolicyAdmin(TenantScopedAdmin):
     form = FraudPolicyForm
+    autocomplete_fields = ["program"]
     list_display = [
         "program",
         "self_referral_enabled",

@@ -674,11 +674,13 @@ def onboarding_link(modeladmin, request, queryset):
 class ParticipantStripeProfileAdmin(TenantScopedAdmin):
     list_display = ["participant", "connected_account_id", "customer_id", "onboarding_link_created_at"]
     search_fields = ["participant__name", "participant__email", "connected_account_id", "customer_id"]
+    autocomplete_fields = ["participant"]
     actions = [onboarding_link]
 
 
 class PayoutSettingsAdmin(TenantScopedAdmin):
     list_display = ["program", "minimum_payout_shown"]
+    autocomplete_fields = ["program"]
     list_select_related = ["program"]
     money_fields = {"minimum_payout_minor": "program.currency"}
 

@@ -9,9 +9,19 @@ import pytest
 from programs.models import Participant, Program
 from referral_platform.tenancy.models import ApiKey
 
-from .factories import ParticipantFactory, ProgramFactory
+from .factories import ParticipantFactory, ProgramFactory, ReferralFactory, ReferralLinkFactory
 
 pytestmark = pytest.mark.django_db
+
+
+def _autocomplete(client, app_label, model_name, field_name, term) -> dict[str, str]:
+    """{id: text} the admin's autocomplete JSON offers for ``term`` in ``app_label.model_name.field_name``."""
+    response = client.get(
+        "/admin/autocomplete/",
+        {"app_label": app_label, "model_name": model_name, "field_name": field_name, "term": term},
+    )
+    assert response.status_code == 200, response.content
+    return {row["id"]: row["text"] for row in response.json()["results"]}
 
 
 def test_foreign_key_choices_offer_only_the_marketers_tenant(client, world):
@@ -20,9 +30,11 @@ def test_foreign_key_choices_offer_only_the_marketers_tenant(client, world):
     client.force_login(world.marketer_b)
 
     form = client.get("/admin/programs/participant/add/").content.decode()
+    # The program picker is an autocomplete (issue 11): its choices come from the autocomplete view.
+    offered = _autocomplete(client, "programs", "participant", "program", "program")
 
-    assert f'value="{program_b.pk}"' in form
-    assert f'value="{program_a.pk}"' not in form and "A-only program" not in form
+    assert "A-only program" not in form and 'data-ajax--url="/admin/autocomplete/"' in form
+    assert str(program_b.pk) in offered and str(program_a.pk) not in offered
 
 
 def test_posting_another_tenants_object_in_a_foreign_key_is_rejected(client, world):
@@ -120,3 +132,43 @@ def test_api_key_revoked_in_the_admin_stops_working(client, world):
 
     assert world.api(world.key_a).get("/api/v1/me").status_code == 401
     assert world.api(world.key_b).get("/api/v1/me").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("app_label", "model_name", "field_name", "term"),
+    [
+        ("programs", "participant", "program", "Shared"),
+        ("referrals", "referral", "referrer", "shared"),
+        ("referrals", "click", "link", "sharedcode"),
+        ("rewards", "participantstripeprofile", "participant", "shared"),
+    ],
+)
+def test_autocomplete_pickers_offer_only_the_marketers_tenant(client, world, app_label, model_name, field_name, term):
+    """Long-list pickers are autocompletes; the same search term matches objects of both tenants, and the
+    JSON for tenant B's marketer holds only B's (TenantScopedAdmin.get_queryset scopes the search)."""
+    made = {}
+    for name, tenant in (("a", world.a), ("b", world.b)):
+        program = ProgramFactory(tenant=tenant, name=f"Shared program {name}")
+        participant = ParticipantFactory(
+            program=program, name=f"Shared person {name}", email=f"shared-{name}@x.example"
+        )
+        link = ReferralLinkFactory(participant=participant, code=f"sharedcode{name}")
+        made[name] = {"program": program, "referrer": participant, "participant": participant, "link": link}
+        ReferralFactory(referrer=participant)
+    client.force_login(world.marketer_b)
+
+    offered = _autocomplete(client, app_label, model_name, field_name, term)
+
+    assert str(made["b"][field_name].pk) in offered
+    assert str(made["a"][field_name].pk) not in offered
+    assert not any(text.endswith(" a") or text.endswith("codea") for text in offered.values())
+
+
+def test_autocomplete_refuses_a_visitor_without_an_admin_role(client, world):
+    ProgramFactory(tenant=world.a, name="Hidden program")
+    response = client.get(
+        "/admin/autocomplete/",
+        {"app_label": "programs", "model_name": "participant", "field_name": "program", "term": "Hidden"},
+    )
+
+    assert response.status_code in (302, 403) and b"Hidden program" not in response.content

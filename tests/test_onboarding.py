@@ -59,3 +59,51 @@ def test_the_tracking_snippet_is_served_and_keeps_ref_and_vid_first_party():
     source = Path(path).read_text(encoding="utf-8")
     assert "data-cookie-days" in source and "rp_vid" in source and "rp_ref" in source
     assert "fetch(" not in source and "XMLHttpRequest" not in source  # it sends nothing anywhere
+
+
+@pytest.fixture(scope="module")
+def stripe_server():
+    """The project's Stripe-compatible server (referral_platform/stripe_fake) on loopback."""
+    from referral_platform.stripe_fake import start
+
+    server = start()
+    yield server
+    server.stop()
+
+
+def _verify(client) -> str:
+    response = client.post(reverse("onboarding"), {"verify_stripe": "1"})
+    assert response.status_code == 200
+    return re.search(r'<p id="stripe-check"[^>]*>(.*?)</p>', response.content.decode(), re.S).group(1)
+
+
+def test_the_stripe_step_tests_the_secret_key_against_stripe(world, client, settings, stripe_server):
+    from referral_platform.stripe_fake import StripeControl
+
+    settings.STRIPE_API_BASE = stripe_server.url
+    control = StripeControl(stripe_server.url)
+    control.reset()
+    f.StripeCredentialsFactory(tenant=world.a, secret_key="sk_test_onboarding")
+    client.force_login(world.owner_a)
+
+    shown = _verify(client)
+
+    assert shown.startswith("✓") and "The secret key works: Stripe answered in test mode." in shown
+    assert [(r["method"], r["path"]) for r in control.requests()] == [("GET", "/v1/balance")]
+
+
+def test_the_stripe_step_says_in_words_why_the_key_fails(world, client, settings, stripe_server):
+    settings.STRIPE_API_BASE = stripe_server.url
+    credentials = f.StripeCredentialsFactory(tenant=world.a, secret_key="rk_wrong")
+    client.force_login(world.owner_a)
+
+    refused = _verify(client)
+    credentials.delete()
+    missing = _verify(client)
+    settings.STRIPE_API_BASE = "http://127.0.0.1:9"  # nothing listens
+    f.StripeCredentialsFactory(tenant=world.a, secret_key="sk_test_x")
+    unreachable = _verify(client)
+
+    assert refused.startswith("✗") and "Stripe refused the secret key: Invalid API Key provided." in refused
+    assert "No secret key is saved yet (Settings → Stripe)." in missing
+    assert "Could not reach Stripe; try again in a minute." in unreachable

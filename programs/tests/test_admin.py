@@ -226,7 +226,14 @@ def test_participant_form_offers_and_accepts_only_the_tenants_programs(world, cl
         {"program": foreign.pk, "external_id": "x1", "name": "Ann", "email": "ann@x.example", "company": ""},
     )
 
-    assert own.name in form_page and foreign.name not in form_page
+    # The program picker is an autocomplete: its choices come from the (tenant-scoped) autocomplete view.
+    offered = client.get(
+        "/admin/autocomplete/",
+        {"app_label": "programs", "model_name": "participant", "field_name": "program", "term": "program zz"},
+    ).json()["results"]
+
+    assert foreign.name not in form_page
+    assert [row["text"] for row in offered] == [own.name]
     assert posted.status_code == 200 and "Select a valid choice" in posted.content.decode()
     assert not Participant.objects.exists()
 

@@ -379,6 +379,15 @@ class FakeStripe:
             },
         )
 
+    def balance_get(self, params):
+        """The account's balance: nothing available in the fake (used to verify a secret key)."""
+        return {
+            "object": "balance",
+            "livemode": False,
+            "available": [{"amount": 0, "currency": "usd", "source_types": {"card": 0}}],
+            "pending": [{"amount": 0, "currency": "usd", "source_types": {"card": 0}}],
+        }
+
     def coupon_get(self, params, coupon_id):
         return self._get("coupon", coupon_id)
 
@@ -463,6 +472,7 @@ ROUTES = {
     ("GET", "customers", "{id}"): FakeStripe.customer_get,
     ("POST", "customers", "{id}", "balance_transactions"): FakeStripe.balance_transaction_create,
     ("GET", "customers", "{id}", "balance_transactions"): FakeStripe.balance_transaction_list,
+    ("GET", "balance"): FakeStripe.balance_get,
     ("POST", "coupons"): FakeStripe.coupon_create,
     ("GET", "coupons"): FakeStripe.coupon_list,
     ("GET", "coupons", "{id}"): FakeStripe.coupon_get,

@@ -131,7 +131,11 @@ def test_a_new_marketer_launches_a_double_sided_program_and_sees_the_first_refer
 
     # 5. Enrol a participant in the admin: the welcome e-mail leads with the offer and links the dashboard.
     desktop.goto(f"{base}/admin/programs/participant/add/")
-    desktop.select_option("#id_program", str(program.pk))
+    # The program picker is an autocomplete (select2 over /admin/autocomplete/, scoped to the tenant).
+    desktop.click("#id_program + .select2 .select2-selection")
+    desktop.fill(".select2-search__field", "Give a month")
+    desktop.click(".select2-results__option >> text=Give a month, get 50")
+    assert desktop.locator("#id_program").input_value() == str(program.pk)
     desktop.fill("#id_external_id", "cust-1")
     desktop.fill("#id_name", "Dana Whitfield")
     desktop.fill("#id_email", "dana@northwind.example")
