@@ -178,7 +178,10 @@ def portal_home(partner: Partner, *, now: datetime | None = None) -> PortalHome:
     deals = partner_deals(partner)
     by_stage = {
         row["stage"]: row
+        # order_by(): partner_deals() orders by registered_at, which would otherwise join the GROUP BY and
+        # split a stage into one row per deal (the portal chart then showed 1 for 2 registered deals).
         for row in deals.filter(status__in=[DealStatus.APPROVED, DealStatus.PENDING, DealStatus.WON])
+        .order_by()
         .values("stage")
         .annotate(count=Count("pk"), value=Sum("deal_value_minor"))
     }

@@ -154,6 +154,8 @@ def landing_link(code: str) -> ReferralLink | None:
     Public pages know no tenant before the code; the code is unique across tenants and the
     tenant comes from the link itself.
     """
+    if "\x00" in (code or ""):  # PostgreSQL text cannot hold NUL: no such code, not a 500
+        return None
     link = (
         ReferralLink.objects.select_related("participant", "program", "tenant")
         .filter(code=normalize_identifier(code), is_active=True)

@@ -56,7 +56,7 @@ from .selectors import (
     statement_csv_rows,
     time_to_reward_by_program,
 )
-from .services import reward_approve, reward_reject, stripe_credentials_save, stripe_credentials_values
+from .services import hold_has_ended, reward_approve, reward_reject, stripe_credentials_save, stripe_credentials_values
 
 
 class ReadOnlyAdmin(TenantScopedAdmin):
@@ -243,7 +243,8 @@ class RewardAdmin(ReadOnlyAdmin):
 
     def decisions_for(self, reward) -> list[str]:
         if reward.status == RewardStatus.PENDING:
-            return ["approve", "reject"]
+            # Approving is refused while the hold runs (reward_approve), so only offer it once the hold has ended.
+            return ["approve", "reject"] if hold_has_ended(reward, timezone.now()) else ["reject"]
         if reward.status == RewardStatus.APPROVED and reward.payout_id is None:
             return ["pay", "reject"]
         return []

@@ -27,6 +27,13 @@ def test_without_a_usable_code_the_hosted_page_is_the_friendly_404(client, query
     assert response.status_code == 404
 
 
+@pytest.mark.parametrize("method", ["get", "post"])
+def test_a_code_with_a_nul_character_is_the_friendly_404_not_a_500(client, method):
+    """QA: GET /join/xx%00/ answered 500 (ValueError from psycopg on a NUL in the code)."""
+    response = getattr(client, method)("/join/xx%00/")
+    assert response.status_code == 404
+
+
 def test_demo_programs_land_on_the_hosted_page(db, settings, tmp_path):
     from django.core.management import call_command
 

@@ -64,6 +64,19 @@ def test_every_portal_page_renders_for_the_partner(world, portal):
     assert "vendor/chartjs/chart.umd.min.js" in home and 'id="fig-won">1<' in home
 
 
+def test_the_home_pipeline_counts_every_deal_of_a_stage(world, portal):
+    """QA: with two deals in "registered" the portal chart showed 1 (GROUP BY split by the default ordering)."""
+    from partners.selectors import portal_home
+
+    program, partner, _user, _client = portal
+    for name, domain in [("Acme", "acme.io"), ("Initech", "initech.io")]:
+        deal_register(tenant=world.a, partner=partner, program=program, company_name=name, domain=domain, actor="t")
+
+    home = portal_home(partner)
+
+    assert home.pipeline["registered"]["count"] == 2
+
+
 def test_registering_a_deal_from_the_portal(world, portal):
     program, _partner, _user, client = portal
 

@@ -40,6 +40,20 @@ def test_the_row_and_the_detail_page_offer_the_decisions_that_apply(world, clien
         assert decide_url(reward, "pay") not in page  # pending: nothing to pay yet
 
 
+def test_a_reward_still_on_hold_is_not_offered_for_approval(world, client):
+    """QA: the admin offered "Approve" on rewards still on hold; clicking it only answered "on hold until …"."""
+    program = f.ProgramFactory(tenant=world.a, hold_days=30, currency="USD")
+    reward = f.make_ledger_reward(f.ParticipantFactory(program=program), amount_minor=5_000, now=timezone.now())
+    assert reward.hold_until > timezone.now()
+    client.force_login(world.marketer_a)
+
+    listing = client.get(reverse("admin:rewards_reward_changelist")).content.decode()
+    detail = client.get(reverse("admin:rewards_reward_change", args=[reward.pk])).content.decode()
+
+    for page in (listing, detail):
+        assert decide_url(reward, "approve") not in page and decide_url(reward, "reject") in page
+
+
 def test_approve_asks_for_confirmation_then_approves(world, client):
     reward = pending_reward(world.a)
     client.force_login(world.marketer_a)
