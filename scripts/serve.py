@@ -38,7 +38,11 @@ def main() -> int:
     fake_stripe: list[str] = []
     if not os.environ.get("STRIPE_API_BASE") and os.environ.get("USE_REAL_STRIPE") != "1":
         stripe_port = os.environ.get("STRIPE_FAKE_PORT", "12111")
-        fake_stripe = [PY, "-m", "referral_platform.stripe_fake", "--port", stripe_port]
+        # The demo's Connect account (demo/rewards.py) exists there, so paying Ravi by transfer works.
+        fake_stripe = [
+            *(PY, "-m", "referral_platform.stripe_fake", "--port", stripe_port),
+            *("--account", "acct_demo_connected"),
+        ]
         os.environ["STRIPE_API_BASE"] = f"http://127.0.0.1:{stripe_port}"
         print(
             f"[run] fake Stripe on {os.environ['STRIPE_API_BASE']} (USE_REAL_STRIPE=1 to use Stripe itself)", flush=True

@@ -232,6 +232,23 @@ class FakeStripe:
             },
         )
 
+    def account_preload(self, account_id: str) -> dict:
+        """A Connect account under a chosen id, onboarded (transfers allowed): demo data refers to it by id."""
+        with self.lock:
+            return self._store(
+                "account",
+                {
+                    "id": account_id,
+                    "type": "express",
+                    "email": None,
+                    "country": "US",
+                    "metadata": {},
+                    "charges_enabled": True,
+                    "payouts_enabled": True,
+                    "details_submitted": True,
+                },
+            )
+
     def account_get(self, params, account_id):
         return self._get("account", account_id)
 
