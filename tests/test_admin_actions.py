@@ -24,6 +24,7 @@ from referral_platform.tenancy.models import ApiKey, AuditEvent, Role
 from referrals.models import ConversionEventStatus, ReviewStatus
 from rewards.models import PayoutStatus, StripeWebhookEvent, WebhookEventStatus
 from tests import factories as f
+from tests import isolation
 
 pytestmark = pytest.mark.django_db
 
@@ -134,6 +135,9 @@ def rows(world):
     f.PayoutFactory(participant=participant, status=PayoutStatus.FAILED, attempts=1)
     f.ParticipantStripeProfileFactory(participant=participant)
     f.StripeWebhookEventFactory(tenant=world.a, status=WebhookEventStatus.FAILED, attempts=1)
+    # engagement: a message template (test send), an endpoint (rotate secret) and a delivery to it (re-send).
+    isolation._message_template_admin(world)
+    isolation._webhook_delivery_admin(world)
 
 
 def _snapshot(model):
