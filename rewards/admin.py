@@ -15,6 +15,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+from django.utils.http import url_has_allowed_host_and_scheme
 
 from programs.models import Participant
 from referral_platform.money import format_amount
@@ -270,8 +271,9 @@ class RewardAdmin(ReadOnlyAdmin):
     def decide_view(self, request, object_id, decision):
         """Approve / reject (with a reason) / pay one reward: a confirmation page, then the service."""
         reward = self.get_object(request, object_id)
-        if reward is None or decision not in self.DECISIONS:
-            raise Http404("No such reward")
+        if reward is None or decision not in self.decisions_for(reward):
+            # Only the decisions the row offers (approve after the hold, pay once approved): the URL is no back door.
+            raise Http404("No such decision for this reward")
         if not self.has_change_permission(request, reward):
             raise PermissionDenied
         actor = request_actor(request)
@@ -294,7 +296,12 @@ class RewardAdmin(ReadOnlyAdmin):
             except ValidationError as exc:
                 error = " ".join(exc.messages)
             else:
-                return redirect(request.POST.get("next") or reverse("admin:rewards_reward_changelist"))
+                target = request.POST.get("next", "")
+                if not url_has_allowed_host_and_scheme(
+                    target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+                ):
+                    target = reverse("admin:rewards_reward_changelist")
+                return redirect(target)
         context = {
             **self.admin_site.each_context(request),
             "opts": self.model._meta,

@@ -125,3 +125,26 @@ def test_pay_now_for_a_selection_of_rewards(world, client, django_capture_on_com
         )
 
     assert Payout.objects.count() == 2 and len(queued) == 2
+
+
+def test_a_decision_the_row_does_not_offer_is_refused_by_url_too(world, client):
+    """QA: /decide/pay/ on a pending reward paid the participant's other approved rewards; the URL is no back door."""
+    pending = pending_reward(world.a)
+    other = f.make_ledger_reward(pending.participant, amount_minor=2_000, now=timezone.now() - timedelta(days=1))
+    reward_approve(reward=other, actor=system_actor(world.a))
+    client.force_login(world.marketer_a)
+
+    response = client.post(decide_url(pending, "pay"))
+
+    assert response.status_code == 404
+    assert not Payout.objects.filter(participant=pending.participant).exists()
+
+
+def test_the_confirmation_returns_only_to_a_page_of_this_site(world, client):
+    reward = pending_reward(world.a)
+    client.force_login(world.marketer_a)
+
+    response = client.post(decide_url(reward, "approve"), {"next": "//evil.example/phish"})
+
+    assert response.status_code == 302
+    assert response["Location"] == reverse("admin:rewards_reward_changelist")
