@@ -52,6 +52,7 @@ class Workers:
             os.environ,
             DJANGO_SETTINGS_MODULE="referral_platform.settings.test",
             DATABASE_URL=_database_url(),
+            DATABASE_OWNER_URL=_database_url(),  # test settings prefer it: it must name this run's database
             REDIS_URL=settings.REDIS_URL,
             CACHE_KEY_PREFIX=settings.CACHES["default"]["KEY_PREFIX"],
             CELERY_TEST_QUEUE=queue,

@@ -132,6 +132,7 @@ def test_flush_process_killed_after_commit_then_rerun_loses_and_duplicates_nothi
         os.environ,
         DJANGO_SETTINGS_MODULE="referral_platform.settings.test",
         DATABASE_URL=_database_url_of_this_test_run(),
+        DATABASE_OWNER_URL=_database_url_of_this_test_run(),  # test settings prefer it (embedded devstack)
         CACHE_KEY_PREFIX=settings.REFERRAL_REDIS_PREFIX,
         BATCH="25",
     )

@@ -558,6 +558,8 @@ def test_killing_the_worker_mid_payout_then_rerunning_makes_exactly_one_transfer
         os.environ,
         DJANGO_SETTINGS_MODULE="referral_platform.settings.test",
         DATABASE_URL=f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        # The test settings prefer DATABASE_OWNER_URL (set by the embedded devstack): it must name this database too.
+        DATABASE_OWNER_URL=f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
         STRIPE_API_BASE=stripe_server.url,
     )
     if moment == "hung-in-the-stripe-call":

@@ -111,6 +111,8 @@ def worker_env(stripe_server):
         os.environ,
         DJANGO_SETTINGS_MODULE="referral_platform.settings.test",
         DATABASE_URL=f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        # The test settings prefer DATABASE_OWNER_URL (set by the embedded devstack): it must name this database too.
+        DATABASE_OWNER_URL=f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
         STRIPE_API_BASE=stripe_server.url,
     )
 
