@@ -5,10 +5,10 @@ DailyRollup for per-participant ones), never raw clicks; a few small raw tables 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
-from django.db.models import F, Q, Sum
-from django.db.models.functions import TruncMonth, TruncWeek
+from django.db.models import Aggregate, Count, F, FloatField, Q, Sum, Value
+from django.db.models.functions import Extract, Greatest, TruncMonth, TruncWeek
 from django.utils import timezone
 
 from partners.models import ConflictStatus, DealConflict
@@ -60,6 +60,11 @@ class Filters:
             }
         )
         return urlencode(values)
+
+
+def _moment(day: date) -> datetime:
+    """The start of a UTC day (the rollups' days are UTC days)."""
+    return datetime.combine(day, time.min, tzinfo=UTC)
 
 
 def _parse_date(value: str | None) -> date | None:
@@ -384,13 +389,28 @@ def referral_rate(tenant, filters: Filters, settings: EconomicsSettings | None =
     }
 
 
+class _Percentile(Aggregate):
+    """PostgreSQL's percentile_cont (linear interpolation between the closest ranks)."""
+
+    function = "PERCENTILE_CONT"
+    template = "%(function)s(%(fraction)s) WITHIN GROUP (ORDER BY %(expressions)s)"
+    output_field = FloatField()
+
+    def __init__(self, expression, fraction: float):
+        super().__init__(expression, fraction=float(fraction))
+
+
 def time_to_reward(tenant, filters: Filters) -> dict:
-    """Median and 90th percentile of conversion → paid, in days, of rewards paid in the period."""
-    rewards = Reward.objects.for_tenant(tenant).filter(
+    """Median and 90th percentile of conversion → paid, in days, of rewards paid in the period (UTC days, as
+    the rollups), computed in PostgreSQL: one row back, whatever the number of rewards (the partial index
+    ``reward_paid_time_idx`` finds the period's paid rewards)."""
+    low, high = _moment(filters.start), _moment(filters.end + timedelta(days=1))
+    rewards = Reward.objects.filter(
+        tenant_id=tenant.pk,
         status=RewardStatus.PAID,
         is_current=True,
-        paid_at__date__gte=filters.start,
-        paid_at__date__lte=filters.end,
+        paid_at__gte=low,
+        paid_at__lt=high,
         currency=filters.currency,
     )
     if filters.program_id:
@@ -400,13 +420,11 @@ def time_to_reward(tenant, filters: Filters) -> dict:
     if filters.kind:
         kinds = [ProgramKind.PARTNER, ProgramKind.RESELLER] if filters.kind == "partner" else [filters.kind]
         rewards = rewards.filter(program__kind__in=kinds)
-    days = [
-        max(0.0, (paid - converted).total_seconds() / 86400)
-        for paid, converted in rewards.values_list("paid_at", "converted_at")[:100_000]
-    ]
-    median, p90 = m.percentile(days, 0.5), m.percentile(days, 0.9)
+    days = Greatest(Extract(F("paid_at") - F("converted_at"), "epoch"), Value(0.0)) / Value(86400.0)
+    found = rewards.aggregate(count=Count("pk"), median=_Percentile(days, 0.5), p90=_Percentile(days, 0.9))
+    median, p90 = found["median"], found["p90"]
     return {
-        "count": len(days),
+        "count": found["count"],
         "median_days": median,
         "p90_days": p90,
         "target_days": m.TIME_TO_REWARD_TARGET_DAYS,
@@ -480,7 +498,7 @@ def economics(tenant, filters: Filters, settings: EconomicsSettings | None = Non
     referred_year = totals(tenant, year)["customers"]
     other_year = (
         OtherChannelCustomer.objects.for_tenant(tenant)
-        .filter(converted_at__date__gte=year.start, converted_at__date__lte=year.end)
+        .filter(converted_at__gte=_moment(year.start), converted_at__lt=_moment(year.end + timedelta(days=1)))
         .count()
     )
     customers_per_year = referred_year + other_year
@@ -524,24 +542,30 @@ def channel_comparison(tenant, filters: Filters, settings: EconomicsSettings | N
             "ltv_minor": m.ltv_minor(referred_deal, settings.average_lifetime_months),
         }
     ]
-    others = OtherChannelCustomer.objects.for_tenant(tenant).filter(
-        currency=filters.currency, lead_at__date__gte=filters.start, lead_at__date__lte=filters.end
+    others = (
+        OtherChannelCustomer.objects.filter(tenant_id=tenant.pk, currency=filters.currency)
+        .filter(lead_at__gte=_moment(filters.start), lead_at__lt=_moment(filters.end + timedelta(days=1)))
+        .values("channel")
+        .annotate(
+            leads=Count("pk"),
+            won=Count("pk", filter=Q(converted_at__isnull=False)),
+            cycle_seconds=Sum(Extract(F("converted_at") - F("lead_at"), "epoch")),
+            deals=Sum("deal_minor", filter=Q(converted_at__isnull=False)),
+            arr=Sum("arr_minor", filter=Q(converted_at__isnull=False)),
+        )
+        .order_by("channel")
     )
-    by_channel: dict[str, list[OtherChannelCustomer]] = {}
-    for customer in others.only("channel", "lead_at", "converted_at", "deal_minor", "arr_minor")[:200_000]:
-        by_channel.setdefault(customer.channel, []).append(customer)
-    for channel, leads in sorted(by_channel.items()):
-        won = [lead for lead in leads if lead.converted_at]
-        cycles = [(lead.converted_at - lead.lead_at).total_seconds() / 86400 for lead in won]
-        average_arr = m.ratio(sum(lead.arr_minor for lead in won), len(won))
+    for row in others:
+        won = row["won"]
+        average_arr = m.ratio(int(row["arr"] or 0), won)
         rows.append(
             {
-                "channel": channel,
-                "leads": len(leads),
-                "customers": len(won),
-                "conversion_rate": m.percent(len(won), len(leads)),
-                "sales_cycle_days": m.ratio(sum(cycles), len(cycles)),
-                "deal_minor": m.ratio(sum(lead.deal_minor for lead in won), len(won)),
+                "channel": row["channel"],
+                "leads": row["leads"],
+                "customers": won,
+                "conversion_rate": m.percent(won, row["leads"]),
+                "sales_cycle_days": m.ratio(float(row["cycle_seconds"] or 0) / 86400, won),
+                "deal_minor": m.ratio(int(row["deals"] or 0), won),
                 "ltv_minor": m.ltv_minor(average_arr, settings.average_lifetime_months),
             }
         )
