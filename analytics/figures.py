@@ -78,8 +78,8 @@ def _series_chart(rows, fields, labels, currency) -> dict:
 
 
 # --- overview (the home) ----------------------------------------------------------------------------
-def kpi_figure(tenant, filters) -> Figure:
-    tiles = s.kpis(tenant, filters)
+def kpi_figure(tenant, filters, *, sums=None) -> Figure:
+    tiles = s.kpis(tenant, filters, sums=sums)
     unit = {"count": "count", "money": "money", "percent": "percent"}
     rows = [
         {"figure": tile.label, "value": tile.value, "previous": tile.previous, "change": tile.change, "unit": tile.unit}
@@ -126,8 +126,8 @@ def series_figure(tenant, filters, grain="day") -> Figure:
     )
 
 
-def funnel_figure(tenant, filters) -> Figure:
-    steps = s.funnel(s.totals(tenant, filters))
+def funnel_figure(tenant, filters, *, sums=None) -> Figure:
+    steps = s.funnel(s.totals(tenant, filters) if sums is None else sums)
     return Figure(
         "funnel",
         "Funnel: clicked → signed up → qualified → converted",
@@ -146,8 +146,10 @@ def funnel_figure(tenant, filters) -> Figure:
     )
 
 
-def leaderboard_figure(tenant, filters, *, kind="", slug="top_referrers", title="Top referrers") -> Figure:
-    rows = s.leaderboard(tenant, filters, kind=kind)
+def leaderboard_figure(
+    tenant, filters, *, kind="", slug="top_referrers", title="Top referrers", rows: list[dict] | None = None
+) -> Figure:
+    rows = s.leaderboard(tenant, filters, kind=kind) if rows is None else rows
     return Figure(
         slug,
         title,
@@ -188,15 +190,25 @@ def overview_figures(tenant, filters) -> dict[str, Callable[[], Figure]]:
 
 
 def overview_page(tenant, filters) -> list[Figure]:
-    return [build() for build in overview_figures(tenant, filters).values()]
+    """The whole home: the funnel reuses the KPI tiles' sums and both boards are ranked together."""
+    sums = s.totals_with_previous(tenant, filters)
+    boards = s.leaderboards(tenant, filters, ["customer", "partner"])
+    grain = "day" if filters.days <= 120 else "week"
+    return [
+        kpi_figure(tenant, filters, sums=sums),
+        series_figure(tenant, filters, grain),
+        funnel_figure(tenant, filters, sums=sums[0]),
+        leaderboard_figure(tenant, filters, slug="top_referrers", title="Top referrers", rows=boards["customer"]),
+        leaderboard_figure(tenant, filters, slug="top_partners", title="Top partners", rows=boards["partner"]),
+        waiting_figure(tenant, filters),
+    ]
 
 
 # --- program health -----------------------------------------------------------------------------------
 def health_page(tenant, filters) -> list[Figure]:
     settings = s.economics_settings(tenant)
-    rate = s.referral_rate(tenant, filters, settings)
+    rate, activity = s.referrer_health(tenant, filters, settings)
     timing = s.time_to_reward(tenant, filters)
-    activity = s.referrer_activity(tenant, filters)
     mix = s.source_mix(tenant, filters)
     low, high = rate["band"]
     return [
@@ -378,8 +390,19 @@ def leaderboards_figures(tenant, filters) -> dict[str, Callable[[], Figure]]:
     }
 
 
+LEADERBOARDS = [
+    ("customer", "referrers", "Referrers"),
+    ("partner", "partners", "Partners"),
+    ("employee", "employees", "Employees"),
+]
+
+
 def leaderboards_page(tenant, filters) -> list[Figure]:
-    return [build() for build in leaderboards_figures(tenant, filters).values()]
+    boards = s.leaderboards(tenant, filters, [kind for kind, _, _ in LEADERBOARDS])
+    return [
+        leaderboard_figure(tenant, filters, kind=kind, slug=slug, title=title, rows=boards[kind])
+        for kind, slug, title in LEADERBOARDS
+    ]
 
 
 LAZY_FIGURES = {"overview": overview_figures, "series": series_figures, "leaderboards": leaderboards_figures}

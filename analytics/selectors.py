@@ -205,9 +205,10 @@ def totals_with_previous(tenant, filters: Filters) -> tuple[dict[str, int], dict
     )
 
 
-def kpis(tenant, filters: Filters) -> list[Kpi]:
-    """The home's tiles: this period against the previous one of the same length."""
-    now, before = (derived(sums) for sums in totals_with_previous(tenant, filters))
+def kpis(tenant, filters: Filters, *, sums=None) -> list[Kpi]:
+    """The home's tiles: this period against the previous one of the same length (``sums``: the result of
+    ``totals_with_previous`` when the caller has it already)."""
+    now, before = (derived(part) for part in (sums or totals_with_previous(tenant, filters)))
     return [
         Kpi(key, label, now[key], before[key], unit, filters.currency if unit == "money" else "")
         for key, label, unit in KPI_SPECS
@@ -280,23 +281,69 @@ def funnel_by_channel(tenant, filters: Filters) -> dict[str, list[dict]]:
     return {channel: funnel(by_channel.get(channel, dict.fromkeys(METRICS, 0))) for channel in _channels()}
 
 
-def leaderboard(tenant, filters: Filters, *, kind: str = "", order: str = "customers", limit: int = 10):
-    """Participants ranked by ``order`` over the period (from the per-participant rollups)."""
-    scoped = _scope(DailyRollup.objects.all(), tenant, replace(filters, kind=kind or filters.kind))
-    rows = (
-        scoped.values("participant_id", "participant__name")
+def leaderboard(tenant, filters: Filters, *, kind: str = "", limit: int = 10) -> list[dict]:
+    """Participants ranked by customers won over the period (ties: the older participant first)."""
+    return leaderboards(tenant, filters, [kind or filters.kind], limit=limit)[kind or filters.kind]
+
+
+def leaderboards(tenant, filters: Filters, kinds: list[str], *, limit: int = 10) -> dict[str, list[dict]]:
+    """{kind: the top ``limit`` participants of that kind ("" = every kind) by customers won}, read from
+    the per-participant rollups: one or two queries a board, then two for all boards together.
+
+    Ranking every participant of a period means summing all its per-participant rows (a row per
+    participant, day and channel: millions at 10 M clicks). Only rows with customers count towards the
+    order, so the candidates come from those rows alone (partial index ``daily_rollup_customers_idx``):
+    when a board has at least ``limit`` participants with customers, its top ``limit`` are exactly the
+    top of the full ranking (everyone else has 0 customers and ranks after them). A board with fewer
+    (a quiet period, a small workspace) is ranked over all its rows, which are then few. The chosen
+    participants' figures are then summed by the (tenant, participant, day) index, and named in one query.
+    """
+    base = _scope(DailyRollup.objects.all(), tenant, replace(filters, kind=""))
+    chosen: dict[str, list[int]] = {}
+    for kind in kinds:
+        scoped = base.filter(kind=kind) if kind else base
+        ranked = (
+            scoped.filter(customers__gt=0)
+            .values("participant_id")
+            .annotate(won=Sum("customers"))
+            .order_by("-won", "participant_id")
+            .values_list("participant_id", flat=True)[:limit]
+        )
+        ids = list(ranked)
+        if len(ids) < limit:
+            ids = list(
+                scoped.values("participant_id")
+                .annotate(won=Sum("customers"))
+                .order_by("-won", "participant_id")
+                .values_list("participant_id", flat=True)[:limit]
+            )
+        chosen[kind] = ids
+    wanted = {pk for ids in chosen.values() for pk in ids}
+    if not wanted:
+        return {kind: [] for kind in kinds}
+    sums = {
+        row["participant_id"]: row
+        for row in base.filter(participant_id__in=wanted)
+        .values("participant_id")
         .annotate(**{name: Sum(name) for name in METRICS})
-        .order_by(f"-{order}", "participant_id")[:limit]
-    )
-    return [
-        {
-            "participant_id": row["participant_id"],
-            "name": row["participant__name"] or f"#{row['participant_id']}",
-            **{name: int(row[name] or 0) for name in METRICS},
-            "earnings_per_click_minor": m.ratio(row["rewards_earned_minor"] or 0, row["clicks"] or 0),
-        }
-        for row in rows
-    ]
+        .order_by()
+    }
+    names = dict(Participant.objects.filter(tenant_id=tenant.pk, pk__in=wanted).values_list("pk", "name"))
+    boards = {}
+    for kind, ids in chosen.items():
+        rows = []
+        for pk in ids:
+            values = {name: int(sums[pk][name] or 0) for name in METRICS}
+            rows.append(
+                {
+                    "participant_id": pk,
+                    "name": names.get(pk) or f"#{pk}",
+                    **values,
+                    "earnings_per_click_minor": m.ratio(values["rewards_earned_minor"], values["clicks"]),
+                }
+            )
+        boards[kind] = sorted(rows, key=lambda row: (-row["customers"], row["participant_id"]))
+    return boards
 
 
 def participant_figures(tenant, participant_ids, *, start: date | None = None, end: date | None = None):
@@ -364,19 +411,63 @@ def waiting_for_you(tenant, *, now=None) -> list[dict]:
 
 
 # --- program health -----------------------------------------------------------------------------------
-def referral_rate(tenant, filters: Filters, settings: EconomicsSettings | None = None) -> dict:
-    """Referring customers / all customers x 100, against the 15-25 % band. Referring customers: customer
-    participants with at least one referral in the period; all customers: the tenant's figure in the
-    economics settings, else the participants of customer programs."""
-    scoped = _scope(DailyRollup.objects.all(), tenant, replace(filters, kind=ParticipantKind.CUSTOMER))
-    referring = scoped.filter(referrals__gt=0).values("participant_id").distinct().count()
+def _referrer_counts(tenant, filters: Filters) -> dict:
+    """One pass over the per-participant rows that carry referrals (partial index
+    ``daily_rollup_referrals_idx``) for the period and the 90 days to its end: customer participants who
+    referred in the period, participants of the chosen kind who referred in the period or in the last
+    90 days, the period's referrals, and the largest per-referrer counts (enough for the top 10 %)."""
+    from django.db import connection
+
+    recent = filters.end - timedelta(days=89)
+    scoped = _scope(DailyRollup.objects.all(), tenant, replace(filters, kind="", start=min(filters.start, recent)))
+    inner, params = scoped.filter(referrals__gt=0).values("participant_id").order_by().query.sql_with_params()
+    table = DailyRollup._meta.db_table
+    # The scoped query selects participant_id from the rows of the window; re-read them with the columns the
+    # counts need (kind, day, referrals) by replacing the select list.
+    where = inner[inner.index(" WHERE ") :]
+    kind_ok = "kind = %s" if filters.kind else "TRUE"
+    kind_params = [filters.kind] if filters.kind else []
+    sql = f"""
+    WITH per AS (
+        SELECT participant_id,
+               SUM(referrals) FILTER (WHERE day >= %s AND {kind_ok}) AS n,
+               BOOL_OR(day >= %s AND kind = %s) AS referring_customer,
+               BOOL_OR(day >= %s AND {kind_ok}) AS active
+        FROM {table}{where}
+        GROUP BY participant_id
+    ), ranked AS (SELECT n FROM per WHERE n > 0)
+    SELECT (SELECT COUNT(*) FROM per WHERE referring_customer),
+           (SELECT COUNT(*) FROM per WHERE active),
+           (SELECT COUNT(*) FROM ranked),
+           (SELECT COALESCE(SUM(n), 0) FROM ranked),
+           ARRAY(SELECT n FROM ranked ORDER BY n DESC
+                 LIMIT (SELECT CEIL(COUNT(*) * 0.1)::int + 1 FROM ranked))
+    """  # noqa: S608 - the table name from model metadata, the WHERE clause from the ORM
+    with connection.cursor() as cursor:
+        cursor.execute(
+            sql,
+            [filters.start, *kind_params, filters.start, ParticipantKind.CUSTOMER, recent, *kind_params, *params],
+        )
+        referring, active, referrers, referrals, top = cursor.fetchone()
+    return {
+        "referring_customers": int(referring),
+        "active_90d": int(active),
+        "referrers": int(referrers),
+        "referrals": int(referrals),
+        "top_counts": [int(value) for value in top],
+    }
+
+
+def _customers_of(tenant, filters: Filters, settings: EconomicsSettings | None) -> int:
     if settings and settings.total_customers:
-        customers = settings.total_customers
-    else:
-        programs = Program.objects.for_tenant(tenant).filter(kind=ProgramKind.CUSTOMER)
-        if filters.program_id:
-            programs = programs.filter(pk=filters.program_id)
-        customers = Participant.objects.for_tenant(tenant).filter(program__in=programs).count()
+        return settings.total_customers
+    programs = Program.objects.filter(tenant_id=tenant.pk, kind=ProgramKind.CUSTOMER)
+    if filters.program_id:
+        programs = programs.filter(pk=filters.program_id)
+    return Participant.objects.filter(tenant_id=tenant.pk, program__in=programs).count()
+
+
+def _rate(referring: int, customers: int) -> dict:
     rate = m.percent(referring, customers)
     low, high = m.REFERRAL_RATE_BAND
     verdict = None if rate is None else "below" if rate < low else "above" if rate > high else "within"
@@ -387,6 +478,32 @@ def referral_rate(tenant, filters: Filters, settings: EconomicsSettings | None =
         "band": m.REFERRAL_RATE_BAND,
         "verdict": verdict,
     }
+
+
+def _activity(counts: dict) -> dict:
+    top = max(1, round(counts["referrers"] * 0.10)) if counts["referrers"] else 0
+    share = m.percent(sum(counts["top_counts"][:top]), counts["referrals"]) if counts["referrers"] else None
+    return {"active_90d": counts["active_90d"], "referrers": counts["referrers"], "top10_share": share}
+
+
+def referral_rate(tenant, filters: Filters, settings: EconomicsSettings | None = None) -> dict:
+    """Referring customers / all customers x 100, against the 15-25 % band. Referring customers: customer
+    participants with at least one referral in the period; all customers: the tenant's figure in the
+    economics settings, else the participants of customer programs."""
+    counts = _referrer_counts(tenant, filters)
+    return _rate(counts["referring_customers"], _customers_of(tenant, filters, settings))
+
+
+def referrer_activity(tenant, filters: Filters) -> dict:
+    """Active referrers in the last 90 days (to the period's end) and the top 10 %'s share of referrals
+    (the top max(1, round(10 % of referrers)), as ``metrics.top_share_percent``)."""
+    return _activity(_referrer_counts(tenant, filters))
+
+
+def referrer_health(tenant, filters: Filters, settings: EconomicsSettings | None = None) -> tuple[dict, dict]:
+    """``referral_rate`` and ``referrer_activity`` from one pass over the rollups."""
+    counts = _referrer_counts(tenant, filters)
+    return _rate(counts["referring_customers"], _customers_of(tenant, filters, settings)), _activity(counts)
 
 
 class _Percentile(Aggregate):
@@ -430,26 +547,6 @@ def time_to_reward(tenant, filters: Filters) -> dict:
         "target_days": m.TIME_TO_REWARD_TARGET_DAYS,
         "on_target": None if p90 is None else p90 <= m.TIME_TO_REWARD_TARGET_DAYS,
     }
-
-
-def referrer_activity(tenant, filters: Filters) -> dict:
-    """Active referrers in the last 90 days (to the period's end) and the top 10 %'s share of referrals."""
-    recent = replace(filters, start=filters.end - timedelta(days=89))
-    active = (
-        _scope(DailyRollup.objects.all(), tenant, recent)
-        .filter(referrals__gt=0)
-        .values("participant_id")
-        .distinct()
-        .count()
-    )
-    counts = list(
-        _scope(DailyRollup.objects.all(), tenant, filters)
-        .values("participant_id")
-        .annotate(n=Sum("referrals"))
-        .filter(n__gt=0)
-        .values_list("n", flat=True)
-    )
-    return {"active_90d": active, "referrers": len(counts), "top10_share": m.top_share_percent(counts)}
 
 
 def source_mix(tenant, filters: Filters) -> list[dict]:
