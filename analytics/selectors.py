@@ -144,10 +144,13 @@ def totals(tenant, filters: Filters) -> dict[str, int]:
     return _sums(_source(tenant, filters))
 
 
-def derived(sums: dict[str, int], settings: EconomicsSettings | None = None) -> dict[str, float | int | None]:
-    """The figures computed from a period's sums (every ratio None when undefined)."""
-    settings = settings or EconomicsSettings(tenant_id=0)
-    cost = sums["rewards_earned_minor"]
+def derived(
+    sums: dict[str, int], settings: EconomicsSettings | None = None, days: int = 0
+) -> dict[str, float | int | None]:
+    """The figures computed from a period's sums (every ratio None when undefined). Program cost = rewards
+    earned + the yearly running cost pro rata over ``days`` (as the economics page)."""
+    running = (settings.program_yearly_cost_minor or 0) * days / 365 if settings else 0
+    cost = sums["rewards_earned_minor"] + running
     customers = sums["customers"]
     average_deal = m.ratio(sums["deal_minor"], customers)
     return {
@@ -160,7 +163,7 @@ def derived(sums: dict[str, int], settings: EconomicsSettings | None = None) -> 
         "cost_per_customer_minor": m.ratio(cost, customers),
         "revenue_per_customer_minor": m.ratio(sums["revenue_minor"], customers),
         "time_to_reward_mean_days": m.ratio(sums["reward_delay_seconds"] / 86400, sums["rewards_paid_count"]),
-        "earnings_per_click_minor": m.ratio(cost, sums["clicks"]),
+        "earnings_per_click_minor": m.ratio(sums["rewards_earned_minor"], sums["clicks"]),
     }
 
 
@@ -208,7 +211,8 @@ def totals_with_previous(tenant, filters: Filters) -> tuple[dict[str, int], dict
 def kpis(tenant, filters: Filters, *, sums=None) -> list[Kpi]:
     """The home's tiles: this period against the previous one of the same length (``sums``: the result of
     ``totals_with_previous`` when the caller has it already)."""
-    now, before = (derived(part) for part in (sums or totals_with_previous(tenant, filters)))
+    settings = economics_settings(tenant)
+    now, before = (derived(part, settings, filters.days) for part in (sums or totals_with_previous(tenant, filters)))
     return [
         Kpi(key, label, now[key], before[key], unit, filters.currency if unit == "money" else "")
         for key, label, unit in KPI_SPECS
@@ -693,7 +697,8 @@ COMPARED_DERIVED = ["conversion_rate", "roi_percent", "cost_per_customer_minor",
 def compare(tenant, left: Filters, right: Filters) -> list[dict]:
     """The same figures side by side for two filter sets (two programs, two periods, two rule versions),
     with the difference in percent; daily averages too, since the two may differ in length."""
-    a, b = derived(totals(tenant, left)), derived(totals(tenant, right))
+    settings = economics_settings(tenant)
+    a, b = derived(totals(tenant, left), settings, left.days), derived(totals(tenant, right), settings, right.days)
     rows = []
     for key in COMPARED + COMPARED_DERIVED:
         rows.append({"figure": key, "a": a[key], "b": b[key], "change": m.change_percent(b[key], a[key])})
