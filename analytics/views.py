@@ -209,7 +209,8 @@ def other_customers(request):
                 errors, status = [vars(problem) for problem in problems], 400
             else:
                 saved = other_channel_customers_import(tenant=tenant, actor=actor, rows=rows, filename=upload.name)
-                messages.success(request, f"{saved} customers imported from {upload.name}.")
+                noun = "customer" if saved == 1 else "customers"
+                messages.success(request, f"{saved} {noun} imported from {upload.name}.")
                 return redirect("analytics_other_customers")
     latest = OtherChannelCustomer.objects.for_tenant(tenant).order_by("-created_at", "-pk")[:20]
     context = {
