@@ -26,6 +26,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from referral_platform.celery import enqueue_on_commit
+from referral_platform.tenancy import rls
 from referral_platform.tenancy.actors import system_actor
 from referral_platform.tenancy.models import Tenant
 from referrals.models import ConversionEvent, ConversionKind
@@ -57,6 +58,7 @@ def webhook_receive(*, tenant_slug: str, payload: bytes, signature: str) -> Stri
     store it once per Stripe event id. Returns the stored event (the first one for a duplicate).
     Raises ``Tenant.DoesNotExist`` for an unknown tenant and ``WebhookRejected`` for a bad signature."""
     tenant = Tenant.objects.get(slug=tenant_slug)
+    rls.bind(tenant.pk)  # from here the request sees this tenant's rows only (row-level security)
     credentials = StripeCredentials.objects.for_tenant(tenant).first()
     if credentials is None or not credentials.webhook_secret:
         raise WebhookRejected("no webhook signing secret configured")
