@@ -292,7 +292,8 @@ def leaderboard(tenant, filters: Filters, *, kind: str = "", limit: int = 10) ->
 
 def leaderboards(tenant, filters: Filters, kinds: list[str], *, limit: int = 10) -> dict[str, list[dict]]:
     """{kind: the top ``limit`` participants of that kind ("" = every kind) by customers won}, read from
-    the per-participant rollups: one or two queries a board, then two for all boards together.
+    the per-participant rollups: one query for the kinds present, one or two a board, then two for all the
+    boards together.
 
     Ranking every participant of a period means summing all its per-participant rows (a row per
     participant, day and channel: millions at 10 M clicks). Only rows with customers count towards the
@@ -303,23 +304,29 @@ def leaderboards(tenant, filters: Filters, kinds: list[str], *, limit: int = 10)
     participants' figures are then summed by the (tenant, participant, day) index, and named in one query.
     """
     base = _scope(DailyRollup.objects.all(), tenant, replace(filters, kind=""))
+    # The kinds with any activity in the period, from the small daily totals: a board of a kind without
+    # any (often the employees') is empty without reading a per-participant row.
+    present = set(_source(tenant, replace(filters, kind="")).values_list("kind", flat=True).distinct())
     chosen: dict[str, list[int]] = {}
     for kind in kinds:
+        if (kind and kind not in present) or not present:
+            chosen[kind] = []
+            continue
         scoped = base.filter(kind=kind) if kind else base
-        ranked = (
+        ids = list(
             scoped.filter(customers__gt=0)
             .values("participant_id")
             .annotate(won=Sum("customers"))
             .order_by("-won", "participant_id")
             .values_list("participant_id", flat=True)[:limit]
         )
-        ids = list(ranked)
         if len(ids) < limit:
-            ids = list(
-                scoped.values("participant_id")
-                .annotate(won=Sum("customers"))
-                .order_by("-won", "participant_id")
-                .values_list("participant_id", flat=True)[:limit]
+            # Every participant with customers is in; the rest of the board are those without, by age.
+            ids += list(
+                scoped.exclude(participant_id__in=ids)
+                .order_by("participant_id")
+                .values_list("participant_id", flat=True)
+                .distinct()[: limit - len(ids)]
             )
         chosen[kind] = ids
     wanted = {pk for ids in chosen.values() for pk in ids}
