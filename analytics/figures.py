@@ -205,14 +205,20 @@ def overview_page(tenant, filters) -> list[Figure]:
 
 
 # --- program health -----------------------------------------------------------------------------------
-def health_page(tenant, filters) -> list[Figure]:
-    settings = s.economics_settings(tenant)
-    rate, activity = s.referrer_health(tenant, filters, settings)
-    timing = s.time_to_reward(tenant, filters)
-    mix = s.source_mix(tenant, filters)
-    low, high = rate["band"]
-    return [
-        Figure(
+def health_figures(tenant, filters) -> dict[str, Callable[[], Figure]]:
+    """The health page's figures, each computed only when asked for (a CSV needs one); the referral rate
+    and the referrer counts share one pass over the rollups."""
+    found: dict[str, object] = {}
+
+    def counts():
+        if "counts" not in found:
+            found["counts"] = s.referrer_health(tenant, filters, s.economics_settings(tenant))
+        return found["counts"]
+
+    def referral_rate() -> Figure:
+        rate = counts()[0]
+        low, high = rate["band"]
+        return Figure(
             "referral_rate",
             f"Referral rate against the {low:.0f}-{high:.0f} % B2B SaaS band",
             [
@@ -223,8 +229,11 @@ def health_page(tenant, filters) -> list[Figure]:
             ],
             [{**rate, "verdict": rate["verdict"] or m.DASH}],
             chart={"type": "gauge", "value": rate["rate"], "band": [low, high]},
-        ),
-        Figure(
+        )
+
+    def time_to_reward() -> Figure:
+        timing = s.time_to_reward(tenant, filters)
+        return Figure(
             "time_to_reward",
             "Time to reward (conversion → paid) against the 7-day target",
             [
@@ -234,8 +243,11 @@ def health_page(tenant, filters) -> list[Figure]:
                 Column("target_days", "Target (days)", "days"),
             ],
             [timing],
-        ),
-        Figure(
+        )
+
+    def referrers() -> Figure:
+        activity = counts()[1]
+        return Figure(
             "referrers",
             "Active referrers (last 90 days) and the top 10 %'s share",
             [
@@ -244,8 +256,11 @@ def health_page(tenant, filters) -> list[Figure]:
                 Column("top10_share", "Top 10 % share of referrals %", "percent"),
             ],
             [activity],
-        ),
-        Figure(
+        )
+
+    def source_mix() -> Figure:
+        mix = s.source_mix(tenant, filters)
+        return Figure(
             "source_mix",
             "Source mix: customer, partner and employee referrals",
             [
@@ -262,8 +277,18 @@ def health_page(tenant, filters) -> list[Figure]:
                 "datasets": [{"label": "Referrals", "data": [row["referrals"] for row in mix]}],
             },
             currency=filters.currency,
-        ),
-    ]
+        )
+
+    return {
+        "referral_rate": referral_rate,
+        "time_to_reward": time_to_reward,
+        "referrers": referrers,
+        "source_mix": source_mix,
+    }
+
+
+def health_page(tenant, filters) -> list[Figure]:
+    return [build() for build in health_figures(tenant, filters).values()]
 
 
 def funnel_page(tenant, filters) -> list[Figure]:
@@ -405,7 +430,12 @@ def leaderboards_page(tenant, filters) -> list[Figure]:
     ]
 
 
-LAZY_FIGURES = {"overview": overview_figures, "series": series_figures, "leaderboards": leaderboards_figures}
+LAZY_FIGURES = {
+    "overview": overview_figures,
+    "health": health_figures,
+    "series": series_figures,
+    "leaderboards": leaderboards_figures,
+}
 
 
 def compare_figure(tenant, left, right, title: str) -> Figure:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 
-from django.db.models import Aggregate, Count, F, FloatField, Q, Sum, Value
+from django.db.models import Aggregate, Count, DurationField, ExpressionWrapper, F, Q, Sum, Value
 from django.db.models.functions import Extract, Greatest, TruncMonth, TruncWeek
 from django.utils import timezone
 
@@ -517,15 +517,17 @@ def referrer_health(tenant, filters: Filters, settings: EconomicsSettings | None
     return _rate(counts["referring_customers"], _customers_of(tenant, filters, settings)), _activity(counts)
 
 
-class _Percentile(Aggregate):
-    """PostgreSQL's percentile_cont (linear interpolation between the closest ranks)."""
+class _MedianAndP90(Aggregate):
+    """PostgreSQL's percentile_cont (linear interpolation between the closest ranks) at 0.5 and 0.9, in one
+    sort of the intervals."""
 
     function = "PERCENTILE_CONT"
-    template = "%(function)s(%(fraction)s) WITHIN GROUP (ORDER BY %(expressions)s)"
-    output_field = FloatField()
+    template = "%(function)s(ARRAY[0.5, 0.9]) WITHIN GROUP (ORDER BY %(expressions)s)"
 
-    def __init__(self, expression, fraction: float):
-        super().__init__(expression, fraction=float(fraction))
+    def __init__(self, expression):
+        from django.contrib.postgres.fields import ArrayField
+
+        super().__init__(expression, output_field=ArrayField(DurationField()))
 
 
 def time_to_reward(tenant, filters: Filters) -> dict:
@@ -548,9 +550,15 @@ def time_to_reward(tenant, filters: Filters) -> dict:
     if filters.kind:
         kinds = [ProgramKind.PARTNER, ProgramKind.RESELLER] if filters.kind == "partner" else [filters.kind]
         rewards = rewards.filter(program__kind__in=kinds)
-    days = Greatest(Extract(F("paid_at") - F("converted_at"), "epoch"), Value(0.0)) / Value(86400.0)
-    found = rewards.aggregate(count=Count("pk"), median=_Percentile(days, 0.5), p90=_Percentile(days, 0.9))
-    median, p90 = found["median"], found["p90"]
+    delay = Greatest(
+        ExpressionWrapper(F("paid_at") - F("converted_at"), output_field=DurationField()),
+        Value(timedelta(0), output_field=DurationField()),
+    )
+    # COUNT(*) and the included columns: an index-only scan of reward_paid_time_idx.
+    found = rewards.aggregate(count=Count("*"), percentiles=_MedianAndP90(delay))
+    median, p90 = (
+        (None, None) if not found["count"] else (value.total_seconds() / 86400 for value in found["percentiles"])
+    )
     return {
         "count": found["count"],
         "median_days": median,
