@@ -430,7 +430,7 @@ def run(*, seeded: bool = False) -> None:
         cursor.execute("SELECT pg_size_pretty(pg_database_size(current_database()))")
         print(f"  database size {cursor.fetchone()[0]}", flush=True)
     tenant = tenants[0]
-    user = UserFactory()
+    user = UserFactory(username=f"bench-{os.getpid()}@bench.example")  # unique when the database is reused
     Membership.objects.create(tenant=tenant, user=user, role=Role.MARKETER)
     client = Client()
     client.force_login(user)
