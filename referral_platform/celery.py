@@ -97,6 +97,20 @@ def reconcile_task() -> dict:
 # path) start resolving: they may look up their subject, and the services bind its tenant or take the
 # audited bypass. An eager task (tests) keeps its caller's state. Each task's state is undone after it.
 RLS_TENANT_HEADER = "rp_tenant"
+# The truly cross-tenant jobs: they run on the audited bypass (logged with this reason), whoever queued them.
+CROSS_TENANT_TASKS = {
+    "referrals.flush_clicks": "click flush",
+    "referral_platform.reconcile": "reconciler",
+    "rewards.payouts_run": "payouts run",
+    "rewards.release_holds": "sweep: reward holds ending",
+    "partners.deals_expire": "sweep: deal registrations expiring",
+    "partners.deals_warn_expiring": "sweep: deal expiry warnings",
+    "partners.tiers_recompute": "sweep: partner tiers",
+    "engagement.asks_send_due": "sweep: asks due",
+    "engagement.webhooks_retry_due": "sweep: webhook retries due",
+    "analytics.refresh_recent": "sweep: nightly rollup refresh",
+    "analytics.refresh_clicks": "rollups of flushed clicks (every tenant's)",
+}
 
 
 @signals.before_task_publish.connect
@@ -115,7 +129,7 @@ def _rls_task_start(sender=None, task=None, **kwargs):
     if task is None or getattr(task.request, "is_eager", False):
         return
     tenant_id = getattr(task.request, RLS_TENANT_HEADER, None)
-    task.request.rls_token = rls.enter_task(tenant_id, task.name)
+    task.request.rls_token = rls.enter_task(tenant_id, task.name, cross_tenant=CROSS_TENANT_TASKS.get(task.name))
 
 
 @signals.task_postrun.connect
