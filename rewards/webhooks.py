@@ -58,7 +58,7 @@ def _refuse_future_timestamp(signature: str) -> None:
 # The door (``webhook_receive``) only verifies, stores raw with one INSERT and acknowledges; the stored
 # events are handled later in batches by ``stripe_events_drain`` (task ``rewards.stripe_events_drain``),
 # scheduled at most once per DRAIN_KEY_SECONDS per tenant (docs/throughput.md, "Intake").
-DRAIN_CHUNK = 50
+DRAIN_CHUNK = 25
 DRAIN_KEY_SECONDS = 1
 DRAIN_TIME_BUDGET_SECONDS = 20.0
 
@@ -233,6 +233,8 @@ def stripe_events_drain(*, tenant_id: int, time_budget: float = DRAIN_TIME_BUDGE
     while True:
         with follow_ups():
             events = stripe_events_process_chunk(tenant=tenant)
+            if len(events) == DRAIN_CHUNK:
+                stripe_events_schedule(tenant_id)  # a backlog: let another worker help meanwhile
         if not events:
             cache.delete(_drain_key(tenant_id))
             with follow_ups():
@@ -243,8 +245,6 @@ def stripe_events_drain(*, tenant_id: int, time_budget: float = DRAIN_TIME_BUDGE
         if time.monotonic() - started > time_budget:
             drain_task.apply_async((tenant_id,))
             return handled
-        if len(events) == DRAIN_CHUNK:
-            stripe_events_schedule(tenant_id)  # a backlog: let another worker help
 
 
 # --- handlers ----------------------------------------------------------------------------------

@@ -95,7 +95,7 @@ def test_a_drain_handles_every_event_of_its_tenant_once_and_marks_a_bad_one_fail
         payload = invoice_paid(
             event_id=f"evt_{index}", charge=f"ch_{index}", invoice=f"in_{index}", customer=f"cus_{index}"
         )
-        if index == 60:
+        if index == DRAIN_CHUNK + 3:  # in the second chunk
             payload["data"]["object"]["amount_paid"] = "not a number"
         receive(tenant, payload)
     for index in range(3):
@@ -106,7 +106,7 @@ def test_a_drain_handles_every_event_of_its_tenant_once_and_marks_a_bad_one_fail
     assert handled == count
     events_a = StripeWebhookEvent.objects.filter(tenant=tenant)
     assert events_a.filter(status="processed", attempts=1).count() == count - 1
-    bad = events_a.get(stripe_event_id="evt_60")
+    bad = events_a.get(stripe_event_id=f"evt_{DRAIN_CHUNK + 3}")
     assert bad.status == "failed" and bad.attempts == 1 and bad.error.startswith("ValueError")
     assert ConversionEvent.objects.filter(tenant=tenant).count() == count - 1
     assert not ConversionEvent.objects.filter(tenant=tenant, status="received").exists()  # matched in the drain
