@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 
 from celery import Celery, signals
@@ -41,6 +43,10 @@ def enqueue_on_commit(task, *args, countdown: int | None = None, once: bool = Fa
 
     def send():
         send.sent = True
+        collector = _collector.get()
+        if collector is not None and task.name in collector.names and not options:
+            collector.calls.append((task, args, kwargs))
+            return
         task.apply_async(args=args, kwargs=kwargs, **options)
 
     send.sent = False
@@ -55,6 +61,42 @@ def enqueue_on_commit(task, *args, countdown: int | None = None, once: bool = Fa
         ):
             return
     transaction.on_commit(send)
+
+
+class TaskCollector:
+    """The follow-up tasks (by name) that ``enqueue_on_commit`` handed over instead of publishing them,
+    in the order their transactions committed: ``(task, args, kwargs)``."""
+
+    def __init__(self, names):
+        self.names = frozenset(names)
+        self.calls: list = []
+
+    def take(self) -> list:
+        calls, self.calls = self.calls, []
+        return calls
+
+    def publish_all(self) -> None:
+        """Publish what is still held, as ``enqueue_on_commit`` would have (nothing is dropped)."""
+        for task, args, kwargs in self.take():
+            task.apply_async(args=args, kwargs=kwargs)
+
+
+_collector: contextvars.ContextVar[TaskCollector | None] = contextvars.ContextVar("task_collector", default=None)
+
+
+@contextlib.contextmanager
+def collect_tasks(*names: str):
+    """Within the block, tasks named ``names`` queued by ``enqueue_on_commit`` are collected (still only
+    after their transaction commits, never for a rolled-back one) instead of published, so a batch task
+    can run them itself in batches (rewards.pipeline). Whatever is still collected when the block ends —
+    an exception included — is published, so a follow-up is never lost to the batching."""
+    collector = TaskCollector(names)
+    token = _collector.set(collector)
+    try:
+        yield collector
+    finally:
+        _collector.reset(token)
+        collector.publish_all()
 
 
 def check_visibility_timeout(conf) -> None:
