@@ -118,9 +118,11 @@ def database_role() -> str:
     from django.db import connection
 
     with connection.cursor() as cursor:
-        cursor.execute("SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user")
-        role, superuser = cursor.fetchone()
-    return f"database role: {role} ({'superuser' if superuser else 'restricted, no superuser'})"
+        cursor.execute("SELECT current_user, rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user")
+        role, superuser, bypassrls = cursor.fetchone()
+    if superuser or bypassrls:
+        return f"database role: {role} (superuser or BYPASSRLS: row-level security does NOT apply to these figures)"
+    return f"database role: {role} (restricted, no superuser, row-level security applies)"
 
 
 def create_fixtures() -> dict:
@@ -394,6 +396,29 @@ def set_row_level_security(enabled: bool) -> None:
     log(f"row-level security {'ON' if enabled else 'OFF'} on every tenant-owned table")
 
 
+def _delete_as_owner(tenant) -> None:
+    """The application role may not DELETE from the ledger tables, even zero rows of them, so the bench
+    tenant (which has no ledger rows: the append-only triggers would refuse those) goes as the owner."""
+    import dj_database_url
+    from django.db import connections
+
+    from referral_platform.tenancy import rls
+
+    owner_url = os.environ.get("DATABASE_OWNER_URL")
+    if not owner_url:
+        tenant.delete()
+        return
+    connections.settings["owner"] = {
+        **connections.settings["default"],
+        **dj_database_url.parse(owner_url, engine=connections.settings["default"]["ENGINE"]),
+    }
+    try:
+        with rls.bypass("bench cleanup"):
+            tenant.delete(using="owner")
+    finally:
+        connections["owner"].close()
+
+
 def cleanup(fixtures: dict | None) -> None:
     from django.contrib.sessions.models import Session
     from pinax.referrals.models import Referral as PinaxReferral
@@ -406,7 +431,7 @@ def cleanup(fixtures: dict | None) -> None:
         session_keys = ReferralResponse.objects.filter(referral__label="bench").values_list("session_key", flat=True)
         Session.objects.filter(session_key__in=session_keys).delete()
         PinaxReferral.objects.filter(code__in=fixtures["pinax_codes"]).delete()
-        fixtures["tenant"].delete()
+        _delete_as_owner(fixtures["tenant"])
     client = hot_redis.client()
     keys = list(client.scan_iter(match=f"{os.environ['CACHE_KEY_PREFIX']}:*", count=5000))
     for start in range(0, len(keys), 5000):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 
 from celery import Celery, signals
@@ -41,6 +43,10 @@ def enqueue_on_commit(task, *args, countdown: int | None = None, once: bool = Fa
 
     def send():
         send.sent = True
+        collector = _collector.get()
+        if collector is not None and task.name in collector.names and not options:
+            collector.calls.append((task, args, kwargs))
+            return
         task.apply_async(args=args, kwargs=kwargs, **options)
 
     send.sent = False
@@ -55,6 +61,42 @@ def enqueue_on_commit(task, *args, countdown: int | None = None, once: bool = Fa
         ):
             return
     transaction.on_commit(send)
+
+
+class TaskCollector:
+    """The follow-up tasks (by name) that ``enqueue_on_commit`` handed over instead of publishing them,
+    in the order their transactions committed: ``(task, args, kwargs)``."""
+
+    def __init__(self, names):
+        self.names = frozenset(names)
+        self.calls: list = []
+
+    def take(self) -> list:
+        calls, self.calls = self.calls, []
+        return calls
+
+    def publish_all(self) -> None:
+        """Publish what is still held, as ``enqueue_on_commit`` would have (nothing is dropped)."""
+        for task, args, kwargs in self.take():
+            task.apply_async(args=args, kwargs=kwargs)
+
+
+_collector: contextvars.ContextVar[TaskCollector | None] = contextvars.ContextVar("task_collector", default=None)
+
+
+@contextlib.contextmanager
+def collect_tasks(*names: str):
+    """Within the block, tasks named ``names`` queued by ``enqueue_on_commit`` are collected (still only
+    after their transaction commits, never for a rolled-back one) instead of published, so a batch task
+    can run them itself in batches (rewards.pipeline). Whatever is still collected when the block ends —
+    an exception included — is published, so a follow-up is never lost to the batching."""
+    collector = TaskCollector(names)
+    token = _collector.set(collector)
+    try:
+        yield collector
+    finally:
+        _collector.reset(token)
+        collector.publish_all()
 
 
 def check_visibility_timeout(conf) -> None:
@@ -97,6 +139,20 @@ def reconcile_task() -> dict:
 # path) start resolving: they may look up their subject, and the services bind its tenant or take the
 # audited bypass. An eager task (tests) keeps its caller's state. Each task's state is undone after it.
 RLS_TENANT_HEADER = "rp_tenant"
+# The truly cross-tenant jobs: they run on the audited bypass (logged with this reason), whoever queued them.
+CROSS_TENANT_TASKS = {
+    "referrals.flush_clicks": "click flush",
+    "referral_platform.reconcile": "reconciler",
+    "rewards.payouts_run": "payouts run",
+    "rewards.release_holds": "sweep: reward holds ending",
+    "partners.deals_expire": "sweep: deal registrations expiring",
+    "partners.deals_warn_expiring": "sweep: deal expiry warnings",
+    "partners.tiers_recompute": "sweep: partner tiers",
+    "engagement.asks_send_due": "sweep: asks due",
+    "engagement.webhooks_retry_due": "sweep: webhook retries due",
+    "analytics.refresh_recent": "sweep: nightly rollup refresh",
+    "analytics.refresh_clicks": "rollups of flushed clicks (every tenant's)",
+}
 
 
 @signals.before_task_publish.connect
@@ -115,7 +171,7 @@ def _rls_task_start(sender=None, task=None, **kwargs):
     if task is None or getattr(task.request, "is_eager", False):
         return
     tenant_id = getattr(task.request, RLS_TENANT_HEADER, None)
-    task.request.rls_token = rls.enter_task(tenant_id, task.name)
+    task.request.rls_token = rls.enter_task(tenant_id, task.name, cross_tenant=CROSS_TENANT_TASKS.get(task.name))
 
 
 @signals.task_postrun.connect

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Sum
 
 from programs.models import Participant, Program
@@ -45,6 +45,27 @@ class Line:
     amount_minor: int
 
 
+# Ledger accounts are append-only (a trigger refuses UPDATE and DELETE), so an account row, once
+# committed, is the same row forever: each process keeps the ones it has seen committed (an account
+# created by a transaction is remembered only when that transaction commits, never when it rolls back).
+# Saves the account look-ups of every posting (issue 15).
+_COMMITTED_ACCOUNTS: dict[tuple, LedgerAccount] = {}
+_COMMITTED_ACCOUNTS_MAX = 20_000
+
+
+def _account_key(tenant_id: int, program_id: int, participant_id: int | None, kind: str, currency: str) -> tuple:
+    return (connection.alias, tenant_id, program_id, participant_id, kind, currency.upper())
+
+
+def _remember(key: tuple, account: LedgerAccount) -> None:
+    def remember() -> None:
+        if len(_COMMITTED_ACCOUNTS) >= _COMMITTED_ACCOUNTS_MAX:
+            _COMMITTED_ACCOUNTS.clear()
+        _COMMITTED_ACCOUNTS[key] = account
+
+    transaction.on_commit(remember)
+
+
 def ledger_account(
     *, tenant: Tenant, program: Program, kind: str, currency: str, participant: Participant | None = None
 ) -> LedgerAccount:
@@ -55,6 +76,10 @@ def ledger_account(
         raise ValidationError({"participant": "Expense accounts belong to a program; the others to a participant."})
     if program.tenant_id != tenant.pk or (participant is not None and participant.tenant_id != tenant.pk):
         raise ValidationError({"program": "Program and participant must belong to the tenant."})
+    key = _account_key(tenant.pk, program.pk, participant.pk if participant else None, kind, currency)
+    known = _COMMITTED_ACCOUNTS.get(key)
+    if known is not None:
+        return known
     lookup = {
         "tenant": tenant,
         "program": program,
@@ -63,22 +88,32 @@ def ledger_account(
         "currency": currency.upper(),
     }
     account = LedgerAccount.objects.filter(**lookup).first()
-    if account is not None:
-        return account
-    try:
-        with transaction.atomic():
-            return LedgerAccount.objects.create(**lookup)
-    except IntegrityError:
-        return LedgerAccount.objects.get(**lookup)
+    if account is None:
+        try:
+            with transaction.atomic():
+                account = LedgerAccount.objects.create(**lookup)
+        except IntegrityError:
+            account = LedgerAccount.objects.get(**lookup)
+    _remember(key, account)
+    return account
 
 
 def participant_account(participant: Participant, kind: str, currency: str) -> LedgerAccount:
+    if participant.tenant_id is not None and kind != AccountKind.EXPENSE:
+        known = _COMMITTED_ACCOUNTS.get(
+            _account_key(participant.tenant_id, participant.program_id, participant.pk, kind, currency)
+        )
+        if known is not None:  # no need to read the participant's tenant and program
+            return known
     return ledger_account(
         tenant=participant.tenant, program=participant.program, participant=participant, kind=kind, currency=currency
     )
 
 
 def expense_account(program: Program, currency: str) -> LedgerAccount:
+    known = _COMMITTED_ACCOUNTS.get(_account_key(program.tenant_id, program.pk, None, AccountKind.EXPENSE, currency))
+    if known is not None:
+        return known
     return ledger_account(tenant=program.tenant, program=program, kind=AccountKind.EXPENSE, currency=currency)
 
 

@@ -436,6 +436,10 @@ class StripeWebhookEvent(TenantOwnedModel):
         constraints = [
             models.UniqueConstraint(fields=["tenant", "stripe_event_id"], name="stripe_event_unique_per_tenant")
         ]
+        indexes = [
+            # The drain's claim: a tenant's unhandled events in id order (rewards.webhooks.stripe_events_drain).
+            models.Index(fields=["tenant", "id"], name="stripe_event_received", condition=models.Q(status="received"))
+        ]
         ordering = ["-received_at", "-pk"]
 
     def __str__(self) -> str:

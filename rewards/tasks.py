@@ -56,6 +56,17 @@ def stripe_event_process(event_id: int) -> str:
 
 
 @money_task(
+    name="rewards.stripe_events_drain", autoretry_for=(OperationalError,), retry_backoff=2, retry_backoff_max=60
+)
+def stripe_events_drain(tenant_id: int) -> int:
+    """Handle a tenant's stored Stripe events in batches, with their matching, settlement and messages
+    (``rewards.webhooks.stripe_events_drain``; queued by the webhook door). Returns how many were handled."""
+    from .webhooks import stripe_events_drain as drain
+
+    return drain(tenant_id=tenant_id)
+
+
+@money_task(
     name="rewards.evaluate_conversion",
     autoretry_for=(OperationalError,),
     retry_backoff=5,

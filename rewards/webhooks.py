@@ -16,12 +16,15 @@ their matching and attribution (``referrals.process_conversion_event``) after co
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 from datetime import UTC, datetime
 
 import stripe
+from django.core.cache import cache
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -53,39 +56,133 @@ def _refuse_future_timestamp(signature: str) -> None:
             raise WebhookRejected("timestamp in the future")
 
 
-def webhook_receive(*, tenant_slug: str, payload: bytes, signature: str) -> StripeWebhookEvent:
-    """Verify ``payload`` with the tenant's signing secret (Stripe's scheme, 5-minute tolerance) and
-    store it once per Stripe event id. Returns the stored event (the first one for a duplicate).
-    Raises ``Tenant.DoesNotExist`` for an unknown tenant and ``WebhookRejected`` for a bad signature."""
-    tenant = Tenant.objects.get(slug=tenant_slug)
-    rls.bind(tenant.pk)  # from here the request sees this tenant's rows only (row-level security)
-    credentials = StripeCredentials.objects.for_tenant(tenant).first()
-    if credentials is None or not credentials.webhook_secret:
+# The door (``webhook_receive``) only verifies, stores raw with one INSERT and acknowledges; the stored
+# events are handled later in batches by ``stripe_events_drain`` (task ``rewards.stripe_events_drain``),
+# scheduled at most once per DRAIN_KEY_SECONDS per tenant (docs/throughput.md, "Intake").
+DRAIN_CHUNK = 25
+DRAIN_KEY_SECONDS = 1
+DRAIN_TIME_BUDGET_SECONDS = 20.0
+
+
+def _drain_key(tenant_id: int) -> str:
+    return f"rewards:stripe-drain:{tenant_id}"
+
+
+def _signing_secret(tenant_slug: str) -> tuple[int, str]:
+    """The tenant's id and webhook signing secret, in one query (read on every request: a rotated
+    secret counts at once). Raises ``Tenant.DoesNotExist`` for an unknown tenant."""
+    row = StripeCredentials.objects.filter(tenant__slug=tenant_slug).values_list("tenant_id", "webhook_secret").first()
+    if row is None:
+        tenant = Tenant.objects.get(slug=tenant_slug)
+        return tenant.pk, ""
+    return row[0], row[1] or ""
+
+
+def _verified(payload: bytes, signature: str, secret: str) -> dict:
+    if not secret:
         raise WebhookRejected("no webhook signing secret configured")
-    _refuse_future_timestamp(signature)
     try:
-        event = stripe.Webhook.construct_event(
-            payload, signature, credentials.webhook_secret, tolerance=WEBHOOK_TOLERANCE_SECONDS
+        stripe.WebhookSignature.verify_header(
+            payload.decode("utf-8"), signature, secret, tolerance=WEBHOOK_TOLERANCE_SECONDS
         )
     except stripe.SignatureVerificationError as error:
         raise WebhookRejected(str(error)) from None
+    except UnicodeDecodeError as error:
+        raise WebhookRejected(f"invalid payload: {error}") from None
+    try:
+        raw = json.loads(payload)
     except ValueError as error:
         raise WebhookRejected(f"invalid payload: {error}") from None
-    raw = event.to_dict()
+    if not isinstance(raw, dict):
+        raise WebhookRejected("invalid payload: not an object")
+    return raw
+
+
+_INSERT_SQL = (
+    "INSERT INTO rewards_stripewebhookevent (tenant_id, stripe_event_id, type, payload, body, status, attempts, "
+    "error, received_at) VALUES (%s, %s, %s, %s, %s, %s, 0, '', %s) "
+    "ON CONFLICT (tenant_id, stripe_event_id) DO NOTHING RETURNING id"
+)
+
+
+def webhook_receive(*, tenant_slug: str, payload: bytes, signature: str) -> StripeWebhookEvent:
+    """Verify ``payload`` with the tenant's signing secret (Stripe's scheme, 5-minute tolerance) and
+    store it once per Stripe event id (one ``INSERT … ON CONFLICT DO NOTHING``); its handling is left to a
+    batch (``stripe_events_drain``), scheduled after commit. Returns the stored event (the first one for
+    a duplicate). Raises ``Tenant.DoesNotExist`` for an unknown tenant and ``WebhookRejected`` for a bad
+    signature."""
+    tenant_id, secret = _signing_secret(tenant_slug)
+    rls.bind(tenant_id)  # from here the request sees this tenant's rows only (row-level security)
+    _refuse_future_timestamp(signature)
+    raw = _verified(payload, signature, secret)
     event_id, event_type = raw.get("id"), raw.get("type")
-    if not event_id or not event_type:
+    if not event_id or not event_type or not isinstance(event_id, str) or not isinstance(event_type, str):
         raise WebhookRejected("event without id or type")
+    received_at = timezone.now()
+    payload_field = StripeWebhookEvent._meta.get_field("payload")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _INSERT_SQL,
+            [
+                tenant_id,
+                event_id[:100],
+                event_type[:100],
+                payload_field.get_db_prep_save(raw, connection),
+                bytes(payload),
+                WebhookEventStatus.RECEIVED,
+                received_at,
+            ],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        stored = StripeWebhookEvent.objects.for_tenant(tenant_id).get(stripe_event_id=event_id[:100])
+        if stored.status == WebhookEventStatus.RECEIVED:
+            transaction.on_commit(lambda: stripe_events_schedule(tenant_id))
+        return stored
+    stored = StripeWebhookEvent(
+        pk=row[0],
+        tenant_id=tenant_id,
+        stripe_event_id=event_id[:100],
+        type=event_type[:100],
+        payload=raw,
+        body=bytes(payload),
+        status=WebhookEventStatus.RECEIVED,
+        received_at=received_at,
+    )
+    stored._state.adding = False
+    transaction.on_commit(lambda: stripe_events_schedule(tenant_id))
+    return stored
+
+
+def stripe_events_schedule(tenant_id: int) -> bool:
+    """Queue a drain of the tenant's stored events unless one was queued within DRAIN_KEY_SECONDS and has
+    not finished yet (one Redis SET NX). A drain that finds nothing left deletes the key, then looks
+    once more, so an event stored while the key was held is always handled by some drain."""
+    if not cache.add(_drain_key(tenant_id), 1, DRAIN_KEY_SECONDS):
+        return False
+    from .tasks import stripe_events_drain
+
+    stripe_events_drain.apply_async((tenant_id,))
+    return True
+
+
+def _handle(event: StripeWebhookEvent) -> None:
+    """Run the event's handler in a savepoint and set its outcome (not saved)."""
+    event.attempts += 1
+    handler = HANDLERS.get(event.type)
     try:
         with transaction.atomic():
-            stored = StripeWebhookEvent.objects.create(
-                tenant=tenant, stripe_event_id=event_id, type=event_type, payload=raw, body=bytes(payload)
-            )
-    except IntegrityError:
-        return StripeWebhookEvent.objects.for_tenant(tenant).get(stripe_event_id=event_id)
-    from .tasks import stripe_event_process
-
-    enqueue_on_commit(stripe_event_process, stored.pk)
-    return stored
+            if handler is None:
+                event.status = WebhookEventStatus.IGNORED
+            else:
+                handler(event)
+                event.status = WebhookEventStatus.PROCESSED
+            event.error = ""
+    except (ValidationError, KeyError, TypeError, ValueError) as error:
+        event.status = WebhookEventStatus.FAILED
+        event.error = f"{type(error).__name__}: {error}"[:2000]
+        logger.warning("stripe event %s failed: %s", event.stripe_event_id, event.error)
+    event.processed_at = timezone.now()
 
 
 def stripe_event_process(*, event: StripeWebhookEvent) -> StripeWebhookEvent:
@@ -94,23 +191,62 @@ def stripe_event_process(*, event: StripeWebhookEvent) -> StripeWebhookEvent:
         event = StripeWebhookEvent.objects.select_for_update(of=("self",)).select_related("tenant").get(pk=event.pk)
         if event.status in (WebhookEventStatus.PROCESSED, WebhookEventStatus.IGNORED):
             return event
-        event.attempts += 1
-        handler = HANDLERS.get(event.type)
-        try:
-            with transaction.atomic():
-                if handler is None:
-                    event.status = WebhookEventStatus.IGNORED
-                else:
-                    handler(event)
-                    event.status = WebhookEventStatus.PROCESSED
-                event.error = ""
-        except (ValidationError, KeyError, TypeError, ValueError) as error:
-            event.status = WebhookEventStatus.FAILED
-            event.error = f"{type(error).__name__}: {error}"[:2000]
-            logger.warning("stripe event %s failed: %s", event.stripe_event_id, event.error)
-        event.processed_at = timezone.now()
+        _handle(event)
         event.save(update_fields=["status", "attempts", "error", "processed_at"])
         return event
+
+
+def stripe_events_process_chunk(*, tenant: Tenant, limit: int = DRAIN_CHUNK) -> list[StripeWebhookEvent]:
+    """Handle up to ``limit`` of the tenant's stored, unhandled events in ONE transaction: claimed with
+    ``FOR UPDATE SKIP LOCKED`` (drains on other workers take other events, none waits), each handled in
+    its own savepoint (one that fails is marked failed with its reason, the others are handled), their
+    outcomes written with one UPDATE. Their follow-ups (matching, settlement) are queued after commit as
+    usual. Returns the events handled (empty when none is left)."""
+    with transaction.atomic():
+        events = list(
+            StripeWebhookEvent.objects.for_tenant(tenant)
+            .filter(status=WebhookEventStatus.RECEIVED)
+            .select_for_update(of=("self",), skip_locked=True)
+            .order_by("pk")
+            .defer("body")[:limit]
+        )
+        for event in events:
+            event.tenant = tenant
+            _handle(event)
+        if events:
+            StripeWebhookEvent.objects.bulk_update(events, ["status", "attempts", "error", "processed_at"])
+    return events
+
+
+def stripe_events_drain(*, tenant_id: int, time_budget: float = DRAIN_TIME_BUDGET_SECONDS) -> int:
+    """Handle the tenant's stored events chunk by chunk, and their follow-ups in batches in this same
+    task (``rewards.pipeline.follow_ups``: matching and attribution, settlement, messages; analytics
+    merged into one task), until none is left or ``time_budget`` is spent (then another drain is queued).
+    While a backlog remains, one more drain is queued per DRAIN_KEY_SECONDS so other workers help.
+    Returns how many events were handled."""
+    from .pipeline import follow_ups
+    from .tasks import stripe_events_drain as drain_task
+
+    tenant = Tenant.objects.filter(pk=tenant_id).first()
+    if tenant is None:
+        return 0
+    handled = 0
+    started = time.monotonic()
+    while True:
+        with follow_ups():
+            events = stripe_events_process_chunk(tenant=tenant)
+            if len(events) == DRAIN_CHUNK:
+                stripe_events_schedule(tenant_id)  # a backlog: let another worker help meanwhile
+        if not events:
+            cache.delete(_drain_key(tenant_id))
+            with follow_ups():
+                events = stripe_events_process_chunk(tenant=tenant)
+            if not events:
+                return handled
+        handled += len(events)
+        if time.monotonic() - started > time_budget:
+            drain_task.apply_async((tenant_id,))
+            return handled
 
 
 # --- handlers ----------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ The application's own role runs every test here (tests/app_role.py): not the own
 
 from __future__ import annotations
 
+import importlib
 import logging
 import threading
 from types import SimpleNamespace
@@ -18,7 +19,14 @@ from rest_framework.decorators import api_view
 from rest_framework.response import Response
 
 from programs.models import Participant, Program
-from referral_platform.celery import RLS_TENANT_HEADER, _rls_task_end, _rls_task_start, _rls_tenant_header
+from referral_platform.celery import (
+    CROSS_TENANT_TASKS,
+    RLS_TENANT_HEADER,
+    _rls_task_end,
+    _rls_task_start,
+    _rls_tenant_header,
+    app,
+)
 from referral_platform.tenancy import rls
 from referral_platform.tenancy.models import Tenant, TenantOwnedModel
 from tests import factories as f
@@ -289,3 +297,31 @@ def test_the_cross_tenant_path_is_explicit_and_logged(world, caplog):
         assert Program.objects.count() == 2
     assert "rls bypass: test: platform report" in caplog.text
     assert Tenant.objects.count() >= 2  # the tenant registry is global (resolving slugs)
+
+
+def test_the_truly_cross_tenant_tasks_take_the_audited_path_and_others_start_resolving(caplog):
+    for module in ("referrals", "rewards", "partners", "engagement", "analytics"):
+        importlib.import_module(f"{module}.tasks")
+    assert set(CROSS_TENANT_TASKS) <= set(app.tasks), set(CROSS_TENANT_TASKS) - set(app.tasks)
+    assert {"referrals.flush_clicks", "referral_platform.reconcile", "rewards.payouts_run"} <= set(CROSS_TENANT_TASKS)
+    seen = {}
+
+    def worker(name, headers):
+        task = SimpleNamespace(name=name, request=SimpleNamespace(is_eager=False, **headers))
+        _rls_task_start(task=task)
+        seen[name] = rls.current()
+        _rls_task_end(task=task)
+
+    with caplog.at_level(logging.INFO, logger="referral_platform.rls"):
+        for name, headers in [
+            ("rewards.payouts_run", {RLS_TENANT_HEADER: 7}),  # cross-tenant whatever the sender was
+            ("engagement.webhook_deliver", {}),
+            ("rewards.settle_referral", {RLS_TENANT_HEADER: 7}),
+        ]:
+            thread = threading.Thread(target=worker, args=(name, headers))
+            thread.start()
+            thread.join()
+    assert seen["rewards.payouts_run"].bypass and "payouts run" in seen["rewards.payouts_run"].reason
+    assert "rls bypass: task rewards.payouts_run (payouts run)" in caplog.text
+    assert seen["engagement.webhook_deliver"].reason == "resolving: task engagement.webhook_deliver"
+    assert seen["rewards.settle_referral"] == rls.RlsState(tenant_id=7)

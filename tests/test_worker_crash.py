@@ -177,3 +177,63 @@ def test_two_workers_one_killed_mid_batch_every_conversion_attributed_and_reward
     assert rewards.count() == CONVERSIONS
     assert set(rewards.values("conversion_event").annotate(n=Count("pk")).values_list("n", flat=True)) == {1}
     assert RewardEvaluation.objects.filter(conversion_event__in=events).count() == CONVERSIONS
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_drain_worker_killed_mid_batch_leaves_every_webhook_handled_and_rewarded_once(world, workers):
+    """Issue 15: the same guarantee for Stripe webhooks handled in batches by ``rewards.stripe_events_drain``
+    (a chunk claimed with SKIP LOCKED, follow-ups run in the same task): the killed worker's open chunk
+    rolls back and is handled again; what it had committed is finished by the survivor and the reconciler."""
+    from rewards.models import StripeCredentials, StripeWebhookEvent, WebhookEventStatus
+    from rewards.tests.test_webhooks import invoice_paid, sign
+    from rewards.webhooks import webhook_receive
+
+    program = program_with_rules(world.a, rules_doc(referrer=[{"kind": "flat_per_conversion", "amount_minor": 5_000}]))
+    f.FraudPolicyFactory(program=program, velocity_enabled=False)
+    _, link = referrer(program, "Dana Drain")
+    secret = f.StripeCredentialsFactory(tenant=world.a).webhook_secret
+    assert StripeCredentials.objects.get(tenant=world.a).webhook_secret == secret
+    # Given 100 invoice.paid webhooks stored at the door (each new one may queue a drain on the broker)
+    for n in range(CONVERSIONS):
+        payload = invoice_paid(
+            event_id=f"evt_drain_{n:03d}", charge=f"ch_d{n}", invoice=f"in_d{n}", customer=f"cus_drain_{n:03d}"
+        )
+        payload["data"]["object"]["metadata"] = {"referral_code": link.code}
+        payload["data"]["object"]["customer_email"] = f"buyer{n}@drain{n}.example"
+        body, header = sign(payload, secret)
+        webhook_receive(tenant_slug=world.a.slug, payload=body.encode(), signature=header)
+    webhooks = StripeWebhookEvent.objects.filter(tenant=world.a)
+    assert webhooks.filter(status=WebhookEventStatus.RECEIVED).count() == CONVERSIONS
+
+    def handled() -> int:
+        return webhooks.exclude(status=WebhookEventStatus.RECEIVED).count()
+
+    # When two workers drain them and one is killed mid-batch (and later restarted under its name)
+    doomed = workers.start("doomed@host-a")
+    workers.start("survivor@host-b")
+    _wait_until(lambda: handled() >= CONVERSIONS // 4, "a quarter of the webhooks")
+    doomed.send_signal(signal.SIGKILL)
+    doomed.wait(timeout=30)
+    handled_at_kill = handled()
+    _wait_until(lambda: _queue_drained(workers.queue), "the survivor to drain the queue")
+    workers.start("doomed@host-a")
+    events = ConversionEvent.objects.filter(tenant=world.a, kind="payment")
+    for _ in range(20):
+        time.sleep(1.5)
+        reconcile(stale_seconds=1)
+        _wait_until(lambda: _queue_drained(workers.queue), "the re-queued work to be taken")
+        settled = RewardEvaluation.objects.filter(conversion_event__in=events).count()
+        if handled() == CONVERSIONS and _processed() == CONVERSIONS and settled == CONVERSIONS:
+            break
+
+    # Then every webhook is handled once, and its payment processed, attributed and rewarded exactly once
+    assert handled_at_kill < CONVERSIONS, "the kill happened after the batch was done: not mid-batch"
+    assert webhooks.filter(status=WebhookEventStatus.PROCESSED).count() == CONVERSIONS
+    assert events.count() == CONVERSIONS
+    assert set(events.values_list("status", flat=True)) == {ConversionEventStatus.PROCESSED}
+    attributions = Attribution.objects.filter(conversion_event__in=events)
+    assert attributions.count() == CONVERSIONS
+    rewards = Reward.objects.filter(conversion_event__in=events, participant__program=program)
+    assert rewards.count() == CONVERSIONS
+    assert set(rewards.values("conversion_event").annotate(n=Count("pk")).values_list("n", flat=True)) == {1}
+    assert RewardEvaluation.objects.filter(conversion_event__in=events).count() == CONVERSIONS

@@ -266,9 +266,13 @@ def install_after_migrate(sender, using="default", **kwargs) -> None:
     policy_install(connections[using])
 
 
-def enter_task(tenant_id: int | None, name: str):
-    """A Celery task starts: bound to the tenant its sender was bound to, else resolving. Returns the token
-    that ``leave_task`` takes to undo it."""
+def enter_task(tenant_id: int | None, name: str, *, cross_tenant: str | None = None):
+    """A Celery task starts: a declared cross-tenant job on the audited bypass; else bound to the tenant its
+    sender was bound to; else resolving. Returns the token that ``leave_task`` takes to undo it."""
+    if cross_tenant:
+        _audit["bypass"] += 1
+        logger.info("rls bypass: task %s (%s)", name, cross_tenant)
+        return _state.set(RlsState(bypass=True, reason=f"task {name}: {cross_tenant}"))
     if tenant_id is not None:
         return _state.set(RlsState(tenant_id=int(tenant_id)))
     _audit["resolving"] += 1

@@ -1,0 +1,117 @@
+"""The money pipeline's follow-ups, run in batches inside the task that caused them (issue 15,
+docs/throughput.md).
+
+A Stripe event handled by ``rewards.webhooks.stripe_events_drain`` queues, after its commit, the
+matching of its conversion (``referrals.process_conversion_event``), which queues the settlement of the
+referral (``rewards.settle_referral``), a stage message and an analytics refresh — four task hops per
+conversion, each with its own broker round trip, connection and re-reads. Inside ``follow_ups()`` those
+tasks are collected instead (``referral_platform.celery.collect_tasks``: only after their transaction
+commits, exactly as they would have been published) and run here when the block ends:
+
+- the conversions are matched and attributed one by one, each in its own transaction, as the task does;
+- the referrals are settled in ONE batch (``referral_rewards_settle_batch``: each in its own
+  transaction, a failure isolated and recorded on its evaluations);
+- the stage messages are sent in this process;
+- the analytics refreshes are merged into one task per tenant (one lock, one read of the buckets).
+
+Nothing is weakened: each step is the same idempotent service the task would have run, with the same
+transactions and locks. A step that raises is handed to Celery as the original task (it retries there),
+and whatever is still collected when the block ends — an exception included — is published, so no
+follow-up is lost to the batching. A worker killed in the middle loses only what a killed worker lost
+before (work in memory): the reconciler's sweeps find conversions still ``received`` and processed
+events never evaluated (referral_platform/reconcile.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections import defaultdict
+
+from django.db import OperationalError
+
+from referral_platform.celery import collect_tasks
+
+logger = logging.getLogger(__name__)
+
+CONVERSION = "referrals.process_conversion_event"
+SETTLE = "rewards.settle_referral"
+SETTLE_MANY = "rewards.settle_referrals"
+STAGE_MESSAGE = "rewards.message_referral_stage"
+ANALYTICS = "analytics.refresh_sources"
+FOLLOW_UP_TASKS = (CONVERSION, SETTLE, SETTLE_MANY, STAGE_MESSAGE, ANALYTICS)
+MAX_ROUNDS = 20  # settlement can queue later referrals' settlement; each round is one batch
+
+
+@contextlib.contextmanager
+def follow_ups():
+    """Collect the pipeline's follow-up tasks queued in the block and run them in batches at its end."""
+    with collect_tasks(*FOLLOW_UP_TASKS) as collector:
+        yield collector
+        run_follow_ups(collector)
+
+
+def run_follow_ups(collector) -> dict:
+    """Run what ``collector`` holds, round by round (a round's work may queue more), in batches."""
+    from referrals.services import conversion_event_process
+
+    from .evaluation import referral_rewards_settle_batch
+
+    done = {"conversions": 0, "settled": 0, "messages": 0, "analytics": 0}
+    analytics: dict[int, list[set]] = defaultdict(lambda: [set(), set(), set()])
+    for _round in range(MAX_ROUNDS):
+        calls = collector.take()
+        if not calls:
+            break
+        conversions: list[int] = []
+        referrals: set[int] = set()
+        later: list = []
+        for task, args, kwargs in calls:
+            if task.name == CONVERSION:
+                conversions.append(args[0])
+            elif task.name == SETTLE:
+                referrals.add(args[0])
+            elif task.name == SETTLE_MANY:
+                referrals.update(args[0])
+            elif task.name == ANALYTICS:
+                merged = analytics[args[0]]
+                for index, name in enumerate(("referral_ids", "event_ids", "reward_ids")):
+                    merged[index].update(kwargs.get(name) or ())
+            else:
+                later.append((task, args, kwargs))
+        for event_id in dict.fromkeys(conversions):
+            try:
+                conversion_event_process(event_id=event_id)
+                done["conversions"] += 1
+            except Exception:
+                logger.exception("conversion event %s: handed back to its task", event_id)
+                _publish(CONVERSION, (event_id,), {})
+        if referrals:
+            try:
+                result = referral_rewards_settle_batch(referral_ids=referrals)
+                done["settled"] += len(result.settled)
+            except OperationalError:
+                logger.exception("settling %d referrals: handed back to the settle_referrals task", len(referrals))
+                _publish(SETTLE_MANY, (sorted(referrals),), {})
+        for task, args, kwargs in later:
+            try:
+                task(*args, **kwargs)  # runs in this process (a stage message: sent once per referral)
+                done["messages"] += 1
+            except Exception:
+                logger.exception("%s%r: handed back to its task", task.name, args)
+                task.apply_async(args=args, kwargs=kwargs)
+    collector.publish_all()  # more rounds than MAX_ROUNDS: the rest goes to the queue
+    for tenant_id, (referral_ids, event_ids, reward_ids) in analytics.items():
+        _publish(
+            ANALYTICS,
+            (tenant_id,),
+            {"referral_ids": sorted(referral_ids), "event_ids": sorted(event_ids), "reward_ids": sorted(reward_ids)},
+        )
+        done["analytics"] += 1
+    return done
+
+
+def _publish(name: str, args: tuple, kwargs: dict) -> None:
+    from referral_platform.celery import app
+
+    app.tasks[name].apply_async(args=args, kwargs=kwargs)
