@@ -122,6 +122,46 @@ class DailyTotal(TenantOwnedModel):
         return f"{self.day} program #{self.program_id} {self.channel}"
 
 
+class MonthlyReferrals(TenantOwnedModel):
+    """The referrals of one participant in one UTC month on one channel: the ``DailyRollup`` rows of that
+    month with referrals, summed (``month`` is the month's first day). Kept equal to that sum by every
+    refresh (the affected participant-months are re-derived from their daily rows), rebuilt with them.
+
+    The referrer counts (referral rate, active referrers, the top 10 %'s share) read a period as whole
+    months from here plus or minus the edge days from ``DailyRollup``: a sum over a window is the months'
+    sums minus the days outside it, and a referrer is a participant whose net sum is positive (counts are
+    never negative), so each edge costs at most half a month of daily rows.
+    """
+
+    month = models.DateField()
+    program = models.ForeignKey(Program, on_delete=models.CASCADE, related_name="+", db_constraint=False)
+    participant = models.ForeignKey(Participant, on_delete=models.CASCADE, related_name="+", db_constraint=False)
+    channel = models.CharField(max_length=20)
+    kind = models.CharField(max_length=20, choices=ParticipantKind.choices)
+    currency = models.CharField(max_length=3)
+    referrals = models.IntegerField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "month", "program", "participant", "channel"], name="monthly_referrals_unique"
+            )
+        ]
+        indexes = [
+            # Covering: a window's months are read by an index-only scan.
+            models.Index(
+                fields=["tenant", "month"],
+                include=["participant", "referrals", "kind", "program", "channel", "currency"],
+                name="monthly_referrals_month_idx",
+            ),
+            models.Index(fields=["tenant", "participant", "month"], name="monthly_referrals_part_idx"),
+        ]
+        ordering = ["month"]
+
+    def __str__(self) -> str:
+        return f"{self.month:%Y-%m} participant #{self.participant_id} {self.channel}"
+
+
 class RollupFootprint(TenantOwnedModel):
     """The buckets one mutable source row (a referral, a conversion event, a reward) last contributed to.
 

@@ -21,7 +21,7 @@ from programs.models import Program
 from referrals.models import Attribution, Click, ConversionEvent, Referral, ReferralLink
 from rewards.models import Reward
 
-from .models import DailyRollup, DailyTotal, RollupFootprint
+from .models import DailyRollup, DailyTotal, MonthlyReferrals, RollupFootprint
 
 Key = tuple[int, date]  # (participant_id, day)
 LOCK_NAMESPACE = 7_310_010  # pg_advisory_xact_lock(namespace, tenant_id): analytics rollups
@@ -55,6 +55,7 @@ T = {
     "program": Program._meta.db_table,
     "rollup": DailyRollup._meta.db_table,
     "total": DailyTotal._meta.db_table,
+    "monthly": MonthlyReferrals._meta.db_table,
 }
 
 
@@ -187,6 +188,54 @@ def _totals_refresh(cursor, tenant_id: int, *, days: list[date] | None = None, l
     )
 
 
+def _monthly_refresh(cursor, tenant_id: int, *, keys: list[Key] | None = None) -> None:
+    """Re-derive the ``MonthlyReferrals`` rows of the participant-months of ``keys`` (every month of the
+    tenant when None) from the ``DailyRollup`` rows with referrals: delete, then insert their sums."""
+    if keys is None:
+        where, params, cte = "TRUE", {"tenant": tenant_id}, ""
+    else:
+        months = sorted({(participant, day.replace(day=1)) for participant, day in keys})
+        params = {
+            "tenant": tenant_id,
+            "participants": [participant for participant, _ in months],
+            "months": [month for _, month in months],
+        }
+        cte = (
+            "WITH m AS (SELECT DISTINCT * FROM unnest(%(participants)s::bigint[], %(months)s::date[]) "
+            "AS m(participant_id, month)) "
+        )
+        where = "(participant_id, month) IN (SELECT * FROM m)"
+    cursor.execute(cte + f"DELETE FROM {T['monthly']} WHERE tenant_id = %(tenant)s AND {where}", params)
+    if keys is None:
+        daily_where = "TRUE"
+    else:
+        # Through the (tenant, participant, day) index: each participant-month's days.
+        daily_where = (
+            "participant_id IN (SELECT participant_id FROM m) AND day >= (SELECT MIN(month) FROM m) "
+            "AND day < (SELECT MAX(month) FROM m) + interval '1 month' "
+            "AND (participant_id, date_trunc('month', day)::date) IN (SELECT * FROM m)"
+        )
+    cursor.execute(
+        cte
+        + f"""INSERT INTO {T["monthly"]} (tenant_id, month, program_id, participant_id, channel, kind, currency,
+                                          referrals)
+        SELECT tenant_id, date_trunc('month', day)::date, program_id, participant_id, channel, kind, currency,
+               SUM(referrals)
+        FROM {T["rollup"]}
+        WHERE tenant_id = %(tenant)s AND referrals > 0 AND {daily_where}
+        GROUP BY tenant_id, date_trunc('month', day)::date, program_id, participant_id, channel, kind, currency""",
+        params,
+    )
+
+
+def rollups_rebuild_monthly(*, tenant_id: int) -> None:
+    """Re-derive every ``MonthlyReferrals`` row of a tenant from its ``DailyRollup`` rows (the last step of
+    ``rollups_rebuild``; also for a database whose daily rows predate the monthly table)."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        _lock(tenant_id)
+        _monthly_refresh(cursor, tenant_id)
+
+
 def _lock(tenant_id: int) -> None:
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [LOCK_NAMESPACE, tenant_id])
@@ -245,6 +294,7 @@ def _refresh_locked(tenant_id: int, keys: list[Key]) -> int:
         cursor.execute(keys_cte + _insert_sql(facts), params)
         written = cursor.rowcount
         _totals_refresh(cursor, tenant_id, days=sorted({day for _, day in keys}))
+        _monthly_refresh(cursor, tenant_id, keys=keys)
         return written
 
 
@@ -391,6 +441,7 @@ def rollups_rebuild(*, tenant_id: int, progress: Callable[[int, int], None] | No
         _lock(tenant_id)
         DailyRollup.objects.for_tenant(tenant_id).delete()
         DailyTotal.objects.for_tenant(tenant_id).delete()
+        MonthlyReferrals.objects.for_tenant(tenant_id).delete()
         RollupFootprint.objects.for_tenant(tenant_id).delete()
     first = _first_day(tenant_id)
     if first is None:
@@ -422,6 +473,7 @@ def rollups_rebuild(*, tenant_id: int, progress: Callable[[int, int], None] | No
             _totals_refresh(cursor, tenant_id, low=start, high=end)
         if progress:
             progress(done, total)
+    rollups_rebuild_monthly(tenant_id=tenant_id)
     _footprints_rebuild(tenant_id)
     if progress:
         progress(total, total)

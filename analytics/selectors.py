@@ -422,47 +422,128 @@ def waiting_for_you(tenant, *, now=None) -> list[dict]:
 
 
 # --- program health -----------------------------------------------------------------------------------
+# A month of ``MonthlyReferrals`` rows costs about as much to read as this many days of ``DailyRollup`` rows
+# with referrals (about 24 k rows against 2.5 k a day at the benchmark's full scale).
+MONTH_COST_DAYS = 10
+
+
+def _month_end(month: date) -> date:
+    """The last day of the month starting on ``month``."""
+    return (month.replace(day=28) + timedelta(days=4)).replace(day=1) - timedelta(days=1)
+
+
+def window_slices(low: date, high: date, *, today: date) -> list[tuple[str, date, date, int]]:
+    """The inclusive window [low, high] as signed slices ``(table, first, last, sign)`` whose sums add up to
+    the window's: ``"month"`` slices are ``MonthlyReferrals`` months first..last (first days of months),
+    ``"day"`` slices ``DailyRollup`` days first..last. Whole months come from the monthly table; at each edge
+    the partial month is either its days inside the window (+1) or the whole month (+1) minus its days
+    outside (-1), whichever reads fewer rows (days after ``today`` hold nothing and cost nothing)."""
+
+    def days(first: date, last: date) -> int:
+        last = min(last, today)
+        return max(0, (last - first).days + 1)
+
+    def edge(month: date, inside: list[tuple[date, date]], outside: list[tuple[date, date]]):
+        inside = [(a, b) for a, b in inside if a <= b]
+        outside = [(a, b) for a, b in outside if a <= b]
+        if not outside:
+            return [("month", month, month, 1)]
+        if sum(days(a, b) for a, b in outside) + MONTH_COST_DAYS < sum(days(a, b) for a, b in inside):
+            return [("month", month, month, 1)] + [("day", a, b, -1) for a, b in outside]
+        return [("day", a, b, 1) for a, b in inside]
+
+    if low > high:
+        return []
+    first_month, last_month = low.replace(day=1), high.replace(day=1)
+    if first_month == last_month:
+        return edge(
+            first_month,
+            [(low, high)],
+            [(first_month, low - timedelta(days=1)), (high + timedelta(days=1), _month_end(high))],
+        )
+    slices = edge(first_month, [(low, _month_end(low))], [(first_month, low - timedelta(days=1))])
+    next_month = _month_end(low) + timedelta(days=1)
+    if next_month < last_month:
+        slices.append(("month", next_month, (last_month - timedelta(days=1)).replace(day=1), 1))
+    slices += edge(last_month, [(last_month, high)], [(high + timedelta(days=1), _month_end(high))])
+    # Adjacent whole-month slices of the same sign read as one range.
+    merged: list[tuple[str, date, date, int]] = []
+    for piece in slices:
+        if merged and piece[0] == merged[-1][0] == "month" and piece[3] == merged[-1][3]:
+            merged[-1] = ("month", merged[-1][1], piece[2], piece[3])
+        else:
+            merged.append(piece)
+    return merged
+
+
 def _referrer_counts(tenant, filters: Filters) -> dict:
-    """One pass over the per-participant rows that carry referrals (partial index
-    ``daily_rollup_referrals_idx``) for the period and the 90 days to its end: customer participants who
-    referred in the period, participants of the chosen kind who referred in the period or in the last
-    90 days, the period's referrals, and the largest per-referrer counts (enough for the top 10 %)."""
+    """Per participant, the net referrals of the period and of the 90 days to its end, from whole months of
+    ``MonthlyReferrals`` plus or minus the edge days of ``DailyRollup`` (``window_slices``; the partial
+    index ``daily_rollup_referrals_idx`` and the covering ``monthly_referrals_month_idx``): customer
+    participants who referred in the period, participants of the chosen kind who referred in the 90 days to
+    the period's end, the period's referrals, and the largest per-referrer counts (enough for the top
+    10 %). A participant referred in a window when its net sum is positive (counts are never negative)."""
     from django.db import connection
 
+    from .models import MonthlyReferrals
+
     recent = filters.end - timedelta(days=89)
-    scoped = _scope(DailyRollup.objects.all(), tenant, replace(filters, kind="", start=min(filters.start, recent)))
-    inner, params = scoped.filter(referrals__gt=0).values("participant_id").order_by().query.sql_with_params()
-    table = DailyRollup._meta.db_table
-    # The scoped query selects participant_id from the rows of the window; re-read them with the columns the
-    # counts need (kind, day, referrals) by replacing the select list.
-    where = inner[inner.index(" WHERE ") :]
+    today = timezone.now().date()
+    period = window_slices(filters.start, filters.end, today=today)
+    active = window_slices(recent, filters.end, today=today)
+    # (table, first, last) -> [weight in the period, weight in the 90 days]
+    weights: dict[tuple[str, date, date], list[int]] = {}
+    for index, slices in enumerate((period, active)):
+        for table, first, last, sign in slices:
+            weights.setdefault((table, first, last), [0, 0])[index] += sign
+    filter_sql, filter_params = ["currency = %s"], [filters.currency]
+    for column, value in (
+        ("program_id", filters.program_id),
+        ("channel", filters.channel),
+        ("participant_id", filters.participant_id),
+    ):
+        if value:
+            filter_sql.append(f"{column} = %s")
+            filter_params.append(value)
+    selects, params = [], []
+    for (table, first, last), (in_period, in_recent) in weights.items():
+        if not (in_period or in_recent):
+            continue
+        if table == "month":
+            source, dated = MonthlyReferrals._meta.db_table, "month >= %s AND month <= %s"
+        else:
+            source, dated = DailyRollup._meta.db_table, "referrals > 0 AND day >= %s AND day <= %s"
+        # A table name from model metadata and fixed fragments; every value is a parameter.
+        select = "SELECT participant_id, kind, referrals * %s AS p, referrals * %s AS r FROM " + source  # noqa: S608
+        selects.append(f"{select} WHERE tenant_id = %s AND {dated} AND {' AND '.join(filter_sql)}")
+        params += [in_period, in_recent, tenant.pk, first, last, *filter_params]
+    if not selects:
+        selects, params = ["SELECT NULL::bigint, NULL::varchar, 0, 0 WHERE FALSE"], []
     kind_ok = "kind = %s" if filters.kind else "TRUE"
     kind_params = [filters.kind] if filters.kind else []
     sql = f"""
-    WITH per AS (
+    WITH slices(participant_id, kind, p, r) AS ({" UNION ALL ".join(selects)}),
+    per AS (
         SELECT participant_id,
-               SUM(referrals) FILTER (WHERE day >= %s AND {kind_ok}) AS n,
-               BOOL_OR(day >= %s AND kind = %s) AS referring_customer,
-               BOOL_OR(day >= %s AND {kind_ok}) AS active
-        FROM {table}{where}
+               SUM(p) FILTER (WHERE {kind_ok}) AS n,
+               SUM(p) FILTER (WHERE kind = %s) AS customer_n,
+               SUM(r) FILTER (WHERE {kind_ok}) AS recent_n
+        FROM slices
         GROUP BY participant_id
     ), ranked AS (SELECT n FROM per WHERE n > 0)
-    SELECT (SELECT COUNT(*) FROM per WHERE referring_customer),
-           (SELECT COUNT(*) FROM per WHERE active),
+    SELECT (SELECT COUNT(*) FROM per WHERE customer_n > 0),
+           (SELECT COUNT(*) FROM per WHERE recent_n > 0),
            (SELECT COUNT(*) FROM ranked),
            (SELECT COALESCE(SUM(n), 0) FROM ranked),
            ARRAY(SELECT n FROM ranked ORDER BY n DESC
                  LIMIT (SELECT CEIL(COUNT(*) * 0.1)::int + 1 FROM ranked))
-    """  # noqa: S608 - the table name from model metadata, the WHERE clause from the ORM
+    """  # noqa: S608 - table names from model metadata, fixed fragments; every value is a parameter
     with connection.cursor() as cursor:
-        cursor.execute(
-            sql,
-            [filters.start, *kind_params, filters.start, ParticipantKind.CUSTOMER, recent, *kind_params, *params],
-        )
-        referring, active, referrers, referrals, top = cursor.fetchone()
+        cursor.execute(sql, [*params, *kind_params, ParticipantKind.CUSTOMER, *kind_params])
+        referring, active_count, referrers, referrals, top = cursor.fetchone()
     return {
         "referring_customers": int(referring),
-        "active_90d": int(active),
+        "active_90d": int(active_count),
         "referrers": int(referrers),
         "referrals": int(referrals),
         "top_counts": [int(value) for value in top],

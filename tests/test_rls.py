@@ -102,7 +102,7 @@ def _swapped(world):
 
 def _rows_beyond_the_admin(tenant) -> None:
     """One row of each tenant-owned model that has no admin (so no harness factory), for ``tenant``."""
-    from analytics.models import DailyRollup, DailyTotal, EconomicsSettings, RollupFootprint
+    from analytics.models import DailyRollup, DailyTotal, EconomicsSettings, MonthlyReferrals, RollupFootprint
     from engagement.models import (
         Ask,
         EngagementSettings,
@@ -135,6 +135,10 @@ def _rows_beyond_the_admin(tenant) -> None:
     bucket = {"day": now.date(), "program": program, "channel": "direct", "kind": program.kind, "currency": "USD"}
     DailyRollup.objects.create(tenant=tenant, participant=participant, **bucket)
     DailyTotal.objects.create(tenant=tenant, **bucket)
+    monthly = {key: value for key, value in bucket.items() if key != "day"}
+    MonthlyReferrals.objects.create(
+        tenant=tenant, participant=participant, month=now.date().replace(day=1), referrals=1, **monthly
+    )
     RollupFootprint.objects.create(tenant=tenant, source="click", source_id=tenant.pk)
     EconomicsSettings.objects.create(tenant=tenant)
     EngagementSettings.objects.create(tenant=tenant)

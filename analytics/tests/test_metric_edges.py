@@ -19,7 +19,7 @@ from django.utils import timezone
 from analytics import selectors as s
 from analytics.metrics import DASH
 from analytics.models import DailyRollup, EconomicsSettings
-from analytics.rollups import _totals_refresh
+from analytics.rollups import _monthly_refresh, _totals_refresh
 from tests import factories as f
 
 pytestmark = pytest.mark.django_db
@@ -43,6 +43,7 @@ def _row(person, *, day=None, days_ago=1, channel="email", **metrics):
     DailyRollup.objects.create(**values)
     with connection.cursor() as cursor:
         _totals_refresh(cursor, person.tenant_id, days=[values["day"]])
+        _monthly_refresh(cursor, person.tenant_id, keys=[(person.pk, values["day"])])
 
 
 def _person(tenant, kind="customer", name="Ann"):

@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from analytics import selectors as s
 from analytics.models import DailyRollup
-from analytics.rollups import _totals_refresh
+from analytics.rollups import _monthly_refresh, _totals_refresh
 from tests import factories as f
 
 pytestmark = pytest.mark.django_db
@@ -37,6 +37,7 @@ def _row(person, *, days_ago=1, channel="email", **metrics):
     )
     with connection.cursor() as cursor:
         _totals_refresh(cursor, person.tenant_id, days=[row.day])
+        _monthly_refresh(cursor, person.tenant_id, keys=[(person.pk, row.day)])
     return row
 
 

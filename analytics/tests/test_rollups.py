@@ -10,7 +10,7 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from analytics.models import DailyRollup, DailyTotal
+from analytics.models import DailyRollup, DailyTotal, MonthlyReferrals
 from analytics.rollups import METRICS, rollups_rebuild, rollups_refresh_sources
 from referral_platform.hooks import hooks
 from referral_platform.tenancy.actors import system_actor
@@ -31,6 +31,11 @@ def snapshot(tenant) -> list[tuple]:
 def totals_snapshot(tenant) -> list[tuple]:
     rows = DailyTotal.objects.for_tenant(tenant).order_by("day", "program_id", "channel")
     return [(r.day, r.program_id, r.channel, *(getattr(r, m) for m in METRICS)) for r in rows]
+
+
+def monthly_snapshot(tenant) -> list[tuple]:
+    rows = MonthlyReferrals.objects.for_tenant(tenant).order_by("month", "participant_id", "channel")
+    return [(r.month, r.program_id, r.participant_id, r.channel, r.kind, r.currency, r.referrals) for r in rows]
 
 
 @pytest.fixture
@@ -97,11 +102,20 @@ def test_incremental_rollups_equal_a_rebuild_after_a_random_sequence(
     assert Referral.objects.for_tenant(world.a).exists()
 
     incremental_totals = totals_snapshot(world.a)
+    incremental_monthly = monthly_snapshot(world.a)
+    assert incremental_monthly
 
     rollups_rebuild(tenant_id=world.a.pk)
 
     assert snapshot(world.a) == incremental
     assert totals_snapshot(world.a) == incremental_totals
+    assert monthly_snapshot(world.a) == incremental_monthly
+    # The monthly rows are the daily rows with referrals summed per participant, month and channel.
+    months = {}
+    for r in DailyRollup.objects.for_tenant(world.a).filter(referrals__gt=0):
+        key = (r.day.replace(day=1), r.program_id, r.participant_id, r.channel, r.kind, r.currency)
+        months[key] = months.get(key, 0) + r.referrals
+    assert sorted((*key, value) for key, value in months.items()) == sorted(incremental_monthly)
     summed = {}
     for row in incremental:
         key = (row[0], row[1], row[3])
