@@ -485,8 +485,21 @@ def pipeline_state(tenant, queue_name: str, redis_client) -> dict:
         "evaluated": RewardEvaluation.objects.filter(tenant=tenant, conversion_event__kind="payment").count(),
         "payments_settleable": payments.filter(status=ConversionEventStatus.PROCESSED).count(),
         "payments": payments.count(),
-        "queued": redis_client.llen(queue_name) + redis_client.hlen("unacked"),
+        "queued": redis_client.llen(queue_name) + unacked(redis_client, queue_name),
     }
+
+
+def unacked(redis_client, queue_name: str) -> int:
+    """Messages of this queue taken by a worker and not yet acknowledged (kombu's ``unacked`` hash is shared
+    by every queue of the Redis database: a killed worker's leftovers of another queue do not count)."""
+    count = 0
+    for raw in redis_client.hvals("unacked"):
+        try:
+            _message, _exchange, routing_key = json.loads(raw)
+        except (ValueError, TypeError):
+            continue
+        count += routing_key == queue_name
+    return count
 
 
 def door_only(*, port: int, env: dict, redis_client) -> float:
