@@ -24,3 +24,14 @@ def _row_locks_lock_only_the_row():
     row_lock_guard_install()
     yield
     row_lock_guard_uninstall()
+
+
+@pytest.fixture(autouse=True)
+def _rls_state_per_test():
+    """Row-level security's state (a context variable) is restored after each test, so a test that bound
+    itself to a tenant never leaks that binding into the next one."""
+    from referral_platform.tenancy import rls
+
+    token = rls.snapshot()
+    yield
+    rls.restore(token)

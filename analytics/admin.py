@@ -5,8 +5,9 @@ and the other-channel customers the tenant reported."""
 from __future__ import annotations
 
 from django.contrib import admin
-from django.db.models import BigIntegerField, IntegerField, OuterRef, Subquery, Sum, Value
-from django.db.models.functions import Coalesce
+from django.db.models import BigIntegerField, IntegerField, JSONField, OuterRef, Subquery, Sum, Value
+from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import Cast, Coalesce, JSONObject
 from django.utils.html import format_html
 
 from programs.admin import ParticipantAdmin
@@ -27,14 +28,21 @@ FIGURES = [
 ]
 
 
-def _sum_of(name: str, output):
+def _figures_of_participant():
+    """All of a participant's all-time sums in one correlated subquery (a JSON object), instead of one
+    subquery a column: each listed participant's rollup rows are read once, not five times."""
     rows = (
         DailyRollup.objects.filter(tenant_id=OuterRef("tenant_id"), participant_id=OuterRef("pk"))
+        .order_by()
         .values("participant_id")
-        .annotate(total=Sum(name))
-        .values("total")
+        .annotate(figures=JSONObject(**{name: Sum(name) for name, _ in FIGURES}))
+        .values("figures")
     )
-    return Coalesce(Subquery(rows, output_field=output()), Value(0), output_field=output())
+    return Subquery(rows, output_field=JSONField())
+
+
+def _figure(name: str, output):
+    return Coalesce(Cast(KeyTextTransform(name, "analytics_figures"), output()), Value(0), output_field=output())
 
 
 class ParticipantWithFiguresAdmin(ParticipantAdmin):
@@ -50,7 +58,8 @@ class ParticipantWithFiguresAdmin(ParticipantAdmin):
 
     def get_queryset(self, request):
         queryset = super().get_queryset(request).select_related("program")
-        return queryset.annotate(**{f"figure_{name}": _sum_of(name, output) for name, output in FIGURES})
+        queryset = queryset.annotate(analytics_figures=_figures_of_participant())
+        return queryset.annotate(**{f"figure_{name}": _figure(name, output) for name, output in FIGURES})
 
     @admin.display(description="Clicks", ordering="figure_clicks")
     def figure_clicks(self, obj):

@@ -78,8 +78,8 @@ def _series_chart(rows, fields, labels, currency) -> dict:
 
 
 # --- overview (the home) ----------------------------------------------------------------------------
-def kpi_figure(tenant, filters) -> Figure:
-    tiles = s.kpis(tenant, filters)
+def kpi_figure(tenant, filters, *, sums=None) -> Figure:
+    tiles = s.kpis(tenant, filters, sums=sums)
     unit = {"count": "count", "money": "money", "percent": "percent"}
     rows = [
         {"figure": tile.label, "value": tile.value, "previous": tile.previous, "change": tile.change, "unit": tile.unit}
@@ -126,8 +126,8 @@ def series_figure(tenant, filters, grain="day") -> Figure:
     )
 
 
-def funnel_figure(tenant, filters) -> Figure:
-    steps = s.funnel(s.totals(tenant, filters))
+def funnel_figure(tenant, filters, *, sums=None) -> Figure:
+    steps = s.funnel(s.totals(tenant, filters) if sums is None else sums)
     return Figure(
         "funnel",
         "Funnel: clicked → signed up → qualified → converted",
@@ -146,8 +146,10 @@ def funnel_figure(tenant, filters) -> Figure:
     )
 
 
-def leaderboard_figure(tenant, filters, *, kind="", slug="top_referrers", title="Top referrers") -> Figure:
-    rows = s.leaderboard(tenant, filters, kind=kind)
+def leaderboard_figure(
+    tenant, filters, *, kind="", slug="top_referrers", title="Top referrers", rows: list[dict] | None = None
+) -> Figure:
+    rows = s.leaderboard(tenant, filters, kind=kind) if rows is None else rows
     return Figure(
         slug,
         title,
@@ -188,19 +190,35 @@ def overview_figures(tenant, filters) -> dict[str, Callable[[], Figure]]:
 
 
 def overview_page(tenant, filters) -> list[Figure]:
-    return [build() for build in overview_figures(tenant, filters).values()]
+    """The whole home: the funnel reuses the KPI tiles' sums and both boards are ranked together."""
+    sums = s.totals_with_previous(tenant, filters)
+    boards = s.leaderboards(tenant, filters, ["customer", "partner"])
+    grain = "day" if filters.days <= 120 else "week"
+    return [
+        kpi_figure(tenant, filters, sums=sums),
+        series_figure(tenant, filters, grain),
+        funnel_figure(tenant, filters, sums=sums[0]),
+        leaderboard_figure(tenant, filters, slug="top_referrers", title="Top referrers", rows=boards["customer"]),
+        leaderboard_figure(tenant, filters, slug="top_partners", title="Top partners", rows=boards["partner"]),
+        waiting_figure(tenant, filters),
+    ]
 
 
 # --- program health -----------------------------------------------------------------------------------
-def health_page(tenant, filters) -> list[Figure]:
-    settings = s.economics_settings(tenant)
-    rate = s.referral_rate(tenant, filters, settings)
-    timing = s.time_to_reward(tenant, filters)
-    activity = s.referrer_activity(tenant, filters)
-    mix = s.source_mix(tenant, filters)
-    low, high = rate["band"]
-    return [
-        Figure(
+def health_figures(tenant, filters) -> dict[str, Callable[[], Figure]]:
+    """The health page's figures, each computed only when asked for (a CSV needs one); the referral rate
+    and the referrer counts share one pass over the rollups."""
+    found: dict[str, object] = {}
+
+    def counts():
+        if "counts" not in found:
+            found["counts"] = s.referrer_health(tenant, filters, s.economics_settings(tenant))
+        return found["counts"]
+
+    def referral_rate() -> Figure:
+        rate = counts()[0]
+        low, high = rate["band"]
+        return Figure(
             "referral_rate",
             f"Referral rate against the {low:.0f}-{high:.0f} % B2B SaaS band",
             [
@@ -211,8 +229,11 @@ def health_page(tenant, filters) -> list[Figure]:
             ],
             [{**rate, "verdict": rate["verdict"] or m.DASH}],
             chart={"type": "gauge", "value": rate["rate"], "band": [low, high]},
-        ),
-        Figure(
+        )
+
+    def time_to_reward() -> Figure:
+        timing = s.time_to_reward(tenant, filters)
+        return Figure(
             "time_to_reward",
             "Time to reward (conversion → paid) against the 7-day target",
             [
@@ -222,8 +243,11 @@ def health_page(tenant, filters) -> list[Figure]:
                 Column("target_days", "Target (days)", "days"),
             ],
             [timing],
-        ),
-        Figure(
+        )
+
+    def referrers() -> Figure:
+        activity = counts()[1]
+        return Figure(
             "referrers",
             "Active referrers (last 90 days) and the top 10 %'s share",
             [
@@ -232,8 +256,11 @@ def health_page(tenant, filters) -> list[Figure]:
                 Column("top10_share", "Top 10 % share of referrals %", "percent"),
             ],
             [activity],
-        ),
-        Figure(
+        )
+
+    def source_mix() -> Figure:
+        mix = s.source_mix(tenant, filters)
+        return Figure(
             "source_mix",
             "Source mix: customer, partner and employee referrals",
             [
@@ -250,8 +277,18 @@ def health_page(tenant, filters) -> list[Figure]:
                 "datasets": [{"label": "Referrals", "data": [row["referrals"] for row in mix]}],
             },
             currency=filters.currency,
-        ),
-    ]
+        )
+
+    return {
+        "referral_rate": referral_rate,
+        "time_to_reward": time_to_reward,
+        "referrers": referrers,
+        "source_mix": source_mix,
+    }
+
+
+def health_page(tenant, filters) -> list[Figure]:
+    return [build() for build in health_figures(tenant, filters).values()]
 
 
 def funnel_page(tenant, filters) -> list[Figure]:
@@ -378,11 +415,27 @@ def leaderboards_figures(tenant, filters) -> dict[str, Callable[[], Figure]]:
     }
 
 
+LEADERBOARDS = [
+    ("customer", "referrers", "Referrers"),
+    ("partner", "partners", "Partners"),
+    ("employee", "employees", "Employees"),
+]
+
+
 def leaderboards_page(tenant, filters) -> list[Figure]:
-    return [build() for build in leaderboards_figures(tenant, filters).values()]
+    boards = s.leaderboards(tenant, filters, [kind for kind, _, _ in LEADERBOARDS])
+    return [
+        leaderboard_figure(tenant, filters, kind=kind, slug=slug, title=title, rows=boards[kind])
+        for kind, slug, title in LEADERBOARDS
+    ]
 
 
-LAZY_FIGURES = {"overview": overview_figures, "series": series_figures, "leaderboards": leaderboards_figures}
+LAZY_FIGURES = {
+    "overview": overview_figures,
+    "health": health_figures,
+    "series": series_figures,
+    "leaderboards": leaderboards_figures,
+}
 
 
 def compare_figure(tenant, left, right, title: str) -> Figure:

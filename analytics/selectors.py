@@ -5,10 +5,10 @@ DailyRollup for per-participant ones), never raw clicks; a few small raw tables 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
-from django.db.models import F, Q, Sum
-from django.db.models.functions import TruncMonth, TruncWeek
+from django.db.models import Aggregate, Count, DurationField, ExpressionWrapper, F, Q, Sum, Value
+from django.db.models.functions import Extract, Greatest, TruncMonth, TruncWeek
 from django.utils import timezone
 
 from partners.models import ConflictStatus, DealConflict
@@ -60,6 +60,11 @@ class Filters:
             }
         )
         return urlencode(values)
+
+
+def _moment(day: date) -> datetime:
+    """The start of a UTC day (the rollups' days are UTC days)."""
+    return datetime.combine(day, time.min, tzinfo=UTC)
 
 
 def _parse_date(value: str | None) -> date | None:
@@ -139,10 +144,13 @@ def totals(tenant, filters: Filters) -> dict[str, int]:
     return _sums(_source(tenant, filters))
 
 
-def derived(sums: dict[str, int], settings: EconomicsSettings | None = None) -> dict[str, float | int | None]:
-    """The figures computed from a period's sums (every ratio None when undefined)."""
-    settings = settings or EconomicsSettings(tenant_id=0)
-    cost = sums["rewards_earned_minor"]
+def derived(
+    sums: dict[str, int], settings: EconomicsSettings | None = None, days: int = 0
+) -> dict[str, float | int | None]:
+    """The figures computed from a period's sums (every ratio None when undefined). Program cost = rewards
+    earned + the yearly running cost pro rata over ``days`` (as the economics page)."""
+    running = (settings.program_yearly_cost_minor or 0) * days / 365 if settings else 0
+    cost = sums["rewards_earned_minor"] + running
     customers = sums["customers"]
     average_deal = m.ratio(sums["deal_minor"], customers)
     return {
@@ -155,7 +163,7 @@ def derived(sums: dict[str, int], settings: EconomicsSettings | None = None) -> 
         "cost_per_customer_minor": m.ratio(cost, customers),
         "revenue_per_customer_minor": m.ratio(sums["revenue_minor"], customers),
         "time_to_reward_mean_days": m.ratio(sums["reward_delay_seconds"] / 86400, sums["rewards_paid_count"]),
-        "earnings_per_click_minor": m.ratio(cost, sums["clicks"]),
+        "earnings_per_click_minor": m.ratio(sums["rewards_earned_minor"], sums["clicks"]),
     }
 
 
@@ -200,9 +208,11 @@ def totals_with_previous(tenant, filters: Filters) -> tuple[dict[str, int], dict
     )
 
 
-def kpis(tenant, filters: Filters) -> list[Kpi]:
-    """The home's tiles: this period against the previous one of the same length."""
-    now, before = (derived(sums) for sums in totals_with_previous(tenant, filters))
+def kpis(tenant, filters: Filters, *, sums=None) -> list[Kpi]:
+    """The home's tiles: this period against the previous one of the same length (``sums``: the result of
+    ``totals_with_previous`` when the caller has it already)."""
+    settings = economics_settings(tenant)
+    now, before = (derived(part, settings, filters.days) for part in (sums or totals_with_previous(tenant, filters)))
     return [
         Kpi(key, label, now[key], before[key], unit, filters.currency if unit == "money" else "")
         for key, label, unit in KPI_SPECS
@@ -275,23 +285,76 @@ def funnel_by_channel(tenant, filters: Filters) -> dict[str, list[dict]]:
     return {channel: funnel(by_channel.get(channel, dict.fromkeys(METRICS, 0))) for channel in _channels()}
 
 
-def leaderboard(tenant, filters: Filters, *, kind: str = "", order: str = "customers", limit: int = 10):
-    """Participants ranked by ``order`` over the period (from the per-participant rollups)."""
-    scoped = _scope(DailyRollup.objects.all(), tenant, replace(filters, kind=kind or filters.kind))
-    rows = (
-        scoped.values("participant_id", "participant__name")
+def leaderboard(tenant, filters: Filters, *, kind: str = "", limit: int = 10) -> list[dict]:
+    """Participants ranked by customers won over the period (ties: the older participant first)."""
+    return leaderboards(tenant, filters, [kind or filters.kind], limit=limit)[kind or filters.kind]
+
+
+def leaderboards(tenant, filters: Filters, kinds: list[str], *, limit: int = 10) -> dict[str, list[dict]]:
+    """{kind: the top ``limit`` participants of that kind ("" = every kind) by customers won}, read from
+    the per-participant rollups: one query for the kinds present, one or two a board, then two for all the
+    boards together.
+
+    Ranking every participant of a period means summing all its per-participant rows (a row per
+    participant, day and channel: millions at 10 M clicks). Only rows with customers count towards the
+    order, so the candidates come from those rows alone (partial index ``daily_rollup_customers_idx``):
+    when a board has at least ``limit`` participants with customers, its top ``limit`` are exactly the
+    top of the full ranking (everyone else has 0 customers and ranks after them). A board with fewer
+    (a quiet period, a small workspace) is ranked over all its rows, which are then few. The chosen
+    participants' figures are then summed by the (tenant, participant, day) index, and named in one query.
+    """
+    base = _scope(DailyRollup.objects.all(), tenant, replace(filters, kind=""))
+    # The kinds with any activity in the period, from the small daily totals: a board of a kind without
+    # any (often the employees') is empty without reading a per-participant row.
+    present = set(_source(tenant, replace(filters, kind="")).values_list("kind", flat=True).distinct())
+    chosen: dict[str, list[int]] = {}
+    for kind in kinds:
+        if (kind and kind not in present) or not present:
+            chosen[kind] = []
+            continue
+        scoped = base.filter(kind=kind) if kind else base
+        ids = list(
+            scoped.filter(customers__gt=0)
+            .values("participant_id")
+            .annotate(won=Sum("customers"))
+            .order_by("-won", "participant_id")
+            .values_list("participant_id", flat=True)[:limit]
+        )
+        if len(ids) < limit:
+            # Every participant with customers is in; the rest of the board are those without, by age.
+            ids += list(
+                scoped.exclude(participant_id__in=ids)
+                .order_by("participant_id")
+                .values_list("participant_id", flat=True)
+                .distinct()[: limit - len(ids)]
+            )
+        chosen[kind] = ids
+    wanted = {pk for ids in chosen.values() for pk in ids}
+    if not wanted:
+        return {kind: [] for kind in kinds}
+    sums = {
+        row["participant_id"]: row
+        for row in base.filter(participant_id__in=wanted)
+        .values("participant_id")
         .annotate(**{name: Sum(name) for name in METRICS})
-        .order_by(f"-{order}", "participant_id")[:limit]
-    )
-    return [
-        {
-            "participant_id": row["participant_id"],
-            "name": row["participant__name"] or f"#{row['participant_id']}",
-            **{name: int(row[name] or 0) for name in METRICS},
-            "earnings_per_click_minor": m.ratio(row["rewards_earned_minor"] or 0, row["clicks"] or 0),
-        }
-        for row in rows
-    ]
+        .order_by()
+    }
+    names = dict(Participant.objects.filter(tenant_id=tenant.pk, pk__in=wanted).values_list("pk", "name"))
+    boards = {}
+    for kind, ids in chosen.items():
+        rows = []
+        for pk in ids:
+            values = {name: int(sums[pk][name] or 0) for name in METRICS}
+            rows.append(
+                {
+                    "participant_id": pk,
+                    "name": names.get(pk) or f"#{pk}",
+                    **values,
+                    "earnings_per_click_minor": m.ratio(values["rewards_earned_minor"], values["clicks"]),
+                }
+            )
+        boards[kind] = sorted(rows, key=lambda row: (-row["customers"], row["participant_id"]))
+    return boards
 
 
 def participant_figures(tenant, participant_ids, *, start: date | None = None, end: date | None = None):
@@ -359,19 +422,63 @@ def waiting_for_you(tenant, *, now=None) -> list[dict]:
 
 
 # --- program health -----------------------------------------------------------------------------------
-def referral_rate(tenant, filters: Filters, settings: EconomicsSettings | None = None) -> dict:
-    """Referring customers / all customers x 100, against the 15-25 % band. Referring customers: customer
-    participants with at least one referral in the period; all customers: the tenant's figure in the
-    economics settings, else the participants of customer programs."""
-    scoped = _scope(DailyRollup.objects.all(), tenant, replace(filters, kind=ParticipantKind.CUSTOMER))
-    referring = scoped.filter(referrals__gt=0).values("participant_id").distinct().count()
+def _referrer_counts(tenant, filters: Filters) -> dict:
+    """One pass over the per-participant rows that carry referrals (partial index
+    ``daily_rollup_referrals_idx``) for the period and the 90 days to its end: customer participants who
+    referred in the period, participants of the chosen kind who referred in the period or in the last
+    90 days, the period's referrals, and the largest per-referrer counts (enough for the top 10 %)."""
+    from django.db import connection
+
+    recent = filters.end - timedelta(days=89)
+    scoped = _scope(DailyRollup.objects.all(), tenant, replace(filters, kind="", start=min(filters.start, recent)))
+    inner, params = scoped.filter(referrals__gt=0).values("participant_id").order_by().query.sql_with_params()
+    table = DailyRollup._meta.db_table
+    # The scoped query selects participant_id from the rows of the window; re-read them with the columns the
+    # counts need (kind, day, referrals) by replacing the select list.
+    where = inner[inner.index(" WHERE ") :]
+    kind_ok = "kind = %s" if filters.kind else "TRUE"
+    kind_params = [filters.kind] if filters.kind else []
+    sql = f"""
+    WITH per AS (
+        SELECT participant_id,
+               SUM(referrals) FILTER (WHERE day >= %s AND {kind_ok}) AS n,
+               BOOL_OR(day >= %s AND kind = %s) AS referring_customer,
+               BOOL_OR(day >= %s AND {kind_ok}) AS active
+        FROM {table}{where}
+        GROUP BY participant_id
+    ), ranked AS (SELECT n FROM per WHERE n > 0)
+    SELECT (SELECT COUNT(*) FROM per WHERE referring_customer),
+           (SELECT COUNT(*) FROM per WHERE active),
+           (SELECT COUNT(*) FROM ranked),
+           (SELECT COALESCE(SUM(n), 0) FROM ranked),
+           ARRAY(SELECT n FROM ranked ORDER BY n DESC
+                 LIMIT (SELECT CEIL(COUNT(*) * 0.1)::int + 1 FROM ranked))
+    """  # noqa: S608 - the table name from model metadata, the WHERE clause from the ORM
+    with connection.cursor() as cursor:
+        cursor.execute(
+            sql,
+            [filters.start, *kind_params, filters.start, ParticipantKind.CUSTOMER, recent, *kind_params, *params],
+        )
+        referring, active, referrers, referrals, top = cursor.fetchone()
+    return {
+        "referring_customers": int(referring),
+        "active_90d": int(active),
+        "referrers": int(referrers),
+        "referrals": int(referrals),
+        "top_counts": [int(value) for value in top],
+    }
+
+
+def _customers_of(tenant, filters: Filters, settings: EconomicsSettings | None) -> int:
     if settings and settings.total_customers:
-        customers = settings.total_customers
-    else:
-        programs = Program.objects.for_tenant(tenant).filter(kind=ProgramKind.CUSTOMER)
-        if filters.program_id:
-            programs = programs.filter(pk=filters.program_id)
-        customers = Participant.objects.for_tenant(tenant).filter(program__in=programs).count()
+        return settings.total_customers
+    programs = Program.objects.filter(tenant_id=tenant.pk, kind=ProgramKind.CUSTOMER)
+    if filters.program_id:
+        programs = programs.filter(pk=filters.program_id)
+    return Participant.objects.filter(tenant_id=tenant.pk, program__in=programs).count()
+
+
+def _rate(referring: int, customers: int) -> dict:
     rate = m.percent(referring, customers)
     low, high = m.REFERRAL_RATE_BAND
     verdict = None if rate is None else "below" if rate < low else "above" if rate > high else "within"
@@ -384,13 +491,56 @@ def referral_rate(tenant, filters: Filters, settings: EconomicsSettings | None =
     }
 
 
+def _activity(counts: dict) -> dict:
+    top = max(1, round(counts["referrers"] * 0.10)) if counts["referrers"] else 0
+    share = m.percent(sum(counts["top_counts"][:top]), counts["referrals"]) if counts["referrers"] else None
+    return {"active_90d": counts["active_90d"], "referrers": counts["referrers"], "top10_share": share}
+
+
+def referral_rate(tenant, filters: Filters, settings: EconomicsSettings | None = None) -> dict:
+    """Referring customers / all customers x 100, against the 15-25 % band. Referring customers: customer
+    participants with at least one referral in the period; all customers: the tenant's figure in the
+    economics settings, else the participants of customer programs."""
+    counts = _referrer_counts(tenant, filters)
+    return _rate(counts["referring_customers"], _customers_of(tenant, filters, settings))
+
+
+def referrer_activity(tenant, filters: Filters) -> dict:
+    """Active referrers in the last 90 days (to the period's end) and the top 10 %'s share of referrals
+    (the top max(1, round(10 % of referrers)), as ``metrics.top_share_percent``)."""
+    return _activity(_referrer_counts(tenant, filters))
+
+
+def referrer_health(tenant, filters: Filters, settings: EconomicsSettings | None = None) -> tuple[dict, dict]:
+    """``referral_rate`` and ``referrer_activity`` from one pass over the rollups."""
+    counts = _referrer_counts(tenant, filters)
+    return _rate(counts["referring_customers"], _customers_of(tenant, filters, settings)), _activity(counts)
+
+
+class _MedianAndP90(Aggregate):
+    """PostgreSQL's percentile_cont (linear interpolation between the closest ranks) at 0.5 and 0.9, in one
+    sort of the intervals."""
+
+    function = "PERCENTILE_CONT"
+    template = "%(function)s(ARRAY[0.5, 0.9]) WITHIN GROUP (ORDER BY %(expressions)s)"
+
+    def __init__(self, expression):
+        from django.contrib.postgres.fields import ArrayField
+
+        super().__init__(expression, output_field=ArrayField(DurationField()))
+
+
 def time_to_reward(tenant, filters: Filters) -> dict:
-    """Median and 90th percentile of conversion → paid, in days, of rewards paid in the period."""
-    rewards = Reward.objects.for_tenant(tenant).filter(
+    """Median and 90th percentile of conversion → paid, in days, of rewards paid in the period (UTC days, as
+    the rollups), computed in PostgreSQL: one row back, whatever the number of rewards (the partial index
+    ``reward_paid_time_idx`` finds the period's paid rewards)."""
+    low, high = _moment(filters.start), _moment(filters.end + timedelta(days=1))
+    rewards = Reward.objects.filter(
+        tenant_id=tenant.pk,
         status=RewardStatus.PAID,
         is_current=True,
-        paid_at__date__gte=filters.start,
-        paid_at__date__lte=filters.end,
+        paid_at__gte=low,
+        paid_at__lt=high,
         currency=filters.currency,
     )
     if filters.program_id:
@@ -400,38 +550,22 @@ def time_to_reward(tenant, filters: Filters) -> dict:
     if filters.kind:
         kinds = [ProgramKind.PARTNER, ProgramKind.RESELLER] if filters.kind == "partner" else [filters.kind]
         rewards = rewards.filter(program__kind__in=kinds)
-    days = [
-        max(0.0, (paid - converted).total_seconds() / 86400)
-        for paid, converted in rewards.values_list("paid_at", "converted_at")[:100_000]
-    ]
-    median, p90 = m.percentile(days, 0.5), m.percentile(days, 0.9)
+    delay = Greatest(
+        ExpressionWrapper(F("paid_at") - F("converted_at"), output_field=DurationField()),
+        Value(timedelta(0), output_field=DurationField()),
+    )
+    # COUNT(*) and the included columns: an index-only scan of reward_paid_time_idx.
+    found = rewards.aggregate(count=Count("*"), percentiles=_MedianAndP90(delay))
+    median, p90 = (
+        (None, None) if not found["count"] else (value.total_seconds() / 86400 for value in found["percentiles"])
+    )
     return {
-        "count": len(days),
+        "count": found["count"],
         "median_days": median,
         "p90_days": p90,
         "target_days": m.TIME_TO_REWARD_TARGET_DAYS,
         "on_target": None if p90 is None else p90 <= m.TIME_TO_REWARD_TARGET_DAYS,
     }
-
-
-def referrer_activity(tenant, filters: Filters) -> dict:
-    """Active referrers in the last 90 days (to the period's end) and the top 10 %'s share of referrals."""
-    recent = replace(filters, start=filters.end - timedelta(days=89))
-    active = (
-        _scope(DailyRollup.objects.all(), tenant, recent)
-        .filter(referrals__gt=0)
-        .values("participant_id")
-        .distinct()
-        .count()
-    )
-    counts = list(
-        _scope(DailyRollup.objects.all(), tenant, filters)
-        .values("participant_id")
-        .annotate(n=Sum("referrals"))
-        .filter(n__gt=0)
-        .values_list("n", flat=True)
-    )
-    return {"active_90d": active, "referrers": len(counts), "top10_share": m.top_share_percent(counts)}
 
 
 def source_mix(tenant, filters: Filters) -> list[dict]:
@@ -480,7 +614,7 @@ def economics(tenant, filters: Filters, settings: EconomicsSettings | None = Non
     referred_year = totals(tenant, year)["customers"]
     other_year = (
         OtherChannelCustomer.objects.for_tenant(tenant)
-        .filter(converted_at__date__gte=year.start, converted_at__date__lte=year.end)
+        .filter(converted_at__gte=_moment(year.start), converted_at__lt=_moment(year.end + timedelta(days=1)))
         .count()
     )
     customers_per_year = referred_year + other_year
@@ -524,24 +658,30 @@ def channel_comparison(tenant, filters: Filters, settings: EconomicsSettings | N
             "ltv_minor": m.ltv_minor(referred_deal, settings.average_lifetime_months),
         }
     ]
-    others = OtherChannelCustomer.objects.for_tenant(tenant).filter(
-        currency=filters.currency, lead_at__date__gte=filters.start, lead_at__date__lte=filters.end
+    others = (
+        OtherChannelCustomer.objects.filter(tenant_id=tenant.pk, currency=filters.currency)
+        .filter(lead_at__gte=_moment(filters.start), lead_at__lt=_moment(filters.end + timedelta(days=1)))
+        .values("channel")
+        .annotate(
+            leads=Count("pk"),
+            won=Count("pk", filter=Q(converted_at__isnull=False)),
+            cycle_seconds=Sum(Extract(F("converted_at") - F("lead_at"), "epoch")),
+            deals=Sum("deal_minor", filter=Q(converted_at__isnull=False)),
+            arr=Sum("arr_minor", filter=Q(converted_at__isnull=False)),
+        )
+        .order_by("channel")
     )
-    by_channel: dict[str, list[OtherChannelCustomer]] = {}
-    for customer in others.only("channel", "lead_at", "converted_at", "deal_minor", "arr_minor")[:200_000]:
-        by_channel.setdefault(customer.channel, []).append(customer)
-    for channel, leads in sorted(by_channel.items()):
-        won = [lead for lead in leads if lead.converted_at]
-        cycles = [(lead.converted_at - lead.lead_at).total_seconds() / 86400 for lead in won]
-        average_arr = m.ratio(sum(lead.arr_minor for lead in won), len(won))
+    for row in others:
+        won = row["won"]
+        average_arr = m.ratio(int(row["arr"] or 0), won)
         rows.append(
             {
-                "channel": channel,
-                "leads": len(leads),
-                "customers": len(won),
-                "conversion_rate": m.percent(len(won), len(leads)),
-                "sales_cycle_days": m.ratio(sum(cycles), len(cycles)),
-                "deal_minor": m.ratio(sum(lead.deal_minor for lead in won), len(won)),
+                "channel": row["channel"],
+                "leads": row["leads"],
+                "customers": won,
+                "conversion_rate": m.percent(won, row["leads"]),
+                "sales_cycle_days": m.ratio(float(row["cycle_seconds"] or 0) / 86400, won),
+                "deal_minor": m.ratio(int(row["deals"] or 0), won),
                 "ltv_minor": m.ltv_minor(average_arr, settings.average_lifetime_months),
             }
         )
@@ -572,7 +712,8 @@ COMPARED_DERIVED = ["conversion_rate", "roi_percent", "cost_per_customer_minor",
 def compare(tenant, left: Filters, right: Filters) -> list[dict]:
     """The same figures side by side for two filter sets (two programs, two periods, two rule versions),
     with the difference in percent; daily averages too, since the two may differ in length."""
-    a, b = derived(totals(tenant, left)), derived(totals(tenant, right))
+    settings = economics_settings(tenant)
+    a, b = derived(totals(tenant, left), settings, left.days), derived(totals(tenant, right), settings, right.days)
     rows = []
     for key in COMPARED + COMPARED_DERIVED:
         rows.append({"figure": key, "a": a[key], "b": b[key], "change": m.change_percent(b[key], a[key])})

@@ -66,6 +66,20 @@ def other_channel_customers_upsert(*, tenant, rows: list[dict]) -> list[OtherCha
     return saved
 
 
+@transaction.atomic
+def other_channel_customers_import(*, tenant, actor, rows: list[dict], filename: str) -> int:
+    """A validated CSV upload from the browser: upsert the rows and audit the import (one row per file)."""
+    saved = other_channel_customers_upsert(tenant=tenant, rows=rows)
+    audit_record(
+        tenant=tenant,
+        actor=actor,
+        action="analytics.other_customers_imported",
+        obj=saved[0],
+        data={"file": filename[:200], "rows": len(saved)},
+    )
+    return len(saved)
+
+
 def _parse_moment(value: str, field: str, line: int) -> datetime | None:
     from django.utils.dateparse import parse_date, parse_datetime
 

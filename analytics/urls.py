@@ -6,7 +6,10 @@ from django.urls import path
 from . import views
 from .figures import PAGES
 
-urlpatterns = [path("analytics/calculator/", views.calculator, name="analytics_calculator")]
+urlpatterns = [
+    path("analytics/calculator/", views.calculator, name="analytics_calculator"),
+    path("analytics/other-customers/", views.other_customers, name="analytics_other_customers"),
+]
 for _slug in [*PAGES, "compare"]:
     urlpatterns += [
         path(f"analytics/{_slug}/", views.page, {"slug": _slug}, name=f"analytics_{_slug}"),

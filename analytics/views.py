@@ -21,9 +21,12 @@ from referral_platform.tenancy import views as tenancy_views
 from referral_platform.tenancy.models import Role
 
 from . import selectors as s
+from .apis import CSV_COLUMNS
 from .figures import PAGES, Figure, page_figures, table
 from .forms import EconomicsSettingsForm
-from .services import economics_settings_save
+from .imports import MAX_ROWS, REQUIRED_COLUMNS, read_other_customers_csv
+from .models import OtherChannelCustomer
+from .services import economics_settings_save, other_channel_customers_import
 
 ANALYTICS_ROLES = frozenset({Role.OWNER, Role.MARKETER, Role.VIEWER})
 EDIT_ROLES = frozenset({Role.OWNER, Role.MARKETER})
@@ -171,7 +174,6 @@ def calculator(request):
         "form": form,
         "can_edit": can_edit,
         "filters": filters,
-        "figures": page_figures("economics", tenant, filters),
         "tables": [(figure, table(figure)) for figure in page_figures("economics", tenant, filters)],
         "what_if": what_if,
         "currency": filters.currency,
@@ -180,3 +182,47 @@ def calculator(request):
         "page_slug": "calculator",
     }
     return render(request, "analytics/calculator.html", context, status=400 if form.errors else 200)
+
+
+def other_customers(request):
+    """Upload the other-channel customers CSV (the rows the other-customers API accepts) from the browser.
+
+    Every row is validated first; a file with any bad row writes nothing and the page lists each problem
+    with its line, external id and field. Owners and marketers upload; viewers see the page (the columns
+    and the latest rows) read-only. Rows are upserted by external id within the session's workspace only.
+    """
+    tenant = _tenant(request)
+    if tenant is None:
+        return redirect_to_login(request.get_full_path())
+    actor = request.actor
+    can_edit = _can_edit(actor)
+    errors, status = [], 200
+    if request.method == "POST":
+        if not can_edit:
+            return HttpResponseForbidden("Viewers cannot import customers.")
+        upload = request.FILES.get("file")
+        if upload is None:
+            errors, status = [{"line": 1, "external_id": "", "field": "file", "message": "Choose a CSV file."}], 400
+        else:
+            rows, problems = read_other_customers_csv(upload.read())
+            if problems:
+                errors, status = [vars(problem) for problem in problems], 400
+            else:
+                saved = other_channel_customers_import(tenant=tenant, actor=actor, rows=rows, filename=upload.name)
+                noun = "customer" if saved == 1 else "customers"
+                messages.success(request, f"{saved} {noun} imported from {upload.name}.")
+                return redirect("analytics_other_customers")
+    latest = OtherChannelCustomer.objects.for_tenant(tenant).order_by("-created_at", "-pk")[:20]
+    context = {
+        "tenant": tenant,
+        "can_edit": can_edit,
+        "errors": errors,
+        "latest": latest,
+        "count": OtherChannelCustomer.objects.for_tenant(tenant).count(),
+        "required": REQUIRED_COLUMNS,
+        "optional": [name for name in CSV_COLUMNS if name not in REQUIRED_COLUMNS],
+        "max_rows": MAX_ROWS,
+        "pages": PAGES,
+        "page_slug": "other_customers",
+    }
+    return render(request, "analytics/other_customers.html", context, status=status)

@@ -15,7 +15,9 @@ and p50/p99 of each, the ratios against the targets, then the flush rate: the cl
 to FLUSH_ENTRIES entries and moved into Postgres by referrals.click_buffer.clicks_flush().
 
 Environment knobs: BENCH_ROUNDS (4), BENCH_SECONDS (7), BENCH_CONNECTIONS (16), BENCH_WORKERS
-(4), BENCH_LINKS (2000), BENCH_FLUSH_ENTRIES (200000). Everything it creates is removed at the end.
+(4), BENCH_LINKS (2000), BENCH_FLUSH_ENTRIES (200000), BENCH_RLS_COMPARE (1: measure ours, raw and the
+flush again with row-level security switched off and print both side by side). Everything it creates is
+removed at the end.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent
@@ -44,6 +47,7 @@ CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "16"))
 WORKERS = int(os.environ.get("BENCH_WORKERS", "4"))
 LINKS = int(os.environ.get("BENCH_LINKS", "2000"))
 FLUSH_ENTRIES = int(os.environ.get("BENCH_FLUSH_ENTRIES", "200000"))
+RLS_COMPARE = os.environ.get("BENCH_RLS_COMPARE", "1") != "0"
 
 TARGETS = {
     "ours/raw rps": (0.8, ">="),
@@ -114,9 +118,11 @@ def database_role() -> str:
     from django.db import connection
 
     with connection.cursor() as cursor:
-        cursor.execute("SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user")
-        role, superuser = cursor.fetchone()
-    return f"database role: {role} ({'superuser' if superuser else 'restricted, no superuser'})"
+        cursor.execute("SELECT current_user, rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user")
+        role, superuser, bypassrls = cursor.fetchone()
+    if superuser or bypassrls:
+        return f"database role: {role} (superuser or BYPASSRLS: row-level security does NOT apply to these figures)"
+    return f"database role: {role} (restricted, no superuser, row-level security applies)"
 
 
 def create_fixtures() -> dict:
@@ -251,7 +257,7 @@ def run_wrk(wrk: str, port: int, endpoint: dict, seconds: int) -> dict:
     return figures
 
 
-def measure(wrk: str, port: int, fixtures: dict, workdir: Path) -> dict:
+def measure(wrk: str, port: int, fixtures: dict, workdir: Path, only: tuple[str, ...] = ()) -> dict:
     endpoints = {}
     for name, prefix, suffix, codes in [
         ("ours", "/r/", "", fixtures["codes"]),
@@ -259,6 +265,8 @@ def measure(wrk: str, port: int, fixtures: dict, workdir: Path) -> dict:
         ("pinax", "/pinax/", "/", fixtures["pinax_codes"]),
         ("raw", "/bench/raw/", "", fixtures["codes"]),
     ]:
+        if only and name not in only:
+            continue
         codes_file = workdir / f"{name}.codes"
         codes_file.write_text("\n".join(codes) + "\n")
         endpoints[name] = {"prefix": prefix, "suffix": suffix, "codes_file": str(codes_file)}
@@ -367,6 +375,50 @@ def measure_flush(fixtures: dict) -> dict:
     }
 
 
+def set_row_level_security(enabled: bool) -> None:
+    """Issue 14's comparison: switch the tenant policy off (and back on) on every tenant-owned table, as the
+    owner role (DATABASE_OWNER_URL when the app runs restricted, else DATABASE_URL)."""
+    import psycopg2
+    from django.db import connection
+
+    from referral_platform.tenancy import rls
+
+    owner = psycopg2.connect(os.environ.get("DATABASE_OWNER_URL") or os.environ["DATABASE_URL"])
+    owner.autocommit = True
+    try:
+        wrapper = SimpleNamespace(cursor=owner.cursor, ops=connection.ops)
+        if enabled:
+            rls.policy_install(wrapper)
+        else:
+            rls.policy_uninstall(wrapper)
+    finally:
+        owner.close()
+    log(f"row-level security {'ON' if enabled else 'OFF'} on every tenant-owned table")
+
+
+def _delete_as_owner(tenant) -> None:
+    """The application role may not DELETE from the ledger tables, even zero rows of them, so the bench
+    tenant (which has no ledger rows: the append-only triggers would refuse those) goes as the owner."""
+    import dj_database_url
+    from django.db import connections
+
+    from referral_platform.tenancy import rls
+
+    owner_url = os.environ.get("DATABASE_OWNER_URL")
+    if not owner_url:
+        tenant.delete()
+        return
+    connections.settings["owner"] = {
+        **connections.settings["default"],
+        **dj_database_url.parse(owner_url, engine=connections.settings["default"]["ENGINE"]),
+    }
+    try:
+        with rls.bypass("bench cleanup"):
+            tenant.delete(using="owner")
+    finally:
+        connections["owner"].close()
+
+
 def cleanup(fixtures: dict | None) -> None:
     from django.contrib.sessions.models import Session
     from pinax.referrals.models import Referral as PinaxReferral
@@ -379,7 +431,7 @@ def cleanup(fixtures: dict | None) -> None:
         session_keys = ReferralResponse.objects.filter(referral__label="bench").values_list("session_key", flat=True)
         Session.objects.filter(session_key__in=session_keys).delete()
         PinaxReferral.objects.filter(code__in=fixtures["pinax_codes"]).delete()
-        fixtures["tenant"].delete()
+        _delete_as_owner(fixtures["tenant"])
     client = hot_redis.client()
     keys = list(client.scan_iter(match=f"{os.environ['CACHE_KEY_PREFIX']}:*", count=5000))
     for start in range(0, len(keys), 5000):
@@ -419,11 +471,19 @@ def run() -> int:
         check_endpoints(port, fixtures)
         with tempfile.TemporaryDirectory() as workdir:
             rounds = measure(wrk, port, fixtures, Path(workdir))
+            summary = summarise(rounds)
+            flush = measure_flush(fixtures)
+            if RLS_COMPARE:
+                # The same redirect (ours and the raw floor) and flush with the tenant policy switched off.
+                set_row_level_security(False)
+                try:
+                    rls_off = summarise(measure(wrk, port, fixtures, Path(workdir), only=("ours", "raw")))
+                    rls_off_flush = measure_flush(fixtures)
+                finally:
+                    set_row_level_security(True)
         server.terminate()
         server.wait(20)
         server = None
-        summary = summarise(rounds)
-        flush = measure_flush(fixtures)
     finally:
         if server is not None:
             server.terminate()
@@ -465,6 +525,21 @@ def run() -> int:
         f"Machine load (1-min average): {load_start:.1f} at start, {flush['load'][0]:.1f} before the flush, "
         f"{flush['load'][1]:.1f} after it"
     )
+    if RLS_COMPARE:
+        off = rls_off["ours"]
+        print("Row-level security (issue 14): the same measurements with the tenant policy ON and OFF")
+        print(f"  {'figure':28s} {'RLS on':>10s} {'RLS off':>10s} {'on/off':>7s}")
+        for label, on_value, off_value in [
+            ("redirect req/s", ours["rps"], off["rps"]),
+            ("redirect p99 ms", ours["p99_ms"], off["p99_ms"]),
+            ("redirect ours/raw", ratios["ours/raw rps"], off["rps"] / rls_off["raw"]["rps"]),
+            ("flush clicks/s", flush["rate"], rls_off_flush["rate"]),
+        ]:
+            print(f"  {label:28s} {on_value:10.2f} {off_value:10.2f} {on_value / off_value:6.2f}x")
+        print(
+            f"  with RLS on: redirect {verdict('ours/raw rps', ratios['ours/raw rps'])} (ours/raw), "
+            f"flush {verdict('flush clicks/s', flush['rate'])}"
+        )
     print(f"(bench_redirect took {time.monotonic() - started:.0f}s)")
     errors = sum(row["errors"] for row in summary.values())
     return 1 if errors else 0

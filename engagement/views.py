@@ -17,6 +17,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from programs.dashboard_links import participant_for_dashboard_token
+from referral_platform.tenancy import rls
 from referral_platform.tenancy.actors import actor_for_participant
 from referral_platform.tenancy.models import Tenant
 
@@ -148,6 +149,8 @@ def typeform_webhook(request, tenant_slug: str):
     workspace's secret), stored raw and processed like an API response. Bad signature or unknown
     workspace: 400 and nothing written (the same answer, so slugs cannot be probed)."""
     tenant = Tenant.objects.filter(slug=tenant_slug).first()
+    if tenant is not None:
+        rls.bind(tenant.pk)
     settings_row = TypeformSettings.objects.for_tenant(tenant).first() if tenant else None
     if settings_row is None or not typeform_signature_ok(
         settings_row.secret, request.body, request.headers.get("Typeform-Signature", "")

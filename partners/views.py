@@ -23,6 +23,7 @@ from django.views.decorators.http import require_GET, require_POST
 from programs.models import ParticipantStatus, Program
 from referral_platform import abuse
 from referral_platform.money import currency_exponent
+from referral_platform.tenancy import rls
 from referrals.models import CompanySize
 from referrals.selectors import participant_qr_png, participant_share_links
 from referrals.services import lead_submit
@@ -723,6 +724,8 @@ class ApplicationForm(abuse.HoneypotFormMixin, forms.Form):
 def partner_apply(request, tenant_slug: str, program_slug: str):
     """Public, tenant-branded application to a partner program; rate-limited per address (429 + Retry-After)."""
     program = Program.objects.select_related("tenant").filter(tenant__slug=tenant_slug, slug=program_slug).first()
+    if program is not None:
+        rls.bind(program.tenant_id)
     if program is None or not services.program_takes_applications(program):
         return _not_found(request)
     terms = services.program_settings(program).terms_text

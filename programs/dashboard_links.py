@@ -17,6 +17,8 @@ from django.conf import settings
 from django.core import signing
 from django.urls import reverse
 
+from referral_platform.tenancy import rls
+
 from .models import Participant
 
 DASHBOARD_LINK_SALT = "programs.participant-dashboard.v1"
@@ -64,6 +66,7 @@ def participant_for_dashboard_token(token: str) -> Participant | None:
         isinstance(value, int) and not isinstance(value, bool) for value in (tenant_id, participant_id, version)
     ):
         return None
+    rls.bind(tenant_id)  # signed: the request sees this tenant's rows only from here (row-level security)
     return (
         Participant.objects.for_tenant(tenant_id)
         .select_related("tenant", "program")

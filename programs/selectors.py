@@ -7,6 +7,7 @@ from typing import Any
 
 from django.db.models import OuterRef, QuerySet, Subquery
 
+from referral_platform.tenancy import rls
 from referral_platform.tenancy.models import Tenant
 
 from .models import ParticipantImport, Program, ProgramStatus, ProgramVersion
@@ -46,8 +47,9 @@ def program_version_in_force(program: Program, at: datetime) -> ProgramVersion |
 
 
 def program_public_get(*, tenant_slug: str, program_slug: str) -> Program | None:
-    """A program participants may see publicly: active or paused (never draft or archived)."""
-    return (
+    """A program participants may see publicly: active or paused (never draft or archived). A request
+    still resolving its tenant is bound to the program's (row-level security)."""
+    program = (
         Program.objects.select_related("tenant")
         .filter(
             tenant__slug=tenant_slug,
@@ -56,6 +58,9 @@ def program_public_get(*, tenant_slug: str, program_slug: str) -> Program | None
         )
         .first()
     )
+    if program is not None:
+        rls.bind(program.tenant_id)
+    return program
 
 
 def program_terms(tenant: Tenant, *, program: Program) -> Terms:

@@ -131,3 +131,53 @@ def reconcile_task() -> dict:
     from .reconcile import reconcile
 
     return reconcile()
+
+
+# --- row-level security (issue 14) ---------------------------------------------------------------------
+# A task queued while its sender was bound to a tenant carries that tenant in a message header and runs
+# bound to it, under the tenant's policy. Other tasks (scheduled sweeps, work queued from the cross-tenant
+# path) start resolving: they may look up their subject, and the services bind its tenant or take the
+# audited bypass. An eager task (tests) keeps its caller's state. Each task's state is undone after it.
+RLS_TENANT_HEADER = "rp_tenant"
+# The truly cross-tenant jobs: they run on the audited bypass (logged with this reason), whoever queued them.
+CROSS_TENANT_TASKS = {
+    "referrals.flush_clicks": "click flush",
+    "referral_platform.reconcile": "reconciler",
+    "rewards.payouts_run": "payouts run",
+    "rewards.release_holds": "sweep: reward holds ending",
+    "partners.deals_expire": "sweep: deal registrations expiring",
+    "partners.deals_warn_expiring": "sweep: deal expiry warnings",
+    "partners.tiers_recompute": "sweep: partner tiers",
+    "engagement.asks_send_due": "sweep: asks due",
+    "engagement.webhooks_retry_due": "sweep: webhook retries due",
+    "analytics.refresh_recent": "sweep: nightly rollup refresh",
+    "analytics.refresh_clicks": "rollups of flushed clicks (every tenant's)",
+}
+
+
+@signals.before_task_publish.connect
+def _rls_tenant_header(sender=None, headers=None, **kwargs):
+    from referral_platform.tenancy import rls
+
+    tenant_id = rls.current_tenant_id()
+    if headers is not None and tenant_id is not None:
+        headers[RLS_TENANT_HEADER] = tenant_id
+
+
+@signals.task_prerun.connect
+def _rls_task_start(sender=None, task=None, **kwargs):
+    from referral_platform.tenancy import rls
+
+    if task is None or getattr(task.request, "is_eager", False):
+        return
+    tenant_id = getattr(task.request, RLS_TENANT_HEADER, None)
+    task.request.rls_token = rls.enter_task(tenant_id, task.name, cross_tenant=CROSS_TENANT_TASKS.get(task.name))
+
+
+@signals.task_postrun.connect
+def _rls_task_end(sender=None, task=None, **kwargs):
+    from referral_platform.tenancy import rls
+
+    token = getattr(task.request, "rls_token", None) if task is not None else None
+    if token is not None:
+        rls.leave_task(token)

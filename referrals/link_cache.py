@@ -32,6 +32,7 @@ from django.utils.encoding import iri_to_uri
 
 from programs.models import Participant, ParticipantStatus, Program, ProgramStatus
 from programs.services import host_is_allowed
+from referral_platform.tenancy import rls
 from referral_platform.tenancy.models import Tenant
 
 from . import hot_redis
@@ -150,8 +151,9 @@ def entry_ids(entry: bytes) -> bytes:
 
 def load_entry(code: str) -> bytes:
     """Read the link from Postgres, cache its entry (unless it was just invalidated), return it."""
-    link = ReferralLink.objects.select_related("program", "participant", "tenant").filter(code=code).first()
-    entry = entry_for_link(link)
+    with rls.resolve("link by code"):
+        link = ReferralLink.objects.select_related("program", "participant", "tenant").filter(code=code).first()
+        entry = entry_for_link(link)
     ttl = settings.REFERRAL_LINK_CACHE_SECONDS if is_link_entry(entry) else settings.REFERRAL_LINK_MISS_CACHE_SECONDS
     _fill_script()(keys=[hot_redis.link_key(code)], args=[entry, ttl, CHANGED])
     return entry

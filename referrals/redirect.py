@@ -28,6 +28,7 @@ from django.template.loader import render_to_string
 from redis.exceptions import RedisError
 
 from referral_platform import abuse
+from referral_platform.tenancy import rls
 
 from . import click_buffer, hot_redis, link_cache
 from .models import ReferralLink
@@ -131,22 +132,24 @@ def answer(environ: dict, code: str) -> Outcome:
 
 def _answer_from_postgres(code: str, visitor_id: str, *, record: bool, environ: dict) -> Outcome:
     """Degraded mode while Redis is down: resolve from Postgres and write the click directly."""
-    link = ReferralLink.objects.select_related("program", "participant", "tenant").filter(code=code).first()
-    entry = link_cache.entry_for_link(link)
+    with rls.resolve("link by code (Redis down)"):
+        link = ReferralLink.objects.select_related("program", "participant", "tenant").filter(code=code).first()
+        entry = link_cache.entry_for_link(link)
     if not link_cache.is_link_entry(entry):
         return Outcome(404)
     target = link_cache.redirect_target(entry, visitor_id)
     if target is None:
         return Outcome(404)
     if record:
-        click_buffer.click_record_direct(
-            link=link,
-            visitor_id=visitor_id,
-            ip=client_ip(environ),
-            user_agent=environ.get("HTTP_USER_AGENT", ""),
-            referer=environ.get("HTTP_REFERER", ""),
-            query=environ.get("QUERY_STRING", ""),
-        )
+        with rls.tenant(link.tenant_id):
+            click_buffer.click_record_direct(
+                link=link,
+                visitor_id=visitor_id,
+                ip=client_ip(environ),
+                user_agent=environ.get("HTTP_USER_AGENT", ""),
+                referer=environ.get("HTTP_REFERER", ""),
+                query=environ.get("QUERY_STRING", ""),
+            )
     return Outcome(302, target, visitor_id)
 
 

@@ -13,6 +13,7 @@ from django.db.models import Q, QuerySet
 from programs.models import Participant, ParticipantStatus, Program, ProgramStatus
 from programs.services import judging_rules
 from referral_platform.money import format_amount
+from referral_platform.tenancy import rls
 from referral_platform.tenancy.models import Tenant
 
 from . import attribution as attribution_math
@@ -163,6 +164,7 @@ def landing_link(code: str) -> ReferralLink | None:
     )
     if link is None or link.program.status != ProgramStatus.ACTIVE:
         return None
+    rls.bind(link.tenant_id)  # the public page now sees the link's tenant only (row-level security)
     return link if link.participant.status == ParticipantStatus.ACTIVE else None
 
 

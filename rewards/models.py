@@ -295,6 +295,15 @@ class Reward(TenantOwnedModel):
         indexes = [
             models.Index(fields=["tenant", "status", "hold_until"], name="reward_status_hold_idx"),
             models.Index(fields=["tenant", "participant", "status"], name="reward_participant_idx"),
+            # Analytics' time to reward (median, p90 of conversion → paid over a period's paid rewards): a
+            # covering index of the current paid rewards by payment time, so the percentiles read only the
+            # period's rows.
+            models.Index(
+                fields=["tenant", "paid_at"],
+                include=["converted_at", "currency", "program", "participant"],
+                condition=models.Q(status="paid", is_current=True),
+                name="reward_paid_time_idx",
+            ),
         ]
         ordering = ["-created_at", "-pk"]
 

@@ -31,6 +31,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from referral_platform.celery import enqueue_on_commit
+from referral_platform.tenancy import rls
 from referral_platform.tenancy.actors import system_actor
 from referral_platform.tenancy.models import Tenant
 from referrals.models import ConversionEvent, ConversionKind
@@ -113,6 +114,7 @@ def webhook_receive(*, tenant_slug: str, payload: bytes, signature: str) -> Stri
     a duplicate). Raises ``Tenant.DoesNotExist`` for an unknown tenant and ``WebhookRejected`` for a bad
     signature."""
     tenant_id, secret = _signing_secret(tenant_slug)
+    rls.bind(tenant_id)  # from here the request sees this tenant's rows only (row-level security)
     _refuse_future_timestamp(signature)
     raw = _verified(payload, signature, secret)
     event_id, event_type = raw.get("id"), raw.get("type")

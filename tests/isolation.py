@@ -452,6 +452,8 @@ def _other_customer_listing(world):
 ROUTES: dict[str, object] = {
     **ANALYTICS_ROUTES,
     "api:analytics-other-customer-list": Listing(_other_customer_listing),
+    # the browser upload of the same rows lists the workspace's latest ones (issue 10)
+    "analytics_other_customers": Listing(_other_customer_listing, via="session"),
     # --- API ---------------------------------------------------------------------------------
     "api:me": NoTenantData("answers with the caller's own tenant only (tests/test_api_auth.py)"),
     "api:program-list": Listing(_program_listing),

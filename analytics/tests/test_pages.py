@@ -8,13 +8,16 @@ import io
 import re
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
 from analytics.figures import PAGES, page_figures
-from analytics.models import EconomicsSettings
+from analytics.models import DailyRollup, EconomicsSettings
 from analytics.rollups import rollups_rebuild
 from analytics.selectors import filters_from_query
+from referral_platform.money import format_amount
 from tests import factories as f
 
 pytestmark = pytest.mark.django_db
@@ -122,3 +125,39 @@ def test_the_participant_list_and_page_show_each_participants_figures(world, cli
     assert "Earnings / click" in listing and "Paula Page" in listing
     assert '<td class="field-figure_clicks">3</td>' in listing
     assert "Figures (all time)" in page and "<td>3</td><td>1</td>" in page
+
+
+def test_the_participant_list_sorts_by_a_figure_in_a_fixed_number_of_queries(world, client):
+    program = f.ProgramFactory(tenant=world.a, kind="customer", currency="USD")
+    people = {name: f.ParticipantFactory(program=program, name=name) for name in ("Few", "Many", "None")}
+    for name, clicks, earned in (("Few", 2, 300), ("Many", 9, 900)):
+        for day_offset in (1, 2):  # two days each: the sums add both
+            DailyRollup.objects.create(
+                tenant=world.a,
+                day=timezone.now().date() - timezone.timedelta(days=day_offset),
+                program=program,
+                participant=people[name],
+                channel="email",
+                kind="customer",
+                currency="USD",
+                clicks=clicks,
+                rewards_earned_minor=earned,
+            )
+    client = _client(client, world.marketer_a)
+    url = reverse("admin:programs_participant_changelist")
+    column = 1 + [name == "figure_clicks" for name in client.get(url).context["cl"].list_display].index(
+        True
+    )  # the admin's sort parameter counts columns from 1 without the checkbox
+
+    with CaptureQueriesContext(connection) as few:
+        listing = client.get(f"{url}?o=-{column - 1}").content.decode()
+    for index in range(10):
+        f.ParticipantFactory(program=program, name=f"Extra {index}")
+    with CaptureQueriesContext(connection) as more:
+        client.get(f"{url}?o=-{column - 1}")
+
+    names = re.findall(r"(Many|Few|None)</a>", listing)
+    assert names[:3] == ["Many", "Few", "None"]  # 18 clicks, 4 clicks, 0
+    assert '<td class="field-figure_clicks">18</td>' in listing and '<td class="field-figure_clicks">4</td>' in listing
+    assert f'<td class="field-figure_earnings">{format_amount(1800, "USD")}</td>' in listing  # 2 x 900 minor
+    assert len(more.captured_queries) == len(few.captured_queries)

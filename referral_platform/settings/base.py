@@ -48,6 +48,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Row-level security (issue 14): each request in its own context, tenant bound once resolved.
+    "referral_platform.tenancy.middleware.RowLevelSecurityMiddleware",
     # First: answers /r/<code> itself so the public redirect skips the rest of the stack
     # (production normally answers it one level higher, in referral_platform/wsgi.py).
     "referrals.redirect.ReferralRedirectMiddleware",
@@ -93,18 +95,26 @@ if not DATABASE_URL:
         "DATABASE_URL is not set. Use `make run` / `make test` (they start an embedded PostgreSQL), "
         "or export DATABASE_URL=postgres://user@host:5432/dbname."
     )
+# ENGINE: Django's PostgreSQL backend plus row-level security's per-transaction tenant setting
+# (referral_platform/db/base.py); server-side cursors off, as a WITH HOLD cursor would outlive that setting.
+DATABASE_ENGINE = "referral_platform.db"
 DATABASES = {
     "default": dj_database_url.parse(
         DATABASE_URL,
+        engine=DATABASE_ENGINE,
         conn_max_age=int(os.environ.get("DB_CONN_MAX_AGE", "60")),
         conn_health_checks=True,
     )
 }
+DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
 # A read replica for analytics and reporting reads (referral_platform/db_router.py, docs/scaling.md).
 if os.environ.get("DATABASE_REPLICA_URL"):
     DATABASES["replica"] = dj_database_url.parse(
-        os.environ["DATABASE_REPLICA_URL"], conn_max_age=int(os.environ.get("DB_CONN_MAX_AGE", "60"))
+        os.environ["DATABASE_REPLICA_URL"],
+        engine=DATABASE_ENGINE,
+        conn_max_age=int(os.environ.get("DB_CONN_MAX_AGE", "60")),
     )
+    DATABASES["replica"]["DISABLE_SERVER_SIDE_CURSORS"] = True
     DATABASES["replica"]["TEST"] = {"MIRROR": "default"}
 DATABASE_ROUTERS = ["referral_platform.db_router.ReplicaRouter"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

@@ -18,7 +18,11 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 # The test database is created and migrated by the owner role (DATABASE_OWNER_URL, else DATABASE_URL);
 # then every connection of the tests runs as the application role (conftest.py, tests/app_role.py).
-DATABASES["default"] = dj_database_url.parse(os.environ.get("DATABASE_OWNER_URL") or DATABASE_URL)
+DATABASES["default"] = dj_database_url.parse(
+    os.environ.get("DATABASE_OWNER_URL") or DATABASE_URL,
+    engine=DATABASE_ENGINE,  # noqa: F405
+)
+DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
 DATABASE_APP_ROLE = os.environ.get("DATABASE_APP_ROLE") or "referral_test_app"
 DATABASES["default"]["CONN_MAX_AGE"] = 0
 DATABASES["default"]["TEST"] = {"NAME": os.environ.get("TEST_DATABASE_NAME", "test_referral_platform")}

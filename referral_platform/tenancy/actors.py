@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from referral_platform.hooks import hooks
 
+from . import rls
 from .models import WRITE_ROLES
 
 if TYPE_CHECKING:
@@ -67,8 +68,23 @@ def system_actor(tenant: Tenant) -> Actor:
 SESSION_TENANT_KEY = "tenant_id"
 
 
+def actor_bind(actor: Actor) -> Actor:
+    """Bind a request or task still resolving its tenant to the actor's (row-level security, issue 14):
+    from here on the database shows it that tenant's rows only. Platform staff work across tenants on the
+    audited path. A context already bound (or an explicit bypass) is left as it is."""
+    if actor.is_platform_staff:
+        rls.bind_bypass(f"platform staff user {actor.user.pk}")
+    elif actor.tenant is not None:
+        rls.bind(actor.tenant.pk)
+    return actor
+
+
 def actor_for_session(request) -> Actor:
     """The member actor of a logged-in user, in the tenant chosen with the switcher."""
+    return actor_bind(_actor_for_session(request))
+
+
+def _actor_for_session(request) -> Actor:
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
         return ANONYMOUS
@@ -95,7 +111,7 @@ def actor_for_session(request) -> Actor:
 
 
 def actor_for_api_key(api_key: ApiKey) -> Actor:
-    return Actor(kind="api_key", tenant=api_key.tenant, api_key=api_key)
+    return actor_bind(Actor(kind="api_key", tenant=api_key.tenant, api_key=api_key))
 
 
 PARTICIPANT_ACTOR_KINDS = {"partner", "reseller"}
@@ -106,4 +122,4 @@ def actor_for_participant(participant) -> Actor:
     reseller programs, a "customer" otherwise, bound to that participant's tenant and id. It may read
     that participant's own data only (``can_write`` is False)."""
     kind = "partner" if participant.program.kind in PARTICIPANT_ACTOR_KINDS else "customer"
-    return Actor(kind=kind, tenant=participant.tenant, participant_id=participant.pk)
+    return actor_bind(Actor(kind=kind, tenant=participant.tenant, participant_id=participant.pk))

@@ -40,6 +40,7 @@ class ApiKeyAuthentication(BaseAuthentication):
         api_key = api_key_authenticate(raw_key=header[1].decode("latin-1"))
         if api_key is None:
             raise exceptions.AuthenticationFailed("Invalid or revoked API key.")
+        actor_for_api_key(api_key)  # binds the request to the key's tenant (row-level security)
         return ApiKeyPrincipal(api_key), api_key
 
     def authenticate_header(self, request) -> str:

@@ -1,0 +1,111 @@
+"""Django's PostgreSQL backend, applying the row-level-security state to every statement (issue 14).
+
+``referral_platform.tenancy.rls`` keeps the state (tenant, bypass or nothing) in a context variable; this
+backend makes PostgreSQL see it, always with transaction-local settings (``set_config(name, value, true)``,
+the function form of ``SET LOCAL``):
+
+- inside a transaction (``atomic()``), one ``set_config`` statement before the first statement that needs
+  it, and again whenever the state changes or a savepoint rollback may have undone it;
+- in autocommit, where each statement is its own transaction, the ``set_config`` travels in front of the
+  statement in the same query string, which PostgreSQL runs as one implicit transaction.
+
+So the settings end with their transaction: a pooled connection never carries one tenant's setting into
+the next piece of work. Server-side cursors are disabled (settings), since a ``WITH HOLD`` cursor would
+outlive the transaction that carried the setting.
+"""
+
+from __future__ import annotations
+
+from django.db.backends.postgresql import base
+
+from referral_platform.tenancy import rls
+
+_UNKNOWN = object()
+_CONTROL_PREFIXES = ("SAVEPOINT", "RELEASE SAVEPOINT", "ROLLBACK TO SAVEPOINT", "SET ROLE", "RESET ROLE")
+_SET_SQL = f"SELECT set_config('{rls.TENANT_SETTING}', %s, true), set_config('{rls.BYPASS_SETTING}', %s, true)"
+_NOTHING_SETTINGS = rls.NOTHING.settings
+_DML = ("SELECT", "INSERT", "UPDATE", "DELETE", "WITH", "MERGE", "(")
+
+
+def _literal(value: str) -> str:
+    # The two values are digits or on/off (RlsState.settings); quoted for the inline form all the same.
+    return "'" + value.replace("'", "''") + "'"
+
+
+class DatabaseWrapper(base.DatabaseWrapper):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # The settings in force in the open transaction; a new transaction starts with none.
+        self._rls_applied = _NOTHING_SETTINGS
+        self.execute_wrappers.append(self._rls_execute)
+
+    # -- keeping track of what the open transaction carries ----------------------------------------------
+
+    def _rls_forget(self, value=_NOTHING_SETTINGS) -> None:
+        self._rls_applied = value
+
+    def _commit(self):
+        try:
+            return super()._commit()
+        finally:
+            self._rls_forget()
+
+    def _rollback(self):
+        try:
+            return super()._rollback()
+        finally:
+            self._rls_forget()
+
+    def _savepoint_rollback(self, sid):
+        try:
+            return super()._savepoint_rollback(sid)
+        finally:
+            self._rls_forget(_UNKNOWN)  # the savepoint may have undone a set_config made inside it
+
+    def _set_autocommit(self, autocommit):
+        try:
+            return super()._set_autocommit(autocommit)
+        finally:
+            self._rls_forget()
+
+    def _close(self):
+        try:
+            return super()._close()
+        finally:
+            self._rls_forget()
+
+    def get_new_connection(self, conn_params):
+        self._rls_forget()
+        return super().get_new_connection(conn_params)
+
+    # -- applying it ------------------------------------------------------------------------------------
+
+    def rls_apply_now(self) -> None:
+        """Apply the current state at once (before work that does not go through a cursor's execute, such
+        as COPY). Only meaningful inside a transaction."""
+        if self.connection is None or self.autocommit:
+            return
+        wanted = rls.current().settings
+        if wanted != self._rls_applied:
+            with self.connection.cursor() as raw:
+                raw.execute(_SET_SQL, wanted)
+            self._rls_applied = wanted
+
+    def _rls_execute(self, execute, sql, params, many, context):
+        wanted = rls.current().settings
+        if isinstance(sql, str) and sql.lstrip().upper().startswith(_CONTROL_PREFIXES):
+            return execute(sql, params, many, context)
+        if not self.autocommit:
+            if wanted != self._rls_applied:
+                context["cursor"].cursor.execute(_SET_SQL, wanted)
+                self._rls_applied = wanted
+            return execute(sql, params, many, context)
+        if wanted == _NOTHING_SETTINGS or not isinstance(sql, str) or not sql.lstrip()[:6].upper().startswith(_DML):
+            # DDL and utility statements read no row (some, like CREATE DATABASE, refuse a transaction).
+            return execute(sql, params, many, context)
+        prefix = (
+            f"SELECT set_config('{rls.TENANT_SETTING}', {_literal(wanted[0])}, true), "
+            f"set_config('{rls.BYPASS_SETTING}', {_literal(wanted[1])}, true); "
+        )
+        # With parameters psycopg2 interpolates '%' over the whole string: the prefix holds none.
+        return execute(prefix + sql, params, many, context)
