@@ -237,6 +237,7 @@ def stripe_events_drain(*, tenant_id: int, time_budget: float = DRAIN_TIME_BUDGE
     tenant = Tenant.objects.filter(pk=tenant_id).first()
     if tenant is None:
         return 0
+    rls.bind(tenant.pk)  # a drain queued without its tenant (e.g. by hand) binds it: this tenant's rows only
     handled = 0
     started = time.monotonic()
     while True:
