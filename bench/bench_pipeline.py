@@ -15,6 +15,9 @@ invoice has its attribution, its evaluation and its rewards' balanced ledger tra
 A sixth of the invoices are a customer's second one (a recurring share, a second occasion to settle), every
 tenth invoice is refunded by half (``charge.refunded``: rewards reversed in proportion).
 
+Checked: every payment attributed and evaluated, the ledger balanced, refunds applied, and what is owed
+(live rewards net of reductions, per program and side) identical in every run.
+
 Printed first: the door alone (the same webhooks POSTed while no worker runs: verify, store raw,
 acknowledge). Then per run (1, 2 and 4 worker processes, each in a workspace of its own): webhooks
 accepted per second at the door while the workers run, conversions completed per second end to end
@@ -485,8 +488,21 @@ def pipeline_state(tenant, queue_name: str, redis_client) -> dict:
         "evaluated": RewardEvaluation.objects.filter(tenant=tenant, conversion_event__kind="payment").count(),
         "payments_settleable": payments.filter(status=ConversionEventStatus.PROCESSED).count(),
         "payments": payments.count(),
-        "queued": redis_client.llen(queue_name) + redis_client.hlen("unacked"),
+        "queued": redis_client.llen(queue_name) + unacked(redis_client, queue_name),
     }
+
+
+def unacked(redis_client, queue_name: str) -> int:
+    """Messages of this queue taken by a worker and not yet acknowledged (kombu's ``unacked`` hash is shared
+    by every queue of the Redis database: a killed worker's leftovers of another queue do not count)."""
+    count = 0
+    for raw in redis_client.hvals("unacked"):
+        try:
+            _message, _exchange, routing_key = json.loads(raw)
+        except (ValueError, TypeError):
+            continue
+        count += routing_key == queue_name
+    return count
 
 
 def door_only(*, port: int, env: dict, redis_client) -> float:
@@ -615,6 +631,13 @@ def run_once(*, concurrency: int, port: int, env: dict, redis_client) -> dict:
     if not_reduced:
         problems.append(f"refunds not applied to {len(not_reduced)} invoices' rewards")
     transactions = LedgerTransaction.objects.filter(tenant=tenant).count()
+    # What is owed in the end, per program and side: the same in every run, whatever the number of workers
+    # and the order they worked in (corrections may leave reversed rows behind; only what is owed counts).
+    owed: dict[str, int] = {}
+    for slug, side, amount, reversed_minor, clawed_back in rewards.filter(
+        status__in=["pending", "approved", "paid"]
+    ).values_list("program__slug", "beneficiary_side", "amount_minor", "reversed_minor", "clawed_back_minor"):
+        owed[f"{slug}/{side}"] = owed.get(f"{slug}/{side}", 0) + amount - reversed_minor - clawed_back
     result = {
         "workers": concurrency,
         "webhooks": len(requests),
@@ -628,6 +651,7 @@ def run_once(*, concurrency: int, port: int, env: dict, redis_client) -> dict:
         "rewards": rewards.count(),
         "transactions": transactions,
         "messages": ParticipantMessage.objects.filter(tenant=tenant).count(),
+        "owed": owed,
         "problems": problems,
     }
     log(
@@ -768,6 +792,13 @@ def run() -> int:
     print(f"Machine load (1-min average): {load_start:.1f} at start, {os.getloadavg()[0]:.1f} at the end")
     print(f"(bench_pipeline took {time.monotonic() - started:.0f}s)")
     problems = [p for r in results for p in r["problems"]]
+    for r in results[1:]:
+        if r["owed"] != results[0]["owed"]:
+            problems.append(
+                f"what is owed differs between {results[0]['workers']} and {r['workers']} worker(s): "
+                f"{results[0]['owed']} != {r['owed']}"
+            )
+    print(f"  owed in every run (minor units, live rewards net of reductions): {results[0]['owed']}")
     for problem in problems:
         print(f"  PROBLEM: {problem}")
     return 1 if problems else 0

@@ -10,12 +10,13 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from django.db import transaction
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from referral_platform.celery import enqueue_on_commit
 from referrals.models import SETTLED_EVENT_STATUSES, ConversionEvent
 
-from .models import Payout, PayoutStatus, RewardEvaluation, StripeWebhookEvent, WebhookEventStatus
+from .models import Payout, PayoutStatus, RewardEvaluation, StripeCharge, StripeWebhookEvent, WebhookEventStatus
 
 BATCH = 1000
 
@@ -59,7 +60,8 @@ def payouts_requeue_stale(*, cutoff: datetime, max_attempts: int) -> int:
 
 def settlements_requeue_missing(*, cutoff: datetime, max_attempts: int) -> int:
     """Referrals with a conversion event processed before ``cutoff`` but never evaluated (the settlement
-    task died with its worker) are settled again."""
+    task died with its worker), and referrals whose payment's Stripe charge was refunded after its last
+    evaluation, are settled again."""
     from .tasks import settle_referral
 
     evaluated = RewardEvaluation.objects.all()
@@ -75,6 +77,25 @@ def settlements_requeue_missing(*, cutoff: datetime, max_attempts: int) -> int:
         .values_list("referral_id", flat=True)
         .distinct()[:BATCH]
     )
+    # A refund handled after the payment's evaluation whose settlement died with its worker (e.g. a drain
+    # killed between committing a chunk and running its follow-ups): the charge changed after the last
+    # evaluation of its payment.
+    newer_than_evaluation = RewardEvaluation.objects.filter(
+        conversion_event_id=OuterRef("conversion_event_id"), evaluated_at__lt=OuterRef("updated_at")
+    )
+    refunded = (
+        StripeCharge.objects.filter(
+            amount_refunded_minor__gt=0,
+            conversion_event__referral__isnull=False,
+            updated_at__lt=cutoff,
+            updated_at__gte=cutoff - timedelta(days=1),
+        )
+        .filter(Exists(newer_than_evaluation))
+        .order_by()
+        .values_list("conversion_event__referral_id", flat=True)
+        .distinct()[:BATCH]
+    )
+    referral_ids = sorted(set(referral_ids) | set(refunded))
     with transaction.atomic():
         for referral_id in referral_ids:
             enqueue_on_commit(settle_referral, referral_id)

@@ -1,4 +1,5 @@
-"""Stripe webhooks of a tenant's Stripe account: verify, store raw, then handle in a task.
+"""Stripe webhooks of a tenant's Stripe account: verify, store raw, then handle in batches
+(``stripe_events_drain``, task ``rewards.stripe_events_drain``; one event: ``stripe_event_process``).
 
 Handling, per event type (each idempotent, so a duplicate or a late event gives the same result):
 
@@ -11,7 +12,8 @@ Handling, per event type (each idempotent, so a duplicate or a late event gives 
 - ``customer.created`` with referral metadata → a ``sign_up`` ConversionEvent.
 
 Conversion events are stored through ``referrals.services.conversion_event_receive``, which queues
-their matching and attribution (``referrals.process_conversion_event``) after commit.
+their matching and attribution (``referrals.process_conversion_event``) after commit; inside a drain
+those follow-ups are collected and run in the same task, in batches (``rewards.pipeline``).
 """
 
 from __future__ import annotations
@@ -118,6 +120,8 @@ def webhook_receive(*, tenant_slug: str, payload: bytes, signature: str) -> Stri
     event_id, event_type = raw.get("id"), raw.get("type")
     if not event_id or not event_type or not isinstance(event_id, str) or not isinstance(event_type, str):
         raise WebhookRejected("event without id or type")
+    if len(event_id) > 100 or len(event_type) > 100:
+        raise WebhookRejected("event id or type longer than 100 characters")
     received_at = timezone.now()
     payload_field = StripeWebhookEvent._meta.get_field("payload")
     with connection.cursor() as cursor:
@@ -125,8 +129,8 @@ def webhook_receive(*, tenant_slug: str, payload: bytes, signature: str) -> Stri
             _INSERT_SQL,
             [
                 tenant_id,
-                event_id[:100],
-                event_type[:100],
+                event_id,
+                event_type,
                 payload_field.get_db_prep_save(raw, connection),
                 bytes(payload),
                 WebhookEventStatus.RECEIVED,
@@ -135,15 +139,15 @@ def webhook_receive(*, tenant_slug: str, payload: bytes, signature: str) -> Stri
         )
         row = cursor.fetchone()
     if row is None:
-        stored = StripeWebhookEvent.objects.for_tenant(tenant_id).get(stripe_event_id=event_id[:100])
+        stored = StripeWebhookEvent.objects.for_tenant(tenant_id).get(stripe_event_id=event_id)
         if stored.status == WebhookEventStatus.RECEIVED:
             transaction.on_commit(lambda: stripe_events_schedule(tenant_id))
         return stored
     stored = StripeWebhookEvent(
         pk=row[0],
         tenant_id=tenant_id,
-        stripe_event_id=event_id[:100],
-        type=event_type[:100],
+        stripe_event_id=event_id,
+        type=event_type,
         payload=raw,
         body=bytes(payload),
         status=WebhookEventStatus.RECEIVED,
@@ -154,11 +158,14 @@ def webhook_receive(*, tenant_slug: str, payload: bytes, signature: str) -> Stri
     return stored
 
 
-def stripe_events_schedule(tenant_id: int) -> bool:
+def stripe_events_schedule(tenant_id: int, *, helper: bool = False) -> bool:
     """Queue a drain of the tenant's stored events unless one was queued within DRAIN_KEY_SECONDS and has
     not finished yet (one Redis SET NX). A drain that finds nothing left deletes the key, then looks
-    once more, so an event stored while the key was held is always handled by some drain."""
-    if not cache.add(_drain_key(tenant_id), 1, DRAIN_KEY_SECONDS):
+    once more, so an event stored while the key was held is always handled by some drain. ``helper``: a
+    drain with a backlog asks for help (a key of its own, so at most one helper per tenant and second,
+    whatever the door does)."""
+    key = f"{_drain_key(tenant_id)}:helper" if helper else _drain_key(tenant_id)
+    if not cache.add(key, 1, DRAIN_KEY_SECONDS):
         return False
     from .tasks import stripe_events_drain
 
@@ -230,13 +237,14 @@ def stripe_events_drain(*, tenant_id: int, time_budget: float = DRAIN_TIME_BUDGE
     tenant = Tenant.objects.filter(pk=tenant_id).first()
     if tenant is None:
         return 0
+    rls.bind(tenant.pk)  # a drain queued without its tenant (e.g. by hand) binds it: this tenant's rows only
     handled = 0
     started = time.monotonic()
     while True:
         with follow_ups():
             events = stripe_events_process_chunk(tenant=tenant)
             if len(events) == DRAIN_CHUNK:
-                stripe_events_schedule(tenant_id)  # a backlog: let another worker help meanwhile
+                stripe_events_schedule(tenant_id, helper=True)  # a backlog: another worker helps meanwhile
         if not events:
             cache.delete(_drain_key(tenant_id))
             with follow_ups():

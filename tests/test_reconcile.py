@@ -251,3 +251,36 @@ def test_a_failing_sweep_does_not_stop_the_others(monkeypatch):
     result = module.reconcile(stale_seconds=60)
 
     assert result["broken"].startswith("ZeroDivisionError") and result["fine"] == 3 and len(ran) == 1
+
+
+@pytest.mark.django_db
+def test_a_refund_whose_settlement_died_is_settled_again(world, django_capture_on_commit_callbacks):
+    from rewards.models import RewardEvaluation, StripeCharge
+
+    program = _paying_program(world.a)
+    _, link = referrer(program, "Dana Whitfield")
+    event = _left_by_a_dead_worker(world.a, link, "evt_refunded_later")
+    with django_capture_on_commit_callbacks(execute=True):
+        conversion_event_process(event_id=event.pk)
+    reward = Reward.objects.get(conversion_event=event)
+    assert reward.reversed_minor == 0
+    # The charge was refunded by half after the payment's evaluation; its settlement died with its worker.
+    RewardEvaluation.objects.filter(conversion_event=event).update(evaluated_at=timezone.now() - 2 * LONG_AGO)
+    StripeCharge.objects.create(
+        tenant=world.a,
+        stripe_charge_id="ch_refunded_later",
+        conversion_event=event,
+        amount_minor=120_00,
+        amount_refunded_minor=60_00,
+        currency="USD",
+        updated_at=timezone.now() - LONG_AGO,
+    )
+
+    with django_capture_on_commit_callbacks(execute=True):
+        result = reconcile()
+    with django_capture_on_commit_callbacks(execute=True):
+        again = reconcile()
+
+    reward.refresh_from_db()
+    assert reward.reversed_minor == 25_00  # half of the 50.00 reward
+    assert result["rewards.settlements"] == 1 and again["rewards.settlements"] == 0

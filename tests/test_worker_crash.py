@@ -93,6 +93,11 @@ def workers():
     app.conf.task_always_eager, app.conf.task_default_queue = previous
     broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
     broker.delete(queue)
+    # The killed worker's late-acknowledged message stays in kombu's shared ``unacked`` hash for the
+    # visibility timeout: remove this queue's, so nothing else counting that hash sees them.
+    for tag, raw in broker.hgetall("unacked").items():
+        if queue.encode() in raw:
+            broker.hdel("unacked", tag)
     broker.close()
 
 

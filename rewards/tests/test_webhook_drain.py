@@ -47,9 +47,11 @@ def celery_eager():
 
 
 def hold_drains(*tenants):
-    """As if a drain were already queued for these tenants: the door schedules none (the test runs it)."""
+    """As if a drain (and a helper) were already queued for these tenants: the door and the drain queue
+    none (the test runs one)."""
     for tenant in tenants:
         cache.add(_drain_key(tenant.pk), 1, 60)
+        cache.add(f"{_drain_key(tenant.pk)}:helper", 1, 60)
 
 
 @pytest.fixture
@@ -155,3 +157,21 @@ def test_payments_go_from_the_door_to_balanced_ledger_in_one_drain_task(tenant, 
         receive(tenant, invoice_paid(event_id=f"evt_{index}"))
     drain_task.delay(tenant.pk)
     assert Reward.objects.filter(tenant=tenant).count() == 10
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_backlog_is_shared_by_helper_drains_and_each_event_is_handled_once(tenant, celery_eager, tasks_run):
+    cache.add(_drain_key(tenant.pk), 1, 60)  # the door queues nothing: the test starts the first drain
+    count = 3 * DRAIN_CHUNK
+    for index in range(count):
+        receive(tenant, invoice_paid(event_id=f"evt_{index}", charge=f"ch_{index}", invoice=f"in_{index}"))
+
+    from rewards.tasks import stripe_events_drain as drain_task
+
+    drain_task.delay(tenant.pk)
+
+    assert tasks_run.count("rewards.stripe_events_drain") >= 2  # a full chunk asked for a helper
+    events = StripeWebhookEvent.objects.filter(tenant=tenant)
+    assert events.filter(status="processed", attempts=1).count() == count
+    assert ConversionEvent.objects.filter(tenant=tenant).count() == count
+    assert not cache.get(_drain_key(tenant.pk))  # the drain that found nothing left released the door's key
