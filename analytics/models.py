@@ -123,8 +123,9 @@ class DailyTotal(TenantOwnedModel):
 
 
 class MonthlyReferrals(TenantOwnedModel):
-    """The referrals of one participant in one UTC month on one channel: the ``DailyRollup`` rows of that
-    month with referrals, summed (``month`` is the month's first day). Kept equal to that sum by every
+    """The referrals of one participant in one UTC month on one channel, and on all channels (``channel``
+    ``''``, what an unfiltered page reads: a third fewer rows than the channels'): the ``DailyRollup`` rows
+    of that month with referrals, summed (``month`` is the month's first day). Kept equal to that sum by every
     refresh (the affected participant-months are re-derived from their daily rows), rebuilt with them.
 
     The referrer counts (referral rate, active referrers, the top 10 %'s share) read a period as whole
@@ -150,8 +151,8 @@ class MonthlyReferrals(TenantOwnedModel):
         indexes = [
             # Covering: a window's months are read by an index-only scan.
             models.Index(
-                fields=["tenant", "month"],
-                include=["participant", "referrals", "kind", "program", "channel", "currency"],
+                fields=["tenant", "channel", "month"],
+                include=["participant", "referrals", "kind", "program", "currency"],
                 name="monthly_referrals_month_idx",
             ),
             models.Index(fields=["tenant", "participant", "month"], name="monthly_referrals_part_idx"),

@@ -190,7 +190,8 @@ def _totals_refresh(cursor, tenant_id: int, *, days: list[date] | None = None, l
 
 def _monthly_refresh(cursor, tenant_id: int, *, keys: list[Key] | None = None) -> None:
     """Re-derive the ``MonthlyReferrals`` rows of the participant-months of ``keys`` (every month of the
-    tenant when None) from the ``DailyRollup`` rows with referrals: delete, then insert their sums."""
+    tenant when None) from the ``DailyRollup`` rows with referrals: delete, then insert their sums per channel
+    and over all channels (channel ``''``)."""
     if keys is None:
         where, params, cte = "TRUE", {"tenant": tenant_id}, ""
     else:
@@ -219,11 +220,12 @@ def _monthly_refresh(cursor, tenant_id: int, *, keys: list[Key] | None = None) -
         cte
         + f"""INSERT INTO {T["monthly"]} (tenant_id, month, program_id, participant_id, channel, kind, currency,
                                           referrals)
-        SELECT tenant_id, date_trunc('month', day)::date, program_id, participant_id, channel, kind, currency,
-               SUM(referrals)
+        SELECT tenant_id, date_trunc('month', day)::date, program_id, participant_id, COALESCE(channel, ''), kind,
+               currency, SUM(referrals)
         FROM {T["rollup"]}
         WHERE tenant_id = %(tenant)s AND referrals > 0 AND {daily_where}
-        GROUP BY tenant_id, date_trunc('month', day)::date, program_id, participant_id, channel, kind, currency""",
+        GROUP BY tenant_id, date_trunc('month', day)::date, program_id, participant_id, kind, currency,
+                 GROUPING SETS ((channel), ())""",
         params,
     )
 

@@ -390,6 +390,7 @@ def run(*, seeded: bool = False) -> None:
     from analytics.selectors import filters_from_query
     from referral_platform.tenancy.models import Membership, Role, Tenant
     from referrals.models import Click, Referral
+    from rewards.models import Reward
     from tests.factories import UserFactory
 
     rng = random.Random(10)
@@ -425,7 +426,7 @@ def run(*, seeded: bool = False) -> None:
     with connection.cursor() as cursor:
         # What autovacuum does after a bulk load: statistics, and the visibility map the covering indexes'
         # index-only scans need.
-        for model in (DailyRollup, DailyTotal, MonthlyReferrals):
+        for model in (DailyRollup, DailyTotal, MonthlyReferrals, Reward):
             cursor.execute("VACUUM ANALYZE " + model._meta.db_table)
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE")

@@ -59,8 +59,8 @@ class Migration(migrations.Migration):
                 "ordering": ["month"],
                 "indexes": [
                     models.Index(
-                        fields=["tenant", "month"],
-                        include=("participant", "referrals", "kind", "program", "channel", "currency"),
+                        fields=["tenant", "channel", "month"],
+                        include=("participant", "referrals", "kind", "program", "currency"),
                         name="monthly_referrals_month_idx",
                     ),
                     models.Index(fields=["tenant", "participant", "month"], name="monthly_referrals_part_idx"),
@@ -77,11 +77,12 @@ class Migration(migrations.Migration):
             sql="""
         INSERT INTO analytics_monthlyreferrals
             (tenant_id, month, program_id, participant_id, channel, kind, currency, referrals)
-        SELECT tenant_id, date_trunc('month', day)::date, program_id, participant_id, channel, kind, currency,
-               SUM(referrals)
+        SELECT tenant_id, date_trunc('month', day)::date, program_id, participant_id, COALESCE(channel, ''), kind,
+               currency, SUM(referrals)
         FROM analytics_dailyrollup
         WHERE referrals > 0
-        GROUP BY tenant_id, date_trunc('month', day)::date, program_id, participant_id, channel, kind, currency
+        GROUP BY tenant_id, date_trunc('month', day)::date, program_id, participant_id, kind, currency,
+                 GROUPING SETS ((channel), ())
         """,
             reverse_sql=migrations.RunSQL.noop,
         ),

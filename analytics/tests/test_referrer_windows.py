@@ -35,7 +35,7 @@ def test_a_whole_month_reads_one_monthly_slice():
 
 
 def test_a_month_but_its_first_day_reads_the_month_minus_that_day():
-    # Outside: 1 day + 10 (a month's cost) < 30 days inside.
+    # Outside: 1 day + 7 (a month's cost, MONTH_COST_DAYS) < 30 days inside.
     assert window_slices(D("2026-01-02"), D("2026-01-31"), today=D("2026-11-28")) == [
         ("month", D("2026-01-01"), D("2026-01-01"), 1),
         ("day", D("2026-01-01"), D("2026-01-01"), -1),
@@ -114,9 +114,22 @@ def counts(world, start, end, **extra):
 
 
 def test_the_monthly_table_holds_the_daily_referrals_summed_per_participant_month_and_channel(world, people):
+    c1 = people["c1"]
+    DailyRollup.objects.create(
+        tenant=world.a, day=D("2026-02-16"), program=c1.program, participant=c1, channel="social",
+        kind="customer", currency="USD", referrals=3,
+    )  # fmt: skip
+    rollups_rebuild_monthly(tenant_id=world.a.pk)
+    feb = {
+        r.channel: r.referrals
+        for r in MonthlyReferrals.objects.for_tenant(world.a).filter(participant=c1, month=D("2026-02-01"))
+    }
+    assert feb == {"email": 2, "social": 3, "": 5}
+    DailyRollup.objects.for_tenant(world.a).filter(participant=c1, day=D("2026-02-16")).delete()
+    rollups_rebuild_monthly(tenant_id=world.a.pk)  # the social row goes, the all-channels row is 2 again
     rows = {(r.participant_id, r.month, r.channel): r.referrals for r in MonthlyReferrals.objects.for_tenant(world.a)}
     c1, c2, c3, p1 = (people[key].pk for key in ("c1", "c2", "c3", "p1"))
-    assert rows == {
+    per_channel = {
         (c1, D("2026-01-01"), "email"): 1,
         (c1, D("2026-02-01"), "email"): 2,
         (c1, D("2026-03-01"), "social"): 1,
@@ -126,6 +139,8 @@ def test_the_monthly_table_holds_the_daily_referrals_summed_per_participant_mont
         (p1, D("2026-02-01"), "email"): 4,
         (p1, D("2026-03-01"), "email"): 1,
     }
+    # Each participant-month has one channel here, so the all-channels rows ('') repeat the figures.
+    assert rows == per_channel | {(participant, month, ""): n for (participant, month, _), n in per_channel.items()}
 
 
 def test_partial_months_at_both_ends(world, people):

@@ -110,11 +110,12 @@ def test_incremental_rollups_equal_a_rebuild_after_a_random_sequence(
     assert snapshot(world.a) == incremental
     assert totals_snapshot(world.a) == incremental_totals
     assert monthly_snapshot(world.a) == incremental_monthly
-    # The monthly rows are the daily rows with referrals summed per participant, month and channel.
+    # The monthly rows are the daily rows with referrals summed per participant, month and channel ('': all).
     months = {}
     for r in DailyRollup.objects.for_tenant(world.a).filter(referrals__gt=0):
-        key = (r.day.replace(day=1), r.program_id, r.participant_id, r.channel, r.kind, r.currency)
-        months[key] = months.get(key, 0) + r.referrals
+        for channel in (r.channel, ""):  # per channel, and over all channels
+            key = (r.day.replace(day=1), r.program_id, r.participant_id, channel, r.kind, r.currency)
+            months[key] = months.get(key, 0) + r.referrals
     assert sorted((*key, value) for key, value in months.items()) == sorted(incremental_monthly)
     summed = {}
     for row in incremental:
