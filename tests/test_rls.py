@@ -380,3 +380,22 @@ def test_the_truly_cross_tenant_tasks_take_the_audited_path_and_others_start_res
     assert "rls bypass: task rewards.payouts_run (payouts run)" in caplog.text
     assert seen["engagement.webhook_deliver"].reason == "resolving: task engagement.webhook_deliver"
     assert seen["rewards.settle_referral"] == rls.RlsState(tenant_id=7)
+
+
+@pytest.mark.parametrize("header", ["7; DROP TABLE x", -3, True, 2.5, {"t": 1}])
+def test_a_malformed_tenant_header_binds_nothing_and_the_task_starts_resolving(header, caplog):
+    task = SimpleNamespace(name="engagement.webhook_deliver", request=SimpleNamespace(is_eager=False))
+    setattr(task.request, RLS_TENANT_HEADER, header)
+    seen = {}
+
+    def worker():
+        _rls_task_start(task=task)
+        seen["state"] = rls.current()
+        _rls_task_end(task=task)
+
+    with caplog.at_level(logging.WARNING, logger="referral_platform.rls"):
+        thread = threading.Thread(target=worker)
+        thread.start()
+        thread.join()
+    assert seen["state"].tenant_id is None and seen["state"].reason == "resolving: task engagement.webhook_deliver"
+    assert "malformed tenant header" in caplog.text

@@ -93,14 +93,16 @@ class DatabaseWrapper(base.DatabaseWrapper):
 
     def _rls_execute(self, execute, sql, params, many, context):
         wanted = rls.current().settings
-        if isinstance(sql, str) and sql.lstrip().upper().startswith(_CONTROL_PREFIXES):
+        # Only the statement's first words matter: never copy or upper-case the whole SQL per statement.
+        head = sql[:32].lstrip().upper() if isinstance(sql, str) else ""
+        if head.startswith(_CONTROL_PREFIXES):
             return execute(sql, params, many, context)
         if not self.autocommit:
             if wanted != self._rls_applied:
                 context["cursor"].cursor.execute(_SET_SQL, wanted)
                 self._rls_applied = wanted
             return execute(sql, params, many, context)
-        if wanted == _NOTHING_SETTINGS or not isinstance(sql, str) or not sql.lstrip()[:6].upper().startswith(_DML):
+        if wanted == _NOTHING_SETTINGS or not head.startswith(_DML):
             # DDL and utility statements read no row (some, like CREATE DATABASE, refuse a transaction).
             return execute(sql, params, many, context)
         prefix = (

@@ -122,18 +122,28 @@ def bind_bypass(reason: str) -> bool:
     return True
 
 
-def activate_bypass(reason: str) -> None:
-    """Run the rest of this context on the cross-tenant path (audited)."""
+def _bypass_state(reason: str) -> RlsState:
+    """The audited cross-tenant state: counted and logged (INFO), with its reason."""
     _audit["bypass"] += 1
     logger.info("rls bypass: %s", reason)
-    _state.set(RlsState(bypass=True, reason=reason))
+    return RlsState(bypass=True, reason=reason)
+
+
+def _resolving_state(reason: str) -> RlsState:
+    """Not yet bound: counted and logged at DEBUG (every request and unbound task passes here)."""
+    _audit["resolving"] += 1
+    logger.debug("rls resolving: %s", reason)
+    return RlsState(bypass=True, reason=f"resolving: {reason}")
+
+
+def activate_bypass(reason: str) -> None:
+    """Run the rest of this context on the cross-tenant path (audited)."""
+    _state.set(_bypass_state(reason))
 
 
 def start_resolving(reason: str) -> None:
     """The start of a request or task: it may look up which tenant it belongs to."""
-    _audit["resolving"] += 1
-    logger.debug("rls resolving: %s", reason)
-    _state.set(RlsState(bypass=True, reason=f"resolving: {reason}"))
+    _state.set(_resolving_state(reason))
 
 
 def deactivate() -> None:
@@ -165,9 +175,7 @@ def tenant(tenant_id: int):
 
 def bypass(reason: str):
     """The explicit cross-tenant path, logged with its reason."""
-    _audit["bypass"] += 1
-    logger.info("rls bypass: %s", reason)
-    return _scoped(RlsState(bypass=True, reason=reason))
+    return _scoped(_bypass_state(reason))
 
 
 def nothing():
@@ -177,9 +185,7 @@ def nothing():
 
 def resolve(reason: str):
     """A lookup that finds which tenant a token, code or key belongs to (bypass, logged at debug level)."""
-    _audit["resolving"] += 1
-    logger.debug("rls resolving: %s", reason)
-    return _scoped(RlsState(bypass=True, reason=f"resolving: {reason}"))
+    return _scoped(_resolving_state(reason))
 
 
 def audit_counts() -> dict[str, int]:
@@ -196,16 +202,7 @@ POLICY_EXPRESSION = (
 
 def tenant_tables(connection) -> list[str]:
     """Every table of the public schema with a tenant_id column (the tenant-owned tables)."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            SELECT c.relname FROM pg_class c
-            JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'public'
-            JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped
-            WHERE c.relkind IN ('r', 'p') ORDER BY c.relname
-            """
-        )
-        return [row[0] for row in cursor.fetchall()]
+    return list(policy_status(connection))
 
 
 def policy_status(connection) -> dict[str, tuple[bool, bool, bool]]:
@@ -270,14 +267,13 @@ def enter_task(tenant_id: int | None, name: str, *, cross_tenant: str | None = N
     """A Celery task starts: a declared cross-tenant job on the audited bypass; else bound to the tenant its
     sender was bound to; else resolving. Returns the token that ``leave_task`` takes to undo it."""
     if cross_tenant:
-        _audit["bypass"] += 1
-        logger.info("rls bypass: task %s (%s)", name, cross_tenant)
-        return _state.set(RlsState(bypass=True, reason=f"task {name}: {cross_tenant}"))
+        return _state.set(_bypass_state(f"task {name} ({cross_tenant})"))
     if tenant_id is not None:
-        return _state.set(RlsState(tenant_id=int(tenant_id)))
-    _audit["resolving"] += 1
-    logger.debug("rls resolving: task %s", name)
-    return _state.set(RlsState(bypass=True, reason=f"resolving: task {name}"))
+        if isinstance(tenant_id, int) and not isinstance(tenant_id, bool) and tenant_id > 0:
+            return _state.set(RlsState(tenant_id=tenant_id))
+        # A header we did not write (another publisher, a tampered message): bind nothing from it.
+        logger.warning("rls: task %s ignores a malformed tenant header %r", name, tenant_id)
+    return _state.set(_resolving_state(f"task {name}"))
 
 
 def leave_task(token) -> None:
