@@ -20,6 +20,7 @@ The machine is shared: run it at a small scale (e.g. 0.002-0.01) unless it is yo
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -155,6 +156,46 @@ def _insert_select(cursor, model, columns: list[str], select: str, params: dict)
     )
 
 
+@contextlib.contextmanager
+def _seeding_role():
+    """Seed as the cluster's superuser when the environment names one (``DATABASE_SUPERUSER_URL``: the
+    embedded devstack's ``postgres``, never the application): COPY then bypasses row-level security and the
+    foreign key triggers can be skipped. Otherwise the seed runs as the configured (owner) role."""
+    from urllib.parse import unquote, urlsplit
+
+    from django.db import connection
+
+    url = os.environ.get("DATABASE_SUPERUSER_URL")
+    if not url:
+        yield
+        return
+    parts = urlsplit(url)
+    saved = connection.settings_dict["USER"], connection.settings_dict["PASSWORD"]
+    connection.close()
+    connection.settings_dict["USER"] = unquote(parts.username or "")
+    connection.settings_dict["PASSWORD"] = unquote(parts.password or "")
+    try:
+        yield
+    finally:
+        connection.close()
+        connection.settings_dict["USER"], connection.settings_dict["PASSWORD"] = saved
+
+
+def _lift_forced_rls(cursor, models, *, force: bool) -> None:
+    """PostgreSQL refuses COPY FROM into a table whose row-level security applies to the role. The owner
+    is subject to it only because the tables FORCE it (docs/security.md): the seed lifts FORCE for its
+    COPYs and puts it back before its transaction commits (ALTER TABLE is transactional, so nothing ever
+    commits without it). A superuser bypasses RLS and needs neither."""
+    cursor.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+    if cursor.fetchone()[0]:
+        return
+    if force:  # the COPYs' deferred foreign key checks must run before the table can be altered again
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+    for model in models:
+        word = "FORCE" if force else "NO FORCE"
+        cursor.execute(f"ALTER TABLE {model._meta.db_table} {word} ROW LEVEL SECURITY")
+
+
 def _skip_foreign_key_checks(cursor) -> None:
     """Bulk load without the per-row foreign key triggers (Django's constraints are deferred, so 10 M clicks
     would mean 40 M checks at COMMIT: many minutes). The seed only references rows it just created. Needs a
@@ -263,6 +304,7 @@ def seed(tenant, rng: random.Random) -> None:
 
     with transaction.atomic(), connection.cursor() as cursor:
         _skip_foreign_key_checks(cursor)
+        _lift_forced_rls(cursor, (Click, Referral), force=False)
         columns = ["tenant_id", "link_id", "program_id", "participant_id", "stream_id", "visitor_id", "user_agent"]
         columns += ["referer", "channel", "utm", "is_bot", "occurred_at"]
         _copy(cursor, Click, columns, click_chunks(), CLICKS, f"{tenant.slug}: clicks (COPY)")
@@ -271,6 +313,7 @@ def seed(tenant, rng: random.Random) -> None:
         columns += ["referred_industry", "qualification", "source", "status", "clicked_at", "signed_up_at"]
         columns += ["qualified_at", "converted_at", "established_at", "created_at", "review_status", "review_reason"]
         _copy(cursor, Referral, columns, referral_chunks(), REFERRALS, f"{tenant.slug}: referrals (COPY)")
+        _lift_forced_rls(cursor, (Click, Referral), force=True)
         event, referral_table = ConversionEvent._meta.db_table, Referral._meta.db_table
         started = time.monotonic()
         columns = ["tenant_id", "external_event_id", "kind", "amount_minor", "currency", "occurred_at"]
@@ -402,8 +445,9 @@ def run(*, seeded: bool = False) -> None:
             for slug in ("alpha", "beta")
         ]
         started = time.monotonic()
-        for tenant in tenants:
-            seed(tenant, rng)
+        with _seeding_role():
+            for tenant in tenants:
+                seed(tenant, rng)
         print(f"  seeded in {time.monotonic() - started:.1f}s", flush=True)
     with connection.cursor() as cursor:
         # Fresh statistics before the rebuild: with the empty tables' estimates PostgreSQL looks up each

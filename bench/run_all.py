@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import runpy
 import sys
+import traceback
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -14,14 +15,19 @@ def main() -> int:
     if not scripts:
         print("no benchmarks yet")
         return 0
-    failed = 0
+    failed: list[str] = []
     for index, script in enumerate(scripts, start=1):
         print(f"\n=== [{index}/{len(scripts)}] {script.stem} ===", flush=True)
         try:
             runpy.run_path(str(script), run_name="__main__")
         except SystemExit as exit_:
             if exit_.code not in (0, None):
-                failed += 1
+                failed.append(script.stem)
+        except Exception:  # one broken benchmark must not hide the others' figures
+            traceback.print_exc()
+            failed.append(script.stem)
+    if failed:
+        print(f"\n{len(failed)} benchmark(s) failed: {', '.join(failed)}", flush=True)
     return 1 if failed else 0
 
 

@@ -157,6 +157,10 @@ class EmbeddedPostgres:
             raise RuntimeError("could not create the database roles")
 
     @property
+    def superuser_url(self) -> str:
+        return f"postgres://postgres@127.0.0.1:{self.port}/{DB_NAME}"
+
+    @property
     def owner_url(self) -> str:
         return f"postgres://{OWNER_ROLE}@127.0.0.1:{self.port}/{DB_NAME}"
 
@@ -237,6 +241,8 @@ def main(argv: list[str]) -> int:
             started.append(postgres)
             env["DATABASE_URL"] = postgres.start()
             env["DATABASE_OWNER_URL"] = postgres.owner_url
+            # Only the benchmarks' bulk seeding of their scratch databases uses it (bench_analytics).
+            env["DATABASE_SUPERUSER_URL"] = postgres.superuser_url
             env["DATABASE_APP_ROLE"] = APP_ROLE
         else:
             log("using DATABASE_URL from the environment")
