@@ -239,6 +239,66 @@ def _refund_of(payment: ConversionEvent) -> tuple[int, int]:
     return refunded, paid
 
 
+class SettlementReads:
+    """What settling a referral reads besides the referral row itself, one referral at a time (the
+    per-referral path). ``rewards.settlement_sets`` answers the same questions from sets read once per
+    batch; the decisions made from the answers (``_evaluate``) are the same code for both."""
+
+    def events(self, referral: Referral) -> list[ConversionEvent]:
+        return sorted(
+            ConversionEvent.objects.for_tenant(referral.tenant_id).filter(
+                referral_id=referral.pk, status__in=SETTLED_STATUSES
+            ),
+            key=lambda e: (e.occurred_at, e.external_event_id),
+        )
+
+    def current(self, referral: Referral) -> dict[str, Reward]:
+        return {
+            reward.slot_key: reward
+            for reward in Reward.objects.for_tenant(referral.tenant_id)
+            .filter(referral=referral, is_current=True)
+            .exclude(slot_key="")
+            .select_related("participant", "program", "tenant")
+        }
+
+    def credit(self, referral: Referral):
+        return referral_credit(referral).result
+
+    def participants(self, referral: Referral, ids: list[int]) -> dict[int, Participant]:
+        """The credited participants, locked (id order: no deadlocks) so counts for tiers and caps stay
+        exact while their other referrals are settled concurrently."""
+        return {
+            p.pk: p
+            for p in Participant.objects.for_tenant(referral.tenant_id)
+            .select_for_update(of=("self",), no_key=True)
+            .filter(pk__in=ids)
+            .order_by("pk")
+        }
+
+    def referred(self, referral: Referral, actor: Actor) -> Participant:
+        return referred_participant(referral=referral, actor=actor)
+
+    def previous(self, *, participant: Participant, referral: Referral, period: str, at: datetime) -> int:
+        return previous_successful_referrals(participant=participant, referral=referral, period=period, at=at)
+
+    def attribution_ids(self, referral: Referral) -> dict[tuple[int, int], int]:
+        return {
+            (row["conversion_event_id"], row["participant_id"]): row["pk"]
+            for row in Attribution.objects.for_tenant(referral.tenant_id)
+            .filter(referral=referral)
+            .values("pk", "conversion_event_id", "participant_id")
+        }
+
+    def refund_of(self, payment: ConversionEvent) -> tuple[int, int]:
+        return _refund_of(payment)
+
+    def revision(self, slot: str, tenant_id: int) -> int:
+        return _revision(slot, tenant_id)
+
+
+DIRECT_READS = SettlementReads()
+
+
 # --- the target: what the referral's events call for ------------------------------------------------
 @dataclass
 class _Target:
@@ -369,13 +429,14 @@ def _targets(
     referred: Participant | None,
     notes: list[str],
     detail: dict,
+    reads: SettlementReads = DIRECT_READS,
 ) -> dict[str, _Target]:
     occasions, facts = _occasions(referral, events)
     first = facts["first_payment"]
     cancellation = facts["cancellation"]
     counting_at = (first.occurred_at if first else None) or (occasions[0].at if occasions else timezone.now())
     previous = {
-        pid: previous_successful_referrals(
+        pid: reads.previous(
             participant=participants[pid], referral=referral, period=rule_set.counting_period, at=counting_at
         )
         for pid in order
@@ -396,12 +457,7 @@ def _targets(
             f"The customer churned (cancelled on {cancellation.occurred_at:%Y-%m-%d}): payments made after that "
             f"earn nothing ({late})."
         )
-    attribution_ids = {
-        (row["conversion_event_id"], row["participant_id"]): row["pk"]
-        for row in Attribution.objects.for_tenant(referral.tenant_id)
-        .filter(referral=referral)
-        .values("pk", "conversion_event_id", "participant_id")
-    }
+    attribution_ids = reads.attribution_ids(referral)
     targets: dict[str, _Target] = {}
     for occasion in occasions:
         base = {"kind": occasion.kind}
@@ -415,7 +471,7 @@ def _targets(
                 months_since_first_payment=whole_months_between(first.occurred_at, payment.occurred_at),
                 is_first_payment=payment.pk == first.pk,
             )
-            refund = _refund_of(payment)
+            refund = reads.refund_of(payment)
         elif occasion.event is not None:
             base["seats"] = seats_of(occasion.event)
         fired: list[dict] = []
@@ -628,52 +684,48 @@ def referral_rewards_evaluate(*, referral: Referral) -> list[RewardEvaluation]:
     return list(RewardEvaluation.objects.for_tenant(referral.tenant_id).filter(referral=referral).order_by("pk"))
 
 
-def _settle_locked(*, referral: Referral, actor: Actor, now: datetime | None) -> _Settlement:
-    tenant_id = referral.tenant_id
-    events = sorted(
-        ConversionEvent.objects.for_tenant(tenant_id).filter(referral_id=referral.pk, status__in=SETTLED_STATUSES),
-        key=lambda e: (e.occurred_at, e.external_event_id),
-    )
-    current = {
-        reward.slot_key: reward
-        for reward in Reward.objects.for_tenant(tenant_id)
-        .filter(referral=referral, is_current=True)
-        .exclude(slot_key="")
-        .select_related("participant", "program", "tenant")
-    }
+@dataclass
+class _Evaluation:
+    """What a referral's events call for (``_evaluate``), before anything is written."""
+
+    settlement: _Settlement
+    current: dict[str, Reward]
+    targets: dict[str, _Target]
+    frozen: set[int]
+    refused: str
+    blocked: bool = False
+
+
+def _evaluate(*, referral: Referral, actor: Actor, reads: SettlementReads) -> _Evaluation:
+    """Decide the referral's targets from its events, credit, participants and counters (read through
+    ``reads``): pure apart from those reads (and the referred company's participant, created on first use)."""
+    events = reads.events(referral)
+    current = reads.current(referral)
     notes: list[str] = []
     detail: dict = {}
     refused = ""
     if referral.review_status == ReviewStatus.FLAGGED:
-        return _Settlement(
+        settlement = _Settlement(
             EvaluationStatus.BLOCKED,
             notes=[
                 f"Referral #{referral.pk} is flagged for fraud review: it earns no reward until a marketer clears it."
             ],
         )
+        return _Evaluation(settlement, current, {}, set(), "", blocked=True)
     if referral.review_status == ReviewStatus.REJECTED:
         refused = f"Referral #{referral.pk} was rejected as fraud in review: it earns no reward."
     elif referral.status == ReferralStatus.REJECTED:
         refused = f"Referral #{referral.pk} was rejected: it earns no reward."
     targets: dict[str, _Target] = {}
     frozen: set[int] = set()
-    status = EvaluationStatus.DONE
     if refused:
         notes.append(refused)
     else:
         version = referral.rule_version
         rule_set = rules_module.parse_rules(version.rules)
-        result = referral_credit(referral).result
+        result = reads.credit(referral)
         ids = sorted(set(result.participant_exact) | {referral.referrer_id})
-        # Lock the credited participants (id order: no deadlocks) so counts for tiers and caps stay exact
-        # while their other referrals are settled concurrently.
-        locked = {
-            p.pk: p
-            for p in Participant.objects.for_tenant(tenant_id)
-            .select_for_update(of=("self",), no_key=True)
-            .filter(pk__in=ids)
-            .order_by("pk")
-        }
+        locked = reads.participants(referral, ids)
         order = [pid for pid in result.participant_shares if pid in locked]
         active = [pid for pid in order if locked[pid].status == ParticipantStatus.ACTIVE]
         for pid in order:
@@ -687,7 +739,7 @@ def _settle_locked(*, referral: Referral, actor: Actor, now: datetime | None) ->
         credit = {pid: share / total for pid, share in credit.items()} if total else {}
         referred = None
         if rule_set.referred:
-            referred = referred_participant(referral=referral, actor=actor)
+            referred = reads.referred(referral, actor)
             if referred.status != ParticipantStatus.ACTIVE:
                 notes.append(
                     f"The referred company ({referred.name}) "
@@ -705,18 +757,38 @@ def _settle_locked(*, referral: Referral, actor: Actor, now: datetime | None) ->
             referred=referred,
             notes=notes,
             detail=detail,
+            reads=reads,
         )
-    settlement = _Settlement(status, notes=notes, detail=detail)
+    settlement = _Settlement(EvaluationStatus.DONE, notes=notes, detail=detail)
+    return _Evaluation(settlement, current, targets, frozen, refused)
+
+
+def _settle_locked(*, referral: Referral, actor: Actor, now: datetime | None) -> _Settlement:
+    evaluation = _evaluate(referral=referral, actor=actor, reads=DIRECT_READS)
+    settlement = evaluation.settlement
+    if evaluation.blocked:
+        return settlement
     standing_before = _standing(referral)
     _reconcile(
-        referral=referral, current=current, targets=targets, frozen=frozen, actor=actor, now=now, settlement=settlement
+        referral=referral,
+        current=evaluation.current,
+        targets=evaluation.targets,
+        frozen=evaluation.frozen,
+        actor=actor,
+        now=now,
+        settlement=settlement,
     )
-    if not settlement.created and not targets and not refused and status == EvaluationStatus.DONE:
-        notes.append("The rules grant no reward for this referral's events yet.")
+    _nothing_granted_note(evaluation)
     _announce(referral=referral, created=settlement.created)
-    if not refused and status == EvaluationStatus.DONE and _standing(referral) != standing_before:
+    if not evaluation.refused and _standing(referral) != standing_before:
         _settle_later_referrals(referral=referral)
     return settlement
+
+
+def _nothing_granted_note(evaluation: _Evaluation) -> None:
+    settlement = evaluation.settlement
+    if not settlement.created and not evaluation.targets and not evaluation.refused:
+        settlement.notes.append("The rules grant no reward for this referral's events yet.")
 
 
 def _standing(referral: Referral) -> frozenset:
