@@ -15,6 +15,7 @@ from django.conf import settings
 from django.core import signing
 from django.core.mail import EmailMultiAlternatives
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.urls import reverse
 
 from .models import EmailOptOut
@@ -48,6 +49,16 @@ def unsubscribe_token_read(token: str) -> tuple[int, str] | None:
 
 def email_is_opted_out(tenant_id: int, email: str) -> bool:
     return EmailOptOut.objects.for_tenant(tenant_id).filter(email=email.strip().lower()).exists()
+
+
+def emails_opted_out(pairs: set[tuple[int, str]]) -> set[tuple[int, str]]:
+    """Which of the (tenant id, address) pairs unsubscribed (addresses lower-cased), with one query."""
+    condition = Q()
+    for tenant_id, email in pairs:
+        condition |= Q(tenant_id=tenant_id, email=email.strip().lower())
+    if not pairs:
+        return set()
+    return set(EmailOptOut.objects.filter(condition).values_list("tenant_id", "email"))
 
 
 def email_opt_out(*, tenant_id: int, email: str, source: str = "link") -> EmailOptOut:

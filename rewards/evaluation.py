@@ -967,6 +967,12 @@ def _explanation(target: _Target, version_number: int | None) -> tuple[dict, str
 def _describe(reward: Reward, target: _Target) -> None:
     """Keep a matching reward's description of what earned it current (same money: no ledger change):
     e.g. a first-payment bounty now earned by an earlier payment that arrived late."""
+    changes = _description_changes(reward, target)
+    if changes:
+        Reward.objects.for_tenant(reward.tenant_id).filter(pk=reward.pk).update(**changes)
+
+
+def _description_changes(reward: Reward, target: _Target) -> dict:
     explanation, text = _explanation(target, reward.explanation.get("rule_version"))
     changes = {}
     event_id = target.event.pk if target.event else None
@@ -980,49 +986,65 @@ def _describe(reward: Reward, target: _Target) -> None:
         changes["explanation"] = explanation
     if reward.explanation_text != text:
         changes["explanation_text"] = text
-    if changes:
-        Reward.objects.for_tenant(reward.tenant_id).filter(pk=reward.pk).update(**changes)
+    return changes
 
 
 def _create(
     *, referral: Referral, target: _Target, actor: Actor, now: datetime | None, notes: list[str]
 ) -> Reward | None:
-    rule = target.rule
-    kind = target.kind
-    if target.amount <= 0 and kind in (RewardKind.CASH, RewardKind.CREDIT):
-        note = f"{target.participant.name}: {rule.explanation} — nothing to pay."
-        if note not in notes:
-            notes.append(note)
+    if _nothing_to_pay(target, notes):
         return None
-    version_number = referral.rule_version.number if referral.rule_version else None
-    explanation, text = _explanation(target, version_number)
     return reward_create(
-        tenant=referral.tenant,
-        program=referral.program,
-        participant=target.participant,
-        amount_minor=target.amount,
-        source_key=f"{target.slot}#{_revision(target.slot, referral.tenant_id)}",
-        slot_key=target.slot,
-        actor=actor,
-        kind=kind,
-        currency=rule.currency,
-        beneficiary_side=target.side,
-        conversion_event=target.event,
-        referral=referral,
-        converted_at=target.earned_at,
-        explanation=explanation,
-        explanation_text=text,
-        description=_description(rule),
-        now=now,
-        hold_from=target.earned_at,
-        earned_on=target.earned_on,
-        **target.coupon,
+        **_reward_fields(referral, target, revision=_revision(target.slot, referral.tenant_id)), actor=actor, now=now
     )
 
 
+def _nothing_to_pay(target: _Target, notes: list[str]) -> bool:
+    """A cash or credit target of zero: no reward, a note says so."""
+    if target.amount <= 0 and target.kind in (RewardKind.CASH, RewardKind.CREDIT):
+        note = f"{target.participant.name}: {target.rule.explanation} — nothing to pay."
+        if note not in notes:
+            notes.append(note)
+        return True
+    return False
+
+
+def _reward_fields(referral: Referral, target: _Target, *, revision: int) -> dict:
+    """What ``reward_create`` (and ``reward_row`` in a set-based settlement) is given for ``target``."""
+    rule = target.rule
+    version_number = referral.rule_version.number if referral.rule_version else None
+    explanation, text = _explanation(target, version_number)
+    return {
+        "tenant": referral.tenant,
+        "program": referral.program,
+        "participant": target.participant,
+        "amount_minor": target.amount,
+        "source_key": f"{target.slot}#{revision}",
+        "slot_key": target.slot,
+        "kind": target.kind,
+        "currency": rule.currency,
+        "beneficiary_side": target.side,
+        "conversion_event": target.event,
+        "referral": referral,
+        "converted_at": target.earned_at,
+        "explanation": explanation,
+        "explanation_text": text,
+        "description": _description(rule),
+        "hold_from": target.earned_at,
+        "earned_on": target.earned_on,
+        **target.coupon,
+    }
+
+
 def _announce(*, referral: Referral, created: list[Reward]) -> None:
+    for spec in _announcements(referral=referral, created=created):
+        messages.participant_message_send(**vars(spec))
+
+
+def _announcements(*, referral: Referral, created: list[Reward]) -> list[messages.MessageSpec]:
     """The referrer hears "became a customer" once, with the first payment's rewards; every other new
     reward (a later payment's share, a lead bounty, the referred company's) is announced on its own."""
+    specs = []
     conversion: dict[int, list[Reward]] = defaultdict(list)
     for reward in created:
         if reward.status == RewardStatus.REVERSED:
@@ -1030,9 +1052,12 @@ def _announce(*, referral: Referral, created: list[Reward]) -> None:
         if reward.beneficiary_side == BeneficiarySide.REFERRER and reward.slot_key.endswith(":conversion"):
             conversion[reward.participant_id].append(reward)
         else:
-            messages.message_reward_earned(reward=reward, referral=referral)
+            specs.append(messages.reward_earned_spec(reward=reward, referral=referral))
     for rewards in conversion.values():
-        messages.message_referral_converted(participant=rewards[0].participant, referral=referral, rewards=rewards)
+        spec = messages.referral_converted_spec(participant=rewards[0].participant, referral=referral, rewards=rewards)
+        if spec is not None:
+            specs.append(spec)
+    return specs
 
 
 def _record_evaluations(*, referral: Referral, settlement: _Settlement) -> None:
@@ -1040,27 +1065,45 @@ def _record_evaluations(*, referral: Referral, settlement: _Settlement) -> None:
     events = list(
         ConversionEvent.objects.for_tenant(referral.tenant_id)
         .filter(referral_id=referral.pk, status__in=SETTLED_STATUSES)
-        .values_list("pk", flat=True)
+        .only("pk", "tenant_id", "kind", "raw", "referral_id", "occurred_at")
     )
     if not events:
         return
     existing = {
         row.conversion_event_id: row
-        for row in RewardEvaluation.objects.for_tenant(referral.tenant_id).filter(conversion_event_id__in=events)
+        for row in RewardEvaluation.objects.for_tenant(referral.tenant_id).filter(
+            conversion_event_id__in=[event.pk for event in events]
+        )
     }
-    now = timezone.now()
+    waiting = {event.pk for event in events if event.kind == ConversionKind.REFUND and refunded_payment(event) is None}
+    fresh, changed = _evaluation_rows(
+        referral=referral, settlement=settlement, events=events, existing=existing, waiting=waiting
+    )
+    RewardEvaluation.objects.bulk_create(fresh)
+    if changed:
+        RewardEvaluation.objects.bulk_update(changed, [*EVALUATION_FIELDS, "attempts", "rewards_created"])
+
+
+EVALUATION_FIELDS = ("referral", "status", "notes", "detail", "evaluated_at")
+
+
+def _evaluation_rows(
+    *,
+    referral: Referral,
+    settlement: _Settlement,
+    events: list[ConversionEvent],
+    existing: dict[int, RewardEvaluation],
+    waiting: set[int],
+    now: datetime | None = None,
+) -> tuple[list[RewardEvaluation], list[RewardEvaluation]]:
+    """The evaluation rows to create and to update for a settlement of ``referral`` (no statement)."""
+    now = now or timezone.now()
     created_by_event: dict[int, int] = defaultdict(int)
     for reward in settlement.created:
         if reward.conversion_event_id:
             created_by_event[reward.conversion_event_id] += 1
-    waiting = {
-        refund.pk
-        for refund in ConversionEvent.objects.for_tenant(referral.tenant_id).filter(
-            pk__in=events, kind=ConversionKind.REFUND
-        )
-        if refunded_payment(refund) is None
-    }
-    for event_id in events:
+    fresh, changed = [], []
+    for event in events:
         values = {
             "referral": referral,
             "status": settlement.status,
@@ -1068,27 +1111,30 @@ def _record_evaluations(*, referral: Referral, settlement: _Settlement) -> None:
             "detail": settlement.detail,
             "evaluated_at": now,
         }
-        if event_id in waiting:
+        if event.pk in waiting:
             values["status"] = EvaluationStatus.NOTHING_YET
             values["notes"] = [
                 "The refunded payment is not known yet; its rewards will be reduced when it arrives.",
                 *settlement.notes,
             ]
-        row = existing.get(event_id)
+        row = existing.get(event.pk)
         if row is None:
-            RewardEvaluation.objects.create(
-                tenant_id=referral.tenant_id,
-                conversion_event_id=event_id,
-                attempts=1,
-                rewards_created=created_by_event[event_id],
-                **values,
+            fresh.append(
+                RewardEvaluation(
+                    tenant_id=referral.tenant_id,
+                    conversion_event_id=event.pk,
+                    attempts=1,
+                    rewards_created=created_by_event[event.pk],
+                    **values,
+                )
             )
             continue
         for name, value in values.items():
             setattr(row, name, value)
         row.attempts += 1
-        row.rewards_created += created_by_event[event_id]
-        row.save(update_fields=[*values, "attempts", "rewards_created"])
+        row.rewards_created += created_by_event[event.pk]
+        changed.append(row)
+    return fresh, changed
 
 
 def _coupon_fields(rule: rules_module.Reward) -> dict:

@@ -17,7 +17,7 @@ from datetime import datetime
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Sum
+from django.db.models import Q, Sum
 
 from programs.models import Participant, Program
 from referral_platform.tenancy.models import Tenant
@@ -196,6 +196,130 @@ def ledger_post(
             {"idempotency_key": f"Key {idempotency_key!r} was already used for a different transaction."}
         )
     return existing
+
+
+@dataclass(frozen=True)
+class Posting:
+    """One balanced transaction for ``ledger_post_many`` (the arguments of ``ledger_post``)."""
+
+    idempotency_key: str
+    kind: str
+    lines: Sequence[Line]
+    memo: str = ""
+    reward: object = None
+
+
+def ledger_post_many(*, tenant: Tenant, postings: Sequence[Posting]) -> list[LedgerTransaction]:
+    """``ledger_post`` for many transactions with three statements: the keys already used (one read), the
+    new transactions (one INSERT) and all their entries (one INSERT). Same guarantees: validated lines,
+    one transaction per key (a key already posted with the same lines returns that transaction, with
+    different lines raises), balanced and append-only (the database's triggers check each transaction at
+    commit). A key another transaction posts at the same moment makes the INSERT fail: then every posting
+    goes through ``ledger_post`` one by one, which waits for the winner and returns its row."""
+    if not postings:
+        return []
+    for posting in postings:
+        if not posting.idempotency_key:
+            raise ValidationError({"idempotency_key": "An idempotency key is required."})
+        _validate_lines(tenant, posting.kind, posting.lines)
+    keys = [posting.idempotency_key for posting in postings]
+    if len(set(keys)) != len(keys):
+        raise ValidationError({"idempotency_key": "Each posting of a batch needs its own key."})
+    fingerprints = {posting.idempotency_key: _fingerprint(posting.lines) for posting in postings}
+    existing = {
+        row.idempotency_key: row
+        for row in LedgerTransaction.objects.for_tenant(tenant).filter(idempotency_key__in=keys)
+    }
+    for key, row in existing.items():
+        if row.lines_fingerprint != fingerprints[key]:
+            raise LedgerIdempotencyError(
+                {"idempotency_key": f"Key {key!r} was already used for a different transaction."}
+            )
+    fresh = [posting for posting in postings if posting.idempotency_key not in existing]
+    try:
+        with transaction.atomic():
+            created = LedgerTransaction.objects.bulk_create(
+                LedgerTransaction(
+                    tenant=tenant,
+                    idempotency_key=posting.idempotency_key,
+                    kind=posting.kind,
+                    memo=posting.memo[:500],
+                    lines_fingerprint=fingerprints[posting.idempotency_key],
+                    reward=posting.reward,
+                )
+                for posting in fresh
+            )
+            LedgerEntry.objects.bulk_create(
+                LedgerEntry(
+                    tenant=tenant,
+                    transaction=row,
+                    account=line.account,
+                    amount_minor=line.amount_minor,
+                    posted_at=row.posted_at,
+                )
+                for posting, row in zip(fresh, created, strict=True)
+                for line in posting.lines
+            )
+    except IntegrityError:
+        return [
+            ledger_post(
+                tenant=tenant,
+                idempotency_key=posting.idempotency_key,
+                kind=posting.kind,
+                lines=posting.lines,
+                memo=posting.memo,
+                reward=posting.reward,
+            )
+            for posting in postings
+        ]
+    by_key = {**existing, **{row.idempotency_key: row for row in created}}
+    return [by_key[key] for key in keys]
+
+
+def ledger_accounts_many(*, tenant: Tenant, wanted: Iterable[tuple[Program, Participant | None, str, str]]):
+    """The accounts ``ledger_account`` would give for each (program, participant or None, kind, currency), read
+    with one query (those not remembered yet) and the missing ones created with one INSERT … ON CONFLICT
+    DO NOTHING and read again. Returns {(program id, participant id or None, kind, CURRENCY): account}."""
+    found: dict[tuple, LedgerAccount] = {}
+    missing: dict[tuple, dict] = {}
+    for program, participant, kind, currency in wanted:
+        participant_id = participant.pk if participant is not None else None
+        short = (program.pk, participant_id, kind, currency.upper())
+        if short in found or short in missing:
+            continue
+        if program.tenant_id != tenant.pk or (participant is not None and participant.tenant_id != tenant.pk):
+            raise ValidationError({"program": "Program and participant must belong to the tenant."})
+        known = _COMMITTED_ACCOUNTS.get(_account_key(tenant.pk, *short))
+        if known is not None:
+            found[short] = known
+        else:
+            missing[short] = {
+                "tenant": tenant,
+                "program": program,
+                "participant": participant,
+                "kind": kind,
+                "currency": currency.upper(),
+            }
+    if missing:
+        rows = _accounts_matching(tenant, missing)
+        absent = [lookup for short, lookup in missing.items() if short not in rows]
+        if absent:
+            LedgerAccount.objects.bulk_create([LedgerAccount(**lookup) for lookup in absent], ignore_conflicts=True)
+            rows = _accounts_matching(tenant, missing)
+        for short, account in rows.items():
+            found[short] = account
+            _remember(_account_key(tenant.pk, *short), account)
+    return found
+
+
+def _accounts_matching(tenant: Tenant, lookups: dict[tuple, dict]) -> dict[tuple, LedgerAccount]:
+    condition = Q()
+    for program_id, participant_id, kind, currency in lookups:
+        condition |= Q(program_id=program_id, participant_id=participant_id, kind=kind, currency=currency)
+    return {
+        (row.program_id, row.participant_id, row.kind, row.currency): row
+        for row in LedgerAccount.objects.for_tenant(tenant).filter(condition)
+    }
 
 
 # --- selectors ---------------------------------------------------------------------------------

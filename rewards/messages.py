@@ -17,16 +17,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.template.loader import render_to_string
 from django.utils import timezone
 
 from programs import rules as rules_module
 from programs.dashboard_links import dashboard_url
-from programs.mailing import tenant_email_send
+from programs.mailing import emails_opted_out, tenant_email_message, tenant_email_send
 from programs.models import Participant
 from referral_platform.money import format_money, format_percent
 from referrals.models import Referral
@@ -61,25 +63,69 @@ def participant_message_send(
         .exists()
     ):
         return None
-    subject, body = _render(kind, {**context, "participant": participant, "dashboard_url": dashboard_url(participant)})
+    message = _message_row(MessageSpec(participant, kind, related_key, context, referral, reward))
     try:
         with transaction.atomic():
-            message = ParticipantMessage.objects.create(
-                tenant_id=participant.tenant_id,
-                participant=participant,
-                kind=kind,
-                related_key=related_key[:100],
-                referral=referral,
-                reward=reward,
-                subject=subject[:200],
-                body=body,
-                email_to=participant.email or "",
-            )
+            message.save(force_insert=True)
     except IntegrityError:  # a concurrent sender won; it e-mails
         return None
     if message.email_to:
         transaction.on_commit(lambda: _deliver(message.pk))
     return message
+
+
+def participant_messages_send_many(specs: Sequence[MessageSpec]) -> list[ParticipantMessage]:
+    """``participant_message_send`` for many messages of one workspace: which were already sent (one read),
+    the new rows (one INSERT), and their e-mails after commit (``_deliver_many``). A row a concurrent
+    sender writes at the same moment makes the INSERT fail: then each goes through
+    ``participant_message_send``, which skips the ones already sent."""
+    if not specs:
+        return []
+    for spec in specs:
+        if spec.kind not in MessageKind.values:
+            raise ValueError(f"unknown message kind {spec.kind!r}")
+    tenant_id = specs[0].participant.tenant_id
+    condition = Q()
+    for spec in specs:
+        condition |= Q(participant_id=spec.participant.pk, kind=spec.kind, related_key=spec.related_key[:100])
+    sent = set(
+        ParticipantMessage.objects.for_tenant(tenant_id)
+        .filter(condition)
+        .values_list("participant_id", "kind", "related_key")
+    )
+    rows, seen = [], set()
+    for spec in specs:
+        key = (spec.participant.pk, spec.kind, spec.related_key[:100])
+        if key in sent or key in seen:
+            continue
+        seen.add(key)
+        rows.append(_message_row(spec))
+    try:
+        with transaction.atomic():
+            created = ParticipantMessage.objects.bulk_create(rows)
+    except IntegrityError:
+        return [message for spec in specs if (message := participant_message_send(**vars(spec))) is not None]
+    to_mail = [message.pk for message in created if message.email_to]
+    if to_mail:
+        transaction.on_commit(lambda: _deliver_many(to_mail))
+    return created
+
+
+def _message_row(spec: MessageSpec) -> ParticipantMessage:
+    participant = spec.participant
+    context = {**spec.context, "participant": participant, "dashboard_url": dashboard_url(participant)}
+    subject, body = _render(spec.kind, context)
+    return ParticipantMessage(
+        tenant_id=participant.tenant_id,
+        participant=participant,
+        kind=spec.kind,
+        related_key=spec.related_key[:100],
+        referral=spec.referral,
+        reward=spec.reward,
+        subject=subject[:200],
+        body=body,
+        email_to=participant.email or "",
+    )
 
 
 def _render(kind: str, context: dict) -> tuple[str, str]:
@@ -102,6 +148,28 @@ def _deliver(message_id: int) -> None:
     if not handed:  # unsubscribed: the dashboard still lists the message, nothing is e-mailed
         return
     ParticipantMessage.objects.filter(pk=message_id).update(emailed_at=timezone.now())
+
+
+def _deliver_many(message_ids: list[int]) -> None:
+    """``_deliver`` for many messages: one read of the rows, one of the addresses that unsubscribed, the
+    e-mails, one UPDATE of the rows handed to the mail backend."""
+    messages = list(ParticipantMessage.objects.filter(pk__in=message_ids, emailed_at__isnull=True).order_by("pk"))
+    opted_out = emails_opted_out({(message.tenant_id, message.email_to) for message in messages if message.email_to})
+    handed = []
+    for message in messages:
+        if (message.tenant_id, message.email_to.strip().lower()) in opted_out or not message.email_to:
+            logger.info("e-mail to an unsubscribed or empty address dropped (tenant %s)", message.tenant_id)
+            continue
+        try:
+            tenant_email_message(
+                tenant_id=message.tenant_id, to=message.email_to, subject=message.subject, body=message.body
+            ).send()
+        except Exception:
+            logger.exception("could not e-mail participant message %s", message.pk)
+            continue
+        handed.append(message.pk)
+    if handed:
+        ParticipantMessage.objects.filter(pk__in=handed).update(emailed_at=timezone.now())
 
 
 # --- wording helpers ---------------------------------------------------------------------------
@@ -239,14 +307,24 @@ def message_referral_qualified(*, referral: Referral) -> ParticipantMessage | No
     )
 
 
-def message_referral_converted(
-    *, participant: Participant, referral: Referral, rewards: Sequence[Reward]
-) -> ParticipantMessage | None:
+@dataclass(frozen=True)
+class MessageSpec:
+    """One message to record (the arguments of ``participant_message_send``)."""
+
+    participant: Participant
+    kind: str
+    related_key: str
+    context: dict
+    referral: Referral | None = None
+    reward: Reward | None = None
+
+
+def referral_converted_spec(*, participant: Participant, referral: Referral, rewards: Sequence[Reward]):
     """ "Your referral became a customer; <rewards> arrive within N business days" (once per referral)."""
     if not rewards:
         return None
     days = max(arrival_business_days(reward) for reward in rewards)
-    return participant_message_send(
+    return MessageSpec(
         participant=participant,
         kind=MessageKind.REFERRAL_CONVERTED,
         related_key=f"referral:{referral.pk}",
@@ -262,10 +340,10 @@ def message_referral_converted(
     )
 
 
-def message_reward_earned(*, reward: Reward, referral: Referral | None) -> ParticipantMessage | None:
+def reward_earned_spec(*, reward: Reward, referral: Referral | None) -> MessageSpec:
     """A reward that is not the referrer's conversion reward: a later payment's share, a qualified lead's
     bounty, or what the referred company gets."""
-    return participant_message_send(
+    return MessageSpec(
         participant=reward.participant,
         kind=MessageKind.REWARD_EARNED,
         related_key=f"reward:{reward.pk}",
@@ -282,6 +360,17 @@ def message_reward_earned(*, reward: Reward, referral: Referral | None) -> Parti
             "needs_review": reward_needs_review(reward),
         },
     )
+
+
+def message_referral_converted(
+    *, participant: Participant, referral: Referral, rewards: Sequence[Reward]
+) -> ParticipantMessage | None:
+    spec = referral_converted_spec(participant=participant, referral=referral, rewards=rewards)
+    return participant_message_send(**vars(spec)) if spec else None
+
+
+def message_reward_earned(*, reward: Reward, referral: Referral | None) -> ParticipantMessage | None:
+    return participant_message_send(**vars(reward_earned_spec(reward=reward, referral=referral)))
 
 
 def message_reward_approved(*, reward: Reward) -> ParticipantMessage | None:

@@ -122,6 +122,102 @@ def _post(reward: Reward, suffix: str, kind: str, debit_kind: str, credit_kind: 
     )
 
 
+def reward_create_errors(
+    *,
+    tenant: Tenant,
+    program: Program,
+    participant: Participant,
+    amount_minor: int,
+    source_key: str,
+    kind: str,
+    currency: str,
+    beneficiary_side: str,
+    conversion_event: ConversionEvent | None,
+    referral: Referral | None,
+    coupon_percent_off: int | None,
+    earned_on: str,
+) -> dict[str, str]:
+    """Why a reward may not be created, per field (empty: it may). ``referral``, when given, must be a
+    fresh row read under its lock (``reward_create`` locks it; a set-based settlement holds the lock)."""
+    errors = {}
+    if program.tenant_id != tenant.pk:
+        errors["program"] = "Unknown program."
+    if participant.tenant_id != tenant.pk or participant.program_id != program.pk:
+        errors["participant"] = "The participant is not enrolled in this program."
+    if not isinstance(amount_minor, int) or isinstance(amount_minor, bool) or amount_minor < 0:
+        errors["amount_minor"] = "Give a whole, non-negative amount in minor units."
+    elif amount_minor == 0 and kind in (RewardKind.CASH, RewardKind.CREDIT):
+        errors["amount_minor"] = "Cash and credit rewards need an amount above zero."
+    if currency != program.currency.upper():
+        errors["currency"] = f"The program pays in {program.currency}."
+    if kind not in RewardKind.values:
+        errors["kind"] = f"Unknown reward kind {kind!r}."
+    if beneficiary_side not in BeneficiarySide.values:
+        errors["beneficiary_side"] = f"Unknown side {beneficiary_side!r}."
+    if not source_key:
+        errors["source_key"] = "A source key is required."
+    if kind == RewardKind.COUPON and coupon_percent_off is not None and not 1 <= coupon_percent_off <= 100:
+        errors["coupon_percent_off"] = "A percentage between 1 and 100."
+    if conversion_event is not None and conversion_event.tenant_id != tenant.pk:
+        errors["conversion_event"] = "Unknown conversion event."
+    if referral is not None and referral.tenant_id != tenant.pk:
+        errors["referral"] = "Unknown referral."
+    elif referral is not None:
+        if participant.status != ParticipantStatus.ACTIVE and "participant" not in errors:
+            errors["participant"] = f"{participant.name} is not an active participant: no reward."
+        at = conversion_event.occurred_at if conversion_event is not None else None
+        refusal = referral_reward_refusal(referral, earned_on=earned_on, at=at)
+        if refusal:
+            errors["referral"] = refusal
+    return errors
+
+
+def reward_row(
+    *,
+    tenant: Tenant,
+    program: Program,
+    participant: Participant,
+    amount_minor: int,
+    source_key: str,
+    now: datetime,
+    slot_key: str = "",
+    kind: str = RewardKind.CASH,
+    currency: str,
+    beneficiary_side: str = BeneficiarySide.REFERRER,
+    conversion_event: ConversionEvent | None = None,
+    referral: Referral | None = None,
+    converted_at: datetime | None = None,
+    explanation: dict | None = None,
+    explanation_text: str = "",
+    description: str = "",
+    coupon_percent_off: int | None = None,
+    coupon_duration_months: int | None = None,
+    hold_from: datetime | None = None,
+) -> Reward:
+    """The unsaved pending reward ``reward_create`` writes (a set-based settlement writes many at once)."""
+    return Reward(
+        tenant=tenant,
+        program=program,
+        participant=participant,
+        beneficiary_side=beneficiary_side,
+        kind=kind,
+        description=description,
+        coupon_percent_off=coupon_percent_off,
+        coupon_duration_months=coupon_duration_months,
+        amount_minor=amount_minor,
+        currency=currency,
+        hold_until=(hold_from or now) + timedelta(days=program.hold_days),
+        explanation=explanation or {},
+        explanation_text=explanation_text,
+        source_key=source_key,
+        slot_key=slot_key,
+        conversion_event=conversion_event,
+        referral=referral,
+        converted_at=converted_at or (conversion_event.occurred_at if conversion_event else now),
+        created_at=now,
+    )
+
+
 @transaction.atomic
 def reward_create(
     *,
@@ -160,37 +256,22 @@ def reward_create(
     """
     now = now or timezone.now()
     currency = (currency or program.currency).upper()
-    errors = {}
-    if program.tenant_id != tenant.pk:
-        errors["program"] = "Unknown program."
-    if participant.tenant_id != tenant.pk or participant.program_id != program.pk:
-        errors["participant"] = "The participant is not enrolled in this program."
-    if not isinstance(amount_minor, int) or isinstance(amount_minor, bool) or amount_minor < 0:
-        errors["amount_minor"] = "Give a whole, non-negative amount in minor units."
-    elif amount_minor == 0 and kind in (RewardKind.CASH, RewardKind.CREDIT):
-        errors["amount_minor"] = "Cash and credit rewards need an amount above zero."
-    if currency != program.currency.upper():
-        errors["currency"] = f"The program pays in {program.currency}."
-    if kind not in RewardKind.values:
-        errors["kind"] = f"Unknown reward kind {kind!r}."
-    if beneficiary_side not in BeneficiarySide.values:
-        errors["beneficiary_side"] = f"Unknown side {beneficiary_side!r}."
-    if not source_key:
-        errors["source_key"] = "A source key is required."
-    if kind == RewardKind.COUPON and coupon_percent_off is not None and not 1 <= coupon_percent_off <= 100:
-        errors["coupon_percent_off"] = "A percentage between 1 and 100."
-    if conversion_event is not None and conversion_event.tenant_id != tenant.pk:
-        errors["conversion_event"] = "Unknown conversion event."
-    if referral is not None and referral.tenant_id != tenant.pk:
-        errors["referral"] = "Unknown referral."
-    elif referral is not None:
-        if participant.status != ParticipantStatus.ACTIVE and "participant" not in errors:
-            errors["participant"] = f"{participant.name} is not an active participant: no reward."
+    if referral is not None and referral.tenant_id == tenant.pk:
         referral = Referral.objects.for_tenant(tenant).select_for_update(of=("self",)).get(pk=referral.pk)
-        at = conversion_event.occurred_at if conversion_event is not None else None
-        refusal = referral_reward_refusal(referral, earned_on=earned_on, at=at)
-        if refusal:
-            errors["referral"] = refusal
+    errors = reward_create_errors(
+        tenant=tenant,
+        program=program,
+        participant=participant,
+        amount_minor=amount_minor,
+        source_key=source_key,
+        kind=kind,
+        currency=currency,
+        beneficiary_side=beneficiary_side,
+        conversion_event=conversion_event,
+        referral=referral,
+        coupon_percent_off=coupon_percent_off,
+        earned_on=earned_on,
+    )
     if errors:
         raise ValidationError(errors)
 
@@ -198,7 +279,7 @@ def reward_create(
     if existing is None:
         try:
             with transaction.atomic():
-                reward = Reward.objects.create(
+                reward = reward_row(
                     tenant=tenant,
                     program=program,
                     participant=participant,
@@ -209,16 +290,17 @@ def reward_create(
                     coupon_duration_months=coupon_duration_months,
                     amount_minor=amount_minor,
                     currency=currency,
-                    hold_until=(hold_from or now) + timedelta(days=program.hold_days),
-                    explanation=explanation or {},
+                    hold_from=hold_from,
+                    explanation=explanation,
                     explanation_text=explanation_text,
                     source_key=source_key,
                     slot_key=slot_key,
                     conversion_event=conversion_event,
                     referral=referral,
-                    converted_at=converted_at or (conversion_event.occurred_at if conversion_event else now),
-                    created_at=now,
+                    converted_at=converted_at,
+                    now=now,
                 )
+                reward.save(force_insert=True)
         except IntegrityError:
             existing = Reward.objects.for_tenant(tenant).get(source_key=source_key)
     if existing is not None:

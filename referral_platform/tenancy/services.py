@@ -40,8 +40,20 @@ def audit_record(
     data: dict | None = None,
 ) -> AuditEvent:
     """Append one audit row. Call inside the transaction of the change it records."""
-    return AuditEvent.objects.create(
-        tenant=tenant,
+    row = audit_row(
+        tenant=tenant, actor=actor, action=action, obj=obj, from_state=from_state, to_state=to_state, reason=reason
+    )
+    row.data = data or {}
+    row.save(force_insert=True)
+    return row
+
+
+def audit_row(
+    *, tenant: Tenant | int, actor: Actor | str, action: str, obj, from_state: str = "", to_state: str = "", reason=""
+) -> AuditEvent:
+    """The unsaved audit row of ``audit_record`` (bulk writers save many with one ``bulk_create``)."""
+    return AuditEvent(
+        tenant_id=tenant if isinstance(tenant, int) else tenant.pk,
         actor=actor if isinstance(actor, str) else actor.label,
         action=action,
         object_type=obj._meta.label_lower,
@@ -49,7 +61,7 @@ def audit_record(
         from_state=from_state,
         to_state=to_state,
         reason=reason,
-        data=data or {},
+        data={},
     )
 
 
