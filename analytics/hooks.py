@@ -3,7 +3,7 @@
 Every notification queues, after commit, a recomputation of the rollup buckets the changed rows touch
 (``analytics.rollups``): clicks flushed → their (participant, day) buckets; a referral created or
 changed → the referral, its conversion events and rewards; a conversion processed → the event and
-its referral; a reward or payout changed → the rewards. One task per transaction and source.
+its referral; a reward or payout changed → the rewards. One task per transaction (the ids of every change in it merged).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ def _refresh(tenant_id: int, *, referral_ids=(), event_ids=(), reward_ids=()) ->
         referral_ids=sorted(referral_ids),
         event_ids=sorted(event_ids),
         reward_ids=sorted(reward_ids),
-        once=True,
+        merge=("referral_ids", "event_ids", "reward_ids"),
     )
 
 

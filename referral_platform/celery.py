@@ -24,7 +24,9 @@ def money_task(*args, **kwargs):
     return app.task(*args, **kwargs)
 
 
-def enqueue_on_commit(task, *args, countdown: int | None = None, once: bool = False, **kwargs) -> None:
+def enqueue_on_commit(
+    task, *args, countdown: int | None = None, once: bool = False, merge: tuple[str, ...] = (), **kwargs
+) -> None:
     """Queue ``task`` once the current transaction commits (immediately outside a transaction).
 
     A task queued inside a transaction that then rolls back would act on rows that never existed.
@@ -50,6 +52,25 @@ def enqueue_on_commit(task, *args, countdown: int | None = None, once: bool = Fa
         task.apply_async(args=args, kwargs=kwargs, **options)
 
     send.sent = False
+    if merge:
+        # One task per transaction for the same task and arguments: the id lists named in ``merge`` are
+        # joined into the pending one. Only into one registered at this savepoint level or an enclosing
+        # one: a rollback that drops it drops this request too, so no id is lost to the merging.
+        send.merge_key = (
+            task.name,
+            args,
+            tuple(sorted((k, v) for k, v in kwargs.items() if k not in merge)),
+            countdown,
+        )
+        send.kwargs = kwargs
+        connection = transaction.get_connection()
+        if connection.in_atomic_block:
+            active = set(connection.savepoint_ids)
+            for sids, func, _robust in connection.run_on_commit:
+                if getattr(func, "merge_key", None) == send.merge_key and not func.sent and set(sids) <= active:
+                    for name in merge:
+                        func.kwargs[name] = sorted(set(func.kwargs.get(name) or ()) | set(kwargs.get(name) or ()))
+                    return
     if once:
         send.dedupe_key = (task.name, args, tuple(sorted(kwargs.items())), countdown)
         connection = transaction.get_connection()

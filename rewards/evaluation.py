@@ -227,8 +227,13 @@ def previous_successful_referrals(*, participant: Participant, referral: Referra
 def _refund_of(payment: ConversionEvent) -> tuple[int, int]:
     """(refunded, paid) of a payment: refund events through the API, or its Stripe charge, whichever
     refunds the larger part (they describe the same money)."""
-    refunded, paid = refunded_total(payment), payment.amount_minor
     charge = StripeCharge.objects.for_tenant(payment.tenant_id).filter(conversion_event=payment).first()
+    return refund_with_charge(refunded_total(payment), payment, charge)
+
+
+def refund_with_charge(refunded: int, payment: ConversionEvent, charge: StripeCharge | None) -> tuple[int, int]:
+    """``_refund_of`` from the refund events' total and the payment's Stripe charge (None: no charge)."""
+    paid = payment.amount_minor
     if (
         charge is not None
         and charge.amount_minor > 0
@@ -633,8 +638,12 @@ def referral_rewards_settle_batch(*, referral_ids: Iterable[int], now: datetime 
     and settling them again creates nothing (settlement is idempotent), so a rerun, a redelivered task or
     two workers running overlapping batches still give each reward exactly once.
     """
+    from .settlement_sets import referrals_settle_sets
+
     result = BatchSettlement()
-    for referral_id in sorted(set(referral_ids)):
+    sets = referrals_settle_sets(referral_ids=referral_ids, now=now)
+    result.settled.update(sets.settled)
+    for referral_id in sets.left:
         try:
             try:
                 settlement = referral_rewards_settle(referral_id=referral_id, now=now)
@@ -1164,16 +1173,20 @@ def _description(rule: rules_module.Reward) -> str:
 def referred_participant(*, referral: Referral, actor: Actor) -> Participant:
     """The referred company as a participant of the referral's program (rewards and the ledger belong to
     participants), found or created by programs' own service."""
+    return participant_for_referred_company(**referred_company_fields(referral), actor=actor)
+
+
+def referred_company_fields(referral: Referral) -> dict:
+    """What ``participant_for_referred_company`` is given for the referral's referred company."""
     name = referral.referred_company or referral.referred_name or referral.referred_email or f"Referral #{referral.pk}"
-    return participant_for_referred_company(
-        program=referral.program,
-        external_id=referral.referred_external_id or f"referred-{referral.pk}",
-        email=referral.referred_email,
-        name=name,
-        company=referral.referred_company,
-        actor=actor,
-        data={"referral": referral.pk},
-    )
+    return {
+        "program": referral.program,
+        "external_id": referral.referred_external_id or f"referred-{referral.pk}",
+        "email": referral.referred_email,
+        "name": name,
+        "company": referral.referred_company,
+        "data": {"referral": referral.pk},
+    }
 
 
 __all__ = [

@@ -46,6 +46,7 @@ from .participants import (
     participant_tier_set,
     participant_upsert,
     participant_validate,
+    referred_company_row,
 )
 from .programs import (
     PROGRAM_EDITABLE_FIELDS,
@@ -119,6 +120,7 @@ __all__ = [
     "program_rules_snapshot",
     "program_update",
     "program_validate",
+    "referred_company_row",
     "rules_validate",
     "version_create",
     "version_has_rewards",

@@ -158,16 +158,10 @@ def participant_for_referred_company(
         return found
     try:
         with transaction.atomic():
-            participant = Participant.objects.create(
-                tenant_id=program.tenant_id,
-                program=program,
-                external_id=external_id[:200],
-                name=name[:200],
-                email=email,
-                company=company[:200],
-                status=ParticipantStatus.ACTIVE,
-                source="referred",
+            participant = referred_company_row(
+                program=program, external_id=external_id, email=email, name=name, company=company
             )
+            participant.save(force_insert=True)
     except IntegrityError:
         return participants.get(external_id=external_id[:200])
     audit_record(
@@ -179,6 +173,21 @@ def participant_for_referred_company(
         data=data,
     )
     return participant
+
+
+def referred_company_row(*, program: Program, external_id: str, email: str, name: str, company: str) -> Participant:
+    """The unsaved participant ``participant_for_referred_company`` creates (a set-based settlement creates
+    many with one INSERT, and audits them as this service does)."""
+    return Participant(
+        tenant_id=program.tenant_id,
+        program=program,
+        external_id=external_id[:200],
+        name=name[:200],
+        email=email,
+        company=company[:200],
+        status=ParticipantStatus.ACTIVE,
+        source="referred",
+    )
 
 
 @dataclass(frozen=True)

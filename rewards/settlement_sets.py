@@ -1,0 +1,669 @@
+"""Set-based settlement (issue 15; docs/throughput.md "Set-based settlement").
+
+``referrals_settle_sets(referral_ids=…)`` settles many referrals with a fixed number of statements per
+chunk instead of ~70 per referral. Per chunk (``CHUNK`` referrals, one transaction):
+
+reads, each ONE statement for the whole chunk
+    the referrals (locked, id order, ``SKIP LOCKED``: one another worker holds is left for the
+    per-referral path), their settled events, their rewards (current ones and every slot's revisions),
+    the credited participants (locked, id order, as the per-referral path locks them), the referred
+    companies' participants, the referrers' rewarded referrals in the counting periods (caps and tiers),
+    the attributions, the refunds and the Stripe charges of the payments;
+decisions
+    ``rewards.evaluation._evaluate`` for each referral, in conversion order — the SAME code the
+    per-referral path runs, answered from those sets (``BatchReads``); a reward created for an earlier
+    referral of the chunk counts at once for the later ones' caps and tiers;
+writes, each ONE statement for the whole chunk
+    the rewards, their audit rows, the ledger's accrual transactions and their entries (and the ledger
+    accounts used for the first time), the participant messages, the evaluation rows.
+
+Only what a settlement can decide by CREATING rewards is settled here: a referral whose settlement must
+withdraw, correct, reduce (refunds, the cancellation policy) or re-describe an existing reward, or whose
+new reward ``reward_create`` would refuse, is returned in ``left`` and settled by the per-referral path
+(``referral_rewards_settle``), unchanged. So every guarantee of docs/ledger.md holds as it did: the
+referral and participant locks are the same, the slot and source keys are the same (one current reward
+per slot, unique source keys), the ledger's idempotency keys and triggers are the same, and what a
+referral earns is computed by the same function from the same set of events.
+
+A referral whose evaluation raises is left to the per-referral path, which records it ``failed`` with
+its reason; a failure while writing rolls the whole chunk back and leaves all of it to that path. A
+transient database error (``OperationalError``) is raised: the task retries, and nothing of the chunk
+was committed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from django.db import IntegrityError, OperationalError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from programs import rules as rules_module
+from programs.models import Participant
+from programs.services import referred_company_row
+from referral_platform.celery import enqueue_on_commit
+from referral_platform.hooks import hooks
+from referral_platform.tenancy.actors import system_actor
+from referral_platform.tenancy.models import AuditEvent
+from referral_platform.tenancy.services import audit_row
+from referrals.models import Attribution, ConversionEvent, ConversionKind, Referral
+
+from . import evaluation as ev
+from . import messages
+from .ledger import Line, Posting, ledger_accounts_many, ledger_post_many
+from .models import AccountKind, BeneficiarySide, EntryKind, Reward, RewardEvaluation, RewardStatus, StripeCharge
+from .services import reward_create_errors, reward_row
+
+logger = logging.getLogger(__name__)
+
+CHUNK = 50
+FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
+
+
+@dataclass
+class SetOutcome:
+    """{referral id: evaluation status} of the referrals settled here; the ones left to the per-referral path."""
+
+    settled: dict[int, str] = field(default_factory=dict)
+    left: list[int] = field(default_factory=list)
+
+
+def referrals_settle_sets(*, referral_ids: Iterable[int], now: datetime | None = None) -> SetOutcome:
+    """Settle what can be settled set-based, chunk by chunk (see the module docstring)."""
+    outcome = SetOutcome()
+    ids = sorted(set(referral_ids))
+    for start in range(0, len(ids), CHUNK):
+        chunk = ids[start : start + CHUNK]
+        try:
+            settled = _settle_chunk(chunk, now=now)
+        except OperationalError:
+            raise
+        except Exception:  # the chunk rolled back: the per-referral path settles (and isolates) each
+            logger.exception("set-based settlement of %d referrals failed; settling them one by one", len(chunk))
+            settled = {}
+        outcome.settled.update(settled)
+        outcome.left.extend(rid for rid in chunk if rid not in settled)
+    return outcome
+
+
+class BatchReads(ev.SettlementReads):
+    """``SettlementReads`` answered from sets read once for the chunk."""
+
+    def __init__(self, *, tenant_id: int, referrals: list[Referral]):
+        self.tenant_id = tenant_id
+        ids = [referral.pk for referral in referrals]
+        self._events: dict[int, list[ConversionEvent]] = defaultdict(list)
+        for event in ConversionEvent.objects.for_tenant(tenant_id).filter(
+            referral_id__in=ids, status__in=ev.SETTLED_STATUSES
+        ):
+            self._events[event.referral_id].append(event)
+        for events in self._events.values():
+            events.sort(key=lambda e: (e.occurred_at, e.external_event_id))
+        self._current: dict[int, dict[str, Reward]] = defaultdict(dict)
+        self._revisions: dict[str, int] = defaultdict(int)
+        self.referrer_participants: dict[int, set[int]] = defaultdict(set)
+        for reward in (
+            Reward.objects.for_tenant(tenant_id).filter(referral_id__in=ids).exclude(slot_key="").order_by("pk")
+        ):
+            self._revisions[reward.slot_key] += 1
+            if reward.is_current:
+                self._current[reward.referral_id][reward.slot_key] = reward
+            if reward.beneficiary_side == BeneficiarySide.REFERRER:
+                self.referrer_participants[reward.referral_id].add(reward.participant_id)
+        self._credits: dict[int, object] = {}
+        self._participants: dict[int, Participant] = {}
+        self._referred: dict[int, Participant] = {}
+        self._rewarded: dict[int, dict[int, datetime]] = defaultdict(dict)
+        self._attributions: dict[int, dict[tuple[int, int], int]] = defaultdict(dict)
+        self._refunds: list[ConversionEvent] = []
+        self._charges: dict[int, StripeCharge] = {}
+        self.broken: set[int] = set()
+
+    # -- what the chunk reads after the referral rows -------------------------------------------------
+    def read_credits(self, referrals: list[Referral]) -> set[int]:
+        """Each referral's credit (its identity cluster and touchpoints); the participant ids involved. A
+        referral whose credit cannot be computed is left to the per-referral path (``broken``)."""
+        wanted: set[int] = set()
+        for referral in referrals:
+            try:
+                result = ev.referral_credit(referral).result
+            except OperationalError:
+                raise
+            except Exception:
+                logger.exception("referral %s: credit failed; left to the per-referral settlement", referral.pk)
+                self.broken.add(referral.pk)
+                continue
+            self._credits[referral.pk] = result
+            wanted |= set(result.participant_exact) | {referral.referrer_id}
+        return wanted
+
+    def lock_participants(self, ids: set[int], referrals: list[Referral]) -> None:
+        """The credited participants, locked in id order (as ``SettlementReads.participants`` does per referral)."""
+        programs = {referral.program_id: referral.program for referral in referrals}
+        tenant = referrals[0].tenant
+        for participant in (
+            Participant.objects.for_tenant(self.tenant_id)
+            .select_for_update(of=("self",), no_key=True)
+            .filter(pk__in=sorted(ids))
+            .order_by("pk")
+        ):
+            _known_relations(participant, tenant, programs)
+            self._participants[participant.pk] = participant
+
+    def read_referred(self, referrals: list[Referral], actor) -> None:
+        """The referred companies' participants (double-sided rules): found by customer id, else e-mail, as
+        ``participant_for_referred_company`` finds them (one query for all); a missing one is created by it."""
+        wanted = {}
+        for referral in referrals:
+            rule_set = _rule_set(referral)
+            if rule_set is not None and rule_set.referred:
+                wanted[referral.pk] = referral
+        if not wanted:
+            return
+        by_program_external: dict[tuple[int, str], Participant] = {}
+        by_program_email: dict[tuple[int, str], Participant] = {}
+        condition = Q()
+        for referral in wanted.values():
+            external = (referral.referred_external_id or f"referred-{referral.pk}")[:200]
+            condition |= Q(program_id=referral.program_id, external_id=external)
+            if referral.referred_email:
+                condition |= Q(program_id=referral.program_id, email=referral.referred_email)
+        tenant = referrals[0].tenant
+        programs = {referral.program_id: referral.program for referral in referrals}
+        for participant in Participant.objects.for_tenant(self.tenant_id).filter(condition).order_by("-pk"):
+            _known_relations(participant, tenant, programs)
+            by_program_external[(participant.program_id, participant.external_id)] = participant
+            by_program_email[(participant.program_id, participant.email)] = participant  # lowest pk wins
+        missing: dict[tuple[int, str], list[Referral]] = defaultdict(list)
+        for rid, referral in wanted.items():
+            external = (referral.referred_external_id or f"referred-{referral.pk}")[:200]
+            found = by_program_external.get((referral.program_id, external))
+            if found is None and referral.referred_email:
+                found = by_program_email.get((referral.program_id, referral.referred_email))
+            if found is None:
+                missing[(referral.program_id, external)].append(referral)
+            else:
+                self._referred[rid] = found
+        for referral, participant in _referred_companies_create(tenant, actor, missing):
+            _known_relations(participant, tenant, programs)
+            self._referred[referral.pk] = participant
+
+    def read_counters(self, referrals: list[Referral], now: datetime) -> None:
+        """The participants' rewarded referrals (a current, live referrer reward) converted within the widest
+        counting period any referral of the chunk may count in: one query."""
+        moments = [now]
+        for referral in referrals:
+            moments += [t for t in (referral.signed_up_at, referral.qualified_at, referral.converted_at) if t]
+            moments += [event.occurred_at for event in self._events.get(referral.pk, ())]
+        low = ev.period_bounds(min(moments), "year")[0]
+        high = ev.period_bounds(max(moments) + timedelta(days=1), "year")[1]  # the evaluation's clock is later
+        rows = (
+            Reward.objects.for_tenant(self.tenant_id)
+            .filter(ev.LIVE, beneficiary_side=BeneficiarySide.REFERRER, is_current=True)
+            .filter(participant_id__in=sorted(self._participants))
+            .filter(referral__converted_at__gte=low, referral__converted_at__lt=high)
+            .values_list("participant_id", "referral_id", "referral__converted_at")
+            .distinct()
+        )
+        for participant_id, referral_id, converted_at in rows:
+            self._rewarded[participant_id][referral_id] = converted_at
+
+    def read_money(self, referrals: list[Referral]) -> None:
+        """Attributions, the refunds that may refund the chunk's payments, and their Stripe charges."""
+        ids = [referral.pk for referral in referrals]
+        for pk, event_id, participant_id, referral_id in (
+            Attribution.objects.for_tenant(self.tenant_id)
+            .filter(referral_id__in=ids)
+            .values_list("pk", "conversion_event_id", "participant_id", "referral_id")
+        ):
+            self._attributions[referral_id][(event_id, participant_id)] = pk
+        payments = [e for rid in ids for e in self._events.get(rid, ()) if e.kind == ConversionKind.PAYMENT]
+        if not payments:
+            return
+        names = [payment.external_event_id for payment in payments]
+        self._refunds = list(
+            ConversionEvent.objects.for_tenant(self.tenant_id)
+            .filter(kind=ConversionKind.REFUND, status__in=ev.SETTLED_STATUSES)
+            .filter(Q(referral_id__in=ids) | Q(raw__refunded_event_id__in=names))
+        )
+        self._charges = {
+            charge.conversion_event_id: charge
+            for charge in StripeCharge.objects.for_tenant(self.tenant_id).filter(
+                conversion_event_id__in=[payment.pk for payment in payments]
+            )
+        }
+
+    # -- SettlementReads ------------------------------------------------------------------------------
+    def events(self, referral):
+        return list(self._events.get(referral.pk, ()))
+
+    def current(self, referral):
+        return dict(self._current.get(referral.pk, {}))
+
+    def credit(self, referral):
+        return self._credits[referral.pk]
+
+    def participants(self, referral, ids):
+        return {pid: self._participants[pid] for pid in ids if pid in self._participants}
+
+    def referred(self, referral, actor):
+        return self._referred[referral.pk]
+
+    def previous(self, *, participant, referral, period, at):
+        """``previous_successful_referrals`` over the rows read once, plus the rewards the chunk created."""
+        start, end = ev.period_bounds(at, period)
+        mine = (referral.converted_at or at, referral.pk)
+        return sum(
+            1
+            for rid, converted_at in self._rewarded.get(participant.pk, {}).items()
+            if rid != referral.pk and converted_at is not None and start <= converted_at < end
+            if (converted_at, rid) < mine
+        )
+
+    def attribution_ids(self, referral):
+        return self._attributions.get(referral.pk, {})
+
+    def refund_of(self, payment):
+        refunded = sum(
+            refund.amount_minor for refund in self._refunds if self.refunded_payment_id(refund) == payment.pk
+        )
+        return ev.refund_with_charge(min(refunded, payment.amount_minor), payment, self._charges.get(payment.pk))
+
+    def revision(self, slot, tenant_id):
+        return self._revisions[slot] + 1
+
+    # -- helpers ------------------------------------------------------------------------------------
+    def refunded_payment_id(self, refund: ConversionEvent) -> int | bool | None:
+        """``refunded_payment(refund).pk`` when the payment is one of the chunk's; None when it is known to be
+        none at all; False when it is a payment outside the chunk (or unknown here)."""
+        raw = refund.raw if isinstance(refund.raw, dict) else {}
+        named = str(raw.get("refunded_event_id") or "").strip()
+        if named:
+            for events in self._events.values():
+                for event in events:
+                    if event.kind == ConversionKind.PAYMENT and event.external_event_id == named:
+                        return event.pk
+            return False
+        if refund.referral_id is None:
+            return None
+        if refund.referral_id not in self._events and refund.referral_id not in self._current:
+            return False
+        earlier = [
+            event
+            for event in self._events.get(refund.referral_id, ())
+            if event.kind == ConversionKind.PAYMENT and event.occurred_at <= refund.occurred_at
+        ]
+        if not earlier:
+            return None
+        return max(earlier, key=lambda e: (e.occurred_at, e.external_event_id)).pk
+
+    def count_rewarded(self, participant_id: int, referral: Referral) -> None:
+        if referral.converted_at is not None:
+            self._rewarded[participant_id][referral.pk] = referral.converted_at
+
+
+def _referred_companies_create(tenant, actor, missing: dict[tuple[int, str], list[Referral]]):
+    """The referred companies not found, created as ``participant_for_referred_company`` creates them (same
+    row, same audit), with one INSERT and one audit INSERT; the referrals sharing a company share its row.
+    A row another transaction created meanwhile (the INSERT fails): each is found or created by the service."""
+    if not missing:
+        return []
+    firsts = [referrals[0] for referrals in missing.values()]
+    rows = []
+    for referral in firsts:
+        fields = ev.referred_company_fields(referral)
+        fields.pop("data")
+        rows.append(referred_company_row(**fields))
+    try:
+        with transaction.atomic():
+            created = Participant.objects.bulk_create(rows)
+            AuditEvent.objects.bulk_create(
+                _with_data(
+                    audit_row(
+                        tenant=tenant,
+                        actor=actor,
+                        action="participant.created_for_referred_company",
+                        obj=participant,
+                        to_state=participant.status,
+                    ),
+                    {"referral": referral.pk},
+                )
+                for referral, participant in zip(firsts, created, strict=True)
+            )
+    except IntegrityError:
+        created = [ev.referred_participant(referral=referral, actor=actor) for referral in firsts]
+    return [
+        (referral, participant)
+        for referrals, participant in zip(missing.values(), created, strict=True)
+        for referral in referrals
+    ]
+
+
+def _with_data(row: AuditEvent, data: dict) -> AuditEvent:
+    row.data = data
+    return row
+
+
+def _known_relations(participant: Participant, tenant, programs: dict) -> None:
+    """Fill the participant's tenant and program from rows already read (no lazy look-ups later)."""
+    if participant.tenant_id == tenant.pk:
+        participant.tenant = tenant
+    if participant.program_id in programs:
+        participant.program = programs[participant.program_id]
+
+
+def _rule_set(referral: Referral) -> rules_module.RuleSet | None:
+    try:
+        return rules_module.parse_rules(referral.rule_version.rules) if referral.rule_version else None
+    except rules_module.RulesError:
+        return None
+
+
+@dataclass
+class _Plan:
+    referral: Referral
+    evaluation: ev._Evaluation
+    creates: list[tuple[ev._Target, int]]  # (target, revision)
+
+
+def _settle_chunk(ids: list[int], *, now: datetime | None) -> dict[int, str]:
+    """Settle the chunk's referrals that need only new rewards, in one transaction; returns their statuses."""
+    now_or_clock = now or timezone.now()
+    with transaction.atomic():
+        referrals = list(
+            Referral.objects.select_for_update(of=("self",), skip_locked=True)
+            .select_related("program", "referrer", "rule_version", "tenant")
+            .filter(pk__in=ids)
+            .order_by("pk")
+        )
+        by_tenant: dict[int, list[Referral]] = defaultdict(list)
+        for referral in referrals:
+            by_tenant[referral.tenant_id].append(referral)
+        settled: dict[int, str] = {}
+        for tenant_id, group in by_tenant.items():
+            settled.update(_settle_group(tenant_id, group, now=now, clock=now_or_clock))
+        return settled
+
+
+def _settle_group(tenant_id: int, referrals: list[Referral], *, now: datetime | None, clock: datetime):
+    tenant = referrals[0].tenant
+    for referral in referrals:
+        referral.tenant = tenant  # one Tenant object for the group
+    actor = system_actor(tenant)
+    reads = BatchReads(tenant_id=tenant_id, referrals=referrals)
+    # What the evaluation of a referral that is neither held nor refused reads (its rules must parse: an
+    # unreadable version is left to the per-referral path, which records the failure).
+    judged = [r for r in referrals if r.review_status != ev.ReviewStatus.FLAGGED and not _refused(r) and _rule_set(r)]
+    wanted = reads.read_credits(judged)
+    reads.lock_participants(wanted, referrals)
+    reads.read_referred([r for r in judged if r.pk not in reads.broken], actor)
+    reads.read_counters(referrals, clock)
+    reads.read_money(referrals)
+    judged_ids = {r.pk for r in judged} - reads.broken
+
+    plans: list[_Plan] = []
+    for referral in sorted(referrals, key=lambda r: (r.converted_at or FAR_FUTURE, r.pk)):
+        held_or_refused = referral.review_status == ev.ReviewStatus.FLAGGED or _refused(referral)
+        if not held_or_refused and referral.pk not in judged_ids:
+            continue
+        try:
+            evaluation = ev._evaluate(referral=referral, actor=actor, reads=reads)
+            creates = _creations(referral, evaluation, reads)
+        except OperationalError:
+            raise
+        except Exception:
+            logger.exception("referral %s: left to the per-referral settlement", referral.pk)
+            continue
+        if creates is None:
+            continue
+        plans.append(_Plan(referral, evaluation, creates))
+        for target, _revision in creates:
+            if target.side == BeneficiarySide.REFERRER:
+                reads.count_rewarded(target.participant.pk, referral)
+    _write(
+        tenant,
+        actor,
+        plans,
+        reads,
+        now=now,
+        clock=clock,
+        left={r.pk for r in referrals} - {p.referral.pk for p in plans},
+    )
+    return {plan.referral.pk: plan.evaluation.settlement.status for plan in plans}
+
+
+def _refused(referral: Referral) -> bool:
+    return referral.review_status == ev.ReviewStatus.REJECTED or referral.status == ev.ReferralStatus.REJECTED
+
+
+def _creations(referral: Referral, evaluation: ev._Evaluation, reads: BatchReads):
+    """The (target, revision) pairs to create when settling needs nothing but new rewards; None when it
+    needs anything else (``_reconcile``'s other branches), so the per-referral path settles it."""
+    if evaluation.blocked:
+        return []
+    current, targets, frozen = evaluation.current, evaluation.targets, evaluation.frozen
+    creates = []
+    for slot in sorted(set(current) | set(targets)):
+        reward, target = current.get(slot), targets.get(slot)
+        if reward is not None and target is None and reward.participant_id in frozen:
+            continue
+        if target is None:
+            return None  # withdraw and retire
+        if reward is not None:
+            if reward.status == RewardStatus.REJECTED and not ev._money_differs(reward, target):
+                continue
+            if ev._money_differs(reward, target) or ev._over_reduced(reward, target):
+                return None  # correct
+            if ev._description_changes(reward, target):
+                return None  # re-describe
+            if ev._is_live(reward) and (target.withdraws(reward) or target.refund[0] > 0):
+                return None  # reduce
+            continue
+        if ev._nothing_to_pay(target, evaluation.settlement.notes):
+            continue
+        if target.withdraws(None) or target.refund[0] > 0:
+            return None  # created, then reduced
+        fields = ev._reward_fields(referral, target, revision=reads.revision(slot, referral.tenant_id))
+        errors = reward_create_errors(
+            **{
+                name: fields[name]
+                for name in (
+                    "tenant",
+                    "program",
+                    "participant",
+                    "amount_minor",
+                    "source_key",
+                    "kind",
+                    "beneficiary_side",
+                    "conversion_event",
+                    "referral",
+                    "earned_on",
+                )
+            },
+            currency=fields["currency"].upper(),
+            coupon_percent_off=fields.get("coupon_percent_off"),
+        )
+        if errors:
+            return None  # reward_create refuses: the per-referral path records why
+        creates.append((target, reads.revision(slot, referral.tenant_id)))
+    return creates
+
+
+def _write(
+    tenant, actor, plans: list[_Plan], reads: BatchReads, *, now: datetime | None, clock: datetime, left: set[int]
+) -> None:
+    rows: list[Reward] = []
+    owners: list[_Plan] = []
+    for plan in plans:
+        for target, revision in plan.creates:
+            fields = ev._reward_fields(plan.referral, target, revision=revision)
+            fields.pop("earned_on")
+            fields["currency"] = fields["currency"].upper()
+            rows.append(reward_row(**fields, now=clock))
+            owners.append(plan)
+    created = Reward.objects.bulk_create(rows) if rows else []
+    for plan, reward in zip(owners, created, strict=True):
+        plan.evaluation.settlement.created.append(reward)
+    if created:
+        AuditEvent.objects.bulk_create(
+            audit_row(tenant=tenant, actor=actor, action="reward.created", obj=reward, to_state=reward.status)
+            for reward in created
+        )
+        for reward in created:
+            hooks.reward_changed(reward=reward, change="created")
+        _accrue(tenant, created)
+    specs = []
+    for plan in plans:
+        if plan.evaluation.blocked:
+            continue
+        ev._nothing_granted_note(plan.evaluation)
+        specs += ev._announcements(referral=plan.referral, created=plan.evaluation.settlement.created)
+    messages.participant_messages_send_many(specs)
+    _record(tenant.pk, plans, reads)
+    _settle_later(tenant.pk, plans, reads, left=left)
+    del now
+
+
+def _accrue(tenant, rewards: list[Reward]) -> None:
+    """The accrual of every new reward (Dr program expense, Cr participant pending), as ``reward_create``
+    posts it: same idempotency key, same lines, same memo."""
+    paying = [reward for reward in rewards if reward.amount_minor > 0]
+    accounts = ledger_accounts_many(
+        tenant=tenant,
+        wanted=[
+            spec
+            for reward in paying
+            for spec in (
+                (reward.program, None, AccountKind.EXPENSE, reward.currency),
+                (reward.program, reward.participant, AccountKind.PENDING, reward.currency),
+            )
+        ],
+    )
+    ledger_post_many(
+        tenant=tenant,
+        postings=[
+            Posting(
+                idempotency_key=f"reward:{reward.pk}:accrual",
+                kind=EntryKind.ACCRUAL,
+                lines=[
+                    Line(
+                        accounts[(reward.program_id, None, AccountKind.EXPENSE, reward.currency)], reward.amount_minor
+                    ),
+                    Line(
+                        accounts[(reward.program_id, reward.participant_id, AccountKind.PENDING, reward.currency)],
+                        -reward.amount_minor,
+                    ),
+                ],
+                memo=f"Reward #{reward.pk} accrued",
+                reward=reward,
+            )
+            for reward in paying
+        ],
+    )
+
+
+def _record(tenant_id: int, plans: list[_Plan], reads: BatchReads) -> None:
+    """Every settled event's evaluation row, created or updated with one statement each."""
+    events = {plan.referral.pk: reads.events(plan.referral) for plan in plans}
+    event_ids = [event.pk for rows in events.values() for event in rows]
+    existing = {
+        row.conversion_event_id: row
+        for row in RewardEvaluation.objects.for_tenant(tenant_id).filter(conversion_event_id__in=event_ids)
+    }
+    unknown_named = []
+    waiting_of: dict[int, int | bool | None] = {}
+    for rows in events.values():
+        for event in rows:
+            if event.kind == ConversionKind.REFUND:
+                waiting_of[event.pk] = reads.refunded_payment_id(event)
+                if waiting_of[event.pk] is False:
+                    unknown_named.append(event)
+    waiting = {pk for pk, target in waiting_of.items() if target is None}
+    waiting |= {refund.pk for refund in unknown_named if ev.refunded_payment(refund) is None}
+    fresh, changed = [], []
+    for plan in plans:
+        new, old = ev._evaluation_rows(
+            referral=plan.referral,
+            settlement=plan.evaluation.settlement,
+            events=events[plan.referral.pk],
+            existing=existing,
+            waiting=waiting,
+        )
+        fresh += new
+        changed += old
+    RewardEvaluation.objects.bulk_create(fresh)
+    if changed:
+        RewardEvaluation.objects.bulk_update(changed, [*ev.EVALUATION_FIELDS, "attempts", "rewards_created"])
+
+
+def _settle_later(tenant_id: int, plans: list[_Plan], reads: BatchReads, *, left: set[int]) -> None:
+    """``_settle_later_referrals`` for every referral whose standing the chunk changed, with one query:
+    the referrers' referrals converted after it in the same counting period are settled again (one
+    ``settle_referrals`` task), except those of this chunk settled after it (they already counted it) and
+    those ``left`` to the per-referral path (settled right after this chunk commits)."""
+    changed = []
+    for position, plan in enumerate(plans):
+        referral = plan.referral
+        new_referrer = {
+            reward.participant_id
+            for reward in plan.evaluation.settlement.created
+            if reward.beneficiary_side == BeneficiarySide.REFERRER
+        }
+        if not new_referrer or referral.converted_at is None or plan.evaluation.refused:
+            continue
+        rule_set = rules_module.parse_rules(referral.rule_version.rules)
+        if not ev._counting_matters(rule_set):
+            continue
+        before = _standing(plan.evaluation.current.values(), referral, extra=())
+        after = _standing(plan.evaluation.current.values(), referral, extra=plan.evaluation.settlement.created)
+        if before == after:
+            continue
+        participants = reads.referrer_participants.get(referral.pk, set()) | new_referrer
+        end = ev.period_bounds(referral.converted_at, rule_set.counting_period)[1]
+        changed.append((position, referral, participants, end))
+    if not changed:
+        return
+    position_of = {plan.referral.pk: index for index, plan in enumerate(plans)}
+    rows = (
+        Reward.objects.for_tenant(tenant_id)
+        .filter(participant_id__in=sorted({pid for _p, _r, parts, _e in changed for pid in parts}))
+        .filter(beneficiary_side=BeneficiarySide.REFERRER, is_current=True)
+        .filter(referral__converted_at__gte=min(referral.converted_at for _p, referral, _s, _e in changed))
+        .values_list("participant_id", "referral_id", "referral__converted_at")
+        .distinct()
+    )
+    rows = list(rows)
+    later: set[int] = set()
+    for position, referral, participants, end in changed:
+        for participant_id, referral_id, converted_at in rows:
+            if participant_id not in participants or referral_id == referral.pk:
+                continue
+            if not referral.converted_at <= converted_at < end:
+                continue
+            if position_of.get(referral_id, -1) > position or referral_id in left:
+                continue  # settled after it in this chunk (it counted it already), or right after the chunk
+            later.add(referral_id)
+    if later:
+        from .tasks import settle_referrals
+
+        enqueue_on_commit(settle_referrals, sorted(later), once=True)
+
+
+def _standing(current: Iterable[Reward], referral: Referral, *, extra: Iterable[Reward]) -> frozenset:
+    """``rewards.evaluation._standing`` from the rows in hand: the earliest live current referrer reward per
+    participant, and the referral's conversion."""
+    earliest: dict[int, datetime] = {}
+    for reward in [*current, *extra]:
+        if reward.beneficiary_side != BeneficiarySide.REFERRER or not ev._is_live(reward) or not reward.is_current:
+            continue
+        at = reward.converted_at
+        earliest[reward.participant_id] = min(at, earliest.get(reward.participant_id, at))
+    return frozenset(earliest.items()) | frozenset({("converted_at", referral.converted_at)})
+
+
+__all__ = ["CHUNK", "SetOutcome", "referrals_settle_sets"]

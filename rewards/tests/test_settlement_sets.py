@@ -1,0 +1,404 @@
+"""Set-based settlement (issue 15, ``rewards.settlement_sets``): it settles exactly as the per-referral path
+does, a bad conversion among 100 fails alone, a failure while writing commits nothing of the chunk and the
+per-referral path settles it, the statements per referral stay flat, concurrent batches give every reward
+once, and a batch never reaches another workspace's referrals.
+
+The equivalence property builds the same generated workspace twice — referrals of flat double-sided,
+tiered, capped and recurring programs, several payments each, partial refunds, held and rejected referrals,
+an inactive referrer — and settles one with the per-referral path only and the other with the set path
+(in a shuffled order of ids, in two rounds: first payments, then the later ones and the refunds). The
+money (live rewards, ledger balances by account), every event's evaluation status and the participant
+messages must be the same. Real commits (transactional_db) against PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.db import OperationalError, connection
+from django.db.models import Count
+from django.test.utils import CaptureQueriesContext
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from programs.models import ParticipantStatus
+from programs.services import program_current_version
+from referral_platform.tenancy import rls
+from referrals.models import ConversionEvent, Referral
+from rewards import evaluation, settlement_sets
+from rewards.evaluation import referral_rewards_settle_batch
+from rewards.ledger import unbalanced_transactions
+from rewards.models import EntryKind, LedgerTransaction, ParticipantMessage, Reward, RewardEvaluation
+from tests import factories as f
+
+from .pipeline import program_with_rules, rules_doc
+from .test_order_independence import snapshot
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+BASE = datetime(2026, 5, 4, 10, 0, tzinfo=UTC)
+PROGRAMS = {
+    "flat": rules_doc(
+        referrer=[{"kind": "flat_per_conversion", "amount_minor": 5_000}],
+        referred=[{"kind": "account_credit", "amount_minor": 2_000}],
+    ),
+    "tiered": rules_doc(
+        referrer=[
+            {
+                "kind": "tiered",
+                "tiers": [{"min_referrals": 1, "percent_bp": 1_000}, {"min_referrals": 3, "percent_bp": 1_500}],
+            }
+        ]
+    ),
+    "capped": rules_doc(
+        referrer=[{"kind": "flat_per_conversion", "amount_minor": 3_000}],
+        caps={"referrer_rewarded_referrals": {"max": 2, "period": "month"}},
+    ),
+    "recurring": rules_doc(referrer=[{"kind": "recurring_percent", "percent_bp": 1_000, "months": 12}]),
+}
+REFERRERS = 3
+
+
+# --- the generated world -----------------------------------------------------------------------------
+referral_specs = st.fixed_dictionaries(
+    {
+        "program": st.sampled_from(sorted(PROGRAMS)),
+        "referrer": st.integers(0, REFERRERS - 1),
+        "converted_hours": st.integers(0, 24 * 40),
+        "payments": st.lists(st.tuples(st.integers(0, 80), st.integers(1_000, 60_000)), min_size=1, max_size=3),
+        "refund": st.one_of(st.none(), st.tuples(st.integers(0, 2), st.integers(1, 100))),
+        "review": st.sampled_from(["clear"] * 8 + ["flagged", "rejected"]),
+    }
+)
+worlds = st.fixed_dictionaries(
+    {
+        "referrals": st.lists(referral_specs, min_size=2, max_size=10),
+        "inactive": st.one_of(st.none(), st.integers(0, REFERRERS - 1)),
+        "seed": st.integers(0, 2**16),
+    }
+)
+
+
+def world_build(world: dict):
+    """One workspace of ``world``; returns (tenant, referral ids, the events of round two to add later)."""
+    tenant = f.TenantFactory()
+    programs = {name: program_with_rules(tenant, rules, slug=name) for name, rules in PROGRAMS.items()}
+    people = {
+        name: [
+            f.ParticipantFactory(program=program, external_id=f"{name}-p{i}", name=f"{name} P{i}")
+            for i in range(REFERRERS)
+        ]
+        for name, program in programs.items()
+    }
+    ids, later = [], []
+    for n, spec in enumerate(world["referrals"]):
+        program = programs[spec["program"]]
+        converted_at = BASE + timedelta(hours=spec["converted_hours"])
+        referral = Referral.objects.create(
+            tenant=tenant,
+            program=program,
+            referrer=people[spec["program"]][spec["referrer"]],
+            referred_email=f"buyer{n}@company{n}.example",
+            referred_company=f"Company {n}",
+            referred_external_id=f"cus_{n}",
+            status="converted",
+            converted_at=converted_at,
+            established_at=converted_at,
+            rule_version=program_current_version(program=program),
+            review_status="clear" if spec["review"] == "rejected" else spec["review"],
+        )
+        if spec["review"] == "rejected":
+            Referral.objects.filter(pk=referral.pk).update(review_status="rejected")
+        ids.append(referral.pk)
+        payments = sorted(spec["payments"])
+        for k, (days, amount) in enumerate(payments):
+            event = ConversionEvent(
+                tenant=tenant,
+                external_event_id=f"pay_{n}_{k}",
+                kind="payment",
+                amount_minor=amount,
+                currency="USD",
+                occurred_at=converted_at + timedelta(days=days, minutes=k),
+                referral=referral,
+                status="processed",
+            )
+            if k:
+                later.append(event)  # round two
+            else:
+                event.save()
+        if spec["refund"] is not None:
+            index, percent = spec["refund"]
+            index = min(index, len(payments) - 1)
+            days, amount = payments[index]
+            later.append(
+                ConversionEvent(
+                    tenant=tenant,
+                    external_event_id=f"refund_{n}",
+                    kind="refund",
+                    amount_minor=max(1, amount * percent // 100),
+                    currency="USD",
+                    occurred_at=converted_at + timedelta(days=days + 1, minutes=index),
+                    referral=referral,
+                    raw={"refunded_event_id": f"pay_{n}_{index}"},
+                    status="processed",
+                )
+            )
+    if world["inactive"] is not None:
+        for name in programs:
+            people[name][world["inactive"]].status = ParticipantStatus.REMOVED
+            people[name][world["inactive"]].save(update_fields=["status"])
+    return tenant, ids, later
+
+
+def per_referral_only(monkeypatch):
+    """Every settlement (the later referrals' ones queued on commit too) takes the per-referral path."""
+    monkeypatch.setattr(settlement_sets, "_settle_chunk", lambda ids, now: {})
+
+
+def outcome(tenant):
+    evaluations = Counter(
+        RewardEvaluation.objects.filter(tenant=tenant).values_list("conversion_event__external_event_id", "status")
+    )
+    messages = Counter(ParticipantMessage.objects.filter(tenant=tenant).values_list("participant__external_id", "kind"))
+    return snapshot(tenant), evaluations, messages
+
+
+def settle_rounds(tenant, ids, later, rng: random.Random) -> None:
+    first = ids[:]
+    rng.shuffle(first)
+    referral_rewards_settle_batch(referral_ids=first)
+    ConversionEvent.objects.bulk_create(later)
+    second = ids[:]
+    rng.shuffle(second)
+    referral_rewards_settle_batch(referral_ids=second)
+
+
+@settings(
+    max_examples=12,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(world=worlds)
+def test_the_set_based_path_settles_exactly_like_the_per_referral_path(world):
+    with pytest.MonkeyPatch.context() as patch:
+        per_referral_only(patch)
+        tenant_a, ids_a, later_a = world_build(world)
+        settle_rounds(tenant_a, ids_a, later_a, random.Random(world["seed"]))
+    tenant_b, ids_b, later_b = world_build(world)
+    settle_rounds(tenant_b, ids_b, later_b, random.Random(world["seed"]))
+
+    expected, got = outcome(tenant_a), outcome(tenant_b)
+    assert got[0] == expected[0], "money differs (- per referral, + set-based):\n" + expected[0].diff(got[0])
+    assert got[1] == expected[1], "evaluations differ"
+    assert got[2] == expected[2], "participant messages differ"
+    assert unbalanced_transactions(tenant_b) == []
+
+
+# --- failures --------------------------------------------------------------------------------------
+def converted_referrals(count: int):
+    """``count`` converted referrals of a flat double-sided program, one processed payment each."""
+    tenant = f.TenantFactory()
+    program = program_with_rules(tenant, PROGRAMS["flat"])
+    people = [f.ParticipantFactory(program=program) for _ in range(5)]
+    version = program_current_version(program=program)
+    referrals = Referral.objects.bulk_create(
+        Referral(
+            tenant=tenant,
+            program=program,
+            referrer=people[i % len(people)],
+            referred_email=f"buyer{i}@company{i}.example",
+            referred_company=f"Company {i}",
+            referred_external_id=f"cus_{i}",
+            status="converted",
+            converted_at=BASE + timedelta(seconds=i),
+            established_at=BASE,
+            rule_version=version,
+        )
+        for i in range(count)
+    )
+    ConversionEvent.objects.bulk_create(
+        ConversionEvent(
+            tenant=tenant,
+            external_event_id=f"pay_{i}",
+            kind="payment",
+            amount_minor=10_000,
+            currency="USD",
+            occurred_at=BASE + timedelta(seconds=i),
+            referral=referral,
+            status="processed",
+        )
+        for i, referral in enumerate(referrals)
+    )
+    return tenant, [referral.pk for referral in referrals]
+
+
+def per_referral(tenant) -> dict[int, int]:
+    """{referral id: how many rewards it has}."""
+    rows = Reward.objects.filter(tenant=tenant).values_list("referral_id").annotate(n=Count("pk"))
+    return dict(rows.values_list("referral_id", "n"))
+
+
+def accruals(tenant) -> dict[int, int]:
+    """{referral id: how many accrual transactions its rewards have}."""
+    rows = LedgerTransaction.objects.filter(tenant=tenant, kind=EntryKind.ACCRUAL).values_list("reward__referral_id")
+    return dict(rows.annotate(n=Count("pk")).values_list("reward__referral_id", "n"))
+
+
+def test_one_bad_conversion_among_100_fails_alone_and_the_99_are_settled_set_based_exactly_once(monkeypatch):
+    tenant, ids = converted_referrals(100)
+    bad = ids[50]
+    evaluate = evaluation._evaluate
+    per_referral_calls = []
+
+    def corrupt(*, referral, actor, reads):
+        if referral.pk == bad:
+            raise RuntimeError("corrupt payment row: amount unreadable")
+        return evaluate(referral=referral, actor=actor, reads=reads)
+
+    settle_one = evaluation.referral_rewards_settle
+
+    def counted(*, referral_id, now=None):
+        per_referral_calls.append(referral_id)
+        return settle_one(referral_id=referral_id, now=now)
+
+    monkeypatch.setattr(evaluation, "_evaluate", corrupt)
+    monkeypatch.setattr(evaluation, "referral_rewards_settle", counted)
+    result = referral_rewards_settle_batch(referral_ids=ids)
+
+    assert per_referral_calls == [bad], "the 99 were settled set-based, only the bad one one by one"
+    assert result.failed == {bad: "RuntimeError: corrupt payment row: amount unreadable"}
+    assert result.settled == dict.fromkeys(set(ids) - {bad}, "done")
+    good = set(ids) - {bad}
+    assert per_referral(tenant) == dict.fromkeys(good, 2), "referrer and referred company, once each"
+    assert accruals(tenant) == dict.fromkeys(good, 2)
+    failed = RewardEvaluation.objects.get(tenant=tenant, referral_id=bad)
+    assert failed.status == "failed"
+    assert "RuntimeError: corrupt payment row: amount unreadable" in " ".join(failed.notes)
+    assert unbalanced_transactions(tenant) == []
+
+    # Repaired and run again (a redelivered task): the 99 gain nothing, the bad one is settled now.
+    monkeypatch.setattr(evaluation, "_evaluate", evaluate)
+    again = referral_rewards_settle_batch(referral_ids=ids)
+    assert again.failed == {}
+    assert per_referral(tenant) == dict.fromkeys(ids, 2)
+    assert accruals(tenant) == dict.fromkeys(ids, 2)
+    assert RewardEvaluation.objects.get(tenant=tenant, referral_id=bad).status == "done"
+    assert set(RewardEvaluation.objects.filter(tenant=tenant).values_list("attempts", flat=True)) <= {1, 2}
+
+
+def test_a_failure_while_writing_commits_nothing_of_the_chunk_and_the_per_referral_path_settles_it(monkeypatch):
+    tenant, ids = converted_referrals(60)  # two chunks of the set path
+    accrue = settlement_sets._accrue
+    calls = {"n": 0}
+
+    def fail_second_chunk(tenant_, rewards):
+        calls["n"] += 1
+        accrue(tenant_, rewards)  # the rewards and their accruals are written, then the chunk fails
+        if calls["n"] == 2:
+            raise RuntimeError("disk full")
+
+    monkeypatch.setattr(settlement_sets, "_accrue", fail_second_chunk)
+    outcome_ = settlement_sets.referrals_settle_sets(referral_ids=ids)
+    first, second = ids[: settlement_sets.CHUNK], ids[settlement_sets.CHUNK :]
+    assert set(outcome_.settled) == set(first)
+    assert outcome_.left == second
+    assert set(per_referral(tenant)) == set(first), "nothing of the failed chunk was committed"
+
+    result = referral_rewards_settle_batch(referral_ids=ids)  # a batch: the set path, then the per-referral one
+    assert result.failed == {}
+    assert per_referral(tenant) == dict.fromkeys(ids, 2)
+    assert accruals(tenant) == dict.fromkeys(ids, 2)
+    assert unbalanced_transactions(tenant) == []
+
+
+def test_a_transient_database_error_in_a_chunk_is_raised_and_the_retry_settles_each_once(monkeypatch):
+    tenant, ids = converted_referrals(20)
+    evaluate = evaluation._evaluate
+    calls = {"n": 0}
+
+    def deadlock_once(*, referral, actor, reads):
+        calls["n"] += 1
+        if calls["n"] == 11:
+            raise OperationalError("deadlock detected")
+        return evaluate(referral=referral, actor=actor, reads=reads)
+
+    monkeypatch.setattr(evaluation, "_evaluate", deadlock_once)
+    with pytest.raises(OperationalError):
+        referral_rewards_settle_batch(referral_ids=ids)
+    assert per_referral(tenant) == {}, "the chunk is one transaction: nothing of it committed"
+    referral_rewards_settle_batch(referral_ids=ids)  # the task's retry
+    assert per_referral(tenant) == dict.fromkeys(ids, 2)
+    assert accruals(tenant) == dict.fromkeys(ids, 2)
+
+
+# --- cost, concurrency, tenancy -------------------------------------------------------------------------
+def test_statements_per_referral_stay_flat_however_large_the_batch():
+    """The writes and most reads are one statement per chunk: what grows with the batch is each referral's
+    credit (its identity cluster and touchpoints) and the first ledger account of each referred company."""
+    costs = {}
+    for count in (10, 50):
+        tenant, ids = converted_referrals(count)
+        with CaptureQueriesContext(connection) as captured:
+            result = referral_rewards_settle_batch(referral_ids=ids)
+        assert result.settled == dict.fromkeys(ids, "done")
+        assert per_referral(tenant) == dict.fromkeys(ids, 2)
+        costs[count] = len(captured) / count
+    assert costs[50] <= costs[10], costs
+    assert costs[50] < 5, f"{costs[50]:.1f} statements per referral (the per-referral path takes ~70)"
+
+
+def test_concurrent_overlapping_set_batches_reward_each_referral_once():
+    tenant, ids = converted_referrals(80)
+    batches = [ids[:60], ids[20:], list(reversed(ids)), ids[::2]]
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(len(batches))
+
+    def work(batch):
+        try:
+            barrier.wait()
+            for _attempt in range(5):  # a deadlock between overlapping chunks is retried, as the task does
+                try:
+                    result = referral_rewards_settle_batch(referral_ids=batch)
+                    break
+                except OperationalError:
+                    continue
+            assert result.failed == {}
+        except BaseException as error:  # reported below
+            errors.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=work, args=(batch,)) for batch in batches]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(180)
+    assert errors == []
+    assert per_referral(tenant) == dict.fromkeys(ids, 2)
+    assert accruals(tenant) == dict.fromkeys(ids, 2)
+    assert unbalanced_transactions(tenant) == []
+
+
+def test_a_batch_bound_to_one_workspace_never_settles_another_workspaces_referrals():
+    tenant_a, ids_a = converted_referrals(5)
+    tenant_b, ids_b = converted_referrals(5)
+    with rls.tenant(tenant_a.pk):
+        result = referral_rewards_settle_batch(referral_ids=ids_a + ids_b)
+    assert set(result.settled) == set(ids_a)
+    assert per_referral(tenant_a) == dict.fromkeys(ids_a, 2)
+    assert per_referral(tenant_b) == {}, "tenant B's referrals are invisible to a batch bound to A"
+    # Unbound (a cross-tenant job), one batch with both: each referral settled within its own workspace.
+    result = referral_rewards_settle_batch(referral_ids=ids_a + ids_b)
+    assert set(result.settled) == set(ids_a + ids_b)
+    assert per_referral(tenant_b) == dict.fromkeys(ids_b, 2)
+    for tenant in (tenant_a, tenant_b):
+        rewards = Reward.objects.filter(tenant=tenant)
+        assert set(rewards.values_list("participant__tenant_id", flat=True)) == {tenant.pk}
+        assert set(rewards.values_list("referral__tenant_id", flat=True)) == {tenant.pk}
+        assert unbalanced_transactions(tenant) == []
