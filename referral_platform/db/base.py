@@ -12,6 +12,16 @@ the function form of ``SET LOCAL``):
 So the settings end with their transaction: a pooled connection never carries one tenant's setting into
 the next piece of work. Server-side cursors are disabled (settings), since a ``WITH HOLD`` cursor would
 outlive the transaction that carried the setting.
+
+Savepoints travel the same way (issue 15: they were a third of the money pipeline's round trips). Every
+nested ``atomic()`` makes one; most enclose a few statements, many none at all. Here ``SAVEPOINT`` is not
+sent when ``atomic()`` opens it but in front of the next statement, in the same query string (PostgreSQL
+runs the parts in order: the savepoint exists before the statement does anything); ``RELEASE`` likewise
+travels in front of the next statement, or not at all when the transaction ends first (COMMIT releases
+every savepoint). A savepoint in which no statement ran is neither sent nor released, and rolling back to
+it does nothing (nothing happened inside it). ``ROLLBACK TO SAVEPOINT`` of a savepoint that was sent is
+sent at once, as before, dropping whatever was waiting inside it. The transaction sees the same savepoints
+around the same statements; only the round trips are fewer.
 """
 
 from __future__ import annotations
@@ -37,6 +47,8 @@ class DatabaseWrapper(base.DatabaseWrapper):
         super().__init__(*args, **kwargs)
         # The settings in force in the open transaction; a new transaction starts with none.
         self._rls_applied = _NOTHING_SETTINGS
+        # SAVEPOINT / RELEASE statements not sent yet: (sid or None, sql), in order.
+        self._pending_savepoints: list[tuple[str | None, str]] = []
         self.execute_wrappers.append(self._rls_execute)
 
     # -- keeping track of what the open transaction carries ----------------------------------------------
@@ -44,38 +56,74 @@ class DatabaseWrapper(base.DatabaseWrapper):
     def _rls_forget(self, value=_NOTHING_SETTINGS) -> None:
         self._rls_applied = value
 
+    def _rls_forget_all(self, value=_NOTHING_SETTINGS) -> None:
+        self._rls_applied = value
+        self._pending_savepoints = []
+
     def _commit(self):
         try:
             return super()._commit()
         finally:
-            self._rls_forget()
+            self._rls_forget_all()
 
     def _rollback(self):
         try:
             return super()._rollback()
         finally:
-            self._rls_forget()
+            self._rls_forget_all()
+
+    # -- savepoints, sent with the next statement -------------------------------------------------------
+
+    def _pending_index(self, sid) -> int | None:
+        for index, (pending_sid, sql) in enumerate(self._pending_savepoints):
+            if pending_sid == sid and sql.startswith("SAVEPOINT"):
+                return index
+        return None
+
+    def _savepoint(self, sid):
+        self._pending_savepoints.append((sid, self.ops.savepoint_create_sql(sid)))
+
+    def _savepoint_commit(self, sid):
+        index = self._pending_index(sid)
+        if index is not None:  # never sent: nothing ran inside it (nor inside what it encloses)
+            del self._pending_savepoints[index:]
+            return
+        self._pending_savepoints.append((None, self.ops.savepoint_commit_sql(sid)))
 
     def _savepoint_rollback(self, sid):
+        index = self._pending_index(sid)
+        if index is not None:  # never sent: nothing ran inside it, there is nothing to undo
+            del self._pending_savepoints[index:]
+            return
+        # Sent: everything still waiting was opened or closed inside it.
+        self._pending_savepoints = []
         try:
             return super()._savepoint_rollback(sid)
         finally:
             self._rls_forget(_UNKNOWN)  # the savepoint may have undone a set_config made inside it
 
+    def _pending_sql(self) -> str:
+        """The waiting SAVEPOINT / RELEASE statements as a prefix (emptied: they are being sent)."""
+        if not self._pending_savepoints:
+            return ""
+        prefix = "; ".join(sql for _sid, sql in self._pending_savepoints) + "; "
+        self._pending_savepoints = []
+        return prefix
+
     def _set_autocommit(self, autocommit):
         try:
             return super()._set_autocommit(autocommit)
         finally:
-            self._rls_forget()
+            self._rls_forget_all()
 
     def _close(self):
         try:
             return super()._close()
         finally:
-            self._rls_forget()
+            self._rls_forget_all()
 
     def get_new_connection(self, conn_params):
-        self._rls_forget()
+        self._rls_forget_all()
         return super().get_new_connection(conn_params)
 
     # -- applying it ------------------------------------------------------------------------------------
@@ -86,9 +134,10 @@ class DatabaseWrapper(base.DatabaseWrapper):
         if self.connection is None or self.autocommit:
             return
         wanted = rls.current().settings
-        if wanted != self._rls_applied:
+        pending = self._pending_sql()
+        if wanted != self._rls_applied or pending:
             with self.connection.cursor() as raw:
-                raw.execute(_SET_SQL, wanted)
+                raw.execute(pending + _SET_SQL, wanted)
             self._rls_applied = wanted
 
     def _rls_execute(self, execute, sql, params, many, context):
@@ -96,12 +145,20 @@ class DatabaseWrapper(base.DatabaseWrapper):
         # Only the statement's first words matter: never copy or upper-case the whole SQL per statement.
         head = sql[:32].lstrip().upper() if isinstance(sql, str) else ""
         if head.startswith(_CONTROL_PREFIXES):
+            if self._pending_savepoints and not self.autocommit:
+                context["cursor"].cursor.execute(self._pending_sql())
             return execute(sql, params, many, context)
         if not self.autocommit:
+            pending = self._pending_sql()
             if wanted != self._rls_applied:
-                context["cursor"].cursor.execute(_SET_SQL, wanted)
+                context["cursor"].cursor.execute(pending + _SET_SQL, wanted)
                 self._rls_applied = wanted
-            return execute(sql, params, many, context)
+                pending = ""
+            if pending and (many or not isinstance(sql, str)):
+                context["cursor"].cursor.execute(pending)
+                pending = ""
+            # With parameters psycopg2 interpolates '%' over the whole string: the prefix holds none.
+            return execute(pending + sql, params, many, context)
         if wanted == _NOTHING_SETTINGS or not head.startswith(_DML):
             # DDL and utility statements read no row (some, like CREATE DATABASE, refuse a transaction).
             return execute(sql, params, many, context)

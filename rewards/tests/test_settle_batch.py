@@ -90,7 +90,16 @@ def rewards_per_referral(tenant) -> dict[int, int]:
     )
 
 
+def per_referral_path_only(monkeypatch):
+    """The per-referral path of a batch (the set-based one, rewards/settlement_sets.py, leaves it everything
+    it does not settle itself; its own failures are tested in test_settlement_sets.py)."""
+    from rewards import settlement_sets
+
+    monkeypatch.setattr(settlement_sets, "_settle_chunk", lambda ids, now: {})
+
+
 def test_one_bad_conversion_among_100_fails_alone_and_the_99_commit_exactly_once(monkeypatch):
+    per_referral_path_only(monkeypatch)
     tenant, ids = converted_referrals()
     bad = ids[BATCH // 2]
     settle_locked = evaluation._settle_locked
@@ -134,6 +143,7 @@ def test_one_bad_conversion_among_100_fails_alone_and_the_99_commit_exactly_once
 def test_a_transient_database_error_retries_the_batch_and_commits_nothing_twice(monkeypatch):
     from django.db import OperationalError
 
+    per_referral_path_only(monkeypatch)
     tenant, ids = converted_referrals(20)
     settle_locked = evaluation._settle_locked
     calls = {"n": 0}
