@@ -59,7 +59,7 @@ def on_referral_created(*, referral) -> None:
         tenant_id=referral.tenant_id,
         event_type="referral.created",
         dedupe_key=f"referral.created:{referral.pk}",
-        data=referral_data(referral),
+        data=lambda: referral_data(referral),
     )
 
 
@@ -72,7 +72,7 @@ def on_referral_changed(*, referral, change: str) -> None:
             tenant_id=referral.tenant_id,
             event_type=event_type,
             dedupe_key=f"{event_type}:{referral.pk}",
-            data=referral_data(referral),
+            data=lambda: referral_data(referral),
         )
 
 
@@ -88,7 +88,7 @@ def on_reward_changed(*, reward, change: str) -> None:
         tenant_id=reward.tenant_id,
         event_type=event_type,
         dedupe_key=f"{event_type}:{reward.pk}:{reward.clawed_back_minor}",
-        data={
+        data=lambda: {
             "reward": {
                 "id": reward.pk,
                 "status": reward.status,
@@ -113,7 +113,7 @@ def on_deal_changed(*, deal, change: str) -> None:
         tenant_id=deal.tenant_id,
         event_type=event_type,
         dedupe_key=f"{event_type}:{deal.pk}",
-        data={
+        data=lambda: {
             "deal": {
                 "id": deal.pk,
                 "status": deal.status,
@@ -136,7 +136,7 @@ def on_participant_activated(*, participant, welcome: bool = False) -> None:
         tenant_id=participant.tenant_id,
         event_type="participant.enrolled",
         dedupe_key=f"participant.enrolled:{participant.pk}",
-        data={"participant": _participant_data(participant)},
+        data=lambda: {"participant": _participant_data(participant)},
     )
 
 

@@ -16,6 +16,7 @@ Steps and who calls what:
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -269,7 +270,11 @@ def conversion_earnings_words(rule_set: rules_module.RuleSet, *, tier: str = "",
 # --- the steps ---------------------------------------------------------------------------------
 def message_referral_received(*, referral: Referral) -> ParticipantMessage | None:
     """ "Thanks, we'll review within 24 hours" to the referrer of a new referral."""
-    return participant_message_send(
+    return participant_message_send(**vars(referral_received_spec(referral)))
+
+
+def referral_received_spec(referral: Referral) -> MessageSpec:
+    return MessageSpec(
         participant=referral.referrer,
         kind=MessageKind.REFERRAL_RECEIVED,
         related_key=f"referral:{referral.pk}",
@@ -453,6 +458,34 @@ def message_welcome(*, participant: Participant) -> ParticipantMessage | None:
         related_key=f"program:{program.pk}",
         context={"program": program, "links": links, "terms_url": terms_url, "offer": offer},
     )
+
+
+def messages_referral_stage_many(calls: Sequence[tuple[int, str]]) -> int:
+    """``message_referral_stage`` for many (referral id, stage) pairs (a drain's new referrals): the
+    referrals read with one query, the "received" messages written with ``participant_messages_send_many``
+    (one transaction per workspace); a "qualified" one, rarer and reading the referrer's counters, is sent
+    as the task would. Returns how many messages were written."""
+    ids = sorted({referral_id for referral_id, _stage in calls})
+    referrals = {
+        referral.pk: referral
+        for referral in Referral.objects.select_related("tenant", "referrer", "rule_version", "program").filter(
+            pk__in=ids
+        )
+    }
+    written = 0
+    received: dict[int, list[MessageSpec]] = defaultdict(list)
+    for referral_id, stage in dict.fromkeys(calls):
+        referral = referrals.get(referral_id)
+        if referral is None:
+            continue
+        if stage == "received":
+            received[referral.tenant_id].append(referral_received_spec(referral))
+        else:
+            written += message_referral_stage(referral_id=referral_id, stage=stage) is not None
+    for specs in received.values():
+        with transaction.atomic():
+            written += len(participant_messages_send_many(specs))
+    return written
 
 
 def message_referral_stage(*, referral_id: int, stage: str) -> ParticipantMessage | None:

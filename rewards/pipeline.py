@@ -56,6 +56,7 @@ def run_follow_ups(collector) -> dict:
     from referrals.services import conversion_event_process
 
     from .evaluation import referral_rewards_settle_batch
+    from .messages import messages_referral_stage_many
 
     done = {"conversions": 0, "settled": 0, "messages": 0, "analytics": 0}
     analytics: dict[int, list[set]] = defaultdict(lambda: [set(), set(), set()])
@@ -93,9 +94,19 @@ def run_follow_ups(collector) -> dict:
             except OperationalError:
                 logger.exception("settling %d referrals: handed back to the settle_referrals task", len(referrals))
                 _publish(SETTLE_MANY, (sorted(referrals),), {})
+        stage_messages = [(task, args, kwargs) for task, args, kwargs in later if task.name == STAGE_MESSAGE]
+        if stage_messages:
+            try:  # all at once, in this process (each still sent once per referral and stage)
+                done["messages"] += messages_referral_stage_many([tuple(args) for _task, args, _kw in stage_messages])
+            except Exception:
+                logger.exception("%d stage messages: handed back to their tasks", len(stage_messages))
+                for task, args, kwargs in stage_messages:
+                    task.apply_async(args=args, kwargs=kwargs)
         for task, args, kwargs in later:
+            if task.name == STAGE_MESSAGE:
+                continue
             try:
-                task(*args, **kwargs)  # runs in this process (a stage message: sent once per referral)
+                task(*args, **kwargs)  # runs in this process
                 done["messages"] += 1
             except Exception:
                 logger.exception("%s%r: handed back to its task", task.name, args)

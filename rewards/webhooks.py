@@ -33,6 +33,7 @@ from django.utils import timezone
 from referral_platform.celery import enqueue_on_commit
 from referral_platform.tenancy import rls
 from referral_platform.tenancy.actors import system_actor
+from referral_platform.tenancy.memo import batch_memo, tenant_key
 from referral_platform.tenancy.models import Tenant
 from referrals.models import ConversionEvent, ConversionKind
 
@@ -241,7 +242,8 @@ def stripe_events_drain(*, tenant_id: int, time_budget: float = DRAIN_TIME_BUDGE
     handled = 0
     started = time.monotonic()
     while True:
-        with follow_ups():
+        # One chunk and its follow-ups read the tenant and its webhook endpoints once (tenancy.memo).
+        with batch_memo(**{tenant_key(tenant.pk): tenant}), follow_ups():
             events = stripe_events_process_chunk(tenant=tenant)
             if len(events) == DRAIN_CHUNK:
                 stripe_events_schedule(tenant_id, helper=True)  # a backlog: another worker helps meanwhile

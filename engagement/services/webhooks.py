@@ -18,6 +18,7 @@ import hmac
 import json
 import logging
 import secrets
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 import requests
@@ -29,6 +30,7 @@ from django.utils import timezone
 
 from referral_platform.celery import enqueue_on_commit
 from referral_platform.tenancy.actors import system_actor
+from referral_platform.tenancy.memo import memoized
 from referral_platform.tenancy.models import Tenant
 from referral_platform.tenancy.services import audit_record
 
@@ -114,12 +116,18 @@ def webhook_endpoint_rotate_secret(
     return locked
 
 
-def webhook_emit(*, tenant_id: int, event_type: str, dedupe_key: str, data: dict) -> WebhookMessage | None:
+def webhook_emit(
+    *, tenant_id: int, event_type: str, dedupe_key: str, data: dict | Callable[[], dict]
+) -> WebhookMessage | None:
     """Record one event and queue its delivery to every endpoint that wants it (after commit). A second call
-    for the same fact (``dedupe_key``) does nothing. No endpoint wants it: nothing is written."""
-    endpoints = [row for row in WebhookEndpoint.objects.for_tenant(tenant_id) if row.wants(event_type)]
+    for the same fact (``dedupe_key``) does nothing. No endpoint wants it: nothing is written, and ``data``,
+    when a callable, is never computed. The endpoints are read once per batch (``tenancy.memo``)."""
+    endpoints = memoized(f"webhook_endpoints_{tenant_id}", lambda: list(WebhookEndpoint.objects.for_tenant(tenant_id)))
+    endpoints = [row for row in endpoints if row.wants(event_type)]
     if not endpoints:
         return None
+    if callable(data):
+        data = data()
     now = timezone.now()
     msg_id = "msg_" + secrets.token_urlsafe(18)
     payload = {"type": event_type, "timestamp": now.isoformat(), "data": data}

@@ -49,6 +49,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
         self._rls_applied = _NOTHING_SETTINGS
         # SAVEPOINT / RELEASE statements not sent yet: (sid or None, sql), in order.
         self._pending_savepoints: list[tuple[str | None, str]] = []
+        self._unsent_rolled_back: set[str] = set()  # never sent, rolled back: their RELEASE is not sent either
         self.execute_wrappers.append(self._rls_execute)
 
     # -- keeping track of what the open transaction carries ----------------------------------------------
@@ -59,6 +60,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
     def _rls_forget_all(self, value=_NOTHING_SETTINGS) -> None:
         self._rls_applied = value
         self._pending_savepoints = []
+        self._unsent_rolled_back = set()
 
     def _commit(self):
         try:
@@ -84,6 +86,9 @@ class DatabaseWrapper(base.DatabaseWrapper):
         self._pending_savepoints.append((sid, self.ops.savepoint_create_sql(sid)))
 
     def _savepoint_commit(self, sid):
+        if sid in self._unsent_rolled_back:  # Django releases a savepoint after rolling back to it
+            self._unsent_rolled_back.discard(sid)
+            return
         index = self._pending_index(sid)
         if index is not None:  # never sent: nothing ran inside it (nor inside what it encloses)
             del self._pending_savepoints[index:]
@@ -94,6 +99,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
         index = self._pending_index(sid)
         if index is not None:  # never sent: nothing ran inside it, there is nothing to undo
             del self._pending_savepoints[index:]
+            self._unsent_rolled_back.add(sid)
             return
         # Sent: everything still waiting was opened or closed inside it.
         self._pending_savepoints = []

@@ -7,6 +7,8 @@ from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.utils import timezone
 
+from .memo import TenantDescriptor
+
 
 class Tenant(models.Model):
     """A workspace: one company running its referral programs."""
@@ -39,6 +41,17 @@ class TenantScopedQuerySet(models.QuerySet):
 TenantScopedManager = models.Manager.from_queryset(TenantScopedQuerySet)
 
 
+class TenantForeignKey(models.ForeignKey):
+    """The ``tenant`` foreign key of tenant-owned rows: a plain ForeignKey whose ``obj.tenant`` reuses the
+    tenant a batch task already read (``referral_platform.tenancy.memo``)."""
+
+    forward_related_accessor_class = TenantDescriptor
+
+    def deconstruct(self):
+        name, _path, args, kwargs = super().deconstruct()
+        return name, "django.db.models.ForeignKey", args, kwargs  # the schema is a plain ForeignKey's
+
+
 class TenantOwnedModel(models.Model):
     """Base for every row that belongs to one tenant.
 
@@ -46,7 +59,7 @@ class TenantOwnedModel(models.Model):
     later be distributed by tenant.
     """
 
-    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+", editable=False)
+    tenant = TenantForeignKey(Tenant, on_delete=models.CASCADE, related_name="+", editable=False)
 
     objects = TenantScopedManager()
 
