@@ -32,10 +32,9 @@ def test_a_savepoint_travels_in_front_of_its_first_statement_and_is_rolled_back_
     program = f.ProgramFactory()
     with transaction.atomic():
         f.ParticipantFactory(program=program, external_id="kept")
-        with CaptureQueriesContext(connection) as captured:
-            with pytest.raises(IntegrityError), transaction.atomic():
-                f.ParticipantFactory(program=program, external_id="dup")
-                f.ParticipantFactory(program=program, external_id="dup")  # unique: fails, inside the savepoint
+        with CaptureQueriesContext(connection) as captured, pytest.raises(IntegrityError), transaction.atomic():
+            f.ParticipantFactory(program=program, external_id="dup")
+            f.ParticipantFactory(program=program, external_id="dup")  # unique: fails, inside the savepoint
         f.ParticipantFactory(program=program, external_id="after")  # the transaction goes on
     sent = statements(captured)
     assert sent[0].startswith('SAVEPOINT "') and "INSERT" in sent[0], sent
