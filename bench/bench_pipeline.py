@@ -57,10 +57,15 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+from bench.servers import gunicorn_worker_class, worker_words  # noqa: E402
 
 N = int(os.environ.get("BENCH_PIPELINE_N", "200"))
 WORKER_COUNTS = [int(x) for x in os.environ.get("BENCH_PIPELINE_WORKERS", "1,2,4").split(",") if x.strip()]
 WEB_WORKERS = int(os.environ.get("BENCH_PIPELINE_WEB_WORKERS", "4"))
+# Threads per web worker (gthread worker class when above 1): concurrent requests let PostgreSQL group commits.
+WEB_THREADS = int(os.environ.get("BENCH_PIPELINE_WEB_THREADS", "1"))
 CLIENTS = int(os.environ.get("BENCH_PIPELINE_CLIENTS", "16"))
 TIMEOUT = int(os.environ.get("BENCH_PIPELINE_TIMEOUT", "900"))
 REFERRERS = 8  # per program
@@ -320,8 +325,7 @@ def start_gunicorn(env: dict, port: int) -> subprocess.Popen:
         f"127.0.0.1:{port}",
         "--workers",
         str(WEB_WORKERS),
-        "--worker-class",
-        "sync",
+        *gunicorn_worker_class(WEB_THREADS),
         "--backlog",
         "2048",
         "--log-level",
@@ -329,7 +333,7 @@ def start_gunicorn(env: dict, port: int) -> subprocess.Popen:
         "--access-logfile",
         "/dev/null",
     ]
-    log(f"starting gunicorn: {WEB_WORKERS} sync workers on 127.0.0.1:{port}")
+    log(f"starting gunicorn: {WEB_WORKERS} {worker_words(WEB_THREADS)} on 127.0.0.1:{port}")
     server = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -759,8 +763,8 @@ def run() -> int:
     one = next((r for r in results if r["workers"] == 1), results[0])
     print()
     print(
-        f"Money pipeline: {N} invoice.paid webhooks per run (+ refunds), gunicorn {WEB_WORKERS} sync workers, "
-        f"{CLIENTS} concurrent POSTs, {os.cpu_count()} CPUs"
+        f"Money pipeline: {N} invoice.paid webhooks per run (+ refunds), "
+        f"gunicorn {WEB_WORKERS} {worker_words(WEB_THREADS)}, {CLIENTS} concurrent POSTs, {os.cpu_count()} CPUs"
     )
     print(
         f"  {'workers':>7} {'webhooks/s':>11} {'conv/s':>8} {'scaling':>8} {'queries/conv':>13} "

@@ -39,12 +39,18 @@ from pathlib import Path
 from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+from bench.servers import gunicorn_worker_class, worker_words  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "4"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "7"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "16"))
 WORKERS = int(os.environ.get("BENCH_WORKERS", "4"))
+# Threads per worker (gthread worker class when above 1), the same for every endpoint compared.
+THREADS = int(os.environ.get("BENCH_THREADS", "1"))
 LINKS = int(os.environ.get("BENCH_LINKS", "2000"))
 FLUSH_ENTRIES = int(os.environ.get("BENCH_FLUSH_ENTRIES", "200000"))
 RLS_COMPARE = os.environ.get("BENCH_RLS_COMPARE", "1") != "0"
@@ -174,8 +180,7 @@ def start_gunicorn(env: dict, port: int) -> subprocess.Popen:
         f"127.0.0.1:{port}",
         "--workers",
         str(WORKERS),
-        "--worker-class",
-        "sync",
+        *gunicorn_worker_class(THREADS),
         "--backlog",
         "2048",
         "--log-level",
@@ -183,7 +188,7 @@ def start_gunicorn(env: dict, port: int) -> subprocess.Popen:
         "--access-logfile",
         "/dev/null",
     ]
-    log(f"starting gunicorn: {WORKERS} sync workers on 127.0.0.1:{port}")
+    log(f"starting gunicorn: {WORKERS} {worker_words(THREADS)} on 127.0.0.1:{port}")
     server = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True)
     opener = urllib.request.build_opener(NoRedirect)
     deadline = time.monotonic() + 60
@@ -501,7 +506,7 @@ def run() -> int:
     print()
     print(
         f"Redirect: {ROUNDS} interleaved rounds x {SECONDS}s per endpoint, wrk -t2 -c{CONNECTIONS}, "
-        f"gunicorn {WORKERS} sync workers, {os.cpu_count()} CPUs"
+        f"gunicorn {WORKERS} {worker_words(THREADS)}, {os.cpu_count()} CPUs"
     )
     print(f"  {'endpoint':30s} {'req/s':>9s} {'p50 ms':>8s} {'p99 ms':>8s} {'requests':>9s} {'errors':>7s}")
     for label, name in [
