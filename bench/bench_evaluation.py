@@ -3,9 +3,12 @@
 Runs in a throw-away database (created with migrations, dropped at the end). The conversions are
 double-sided and half of them are multi-touch, so one run exercises the rules, the share split, the
 referred company's reward, tier/cap counting, the ledger accrual and the participant messages.
-Baseline, measured in the same run: ``reward_create`` called directly for the same number of rewards
-(same participants and amounts, ledger included), so the ratio shows what evaluation costs on top of
-creating the rewards.
+The same conversions are settled twice, in two workspaces: one at a time by the evaluation task (the
+per-referral path) and in batches by ``rewards.settle_referrals`` (the set-based path of issue 15,
+rewards/settlement_sets.py); both must give the same rewards. Baseline, measured in the same run:
+``reward_create`` called directly for the same number of rewards (same participants and amounts, ledger
+included); "x baseline" is each step's rewards per second over the baseline's. Statements per conversion
+are counted with an execute wrapper (every round trip to PostgreSQL).
 
     BENCH_CONVERSIONS=500 BENCH_PARTICIPANTS=25 python bench/bench_evaluation.py
 """
@@ -50,7 +53,8 @@ def main() -> None:
         connection.creation.destroy_test_db(old_name, verbosity=0)
 
 
-def run() -> None:
+def seed(slug: str):
+    """A workspace of CONVERSIONS attributed conversions; returns (tenant, program, actor, events)."""
     from django.utils import timezone
 
     from programs.models import Participant, Program
@@ -58,11 +62,8 @@ def run() -> None:
     from referral_platform.tenancy.actors import system_actor
     from referral_platform.tenancy.models import Tenant
     from referrals.models import Attribution, ConversionEvent, Referral
-    from rewards.models import Reward
-    from rewards.services import reward_create
-    from rewards.tasks import evaluate_conversion
 
-    tenant = Tenant.objects.create(slug="bench", name="Bench", allowed_landing_domains=["bench.example"])
+    tenant = Tenant.objects.create(slug=slug, name=slug.title(), allowed_landing_domains=["bench.example"])
     program = Program.objects.create(
         tenant=tenant,
         name="Bench",
@@ -143,16 +144,60 @@ def run() -> None:
     print(
         f"[bench_evaluation] {CONVERSIONS} attributed conversions ({len(rows)} attributions), {PARTICIPANTS} referrers"
     )
+    return tenant, program, actor, events
 
-    # --- the evaluation task ----------------------------------------------------------------------
+
+class StatementCounter:
+    """Statements sent to PostgreSQL in the block (an execute wrapper: no debug cursor overhead)."""
+
+    def __init__(self):
+        self.count = 0
+
+    def __call__(self, execute, sql, params, many, context):
+        self.count += 1
+        return execute(sql, params, many, context)
+
+
+def run() -> None:
+    from django.db import connection
+
+    from programs.models import Participant
+    from rewards.models import Reward
+    from rewards.services import reward_create
+    from rewards.tasks import evaluate_conversion, settle_referrals
+
+    # --- the evaluation task, one conversion at a time (the per-referral path) ----------------------
+    tenant, program, actor, events = seed("bench-one")
+    per_event = StatementCounter()
     started = time.perf_counter()
-    for index, event in enumerate(events):
-        evaluate_conversion.run(event.pk)
-        if (index + 1) % 50 == 0 or index + 1 == len(events):
-            progress("evaluation task", index + 1, len(events))
+    with connection.execute_wrapper(per_event):
+        for index, event in enumerate(events):
+            evaluate_conversion.run(event.pk)
+            if (index + 1) % 50 == 0 or index + 1 == len(events):
+                progress("evaluation task", index + 1, len(events))
     evaluation_seconds = time.perf_counter() - started
     created = list(Reward.objects.filter(tenant=tenant).order_by("pk").values_list("participant_id", "amount_minor"))
     assert created, "evaluation created no rewards"
+
+    # --- the same conversions settled as a batch (the set-based path, rewards/settlement_sets.py) -----
+    tenant_b, _program_b, _actor_b, events_b = seed("bench-set")
+    referral_ids = [event.referral_id for event in events_b]
+    batch = StatementCounter()
+    started = time.perf_counter()
+    with connection.execute_wrapper(batch):
+        step = 100
+        for low in range(0, len(referral_ids), step):  # as the drain hands them over: a task per batch
+            settle_referrals.run(referral_ids[low : low + step])
+            progress("settle_referrals (set-based)", min(low + step, len(referral_ids)), len(referral_ids))
+    batch_seconds = time.perf_counter() - started
+
+    def owed(of) -> list:
+        rows = Reward.objects.filter(tenant=of).values_list(
+            "participant__external_id", "beneficiary_side", "amount_minor"
+        )
+        return sorted(rows)
+
+    same = owed(tenant) == owed(tenant_b)
 
     # --- baseline: reward_create for the same rewards ---------------------------------------------
     participants = {p.pk: p for p in Participant.objects.filter(tenant=tenant)}
@@ -172,13 +217,23 @@ def run() -> None:
 
     count = len(created)
     print()
-    print(f"  {'step':<40}{'seconds':>10}{'rewards':>9}{'rewards/s':>11}{'x baseline':>12}")
-    for label, seconds in (
-        ("baseline: reward_create directly", baseline_seconds),
-        ("evaluation task (rules, split, ledger)", evaluation_seconds),
+    print(
+        f"  {'step':<44}{'seconds':>9}{'rewards':>9}{'rewards/s':>11}{'x baseline':>12}{'conv/s':>9}{'stmts/conv':>12}"
+    )
+    for label, seconds, statements in (
+        ("baseline: reward_create directly", baseline_seconds, None),
+        ("evaluation task, one conversion at a time", evaluation_seconds, per_event.count),
+        ("settle_referrals, set-based batches of 100", batch_seconds, batch.count),
     ):
-        print(f"  {label:<40}{seconds:>10.2f}{count:>9}{count / seconds:>11.0f}{seconds / baseline_seconds:>12.2f}")
-    print(f"  conversions evaluated per second: {len(events) / evaluation_seconds:.1f}")
+        per_conversion = f"{statements / len(events):>12.1f}" if statements is not None else f"{'':>12}"
+        print(
+            f"  {label:<44}{seconds:>9.2f}{count:>9}{count / seconds:>11.0f}{baseline_seconds / seconds:>12.2f}"
+            f"{len(events) / seconds:>9.1f}{per_conversion}"
+        )
+    print(f"  set-based / one at a time: {evaluation_seconds / batch_seconds:.1f}x faster")
+    print(f"  the same rewards both ways (participant, side, amount): {'yes' if same else 'NO'}")
+    if not same:
+        raise SystemExit("the set-based settlement disagrees with the per-referral one")
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ around the same statements; only the round trips are fewer.
 
 from __future__ import annotations
 
+from django.db import DatabaseError
 from django.db.backends.postgresql import base
 
 from referral_platform.tenancy import rls
@@ -108,12 +109,14 @@ class DatabaseWrapper(base.DatabaseWrapper):
         finally:
             self._rls_forget(_UNKNOWN)  # the savepoint may have undone a set_config made inside it
 
-    def _pending_sql(self) -> str:
-        """The waiting SAVEPOINT / RELEASE statements as a prefix (emptied: they are being sent)."""
+    def _pending_sql(self, *, sent: bool = True) -> str:
+        """The waiting SAVEPOINT / RELEASE statements as a prefix (forgotten when ``sent``: they are being
+        sent directly)."""
         if not self._pending_savepoints:
             return ""
         prefix = "; ".join(sql for _sid, sql in self._pending_savepoints) + "; "
-        self._pending_savepoints = []
+        if sent:
+            self._pending_savepoints = []
         return prefix
 
     def _set_autocommit(self, autocommit):
@@ -155,16 +158,23 @@ class DatabaseWrapper(base.DatabaseWrapper):
                 context["cursor"].cursor.execute(self._pending_sql())
             return execute(sql, params, many, context)
         if not self.autocommit:
-            pending = self._pending_sql()
             if wanted != self._rls_applied:
-                context["cursor"].cursor.execute(pending + _SET_SQL, wanted)
+                context["cursor"].cursor.execute(self._pending_sql() + _SET_SQL, wanted)
                 self._rls_applied = wanted
-                pending = ""
-            if pending and (many or not isinstance(sql, str)):
-                context["cursor"].cursor.execute(pending)
-                pending = ""
+            if self._pending_savepoints and (many or not isinstance(sql, str)):
+                context["cursor"].cursor.execute(self._pending_sql())
+            if not self._pending_savepoints:
+                return execute(sql, params, many, context)
+            waiting = len(self._pending_savepoints)
             # With parameters psycopg2 interpolates '%' over the whole string: the prefix holds none.
-            return execute(pending + sql, params, many, context)
+            try:
+                result = execute(self._pending_sql(sent=False) + sql, params, many, context)
+            except DatabaseError:
+                del self._pending_savepoints[:waiting]  # it reached PostgreSQL: the prefix ran first
+                raise
+            # (Refused before it was sent — e.g. by a test's guard — the savepoints are still waiting.)
+            del self._pending_savepoints[:waiting]
+            return result
         if wanted == _NOTHING_SETTINGS or not head.startswith(_DML):
             # DDL and utility statements read no row (some, like CREATE DATABASE, refuse a transaction).
             return execute(sql, params, many, context)
