@@ -640,6 +640,10 @@ def referral_rewards_settle_batch(*, referral_ids: Iterable[int], now: datetime 
     """
     from .settlement_sets import referrals_settle_sets
 
+    referral_ids = list(referral_ids)
+    bad = [value for value in referral_ids if not isinstance(value, int) or isinstance(value, bool)]
+    if bad:  # a task argument from outside our code: refused whole, before anything is written
+        raise ValueError(f"referral_ids: whole numbers only, not {bad[:5]!r}")
     result = BatchSettlement()
     sets = referrals_settle_sets(referral_ids=referral_ids, now=now)
     result.settled.update(sets.settled)

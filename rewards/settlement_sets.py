@@ -323,15 +323,13 @@ def _referred_companies_create(tenant, actor, missing: dict[tuple[int, str], lis
         with transaction.atomic():
             created = Participant.objects.bulk_create(rows)
             AuditEvent.objects.bulk_create(
-                _with_data(
-                    audit_row(
-                        tenant=tenant,
-                        actor=actor,
-                        action="participant.created_for_referred_company",
-                        obj=participant,
-                        to_state=participant.status,
-                    ),
-                    {"referral": referral.pk},
+                audit_row(
+                    tenant=tenant,
+                    actor=actor,
+                    action="participant.created_for_referred_company",
+                    obj=participant,
+                    to_state=participant.status,
+                    data={"referral": referral.pk},
                 )
                 for referral, participant in zip(firsts, created, strict=True)
             )
@@ -344,11 +342,6 @@ def _referred_companies_create(tenant, actor, missing: dict[tuple[int, str], lis
     ]
 
 
-def _with_data(row: AuditEvent, data: dict) -> AuditEvent:
-    row.data = data
-    return row
-
-
 def _known_relations(participant: Participant, tenant, programs: dict) -> None:
     """Fill the participant's tenant and program from rows already read (no lazy look-ups later)."""
     if participant.tenant_id == tenant.pk:
@@ -358,17 +351,28 @@ def _known_relations(participant: Participant, tenant, programs: dict) -> None:
 
 
 def _rule_set(referral: Referral) -> rules_module.RuleSet | None:
-    try:
-        return rules_module.parse_rules(referral.rule_version.rules) if referral.rule_version else None
-    except rules_module.RulesError:
+    """The referral's parsed rules (None: unreadable), parsed once per version: versions never change."""
+    version = referral.rule_version
+    if version is None:
         return None
+    if version.pk not in _RULE_SETS:
+        if len(_RULE_SETS) > 1_000:
+            _RULE_SETS.clear()
+        try:
+            _RULE_SETS[version.pk] = rules_module.parse_rules(version.rules)
+        except rules_module.RulesError:
+            _RULE_SETS[version.pk] = None
+    return _RULE_SETS[version.pk]
+
+
+_RULE_SETS: dict[int, rules_module.RuleSet | None] = {}
 
 
 @dataclass
 class _Plan:
     referral: Referral
     evaluation: ev._Evaluation
-    creates: list[tuple[ev._Target, int]]  # (target, revision)
+    creates: list[tuple[ev._Target, dict]]  # (target, the fields of its reward)
 
 
 def _settle_chunk(ids: list[int], *, now: datetime | None) -> dict[int, str]:
@@ -422,7 +426,7 @@ def _settle_group(tenant_id: int, referrals: list[Referral], *, now: datetime | 
         if creates is None:
             continue
         plans.append(_Plan(referral, evaluation, creates))
-        for target, _revision in creates:
+        for target, _fields in creates:
             if target.side == BeneficiarySide.REFERRER:
                 reads.count_rewarded(target.participant.pk, referral)
     _write(
@@ -490,7 +494,7 @@ def _creations(referral: Referral, evaluation: ev._Evaluation, reads: BatchReads
         )
         if errors:
             return None  # reward_create refuses: the per-referral path records why
-        creates.append((target, reads.revision(slot, referral.tenant_id)))
+        creates.append((target, fields))
     return creates
 
 
@@ -500,9 +504,8 @@ def _write(
     rows: list[Reward] = []
     owners: list[_Plan] = []
     for plan in plans:
-        for target, revision in plan.creates:
-            fields = ev._reward_fields(plan.referral, target, revision=revision)
-            fields.pop("earned_on")
+        for _target, fields in plan.creates:
+            fields = {name: value for name, value in fields.items() if name != "earned_on"}
             fields["currency"] = fields["currency"].upper()
             rows.append(reward_row(**fields, now=clock))
             owners.append(plan)
@@ -616,8 +619,8 @@ def _settle_later(tenant_id: int, plans: list[_Plan], reads: BatchReads, *, left
         }
         if not new_referrer or referral.converted_at is None or plan.evaluation.refused:
             continue
-        rule_set = rules_module.parse_rules(referral.rule_version.rules)
-        if not ev._counting_matters(rule_set):
+        rule_set = _rule_set(referral)
+        if rule_set is None or not ev._counting_matters(rule_set):
             continue
         before = _standing(plan.evaluation.current.values(), referral, extra=())
         after = _standing(plan.evaluation.current.values(), referral, extra=plan.evaluation.settlement.created)

@@ -41,15 +41,29 @@ def audit_record(
 ) -> AuditEvent:
     """Append one audit row. Call inside the transaction of the change it records."""
     row = audit_row(
-        tenant=tenant, actor=actor, action=action, obj=obj, from_state=from_state, to_state=to_state, reason=reason
+        tenant=tenant,
+        actor=actor,
+        action=action,
+        obj=obj,
+        from_state=from_state,
+        to_state=to_state,
+        reason=reason,
+        data=data,
     )
-    row.data = data or {}
     row.save(force_insert=True)
     return row
 
 
 def audit_row(
-    *, tenant: Tenant | int, actor: Actor | str, action: str, obj, from_state: str = "", to_state: str = "", reason=""
+    *,
+    tenant: Tenant | int,
+    actor: Actor | str,
+    action: str,
+    obj,
+    from_state: str = "",
+    to_state: str = "",
+    reason: str = "",
+    data: dict | None = None,
 ) -> AuditEvent:
     """The unsaved audit row of ``audit_record`` (bulk writers save many with one ``bulk_create``)."""
     return AuditEvent(
@@ -61,7 +75,7 @@ def audit_row(
         from_state=from_state,
         to_state=to_state,
         reason=reason,
-        data={},
+        data=data or {},
     )
 
 

@@ -27,12 +27,12 @@ pytestmark = pytest.mark.django_db(transaction=True)
 BATCH = 100
 
 
-def converted_referrals(count: int = BATCH):
-    """``count`` converted referrals of one program (50.00 per conversion), each with one processed payment;
-    the referrers of record are credited (no touchpoints), spread over five participants."""
+def converted_referrals(count: int = BATCH, *, rules: dict | None = None, at=None):
+    """``count`` converted referrals of one program (by default 50.00 per conversion), each with one
+    processed payment; the referrers of record are credited (no touchpoints), spread over five participants."""
     tenant = f.TenantFactory()
     program = f.ProgramFactory(tenant=tenant, currency="USD", hold_days=0)
-    rules = {
+    rules = rules or {
         "schema_version": 1,
         "currency": "USD",
         "referrer": [{"kind": "flat_per_conversion", "amount_minor": 5_000}],
@@ -40,7 +40,7 @@ def converted_referrals(count: int = BATCH):
     }
     version = program_rules_change(program=program, actor=system_actor(tenant), rules=rules).version
     people = [f.ParticipantFactory(program=program) for _ in range(5)]
-    at = timezone.now() - timedelta(hours=1)
+    at = at or timezone.now() - timedelta(hours=1)
     referrals = Referral.objects.bulk_create(
         Referral(
             tenant=tenant,

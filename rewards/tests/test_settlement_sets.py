@@ -39,6 +39,7 @@ from tests import factories as f
 
 from .pipeline import program_with_rules, rules_doc
 from .test_order_independence import snapshot
+from .test_settle_batch import converted_referrals as batch_referrals
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -204,40 +205,8 @@ def test_the_set_based_path_settles_exactly_like_the_per_referral_path(world):
 
 # --- failures --------------------------------------------------------------------------------------
 def converted_referrals(count: int):
-    """``count`` converted referrals of a flat double-sided program, one processed payment each."""
-    tenant = f.TenantFactory()
-    program = program_with_rules(tenant, PROGRAMS["flat"])
-    people = [f.ParticipantFactory(program=program) for _ in range(5)]
-    version = program_current_version(program=program)
-    referrals = Referral.objects.bulk_create(
-        Referral(
-            tenant=tenant,
-            program=program,
-            referrer=people[i % len(people)],
-            referred_email=f"buyer{i}@company{i}.example",
-            referred_company=f"Company {i}",
-            referred_external_id=f"cus_{i}",
-            status="converted",
-            converted_at=BASE + timedelta(seconds=i),
-            established_at=BASE,
-            rule_version=version,
-        )
-        for i in range(count)
-    )
-    ConversionEvent.objects.bulk_create(
-        ConversionEvent(
-            tenant=tenant,
-            external_event_id=f"pay_{i}",
-            kind="payment",
-            amount_minor=10_000,
-            currency="USD",
-            occurred_at=BASE + timedelta(seconds=i),
-            referral=referral,
-            status="processed",
-        )
-        for i, referral in enumerate(referrals)
-    )
-    return tenant, [referral.pk for referral in referrals]
+    """``count`` converted referrals of the flat double-sided program, one processed payment each."""
+    return batch_referrals(count, rules=PROGRAMS["flat"], at=BASE)
 
 
 def per_referral(tenant) -> dict[int, int]:
@@ -404,3 +373,13 @@ def test_a_batch_bound_to_one_workspace_never_settles_another_workspaces_referra
         assert set(rewards.values_list("participant__tenant_id", flat=True)) == {tenant.pk}
         assert set(rewards.values_list("referral__tenant_id", flat=True)) == {tenant.pk}
         assert unbalanced_transactions(tenant) == []
+
+
+def test_bad_referral_ids_are_refused_before_anything_is_written_and_unknown_ones_settle_nothing():
+    tenant, ids = converted_referrals(3)
+    with pytest.raises(ValueError, match="referral_ids"):
+        referral_rewards_settle_batch(referral_ids=[ids[0], "1; DROP TABLE x", None])
+    assert per_referral(tenant) == {}, "nothing half-written: the good id was not settled either"
+    result = referral_rewards_settle_batch(referral_ids=[999_999_999])  # no such referral
+    assert (result.settled, result.failed) == ({}, {})
+    assert not Reward.objects.exists() and not RewardEvaluation.objects.exists()
