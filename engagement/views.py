@@ -12,9 +12,10 @@ import logging
 from django.core.exceptions import ValidationError
 from django.http import JsonResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.clickjacking import xframe_options_exempt
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from programs.dashboard_links import participant_for_dashboard_token
 from referral_platform.tenancy import rls
@@ -63,12 +64,15 @@ def participant_dashboard(request, token: str):
     return _render_dashboard(request, participant, token=token, embedded=False)
 
 
-@require_POST
+@require_http_methods(["GET", "POST"])
 def participant_leaderboard(request, token: str):
-    """The participant opts in to (or out of) the leaderboard from their dashboard."""
+    """The participant opts in to (or out of) the leaderboard from their dashboard (POST). A GET — the
+    address typed, bookmarked or reloaded — shows the dashboard's leaderboard, changing nothing."""
     participant = participant_for_dashboard_token(token)
     if participant is None:
         return render(request, "404.html", status=404)
+    if request.method == "GET":
+        return redirect(reverse("participant_dashboard", kwargs={"token": token}) + "#leaderboard")
     leaderboard_opt_in(participant=participant, on_leaderboard=request.POST.get("on_leaderboard") == "1")
     return redirect("participant_dashboard", token=token)
 

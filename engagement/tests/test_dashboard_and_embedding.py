@@ -48,6 +48,9 @@ def test_leaderboard_opt_in_needs_the_participants_own_token(world, client):
     bad = client.post(reverse("participant_leaderboard", kwargs={"token": tampered}), {"on_leaderboard": "0"})
 
     assert bad.status_code == 404
+    assert client.get(reverse("participant_leaderboard", kwargs={"token": tampered})).status_code == 404
+    shown = client.get(url)  # typed or reloaded: the dashboard's leaderboard, nothing changed
+    assert shown.status_code == 302 and shown["Location"].endswith(f"/p/{dashboard_token(participant)}/#leaderboard")
     assert ParticipantPreference.objects.get().participant == participant
     assert not ParticipantPreference.objects.filter(participant=other).exists()
 

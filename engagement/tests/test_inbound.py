@@ -198,7 +198,10 @@ def test_a_marketer_uploads_an_nps_csv_in_the_admin_and_follows_its_progress(wor
     )
 
     job = NpsImport.objects.get()
-    assert response.status_code == 200 and 'role="progressbar"' in response.content.decode()
+    page = response.content.decode()
+    assert response.status_code == 200 and 'role="progressbar"' in page
+    assert "Importing NPS responses from <strong>nps.csv</strong>" in page and "/admin/engagement/npsimport/" in page
+    assert 'id="import-updated"' not in page  # NPS imports only create
     progress = client.get(f"/admin/engagement/npsimport/{job.pk}/progress.json").json()
     assert (progress["percent"], progress["created"], progress["error_count"]) == (100, 1, 1)
     assert progress["errors"] == [{"line": 3, "field": "score", "message": "Required: a whole number from 0 to 10."}]
