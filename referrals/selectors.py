@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -34,6 +35,8 @@ from .models import (
 # people into one identity.
 IDENTITY_CLUSTER_MAX_NODES = 200
 IDENTITY_CLUSTER_MAX_DEPTH = 4
+# referral_for_identity reads up to this many of a person's referrals at once (more: one query per identifier).
+REFERRAL_MATCH_CANDIDATES = 50
 
 
 def normalize_email(email: str) -> str:
@@ -97,14 +100,8 @@ def identity_cluster(tenant: Tenant | int, *, visitor_ids=(), emails=(), custome
     for _ in range(IDENTITY_CLUSTER_MAX_DEPTH):
         if not frontier:
             break
-        condition = Q()
-        by_kind: dict[str, list[str]] = {}
-        for kind, value in frontier:
-            by_kind.setdefault(kind, []).append(value)
-        for kind, values in by_kind.items():
-            condition |= Q(a_kind=kind, a_value__in=values) | Q(b_kind=kind, b_value__in=values)
         found = set()
-        for a_kind, a_value, b_kind, b_value in links.filter(condition).values_list(
+        for a_kind, a_value, b_kind, b_value in links.filter(_links_touching(frontier)).values_list(
             "a_kind", "a_value", "b_kind", "b_value"
         )[: IDENTITY_CLUSTER_MAX_NODES * 4]:
             found.add((a_kind, a_value))
@@ -114,10 +111,67 @@ def identity_cluster(tenant: Tenant | int, *, visitor_ids=(), emails=(), custome
         if len(seen) > IDENTITY_CLUSTER_MAX_NODES:
             truncated = True
             break
+    return _cluster_of(seen, truncated)
+
+
+def _cluster_of(seen: set[tuple[str, str]], truncated: bool) -> IdentityCluster:
     cluster = IdentityCluster(is_truncated=truncated)
     for kind, value in sorted(seen)[:IDENTITY_CLUSTER_MAX_NODES]:
         cluster.add(kind, value)
     return cluster
+
+
+def _links_touching(frontier: set[tuple[str, str]]) -> Q:
+    condition = Q()
+    by_kind: dict[str, list[str]] = {}
+    for kind, value in frontier:
+        by_kind.setdefault(kind, []).append(value)
+    for kind, values in by_kind.items():
+        condition |= Q(a_kind=kind, a_value__in=values) | Q(b_kind=kind, b_value__in=values)
+    return condition
+
+
+def identity_clusters(tenant: Tenant | int, seeds: list[dict]) -> list[IdentityCluster]:
+    """``identity_cluster`` for many people at once (a settlement chunk): the graph is walked breadth first
+    for all of them in lock step, ONE statement per level. ``seeds``: the keyword arguments of
+    ``identity_cluster`` (visitor_ids, emails, customer_ids), one dict per person. The same clusters as one
+    call each; a person whose walk meets more links in a level than ``identity_cluster`` reads at once
+    (a limited, thus arbitrary, subset) is walked by ``identity_cluster`` itself."""
+    walks = [{"seen": identity_nodes(**seed), "truncated": False, "alone": False} for seed in seeds]
+    for walk in walks:
+        walk["frontier"] = set(walk["seen"])
+    links = IdentityLink.objects.for_tenant(tenant)
+    for _ in range(IDENTITY_CLUSTER_MAX_DEPTH):
+        active = [walk for walk in walks if walk["frontier"] and not walk["truncated"] and not walk["alone"]]
+        if not active:
+            break
+        frontier = set().union(*(walk["frontier"] for walk in active))
+        touching: dict[tuple[str, str], list[int]] = defaultdict(list)
+        rows = list(links.filter(_links_touching(frontier)).values_list("a_kind", "a_value", "b_kind", "b_value"))
+        for index, (a_kind, a_value, b_kind, b_value) in enumerate(rows):
+            touching[(a_kind, a_value)].append(index)
+            if (b_kind, b_value) != (a_kind, a_value):
+                touching[(b_kind, b_value)].append(index)
+        for walk in active:
+            matched = set()
+            for node in walk["frontier"]:
+                matched.update(touching.get(node, ()))
+            if len(matched) > IDENTITY_CLUSTER_MAX_NODES * 4:
+                walk["alone"] = True
+                continue
+            found = set()
+            for index in matched:
+                a_kind, a_value, b_kind, b_value = rows[index]
+                found.add((a_kind, a_value))
+                found.add((b_kind, b_value))
+            walk["frontier"] = found - walk["seen"]
+            walk["seen"] |= walk["frontier"]
+            if len(walk["seen"]) > IDENTITY_CLUSTER_MAX_NODES:
+                walk["truncated"] = True
+    return [
+        identity_cluster(tenant, **seed) if walk["alone"] else _cluster_of(walk["seen"], walk["truncated"])
+        for seed, walk in zip(seeds, walks, strict=True)
+    ]
 
 
 def link_for_code(tenant: Tenant | int, code: str) -> ReferralLink | None:
@@ -190,6 +244,75 @@ class TouchView:
         }
 
 
+def _clicks_of(tenant: Tenant | int, *, programs: list[int], visitor_ids, until: datetime) -> QuerySet:
+    return (
+        Click.objects.for_tenant(tenant)
+        .filter(program_id__in=programs, is_bot=False, visitor_id__in=visitor_ids, occurred_at__lte=until)
+        .select_related("participant", "link")
+        .order_by("occurred_at", "pk")
+    )
+
+
+def _touchpoints_of(tenant: Tenant | int, *, programs: list[int], identity: Q, until: datetime) -> QuerySet:
+    return (
+        Touchpoint.objects.for_tenant(tenant)
+        .filter(identity, occurred_at__lte=until)
+        .filter(Q(program_id__in=programs) | Q(program__isnull=True, participant__isnull=True))
+        .select_related("participant")
+        .order_by("occurred_at", "pk")
+    )
+
+
+def _identity_q(cluster: IdentityCluster) -> Q:
+    identity = Q()
+    if cluster.visitor_ids:
+        identity |= Q(visitor_id__in=cluster.visitor_ids)
+    if cluster.emails:
+        identity |= Q(email__in=cluster.emails)
+    if cluster.customer_ids:
+        identity |= Q(customer_external_id__in=cluster.customer_ids)
+    return identity
+
+
+def _sequence(clicks, touchpoints) -> list[TouchView]:
+    """Clicks and touchpoints as one sequence: by time, clicks first on a tie, then by id."""
+    views: list[tuple] = []
+    for click in clicks:
+        views.append(
+            (
+                click.occurred_at,
+                0,
+                click.pk,
+                TouchView(
+                    ref=f"click:{click.pk}",
+                    kind="click",
+                    participant_id=click.participant_id,
+                    participant_name=click.participant.name,
+                    occurred_at=click.occurred_at,
+                    detail=f"link {click.link.code} ({click.get_channel_display()}), visitor {click.visitor_id}",
+                ),
+            )
+        )
+    for touchpoint in touchpoints:
+        views.append(
+            (
+                touchpoint.occurred_at,
+                1,
+                touchpoint.pk,
+                TouchView(
+                    ref=f"touchpoint:{touchpoint.pk}",
+                    kind=touchpoint.kind,
+                    participant_id=touchpoint.participant_id,
+                    participant_name=touchpoint.participant.name if touchpoint.participant else "",
+                    occurred_at=touchpoint.occurred_at,
+                    detail=touchpoint.label,
+                ),
+            )
+        )
+    views.sort(key=lambda item: item[:3])
+    return [view for *_, view in views]
+
+
 def touchpoint_sequence(
     tenant: Tenant | int, *, program: Program, cluster: IdentityCluster, until: datetime
 ) -> list[TouchView]:
@@ -199,63 +322,53 @@ def touchpoint_sequence(
     Touchpoint rows by visitor id, e-mail or customer id. Ties in time are ordered clicks first,
     then by id, so the sequence is deterministic.
     """
-    views: list[tuple] = []
+    clicks = []
     if cluster.visitor_ids:
-        clicks = (
-            Click.objects.for_tenant(tenant)
-            .filter(program=program, is_bot=False, visitor_id__in=cluster.visitor_ids, occurred_at__lte=until)
-            .select_related("participant", "link")
-            .order_by("occurred_at", "pk")
-        )
-        for click in clicks:
-            views.append(
-                (
-                    click.occurred_at,
-                    0,
-                    click.pk,
-                    TouchView(
-                        ref=f"click:{click.pk}",
-                        kind="click",
-                        participant_id=click.participant_id,
-                        participant_name=click.participant.name,
-                        occurred_at=click.occurred_at,
-                        detail=f"link {click.link.code} ({click.get_channel_display()}), visitor {click.visitor_id}",
-                    ),
-                )
-            )
+        clicks = _clicks_of(tenant, programs=[program.pk], visitor_ids=cluster.visitor_ids, until=until)
+    identity = _identity_q(cluster)
+    touchpoints = _touchpoints_of(tenant, programs=[program.pk], identity=identity, until=until) if identity else []
+    return _sequence(clicks, touchpoints)
+
+
+def touchpoint_sequences(
+    tenant: Tenant | int, wanted: list[tuple[int, IdentityCluster, datetime]]
+) -> list[list[TouchView]]:
+    """``touchpoint_sequence`` for many people at once (a settlement chunk): ONE statement for the clicks
+    and one for the touchpoints of them all, each row then given to the people it belongs to by the same
+    conditions. ``wanted``: (program id, cluster, until) per person; the same sequences as one call each."""
+    if not wanted:
+        return []
+    programs = sorted({program_id for program_id, _cluster, _until in wanted})
+    latest = max(until for _program, _cluster, until in wanted)
+    visitors = set().union(*(cluster.visitor_ids for _program, cluster, _until in wanted))
     identity = Q()
-    if cluster.visitor_ids:
-        identity |= Q(visitor_id__in=cluster.visitor_ids)
-    if cluster.emails:
-        identity |= Q(email__in=cluster.emails)
-    if cluster.customer_ids:
-        identity |= Q(customer_external_id__in=cluster.customer_ids)
-    if identity:
-        touchpoints = (
-            Touchpoint.objects.for_tenant(tenant)
-            .filter(identity, occurred_at__lte=until)
-            .filter(Q(program=program) | Q(program__isnull=True, participant__isnull=True))
-            .select_related("participant")
-            .order_by("occurred_at", "pk")
-        )
-        for touchpoint in touchpoints:
-            views.append(
-                (
-                    touchpoint.occurred_at,
-                    1,
-                    touchpoint.pk,
-                    TouchView(
-                        ref=f"touchpoint:{touchpoint.pk}",
-                        kind=touchpoint.kind,
-                        participant_id=touchpoint.participant_id,
-                        participant_name=touchpoint.participant.name if touchpoint.participant else "",
-                        occurred_at=touchpoint.occurred_at,
-                        detail=touchpoint.label,
-                    ),
-                )
+    for _program, cluster, _until in wanted:
+        identity |= _identity_q(cluster)
+    clicks = list(_clicks_of(tenant, programs=programs, visitor_ids=visitors, until=latest)) if visitors else []
+    touchpoints = list(_touchpoints_of(tenant, programs=programs, identity=identity, until=latest)) if identity else []
+    out = []
+    for program_id, cluster, until in wanted:
+        own_clicks = [
+            click
+            for click in clicks
+            if click.program_id == program_id and click.visitor_id in cluster.visitor_ids and click.occurred_at <= until
+        ]
+        own_touchpoints = [
+            touchpoint
+            for touchpoint in touchpoints
+            if touchpoint.occurred_at <= until
+            and (
+                touchpoint.program_id == program_id
+                or (touchpoint.program_id is None and touchpoint.participant_id is None)
             )
-    views.sort(key=lambda item: item[:3])
-    return [view for *_, view in views]
+            and (
+                touchpoint.visitor_id in cluster.visitor_ids
+                or touchpoint.email in cluster.emails
+                or touchpoint.customer_external_id in cluster.customer_ids
+            )
+        ]
+        out.append(_sequence(own_clicks, own_touchpoints))
+    return out
 
 
 @dataclass(frozen=True)
@@ -280,17 +393,53 @@ def referral_credit(referral: Referral, *, extra_identity: dict | None = None) -
     """The credit of ``referral`` (every event of the referral is credited this way: a payment a year
     later too, and touches after the sign-up never move it). The model, window and half-life come from
     the referral's rule version; ``extra_identity`` adds an event's identifiers to the person's cluster."""
-    extra = extra_identity or {}
+    cluster = identity_cluster(referral.tenant_id, **_credit_seed(referral, extra_identity or {}))
+    anchor = _anchor(referral)
+    sequence = touchpoint_sequence(referral.tenant_id, program=referral.program, cluster=cluster, until=anchor)
+    return _credit_of(referral, cluster, sequence)
+
+
+def referral_credits(referrals: list[Referral]) -> list[ReferralCredit | Exception]:
+    """``referral_credit`` of many referrals of one tenant at once (a settlement chunk): their identity
+    clusters walked together and their touchpoints read together (``identity_clusters``,
+    ``touchpoint_sequences``: a few statements for the whole chunk). A referral whose credit cannot be
+    computed gets its exception in its place."""
+    if not referrals:
+        return []
+    tenant_id = referrals[0].tenant_id
+    clusters = identity_clusters(tenant_id, [_credit_seed(referral, {}) for referral in referrals])
+    sequences = touchpoint_sequences(
+        tenant_id,
+        [
+            (referral.program_id, cluster, _anchor(referral))
+            for referral, cluster in zip(referrals, clusters, strict=True)
+        ],
+    )
+    out: list[ReferralCredit | Exception] = []
+    for referral, cluster, sequence in zip(referrals, clusters, sequences, strict=True):
+        try:
+            out.append(_credit_of(referral, cluster, sequence))
+        except Exception as error:  # the caller leaves this referral to its per-referral path
+            out.append(error)
+    return out
+
+
+def _credit_seed(referral: Referral, extra: dict) -> dict:
+    return {
+        "visitor_ids": [referral.visitor_id, extra.get("visitor_id", "")],
+        "emails": [referral.referred_email, extra.get("email", "")],
+        "customer_ids": [referral.referred_external_id, extra.get("customer_external_id", "")],
+    }
+
+
+def _anchor(referral: Referral) -> datetime:
+    return referral.established_at or referral.created_at
+
+
+def _credit_of(referral: Referral, cluster: IdentityCluster, sequence: list[TouchView]) -> ReferralCredit:
     rules = judging_rules(program=referral.program, version=referral.rule_version)
     model = rules["attribution_model"]
-    anchor = referral.established_at or referral.created_at
-    cluster = identity_cluster(
-        referral.tenant_id,
-        visitor_ids=[referral.visitor_id, extra.get("visitor_id", "")],
-        emails=[referral.referred_email, extra.get("email", "")],
-        customer_ids=[referral.referred_external_id, extra.get("customer_external_id", "")],
-    )
-    sequence = touchpoint_sequence(referral.tenant_id, program=referral.program, cluster=cluster, until=anchor)
+    anchor = _anchor(referral)
     window_start = anchor - timedelta(days=int(rules["cookie_window_days"]))
     in_window = [touch for touch in sequence if touch.occurred_at >= window_start]
     credited = [touch for touch in in_window if touch.participant_id is not None]
@@ -337,19 +486,33 @@ def referral_for_identity(
 ) -> Referral | None:
     """The person's referral: matched by customer id, then e-mail, then visitor id; in ``program``
     when given. Among several, the oldest wins (the first referrer of record)."""
+    # One statement for the three identifiers; the precedence is applied to its rows, oldest first.
+    matches = (
+        ("referred_external_id", cluster.customer_ids),
+        ("referred_email", cluster.emails),
+        ("visitor_id", cluster.visitor_ids),
+    )
+    condition = Q()
+    for name, values in matches:
+        if values:
+            condition |= Q(**{f"{name}__in": values})
+    if not condition:
+        return None
     referrals = Referral.objects.for_tenant(tenant).select_related("program", "referrer", "rule_version")
     if program is not None:
         referrals = referrals.filter(program=program)
-    for condition in (
-        Q(referred_external_id__in=cluster.customer_ids) if cluster.customer_ids else None,
-        Q(referred_email__in=cluster.emails) if cluster.emails else None,
-        Q(visitor_id__in=cluster.visitor_ids) if cluster.visitor_ids else None,
-    ):
-        if condition is None:
-            continue
-        referral = referrals.filter(condition).order_by("created_at", "pk").first()
-        if referral is not None:
-            return referral
+    candidates = list(referrals.filter(condition).order_by("created_at", "pk")[:REFERRAL_MATCH_CANDIDATES])
+    if len(candidates) == REFERRAL_MATCH_CANDIDATES:  # a person with that many referrals: one query per identifier
+        for name, values in matches:
+            if values:
+                referral = referrals.filter(**{f"{name}__in": values}).order_by("created_at", "pk").first()
+                if referral is not None:
+                    return referral
+        return None
+    for name, values in matches:
+        for referral in candidates:
+            if getattr(referral, name) in values:
+                return referral
     return None
 
 

@@ -52,6 +52,7 @@ from referral_platform.tenancy.actors import system_actor
 from referral_platform.tenancy.models import AuditEvent
 from referral_platform.tenancy.services import audit_row
 from referrals.models import Attribution, ConversionEvent, ConversionKind, Referral
+from referrals.selectors import referral_credits
 
 from . import evaluation as ev
 from . import messages
@@ -126,18 +127,22 @@ class BatchReads(ev.SettlementReads):
 
     # -- what the chunk reads after the referral rows -------------------------------------------------
     def read_credits(self, referrals: list[Referral]) -> set[int]:
-        """Each referral's credit (its identity cluster and touchpoints); the participant ids involved. A
-        referral whose credit cannot be computed is left to the per-referral path (``broken``)."""
+        """Each referral's credit (identity clusters and touchpoints read for the whole chunk at once,
+        ``referral_credits``); the participant ids involved. A referral whose credit cannot be computed is
+        left to the per-referral path (``broken``)."""
         wanted: set[int] = set()
-        for referral in referrals:
-            try:
-                result = ev.referral_credit(referral).result
-            except OperationalError:
-                raise
-            except Exception:
-                logger.exception("referral %s: credit failed; left to the per-referral settlement", referral.pk)
+        for referral, credit in zip(referrals, referral_credits(referrals), strict=True):
+            if isinstance(credit, OperationalError):
+                raise credit
+            if isinstance(credit, Exception):
+                logger.error(
+                    "referral %s: credit failed; left to the per-referral settlement",
+                    referral.pk,
+                    exc_info=(type(credit), credit, credit.__traceback__),
+                )
                 self.broken.add(referral.pk)
                 continue
+            result = credit.result
             self._credits[referral.pk] = result
             wanted |= set(result.participant_exact) | {referral.referrer_id}
         return wanted

@@ -276,11 +276,16 @@ def _created(event: StripeWebhookEvent) -> datetime:
 
 def _conversion(event: StripeWebhookEvent, **fields) -> ConversionEvent:
     """Store the conversion raw through the conversions service (once per Stripe event id); it queues
-    matching and attribution after commit."""
+    matching and attribution after commit. The handlers need only its id: a new one is not read back."""
     from referrals.services import conversion_event_receive
 
     received = conversion_event_receive(
-        tenant=event.tenant, external_event_id=event.stripe_event_id, raw=event.payload, source="stripe", **fields
+        tenant=event.tenant,
+        external_event_id=event.stripe_event_id,
+        raw=event.payload,
+        source="stripe",
+        read_back=False,
+        **fields,
     )
     return received.event
 

@@ -23,7 +23,7 @@ from referrals.selectors import (
 
 
 @transaction.atomic
-def attribution_run(*, event: ConversionEvent) -> list[Attribution]:
+def attribution_run(*, event: ConversionEvent, referral: Referral | None = None) -> list[Attribution]:
     """(Re)compute the attribution of one event and store one row per credited participant.
 
     The credit is decided at the referral's establishment (``Referral.established_at``: its sign-up or
@@ -37,15 +37,19 @@ def attribution_run(*, event: ConversionEvent) -> list[Attribution]:
     set of rows with the same values. Shares sum to exactly 1, amounts to exactly the event's
     amount (split from the exact shares). The model, window and half-life come from the referral's
     rule version. Callers tell the higher layers through ``hooks.conversion_processed``.
+
+    ``referral``: the caller already holds ``event`` locked in this transaction and passes the event's
+    referral as it stands now (conversion processing, which matched it): neither is read again.
     """
-    # Lock first, read relations after: a locking SELECT that waited for another transaction
-    # re-checks only the locked row, so columns joined in the same statement could be stale.
-    event = ConversionEvent.objects.for_tenant(event.tenant_id).select_for_update().get(pk=event.pk)
+    if referral is None:
+        # Lock first, read relations after: a locking SELECT that waited for another transaction
+        # re-checks only the locked row, so columns joined in the same statement could be stale.
+        event = ConversionEvent.objects.for_tenant(event.tenant_id).select_for_update().get(pk=event.pk)
+        referral = event.referral
     tenant = event.tenant
     existing = {
         row.participant_id: row for row in Attribution.objects.for_tenant(tenant).filter(conversion_event=event)
     }
-    referral = event.referral
     if referral is None or referral.status == ReferralStatus.REJECTED:
         Attribution.objects.for_tenant(tenant).filter(conversion_event=event).delete()
         return []

@@ -23,6 +23,7 @@ from referrals.models import (
     ConversionEventStatus,
     ConversionKind,
     Referral,
+    ReferralLink,
     ReferralSource,
     ReferralStatus,
     TouchpointKind,
@@ -30,7 +31,6 @@ from referrals.models import (
 from referrals.selectors import (
     first_click_at,
     identity_cluster,
-    link_for_code,
     link_for_coupon,
     normalize_email,
     normalize_identifier,
@@ -152,6 +152,7 @@ def conversion_event_receive(
     visitor_id: str = "",
     source: str = "api",
     queue_processing: bool = True,
+    read_back: bool = True,
 ) -> ReceivedConversion:
     """Store a validated inbound conversion raw, once per (tenant, external event id), and queue
     its processing after commit.
@@ -159,6 +160,8 @@ def conversion_event_receive(
     A repeat with the same payload returns the stored event (``created`` False); a repeat with a
     different payload raises ConversionEventConflict. Nothing is matched or attributed here.
     ``queue_processing=False`` leaves processing to the caller (the demo seed processes inline).
+    ``read_back=False``: a new event is returned as built here, with its id, instead of read back from the
+    database (a caller that only needs its id — the Stripe drain — saves a statement per event).
     """
     event = ConversionEvent(
         tenant=tenant,
@@ -185,6 +188,10 @@ def conversion_event_receive(
     if new_id is not None:
         if queue_processing:
             enqueue_on_commit(process_conversion_event, new_id)
+        if not read_back:
+            event.pk = new_id
+            event._state.adding, event._state.db = False, "default"
+            return ReceivedConversion(event=event, created=True)
         return ReceivedConversion(event=ConversionEvent.objects.for_tenant(tenant).get(pk=new_id), created=True)
     existing = ConversionEvent.objects.for_tenant(tenant).select_for_update().get(external_event_id=external_event_id)
     if existing.raw == raw:
@@ -223,10 +230,13 @@ def _company_profile(event: ConversionEvent) -> dict:
     return profile
 
 
-def _referral_for_event(*, event: ConversionEvent, cluster, actor: Actor, notes: list[str]) -> Referral | None:
+def _referral_for_event(
+    *, event: ConversionEvent, cluster, named: tuple[ReferralLink | None, str], actor: Actor, notes: list[str]
+) -> Referral | None:
+    """``named``: the link the event's referral or coupon code names and the field at fault (``code_link``)."""
     tenant = event.tenant
     can_create = event.kind in KINDS_THAT_CREATE_REFERRALS
-    link, unknown = code_link(tenant=tenant, referral_code=event.referral_code, coupon_code=event.coupon_code)
+    link, unknown = named
     if unknown:
         notes.append(f"referral_code {event.referral_code!r} is not a code of this workspace.")
     elif event.coupon_code and not event.referral_code and link is None:
@@ -402,20 +412,22 @@ def _process_locked_event(*, event: ConversionEvent, actor: Actor, notes: list[s
     cluster = identity_cluster(
         tenant, visitor_ids=[event.visitor_id], emails=[event.email], customer_ids=[event.customer_external_id]
     )
-    referral = _referral_for_event(event=event, cluster=cluster, actor=actor, notes=notes)
-    code_link = link_for_code(tenant, event.referral_code) if event.referral_code else None
-    if code_link is not None:
+    # The link the event's code names is read once (matching and the code's touchpoint both use it).
+    named = code_link(tenant=tenant, referral_code=event.referral_code, coupon_code=event.coupon_code)
+    referral = _referral_for_event(event=event, cluster=cluster, named=named, actor=actor, notes=notes)
+    by_code = named[0] if event.referral_code.strip() else None
+    if by_code is not None:
         touchpoint_record(
             tenant=tenant,
             kind=TouchpointKind.REFERRAL_CODE,
             occurred_at=event.occurred_at,
-            participant=code_link.participant,
-            referral=referral if referral and referral.program_id == code_link.program_id else None,
-            link=code_link,
+            participant=by_code.participant,
+            referral=referral if referral and referral.program_id == by_code.program_id else None,
+            link=by_code,
             visitor_id=event.visitor_id,
             email=event.email,
             customer_external_id=event.customer_external_id,
-            label=code_link.code,
+            label=by_code.code,
             dedupe_key=f"conversion:code:{event.pk}",
         )
     if event.coupon_code:
@@ -461,15 +473,31 @@ def _process_locked_event(*, event: ConversionEvent, actor: Actor, notes: list[s
             referral_eligibility_enforce(referral=referral, actor=actor)
             notes.append(f"Referral #{referral.pk} is not eligible: {'; '.join(problems)}. Nothing is attributed.")
             return ConversionEventStatus.UNATTRIBUTED, referral
-    referral = _advance_for_event(event=event, referral=referral, actor=actor, notes=notes)
-    referral = referral_establish(referral=referral, at=event.occurred_at, actor=actor, queue_settlement=False)
+    moved = _advance_for_event(event=event, referral=referral, actor=actor, notes=notes)
+    moved = referral_establish(referral=moved, at=event.occurred_at, actor=actor, queue_settlement=False)
+    referral = _keep_relations(moved, read=referral)
+    # The event row is locked by the caller and its referral is saved with its outcome.
     event.referral = referral
-    event.save(update_fields=["referral"])
-    attributions = attribution_run(event=event)
+    attributions = attribution_run(event=event, referral=referral)
     if not attributions:
         notes.append("No touchpoint of a participant within the cookie window: nothing to attribute.")
         return ConversionEventStatus.UNATTRIBUTED, referral
     return ConversionEventStatus.PROCESSED, referral
+
+
+def _keep_relations(referral: Referral, *, read: Referral) -> Referral:
+    """A referral a stage service re-read (locked) keeps the program, rule version and tenant already read
+    for it in this transaction (same ids only), so attribution does not read them again."""
+    if referral is not read:
+        for name in ("tenant", "program", "rule_version"):
+            field = Referral._meta.get_field(name)
+            if (
+                field.is_cached(read)
+                and not field.is_cached(referral)
+                and getattr(referral, field.attname) == getattr(read, field.attname)
+            ):
+                field.set_cached_value(referral, field.get_cached_value(read))
+    return referral
 
 
 @transaction.atomic
