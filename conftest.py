@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import tempfile
+from pathlib import Path
+
 import pytest
 
 from tests import app_role
@@ -10,8 +15,9 @@ from tests.row_locks import row_lock_guard_install, row_lock_guard_uninstall
 
 @pytest.fixture(scope="session")
 def django_db_setup(django_db_setup, django_db_blocker):
-    """The test database is created and migrated by the owner; the tests then run as the app role."""
-    with django_db_blocker.unblock():
+    """The test database is created and migrated by the owner; the tests then run as the app role. The role
+    is the cluster's: parallel test processes (pytest-xdist) create and grant it one at a time."""
+    with django_db_blocker.unblock(), _one_process_at_a_time("app-role"):
         app_role.install()
     yield
     with django_db_blocker.unblock():
@@ -35,3 +41,14 @@ def _rls_state_per_test():
     token = rls.snapshot()
     yield
     rls.restore(token)
+
+
+@contextlib.contextmanager
+def _one_process_at_a_time(name: str):
+    """An exclusive lock on a file of the machine's temporary directory, shared by the test processes."""
+    with (Path(tempfile.gettempdir()) / f"referral-platform-tests-{name}.lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

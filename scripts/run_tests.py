@@ -17,7 +17,20 @@ def main(argv: list[str]) -> int:
     if check.returncode != 0:
         print("[test] a model change has no migration: run `manage.py makemigrations`", flush=True)
         return check.returncode
-    return subprocess.run([sys.executable, "-m", "pytest", *argv], cwd=ROOT, env=env).returncode
+    return subprocess.run([sys.executable, "-m", "pytest", *_parallel(argv), *argv], cwd=ROOT, env=env).returncode
+
+
+def _parallel(argv: list[str]) -> list[str]:
+    """The suite runs in TEST_WORKERS processes (pytest-xdist; default: one per core, at most 4), each with
+    its own test database and Redis database (referral_platform/settings/test.py). TEST_WORKERS=1, or an
+    explicit -n / -p no:xdist in the arguments, runs it as given."""
+    if any(arg == "-n" or arg.startswith(("-n", "--numprocesses")) or arg == "no:xdist" for arg in argv):
+        return []
+    workers = int(os.environ.get("TEST_WORKERS") or min(4, os.cpu_count() or 1))
+    if workers <= 1:
+        return []
+    print(f"[test] {workers} test processes (TEST_WORKERS=1 for one)", flush=True)
+    return ["-n", str(workers)]
 
 
 if __name__ == "__main__":

@@ -5,6 +5,28 @@ import os
 os.environ.setdefault("SECRET_KEY", "test-key-not-secret-0123456789-abcdefghijklmnopqrstuvwxyz")
 os.environ.setdefault("CACHE_KEY_PREFIX", f"rp-test-{os.getpid()}")
 
+
+def _redis_url_with_db(url: str, db: int) -> str:
+    """``url`` pointing at Redis database ``db`` (redis://host:port/N or unix://path?db=N)."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        query = dict(parse_qsl(parts.query))
+        query["db"] = str(db)
+        return urlunsplit(parts._replace(query=urlencode(query)))
+    return urlunsplit(parts._replace(path=f"/{db}"))
+
+
+# `make test` runs the suite in parallel processes (pytest-xdist): pytest-django gives each its own test
+# database; here each gets its own Redis database (click buffer, link cache, broker, limits), set in the
+# environment so that the workers and servers a test starts use it too.
+_XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+if _XDIST_WORKER.startswith("gw"):
+    for _name in ("REDIS_URL", "REFERRAL_REDIS_URL"):
+        if os.environ.get(_name):
+            os.environ[_name] = _redis_url_with_db(os.environ[_name], 1 + int(_XDIST_WORKER[2:]))
+
 import dj_database_url
 
 from .base import *  # noqa: F403
