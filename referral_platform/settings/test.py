@@ -27,10 +27,11 @@ if _XDIST_WORKER.startswith("gw"):
         if os.environ.get(_name):
             os.environ[_name] = _redis_url_with_db(os.environ[_name], 1 + int(_XDIST_WORKER[2:]))
 
-import dj_database_url
+# The environment is set above before the base settings read it.
+import dj_database_url  # noqa: E402
 
-from .base import *  # noqa: F403
-from .base import DATABASE_URL, DATABASES
+from .base import *  # noqa: E402, F403
+from .base import DATABASE_URL, DATABASES  # noqa: E402
 
 SECRET_KEY = os.environ["SECRET_KEY"]
 FIELD_ENCRYPTION_KEYS = FIELD_ENCRYPTION_KEYS or [derived_field_encryption_key(SECRET_KEY)]  # noqa: F405
