@@ -29,6 +29,7 @@ field paths such as ``referrer[0].percent_bp`` to messages.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -530,10 +531,31 @@ def _rule_from(item: Mapping) -> RewardRule:
     )
 
 
+# Parsed rule sets by their document's canonical JSON: a version's rules never change, and a conversion's
+# processing parses them several times (schema validation is the costly part). Bounded; errors are not kept.
+_PARSED: dict[str, RuleSet] = {}
+_PARSED_MAX = 512
+
+
 def parse_rules(document: Mapping | RuleSet) -> RuleSet:
-    """Validate ``document`` and return it typed (a ``RuleSet`` is returned unchanged)."""
+    """Validate ``document`` and return it typed (a ``RuleSet`` is returned unchanged). The same document
+    parses to the same (immutable) ``RuleSet``, computed once per process."""
     if isinstance(document, RuleSet):
         return document
+    try:
+        key = json.dumps(document, sort_keys=True, separators=(",", ":"))
+    except (TypeError, ValueError):  # not a JSON document: validated each time (and refused there)
+        return _parse(document)
+    parsed = _PARSED.get(key)
+    if parsed is None:
+        parsed = _parse(document)
+        if len(_PARSED) >= _PARSED_MAX:
+            _PARSED.clear()
+        _PARSED[key] = parsed
+    return parsed
+
+
+def _parse(document: Mapping) -> RuleSet:
     doc = validate_rules(document, require_reward=False)
     cap = doc["caps"]["referrer_rewarded_referrals"]
     eligibility = doc["eligibility"]

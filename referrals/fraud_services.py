@@ -86,7 +86,9 @@ def fraud_policy_save(*, policy: FraudPolicy, actor: Actor | str) -> FraudPolicy
 
 # --- screening -------------------------------------------------------------------------------------
 @transaction.atomic
-def referral_screen(*, referral: Referral, actor: Actor | str = SYSTEM_ACTOR) -> list[FraudSignal]:
+def referral_screen(
+    *, referral: Referral, actor: Actor | str = SYSTEM_ACTOR, created: bool = False
+) -> list[FraudSignal]:
     """Run the program's fraud checks on ``referral`` and record what they find.
 
     Guarantees: one ``FraudFlag`` per referral and signal code, however often and however
@@ -95,18 +97,24 @@ def referral_screen(*, referral: Referral, actor: Actor | str = SYSTEM_ACTOR) ->
     the signal is one the marketer has not seen), with an audit row; a rejected referral stays
     rejected. Returns every signal found now, new or not. Call it inside the transaction that
     created the referral, after the row exists, or later from ``referral_screen_task``.
+
+    ``created``: the caller inserted ``referral`` in this very transaction (``referral_create``): nobody
+    else can see the row yet, so it is neither locked again nor are its flags read (it has none).
     """
-    locked = (
-        Referral.objects.for_tenant(referral.tenant_id)
-        .select_for_update(of=("self",))
-        .select_related("program", "referrer", "tenant")
-        .get(pk=referral.pk)
-    )
+    if created:
+        locked, existing = referral, set()
+    else:
+        locked = (
+            Referral.objects.for_tenant(referral.tenant_id)
+            .select_for_update(of=("self",))
+            .select_related("program", "referrer", "tenant")
+            .get(pk=referral.pk)
+        )
+        existing = set(
+            FraudFlag.objects.for_tenant(locked.tenant_id).filter(referral=locked).values_list("code", flat=True)
+        )
     policy = fraud_policy_get_or_create(program=locked.program)
     signals = referral_fraud_signals(referral=locked, policy=policy)
-    existing = set(
-        FraudFlag.objects.for_tenant(locked.tenant_id).filter(referral=locked).values_list("code", flat=True)
-    )
     new_signals = []
     for signal in signals:
         if signal.code in existing:

@@ -360,17 +360,10 @@ def _rule_set(referral: Referral) -> rules_module.RuleSet | None:
     version = referral.rule_version
     if version is None:
         return None
-    if version.pk not in _RULE_SETS:
-        if len(_RULE_SETS) > 1_000:
-            _RULE_SETS.clear()
-        try:
-            _RULE_SETS[version.pk] = rules_module.parse_rules(version.rules)
-        except rules_module.RulesError:
-            _RULE_SETS[version.pk] = None
-    return _RULE_SETS[version.pk]
-
-
-_RULE_SETS: dict[int, rules_module.RuleSet | None] = {}
+    try:
+        return rules_module.parse_rules(version.rules)  # parsed once per document (programs.rules)
+    except rules_module.RulesError:
+        return None
 
 
 @dataclass

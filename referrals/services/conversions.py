@@ -429,6 +429,7 @@ def _process_locked_event(*, event: ConversionEvent, actor: Actor, notes: list[s
             customer_external_id=event.customer_external_id,
             label=by_code.code,
             dedupe_key=f"conversion:code:{event.pk}",
+            want_row=False,
         )
     if event.coupon_code:
         coupon_link = link_for_coupon(tenant, event.coupon_code)
@@ -445,6 +446,7 @@ def _process_locked_event(*, event: ConversionEvent, actor: Actor, notes: list[s
             customer_external_id=event.customer_external_id,
             label=event.coupon_code,
             dedupe_key=f"conversion:coupon:{event.pk}",
+            want_row=False,
         )
     if referral is None:
         notes.append("No referral matched this customer: nothing to attribute.")

@@ -56,10 +56,13 @@ def touchpoint_record(
     label: str = "",
     dedupe_key: str = "",
     data: dict | None = None,
-) -> Touchpoint:
+    want_row: bool = True,
+) -> Touchpoint | None:
     """Record a non-click touchpoint; with ``dedupe_key`` a repeat returns the existing row.
 
     A touchpoint with a participant takes attribution credit in the participant's program.
+    ``want_row=False`` (with a ``dedupe_key``): the caller does not need the row; it is inserted unless
+    the key exists (one statement, ``ON CONFLICT DO NOTHING``) and None is returned.
     """
     if kind not in TouchpointKind.values:
         raise ValidationError({"kind": f"Unknown touchpoint kind {kind!r}."})
@@ -89,6 +92,11 @@ def touchpoint_record(
     )
     if not dedupe_key:
         return Touchpoint.objects.create(tenant=tenant, **fields)
+    if not want_row:
+        Touchpoint.objects.bulk_create(
+            [Touchpoint(tenant=tenant, dedupe_key=dedupe_key[:400], **fields)], ignore_conflicts=True
+        )
+        return None
     touchpoint, _ = Touchpoint.objects.get_or_create(tenant=tenant, dedupe_key=dedupe_key[:400], defaults=fields)
     return touchpoint
 

@@ -32,7 +32,7 @@ def referral_screen(*, referral: Referral, actor: Actor | str) -> None:
     """The screening step every new referral passes, inside referral_create's transaction, after
     the row exists: the program's fraud checks run, and each signal is stored as a FraudFlag with
     its evidence, putting the referral in the admin's review queue (docs/fraud.md)."""
-    fraud_services.referral_screen(referral=referral, actor=actor)
+    fraud_services.referral_screen(referral=referral, actor=actor, created=True)
 
 
 @transaction.atomic
@@ -78,8 +78,7 @@ def referral_create(
     if link is not None and (link.tenant_id != tenant.pk or link.participant_id != referrer.pk):
         raise ValidationError({"link": "The link does not belong to the referrer."})
     email = normalize_email(email)
-    if email and Referral.objects.for_tenant(tenant).filter(program=program, referred_email=email).exists():
-        raise ValidationError({"email": f"{email} has already been referred to this program."})
+    # One referral per e-mail and program: the unique constraint refuses a second (no look-up first).
     version = program_current_version(program=program)
     try:
         with transaction.atomic():
