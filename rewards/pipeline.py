@@ -8,7 +8,9 @@ conversion, each with its own broker round trip, connection and re-reads. Inside
 tasks are collected instead (``referral_platform.celery.collect_tasks``: only after their transaction
 commits, exactly as they would have been published) and run here when the block ends:
 
-- the conversions are matched and attributed one by one, each in its own transaction, as the task does;
+- the conversions are matched and attributed in ONE transaction, each in a savepoint of its own and in id
+  order, exactly as the task does one by one (``conversion_events_process_many``; one that hits a database
+  error is handed back to its task);
 - the referrals are settled in ONE batch (``referral_rewards_settle_batch``: each in its own
   transaction, a failure isolated and recorded on its evaluations);
 - the stage messages are sent in this process;
@@ -53,7 +55,7 @@ def follow_ups():
 
 def run_follow_ups(collector) -> dict:
     """Run what ``collector`` holds, round by round (a round's work may queue more), in batches."""
-    from referrals.services import conversion_event_process
+    from referrals.services import conversion_events_process_many
 
     from .evaluation import referral_rewards_settle_batch
     from .messages import messages_referral_stage_many
@@ -80,12 +82,15 @@ def run_follow_ups(collector) -> dict:
                     merged[index].update(kwargs.get(name) or ())
             else:
                 later.append((task, args, kwargs))
-        for event_id in dict.fromkeys(conversions):
+        if conversions:
+            conversions = list(dict.fromkeys(conversions))
             try:
-                conversion_event_process(event_id=event_id)
-                done["conversions"] += 1
+                processed, handed_back = conversion_events_process_many(event_ids=conversions)
+                done["conversions"] += len(processed)
             except Exception:
-                logger.exception("conversion event %s: handed back to its task", event_id)
+                logger.exception("%d conversion events: handed back to their tasks", len(conversions))
+                handed_back = conversions
+            for event_id in handed_back:
                 _publish(CONVERSION, (event_id,), {})
         if referrals:
             try:

@@ -19,6 +19,7 @@ from .conversions import (
     ReceivedConversion,
     conversion_event_process,
     conversion_event_receive,
+    conversion_events_process_many,
     conversion_events_requeue_stale,
     conversion_reattribute,
 )
@@ -85,6 +86,7 @@ __all__ = [
     "code_link",
     "conversion_event_process",
     "conversion_event_receive",
+    "conversion_events_process_many",
     "conversion_events_requeue_stale",
     "conversion_reattribute",
     "fill_blanks",

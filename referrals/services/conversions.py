@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.core.exceptions import ValidationError
-from django.db import DataError, connection, transaction
+from django.db import DatabaseError, DataError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -327,26 +327,58 @@ def conversion_event_process(*, event_id: int) -> ConversionEvent | None:
         event = ConversionEvent.objects.select_for_update().filter(pk=event_id).first()
         if event is None or event.status != ConversionEventStatus.RECEIVED:
             return event
-        actor = system_actor(event.tenant)
-        notes: list[str] = []
-        try:
-            with transaction.atomic():
-                status, referral = _process_locked_event(event=event, actor=actor, notes=notes)
-        except ValidationError as exc:
-            status, referral = ConversionEventStatus.FAILED, None
-            notes.append("; ".join(f"{field}: {', '.join(messages)}" for field, messages in _error_items(exc)))
-        except PERMANENT_ERRORS as exc:
-            # A retry would fail the same way: the event is failed with the reason, never left ``received``.
-            logger.exception("conversion event %s failed", event.pk)
-            status, referral = ConversionEventStatus.FAILED, None
-            notes.append(f"Processing failed ({type(exc).__name__}: {exc}). Correct the event and send it again.")
-        event.referral = referral
-        event.status = status
-        event.error = "\n".join(notes)
-        event.processed_at = timezone.now()
-        event.save(update_fields=["referral", "status", "error", "processed_at"])
-        hooks.conversion_processed(event=event)
-        return event
+        return _process_and_record(event)
+
+
+def conversion_events_process_many(*, event_ids) -> tuple[list[ConversionEvent], list[int]]:
+    """Process stored conversion events in ONE transaction (the Stripe drain's follow-ups, issue 15): they
+    are locked with one statement (``SKIP LOCKED``: an event another run is processing right now is left to
+    it), then each is processed and its outcome saved exactly as ``conversion_event_process`` does, in a
+    savepoint of its own and in id order, so a later event sees an earlier one's outcome as it would one by
+    one. An event whose processing hits a database error (a deadlock with a concurrent drain, a lost race for
+    a unique row) is rolled back alone and handed back, to be processed on its own (its task's retries).
+    Returns (the events processed, the ids handed back). An error outside the events' savepoints (the
+    commit) raises: nothing of the chunk is committed and every event is still ``received``."""
+    processed: list[ConversionEvent] = []
+    handed_back: list[int] = []
+    with transaction.atomic():
+        events = list(
+            ConversionEvent.objects.select_for_update(of=("self",), skip_locked=True)
+            .filter(pk__in=list(event_ids), status=ConversionEventStatus.RECEIVED)
+            .order_by("pk")
+        )
+        for event in events:
+            try:
+                with transaction.atomic():
+                    processed.append(_process_and_record(event))
+            except DatabaseError as error:
+                logger.warning("conversion event %s handed back to its own processing: %s", event.pk, error)
+                handed_back.append(event.pk)
+    return processed, handed_back
+
+
+def _process_and_record(event: ConversionEvent) -> ConversionEvent:
+    """Process a locked, ``received`` event and save its outcome (the caller's transaction)."""
+    actor = system_actor(event.tenant)
+    notes: list[str] = []
+    try:
+        with transaction.atomic():
+            status, referral = _process_locked_event(event=event, actor=actor, notes=notes)
+    except ValidationError as exc:
+        status, referral = ConversionEventStatus.FAILED, None
+        notes.append("; ".join(f"{field}: {', '.join(messages)}" for field, messages in _error_items(exc)))
+    except PERMANENT_ERRORS as exc:
+        # A retry would fail the same way: the event is failed with the reason, never left ``received``.
+        logger.exception("conversion event %s failed", event.pk)
+        status, referral = ConversionEventStatus.FAILED, None
+        notes.append(f"Processing failed ({type(exc).__name__}: {exc}). Correct the event and send it again.")
+    event.referral = referral
+    event.status = status
+    event.error = "\n".join(notes)
+    event.processed_at = timezone.now()
+    event.save(update_fields=["referral", "status", "error", "processed_at"])
+    hooks.conversion_processed(event=event)
+    return event
 
 
 # Errors of the event's own data (a date or amount the code cannot compute with): processing it again

@@ -1,0 +1,202 @@
+"""Conversions processed in chunks (issue 15: the Stripe drain's follow-ups): one transaction, each event in a
+savepoint of its own and in id order — the same outcome as one by one, whatever the delivery order; a
+database error hands back only its event; an event another run holds is left to it; a chunk bound to one
+workspace never touches another's events."""
+
+from __future__ import annotations
+
+import random
+import re
+import threading
+from datetime import timedelta
+
+import pytest
+from django.db import OperationalError, connection, transaction
+from django.utils import timezone
+
+from referral_platform.tenancy import rls
+from referrals import services
+from referrals.models import Attribution, ConversionEvent, ConversionEventStatus, Referral
+from referrals.services import conversions
+from tests import factories as f
+
+from .builders import click, program_for, referrer_with_link
+
+NOW = timezone.now().replace(microsecond=0)
+
+
+def workspace(tenant):
+    """A linear program with two referrers; visitor clicks for a multi-touch customer."""
+    program = program_for(tenant, attribution_model="linear", cookie_window_days=30)
+    f.ProgramVersionFactory(program=program)
+    _dana, dana_link = referrer_with_link(program, code=f"dana{tenant.pk}")
+    _ravi, ravi_link = referrer_with_link(program, name="Ravi Menon", company="Contoso", code=f"ravi{tenant.pk}")
+    click(dana_link, visitor_id="v-multi", at=NOW - timedelta(days=3))
+    click(ravi_link, visitor_id="v-multi", at=NOW - timedelta(days=2))
+    return {"dana": dana_link.code, "ravi": ravi_link.code}
+
+
+def events_for(codes: dict) -> list[dict]:
+    """A day of a workspace's conversions: sign-ups then payments of the same people (the payment matches the
+    referral the sign-up made), a multi-touch payment, a second payment, a cancellation, a currency the
+    program does not pay in, and a customer nobody referred."""
+    at = NOW - timedelta(hours=5)
+    return [
+        {
+            "external_event_id": "su-1",
+            "kind": "sign_up",
+            "customer_external_id": "cus_1",
+            "referral_code": codes["dana"],
+        },
+        {"external_event_id": "pay-1", "kind": "payment", "customer_external_id": "cus_1", "amount_minor": 9_900},
+        {"external_event_id": "pay-1b", "kind": "payment", "customer_external_id": "cus_1", "amount_minor": 4_900},
+        {"external_event_id": "pay-2", "kind": "payment", "customer_external_id": "cus_2", "visitor_id": "v-multi"},
+        {
+            "external_event_id": "pay-3",
+            "kind": "payment",
+            "customer_external_id": "cus_3",
+            "referral_code": codes["ravi"],
+        },
+        {"external_event_id": "cancel-3", "kind": "cancellation", "customer_external_id": "cus_3"},
+        {
+            "external_event_id": "eur-4",
+            "kind": "payment",
+            "customer_external_id": "cus_4",
+            "currency": "EUR",
+            "referral_code": codes["dana"],
+        },
+        {"external_event_id": "pay-5", "kind": "payment", "customer_external_id": "cus_5", "amount_minor": 100},
+    ], at
+
+
+def receive_all(tenant, rng: random.Random) -> list[int]:
+    """The events stored in a shuffled delivery order (ids follow it); occurred_at keeps the real order."""
+    specs, at = events_for(workspace(tenant))
+    timed = [(spec, at + timedelta(minutes=index)) for index, spec in enumerate(specs)]
+    rng.shuffle(timed)
+    ids = []
+    for spec, occurred in timed:
+        data = {"amount_minor": 12_000, "currency": "USD", **spec, "occurred_at": occurred}
+        if data["kind"] in ("sign_up", "cancellation"):
+            data.pop("amount_minor"), data.pop("currency")
+        raw = {key: (value.isoformat() if hasattr(value, "isoformat") else value) for key, value in data.items()}
+        ids.append(services.conversion_event_receive(tenant=tenant, raw=raw, queue_processing=False, **data).event.pk)
+    return ids
+
+
+def outcome(tenant) -> dict:
+    """Per external event id: status, reason (ids masked), referral stage and the credit by referrer."""
+    out = {}
+    for event in ConversionEvent.objects.filter(tenant=tenant).select_related("referral"):
+        credit = sorted(
+            Attribution.objects.filter(conversion_event=event).values_list("participant__name", "share", "amount_minor")
+        )
+        out[event.external_event_id] = (
+            event.status,
+            re.sub(r"#\d+", "#N", event.error),
+            event.referral.status if event.referral else None,
+            credit,
+        )
+    return out
+
+
+def until_none_received(tenant, process) -> int:
+    """Process the workspace's ``received`` events, round after round: an event processed before the referral
+    it belongs to existed is queued again (``orphans_requeue``), as the drain's next round would run it."""
+    rounds = 0
+    while ids := list(
+        ConversionEvent.objects.filter(tenant=tenant, status="received").order_by("pk").values_list("pk", flat=True)
+    ):
+        process(ids)
+        rounds += 1
+        assert rounds < 5
+    return rounds
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_a_chunk_ends_exactly_as_one_by_one_whatever_the_delivery_order(world, seed):
+    receive_all(world.a, random.Random(seed))
+    receive_all(world.b, random.Random(seed))
+    chunks = []
+
+    def one_by_one(ids):
+        for event_id in ids:
+            services.conversion_event_process(event_id=event_id)
+
+    def in_a_chunk(ids):
+        processed, handed_back = services.conversion_events_process_many(event_ids=ids)
+        assert handed_back == [] and sorted(event.pk for event in processed) == ids
+        chunks.append(len(ids))
+
+    until_none_received(world.a, one_by_one)
+    until_none_received(world.b, in_a_chunk)
+
+    expected, got = outcome(world.a), outcome(world.b)
+    assert got == expected
+    assert chunks[0] == len(events_for({"dana": "", "ravi": ""})[0])
+    assert got["pay-1"][0] == "processed" and {name for name, *_ in got["pay-2"][3]} == {"Dana Whitfield", "Ravi Menon"}
+    assert got["eur-4"][0] == "failed" and got["pay-5"][0] == "unattributed" and got["cancel-3"][2] == "churned"
+
+
+def test_a_database_error_hands_back_only_its_event_and_the_others_commit(world, monkeypatch):
+    ids = receive_all(world.a, random.Random(7))
+    unlucky = ConversionEvent.objects.get(external_event_id="pay-3").pk
+    process = conversions._process_locked_event
+
+    def deadlocked(*, event, actor, notes):
+        outcome = process(event=event, actor=actor, notes=notes)  # its referral, stage, credit: all written...
+        if event.pk == unlucky:
+            raise OperationalError("deadlock detected")  # ...then the database refuses a statement
+        return outcome
+
+    monkeypatch.setattr(conversions, "_process_locked_event", deadlocked)
+    processed, handed_back = services.conversion_events_process_many(event_ids=ids)
+
+    assert handed_back == [unlucky] and len(processed) == len(ids) - 1
+    left = ConversionEvent.objects.get(pk=unlucky)
+    assert (left.status, left.referral_id, left.processed_at) == ("received", None, None)
+    assert not Referral.objects.filter(referred_external_id="cus_3", tenant=world.a).exists(), "nothing of it kept"
+    requeued = ConversionEvent.objects.filter(tenant=world.a, status="received").exclude(pk=unlucky)
+    assert all(event.error.startswith("Processed again") for event in requeued)  # orphans queued again, as ever
+    monkeypatch.undo()
+    assert services.conversion_event_process(event_id=unlucky).status == "processed"  # its own task, later
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_event_held_by_another_run_is_left_to_it(world):
+    ids = receive_all(world.a, random.Random(3))
+    held = ids[0]
+    locked, release = threading.Event(), threading.Event()
+
+    def other_run():
+        with transaction.atomic():
+            ConversionEvent.objects.select_for_update().filter(pk=held).first()
+            locked.set()
+            release.wait(30)
+        connection.close()
+
+    thread = threading.Thread(target=other_run)
+    thread.start()
+    locked.wait(10)
+    try:
+        processed, handed_back = services.conversion_events_process_many(event_ids=ids)
+    finally:
+        release.set()
+        thread.join()
+
+    assert held not in {event.pk for event in processed} and handed_back == []
+    assert ConversionEvent.objects.get(pk=held).status == "received"
+    assert ConversionEvent.objects.filter(pk__in=ids).exclude(pk=held).filter(status="received").count() == 0
+
+
+def test_a_chunk_bound_to_one_workspace_never_processes_another_workspaces_events(world):
+    ids_a = receive_all(world.a, random.Random(5))
+    ids_b = receive_all(world.b, random.Random(5))
+
+    with rls.tenant(world.a.pk):
+        processed, handed_back = services.conversion_events_process_many(event_ids=ids_a + ids_b)
+
+    assert {event.tenant_id for event in processed} == {world.a.pk} and handed_back == []
+    assert ConversionEvent.objects.filter(tenant=world.b, status=ConversionEventStatus.RECEIVED).count() == len(ids_b)
+    for referral in Referral.objects.filter(tenant=world.a):
+        assert referral.referrer.tenant_id == world.a.pk and referral.program.tenant_id == world.a.pk
