@@ -99,7 +99,8 @@ def referral_screen(
     created the referral, after the row exists, or later from ``referral_screen_task``.
 
     ``created``: the caller inserted ``referral`` in this very transaction (``referral_create``): nobody
-    else can see the row yet, so it is neither locked again nor are its flags read (it has none).
+    else can see the row yet, so it is neither locked again nor are its flags read (it has none); the
+    screening time it was inserted with stands (this screening commits or rolls back with that insert).
     """
     if created:
         locked, existing = referral, set()
@@ -131,8 +132,9 @@ def referral_screen(
         except IntegrityError:  # stored by a screening that did not hold the row lock; same outcome
             continue
         new_signals.append(signal)
-    locked.fraud_screened_at = timezone.now()
-    locked.save(update_fields=["fraud_screened_at"])
+    if not (created and locked.fraud_screened_at is not None):  # referral_create stamps it in its INSERT
+        locked.fraud_screened_at = timezone.now()
+        locked.save(update_fields=["fraud_screened_at"])
     if new_signals and Referral.review_machine.can(locked.review_status, ReviewStatus.FLAGGED):
         locked = referral_review_flag(referral=locked, actor=actor, signals=new_signals)
     _copy_review_fields(source=locked, target=referral)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import stripe
@@ -298,8 +299,12 @@ def _referral_metadata(*objects: dict) -> dict:
     return {}
 
 
-def _charge_for(tenant: Tenant, *, charge_id: str, invoice_id: str, payment_intent_id: str) -> StripeCharge:
-    """The charge row matching any of the ids (created on first sight, keyed by the first id known), locked."""
+def _charge_upsert(
+    tenant: Tenant, *, charge_id: str, invoice_id: str, payment_intent_id: str, update: Callable[[StripeCharge], None]
+) -> StripeCharge:
+    """The charge row matching any of the ids, locked, with ``update`` applied and saved. On first sight it is
+    inserted with the update's values at once (keyed by the first id known); a concurrent first insert wins
+    and this update is applied to its row."""
     match = Q(pk__in=[])
     if charge_id:
         match |= Q(stripe_charge_id=charge_id)
@@ -312,14 +317,24 @@ def _charge_for(tenant: Tenant, *, charge_id: str, invoice_id: str, payment_inte
     )
     if charge is None:
         key = charge_id or payment_intent_id or invoice_id
+        charge = StripeCharge(tenant=tenant, stripe_charge_id=key)
+        _fill(charge, invoice_id=invoice_id, payment_intent_id=payment_intent_id, update=update)
         try:
             with transaction.atomic():
-                charge = StripeCharge.objects.create(tenant=tenant, stripe_charge_id=key)
+                charge.save(force_insert=True)
+            return charge
         except IntegrityError:
             charge = StripeCharge.objects.for_tenant(tenant).select_for_update(of=("self",)).get(stripe_charge_id=key)
+    _fill(charge, invoice_id=invoice_id, payment_intent_id=payment_intent_id, update=update)
+    charge.save()
+    return charge
+
+
+def _fill(charge: StripeCharge, *, invoice_id: str, payment_intent_id: str, update) -> None:
     charge.stripe_invoice_id = charge.stripe_invoice_id or invoice_id
     charge.stripe_payment_intent_id = charge.stripe_payment_intent_id or payment_intent_id
-    return charge
+    update(charge)
+    charge.updated_at = timezone.now()
 
 
 def _apply_refunds(charge: StripeCharge) -> None:
@@ -365,32 +380,43 @@ def handle_invoice_paid(event: StripeWebhookEvent) -> None:
         referral_code=metadata.get("referral_code") or metadata.get("ref") or "",
         visitor_id=metadata.get("visitor_id") or "",
     )
-    charge_id = invoice.get("charge") or ""
-    payment_intent_id = invoice.get("payment_intent") or ""
-    charge = _charge_for(
-        event.tenant, charge_id=charge_id, invoice_id=invoice.get("id") or "", payment_intent_id=payment_intent_id
+    paid = int(invoice.get("amount_paid") or 0)
+    currency = (invoice.get("currency") or "").upper()
+
+    def update(charge: StripeCharge) -> None:
+        charge.amount_minor = max(charge.amount_minor, paid)
+        charge.currency = charge.currency or currency
+        if charge.conversion_event_id is None:
+            charge.conversion_event = conversion
+
+    charge = _charge_upsert(
+        event.tenant,
+        charge_id=invoice.get("charge") or "",
+        invoice_id=invoice.get("id") or "",
+        payment_intent_id=invoice.get("payment_intent") or "",
+        update=update,
     )
-    charge.amount_minor = max(charge.amount_minor, int(invoice.get("amount_paid") or 0))
-    charge.currency = charge.currency or (invoice.get("currency") or "").upper()
-    charge.conversion_event = charge.conversion_event or conversion
-    charge.updated_at = timezone.now()
-    charge.save()
     _apply_refunds(charge)
 
 
 def handle_charge_refunded(event: StripeWebhookEvent) -> None:
     obj = _object(event)
-    charge = _charge_for(
+    captured = int(obj.get("amount_captured") or obj.get("amount") or 0)
+    refunded = int(obj.get("amount_refunded") or 0)
+    currency = (obj.get("currency") or "").upper()
+
+    def update(charge: StripeCharge) -> None:
+        charge.amount_minor = max(charge.amount_minor, captured)
+        charge.amount_refunded_minor = max(charge.amount_refunded_minor, refunded)
+        charge.currency = charge.currency or currency
+
+    charge = _charge_upsert(
         event.tenant,
         charge_id=obj.get("id") or "",
         invoice_id=obj.get("invoice") or "",
         payment_intent_id=obj.get("payment_intent") or "",
+        update=update,
     )
-    charge.amount_minor = max(charge.amount_minor, int(obj.get("amount_captured") or obj.get("amount") or 0))
-    charge.amount_refunded_minor = max(charge.amount_refunded_minor, int(obj.get("amount_refunded") or 0))
-    charge.currency = charge.currency or (obj.get("currency") or "").upper()
-    charge.updated_at = timezone.now()
-    charge.save()
     _apply_refunds(charge)
 
 

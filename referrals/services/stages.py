@@ -103,6 +103,7 @@ def referral_create(
                 clicked_at=clicked_at,
                 established_at=established_at or timezone.now(),
                 rule_version=version,
+                fraud_screened_at=timezone.now(),  # screened below, in this same transaction
             )
     except IntegrityError as exc:  # a concurrent referral of the same e-mail won
         raise ValidationError({"email": f"{email} has already been referred to this program."}) from exc
