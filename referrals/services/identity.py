@@ -124,6 +124,11 @@ def identity_lock(*, tenant: Tenant, identifiers: list[str]) -> None:
     a transaction-scoped advisory lock per identifier, taken in sorted order (no deadlocks). Without it,
     a payment processed while the sign-up that establishes its referral commits could miss it."""
     keys = sorted({f"{tenant.pk}:{value}" for value in identifiers if value})
-    with connection.cursor() as cursor:
-        for key in keys:
-            cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [key])
+    if not keys:
+        return
+    with connection.cursor() as cursor:  # one statement; the array's order (sorted) is the locking order
+        cursor.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(key, 0)) "
+            "FROM unnest(%s::text[]) WITH ORDINALITY AS keys(key, position) ORDER BY position",
+            [keys],
+        )
