@@ -16,23 +16,25 @@ from .webhooks import WebhookRejected, webhook_receive
 logger = logging.getLogger(__name__)
 
 
-def _rejected(message: str) -> JsonResponse:
-    return JsonResponse({"error": {"status": 400, "code": "invalid_webhook", "message": message}}, status=400)
+def webhook_answer(tenant_slug: str, body: bytes, signature: str) -> tuple[int, dict]:
+    """The webhook door's answer (this view and the WSGI door, rewards/door.py): stored raw, then handled by a
+    drain. Bad signature, stale timestamp or unknown workspace: 400 and nothing written (an unknown workspace
+    answers like a bad signature, so slugs cannot be probed)."""
+    try:
+        event = webhook_receive(tenant_slug=tenant_slug, payload=body, signature=signature)
+    except (Tenant.DoesNotExist, WebhookRejected) as error:
+        logger.info("stripe webhook for %r rejected: %s", tenant_slug, error)
+        message = "Webhook signature verification failed."
+        return 400, {"error": {"status": 400, "code": "invalid_webhook", "message": message}}
+    return 200, {"received": True, "id": event.stripe_event_id}
 
 
 @csrf_exempt
 @require_POST
 def stripe_webhook(request, tenant_slug: str):
-    """Stored raw, then handled by a task. Bad signature, stale timestamp or unknown workspace: 400 and
-    nothing written (an unknown workspace answers like a bad signature, so slugs cannot be probed)."""
-    try:
-        event = webhook_receive(
-            tenant_slug=tenant_slug, payload=request.body, signature=request.headers.get("Stripe-Signature", "")
-        )
-    except (Tenant.DoesNotExist, WebhookRejected) as error:
-        logger.info("stripe webhook for %r rejected: %s", tenant_slug, error)
-        return _rejected("Webhook signature verification failed.")
-    return JsonResponse({"received": True, "id": event.stripe_event_id})
+    """The Stripe webhook endpoint (normally answered one level higher, by the WSGI door: rewards/door.py)."""
+    status, answer = webhook_answer(tenant_slug, request.body, request.headers.get("Stripe-Signature", ""))
+    return JsonResponse(answer, status=status)
 
 
 # --- the participant's dashboard (signed link) ---------------------------------------------------

@@ -1,0 +1,158 @@
+"""The Stripe webhook door in front of Django (rewards/door.py, issue 15): through the project's real WSGI
+application, the same answers and headers as Django's view, nothing written for a bad request, one
+workspace's secret never opening another's door, and nothing of a request's tenant binding left behind."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from django.core.cache import cache
+from django.test import Client
+
+from referral_platform.tenancy import rls
+from referral_platform.wsgi import application as wsgi_application
+from rewards import door
+from rewards.models import StripeCredentials, StripeWebhookEvent
+from rewards.webhooks import _drain_key
+from tests import factories as f
+
+from .test_webhooks import invoice_paid, sign
+
+SECURITY_HEADERS = ("X-Frame-Options", "X-Content-Type-Options", "Referrer-Policy", "Cross-Origin-Opener-Policy")
+
+
+def post(path: str, body: bytes, *, signature: str = "", method: str = "POST", **extra):
+    environ = {
+        "REQUEST_METHOD": method,
+        "PATH_INFO": path,
+        "QUERY_STRING": "",
+        "SERVER_NAME": "testserver",
+        "SERVER_PORT": "80",
+        "HTTP_HOST": "testserver",
+        "REMOTE_ADDR": "203.0.113.7",
+        "CONTENT_TYPE": "application/json",
+        "CONTENT_LENGTH": str(len(body)),
+        "HTTP_STRIPE_SIGNATURE": signature,
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(body),
+        "wsgi.errors": io.StringIO(),
+        "wsgi.version": (1, 0),
+        "wsgi.multithread": False,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        **extra,
+    }
+    captured = {}
+
+    def start_response(status, headers, exc_info=None):
+        captured["status"], captured["headers"] = status, dict(headers)
+
+    answer = b"".join(wsgi_application(environ, start_response))
+    return int(captured["status"].split()[0]), captured["headers"], answer
+
+
+@pytest.fixture
+def tenants(world):
+    for tenant in (world.a, world.b):
+        f.StripeCredentialsFactory(tenant=tenant)
+        cache.add(_drain_key(tenant.pk), 1, 60)  # as if a drain were queued: the door queues none here
+    return world
+
+
+def signed(tenant, payload):
+    body, header = sign(payload, StripeCredentials.objects.get(tenant=tenant).webhook_secret)
+    return body.encode(), header
+
+
+def test_the_door_stores_once_and_answers_as_the_view_with_its_headers(tenants, monkeypatch):
+    answered_here = []
+    original = door._receive
+    monkeypatch.setattr(door, "_receive", lambda *args: answered_here.append(1) or original(*args))
+    body, header = signed(tenants.a, invoice_paid())
+
+    status, headers, answer = post(f"/webhooks/stripe/{tenants.a.slug}/", body, signature=header)
+    again = post(f"/webhooks/stripe/{tenants.a.slug}/", body, signature=header)
+
+    assert (status, json.loads(answer)) == (200, {"received": True, "id": "evt_paid_1"}) and again[0] == 200
+    assert answered_here == [1, 1], "answered by the door, not by Django's stack"
+    stored = StripeWebhookEvent.objects.get()
+    assert (stored.tenant_id, stored.status, bytes(stored.body)) == (tenants.a.pk, "received", body)
+    # Django's view (the URL's view, reached by the test client) gives the same answer and security headers.
+    view = Client().post(
+        f"/webhooks/stripe/{tenants.a.slug}/", body, content_type="application/json", HTTP_STRIPE_SIGNATURE=header
+    )
+    assert (view.status_code, view.json()) == (status, json.loads(answer))
+    for name in SECURITY_HEADERS:
+        assert headers.get(name) == view.headers.get(name), name
+    assert headers["Content-Type"] == "application/json"
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [("bad signature", 400), ("unknown workspace", 400), ("other workspace's secret", 400), ("too large", 413)],
+)
+def test_a_bad_request_is_refused_and_nothing_is_written(tenants, settings, case, expected):
+    body, header = signed(tenants.a, invoice_paid())
+    slug = tenants.a.slug
+    if case == "bad signature":
+        header = header[:-2] + ("00" if not header.endswith("00") else "11")
+    elif case == "unknown workspace":
+        slug = "no-such-workspace"
+    elif case == "other workspace's secret":
+        slug = tenants.b.slug  # signed with A's secret, posted to B's door
+    else:
+        settings.DATA_UPLOAD_MAX_MEMORY_SIZE = len(body) - 1
+
+    status, headers, answer = post(f"/webhooks/stripe/{slug}/", body, signature=header)
+
+    assert status == expected and headers["Content-Type"] == "application/json"
+    error = json.loads(answer)["error"]
+    assert error["status"] == expected
+    if expected == 400:
+        assert error == {"status": 400, "code": "invalid_webhook", "message": "Webhook signature verification failed."}
+    else:
+        assert error["code"] == "too_large" and "body" in error["message"]
+    assert not StripeWebhookEvent.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)  # Django's handler closes the connection after a request
+def test_what_the_door_does_not_answer_goes_to_django(tenants, settings, monkeypatch):
+    body, header = signed(tenants.a, invoice_paid())
+    assert post(f"/webhooks/stripe/{tenants.a.slug}/", b"", method="GET")[0] == 405  # Django's require_POST
+    assert post(f"/webhooks/stripe/{tenants.a.slug}", body, signature=header)[0] in (301, 404)  # no slash
+    settings.ALLOWED_HOSTS = ["testserver"]
+    assert post(f"/webhooks/stripe/{tenants.a.slug}/", body, signature=header, HTTP_HOST="evil.example")[0] == 400
+    assert not StripeWebhookEvent.objects.exists()
+    # Plain HTTP where HTTPS is required: left to Django's SecurityMiddleware (its redirect), never answered here.
+    answered_here = []
+    monkeypatch.setattr(door, "_receive", lambda *args: answered_here.append(args) or (200, {}))
+    settings.SECURE_SSL_REDIRECT = True
+    post(f"/webhooks/stripe/{tenants.a.slug}/", body, signature=header)
+    post(f"/webhooks/stripe/{tenants.a.slug}/", body, signature=header, HTTP_X_FORWARDED_PROTO="http")
+    assert answered_here == []
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    settings.SECURE_HSTS_SECONDS, settings.SECURE_HSTS_INCLUDE_SUBDOMAINS, settings.SECURE_HSTS_PRELOAD = (
+        3600,
+        True,
+        False,
+    )
+    _status, headers, _ = post(
+        f"/webhooks/stripe/{tenants.a.slug}/", body, signature=header, HTTP_X_FORWARDED_PROTO="https"
+    )
+    assert len(answered_here) == 1 and headers["Strict-Transport-Security"] == "max-age=3600; includeSubDomains"
+
+
+def test_a_requests_tenant_binding_does_not_outlive_it(tenants):
+    before = rls.current()
+    body, header = signed(tenants.a, invoice_paid())
+    assert post(f"/webhooks/stripe/{tenants.a.slug}/", body, signature=header)[0] == 200
+    assert rls.current() == before
+    body_b, header_b = signed(tenants.b, invoice_paid(event_id="evt_b"))
+    assert post(f"/webhooks/stripe/{tenants.b.slug}/", body_b, signature=header_b)[0] == 200
+    assert set(StripeWebhookEvent.objects.values_list("tenant_id", "stripe_event_id")) == {
+        (tenants.a.pk, "evt_paid_1"),
+        (tenants.b.pk, "evt_b"),
+    }
