@@ -30,7 +30,8 @@ Runs in a scratch database (created with migrations, dropped at the end) against
 Celery queue of its own. Knobs: BENCH_PIPELINE_N (invoices per run, 200), BENCH_PIPELINE_WORKERS
 ("1,2,4"), BENCH_PIPELINE_WEB_WORKERS (gunicorn sync workers, 4), BENCH_PIPELINE_CLIENTS (concurrent
 POSTs, 16), BENCH_PIPELINE_TIMEOUT (seconds per run, 900), BENCH_TIME_SQL=1 (print the SQL statement
-shapes the workers spent most time in).
+shapes the workers spent most time in), BENCH_PIPELINE_DOOR_SECONDS (the door measured by wrk with
+pre-signed webhooks, bench/webhooks.lua, 5; 0 skips it).
 
     BENCH_PIPELINE_N=200 python bench/bench_pipeline.py
 """
@@ -42,12 +43,14 @@ import hmac
 import json
 import os
 import queue
+import re
 import secrets
 import signal
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -67,6 +70,8 @@ WEB_WORKERS = int(os.environ.get("BENCH_PIPELINE_WEB_WORKERS", "4"))
 # Threads per web worker (gthread worker class when above 1): concurrent requests let PostgreSQL group commits.
 WEB_THREADS = int(os.environ.get("BENCH_PIPELINE_WEB_THREADS", "1"))
 CLIENTS = int(os.environ.get("BENCH_PIPELINE_CLIENTS", "16"))
+DOOR_WRK_SECONDS = int(os.environ.get("BENCH_PIPELINE_DOOR_SECONDS", "5"))  # 0: no wrk measurement of the door
+DOOR_WRK_EVENTS = 40_000  # distinct pre-signed webhooks: more than the door accepts in DOOR_WRK_SECONDS
 TIMEOUT = int(os.environ.get("BENCH_PIPELINE_TIMEOUT", "900"))
 REFERRERS = 8  # per program
 PROGRAMS = ("single", "multi", "tiered", "capped")
@@ -448,7 +453,10 @@ def post_all(port: int, tenant_slug: str, requests: list[tuple[str, bytes, str]]
                 if response.status != 200:
                     errors.append(f"{event_id}: {response.status}")
         conn.close()
+        with lock:
+            finished.append(time.perf_counter())
 
+    finished: list[float] = []
     threads = [threading.Thread(target=client, daemon=True) for _ in range(CLIENTS)]
     first = time.time()
     started = time.perf_counter()
@@ -457,7 +465,9 @@ def post_all(port: int, tenant_slug: str, requests: list[tuple[str, bytes, str]]
     while any(thread.is_alive() for thread in threads):
         time.sleep(0.25)
         progress("webhooks posted", done[0], len(requests))
-    seconds = time.perf_counter() - started
+    for thread in threads:
+        thread.join()
+    seconds = max(finished) - started  # the last answer, not the progress loop's next tick
     progress("webhooks posted", len(requests), len(requests), f"in {seconds:.1f}s")
     if errors:
         raise SystemExit(f"{len(errors)} webhooks were refused, e.g. {errors[:3]}")
@@ -522,6 +532,69 @@ def door_only(*, port: int, env: dict, redis_client) -> float:
     requests = requests[warm:]
     redis_client.delete(env["BENCH_CELERY_QUEUE"])
     return len(requests) / seconds
+
+
+def door_wrk(*, port: int, env: dict, redis_client) -> dict | None:
+    """The intake measured by wrk (bench/webhooks.lua): DOOR_WRK_SECONDS of POSTs of distinct pre-signed
+    invoice.paid webhooks over 16 connections, no worker running — the server's own ceiling, without the
+    Python client of the runs sharing the two cores' time. None when wrk is unavailable."""
+    from bench.bench_redirect import ensure_wrk
+    from rewards.models import StripeWebhookEvent
+
+    try:
+        wrk = ensure_wrk()
+    except (SystemExit, OSError, subprocess.CalledProcessError) as error:
+        log(f"door with wrk: skipped ({error})")
+        return None
+    workspace = build_workspace("wrk")
+    tenant, now = workspace["tenant"], int(time.time())
+    lines = []
+    for i in range(DOOR_WRK_EVENTS):
+        invoice = {
+            "id": f"in_wrk_{i}",
+            "object": "invoice",
+            "customer": f"cus_wrk_{i}",
+            "customer_email": f"buyer{i}@wrk.example",
+            "amount_paid": 4_900,
+            "currency": "usd",
+            "charge": f"ch_wrk_{i}",
+            "status_transitions": {"paid_at": now},
+            "metadata": {},
+        }
+        body, signature = signed(_event(f"evt_wrk_{i}", "invoice.paid", invoice, now), workspace["secret"])
+        lines.append(f"{signature}\t{body.decode()}")
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as handle:
+        handle.write("\n".join(lines) + "\n")
+    log(f"door with wrk: {DOOR_WRK_SECONDS}s of distinct pre-signed webhooks, 16 connections, no worker running")
+    try:
+        result = subprocess.run(
+            [
+                wrk,
+                "-t2",
+                "-c16",
+                f"-d{DOOR_WRK_SECONDS}s",
+                "--timeout",
+                "5s",
+                "-s",
+                str(ROOT / "bench" / "webhooks.lua"),
+                f"http://127.0.0.1:{port}",
+            ],
+            env=dict(env, BENCH_WEBHOOKS=handle.name, BENCH_PATH=f"/webhooks/stripe/{tenant.slug}/", BENCH_THREADS="2"),
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    finally:
+        os.unlink(handle.name)
+        redis_client.delete(env["BENCH_CELERY_QUEUE"])
+    match = re.search(r"^RESULT (\{.*\})$", result.stdout, re.MULTILINE)
+    if not match:
+        log(f"door with wrk: no result ({result.stdout[-300:]} {result.stderr[-300:]})")
+        return None
+    figures = json.loads(match.group(1))
+    figures["rate"] = figures["requests"] / (figures["duration_us"] / 1e6)
+    figures["stored"] = StripeWebhookEvent.objects.filter(tenant=tenant).count()
+    return figures
 
 
 def run_once(*, concurrency: int, port: int, env: dict, redis_client) -> dict:
@@ -745,6 +818,7 @@ def run() -> int:
         port = free_port()
         server = start_gunicorn(env, port)
         door_alone = door_only(port=port, env=env, redis_client=redis_client)
+        door_bench = door_wrk(port=port, env=env, redis_client=redis_client) if DOOR_WRK_SECONDS else None
         for concurrency in WORKER_COUNTS:
             results.append(run_once(concurrency=concurrency, port=port, env=env, redis_client=redis_client))
         stop(server)
@@ -787,6 +861,14 @@ def run() -> int:
         )
     print(f"  door alone (no worker running): {door_alone:.0f} webhooks/s")
     door = max([door_alone, *(r["door_rate"] for r in results)])
+    if door_bench:
+        errors = sum(door_bench[k] for k in ("status_errors", "connect_errors", "read_errors", "timeouts"))
+        print(
+            f"  door with wrk (pre-signed, 16 connections, {DOOR_WRK_SECONDS}s): {door_bench['rate']:.0f} webhooks/s, "
+            f"p50 {door_bench['p50_us'] / 1000:.1f} ms, p99 {door_bench['p99_us'] / 1000:.1f} ms, "
+            f"{door_bench['stored']} stored, {errors} errors"
+        )
+        door = max(door, door_bench["rate"])
     print(f"  {'webhooks/s':20s} {door:8.0f}   {verdict('webhooks/s', door)}")
     two = next((r for r in results if r["workers"] == 2), None)
     if two:
