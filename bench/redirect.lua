@@ -24,10 +24,5 @@ function request()
   return wrk.format("GET", prefix .. code .. suffix .. "?utm_source=bench&utm_medium=wrk")
 end
 
-function done(summary, latency, requests)
-  io.write(string.format(
-    'RESULT {"requests": %d, "duration_us": %d, "p50_us": %d, "p99_us": %d, "status_errors": %d, ' ..
-    '"connect_errors": %d, "read_errors": %d, "write_errors": %d, "timeouts": %d}\n',
-    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99), summary.errors.status,
-    summary.errors.connect, summary.errors.read, summary.errors.write, summary.errors.timeout))
-end
+-- done(): the RESULT line the benchmark reads (bench/wrk_result.lua, shared by the wrk scripts).
+dofile(debug.getinfo(1, "S").source:sub(2):match("(.*/)") .. "wrk_result.lua")

@@ -15,7 +15,8 @@ function setup(thread)
 end
 
 function init(args)
-  position = id
+  first = ((id - 1) % #lines) + 1
+  position = first
   stride = tonumber(threads)
   wrk.headers["Content-Type"] = "application/json"
 end
@@ -24,17 +25,12 @@ function request()
   local line = lines[position]
   position = position + stride
   if position > #lines then
-    position = id
+    position = first
   end
   local tab = line:find("\t", 1, true)
   wrk.headers["Stripe-Signature"] = line:sub(1, tab - 1)
   return wrk.format("POST", path, nil, line:sub(tab + 1))
 end
 
-function done(summary, latency, requests)
-  io.write(string.format(
-    'RESULT {"requests": %d, "duration_us": %d, "p50_us": %d, "p99_us": %d, "status_errors": %d, ' ..
-    '"connect_errors": %d, "read_errors": %d, "write_errors": %d, "timeouts": %d}\n',
-    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99), summary.errors.status,
-    summary.errors.connect, summary.errors.read, summary.errors.write, summary.errors.timeout))
-end
+-- done(): the RESULT line the benchmark reads (bench/wrk_result.lua, shared by the wrk scripts).
+dofile(debug.getinfo(1, "S").source:sub(2):match("(.*/)") .. "wrk_result.lua")

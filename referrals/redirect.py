@@ -21,7 +21,6 @@ import secrets
 from typing import NamedTuple
 
 from django.conf import settings
-from django.db import connections
 from django.http import HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.http.request import split_domain_port, validate_host
 from django.template.loader import render_to_string
@@ -29,6 +28,7 @@ from redis.exceptions import RedisError
 
 from referral_platform import abuse
 from referral_platform.tenancy import rls
+from referral_platform.wsgi_paths import close_old_connections, is_secure
 
 from . import click_buffer, hot_redis, link_cache
 from .models import ReferralLink
@@ -69,16 +69,6 @@ def client_ip(environ: dict) -> str:
     return environ.get("REMOTE_ADDR", "")
 
 
-def _is_secure(environ: dict) -> bool:
-    header = settings.SECURE_PROXY_SSL_HEADER
-    if header:
-        name, expected = header
-        value = environ.get(name)
-        if value is not None:
-            return value.split(",", 1)[0].strip() == expected
-    return environ.get("wsgi.url_scheme") == "https"
-
-
 def _https_redirect(environ: dict) -> Outcome:
     host = environ.get("HTTP_HOST") or environ.get("SERVER_NAME", "")
     domain, _port = split_domain_port(host)
@@ -94,7 +84,7 @@ def answer(environ: dict, code: str) -> Outcome:
     method = environ.get("REQUEST_METHOD", "GET")
     if method not in ("GET", "HEAD"):
         return Outcome(405)
-    if settings.SECURE_SSL_REDIRECT and not _is_secure(environ):
+    if settings.SECURE_SSL_REDIRECT and not is_secure(environ):
         return _https_redirect(environ)
     visitor_id = visitor_from_cookie_header(environ.get("HTTP_COOKIE", "")) or new_visitor_id()
     code_key = hot_redis.link_key(code)
@@ -231,15 +221,6 @@ def django_response(outcome: Outcome) -> HttpResponse:
 # --- entry points ----------------------------------------------------------------------------
 
 
-def _close_old_connections() -> None:
-    """What Django does at each request's start and end (close_old_connections): drop a broken or
-    expired database connection, in case the cold path uses one. Free when none is open; skipped
-    inside an atomic block (only a test wraps a request in one)."""
-    for database in connections.all(initialized_only=True):
-        if not database.in_atomic_block:
-            database.close_if_unusable_or_obsolete()
-
-
 class ReferralRedirectDispatch:
     """WSGI wrapper: ``/r/<code>`` is answered here, everything else goes to Django unchanged."""
 
@@ -254,14 +235,14 @@ class ReferralRedirectDispatch:
         if match is None:
             return self.application(environ, start_response)
         method = environ.get("REQUEST_METHOD", "GET")
-        _close_old_connections()
+        close_old_connections()
         try:
             outcome = answer(environ, match.group(1))
         except Exception:
             logger.exception("referral redirect failed for %s", path)
             outcome = Outcome(500)
         finally:
-            _close_old_connections()
+            close_old_connections()
         return wsgi_reply(outcome, start_response, method)
 
 

@@ -22,10 +22,10 @@ import logging
 import re
 
 from django.conf import settings
-from django.db import connections
 from django.http.request import split_domain_port, validate_host
 
 from referral_platform.tenancy import rls
+from referral_platform.wsgi_paths import close_old_connections, is_secure
 
 logger = logging.getLogger(__name__)
 
@@ -38,28 +38,12 @@ _STATUS_LINES = {
 }
 
 
-def _is_secure(environ: dict) -> bool:
-    header = settings.SECURE_PROXY_SSL_HEADER
-    if header:
-        name, expected = header
-        value = environ.get(name)
-        if value is not None:
-            return value.split(",", 1)[0].strip() == expected
-    return environ.get("wsgi.url_scheme") == "https"
-
-
 def _answered_here(environ: dict) -> bool:
     """True when Django would neither redirect the request to HTTPS nor refuse its host."""
-    if settings.SECURE_SSL_REDIRECT and not _is_secure(environ):
+    if settings.SECURE_SSL_REDIRECT and not is_secure(environ):
         return False
     domain, _port = split_domain_port(environ.get("HTTP_HOST") or environ.get("SERVER_NAME", ""))
     return bool(domain) and validate_host(domain, settings.ALLOWED_HOSTS)
-
-
-def _close_old_connections() -> None:
-    for database in connections.all(initialized_only=True):
-        if not database.in_atomic_block:
-            database.close_if_unusable_or_obsolete()
 
 
 def security_headers(secure: bool) -> list[tuple[str, str]]:
@@ -98,17 +82,17 @@ class StripeWebhookDispatch:
 
     def _answer(self, environ, start_response, slug: str):
         rls.start_resolving(environ.get("PATH_INFO", ""))
-        _close_old_connections()
+        close_old_connections()
         try:
             status, answer = _receive(environ, slug)
         except Exception:
             logger.exception("stripe webhook for %r failed", slug)
             status, answer = 500, _error(500, "server_error", "Try again later.")
         finally:
-            _close_old_connections()
+            close_old_connections()
         body = json.dumps(answer).encode()
         headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
-        start_response(_STATUS_LINES[status], headers + security_headers(_is_secure(environ)))
+        start_response(_STATUS_LINES[status], headers + security_headers(is_secure(environ)))
         return [body]
 
 

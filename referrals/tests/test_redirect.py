@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import re
 from urllib.parse import parse_qs, quote, urlsplit
 
@@ -13,46 +12,20 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from programs.models import ParticipantStatus, Program, ProgramStatus
-from referral_platform.wsgi import application as wsgi_application
 from referrals import hot_redis, link_cache
 from referrals.models import Click, ReferralLink
 from referrals.redirect import CODE_PATH
 from referrals.services import new_referral_code
 from tests import factories as f
+from tests.wsgi import wsgi_request
 
 CHROME = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36"
 
 
 def call_wsgi(path: str, *, query: str = "", method: str = "GET", cookie: str = "", user_agent: str = CHROME):
     """One request through the production WSGI application (the one gunicorn serves)."""
-    environ = {
-        "REQUEST_METHOD": method,
-        "PATH_INFO": path,
-        "QUERY_STRING": query,
-        "SERVER_NAME": "testserver",
-        "SERVER_PORT": "80",
-        "HTTP_HOST": "testserver",
-        "REMOTE_ADDR": "203.0.113.7",
-        "HTTP_USER_AGENT": user_agent,
-        "wsgi.url_scheme": "http",
-        "wsgi.input": io.BytesIO(b""),
-        "wsgi.errors": io.StringIO(),
-        "wsgi.version": (1, 0),
-        "wsgi.multithread": False,
-        "wsgi.multiprocess": True,
-        "wsgi.run_once": False,
-        "SERVER_PROTOCOL": "HTTP/1.1",
-    }
-    if cookie:
-        environ["HTTP_COOKIE"] = cookie
-    captured = {}
-
-    def start_response(status, headers, exc_info=None):
-        captured["status"] = status
-        captured["headers"] = headers
-
-    body = b"".join(wsgi_application(environ, start_response))
-    return int(captured["status"].split()[0]), captured["headers"], body
+    extra = {"HTTP_USER_AGENT": user_agent, **({"HTTP_COOKIE": cookie} if cookie else {})}
+    return wsgi_request(method, path, query=query, **extra)
 
 
 def header(headers, name):

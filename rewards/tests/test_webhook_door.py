@@ -4,7 +4,6 @@ workspace's secret never opening another's door, and nothing of a request's tena
 
 from __future__ import annotations
 
-import io
 import json
 
 import pytest
@@ -12,11 +11,11 @@ from django.core.cache import cache
 from django.test import Client
 
 from referral_platform.tenancy import rls
-from referral_platform.wsgi import application as wsgi_application
 from rewards import door
 from rewards.models import StripeCredentials, StripeWebhookEvent
 from rewards.webhooks import _drain_key
 from tests import factories as f
+from tests.wsgi import wsgi_request
 
 from .test_webhooks import invoice_paid, sign
 
@@ -24,34 +23,10 @@ SECURITY_HEADERS = ("X-Frame-Options", "X-Content-Type-Options", "Referrer-Polic
 
 
 def post(path: str, body: bytes, *, signature: str = "", method: str = "POST", **extra):
-    environ = {
-        "REQUEST_METHOD": method,
-        "PATH_INFO": path,
-        "QUERY_STRING": "",
-        "SERVER_NAME": "testserver",
-        "SERVER_PORT": "80",
-        "HTTP_HOST": "testserver",
-        "REMOTE_ADDR": "203.0.113.7",
-        "CONTENT_TYPE": "application/json",
-        "CONTENT_LENGTH": str(len(body)),
-        "HTTP_STRIPE_SIGNATURE": signature,
-        "wsgi.url_scheme": "http",
-        "wsgi.input": io.BytesIO(body),
-        "wsgi.errors": io.StringIO(),
-        "wsgi.version": (1, 0),
-        "wsgi.multithread": False,
-        "wsgi.multiprocess": True,
-        "wsgi.run_once": False,
-        "SERVER_PROTOCOL": "HTTP/1.1",
-        **extra,
-    }
-    captured = {}
-
-    def start_response(status, headers, exc_info=None):
-        captured["status"], captured["headers"] = status, dict(headers)
-
-    answer = b"".join(wsgi_application(environ, start_response))
-    return int(captured["status"].split()[0]), captured["headers"], answer
+    status, headers, answer = wsgi_request(
+        method, path, body=body, CONTENT_TYPE="application/json", HTTP_STRIPE_SIGNATURE=signature, **extra
+    )
+    return status, dict(headers), answer
 
 
 @pytest.fixture
