@@ -12,6 +12,8 @@ HERE = Path(__file__).resolve().parent
 
 def main() -> int:
     scripts = sorted(HERE.glob("bench_*.py"))
+    if len(sys.argv) > 1:  # `python bench/run_all.py bench_evaluation bench_rewards`: these, in this process
+        scripts = [HERE / f"{name}.py" for name in sys.argv[1:]]
     if not scripts:
         print("no benchmarks yet")
         return 0

@@ -54,7 +54,10 @@ _COMMITTED_ACCOUNTS_MAX = 20_000
 
 
 def _account_key(tenant_id: int, program_id: int, participant_id: int | None, kind: str, currency: str) -> tuple:
-    return (connection.alias, tenant_id, program_id, participant_id, kind, currency.upper())
+    # The database's name too: one process may use several databases in turn (`make bench` runs every
+    # benchmark in one process, each in a scratch database of its own whose ids start at 1 again).
+    database = (connection.alias, connection.settings_dict.get("NAME"))
+    return (*database, tenant_id, program_id, participant_id, kind, currency.upper())
 
 
 def _remember(key: tuple, account: LedgerAccount) -> None:

@@ -231,3 +231,15 @@ def test_accounts_are_created_once_per_owner_kind_and_currency(accounts):
     assert participant_account(participant, AccountKind.PENDING, "usd").pk == pending.pk
     assert expense_account(participant.program, "USD").pk == expense.pk
     assert LedgerAccount.objects.count() == 2
+
+
+def test_the_process_memory_of_committed_accounts_is_per_database(monkeypatch):
+    """One process may use several databases in turn (`make bench`: each benchmark in a scratch database of
+    its own, ids starting at 1 again): an account remembered in one is never another's."""
+    from rewards.ledger import _account_key
+
+    here = _account_key(1, 1, 1, AccountKind.PENDING, "usd")
+    monkeypatch.setitem(connection.settings_dict, "NAME", "another_scratch_database")
+    elsewhere = _account_key(1, 1, 1, AccountKind.PENDING, "USD")
+
+    assert here != elsewhere and here[2:] == elsewhere[2:]
