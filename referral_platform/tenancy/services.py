@@ -28,28 +28,10 @@ def _sha256(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
 
 
-def audit_record(
-    *,
-    tenant: Tenant,
-    actor: Actor | str,
-    action: str,
-    obj,
-    from_state: str = "",
-    to_state: str = "",
-    reason: str = "",
-    data: dict | None = None,
-) -> AuditEvent:
-    """Append one audit row. Call inside the transaction of the change it records."""
-    row = audit_row(
-        tenant=tenant,
-        actor=actor,
-        action=action,
-        obj=obj,
-        from_state=from_state,
-        to_state=to_state,
-        reason=reason,
-        data=data,
-    )
+def audit_record(**fields) -> AuditEvent:
+    """Append one audit row (the keyword arguments of ``audit_row``). Call inside the transaction of the change
+    it records."""
+    row = audit_row(**fields)
     row.save(force_insert=True)
     return row
 

@@ -200,3 +200,13 @@ def test_a_chunk_bound_to_one_workspace_never_processes_another_workspaces_event
     assert ConversionEvent.objects.filter(tenant=world.b, status=ConversionEventStatus.RECEIVED).count() == len(ids_b)
     for referral in Referral.objects.filter(tenant=world.a):
         assert referral.referrer.tenant_id == world.a.pk and referral.program.tenant_id == world.a.pk
+
+
+def test_bad_event_ids_are_refused_before_anything_is_written(world):
+    ids = receive_all(world.a, random.Random(9))
+    with pytest.raises(ValueError, match="expected a number"):
+        services.conversion_events_process_many(event_ids=[ids[0], "1; DROP TABLE x"])
+    assert ConversionEvent.objects.filter(tenant=world.a, status="received").count() == len(ids)
+    assert not Referral.objects.filter(tenant=world.a).exists()
+    processed, handed_back = services.conversion_events_process_many(event_ids=[999_999_999])  # unknown id
+    assert (processed, handed_back) == ([], [])
