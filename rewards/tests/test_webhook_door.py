@@ -131,3 +131,60 @@ def test_a_requests_tenant_binding_does_not_outlive_it(tenants):
         (tenants.a.pk, "evt_paid_1"),
         (tenants.b.pk, "evt_b"),
     }
+
+
+def _deliver(tenant, event_id: str, secret: str | None = None):
+    """POST an invoice.paid event to ``tenant``'s door, signed with ``secret`` (default: its stored one)."""
+    body, header = sign(
+        invoice_paid(event_id=event_id), secret or StripeCredentials.objects.get(tenant=tenant).webhook_secret
+    )
+    return post(f"/webhooks/stripe/{tenant.slug}/", body.encode(), signature=header)[0]
+
+
+def test_a_remembered_secret_stores_a_webhook_with_one_statement(tenants, django_assert_num_queries):
+    secret = StripeCredentials.objects.get(tenant=tenants.a).webhook_secret
+    assert _deliver(tenants.a, "evt_first", secret) == 200  # reads the secret, remembers it
+    with django_assert_num_queries(1):  # verified with the remembered secret, stored if it is still the stored one
+        assert _deliver(tenants.a, "evt_second", secret) == 200
+    with django_assert_num_queries(2):  # a duplicate: the one statement, then the first delivery's row
+        assert _deliver(tenants.a, "evt_second", secret) == 200
+    assert sorted(StripeWebhookEvent.objects.values_list("stripe_event_id", flat=True)) == ["evt_first", "evt_second"]
+
+
+def test_a_rotated_or_removed_secret_counts_at_the_next_request_despite_the_memory(tenants, world):
+    from referral_platform.tenancy.actors import system_actor
+    from rewards.services import stripe_credentials_save
+
+    old = StripeCredentials.objects.get(tenant=tenants.a).webhook_secret
+    assert _deliver(tenants.a, "evt_before") == 200  # the old secret is remembered by this process
+    stripe_credentials_save(tenant=tenants.a, actor=system_actor(tenants.a), webhook_secret="whsec_rotated_secret")
+    assert _deliver(tenants.a, "evt_old_secret", secret=old) == 400  # the memory never outlives a rotation
+    assert _deliver(tenants.a, "evt_new_secret", secret="whsec_rotated_secret") == 200
+    # Re-saved with the same secret (new ciphertext) and re-encrypted keys: still accepted, read again.
+    stripe_credentials_save(tenant=tenants.a, actor=system_actor(tenants.a), secret_key="sk_test_other")
+    assert _deliver(tenants.a, "evt_same_secret", secret="whsec_rotated_secret") == 200
+    StripeCredentials.objects.filter(tenant=tenants.a).delete()
+    assert _deliver(tenants.a, "evt_no_secret", secret="whsec_rotated_secret") == 400
+    assert sorted(StripeWebhookEvent.objects.values_list("stripe_event_id", flat=True)) == [
+        "evt_before",
+        "evt_new_secret",
+        "evt_same_secret",
+    ]
+
+
+def test_a_remembered_slug_taken_over_by_another_workspace_never_stores_into_either(tenants):
+    from referral_platform.tenancy.models import Tenant
+
+    secret_a = StripeCredentials.objects.get(tenant=tenants.a).webhook_secret
+    slug_a = tenants.a.slug
+    assert _deliver(tenants.a, "evt_a") == 200  # A's secret remembered under A's slug
+    Tenant.objects.filter(pk=tenants.a.pk).update(slug="renamed-a")
+    Tenant.objects.filter(pk=tenants.b.pk).update(slug=slug_a)  # B now answers at A's old address
+    body, header = sign(invoice_paid(event_id="evt_signed_by_a"), secret_a)
+    assert post(f"/webhooks/stripe/{slug_a}/", body.encode(), signature=header)[0] == 400  # A's secret opens nothing
+    tenants.b.refresh_from_db()
+    assert _deliver(tenants.b, "evt_b") == 200  # B's own secret works at its new address
+    assert set(StripeWebhookEvent.objects.values_list("tenant_id", "stripe_event_id")) == {
+        (tenants.a.pk, "evt_a"),
+        (tenants.b.pk, "evt_b"),
+    }
