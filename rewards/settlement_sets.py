@@ -371,6 +371,7 @@ class _Plan:
     referral: Referral
     evaluation: ev._Evaluation
     creates: list[tuple[ev._Target, dict]]  # (target, the fields of its reward)
+    describes: list[tuple[Reward, dict]]  # (a matching reward, its description's changes: ev._describe)
 
 
 def _settle_chunk(ids: list[int], *, now: datetime | None) -> dict[int, str]:
@@ -415,15 +416,16 @@ def _settle_group(tenant_id: int, referrals: list[Referral], *, now: datetime | 
             continue
         try:
             evaluation = ev._evaluate(referral=referral, actor=actor, reads=reads)
-            creates = _creations(referral, evaluation, reads)
+            found = _creations(referral, evaluation, reads)
         except OperationalError:
             raise
         except Exception:
             logger.exception("referral %s: left to the per-referral settlement", referral.pk)
             continue
-        if creates is None:
+        if found is None:
             continue
-        plans.append(_Plan(referral, evaluation, creates))
+        creates, describes = found
+        plans.append(_Plan(referral, evaluation, creates, describes))
         for target, _fields in creates:
             if target.side == BeneficiarySide.REFERRER:
                 reads.count_rewarded(target.participant.pk, referral)
@@ -444,12 +446,13 @@ def _refused(referral: Referral) -> bool:
 
 
 def _creations(referral: Referral, evaluation: ev._Evaluation, reads: BatchReads):
-    """The (target, revision) pairs to create when settling needs nothing but new rewards; None when it
-    needs anything else (``_reconcile``'s other branches), so the per-referral path settles it."""
+    """What settling needs when it is nothing but new rewards and new descriptions of matching rewards:
+    ((target, reward fields) to create, (reward, description changes) to write); None when it needs
+    anything else (``_reconcile``'s other branches), so the per-referral path settles it."""
     if evaluation.blocked:
-        return []
+        return [], []
     current, targets, frozen = evaluation.current, evaluation.targets, evaluation.frozen
-    creates = []
+    creates, describes = [], []
     for slot in sorted(set(current) | set(targets)):
         reward, target = current.get(slot), targets.get(slot)
         if reward is not None and target is None and reward.participant_id in frozen:
@@ -461,10 +464,11 @@ def _creations(referral: Referral, evaluation: ev._Evaluation, reads: BatchReads
                 continue
             if ev._money_differs(reward, target) or ev._over_reduced(reward, target):
                 return None  # correct
-            if ev._description_changes(reward, target):
-                return None  # re-describe
             if ev._is_live(reward) and (target.withdraws(reward) or target.refund[0] > 0):
                 return None  # reduce
+            changes = ev._description_changes(reward, target)
+            if changes:
+                describes.append((reward, changes))  # the same money, described anew (ev._describe)
             continue
         if ev._nothing_to_pay(target, evaluation.settlement.notes):
             continue
@@ -493,7 +497,7 @@ def _creations(referral: Referral, evaluation: ev._Evaluation, reads: BatchReads
         if errors:
             return None  # reward_create refuses: the per-referral path records why
         creates.append((target, fields))
-    return creates
+    return creates, describes
 
 
 def _write(
@@ -518,6 +522,7 @@ def _write(
         for reward in created:
             hooks.reward_changed(reward=reward, change="created")
         _accrue(tenant, created)
+    _describe_many([described for plan in plans for described in plan.describes])
     specs = []
     for plan in plans:
         if plan.evaluation.blocked:
@@ -528,6 +533,19 @@ def _write(
     _record(tenant.pk, plans, reads)
     _settle_later(tenant.pk, plans, reads, left=left)
     del now
+
+
+def _describe_many(describes: list[tuple[Reward, dict]]) -> None:
+    """``ev._describe`` of every matching reward whose description changes: one statement per set of changed
+    columns, writing only those (no ledger line moves)."""
+    by_columns: dict[tuple[str, ...], list[Reward]] = defaultdict(list)
+    for reward, changes in describes:
+        for name, value in changes.items():
+            setattr(reward, name, value)
+        by_columns[tuple(sorted(changes))].append(reward)
+    for columns, rewards in by_columns.items():
+        fields = ["conversion_event" if name == "conversion_event_id" else name for name in columns]
+        Reward.objects.bulk_update(rewards, fields)
 
 
 def _accrue(tenant, rewards: list[Reward]) -> None:

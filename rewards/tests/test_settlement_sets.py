@@ -167,13 +167,33 @@ def outcome(tenant):
         RewardEvaluation.objects.filter(tenant=tenant).values_list("conversion_event__external_event_id", "status")
     )
     messages = Counter(ParticipantMessage.objects.filter(tenant=tenant).values_list("participant__external_id", "kind"))
-    return snapshot(tenant), evaluations, messages
+    # What each reward says earned it (re-described in bulk by the set path: rewards.settlement_sets._describe_many).
+    descriptions = Counter(
+        (
+            reward.referral.referred_external_id,
+            reward.participant.external_id,
+            reward.beneficiary_side,
+            reward.is_current,
+            reward.conversion_event.external_event_id if reward.conversion_event else None,
+            reward.converted_at,
+            reward.hold_until,
+            reward.explanation_text,
+            tuple(sorted((k, str(v)) for k, v in reward.explanation.items() if k not in ("event", "slot"))),
+        )
+        for reward in Reward.objects.filter(tenant=tenant).select_related("referral", "participant", "conversion_event")
+    )
+    return snapshot(tenant), evaluations, messages, descriptions
 
 
 def settle_rounds(tenant, ids, later, rng: random.Random) -> None:
     first = ids[:]
     rng.shuffle(first)
-    referral_rewards_settle_batch(referral_ids=first)
+    # Round one in small batches: a referral settled after a later-converted one of the same referrer moves
+    # that one's standing, which is settled again and re-described (its count of earlier successes changes).
+    while first:
+        size = rng.randint(1, 4)
+        referral_rewards_settle_batch(referral_ids=first[:size])
+        del first[:size]
     ConversionEvent.objects.bulk_create(later)
     second = ids[:]
     rng.shuffle(second)
@@ -200,7 +220,56 @@ def test_the_set_based_path_settles_exactly_like_the_per_referral_path(world):
     assert got[0] == expected[0], "money differs (- per referral, + set-based):\n" + expected[0].diff(got[0])
     assert got[1] == expected[1], "evaluations differ"
     assert got[2] == expected[2], "participant messages differ"
+    assert got[3] == expected[3], "reward descriptions differ"
     assert unbalanced_transactions(tenant_b) == []
+
+
+def test_a_referral_whose_count_of_earlier_successes_moved_is_re_described_set_based(world, monkeypatch):
+    """Settled before an earlier conversion of the same referrer, a tiered referral counted no earlier success;
+    when that earlier one is settled, the later one is settled again: the same money, a new description
+    ("previous successful referrals" 0 -> 1), written by the set path as the per-referral path writes it."""
+    outcomes = {}
+    for path in ("per-referral", "set-based"):
+        with pytest.MonkeyPatch.context() as patch:
+            if path == "per-referral":
+                per_referral_only(patch)
+            per_referral_calls = []
+            settle_one = evaluation.referral_rewards_settle
+            patch.setattr(
+                evaluation,
+                "referral_rewards_settle",
+                lambda calls=per_referral_calls, settle=settle_one, **kw: (
+                    calls.append(kw["referral_id"]) or settle(**kw)
+                ),
+            )
+            tenant, ids, _later = world_build(
+                {
+                    "referrals": [
+                        {**spec, "program": "tiered", "referrer": 0, "payments": [(0, 10_000)], "refund": None}
+                        for spec in (
+                            {"converted_hours": 1, "review": "clear"},
+                            {"converted_hours": 5, "review": "clear"},
+                        )
+                    ],
+                    "inactive": None,
+                    "seed": 0,
+                }
+            )
+            earlier, later = ids
+            referral_rewards_settle_batch(referral_ids=[later])  # no earlier success yet
+            before = Reward.objects.get(referral_id=later)
+            referral_rewards_settle_batch(referral_ids=[earlier])  # ... and the later one is settled again
+            after = Reward.objects.get(referral_id=later)
+        assert (before.pk, before.amount_minor) == (after.pk, after.amount_minor), "the same reward, the same money"
+        assert (
+            before.explanation["previous_successful_referrals"],
+            after.explanation["previous_successful_referrals"],
+        ) == (0, 1)
+        if path == "set-based":
+            assert per_referral_calls == [], "settled and re-described by the set path"
+        outcomes[path] = outcome(tenant)
+    assert outcomes["set-based"][3] == outcomes["per-referral"][3], "reward descriptions differ"
+    assert outcomes["set-based"][0] == outcomes["per-referral"][0], "money differs"
 
 
 # --- failures --------------------------------------------------------------------------------------
