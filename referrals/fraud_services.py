@@ -19,6 +19,7 @@ from programs.models import Program
 from referral_platform.hooks import hooks
 from referral_platform.state import transition
 from referral_platform.tenancy.actors import Actor
+from referral_platform.tenancy.memo import recall, remember
 from referral_platform.tenancy.services import audit_record
 
 from .fraud import FraudSignal, referral_fraud_signals
@@ -47,7 +48,12 @@ def fraud_policy_get_or_create(*, program: Program) -> FraudPolicy:
     Safe under concurrency: the (tenant, program) unique constraint makes a racing creator read the
     winner's row.
     """
-    policy, _ = FraudPolicy.objects.get_or_create(tenant_id=program.tenant_id, program=program)
+    key = f"fraud_policy_{program.pk}"
+    policy = recall(key)  # read once per batch (tenancy.memo); one just created is not kept
+    if policy is None:
+        policy, created = FraudPolicy.objects.get_or_create(tenant_id=program.tenant_id, program=program)
+        if not created:
+            remember(key, policy)
     return policy
 
 

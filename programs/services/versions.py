@@ -18,6 +18,7 @@ from programs.models import (
 )
 from referral_platform.hooks import hooks
 from referral_platform.tenancy.actors import Actor
+from referral_platform.tenancy.memo import recall, remember
 from referral_platform.tenancy.services import audit_record
 
 # Program settings that decide how a referral is judged. Every version snapshots them next to the
@@ -103,8 +104,10 @@ def program_current_version(*, program: Program) -> ProgramVersion:
     current settings. Safe under concurrency: creation is serialised on the program row (like
     ``program_rules_change``), and two callers racing for version 1 both get the same row.
     """
-    current = current_version_or_none(program)
+    key = f"program_current_version_{program.pk}"
+    current = recall(key) or current_version_or_none(program)  # read once per batch (tenancy.memo)
     if current is not None:
+        remember(key, current)
         return current
     locked = Program.objects.select_for_update().get(pk=program.pk, tenant_id=program.tenant_id)
     current = current_version_or_none(locked)

@@ -1,11 +1,13 @@
 """Rows a batch task reads once for a whole chunk of work (issue 15, docs/throughput.md).
 
 A drain of Stripe events handles dozens of events of ONE tenant in a few hundred milliseconds; each event's
-services read the same few rows again — the tenant (every ``obj.tenant``), its outbound webhook endpoints.
+services read the same few rows again — the tenant (every ``obj.tenant``), its outbound webhook endpoints,
+each program's current rules version and fraud policy.
 Inside ``batch_memo()`` such a read is done once and its answer reused until the block ends. Outside one,
 nothing changes: every read goes to the database.
 
-What that means: within one chunk, a change to the tenant row or its endpoints made by someone else is
+What that means: within one chunk, a change to the tenant row, its endpoints, a program's rules (a new
+version) or fraud policy made by someone else is
 seen from the next chunk on (at most a chunk's duration, about a second), exactly as if the chunk had
 read those rows at its start — as any request holding a ``Tenant`` object already does. Keys carry the
 tenant id, so one tenant's answer is never another's.
@@ -45,6 +47,20 @@ def memoized(key: str, compute: Callable[[], Any]) -> Any:
     if key not in memo:
         memo[key] = compute()
     return memo[key]
+
+
+def recall(key: str) -> Any:
+    """What ``remember`` kept under ``key`` in this ``batch_memo`` block (None: nothing, or outside one)."""
+    memo = _memo.get()
+    return None if memo is None else memo.get(key)
+
+
+def remember(key: str, value: Any) -> None:
+    """Keep ``value`` under ``key`` until the ``batch_memo`` block ends (nothing outside one). For rows the
+    block READ: a row it wrote may still be rolled back with its savepoint, so it is not kept."""
+    memo = _memo.get()
+    if memo is not None:
+        memo[key] = value
 
 
 def tenant_key(tenant_id: int) -> str:

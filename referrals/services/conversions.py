@@ -454,6 +454,7 @@ def _process_locked_event(*, event: ConversionEvent, actor: Actor, notes: list[s
             kind=TouchpointKind.REFERRAL_CODE,
             occurred_at=event.occurred_at,
             participant=by_code.participant,
+            program=by_code.program,
             referral=referral if referral and referral.program_id == by_code.program_id else None,
             link=by_code,
             visitor_id=event.visitor_id,

@@ -71,7 +71,7 @@ def touchpoint_record(
             raise ValidationError({"participant": "Unknown participant."})
         if program is not None and participant.program_id != program.pk:
             raise ValidationError({"participant": "The participant is not in this program."})
-        program = participant.program
+        program = program or participant.program
     if program is not None and program.tenant_id != tenant.pk:
         raise ValidationError({"program": "Unknown program."})
     for name, obj in (("referral", referral), ("link", link)):
