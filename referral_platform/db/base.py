@@ -52,6 +52,9 @@ class DatabaseWrapper(base.DatabaseWrapper):
         self._pending_savepoints: list[tuple[str | None, str]] = []
         self._unsent_rolled_back: set[str] = set()  # never sent, rolled back: their RELEASE is not sent either
         self.execute_wrappers.append(self._rls_execute)
+        # Called with the savepoint id before each rollback to a savepoint (sent or not): work kept in memory
+        # for the open transaction (deferred audit rows) drops what was done inside it.
+        self.savepoint_rollback_listeners: list = []
 
     # -- keeping track of what the open transaction carries ----------------------------------------------
 
@@ -97,6 +100,8 @@ class DatabaseWrapper(base.DatabaseWrapper):
         self._pending_savepoints.append((None, self.ops.savepoint_commit_sql(sid)))
 
     def _savepoint_rollback(self, sid):
+        for listener in list(self.savepoint_rollback_listeners):
+            listener(sid)
         index = self._pending_index(sid)
         if index is not None:  # never sent: nothing ran inside it, there is nothing to undo
             del self._pending_savepoints[index:]

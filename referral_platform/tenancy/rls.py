@@ -168,6 +168,11 @@ def _scoped(state: RlsState):
         _state.reset(token)
 
 
+def within(state: RlsState):
+    """Run the block in ``state`` (one ``current()`` returned earlier: work recorded then, written now)."""
+    return _scoped(state)
+
+
 def tenant(tenant_id: int):
     """Run the block as one tenant."""
     return _scoped(RlsState(tenant_id=int(tenant_id)))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import secrets
 from dataclasses import dataclass
@@ -15,6 +17,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.text import slugify
 
+from . import rls
 from .actors import Actor
 from .models import ApiKey, ApiKeyScope, AuditEvent, Invitation, Membership, Role, Tenant
 
@@ -30,10 +33,67 @@ def _sha256(value: str) -> str:
 
 def audit_record(**fields) -> AuditEvent:
     """Append one audit row (the keyword arguments of ``audit_row``). Call inside the transaction of the change
-    it records."""
+    it records. Inside ``audit_rows_deferred`` the row is inserted when that block ends (its ``pk`` is None
+    until then)."""
     row = audit_row(**fields)
-    row.save(force_insert=True)
+    deferred = _deferred.get()
+    if deferred is not None and deferred.connection.in_atomic_block:
+        deferred.add(row)
+    else:
+        row.save(force_insert=True)
     return row
+
+
+class _DeferredAuditRows:
+    def __init__(self, connection) -> None:
+        self.connection = connection
+        self.rows: list[tuple[AuditEvent, tuple, rls.RlsState]] = []
+
+    def add(self, row: AuditEvent) -> None:
+        self.rows.append((row, tuple(self.connection.savepoint_ids), rls.current()))
+
+    def forget(self, sid) -> None:
+        """A rollback to savepoint ``sid``: the rows recorded inside it go with it."""
+        self.rows = [entry for entry in self.rows if sid not in entry[1]]
+
+    def flush(self) -> None:
+        by_state: dict[rls.RlsState, list[AuditEvent]] = {}
+        for row, _savepoints, state in self.rows:
+            by_state.setdefault(state, []).append(row)
+        self.rows = []
+        for state, rows in by_state.items():
+            with rls.within(state):
+                AuditEvent.objects.bulk_create(rows)
+
+
+_deferred: contextvars.ContextVar[_DeferredAuditRows | None] = contextvars.ContextVar("audit_deferred", default=None)
+
+
+@contextlib.contextmanager
+def audit_rows_deferred():
+    """Audit rows recorded in the block are inserted with one statement per row-level-security state when it
+    ends, in the same transaction (a batch records one or two rows per item: issue 15). A row recorded inside
+    a savepoint that is rolled back is dropped with it, exactly as its INSERT would have been undone; when the
+    block raises, the rows left are written if the transaction can still go on. Outside a transaction, and
+    inside an enclosing block, it changes nothing."""
+    connection = transaction.get_connection()
+    if _deferred.get() is not None or not connection.in_atomic_block:
+        yield
+        return
+    deferred = _DeferredAuditRows(connection)
+    token = _deferred.set(deferred)
+    connection.savepoint_rollback_listeners.append(deferred.forget)
+    try:
+        yield
+    except BaseException:
+        if connection.in_atomic_block and not connection.needs_rollback:
+            deferred.flush()
+        raise
+    else:
+        deferred.flush()
+    finally:
+        connection.savepoint_rollback_listeners.remove(deferred.forget)
+        _deferred.reset(token)
 
 
 def audit_row(

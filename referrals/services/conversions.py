@@ -16,7 +16,7 @@ from referral_platform.celery import enqueue_on_commit
 from referral_platform.hooks import hooks
 from referral_platform.tenancy.actors import Actor, system_actor
 from referral_platform.tenancy.models import Tenant
-from referral_platform.tenancy.services import audit_record
+from referral_platform.tenancy.services import audit_record, audit_rows_deferred
 from referrals.models import (
     Attribution,
     ConversionEvent,
@@ -232,8 +232,9 @@ def _company_profile(event: ConversionEvent) -> dict:
 
 def _referral_for_event(
     *, event: ConversionEvent, cluster, named: tuple[ReferralLink | None, str], actor: Actor, notes: list[str]
-) -> Referral | None:
-    """``named``: the link the event's referral or coupon code names and the field at fault (``code_link``)."""
+) -> tuple[Referral | None, bool]:
+    """The event's referral and whether it was created here. ``named``: the link the event's referral or coupon
+    code names and the field at fault (``code_link``)."""
     tenant = event.tenant
     can_create = event.kind in KINDS_THAT_CREATE_REFERRALS
     link, unknown = named
@@ -243,13 +244,13 @@ def _referral_for_event(
         notes.append(f"coupon_code {event.coupon_code!r} is not a code of this workspace (kept as evidence).")
     referral = referral_for_identity(tenant, cluster=cluster, program=link.program if link else None)
     if referral is not None or not can_create:
-        return referral
+        return referral, False
     claimed, claim = claimed_link(tenant=tenant, email=event.email, company="", at=event.occurred_at)
     link = claimed or link
     if link is None:
         link = link_by_model(tenant=tenant, cluster=cluster, until=event.occurred_at)
     if link is None or not link_accepts_referrals(link):
-        return None
+        return None, False
     referral = referral_create(
         tenant=tenant,
         program=link.program,
@@ -272,7 +273,7 @@ def _referral_for_event(
         }
         claim_touchpoint_record(tenant=tenant, claim=claim, referral=referral, at=event.occurred_at, identity=identity)
     orphans_requeue(tenant=tenant, cluster=cluster, referral=referral)
-    return referral
+    return referral, True
 
 
 def _advance_for_event(*, event: ConversionEvent, referral: Referral, actor: Actor, notes: list[str]) -> Referral:
@@ -347,13 +348,14 @@ def conversion_events_process_many(*, event_ids) -> tuple[list[ConversionEvent],
             .filter(pk__in=list(event_ids), status=ConversionEventStatus.RECEIVED)
             .order_by("pk")
         )
-        for event in events:
-            try:
-                with transaction.atomic():
-                    processed.append(_process_and_record(event))
-            except DatabaseError as error:
-                logger.warning("conversion event %s handed back to its own processing: %s", event.pk, error)
-                handed_back.append(event.pk)
+        with audit_rows_deferred():  # the chunk's audit rows in one INSERT (those of a rolled-back event dropped)
+            for event in events:
+                try:
+                    with transaction.atomic():
+                        processed.append(_process_and_record(event))
+                except DatabaseError as error:
+                    logger.warning("conversion event %s handed back to its own processing: %s", event.pk, error)
+                    handed_back.append(event.pk)
     return processed, handed_back
 
 
@@ -446,7 +448,7 @@ def _process_locked_event(*, event: ConversionEvent, actor: Actor, notes: list[s
     )
     # The link the event's code names is read once (matching and the code's touchpoint both use it).
     named = code_link(tenant=tenant, referral_code=event.referral_code, coupon_code=event.coupon_code)
-    referral = _referral_for_event(event=event, cluster=cluster, named=named, actor=actor, notes=notes)
+    referral, created = _referral_for_event(event=event, cluster=cluster, named=named, actor=actor, notes=notes)
     by_code = named[0] if event.referral_code.strip() else None
     if by_code is not None:
         touchpoint_record(
@@ -509,7 +511,9 @@ def _process_locked_event(*, event: ConversionEvent, actor: Actor, notes: list[s
             notes.append(f"Referral #{referral.pk} is not eligible: {'; '.join(problems)}. Nothing is attributed.")
             return ConversionEventStatus.UNATTRIBUTED, referral
     moved = _advance_for_event(event=event, referral=referral, actor=actor, notes=notes)
-    moved = referral_establish(referral=moved, at=event.occurred_at, actor=actor, queue_settlement=False)
+    moved = referral_establish(
+        referral=moved, at=event.occurred_at, actor=actor, queue_settlement=False, created=created
+    )
     referral = _keep_relations(moved, read=referral)
     # The event row is locked by the caller and its referral is saved with its outcome.
     event.referral = referral

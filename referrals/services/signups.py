@@ -357,25 +357,29 @@ def signup_record(
 
 
 def referral_establish(
-    *, referral: Referral, at: datetime | None = None, actor: Actor | str, queue_settlement: bool = True
+    *,
+    referral: Referral,
+    at: datetime | None = None,
+    actor: Actor | str,
+    queue_settlement: bool = True,
+    created: bool = False,
 ) -> Referral:
     """Keep ``established_at`` equal to when the referral was established, whatever order its facts
     arrive in: its earliest sign-up (``signed_up_at``: the sign-up API, a lead, a sign-up event) or,
     without one, its earliest conversion event (``at`` adds the event being processed). When it moves, the
     credit of every event of the referral is decided again from the touchpoints up to the new moment, and
-    its rewards are settled again."""
+    its rewards are settled again. ``created``: the referral was inserted in this very transaction, so none of
+    its events is settled yet (their earliest moment is not read)."""
     target = referral.signed_up_at
     if target is None:
-        moments = [
-            moment
-            for moment in (
+        earliest = None
+        if not created:
+            earliest = (
                 ConversionEvent.objects.for_tenant(referral.tenant_id)
                 .filter(referral_id=referral.pk, status__in=SETTLED_EVENT_STATUSES)
-                .aggregate(earliest=Min("occurred_at"))["earliest"],
-                at,
+                .aggregate(earliest=Min("occurred_at"))["earliest"]
             )
-            if moment is not None
-        ]
+        moments = [moment for moment in (earliest, at) if moment is not None]
         target = min(moments) if moments else referral.established_at or referral.created_at
     if referral.established_at == target:
         return referral

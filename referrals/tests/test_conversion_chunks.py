@@ -8,6 +8,7 @@ from __future__ import annotations
 import random
 import re
 import threading
+from collections import Counter
 from datetime import timedelta
 
 import pytest
@@ -15,6 +16,7 @@ from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 
 from referral_platform.tenancy import rls
+from referral_platform.tenancy.models import AuditEvent
 from referrals import services
 from referrals.models import Attribution, ConversionEvent, ConversionEventStatus, Referral
 from referrals.services import conversions
@@ -100,6 +102,13 @@ def outcome(tenant) -> dict:
     return out
 
 
+def audit_trail(tenant) -> Counter:
+    """The workspace's audit rows by (action, object type, from, to)."""
+    return Counter(
+        AuditEvent.objects.filter(tenant=tenant).values_list("action", "object_type", "from_state", "to_state")
+    )
+
+
 def until_none_received(tenant, process) -> int:
     """Process the workspace's ``received`` events, round after round: an event processed before the referral
     it belongs to existed is queued again (``orphans_requeue``), as the drain's next round would run it."""
@@ -133,6 +142,8 @@ def test_a_chunk_ends_exactly_as_one_by_one_whatever_the_delivery_order(world, s
 
     expected, got = outcome(world.a), outcome(world.b)
     assert got == expected
+    # The same audit trail (written at the chunk's end in one INSERT: audit_rows_deferred).
+    assert audit_trail(world.b) == audit_trail(world.a) and audit_trail(world.b)
     assert chunks[0] == len(events_for({"dana": "", "ravi": ""})[0])
     assert got["pay-1"][0] == "processed" and {name for name, *_ in got["pay-2"][3]} == {"Dana Whitfield", "Ravi Menon"}
     assert got["eur-4"][0] == "failed" and got["pay-5"][0] == "unattributed" and got["cancel-3"][2] == "churned"
@@ -156,6 +167,11 @@ def test_a_database_error_hands_back_only_its_event_and_the_others_commit(world,
     left = ConversionEvent.objects.get(pk=unlucky)
     assert (left.status, left.referral_id, left.processed_at) == ("received", None, None)
     assert not Referral.objects.filter(referred_external_id="cus_3", tenant=world.a).exists(), "nothing of it kept"
+    referral_rows = AuditEvent.objects.filter(tenant=world.a, object_type="referrals.referral")
+    assert referral_rows.exists()
+    assert {int(pk) for pk in referral_rows.values_list("object_id", flat=True)} <= set(
+        Referral.objects.filter(tenant=world.a).values_list("pk", flat=True)
+    ), "its audit rows went with its savepoint"
     requeued = ConversionEvent.objects.filter(tenant=world.a, status="received").exclude(pk=unlucky)
     assert all(event.error.startswith("Processed again") for event in requeued)  # orphans queued again, as ever
     monkeypatch.undo()
