@@ -276,10 +276,14 @@ def _referral_for_event(
     return referral, True
 
 
-def _advance_for_event(*, event: ConversionEvent, referral: Referral, actor: Actor, notes: list[str]) -> Referral:
+def _advance_for_event(
+    *, event: ConversionEvent, referral: Referral, actor: Actor, notes: list[str], created: bool = False
+) -> Referral:
     """Move the referral's stage for ``event`` so that the outcome depends on the set of events, not on
     their order: the conversion date is the earliest payment's, the churn date the earliest
-    cancellation's, and a referral with a cancellation is churned even if a payment is processed after it."""
+    cancellation's, and a referral with a cancellation is churned even if a payment is processed after it.
+    ``created``: ``referral`` was inserted by this event's processing (its row is held by this transaction
+    and the object is current: it is moved without being locked and read again)."""
     target = KIND_TARGET_STAGE.get(event.kind)
     if target is None:
         return referral
@@ -310,7 +314,12 @@ def _advance_for_event(*, event: ConversionEvent, referral: Referral, actor: Act
             )
         return referral
     return STAGE_SERVICES[target](
-        referral=referral, actor=actor, at=event.occurred_at, reason=reason, data={"conversion_event": event.pk}
+        referral=referral,
+        actor=actor,
+        at=event.occurred_at,
+        reason=reason,
+        data={"conversion_event": event.pk},
+        locked=referral if created else None,
     )
 
 
@@ -510,7 +519,7 @@ def _process_locked_event(*, event: ConversionEvent, actor: Actor, notes: list[s
             referral_eligibility_enforce(referral=referral, actor=actor)
             notes.append(f"Referral #{referral.pk} is not eligible: {'; '.join(problems)}. Nothing is attributed.")
             return ConversionEventStatus.UNATTRIBUTED, referral
-    moved = _advance_for_event(event=event, referral=referral, actor=actor, notes=notes)
+    moved = _advance_for_event(event=event, referral=referral, actor=actor, notes=notes, created=created)
     moved = referral_establish(
         referral=moved, at=event.occurred_at, actor=actor, queue_settlement=False, created=created
     )

@@ -180,9 +180,18 @@ def referral_eligibility_enforce(*, referral: Referral, actor: Actor | str) -> R
 
 
 def _referral_move(
-    *, referral: Referral, to: str, actor: Actor | str, at: datetime | None, reason: str, data: dict | None
+    *,
+    referral: Referral,
+    to: str,
+    actor: Actor | str,
+    at: datetime | None,
+    reason: str,
+    data: dict | None,
+    locked: Referral | None = None,
 ) -> Referral:
-    moved = transition(referral, to=to, actor=actor, reason=reason, at=at, data=data)
+    """``locked``: the referral's row as held by the caller's transaction (e.g. inserted by it), so it is not
+    locked and read again."""
+    moved = transition(referral, to=to, actor=actor, reason=reason, at=at, data=data, locked=locked)
     # Rewards follow the stage (a lead bounty on qualification; a rejection reverses what it earned),
     # and the referrer is told: the higher layers react to the hook.
     hooks.referral_changed(referral=moved, change=to)
@@ -191,10 +200,18 @@ def _referral_move(
 
 @transaction.atomic
 def referral_sign_up(
-    *, referral: Referral, actor: Actor | str, at: datetime | None = None, reason: str = "", data: dict | None = None
+    *,
+    referral: Referral,
+    actor: Actor | str,
+    at: datetime | None = None,
+    reason: str = "",
+    data: dict | None = None,
+    locked: Referral | None = None,
 ) -> Referral:
     """clicked → signed up."""
-    return _referral_move(referral=referral, to=ReferralStatus.SIGNED_UP, actor=actor, at=at, reason=reason, data=data)
+    return _referral_move(
+        referral=referral, to=ReferralStatus.SIGNED_UP, actor=actor, at=at, reason=reason, data=data, locked=locked
+    )
 
 
 def referral_qualification_missing(*, referral: Referral) -> list[str]:
@@ -217,6 +234,7 @@ def referral_qualify(
     reason: str = "",
     data: dict | None = None,
     require_checklist: bool = False,
+    locked: Referral | None = None,
 ) -> Referral:
     """clicked / signed up → qualified (the referrer is told what they earn when it converts).
 
@@ -228,16 +246,26 @@ def referral_qualify(
             raise ValidationError(
                 {"qualification": f"The program's checklist is not confirmed yet: missing {', '.join(missing)}."}
             )
-    moved = _referral_move(referral=referral, to=ReferralStatus.QUALIFIED, actor=actor, at=at, reason=reason, data=data)
+    moved = _referral_move(
+        referral=referral, to=ReferralStatus.QUALIFIED, actor=actor, at=at, reason=reason, data=data, locked=locked
+    )
     return moved
 
 
 @transaction.atomic
 def referral_convert(
-    *, referral: Referral, actor: Actor | str, at: datetime | None = None, reason: str = "", data: dict | None = None
+    *,
+    referral: Referral,
+    actor: Actor | str,
+    at: datetime | None = None,
+    reason: str = "",
+    data: dict | None = None,
+    locked: Referral | None = None,
 ) -> Referral:
     """clicked / signed up / qualified → converted (a paying customer)."""
-    return _referral_move(referral=referral, to=ReferralStatus.CONVERTED, actor=actor, at=at, reason=reason, data=data)
+    return _referral_move(
+        referral=referral, to=ReferralStatus.CONVERTED, actor=actor, at=at, reason=reason, data=data, locked=locked
+    )
 
 
 @transaction.atomic
@@ -252,10 +280,18 @@ def referral_reject(
 
 @transaction.atomic
 def referral_churn(
-    *, referral: Referral, actor: Actor | str, at: datetime | None = None, reason: str = "", data: dict | None = None
+    *,
+    referral: Referral,
+    actor: Actor | str,
+    at: datetime | None = None,
+    reason: str = "",
+    data: dict | None = None,
+    locked: Referral | None = None,
 ) -> Referral:
     """converted → churned (the referred customer cancelled)."""
-    return _referral_move(referral=referral, to=ReferralStatus.CHURNED, actor=actor, at=at, reason=reason, data=data)
+    return _referral_move(
+        referral=referral, to=ReferralStatus.CHURNED, actor=actor, at=at, reason=reason, data=data, locked=locked
+    )
 
 
 def referral_stage_redate(
