@@ -20,7 +20,6 @@ the same referral again later finds the same thing.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -91,22 +90,6 @@ def email_domain(email: str) -> str:
     """The (canonical) domain of an address: ``""`` without one."""
     normalized = normalize_email_for_matching(email)
     return normalized.rpartition("@")[2]
-
-
-def email_match_regex(normalized_email: str) -> str:
-    """A case-insensitive PostgreSQL regular expression matching every address whose
-    ``normalize_email_for_matching`` is ``normalized_email`` (so the database finds them by index
-    scan of one tenant instead of Python reading every row)."""
-    local, _, domain = normalized_email.rpartition("@")
-    if not local or not domain:
-        return ""
-    if domain == "gmail.com":
-        local_re = r"\.*" + "".join(re.escape(char) + r"\.*" for char in local)
-        domain_re = r"(gmail|googlemail)\.com"
-    else:
-        local_re = re.escape(local)
-        domain_re = re.escape(domain)
-    return rf"^{local_re}(\+[^@]*)?@{domain_re}\.?$"
 
 
 # Company names, free-mail and registrable domains are core helpers (referral_platform.domains),
@@ -298,9 +281,10 @@ def referrer_visitor_ids(*, referral: Referral) -> list[OwnVisitor]:
     visitor id) are left out: they say who the referred person is, which the e-mail check judges."""
     referrer = referral.referrer
     tenant_id = referral.tenant_id
-    pattern = email_match_regex(normalize_email_for_matching(referrer.email))
-    referral_match = Q(referred_email__iregex=pattern) if pattern else Q(pk__in=[])
-    event_match = Q(email__iregex=pattern) if pattern else Q(pk__in=[])
+    # The referrer's mailbox against the stored, indexed mailbox keys (referrals.mailbox).
+    mailbox = normalize_email_for_matching(referrer.email)
+    referral_match = Q(referred_mailbox=mailbox) if mailbox else Q(pk__in=[])
+    event_match = Q(mailbox=mailbox) if mailbox else Q(pk__in=[])
     if referrer.external_id.strip():
         referral_match |= Q(referred_external_id=referrer.external_id.strip())
         event_match |= Q(customer_external_id=referrer.external_id.strip())
@@ -347,19 +331,19 @@ def referrer_visitor_ids(*, referral: Referral) -> list[OwnVisitor]:
                 ),
             )
         )
-    found += _identity_graph_visitors(referral=referral, email_pattern=pattern)
+    found += _identity_graph_visitors(referral=referral, mailbox=mailbox)
     return found
 
 
-def _identity_graph_visitors(*, referral: Referral, email_pattern: str) -> list[OwnVisitor]:
+def _identity_graph_visitors(*, referral: Referral, mailbox: str) -> list[OwnVisitor]:
     referrer = referral.referrer
     external_id = referrer.external_id.strip()
     # Edges are stored in canonical order, but read both ways so the check does not depend on it.
     match = Q(pk__in=[])
     for own, other in (("a", "b"), ("b", "a")):
         node = Q(pk__in=[])
-        if email_pattern:
-            node |= Q(**{f"{own}_kind": IdentityKind.EMAIL, f"{own}_value__iregex": email_pattern})
+        if mailbox:
+            node |= Q(**{f"{own}_mailbox": mailbox})  # '' unless that end is an e-mail
         if external_id:
             node |= Q(**{f"{own}_kind": IdentityKind.CUSTOMER, f"{own}_value": external_id})
         match |= node & Q(**{f"{other}_kind": IdentityKind.VISITOR})
