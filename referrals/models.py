@@ -8,10 +8,11 @@ from django.db import models
 from django.utils import timezone
 
 from programs.models import AttributionModel, Participant, Program, ProgramVersion
+from referral_platform.domains import normalise_company_name
 from referral_platform.state import StateMachine
-from referral_platform.tenancy.models import TenantOwnedModel
+from referral_platform.tenancy.models import TenantOwnedModel, TenantScopedQuerySet
 
-from .mailbox import MailboxKey
+from .mailbox import MailboxDomain, MailboxKey
 
 
 class Channel(models.TextChoices):
@@ -123,7 +124,39 @@ class ReviewStatus(models.TextChoices):
     REJECTED = "rejected", "Rejected as fraud"
 
 
+class ReferralQuerySet(TenantScopedQuerySet):
+    """Keeps ``referred_company_key`` with ``referred_company`` on the bulk writes that bypass ``save()``."""
+
+    def bulk_create(self, objs, *args, **kwargs):
+        objs = list(objs)
+        for obj in objs:
+            obj.referred_company_key = company_key(obj.referred_company)
+        return super().bulk_create(objs, *args, **kwargs)
+
+    def bulk_update(self, objs, fields, *args, **kwargs):
+        objs = list(objs)
+        if "referred_company" in fields:
+            for obj in objs:
+                obj.referred_company_key = company_key(obj.referred_company)
+            fields = [*fields, "referred_company_key"]
+        return super().bulk_update(objs, fields, *args, **kwargs)
+
+    def update(self, **kwargs):
+        if "referred_company" in kwargs and "referred_company_key" not in kwargs:  # (bulk_update gives both)
+            value = kwargs["referred_company"]
+            if not isinstance(value, str):
+                raise TypeError("referred_company: update() takes a string here (its key is computed from it)")
+            kwargs["referred_company_key"] = company_key(value)
+        return super().update(**kwargs)
+
+
+def company_key(name: str) -> str:
+    return normalise_company_name(name or "")[:200]
+
+
 class Referral(TenantOwnedModel):
+    objects = models.Manager.from_queryset(ReferralQuerySet)()
+
     program = models.ForeignKey(Program, on_delete=models.CASCADE, related_name="referrals")
     referrer = models.ForeignKey(Participant, on_delete=models.CASCADE, related_name="referrals")
     link = models.ForeignKey(ReferralLink, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
@@ -133,8 +166,14 @@ class Referral(TenantOwnedModel):
     referred_mailbox = models.GeneratedField(
         expression=MailboxKey("referred_email"), output_field=models.CharField(max_length=254), db_persist=True
     )
+    referred_mailbox_domain = models.GeneratedField(
+        expression=MailboxDomain("referred_email"), output_field=models.CharField(max_length=254), db_persist=True
+    )
     referred_name = models.CharField(max_length=200, blank=True)
     referred_company = models.CharField(max_length=200, blank=True)
+    # normalise_company_name(referred_company), kept by save() and the manager's bulk writes (ReferralQuerySet):
+    # the duplicate-company check finds a company's earlier referrals by it on an index.
+    referred_company_key = models.CharField(max_length=200, blank=True, editable=False)
     referred_external_id = models.CharField(max_length=200, blank=True)
     referred_company_size = models.CharField(max_length=20, choices=CompanySize.choices, blank=True)
     how_did_you_hear = models.CharField(max_length=300, blank=True, help_text="The referred company's own answer.")
@@ -249,6 +288,8 @@ class Referral(TenantOwnedModel):
             models.Index(fields=["tenant", "status"], name="referral_status_idx"),
             models.Index(fields=["tenant", "referred_email"], name="referral_email_idx"),
             models.Index(fields=["tenant", "referred_mailbox"], name="referral_mailbox_idx"),
+            models.Index(fields=["tenant", "program", "referred_company_key"], name="referral_company_key_idx"),
+            models.Index(fields=["tenant", "program", "referred_mailbox_domain"], name="referral_mailbox_domain_idx"),
             models.Index(fields=["tenant", "referred_external_id"], name="referral_customer_idx"),
             models.Index(fields=["tenant", "visitor_id"], name="referral_visitor_idx"),
             models.Index(fields=["tenant", "review_status"], name="referral_review_idx"),
@@ -265,6 +306,13 @@ class Referral(TenantOwnedModel):
             )
         ]
         ordering = ["-created_at", "-pk"]
+
+    def save(self, *args, **kwargs):
+        self.referred_company_key = company_key(self.referred_company)
+        update_fields = kwargs.get("update_fields")
+        if update_fields is not None and "referred_company" in update_fields:
+            kwargs["update_fields"] = [*update_fields, "referred_company_key"]
+        super().save(*args, **kwargs)
 
     def __str__(self) -> str:
         return f"{self.referred_email or self.visitor_id or 'referral'} ← {self.referrer_id}"

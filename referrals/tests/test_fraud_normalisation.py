@@ -170,16 +170,16 @@ def test_the_mailbox_indexes_serve_the_fraud_reads_under_row_level_security(worl
     from referral_platform.tenancy import rls
     from referrals.models import ConversionEvent, IdentityLink
 
-    reads = {
-        "referral_mailbox_idx": Referral.objects.filter(referred_mailbox="ann@acme.example"),
-        "conversion_mailbox_idx": ConversionEvent.objects.filter(mailbox="ann@acme.example"),
-        "identity_link_a_mailbox_idx": IdentityLink.objects.filter(a_mailbox="ann@acme.example"),
-        "identity_link_b_mailbox_idx": IdentityLink.objects.filter(b_mailbox="ann@acme.example"),
-    }
     rows, now = 300, timezone.now()  # enough rows that an index is worth reading
     referrer = f.ParticipantFactory(program=f.ProgramFactory(tenant=world.a))
     Referral.objects.bulk_create(
-        Referral(tenant=world.a, program=referrer.program, referrer=referrer, referred_email=f"p{n}@acme.example")
+        Referral(
+            tenant=world.a,
+            program=referrer.program,
+            referrer=referrer,
+            referred_email=f"p{n}@acme{n}.example",
+            referred_company=f"Company {n}",
+        )
         for n in range(rows)
     )
     ConversionEvent.objects.bulk_create(
@@ -196,6 +196,17 @@ def test_the_mailbox_indexes_serve_the_fraud_reads_under_row_level_security(worl
         IdentityLink(tenant=world.a, a_kind="customer", a_value=f"c{n}", b_kind="email", b_value=f"p{n}@acme.example")
         for n in range(rows)
     )
+    program_id = referrer.program_id
+    reads = {
+        "referral_mailbox_idx": Referral.objects.filter(referred_mailbox="ann@acme.example"),
+        "referral_company_key_idx": Referral.objects.filter(program_id=program_id, referred_company_key="acme"),
+        "referral_mailbox_domain_idx": Referral.objects.filter(
+            program_id=program_id, referred_mailbox_domain="acme.example"
+        ),
+        "conversion_mailbox_idx": ConversionEvent.objects.filter(mailbox="ann@acme.example"),
+        "identity_link_a_mailbox_idx": IdentityLink.objects.filter(a_mailbox="ann@acme.example"),
+        "identity_link_b_mailbox_idx": IdentityLink.objects.filter(b_mailbox="ann@acme.example"),
+    }
     with connection.cursor() as cursor:  # statistics, as autovacuum would gather them (the owner's right)
         cursor.execute("SELECT current_user")
         role = cursor.fetchone()[0]
@@ -208,4 +219,28 @@ def test_the_mailbox_indexes_serve_the_fraud_reads_under_row_level_security(worl
             cursor.execute("SET LOCAL enable_seqscan = off")
         for index, queryset in reads.items():
             plan = queryset.for_tenant(world.a).explain()
-            assert index in plan and "mailbox)::text = " in plan.split("Index Cond:")[1].split("\n")[0], plan
+            condition = plan.split("Index Cond:")[1].split("\n")[0]
+            keyed = any(f"{column})::text = " in condition for column in ("mailbox", "mailbox_domain", "company_key"))
+            assert index in plan and keyed, plan
+
+
+@pytest.mark.django_db
+def test_the_company_key_follows_the_name_through_every_write(world):
+    """``referred_company_key`` (the duplicate-company check's index) is ``normalise_company_name`` of the name
+    after save(), save(update_fields=...), bulk_create, bulk_update and update()."""
+    program = f.ProgramFactory(tenant=world.a)
+    referrer = f.ParticipantFactory(program=program)
+    created = f.ReferralFactory(referrer=referrer, program=program, referred_company="The Acme Company, Inc.")
+    assert Referral.objects.get(pk=created.pk).referred_company_key == "acme"
+    created.referred_company = "Globex GmbH"
+    created.save(update_fields=["referred_company"])
+    assert Referral.objects.get(pk=created.pk).referred_company_key == "globex"
+    bulk = Referral.objects.bulk_create(
+        [Referral(tenant=world.a, program=program, referrer=referrer, referred_company="Société Générale S.A.")]
+    )
+    assert Referral.objects.get(pk=bulk[0].pk).referred_company_key == "societegenerale"
+    bulk[0].referred_company = "A.C.M.E. Ltd"
+    Referral.objects.bulk_update(bulk, ["referred_company"])
+    assert Referral.objects.get(pk=bulk[0].pk).referred_company_key == "acme"
+    Referral.objects.filter(pk=created.pk).update(referred_company="Initech LLC")
+    assert Referral.objects.get(pk=created.pk).referred_company_key == "initech"
