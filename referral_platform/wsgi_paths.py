@@ -4,6 +4,8 @@ database connection housekeeping."""
 
 from __future__ import annotations
 
+import contextlib
+
 from django.conf import settings
 from django.db import connections
 
@@ -26,3 +28,14 @@ def close_old_connections() -> None:
     for database in connections.all(initialized_only=True):
         if not database.in_atomic_block:
             database.close_if_unusable_or_obsolete()
+
+
+@contextlib.contextmanager
+def database_work():
+    """``close_old_connections`` before and after the part of a request that uses the database: a path that
+    answers most requests without it (the redirect's warm hit) does no connection housekeeping at all."""
+    close_old_connections()
+    try:
+        yield
+    finally:
+        close_old_connections()

@@ -28,7 +28,7 @@ from redis.exceptions import RedisError
 
 from referral_platform import abuse
 from referral_platform.tenancy import rls
-from referral_platform.wsgi_paths import close_old_connections, is_secure
+from referral_platform.wsgi_paths import database_work, is_secure
 
 from . import click_buffer, hot_redis, link_cache
 from .models import ReferralLink
@@ -103,12 +103,14 @@ def answer(environ: dict, code: str) -> Outcome:
         else:
             entry, stream_id = hot_redis.client().get(code_key), None
         if entry is None or entry == link_cache.CHANGED:
-            entry = link_cache.load_entry(code)
+            with database_work():
+                entry = link_cache.load_entry(code)
             if record and link_cache.is_link_entry(entry):
                 stream_id = click_buffer.record_click(ids=link_cache.entry_ids(entry), payload=payload)
     except RedisError:
         logger.exception("Redis unavailable: answering /r/%s from Postgres", code)
-        return _answer_from_postgres(code, visitor_id, record=record, environ=environ)
+        with database_work():
+            return _answer_from_postgres(code, visitor_id, record=record, environ=environ)
     if not link_cache.is_link_entry(entry):
         return Outcome(404)
     target = link_cache.redirect_target(entry, visitor_id)
@@ -235,14 +237,11 @@ class ReferralRedirectDispatch:
         if match is None:
             return self.application(environ, start_response)
         method = environ.get("REQUEST_METHOD", "GET")
-        close_old_connections()
         try:
-            outcome = answer(environ, match.group(1))
+            outcome = answer(environ, match.group(1))  # the database only on a cold link (database_work)
         except Exception:
             logger.exception("referral redirect failed for %s", path)
             outcome = Outcome(500)
-        finally:
-            close_old_connections()
         return wsgi_reply(outcome, start_response, method)
 
 

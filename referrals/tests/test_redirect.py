@@ -77,6 +77,20 @@ def test_warm_link_opens_no_database_connection(live_link):
     assert connection.connection is None, "a warm redirect opened a database connection"
 
 
+@pytest.mark.django_db(transaction=True)
+def test_only_a_cold_link_does_the_connection_housekeeping(live_link, redis_client):
+    """Django's close_old_connections runs around the database work of a cold link (here CONN_MAX_AGE=0: the
+    connection is closed after it); a warm hit uses no database and leaves connections alone."""
+    redis_client.delete(hot_redis.link_key(live_link.code))
+    connection.ensure_connection()
+    assert call_wsgi(f"/r/{live_link.code}")[0] == 302  # cold: read from PostgreSQL, then cached
+    assert connection.connection is None, "the cold link's connection housekeeping closed the expired connection"
+    connection.ensure_connection()
+    opened = connection.connection
+    assert call_wsgi(f"/r/{live_link.code}")[0] == 302  # warm
+    assert connection.connection is opened, "a warm hit touches no connection"
+
+
 @pytest.mark.django_db
 def test_redirect_middleware_skips_the_rest_of_the_stack(client, live_link):
     response = client.get(f"/r/{live_link.code}")
