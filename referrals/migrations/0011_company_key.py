@@ -44,7 +44,6 @@ class Migration(migrations.Migration):
                 output_field=models.CharField(max_length=254),
             ),
         ),
-        migrations.RunPython(fill_company_keys, migrations.RunPython.noop),
         migrations.AddIndex(
             model_name="referral",
             index=models.Index(fields=["tenant", "program", "referred_company_key"], name="referral_company_key_idx"),
@@ -55,4 +54,6 @@ class Migration(migrations.Migration):
                 fields=["tenant", "program", "referred_mailbox_domain"], name="referral_mailbox_domain_idx"
             ),
         ),
+        # Last: its UPDATEs leave deferred trigger events, after which PostgreSQL refuses CREATE INDEX.
+        migrations.RunPython(fill_company_keys, migrations.RunPython.noop),
     ]
