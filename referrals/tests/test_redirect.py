@@ -78,10 +78,12 @@ def test_warm_link_opens_no_database_connection(live_link):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_only_a_cold_link_does_the_connection_housekeeping(live_link, redis_client):
-    """Django's close_old_connections runs around the database work of a cold link (here CONN_MAX_AGE=0: the
+def test_only_a_cold_link_does_the_connection_housekeeping(live_link, redis_client, monkeypatch):
+    """Django's close_old_connections runs around the database work of a cold link (with CONN_MAX_AGE=0 the
     connection is closed after it); a warm hit uses no database and leaves connections alone."""
+    monkeypatch.setitem(connection.settings_dict, "CONN_MAX_AGE", 0)
     redis_client.delete(hot_redis.link_key(live_link.code))
+    connection.close()
     connection.ensure_connection()
     assert call_wsgi(f"/r/{live_link.code}")[0] == 302  # cold: read from PostgreSQL, then cached
     assert connection.connection is None, "the cold link's connection housekeeping closed the expired connection"
