@@ -118,8 +118,8 @@ def _defaults(model, given: list[str]) -> dict[str, object]:
     seed keeps working when a model gains a column)."""
     found = {}
     for field in model._meta.concrete_fields:
-        if field.column in given or field.null or field.primary_key:
-            continue
+        if field.column in given or field.null or field.primary_key or field.generated:
+            continue  # (a generated column is the database's to fill: COPY refuses it)
         if field.has_default():
             found[field.column] = field.get_default()
         elif field.get_internal_type() in ("CharField", "TextField"):

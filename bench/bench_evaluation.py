@@ -25,32 +25,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ["DJANGO_SETTINGS_MODULE"] = "referral_platform.settings.test"
 
+from bench.scratch import in_scratch_database, progress  # noqa: E402
+
 CONVERSIONS = int(os.environ.get("BENCH_CONVERSIONS", "500"))
 PARTICIPANTS = int(os.environ.get("BENCH_PARTICIPANTS", "25"))
 
 
-def progress(label: str, done: int, total: int) -> None:
-    width = 30
-    filled = int(width * done / total) if total else width
-    sys.stdout.write(f"\r  {label:<28} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
-    if done >= total:
-        sys.stdout.write("\n")
-    sys.stdout.flush()
-
-
 def main() -> None:
-    import django
-
-    django.setup()
-    from django.db import connection
-
-    connection.settings_dict["TEST"]["NAME"] = f"bench_evaluation_{os.getpid()}"
-    print(f"[bench_evaluation] creating a scratch database ({connection.settings_dict['TEST']['NAME']})", flush=True)
-    old_name = connection.creation.create_test_db(verbosity=0, autoclobber=True, serialize=False)
-    try:
-        run()
-    finally:
-        connection.creation.destroy_test_db(old_name, verbosity=0)
+    in_scratch_database("bench_evaluation", run)
 
 
 def seed(slug: str):

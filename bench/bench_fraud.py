@@ -27,33 +27,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ["DJANGO_SETTINGS_MODULE"] = "referral_platform.settings.test"
 
+from bench.scratch import in_scratch_database, progress  # noqa: E402
+
 ROWS = int(os.environ.get("BENCH_FRAUD_ROWS", "100000"))
 SCREENS = int(os.environ.get("BENCH_FRAUD_SCREENS", "40"))
 BATCH = 5_000
 
 
-def progress(label: str, done: int, total: int) -> None:
-    width = 30
-    filled = int(width * done / total) if total else width
-    sys.stdout.write(f"\r  {label:<28} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
-    if done >= total:
-        sys.stdout.write("\n")
-    sys.stdout.flush()
-
-
 def main() -> None:
-    import django
-
-    django.setup()
-    from django.db import connection
-
-    connection.settings_dict["TEST"]["NAME"] = f"bench_fraud_{os.getpid()}"
-    print(f"[bench_fraud] creating a scratch database ({connection.settings_dict['TEST']['NAME']})", flush=True)
-    old_name = connection.creation.create_test_db(verbosity=0, autoclobber=True, serialize=False)
-    try:
-        run()
-    finally:
-        connection.creation.destroy_test_db(old_name, verbosity=0)
+    in_scratch_database("bench_fraud", run)
 
 
 def seed():

@@ -1,0 +1,33 @@
+"""What the in-process benchmarks share: a progress bar, and a throw-away database to run in (created with
+migrations under the test settings — the restricted role, row-level security in force — dropped at the end)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+
+
+def progress(label: str, done: int, total: int) -> None:
+    width = 30
+    filled = int(width * done / total) if total else width
+    sys.stdout.write(f"\r  {label:<28} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
+    if done >= total:
+        sys.stdout.write("\n")
+    sys.stdout.flush()
+
+
+def in_scratch_database(name: str, run: Callable[[], None]) -> None:
+    """``run()`` in a new database ``<name>_<pid>``, dropped afterwards whatever happens."""
+    import django
+
+    django.setup()
+    from django.db import connection
+
+    connection.settings_dict["TEST"]["NAME"] = f"{name}_{os.getpid()}"
+    print(f"[{name}] creating a scratch database ({connection.settings_dict['TEST']['NAME']})", flush=True)
+    old_name = connection.creation.create_test_db(verbosity=0, autoclobber=True, serialize=False)
+    try:
+        run()
+    finally:
+        connection.creation.destroy_test_db(old_name, verbosity=0)
