@@ -117,12 +117,18 @@ def _verified(payload: bytes, signature: str, secret: str) -> dict:
     except UnicodeDecodeError as error:
         raise WebhookRejected(f"invalid payload: {error}") from None
     try:
-        raw = json.loads(payload)
+        raw = json.loads(payload, parse_constant=_not_json)
     except ValueError as error:
         raise WebhookRejected(f"invalid payload: {error}") from None
     if not isinstance(raw, dict):
         raise WebhookRejected("invalid payload: not an object")
+    if b"\\u0000" in payload:  # JSON allows it, PostgreSQL's jsonb does not: refused here, not a 500 later
+        raise WebhookRejected("invalid payload: a \\u0000 character")
     return raw
+
+
+def _not_json(constant: str):
+    raise ValueError(f"{constant} is not a JSON number")
 
 
 _INSERT_SQL = (

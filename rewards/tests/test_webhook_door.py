@@ -4,7 +4,10 @@ workspace's secret never opening another's door, and nothing of a request's tena
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import time
 
 import pytest
 from django.core.cache import cache
@@ -188,3 +191,28 @@ def test_a_remembered_slug_taken_over_by_another_workspace_never_stores_into_eit
         (tenants.a.pk, "evt_a"),
         (tenants.b.pk, "evt_b"),
     }
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [("NaN", 400), ("NUL character", 400), ("byte-order mark", 200)],
+)
+def test_json_postgresql_cannot_store_is_refused_and_a_byte_order_mark_is_accepted(tenants, case, expected):
+    """Signed bodies that are JSON to Python but not to PostgreSQL's jsonb get a 400 (nothing written), not a
+    500 that Stripe would retry for days; a UTF-8 byte-order mark is read past."""
+    secret = StripeCredentials.objects.get(tenant=tenants.a).webhook_secret
+    body, _header = sign(invoice_paid(event_id="evt_odd"), secret)
+    if case == "NaN":
+        body = body.replace('"amount_paid": 20000', '"amount_paid": NaN')
+    elif case == "NUL character":
+        body = body.replace('"in_1"', '"in_\\u0000"')
+    else:
+        body = "\ufeff" + body
+    assert body != sign(invoice_paid(event_id="evt_odd"), secret)[0]
+    stamp = int(time.time())
+    digest = hmac.new(secret.encode(), f"{stamp}.".encode() + body.encode(), hashlib.sha256).hexdigest()
+    status, _headers, answer = post(
+        f"/webhooks/stripe/{tenants.a.slug}/", body.encode(), signature=f"t={stamp},v1={digest}"
+    )
+    assert status == expected, answer
+    assert StripeWebhookEvent.objects.filter(stripe_event_id="evt_odd").exists() == (expected == 200)
