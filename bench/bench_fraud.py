@@ -41,6 +41,7 @@ def main() -> None:
 def seed():
     """A workspace with ROWS referrals (and half as many conversion events and identity links) of other
     people and companies, one program, its referrers; returns (tenant, program, referrers)."""
+    from django.db import connection
     from django.utils import timezone
 
     from programs.models import Participant, Program
@@ -101,18 +102,12 @@ def seed():
             for n in numbers[::2]
         )
         progress("seeding the workspace", numbers[-1] + 1, ROWS)
-    with connection_cursor() as cursor:  # statistics, as autovacuum would gather them (the owner's right)
+    with connection.cursor() as cursor:  # statistics, as autovacuum would gather them (the owner's right)
         cursor.execute("SELECT current_user")
         role = cursor.fetchone()[0]
         cursor.execute("RESET ROLE; ANALYZE referrals_referral, referrals_conversionevent, referrals_identitylink")
         cursor.execute(f'SET ROLE "{role}"')
     return tenant, program, referrers
-
-
-def connection_cursor():
-    from django.db import connection
-
-    return connection.cursor()
 
 
 def new_referrals(tenant, program, referrers) -> list:

@@ -19,17 +19,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ["DJANGO_SETTINGS_MODULE"] = "referral_platform.settings.test"
 
+from bench.scratch import progress  # noqa: E402
+
 REWARDS = int(os.environ.get("BENCH_REWARDS", "1000"))
 PARTICIPANTS = int(os.environ.get("BENCH_PARTICIPANTS", "25"))
-
-
-def progress(label: str, done: int, total: int) -> None:
-    width = 30
-    filled = int(width * done / total) if total else width
-    sys.stdout.write(f"\r  {label:<22} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
-    if done >= total:
-        sys.stdout.write("\n")
-    sys.stdout.flush()
 
 
 def main() -> None:

@@ -25,8 +25,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import stripe
-from django.core.cache import cache, caches
-from django.core.cache.backends.redis import RedisCache
+from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
@@ -231,20 +230,6 @@ def _received(
     return stored
 
 
-def _cache_add(key: str, timeout: int) -> bool:
-    """``cache.add(key, 1, timeout)`` on the same key, through one Redis client per cache backend: Django's
-    Redis backend builds a new client object (its ~170 response callbacks) for every call, a tenth of the
-    door's time per webhook."""
-    backend = caches["default"]
-    if not isinstance(backend, RedisCache):
-        return cache.add(key, 1, timeout)
-    client = getattr(backend, "_door_client", None)
-    if client is None:
-        client = backend._door_client = backend._cache.get_client(key, write=True)
-    # RedisCache.add: the versioned key; an int is stored as itself (RedisSerializer).
-    return bool(client.set(backend.make_and_validate_key(key), 1, ex=timeout, nx=True))
-
-
 def stripe_events_schedule(tenant_id: int, *, helper: bool = False) -> bool:
     """Queue a drain of the tenant's stored events unless one was queued within DRAIN_KEY_SECONDS and has
     not finished yet (one Redis SET NX). A drain that finds nothing left deletes the key, then looks
@@ -252,7 +237,7 @@ def stripe_events_schedule(tenant_id: int, *, helper: bool = False) -> bool:
     drain with a backlog asks for help (a key of its own, so at most one helper per tenant and second,
     whatever the door does)."""
     key = f"{_drain_key(tenant_id)}:helper" if helper else _drain_key(tenant_id)
-    if not _cache_add(key, DRAIN_KEY_SECONDS):
+    if not cache.add(key, 1, DRAIN_KEY_SECONDS):
         return False
     from .tasks import stripe_events_drain
 
