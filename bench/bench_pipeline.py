@@ -73,6 +73,9 @@ CLIENTS = int(os.environ.get("BENCH_PIPELINE_CLIENTS", "16"))
 DOOR_WRK_SECONDS = int(os.environ.get("BENCH_PIPELINE_DOOR_SECONDS", "5"))  # 0: no wrk measurement of the door
 DOOR_WRK_EVENTS = 40_000  # distinct pre-signed webhooks: more than the door accepts in DOOR_WRK_SECONDS
 TIMEOUT = int(os.environ.get("BENCH_PIPELINE_TIMEOUT", "900"))
+# The conversions API runs: CONVERSION_TASK_BATCH of the workers in each (1 = one event per task, the baseline).
+API_TASK_BATCHES = [int(x) for x in os.environ.get("BENCH_PIPELINE_API_BATCHES", "1,25").split(",") if x.strip()]
+API_WORKERS = 2
 REFERRERS = 8  # per program
 PROGRAMS = ("single", "multi", "tiered", "capped")
 
@@ -409,6 +412,18 @@ def stop(process: subprocess.Popen | None) -> None:
 def post_all(port: int, tenant_slug: str, requests: list[tuple[str, bytes, str]]) -> tuple[dict, float, float]:
     """POST every webhook from CLIENTS threads; returns {event id: send time (epoch)}, the seconds from
     the first POST to the last answer, and the epoch of the first POST."""
+    return post_many(
+        port,
+        f"/webhooks/stripe/{tenant_slug}/",
+        [(event_id, body, {"Stripe-Signature": signature}) for event_id, body, signature in requests],
+        label="webhooks posted",
+    )
+
+
+def post_many(
+    port: int, path: str, requests: list[tuple[str, bytes, dict]], *, label: str, accepted=(200,)
+) -> tuple[dict, float, float]:
+    """POST each (id, JSON body, headers) to ``path`` from CLIENTS threads (see ``post_all``)."""
     import http.client
 
     work: queue.Queue = queue.Queue()
@@ -418,13 +433,12 @@ def post_all(port: int, tenant_slug: str, requests: list[tuple[str, bytes, str]]
     errors: list[str] = []
     done = [0]
     lock = threading.Lock()
-    path = f"/webhooks/stripe/{tenant_slug}/"
 
     def client() -> None:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         while True:
             try:
-                event_id, body, signature = work.get_nowait()
+                event_id, body, headers = work.get_nowait()
             except queue.Empty:
                 break
             at = time.time()
@@ -434,7 +448,7 @@ def post_all(port: int, tenant_slug: str, requests: list[tuple[str, bytes, str]]
                         "POST",
                         path,
                         body=body,
-                        headers={"Content-Type": "application/json", "Stripe-Signature": signature},
+                        headers={"Content-Type": "application/json", **headers},
                     )
                     response = conn.getresponse()
                     response.read()
@@ -450,7 +464,7 @@ def post_all(port: int, tenant_slug: str, requests: list[tuple[str, bytes, str]]
             with lock:
                 sent[event_id] = at
                 done[0] += 1
-                if response.status != 200:
+                if response.status not in accepted:
                     errors.append(f"{event_id}: {response.status}")
         conn.close()
         with lock:
@@ -464,13 +478,13 @@ def post_all(port: int, tenant_slug: str, requests: list[tuple[str, bytes, str]]
         thread.start()
     while any(thread.is_alive() for thread in threads):
         time.sleep(0.25)
-        progress("webhooks posted", done[0], len(requests))
+        progress(label, done[0], len(requests))
     for thread in threads:
         thread.join()
     seconds = max(finished) - started  # the last answer, not the progress loop's next tick
-    progress("webhooks posted", len(requests), len(requests), f"in {seconds:.1f}s")
+    progress(label, len(requests), len(requests), f"in {seconds:.1f}s")
     if errors:
-        raise SystemExit(f"{len(errors)} webhooks were refused, e.g. {errors[:3]}")
+        raise SystemExit(f"{len(errors)} POSTs were refused, e.g. {errors[:3]}")
     return sent, seconds, first
 
 
@@ -740,6 +754,111 @@ def run_once(*, concurrency: int, port: int, env: dict, redis_client) -> dict:
     return result
 
 
+def api_payloads(workspace: dict) -> list[dict]:
+    """The run's payments as the conversions API receives them (POST /api/v1/conversions): each invoice.paid
+    of ``webhooks_for`` with its customer, amount and referral code or visitor id (no refunds)."""
+    payloads = []
+    for event in webhooks_for(workspace):
+        if event["type"] != "invoice.paid":
+            continue
+        invoice = event["data"]["object"]
+        payload = {
+            "external_event_id": event["id"],
+            "kind": "payment",
+            "amount_minor": invoice["amount_paid"],
+            "currency": "USD",
+            "occurred_at": datetime.fromtimestamp(invoice["status_transitions"]["paid_at"], tz=UTC).isoformat(),
+            "customer_external_id": invoice["customer"],
+            "email": invoice["customer_email"],
+        }
+        payload.update({key: value for key, value in invoice["metadata"].items() if value})
+        payloads.append(payload)
+    return payloads
+
+
+def run_api(*, batch: int, port: int, env: dict, redis_client) -> dict:
+    """The conversions API fed the same payments, 2 worker processes, their tasks processing events one
+    at a time (``batch`` 1, as before issue 15's fifth round) or in batches (CONVERSION_TASK_BATCH)."""
+    from django.db.models import Max
+
+    from referral_platform.tenancy.actors import system_actor
+    from referral_platform.tenancy.services import api_key_create
+    from referrals.models import Attribution, ConversionEvent
+    from rewards.ledger import unbalanced_transactions
+    from rewards.models import LedgerTransaction, Reward, RewardEvaluation
+
+    log(f"--- conversions API, task batch {batch}: building the workspace")
+    workspace = build_workspace(f"api{batch}")
+    tenant = workspace["tenant"]
+    raw_key = api_key_create(tenant=tenant, name="bench", actor=system_actor(tenant)).raw_key
+    headers = {"Authorization": f"Bearer {raw_key}"}
+    payloads = api_payloads(workspace)
+    requests = [(payload["external_event_id"], json.dumps(payload).encode(), headers) for payload in payloads]
+    counter = env["BENCH_QUERY_COUNTER"]
+    redis_client.delete(counter, f"{counter}:by-task", f"{counter}:runs", f"{counter}:sql")
+    worker = start_workers(dict(env, CONVERSION_TASK_BATCH=str(batch)), API_WORKERS)
+    events = ConversionEvent.objects.filter(tenant=tenant)
+    try:
+        wait_for_workers(worker, API_WORKERS)
+        _sent, door_seconds, first_post = post_many(
+            port, "/api/v1/conversions", requests, label="conversions posted", accepted=(201,)
+        )
+        deadline = time.monotonic() + TIMEOUT
+        quiet = 0
+        while True:
+            open_events = events.filter(status="received").count()
+            evaluated = RewardEvaluation.objects.filter(tenant=tenant).count()
+            queued = redis_client.llen(env["BENCH_CELERY_QUEUE"]) + unacked(redis_client, env["BENCH_CELERY_QUEUE"])
+            progress("settled", evaluated, len(payloads), f"(events open {open_events}, queued {queued})")
+            finished = open_events == 0 and evaluated >= events.filter(status="processed").count() and queued == 0
+            quiet = quiet + 1 if finished else 0
+            if quiet >= 3:
+                break
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the conversions API run did not finish within {TIMEOUT}s")
+            time.sleep(0.5)
+    finally:
+        stop(worker)
+    ends = [
+        events.aggregate(at=Max("processed_at"))["at"],
+        RewardEvaluation.objects.filter(tenant=tenant).aggregate(at=Max("evaluated_at"))["at"],
+        LedgerTransaction.objects.filter(tenant=tenant).aggregate(at=Max("posted_at"))["at"],
+    ]
+    seconds = max(at for at in ends if at is not None).timestamp() - first_post
+    runs = {k.decode(): int(v) for k, v in redis_client.hgetall(f"{counter}:runs").items()}
+    problems = []
+    not_processed = list(events.exclude(status="processed").values_list("external_event_id", "status", "error")[:3])
+    if not_processed:
+        problems.append(f"conversions not processed: {not_processed}")
+    if events.exclude(pk__in=Attribution.objects.filter(tenant=tenant).values("conversion_event")).exists():
+        problems.append("conversions without attribution")
+    if RewardEvaluation.objects.filter(tenant=tenant).exclude(status="done").exists():
+        problems.append("evaluations not done")
+    if unbalanced_transactions(tenant):
+        problems.append("unbalanced ledger transactions")
+    owed: dict[str, int] = {}
+    for slug, side, amount in Reward.objects.filter(
+        tenant=tenant, status__in=["pending", "approved", "paid"]
+    ).values_list("program__slug", "beneficiary_side", "amount_minor"):
+        owed[f"{slug}/{side}"] = owed.get(f"{slug}/{side}", 0) + amount
+    result = {
+        "batch": batch,
+        "conversions": len(payloads),
+        "door_rate": len(payloads) / door_seconds,
+        "rate": len(payloads) / seconds,
+        "queries": int(redis_client.get(counter) or 0) / len(payloads),
+        "tasks": sum(runs.values()),
+        "owed": owed,
+        "problems": problems,
+    }
+    log(
+        f"conversions API, batch {batch}: {result['door_rate']:.0f} POSTs/s, {result['rate']:.1f} conversions/s end "
+        f"to end, {result['queries']:.1f} queries/conversion, {result['tasks']} tasks run"
+        + (f"  PROBLEMS: {problems}" if problems else "")
+    )
+    return result
+
+
 def baseline(transactions: int) -> float:
     """Seconds to insert ``transactions`` balanced two-line ledger transactions directly (raw INSERTs,
     one commit each, the ledger's triggers active)."""
@@ -821,6 +940,9 @@ def run() -> int:
         door_bench = door_wrk(port=port, env=env, redis_client=redis_client) if DOOR_WRK_SECONDS else None
         for concurrency in WORKER_COUNTS:
             results.append(run_once(concurrency=concurrency, port=port, env=env, redis_client=redis_client))
+        api_results = [
+            run_api(batch=batch, port=port, env=env, redis_client=redis_client) for batch in API_TASK_BATCHES
+        ]
         stop(server)
         server = None
         transactions = max(result["transactions"] for result in results)
@@ -875,6 +997,21 @@ def run() -> int:
         print(f"  {'conversions/s @2':20s} {two['rate']:8.1f}   {verdict('conversions/s @2', two['rate'])}")
     warm = min(r["queries"] for r in results)
     print(f"  {'queries/conversion':20s} {warm:8.1f}   {verdict('queries/conversion', warm)}")
+    if api_results:
+        first = api_results[0]
+        print(
+            f"Conversions API: the same {first['conversions']} payments POSTed to /api/v1/conversions, "
+            f"{API_WORKERS} worker processes, tasks processing one event or a batch (CONVERSION_TASK_BATCH)"
+        )
+        print(
+            f"  {'task batch':>10} {'POSTs/s':>8} {'conv/s':>8} {'vs batch ' + str(first['batch']):>12} "
+            f"{'queries/conv':>13} {'tasks run':>10}"
+        )
+        for r in api_results:
+            print(
+                f"  {r['batch']:>10} {r['door_rate']:>8.0f} {r['rate']:>8.1f} {r['rate'] / first['rate']:>11.2f}x "
+                f"{r['queries']:>13.1f} {r['tasks']:>10}"
+            )
     print(f"Machine load (1-min average): {load_start:.1f} at start, {os.getloadavg()[0]:.1f} at the end")
     print(f"(bench_pipeline took {time.monotonic() - started:.0f}s)")
     problems = [p for r in results for p in r["problems"]]
@@ -885,6 +1022,10 @@ def run() -> int:
                 f"{results[0]['owed']} != {r['owed']}"
             )
     print(f"  owed in every run (minor units, live rewards net of reductions): {results[0]['owed']}")
+    problems += [p for r in api_results for p in r["problems"]]
+    for r in api_results[1:]:
+        if r["owed"] != api_results[0]["owed"]:
+            problems.append(f"conversions API: what is owed differs with task batch {r['batch']}")
     for problem in problems:
         print(f"  PROBLEM: {problem}")
     return 1 if problems else 0

@@ -16,6 +16,7 @@ from django.utils import timezone
 from referral_platform.domains import is_free_email_domain, normalise_company_name, registrable_domain
 from referral_platform.hooks import AccountClaim
 from referral_platform.tenancy.actors import Actor
+from referral_platform.tenancy.memo import in_batch, memoized
 
 from .models import DealRegistration, DealStatus, PartnerStatus, PartnerUser
 
@@ -34,6 +35,28 @@ def _covers(deal: DealRegistration, at: datetime) -> bool:
     return end is None or at < end
 
 
+def _tenant_id(tenant) -> int:
+    return tenant if isinstance(tenant, int) else tenant.pk
+
+
+def _claiming_accounts(tenant) -> tuple[frozenset[str], frozenset[str]]:
+    """The domains and company keys the tenant's claiming registrations name (any date: ``account_owner``
+    then reads the few that match). Inside ``batch_memo`` read once per chunk (tenancy.memo): a registration
+    approved while a chunk runs counts from the next chunk on, as if the chunk had read it at its start."""
+    rows = (
+        DealRegistration.objects.for_tenant(tenant)
+        .filter(status__in=CLAIMING_STATUSES)
+        .values_list("domain", "company_key")
+    )
+    domains, keys = set(), set()
+    for domain, key in rows:
+        domains.add(domain)
+        keys.add(key)
+    domains.discard("")
+    keys.discard("")
+    return frozenset(domains), frozenset(keys)
+
+
 def account_owner(*, tenant, program, email: str = "", company: str = "", at: datetime | None = None):
     """The claim of the partner whose registration protected this account (by the e-mail's registrable
     domain, else the normalised company name) at ``at``, or None."""
@@ -44,6 +67,10 @@ def account_owner(*, tenant, program, email: str = "", company: str = "", at: da
     key = normalise_company_name(company) if company else ""
     if not domain and not key:
         return None
+    if in_batch():  # a chunk of conversions: the tenant's registered accounts read once (tenancy.memo)
+        domains, keys = memoized(f"claiming_accounts_{_tenant_id(tenant)}", lambda: _claiming_accounts(tenant))
+        if domain not in domains and key not in keys:
+            return None  # no registration names this account (the usual answer)
     match = Q()
     if domain:
         match |= Q(domain=domain)

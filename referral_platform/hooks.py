@@ -102,6 +102,13 @@ HOOK_SPECS: dict[str, HookSpec] = {
         "referrals",
         "A batch of clicks was written from the Redis stream (``click_ids``: the new rows' ids).",
     ),
+    "conversions_process_batch": HookSpec(
+        HookKind.PROVIDE,
+        "referrals",
+        "Process these stored conversion events (one workspace's) in ONE batch with their follow-ups "
+        "(settlement, stage messages, analytics) batched too; returns the ids handed back to be processed alone "
+        "(a list, maybe empty), or None when no layer batches them (each is then processed on its own).",
+    ),
     "account_owner": HookSpec(
         HookKind.PROVIDE,
         "referrals",
@@ -204,6 +211,9 @@ class Hooks:
 
     def clicks_flushed(self, *, click_ids: list[int]) -> None:
         self._notify("clicks_flushed", click_ids=click_ids)
+
+    def conversions_process_batch(self, *, event_ids: list[int]) -> list[int] | None:
+        return self._provide("conversions_process_batch", event_ids=event_ids)
 
     def account_owner(self, *, tenant, program, email: str = "", company: str = "", at=None):
         return self._provide("account_owner", tenant=tenant, program=program, email=email, company=company, at=at)

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import logging
+
 from django.conf import settings
 from django.db import OperationalError
 
 from referral_platform.celery import app, money_task
+from referral_platform.hooks import hooks
 from referral_platform.tenancy.actors import system_actor
 
 from . import hot_redis, services
 from .click_buffer import clicks_flush
 from .fraud_services import referral_screen
 from .models import Referral
+
+logger = logging.getLogger(__name__)
 
 
 @money_task(
@@ -20,8 +25,30 @@ from .models import Referral
     retry_backoff=5,
     retry_backoff_max=300,
 )
-def process_conversion_event(event_id: int) -> str:
-    """Match, advance and attribute one stored conversion event (a repeat does nothing)."""
+def process_conversion_event(event_id: int, alone: bool = False) -> str:
+    """Match, advance and attribute one stored conversion event (a repeat does nothing). Returns its status.
+
+    Unless ``alone``, the workspace's other events of the same source still waiting (up to
+    CONVERSION_TASK_BATCH, oldest first) are processed with it in ONE batch, their follow-ups (settlement,
+    stage messages, analytics) batched too (the ``conversions_process_batch`` hook, rewards.pipeline); their
+    own tasks then find them done. An event the batch hands back, or every event of a batch that raised, is
+    processed alone (docs/throughput.md, "The conversions API in batches")."""
+    if not alone and settings.CONVERSION_TASK_BATCH > 1:
+        waiting = services.conversion_events_waiting(event_id=event_id, limit=settings.CONVERSION_TASK_BATCH)
+        if not waiting:  # processed meanwhile (by another task's batch), or gone
+            return services.conversion_event_status(event_id=event_id)
+        if len(waiting) > 1:
+            try:
+                handed_back = hooks.conversions_process_batch(event_ids=waiting)
+            except Exception:  # the batch is rolled back whole: this event goes alone, the others have tasks
+                logger.exception("conversion events %s: the batch failed; %s is processed alone", waiting, event_id)
+                handed_back = None
+            if handed_back is not None:
+                for other in handed_back:
+                    if other != event_id:
+                        process_conversion_event.apply_async((other,), {"alone": True})
+                if event_id not in handed_back:
+                    return services.conversion_event_status(event_id=event_id)
     event = services.conversion_event_process(event_id=event_id)
     return event.status if event is not None else "missing"
 

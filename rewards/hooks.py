@@ -22,6 +22,12 @@ def settle_after_referral_change(*, referral, change: str) -> None:
         enqueue_on_commit(message_referral_stage, referral.pk, "qualified", once=True)
 
 
+def conversions_process_batch(*, event_ids: list[int]) -> list[int]:
+    from .pipeline import conversions_process_batch as process
+
+    return process(event_ids=event_ids)
+
+
 def settle_after_conversion(*, event) -> None:
     from .tasks import settle_referral
 
@@ -111,6 +117,7 @@ def register() -> None:
     register_sweep("rewards.settlements", sweeps.settlements_requeue_missing)
     hooks.register("referral_changed", settle_after_referral_change)
     hooks.register("conversion_processed", settle_after_conversion)
+    hooks.register("conversions_process_batch", conversions_process_batch)
     hooks.register("referral_created", tell_the_referrer_it_was_received)
     hooks.register("participant_activated", welcome)
     hooks.register("rules_change_preview", preview)

@@ -33,6 +33,7 @@ from collections import defaultdict
 from django.db import OperationalError
 
 from referral_platform.celery import collect_tasks
+from referral_platform.tenancy.memo import batch_memo
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ def run_follow_ups(collector) -> dict:
                 logger.exception("%d conversion events: handed back to their tasks", len(conversions))
                 handed_back = conversions
             for event_id in handed_back:
-                _publish(CONVERSION, (event_id,), {})
+                _publish(CONVERSION, (event_id,), {"alone": True})
         if referrals:
             try:
                 result = referral_rewards_settle_batch(referral_ids=referrals)
@@ -125,6 +126,18 @@ def run_follow_ups(collector) -> dict:
         )
         done["analytics"] += 1
     return done
+
+
+def conversions_process_batch(*, event_ids: list[int]) -> list[int]:
+    """The ``conversions_process_batch`` hook (a conversion task of the conversions API, referrals.tasks): the
+    events matched and attributed in ONE transaction (``conversion_events_process_many``: a savepoint each, id
+    order) and their follow-ups in batches (``follow_ups``), as the Stripe drain does. Returns the ids handed
+    back (a database error of their own): their caller processes them alone."""
+    from referrals.services import conversion_events_process_many
+
+    with batch_memo(), follow_ups():
+        _processed, handed_back = conversion_events_process_many(event_ids=event_ids)
+    return handed_back
 
 
 def _publish(name: str, args: tuple, kwargs: dict) -> None:

@@ -66,6 +66,9 @@ def _refuse_future_timestamp(signature: str) -> None:
 # scheduled at most once per DRAIN_KEY_SECONDS per tenant (docs/throughput.md, "Intake").
 DRAIN_CHUNK = 25
 DRAIN_KEY_SECONDS = 1
+# A drain with a backlog asks for help: up to DRAIN_HELPERS helper drains per tenant and DRAIN_KEY_SECONDS
+# (one Redis key per slot), so every worker of a billing run's backlog is busy within a chunk or two.
+DRAIN_HELPERS = 3
 DRAIN_TIME_BUDGET_SECONDS = 20.0
 
 
@@ -234,10 +237,11 @@ def stripe_events_schedule(tenant_id: int, *, helper: bool = False) -> bool:
     """Queue a drain of the tenant's stored events unless one was queued within DRAIN_KEY_SECONDS and has
     not finished yet (one Redis SET NX). A drain that finds nothing left deletes the key, then looks
     once more, so an event stored while the key was held is always handled by some drain. ``helper``: a
-    drain with a backlog asks for help (a key of its own, so at most one helper per tenant and second,
-    whatever the door does)."""
-    key = f"{_drain_key(tenant_id)}:helper" if helper else _drain_key(tenant_id)
-    if not cache.add(key, 1, DRAIN_KEY_SECONDS):
+    drain with a backlog asks for help (keys of their own: at most DRAIN_HELPERS helpers per tenant and
+    DRAIN_KEY_SECONDS, whatever the door does)."""
+    key = _drain_key(tenant_id)
+    keys = [f"{key}:helper:{slot}" for slot in range(DRAIN_HELPERS)] if helper else [key]
+    if not any(cache.add(key, 1, DRAIN_KEY_SECONDS) for key in keys):
         return False
     from .tasks import stripe_events_drain
 

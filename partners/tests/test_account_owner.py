@@ -12,6 +12,7 @@ from django.utils import timezone
 from partners.hooks import account_owner
 from partners.models import DealStatus
 from partners.services import deal_register, deal_stage_update
+from referral_platform.tenancy.memo import batch_memo
 from referrals import services as referral_services
 from referrals.models import Attribution, Referral
 from rewards.models import Reward
@@ -47,6 +48,33 @@ def test_the_hook_names_the_registering_partner_by_domain_or_company(world, prot
     assert by_name.participant == _participant(quanta) and by_name.evidence["deal"] == deal.reference
     assert account_owner(tenant=world.a, program=None, email="x@initech.com", company="Initech") is None
     assert account_owner(tenant=world.b, program=None, email="cfo@acme.io", company="Acme") is None
+
+
+def test_in_a_batch_the_registered_accounts_are_read_once_and_the_answers_are_the_same(
+    world, protected, django_assert_num_queries
+):
+    _program, quanta, _orbit, _deal = protected
+    asks = [
+        (world.a, "cfo@sales.acme.io", ""),
+        (world.a, "ceo@gmail.com", "ACME, inc"),
+        (world.a, "x@initech.com", "Initech"),
+        (world.b, "cfo@acme.io", "Acme"),  # the same account in another workspace: not A's registration
+    ]
+    alone = [account_owner(tenant=tenant, program=None, email=mail, company=name) for tenant, mail, name in asks]
+
+    with batch_memo():
+        with django_assert_num_queries(2):  # each workspace's registered accounts, once
+            for tenant, email, company in asks[2:]:
+                assert account_owner(tenant=tenant, program=None, email=email, company=company) is None
+            assert account_owner(tenant=world.b, program=None, email="b@initech.com", company="Initech") is None
+        batched = [
+            account_owner(tenant=tenant, program=None, email=email, company=company) for tenant, email, company in asks
+        ]
+
+    assert [claim and (claim.participant, claim.evidence) for claim in batched] == [
+        claim and (claim.participant, claim.evidence) for claim in alone
+    ]
+    assert batched[0].participant == _participant(quanta) and batched[2] is None and batched[3] is None
 
 
 def test_protection_covers_only_its_window_and_pending_registrations_protect_nothing_yet(world, protected):

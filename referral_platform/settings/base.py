@@ -285,6 +285,9 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # The longest countdown/ETA any task is queued with. A late-acked task that waits longer than
 # the Redis visibility timeout would be delivered twice, so start-up checks the invariant.
+# A conversions-API event's task processes up to this many of its workspace's waiting events in one batch
+# (referrals.tasks.process_conversion_event, docs/throughput.md); 1: each event alone, as before.
+CONVERSION_TASK_BATCH = int(os.environ.get("CONVERSION_TASK_BATCH", "25"))
 CELERY_MAX_COUNTDOWN_SECONDS = int(os.environ.get("CELERY_MAX_COUNTDOWN_SECONDS", str(6 * 3600)))
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": int(os.environ.get("CELERY_VISIBILITY_TIMEOUT", str(12 * 3600))),

@@ -49,6 +49,11 @@ def memoized(key: str, compute: Callable[[], Any]) -> Any:
     return memo[key]
 
 
+def in_batch() -> bool:
+    """Inside a ``batch_memo`` block (a read done once for the block pays off)?"""
+    return _memo.get() is not None
+
+
 def recall(key: str) -> Any:
     """What ``remember`` kept under ``key`` in this ``batch_memo`` block (None: nothing, or outside one)."""
     memo = _memo.get()

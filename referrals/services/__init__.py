@@ -19,8 +19,10 @@ from .conversions import (
     ReceivedConversion,
     conversion_event_process,
     conversion_event_receive,
+    conversion_event_status,
     conversion_events_process_many,
     conversion_events_requeue_stale,
+    conversion_events_waiting,
     conversion_reattribute,
 )
 from .identity import (
@@ -86,8 +88,10 @@ __all__ = [
     "code_link",
     "conversion_event_process",
     "conversion_event_receive",
+    "conversion_event_status",
     "conversion_events_process_many",
     "conversion_events_requeue_stale",
+    "conversion_events_waiting",
     "conversion_reattribute",
     "fill_blanks",
     "identity_link",

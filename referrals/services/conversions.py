@@ -368,6 +368,29 @@ def conversion_events_process_many(*, event_ids) -> tuple[list[ConversionEvent],
     return processed, handed_back
 
 
+def conversion_events_waiting(*, event_id: int, limit: int) -> list[int]:
+    """The batch a conversion's task processes: ``event_id`` first if it is still ``received``, then up to
+    ``limit - 1`` other events of its workspace and source still ``received``, oldest first ([] when
+    ``event_id`` is no longer waiting). An event the reconciler had to queue again (a worker died on it) is
+    never taken into another event's batch: it is processed alone, by its own task."""
+    row = ConversionEvent.objects.filter(pk=event_id).values_list("tenant_id", "source", "status").first()
+    if row is None or row[2] != ConversionEventStatus.RECEIVED:
+        return []
+    tenant_id, source, _status = row
+    others = (
+        ConversionEvent.objects.for_tenant(tenant_id)
+        .filter(source=source, status=ConversionEventStatus.RECEIVED, requeues=0)
+        .exclude(pk=event_id)
+        .order_by("pk")
+        .values_list("pk", flat=True)[: max(limit - 1, 0)]
+    )
+    return [event_id, *others]
+
+
+def conversion_event_status(*, event_id: int) -> str:
+    return ConversionEvent.objects.filter(pk=event_id).values_list("status", flat=True).first() or "missing"
+
+
 def _process_and_record(event: ConversionEvent) -> ConversionEvent:
     """Process a locked, ``received`` event and save its outcome (the caller's transaction)."""
     actor = system_actor(event.tenant)
@@ -431,7 +454,7 @@ def conversion_events_requeue_stale(*, cutoff: datetime, max_attempts: int) -> i
                 event.requeues += 1
                 event.queued_at = timezone.now()
                 event.save(update_fields=["requeues", "queued_at"])
-                enqueue_on_commit(process_conversion_event, event.pk)
+                enqueue_on_commit(process_conversion_event, event.pk, alone=True)  # suspect: not in a batch
             done += 1
     return done
 

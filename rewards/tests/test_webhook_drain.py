@@ -17,7 +17,14 @@ from django.test.utils import CaptureQueriesContext
 from referrals.models import ConversionEvent
 from rewards.ledger import unbalanced_transactions
 from rewards.models import LedgerEntry, Reward, RewardEvaluation, StripeCredentials, StripeWebhookEvent
-from rewards.webhooks import DRAIN_CHUNK, _drain_key, stripe_events_drain, webhook_receive
+from rewards.webhooks import (
+    DRAIN_CHUNK,
+    DRAIN_HELPERS,
+    _drain_key,
+    stripe_events_drain,
+    stripe_events_schedule,
+    webhook_receive,
+)
 from tests import factories as f
 
 from .pipeline import program_with_rules, referrer, rules_doc
@@ -51,7 +58,8 @@ def hold_drains(*tenants):
     none (the test runs one)."""
     for tenant in tenants:
         cache.add(_drain_key(tenant.pk), 1, 60)
-        cache.add(f"{_drain_key(tenant.pk)}:helper", 1, 60)
+        for slot in range(DRAIN_HELPERS):
+            cache.add(f"{_drain_key(tenant.pk)}:helper:{slot}", 1, 60)
 
 
 @pytest.fixture
@@ -175,3 +183,21 @@ def test_a_backlog_is_shared_by_helper_drains_and_each_event_is_handled_once(ten
     assert events.filter(status="processed", attempts=1).count() == count
     assert ConversionEvent.objects.filter(tenant=tenant).count() == count
     assert not cache.get(_drain_key(tenant.pk))  # the drain that found nothing left released the door's key
+
+
+def test_a_backlog_gets_up_to_drain_helpers_helpers_per_second_per_workspace(world, tenant, monkeypatch):
+    from rewards import tasks
+
+    other = world.b
+    queued = []
+    monkeypatch.setattr(tasks.stripe_events_drain, "apply_async", lambda args, **_options: queued.append(args[0]))
+
+    asked = [stripe_events_schedule(tenant.pk, helper=True) for _ in range(DRAIN_HELPERS + 2)]
+    asked_other = stripe_events_schedule(other.pk, helper=True)
+
+    assert asked == [True] * DRAIN_HELPERS + [False, False]
+    assert asked_other is True, "another workspace's backlog has helper slots of its own"
+    assert queued == [tenant.pk] * DRAIN_HELPERS + [other.pk]
+    for key in [_drain_key(tenant.pk), _drain_key(other.pk)]:
+        for slot in range(DRAIN_HELPERS):
+            cache.delete(f"{key}:helper:{slot}")
