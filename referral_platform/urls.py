@@ -1,7 +1,8 @@
 from django.conf import settings
 from django.http import JsonResponse
 from django.shortcuts import render
-from django.urls import include, path
+from django.urls import include, path, re_path
+from django.views.decorators.csrf import csrf_exempt
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
@@ -44,6 +45,8 @@ urlpatterns = [
     path("", include("programs.urls")),
     # Answered by referrals.redirect before URL resolution; the pattern names it for reverse().
     path("r/<str:code>", referral_redirect, name="referral_redirect"),
+    # Any other /api/v1/ path: the API's JSON 404, also with DEBUG on (whose technical 404 page is HTML).
+    re_path(r"^api/v1/", csrf_exempt(lambda request: handler404(request))),
 ]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from django.utils import timezone
+from rest_framework.test import APIClient
 
 from programs.models import Program
 from referral_platform.tenancy.actors import system_actor
@@ -135,11 +136,19 @@ def test_viewer_can_read_but_not_write_through_a_session(client, world):
     assert not Program.objects.filter(name="X").exists()
 
 
-def test_unknown_api_route_is_json_404(world):
-    response = world.api(world.key_a).get("/api/v1/no-such-thing")
+@pytest.mark.parametrize("debug", [False, True])
+def test_unknown_api_route_is_json_404(world, settings, debug):
+    settings.DEBUG = debug  # DEBUG's technical 404 page is HTML: an integrator trying `make run` gets JSON too
 
-    assert response.status_code == 404
-    assert response.json()["error"]["code"] == "not_found"
+    for method in ("get", "post", "delete"):
+        response = getattr(world.api(world.key_a), method)("/api/v1/no-such-thing/deeper")
+        assert response.status_code == 404, method
+        assert response["Content-Type"] == "application/json"
+        assert response.json()["error"]["code"] == "not_found"
+    anonymous = APIClient(enforce_csrf_checks=True)
+    for method in ("get", "post"):  # no key and no CSRF token: still the API's 404, never a 403 page
+        response = getattr(anonymous, method)("/api/v1/no-such-thing")
+        assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
 
 
 def test_openapi_schema_and_offline_swagger_ui_are_served(client):
