@@ -611,6 +611,22 @@ def door_wrk(*, port: int, env: dict, redis_client) -> dict | None:
     return figures
 
 
+def wait_until_settled(state, total: int, what: str) -> None:
+    """Poll ``state()`` — (finished, how many settled, detail) — every half second, with a progress line,
+    until it says finished three times in a row (a task may queue more in between), or TIMEOUT."""
+    deadline = time.monotonic() + TIMEOUT
+    quiet = 0
+    while True:
+        finished, done, detail = state()
+        progress("settled", done, total, detail)
+        quiet = quiet + 1 if finished else 0
+        if quiet >= 3:
+            return
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{what} did not finish within {TIMEOUT}s: {detail}")
+        time.sleep(0.5)
+
+
 def run_once(*, concurrency: int, port: int, env: dict, redis_client) -> dict:
     from django.db.models import Max, Min
 
@@ -638,9 +654,8 @@ def run_once(*, concurrency: int, port: int, env: dict, redis_client) -> dict:
         wait_for_workers(worker, concurrency)
         log(f"posting {len(requests)} webhooks ({len(invoices)} invoice.paid, {len(refunded)} charge.refunded)")
         sent, door_seconds, first_post = post_all(port, tenant.slug, requests)
-        deadline = time.monotonic() + TIMEOUT
-        quiet = 0
-        while True:
+
+        def settled() -> tuple[bool, int, str]:
             state = pipeline_state(tenant, env["BENCH_CELERY_QUEUE"], redis_client)
             finished = (
                 state["stored"] == len(requests)
@@ -649,18 +664,9 @@ def run_once(*, concurrency: int, port: int, env: dict, redis_client) -> dict:
                 and state["evaluated"] >= state["payments_settleable"]
                 and state["queued"] == 0
             )
-            progress(
-                "settled",
-                state["evaluated"],
-                len(invoices),
-                f"(events open {state['events_open']}, queued {state['queued']})",
-            )
-            quiet = quiet + 1 if finished else 0
-            if quiet >= 3:
-                break
-            if time.monotonic() > deadline:
-                raise SystemExit(f"the pipeline did not finish within {TIMEOUT}s: {state}")
-            time.sleep(0.5)
+            return finished, state["evaluated"], f"(events open {state['events_open']}, queued {state['queued']})"
+
+        wait_until_settled(settled, len(invoices), "the pipeline")
     finally:
         stop(worker)
     queries = int(redis_client.get(counter) or 0)
@@ -803,20 +809,15 @@ def run_api(*, batch: int, port: int, env: dict, redis_client) -> dict:
         _sent, door_seconds, first_post = post_many(
             port, "/api/v1/conversions", requests, label="conversions posted", accepted=(201,)
         )
-        deadline = time.monotonic() + TIMEOUT
-        quiet = 0
-        while True:
+
+        def settled() -> tuple[bool, int, str]:
             open_events = events.filter(status="received").count()
             evaluated = RewardEvaluation.objects.filter(tenant=tenant).count()
             queued = redis_client.llen(env["BENCH_CELERY_QUEUE"]) + unacked(redis_client, env["BENCH_CELERY_QUEUE"])
-            progress("settled", evaluated, len(payloads), f"(events open {open_events}, queued {queued})")
             finished = open_events == 0 and evaluated >= events.filter(status="processed").count() and queued == 0
-            quiet = quiet + 1 if finished else 0
-            if quiet >= 3:
-                break
-            if time.monotonic() > deadline:
-                raise SystemExit(f"the conversions API run did not finish within {TIMEOUT}s")
-            time.sleep(0.5)
+            return finished, evaluated, f"(events open {open_events}, queued {queued})"
+
+        wait_until_settled(settled, len(payloads), "the conversions API run")
     finally:
         stop(worker)
     ends = [
