@@ -46,7 +46,7 @@ urlpatterns = [
     # Answered by referrals.redirect before URL resolution; the pattern names it for reverse().
     path("r/<str:code>", referral_redirect, name="referral_redirect"),
     # Any other /api/v1/ path: the API's JSON 404, also with DEBUG on (whose technical 404 page is HTML).
-    re_path(r"^api/v1/", csrf_exempt(lambda request: handler404(request))),
+    re_path(r"^api/v1/", csrf_exempt(lambda request: handler404(request)), name="api_not_found"),
 ]
 
 

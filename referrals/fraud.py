@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from django.db import connection
 from django.db.models import Q
 
 from referral_platform.domains import (
@@ -36,11 +37,10 @@ from referral_platform.domains import (
 
 from .models import (
     Click,
-    ConversionEvent,
+    ConversionKind,
     FraudPolicy,
     FraudSignalCode,
     IdentityKind,
-    IdentityLink,
     Referral,
     ReferralStatus,
     ReviewStatus,
@@ -131,7 +131,11 @@ def _compared(field_name: str, referral_value, other_value, other_source: str) -
 
 
 def _row(role: str, obj, at: datetime | None, **details) -> dict:
-    return {"role": role, "model": obj._meta.label_lower, "id": obj.pk, "at": _iso(at), "details": details}
+    return _row_of(role, obj._meta.label_lower, obj.pk, at, **details)
+
+
+def _row_of(role: str, model: str, pk: int, at: datetime | None, **details) -> dict:
+    return {"role": role, "model": model, "id": pk, "at": _iso(at), "details": details}
 
 
 def policy_for_program(program) -> FraudPolicy:
@@ -272,105 +276,101 @@ class OwnVisitor:
     row: dict
 
 
+# The three reads of ``referrer_visitor_ids`` in ONE statement (issue 15: a new referral's screen). Each part
+# reads, as its own query did, at most 100 rows of the tenant matching the referrer's mailbox key (indexed, see
+# referrals.mailbox) or external id, oldest first; ``src`` keeps them apart and in that order. An empty
+# mailbox or external id matches nothing (its comparisons are constant-false once the values are bound).
+_OWN_VISITORS_SQL = """
+(SELECT 0 AS src, r.id, r.visitor_id, r.created_at AS at, r.referred_email AS email,
+        r.referred_external_id AS external_id, '' AS kind, '' AS external_event_id, '' AS other_kind,
+        '' AS other_value, '' AS source
+   FROM referrals_referral r
+  WHERE r.tenant_id = %(tenant)s AND r.id <> %(referral)s AND r.visitor_id <> ''
+    AND ((%(mailbox)s <> '' AND r.referred_mailbox = %(mailbox)s)
+         OR (%(external)s <> '' AND r.referred_external_id = %(external)s))
+  ORDER BY r.created_at, r.id LIMIT 100)
+UNION ALL
+(SELECT 1, e.id, e.visitor_id, e.occurred_at, e.email, e.customer_external_id, e.kind, e.external_event_id,
+        '', '', ''
+   FROM referrals_conversionevent e
+  WHERE e.tenant_id = %(tenant)s AND e.visitor_id <> ''
+    AND ((%(mailbox)s <> '' AND e.mailbox = %(mailbox)s)
+         OR (%(external)s <> '' AND e.customer_external_id = %(external)s))
+  ORDER BY e.occurred_at, e.id LIMIT 100)
+UNION ALL
+(SELECT 2, l.id, CASE WHEN l.a_kind = 'visitor' THEN l.a_value ELSE l.b_value END, l.created_at, '', '', '', '',
+        CASE WHEN l.a_kind = 'visitor' THEN l.b_kind ELSE l.a_kind END,
+        CASE WHEN l.a_kind = 'visitor' THEN l.b_value ELSE l.a_value END, l.source
+   FROM referrals_identitylink l
+  WHERE l.tenant_id = %(tenant)s
+    AND ((l.b_kind = 'visitor' AND ((%(mailbox)s <> '' AND l.a_mailbox = %(mailbox)s)
+                                    OR (%(external)s <> '' AND l.a_kind = 'customer' AND l.a_value = %(external)s)))
+      OR (l.a_kind = 'visitor' AND ((%(mailbox)s <> '' AND l.b_mailbox = %(mailbox)s)
+                                    OR (%(external)s <> '' AND l.b_kind = 'customer' AND l.b_value = %(external)s))))
+  ORDER BY l.created_at, l.id LIMIT 100)
+ORDER BY src, at, id
+"""
+
+
 def referrer_visitor_ids(*, referral: Referral) -> list[OwnVisitor]:
     """Visitor ids that belong to the referrer: carried by a referral or conversion event of the
     same tenant whose person is the referrer (same normalised e-mail, or the referrer's external id
     as the customer id), or linked to the referrer's e-mail / customer id in the identity graph.
 
     The identity edges that this referral's own sign-up revealed (its e-mail or customer id with its
-    visitor id) are left out: they say who the referred person is, which the e-mail check judges."""
+    visitor id) are left out: they say who the referred person is, which the e-mail check judges.
+    One statement (``_OWN_VISITORS_SQL``); the referrer's mailbox is compared with the stored, indexed
+    mailbox keys (referrals.mailbox)."""
     referrer = referral.referrer
-    tenant_id = referral.tenant_id
-    # The referrer's mailbox against the stored, indexed mailbox keys (referrals.mailbox).
     mailbox = normalize_email_for_matching(referrer.email)
-    referral_match = Q(referred_mailbox=mailbox) if mailbox else Q(pk__in=[])
-    event_match = Q(mailbox=mailbox) if mailbox else Q(pk__in=[])
-    if referrer.external_id.strip():
-        referral_match |= Q(referred_external_id=referrer.external_id.strip())
-        event_match |= Q(customer_external_id=referrer.external_id.strip())
-    found: list[OwnVisitor] = []
-    referrals = (
-        Referral.objects.for_tenant(tenant_id)
-        .filter(referral_match)
-        .exclude(pk=referral.pk)
-        .exclude(visitor_id="")
-        .order_by("created_at", "pk")[:100]
-    )
-    for row in referrals:
-        found.append(
-            OwnVisitor(
-                visitor_id=row.visitor_id,
-                row=_row(
-                    "the referrer's own sign-up (as a referred person)",
-                    row,
-                    row.created_at,
-                    visitor_id=row.visitor_id,
-                    email=row.referred_email,
-                    external_id=row.referred_external_id,
-                ),
-            )
-        )
-    events = (
-        ConversionEvent.objects.for_tenant(tenant_id)
-        .filter(event_match)
-        .exclude(visitor_id="")
-        .order_by("occurred_at", "pk")[:100]
-    )
-    for event in events:
-        found.append(
-            OwnVisitor(
-                visitor_id=event.visitor_id,
-                row=_row(
-                    f"the referrer's own {event.get_kind_display().lower()} event",
-                    event,
-                    event.occurred_at,
-                    visitor_id=event.visitor_id,
-                    email=event.email,
-                    customer_external_id=event.customer_external_id,
-                    external_event_id=event.external_event_id,
-                ),
-            )
-        )
-    found += _identity_graph_visitors(referral=referral, mailbox=mailbox)
-    return found
-
-
-def _identity_graph_visitors(*, referral: Referral, mailbox: str) -> list[OwnVisitor]:
-    referrer = referral.referrer
     external_id = referrer.external_id.strip()
-    # Edges are stored in canonical order, but read both ways so the check does not depend on it.
-    match = Q(pk__in=[])
-    for own, other in (("a", "b"), ("b", "a")):
-        node = Q(pk__in=[])
-        if mailbox:
-            node |= Q(**{f"{own}_mailbox": mailbox})  # '' unless that end is an e-mail
-        if external_id:
-            node |= Q(**{f"{own}_kind": IdentityKind.CUSTOMER, f"{own}_value": external_id})
-        match |= node & Q(**{f"{other}_kind": IdentityKind.VISITOR})
-    found = []
+    if not mailbox and not external_id:
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _OWN_VISITORS_SQL,
+            {"tenant": referral.tenant_id, "referral": referral.pk or 0, "mailbox": mailbox, "external": external_id},
+        )
+        rows = cursor.fetchall()
     revealed_by_this_referral = {
         value.strip().lower() for value in (referral.referred_email, referral.referred_external_id) if value.strip()
     }
-    for link in IdentityLink.objects.for_tenant(referral.tenant_id).filter(match).order_by("created_at", "pk")[:100]:
-        if link.a_kind == IdentityKind.VISITOR:
-            visitor_id, kind, value = link.a_value, link.b_kind, link.b_value
-        else:
-            visitor_id, kind, value = link.b_value, link.a_kind, link.a_value
-        if visitor_id == referral.visitor_id.strip() and value.strip().lower() in revealed_by_this_referral:
-            continue
-        found.append(
-            OwnVisitor(
+    found: list[OwnVisitor] = []
+    for src, pk, visitor_id, at, email, external, kind, external_event_id, other_kind, other_value, source in rows:
+        if src == 0:
+            row = _row_of(
+                "the referrer's own sign-up (as a referred person)",
+                "referrals.referral",
+                pk,
+                at,
                 visitor_id=visitor_id,
-                row=_row(
-                    f"identity graph: the referrer's {IdentityKind(kind).label.lower()} seen with this visitor",
-                    link,
-                    link.created_at,
-                    visitor_id=visitor_id,
-                    **{kind: value},
-                    source=link.source,
-                ),
+                email=email,
+                external_id=external,
             )
-        )
+        elif src == 1:
+            row = _row_of(
+                f"the referrer's own {ConversionKind(kind).label.lower()} event",
+                "referrals.conversionevent",
+                pk,
+                at,
+                visitor_id=visitor_id,
+                email=email,
+                customer_external_id=external,
+                external_event_id=external_event_id,
+            )
+        else:
+            if visitor_id == referral.visitor_id.strip() and other_value.strip().lower() in revealed_by_this_referral:
+                continue
+            row = _row_of(
+                f"identity graph: the referrer's {IdentityKind(other_kind).label.lower()} seen with this visitor",
+                "referrals.identitylink",
+                pk,
+                at,
+                visitor_id=visitor_id,
+                **{other_kind: other_value},
+                source=source,
+            )
+        found.append(OwnVisitor(visitor_id=visitor_id, row=row))
     return found
 
 

@@ -534,6 +534,10 @@ ROUTES: dict[str, object] = {
     "home": Listing(_analytics_page(True), via="session"),  # the analytics home (issue 10)
     "health": NoTenantData("component status, no tenant rows"),
     "favicon": NoTenantData("a redirect to the static icon"),
+    "api_not_found": NoTenantData(
+        "any unknown /api/v1/ path: the API's JSON 404, reads nothing; tests/test_api_auth.py::"
+        "test_unknown_api_route_is_json_404"
+    ),
     "onboarding": NoTenantData(
         "the session tenant's own checklist only; tests/test_onboarding.py::test_the_checklist_is_the_sessions_own"
     ),

@@ -163,6 +163,36 @@ def test_the_identity_graph_tells_the_referrers_own_visitor_ids(world, program, 
     assert signals_of(near_miss) == {}
 
 
+def test_the_identity_graph_tells_the_referrers_visitors_by_customer_id_whichever_end_holds_it(
+    world, program, referrer
+):
+    only_checks(program, self_referral_enabled=True)
+    customer_first = f.IdentityLinkFactory(
+        tenant=world.a, a_kind="customer", a_value="cus_42", b_kind="visitor", b_value="v-office", source="conversion"
+    )
+    visitor_first = f.IdentityLinkFactory(
+        tenant=world.a, a_kind="visitor", a_value="v-home", b_kind="customer", b_value="cus_42", source="lead"
+    )
+    f.IdentityLinkFactory(tenant=world.a, a_kind="customer", a_value="cus_43", b_kind="visitor", b_value="v-other")
+
+    rows = {
+        visitor: signals_of(f.ReferralFactory(referrer=referrer, referred_email=f"{visitor}@prospect.example",
+                                              visitor_id=visitor))[FraudSignalCode.SELF_REFERRAL_VISITOR]
+        .evidence["rows"]
+        for visitor in ("v-office", "v-home")
+    }  # fmt: skip
+
+    role = "identity graph: the referrer's customer id (the tenant's) seen with this visitor"
+    assert rows["v-office"] == [
+        {"role": role, "model": "referrals.identitylink", "id": customer_first.pk,
+         "at": customer_first.created_at.isoformat(),
+         "details": {"visitor_id": "v-office", "customer": "cus_42", "source": "conversion"}}
+    ]  # fmt: skip
+    assert rows["v-home"][0]["id"] == visitor_first.pk
+    assert rows["v-home"][0]["details"] == {"visitor_id": "v-home", "customer": "cus_42", "source": "lead"}
+    assert signals_of(f.ReferralFactory(referrer=referrer, visitor_id="v-other")) == {}
+
+
 def test_the_edge_revealed_by_the_referrals_own_sign_up_is_not_the_referrers(world, program, referrer):
     only_checks(program, self_referral_enabled=True)
     referral = f.ReferralFactory(referrer=referrer, referred_email="johndoe+x@gmail.com", visitor_id="v-self")

@@ -168,6 +168,7 @@ def test_the_mailbox_indexes_serve_the_fraud_reads_under_row_level_security(worl
     from django.db import connection, transaction
 
     from referral_platform.tenancy import rls
+    from referrals.fraud import _OWN_VISITORS_SQL
     from referrals.models import ConversionEvent, IdentityLink
 
     rows, now = 300, timezone.now()  # enough rows that an index is worth reading
@@ -222,6 +223,13 @@ def test_the_mailbox_indexes_serve_the_fraud_reads_under_row_level_security(worl
             condition = plan.split("Index Cond:")[1].split("\n")[0]
             keyed = any(f"{column})::text = " in condition for column in ("mailbox", "mailbox_domain", "company_key"))
             assert index in plan and keyed, plan
+        # The self-referral reads as the screen runs them: one statement, each part on its mailbox index.
+        with connection.cursor() as cursor:
+            params = {"tenant": world.a.pk, "referral": 0, "mailbox": "ann@acme.example", "external": ""}
+            cursor.execute("EXPLAIN " + _OWN_VISITORS_SQL, params)
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+        for index in ("referral_mailbox_idx", "conversion_mailbox_idx", "identity_link_a_mailbox_idx"):
+            assert index in plan, plan
 
 
 @pytest.mark.django_db
