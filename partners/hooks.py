@@ -35,10 +35,6 @@ def _covers(deal: DealRegistration, at: datetime) -> bool:
     return end is None or at < end
 
 
-def _tenant_id(tenant) -> int:
-    return tenant if isinstance(tenant, int) else tenant.pk
-
-
 def _claiming_accounts(tenant) -> tuple[frozenset[str], frozenset[str]]:
     """The domains and company keys the tenant's claiming registrations name (any date: ``account_owner``
     then reads the few that match). Inside ``batch_memo`` read once per chunk (tenancy.memo): a registration
@@ -68,7 +64,8 @@ def account_owner(*, tenant, program, email: str = "", company: str = "", at: da
     if not domain and not key:
         return None
     if in_batch():  # a chunk of conversions: the tenant's registered accounts read once (tenancy.memo)
-        domains, keys = memoized(f"claiming_accounts_{_tenant_id(tenant)}", lambda: _claiming_accounts(tenant))
+        key_name = f"claiming_accounts_{getattr(tenant, 'pk', tenant)}"
+        domains, keys = memoized(key_name, lambda: _claiming_accounts(tenant))
         if domain not in domains and key not in keys:
             return None  # no registration names this account (the usual answer)
     match = Q()

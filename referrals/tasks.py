@@ -34,9 +34,9 @@ def process_conversion_event(event_id: int, alone: bool = False) -> str:
     own tasks then find them done. An event the batch hands back, or every event of a batch that raised, is
     processed alone (docs/throughput.md, "The conversions API in batches")."""
     if not alone and settings.CONVERSION_TASK_BATCH > 1:
-        waiting = services.conversion_events_waiting(event_id=event_id, limit=settings.CONVERSION_TASK_BATCH)
-        if not waiting:  # processed meanwhile (by another task's batch), or gone
-            return services.conversion_event_status(event_id=event_id)
+        waiting, status = services.conversion_events_waiting(event_id=event_id, limit=settings.CONVERSION_TASK_BATCH)
+        if not waiting:  # processed meanwhile (by another task's batch), or gone: one read
+            return status
         if len(waiting) > 1:
             try:
                 handed_back = hooks.conversions_process_batch(event_ids=waiting)

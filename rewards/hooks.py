@@ -22,12 +22,6 @@ def settle_after_referral_change(*, referral, change: str) -> None:
         enqueue_on_commit(message_referral_stage, referral.pk, "qualified", once=True)
 
 
-def conversions_process_batch(*, event_ids: list[int]) -> list[int]:
-    from .pipeline import conversions_process_batch as process
-
-    return process(event_ids=event_ids)
-
-
 def settle_after_conversion(*, event) -> None:
     from .tasks import settle_referral
 
@@ -111,6 +105,7 @@ def register() -> None:
     from referral_platform.reconcile import register_sweep
 
     from . import sweeps
+    from .pipeline import conversions_process_batch
 
     register_sweep("rewards.stripe_events", sweeps.stripe_events_requeue_stale)
     register_sweep("rewards.payouts", sweeps.payouts_requeue_stale)

@@ -368,15 +368,18 @@ def conversion_events_process_many(*, event_ids) -> tuple[list[ConversionEvent],
     return processed, handed_back
 
 
-def conversion_events_waiting(*, event_id: int, limit: int) -> list[int]:
-    """The batch a conversion's task processes: ``event_id`` first if it is still ``received``, then up to
-    ``limit - 1`` other events of its workspace and source still ``received``, oldest first ([] when
-    ``event_id`` is no longer waiting). An event the reconciler had to queue again (a worker died on it) is
-    never taken into another event's batch: it is processed alone, by its own task."""
+def conversion_events_waiting(*, event_id: int, limit: int) -> tuple[list[int], str]:
+    """The batch a conversion's task processes, and the event's status as read: ``event_id`` first if it is
+    still ``received``, then up to ``limit - 1`` other events of its workspace and source still ``received``,
+    oldest first ([] when ``event_id`` is no longer waiting; its status "missing" when there is no such event).
+    An event the reconciler had to queue again (a worker died on it) is never taken into another event's
+    batch: it is processed alone, by its own task."""
     row = ConversionEvent.objects.filter(pk=event_id).values_list("tenant_id", "source", "status").first()
-    if row is None or row[2] != ConversionEventStatus.RECEIVED:
-        return []
-    tenant_id, source, _status = row
+    if row is None:
+        return [], "missing"
+    tenant_id, source, status = row
+    if status != ConversionEventStatus.RECEIVED:
+        return [], status
     others = (
         ConversionEvent.objects.for_tenant(tenant_id)
         .filter(source=source, status=ConversionEventStatus.RECEIVED, requeues=0)
@@ -384,7 +387,7 @@ def conversion_events_waiting(*, event_id: int, limit: int) -> list[int]:
         .order_by("pk")
         .values_list("pk", flat=True)[: max(limit - 1, 0)]
     )
-    return [event_id, *others]
+    return [event_id, *others], status
 
 
 def conversion_event_status(*, event_id: int) -> str:

@@ -99,7 +99,7 @@ def test_one_task_processes_the_waiting_events_and_their_own_tasks_then_find_the
     for event_id, kwargs in tasks_a[1:]:  # their own tasks, delivered later: one read each, nothing done
         with CaptureQueriesContext(connection) as queries:
             assert process_conversion_event(event_id, **kwargs) == ConversionEventStatus.PROCESSED
-        assert len(queries) <= 2, [query["sql"] for query in queries]
+        assert len(queries) == 1, [query["sql"] for query in queries]
     assert _state(world.a) == after_batch
 
     for event_id, kwargs in tasks_b:
@@ -234,3 +234,16 @@ def test_concurrent_tasks_of_one_workspace_process_every_event_exactly_once(worl
     assert state["statuses"] == ["processed"] * 40
     assert state["attributions"] == 40 and state["referrals"] == 40
     assert state["rewards"] == ids, "every payment rewarded exactly once"
+
+
+def test_a_task_for_an_unknown_or_malformed_event_id_writes_nothing(world):
+    links = _workspace(world.a)
+    tasks = _post(world, world.key_a, links, 2, prefix="a")
+
+    assert process_conversion_event(999_999_999) == "missing"
+    with pytest.raises(ValueError, match="expected a number"):
+        process_conversion_event("1; DROP TABLE referrals_conversionevent")
+
+    assert _state(world.a)["statuses"] == ["received", "received"], "nobody's events were taken"
+    assert _state(world.a)["attributions"] == 0 and _state(world.a)["rewards"] == []
+    assert process_conversion_event(tasks[0][0]) == ConversionEventStatus.PROCESSED
