@@ -4,17 +4,11 @@ migrations under the test settings — the restricted role, row-level security i
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable
 
+from referral_platform.console import progress_bar
 
-def progress(label: str, done: int, total: int) -> None:
-    width = 30
-    filled = int(width * done / total) if total else width
-    sys.stdout.write(f"\r  {label:<28} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
-    if done >= total:
-        sys.stdout.write("\n")
-    sys.stdout.flush()
+progress = progress_bar  # label, done, total (the demo seed's bar)
 
 
 def in_scratch_database(name: str, run: Callable[[], None]) -> None:

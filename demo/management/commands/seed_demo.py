@@ -7,7 +7,6 @@ because a key's secret is shown only once.
 from __future__ import annotations
 
 import random
-import sys
 from datetime import timedelta
 
 from django.contrib.auth import get_user_model
@@ -19,6 +18,7 @@ from django.utils import timezone
 from demo.partners import seed_partners
 from programs.models import Participant, Program, ProgramAccess, ProgramKind, ProgramStatus
 from programs.services import participant_enroll, program_current_version
+from referral_platform.console import progress_bar
 from referral_platform.tenancy.actors import system_actor
 from referral_platform.tenancy.models import ApiKey, Membership, Role, Tenant
 from referral_platform.tenancy.services import api_key_create, api_key_revoke
@@ -73,12 +73,7 @@ USER_AGENTS = [
 
 
 def progress(done: int, total: int, label: str) -> None:
-    width = 30
-    filled = int(width * done / total) if total else width
-    sys.stdout.write(f"\r  {label:<28} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
-    if done >= total:
-        sys.stdout.write("\n")
-    sys.stdout.flush()
+    progress_bar(label, done, total)
 
 
 class Command(BaseCommand):
