@@ -56,6 +56,9 @@ class IdentityCluster:
     emails: set[str] = field(default_factory=set)
     customer_ids: set[str] = field(default_factory=set)
     is_truncated: bool = False
+    # The identifiers the walk started from (``identity_nodes`` form): another walk from the same ones over
+    # the same graph finds the same cluster (``referral_credit`` reuses it). Not part of equality.
+    seed: frozenset = field(default_factory=frozenset, compare=False)
 
     def nodes(self) -> set[tuple[str, str]]:
         return (
@@ -94,6 +97,7 @@ def identity_nodes(*, visitor_ids=(), emails=(), customer_ids=()) -> set[tuple[s
 def identity_cluster(tenant: Tenant | int, *, visitor_ids=(), emails=(), customer_ids=()) -> IdentityCluster:
     """The identifiers connected to the given ones in the tenant's identity graph (breadth first)."""
     seen = identity_nodes(visitor_ids=visitor_ids, emails=emails, customer_ids=customer_ids)
+    seed = frozenset(seen)
     frontier = set(seen)
     truncated = False
     links = IdentityLink.objects.for_tenant(tenant)
@@ -111,11 +115,11 @@ def identity_cluster(tenant: Tenant | int, *, visitor_ids=(), emails=(), custome
         if len(seen) > IDENTITY_CLUSTER_MAX_NODES:
             truncated = True
             break
-    return _cluster_of(seen, truncated)
+    return _cluster_of(seen, truncated, seed=seed)
 
 
-def _cluster_of(seen: set[tuple[str, str]], truncated: bool) -> IdentityCluster:
-    cluster = IdentityCluster(is_truncated=truncated)
+def _cluster_of(seen: set[tuple[str, str]], truncated: bool, *, seed: frozenset = frozenset()) -> IdentityCluster:
+    cluster = IdentityCluster(is_truncated=truncated, seed=seed)
     for kind, value in sorted(seen)[:IDENTITY_CLUSTER_MAX_NODES]:
         cluster.add(kind, value)
     return cluster
@@ -169,7 +173,9 @@ def identity_clusters(tenant: Tenant | int, seeds: list[dict]) -> list[IdentityC
             if len(walk["seen"]) > IDENTITY_CLUSTER_MAX_NODES:
                 walk["truncated"] = True
     return [
-        identity_cluster(tenant, **seed) if walk["alone"] else _cluster_of(walk["seen"], walk["truncated"])
+        identity_cluster(tenant, **seed)
+        if walk["alone"]
+        else _cluster_of(walk["seen"], walk["truncated"], seed=frozenset(identity_nodes(**seed)))
         for seed, walk in zip(seeds, walks, strict=True)
     ]
 
@@ -389,11 +395,20 @@ class ReferralCredit:
     result: attribution_math.Credit
 
 
-def referral_credit(referral: Referral, *, extra_identity: dict | None = None) -> ReferralCredit:
+def referral_credit(
+    referral: Referral, *, extra_identity: dict | None = None, walked: IdentityCluster | None = None
+) -> ReferralCredit:
     """The credit of ``referral`` (every event of the referral is credited this way: a payment a year
     later too, and touches after the sign-up never move it). The model, window and half-life come from
-    the referral's rule version; ``extra_identity`` adds an event's identifiers to the person's cluster."""
-    cluster = identity_cluster(referral.tenant_id, **_credit_seed(referral, extra_identity or {}))
+    the referral's rule version; ``extra_identity`` adds an event's identifiers to the person's cluster.
+    ``walked``: a cluster this transaction already walked (the event's, in conversion processing); it is
+    used when it started from exactly the identifiers the credit starts from (a referral the event created,
+    or one that knows no identifier the event does not carry), instead of walking the graph again."""
+    seed = _credit_seed(referral, extra_identity or {})
+    if walked is not None and walked.seed and walked.seed == identity_nodes(**seed):
+        cluster = walked
+    else:
+        cluster = identity_cluster(referral.tenant_id, **seed)
     anchor = _anchor(referral)
     sequence = touchpoint_sequence(referral.tenant_id, program=referral.program, cluster=cluster, until=anchor)
     return _credit_of(referral, cluster, sequence)

@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 import stripe
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, connection, transaction
+from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -377,8 +377,14 @@ def _charge_upsert(
     tenant: Tenant, *, charge_id: str, invoice_id: str, payment_intent_id: str, update: Callable[[StripeCharge], None]
 ) -> StripeCharge:
     """The charge row matching any of the ids, locked, with ``update`` applied and saved. On first sight it is
-    inserted with the update's values at once (keyed by the first id known); a concurrent first insert wins
-    and this update is applied to its row."""
+    inserted with the update's values at once (keyed by the first id known), in ONE statement that also checks
+    no row matches (``_insert_if_unseen``); a row that matches, or a concurrent first insert that won, is read
+    locked and this update is applied to it."""
+    key = charge_id or payment_intent_id or invoice_id
+    fresh = StripeCharge(tenant=tenant, stripe_charge_id=key)
+    _fill(fresh, invoice_id=invoice_id, payment_intent_id=payment_intent_id, update=update)
+    if _insert_if_unseen(fresh, charge_id=charge_id, invoice_id=invoice_id, payment_intent_id=payment_intent_id):
+        return fresh
     match = Q(pk__in=[])
     if charge_id:
         match |= Q(stripe_charge_id=charge_id)
@@ -389,19 +395,42 @@ def _charge_upsert(
     charge = (
         StripeCharge.objects.for_tenant(tenant).select_for_update(of=("self",)).filter(match).order_by("pk").first()
     )
-    if charge is None:
-        key = charge_id or payment_intent_id or invoice_id
-        charge = StripeCharge(tenant=tenant, stripe_charge_id=key)
-        _fill(charge, invoice_id=invoice_id, payment_intent_id=payment_intent_id, update=update)
-        try:
-            with transaction.atomic():
-                charge.save(force_insert=True)
-            return charge
-        except IntegrityError:
-            charge = StripeCharge.objects.for_tenant(tenant).select_for_update(of=("self",)).get(stripe_charge_id=key)
+    if charge is None:  # the row that won the key's insert matches none of the ids (a charge id reused)
+        charge = StripeCharge.objects.for_tenant(tenant).select_for_update(of=("self",)).get(stripe_charge_id=key)
     _fill(charge, invoice_id=invoice_id, payment_intent_id=payment_intent_id, update=update)
     charge.save()
     return charge
+
+
+def _insert_if_unseen(charge: StripeCharge, *, charge_id: str, invoice_id: str, payment_intent_id: str) -> bool:
+    """INSERT ``charge`` unless a row of its tenant matches any of the ids (or has its key: ON CONFLICT DO
+    NOTHING), in one statement. True when inserted (``charge`` then has its id)."""
+    meta = StripeCharge._meta
+    quote = connection.ops.quote_name
+    fields = [field for field in meta.concrete_fields if not field.primary_key]
+    columns = ", ".join(quote(field.column) for field in fields)
+    values = [field.get_db_prep_save(getattr(charge, field.attname), connection) for field in fields]
+    # Identifiers come from the model's metadata and are quoted; every value is a parameter. An empty id
+    # matches nothing, as in the locked read of ``_charge_upsert``.
+    sql = (
+        f"INSERT INTO {quote(meta.db_table)} ({columns}) "  # noqa: S608
+        f"SELECT {', '.join(['%s'] * len(fields))} WHERE NOT EXISTS ("
+        f"SELECT 1 FROM {quote(meta.db_table)} WHERE tenant_id = %s AND ("
+        "(%s <> '' AND stripe_charge_id = %s) OR (%s <> '' AND stripe_invoice_id = %s)"
+        " OR (%s <> '' AND stripe_payment_intent_id = %s))) "
+        f"ON CONFLICT (tenant_id, stripe_charge_id) DO NOTHING RETURNING {quote('id')}"
+    )
+    params = [*values, charge.tenant_id, charge_id, charge_id, invoice_id, invoice_id]
+    params += [payment_intent_id, payment_intent_id]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is None:
+        return False
+    charge.pk = row[0]
+    charge._state.adding = False
+    charge._state.db = connection.alias
+    return True
 
 
 def _fill(charge: StripeCharge, *, invoice_id: str, payment_intent_id: str, update) -> None:

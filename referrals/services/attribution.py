@@ -18,12 +18,19 @@ from referrals.models import (
     ReferralStatus,
 )
 from referrals.selectors import (
+    IdentityCluster,
     referral_credit,
 )
 
 
 @transaction.atomic
-def attribution_run(*, event: ConversionEvent, referral: Referral | None = None) -> list[Attribution]:
+def attribution_run(
+    *,
+    event: ConversionEvent,
+    referral: Referral | None = None,
+    walked: IdentityCluster | None = None,
+    first: bool = False,
+) -> list[Attribution]:
     """(Re)compute the attribution of one event and store one row per credited participant.
 
     The credit is decided at the referral's establishment (``Referral.established_at``: its sign-up or
@@ -39,7 +46,12 @@ def attribution_run(*, event: ConversionEvent, referral: Referral | None = None)
     rule version. Callers tell the higher layers through ``hooks.conversion_processed``.
 
     ``referral``: the caller already holds ``event`` locked in this transaction and passes the event's
-    referral as it stands now (conversion processing, which matched it): neither is read again.
+    referral as it stands now (conversion processing, which matched it): neither is read again. ``walked``:
+    the event's identity cluster as conversion processing walked it in this transaction (``referral_credit``).
+    ``first``: the event is being processed from ``received`` (conversion processing): it has no rows yet
+    (rows are written only here, and an event goes back to ``received`` only from ``unattributed`` without a
+    referral, whose rows this function deleted), so none is read and its rows are inserted in one statement;
+    a row that did exist would be refused by the one-row-per-participant constraint, never doubled.
     """
     if referral is None:
         # Lock first, read relations after: a locking SELECT that waited for another transaction
@@ -47,11 +59,14 @@ def attribution_run(*, event: ConversionEvent, referral: Referral | None = None)
         event = ConversionEvent.objects.for_tenant(event.tenant_id).select_for_update().get(pk=event.pk)
         referral = event.referral
     tenant = event.tenant
-    existing = {
-        row.participant_id: row for row in Attribution.objects.for_tenant(tenant).filter(conversion_event=event)
-    }
+    existing = (
+        {}
+        if first
+        else {row.participant_id: row for row in Attribution.objects.for_tenant(tenant).filter(conversion_event=event)}
+    )
     if referral is None or referral.status == ReferralStatus.REJECTED:
-        Attribution.objects.for_tenant(tenant).filter(conversion_event=event).delete()
+        if not first:
+            Attribution.objects.for_tenant(tenant).filter(conversion_event=event).delete()
         return []
     program = referral.program
     version = referral.rule_version or program_current_version(program=program)
@@ -62,6 +77,7 @@ def attribution_run(*, event: ConversionEvent, referral: Referral | None = None)
             "email": event.email,
             "customer_external_id": event.customer_external_id,
         },
+        walked=walked,
     )
     model, anchor, window_start, credited = decision.model, decision.anchor, decision.window_start, decision.credited
     result = decision.result
@@ -98,7 +114,7 @@ def attribution_run(*, event: ConversionEvent, referral: Referral | None = None)
         "excluded_before_window": [touch.as_json() for touch in decision.sequence if touch.occurred_at < window_start],
     }
     now = timezone.now()
-    rows = []
+    rows, new_rows = [], []
     for participant_id, share in result.participant_shares.items():
         values = {
             "referral": referral,
@@ -115,14 +131,15 @@ def attribution_run(*, event: ConversionEvent, referral: Referral | None = None)
         }
         row = existing.pop(participant_id, None)
         if row is None:
-            row = Attribution.objects.create(
-                tenant=tenant, conversion_event=event, participant_id=participant_id, **values
-            )
+            row = Attribution(tenant=tenant, conversion_event=event, participant_id=participant_id, **values)
+            new_rows.append(row)
         else:
             for name, value in values.items():
                 setattr(row, name, value)
             row.save(update_fields=list(values))
         rows.append(row)
+    if new_rows:
+        Attribution.objects.bulk_create(new_rows)  # one INSERT for every newly credited participant
     if existing:
         Attribution.objects.for_tenant(tenant).filter(pk__in=[row.pk for row in existing.values()]).delete()
     return rows

@@ -38,7 +38,7 @@ from referrals.selectors import (
 )
 
 from .attribution import attribution_run
-from .identity import identity_link, identity_lock, touchpoint_record
+from .identity import identity_link, identity_lock, identity_lock_many, touchpoint_record
 from .signups import (
     claim_touchpoint_record,
     claimed_link,
@@ -357,11 +357,17 @@ def conversion_events_process_many(*, event_ids) -> tuple[list[ConversionEvent],
             .filter(pk__in=list(event_ids), status=ConversionEventStatus.RECEIVED)
             .order_by("pk")
         )
+        # The people of the whole chunk locked at once (one statement, every key in sorted order): each event's
+        # own lock would be held until this commit anyway, and taking them in one sorted pass cannot deadlock
+        # with another chunk taking its people the same way.
+        identity_lock_many(
+            [(event.tenant_id, _identifiers(event)) for event in events],
+        )
         with audit_rows_deferred():  # the chunk's audit rows in one INSERT (those of a rolled-back event dropped)
             for event in events:
                 try:
                     with transaction.atomic():
-                        processed.append(_process_and_record(event))
+                        processed.append(_process_and_record(event, identities_locked=True))
                 except DatabaseError as error:
                     logger.warning("conversion event %s handed back to its own processing: %s", event.pk, error)
                     handed_back.append(event.pk)
@@ -394,13 +400,21 @@ def conversion_event_status(*, event_id: int) -> str:
     return ConversionEvent.objects.filter(pk=event_id).values_list("status", flat=True).first() or "missing"
 
 
-def _process_and_record(event: ConversionEvent) -> ConversionEvent:
-    """Process a locked, ``received`` event and save its outcome (the caller's transaction)."""
+def _identifiers(event: ConversionEvent) -> list[str]:
+    """The identifiers whose person lock an event's processing holds (``identity_lock``)."""
+    return [event.email, event.customer_external_id, event.visitor_id]
+
+
+def _process_and_record(event: ConversionEvent, *, identities_locked: bool = False) -> ConversionEvent:
+    """Process a locked, ``received`` event and save its outcome (the caller's transaction).
+    ``identities_locked``: the caller already holds the event's person lock (a chunk locks its people at once)."""
     actor = system_actor(event.tenant)
     notes: list[str] = []
     try:
         with transaction.atomic():
-            status, referral = _process_locked_event(event=event, actor=actor, notes=notes)
+            status, referral = _process_locked_event(
+                event=event, actor=actor, notes=notes, identities_locked=identities_locked
+            )
     except ValidationError as exc:
         status, referral = ConversionEventStatus.FAILED, None
         notes.append("; ".join(f"{field}: {', '.join(messages)}" for field, messages in _error_items(exc)))
@@ -468,9 +482,12 @@ def _error_items(exc: ValidationError):
     return [("error", exc.messages)]
 
 
-def _process_locked_event(*, event: ConversionEvent, actor: Actor, notes: list[str]) -> tuple[str, Referral | None]:
+def _process_locked_event(
+    *, event: ConversionEvent, actor: Actor, notes: list[str], identities_locked: bool = False
+) -> tuple[str, Referral | None]:
     tenant = event.tenant
-    identity_lock(tenant=tenant, identifiers=[event.email, event.customer_external_id, event.visitor_id])
+    if not identities_locked:
+        identity_lock(tenant=tenant, identifiers=_identifiers(event))
     identity_link(
         tenant=tenant,
         source=f"conversion:{event.kind}",
@@ -552,7 +569,7 @@ def _process_locked_event(*, event: ConversionEvent, actor: Actor, notes: list[s
     referral = _keep_relations(moved, read=referral)
     # The event row is locked by the caller and its referral is saved with its outcome.
     event.referral = referral
-    attributions = attribution_run(event=event, referral=referral)
+    attributions = attribution_run(event=event, referral=referral, walked=cluster, first=True)
     if not attributions:
         notes.append("No touchpoint of a participant within the cookie window: nothing to attribute.")
         return ConversionEventStatus.UNATTRIBUTED, referral

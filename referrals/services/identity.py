@@ -123,7 +123,14 @@ def identity_lock(*, tenant: Tenant, identifiers: list[str]) -> None:
     """Serialise work on one person (a sign-up and a payment of the same customer processed at once):
     a transaction-scoped advisory lock per identifier, taken in sorted order (no deadlocks). Without it,
     a payment processed while the sign-up that establishes its referral commits could miss it."""
-    keys = sorted({f"{tenant.pk}:{value}" for value in identifiers if value})
+    identity_lock_many([(tenant.pk, identifiers)])
+
+
+def identity_lock_many(people: list[tuple[int, list[str]]]) -> None:
+    """``identity_lock`` for many people at once (a chunk of events): ``people`` is (tenant id, identifiers)
+    per person; every key is taken in ONE statement, in one sorted order, so two chunks sharing people
+    wait for each other instead of deadlocking."""
+    keys = sorted({f"{tenant_id}:{value}" for tenant_id, identifiers in people for value in identifiers if value})
     if not keys:
         return
     with connection.cursor() as cursor:  # one statement; the array's order (sorted) is the locking order

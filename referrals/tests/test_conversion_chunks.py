@@ -13,6 +13,7 @@ from datetime import timedelta
 
 import pytest
 from django.db import OperationalError, connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from referral_platform.tenancy import rls
@@ -154,8 +155,9 @@ def test_a_database_error_hands_back_only_its_event_and_the_others_commit(world,
     unlucky = ConversionEvent.objects.get(external_event_id="pay-3").pk
     process = conversions._process_locked_event
 
-    def deadlocked(*, event, actor, notes):
-        outcome = process(event=event, actor=actor, notes=notes)  # its referral, stage, credit: all written...
+    def deadlocked(*, event, actor, notes, **options):
+        # its referral, stage, credit: all written...
+        outcome = process(event=event, actor=actor, notes=notes, **options)
         if event.pk == unlucky:
             raise OperationalError("deadlock detected")  # ...then the database refuses a statement
         return outcome
@@ -226,3 +228,79 @@ def test_bad_event_ids_are_refused_before_anything_is_written(world):
     assert not Referral.objects.filter(tenant=world.a).exists()
     processed, handed_back = services.conversion_events_process_many(event_ids=[999_999_999])  # unknown id
     assert (processed, handed_back) == ([], [])
+
+
+def _payments(tenant, code: str, people: range, *, prefix: str, minute: int) -> list[int]:
+    at = NOW - timedelta(hours=2) + timedelta(minutes=minute)
+    ids = []
+    for person in people:
+        data = {
+            "external_event_id": f"{prefix}-{person}",
+            "kind": "payment",
+            "customer_external_id": f"cus_p{person}",
+            "email": f"buyer{person}@people.example",
+            "referral_code": code,
+            "amount_minor": 5_000,
+            "currency": "USD",
+            "occurred_at": at,
+        }
+        raw = {key: (value.isoformat() if hasattr(value, "isoformat") else value) for key, value in data.items()}
+        ids.append(services.conversion_event_receive(tenant=tenant, raw=raw, queue_processing=False, **data).event.pk)
+    return ids
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_chunks_of_the_same_people_in_opposite_orders_wait_for_each_other_and_never_deadlock(world):
+    """A chunk takes the person locks of all its events at once, in one sorted order (``identity_lock_many``):
+    two drains whose chunks share people, in opposite orders, run one after the other instead of deadlocking
+    (one event at a time, each would hold one person the other one wants next)."""
+    codes = workspace(world.a)
+    people = range(12)
+    first = _payments(world.a, codes["dana"], people, prefix="first", minute=0)
+    second = _payments(world.a, codes["dana"], people[::-1], prefix="second", minute=30)  # ids: people reversed
+    start = threading.Barrier(2)
+    results, errors = {}, []
+
+    def drain(name, ids):
+        try:
+            start.wait(10)
+            with rls.tenant(world.a.pk):
+                results[name] = services.conversion_events_process_many(event_ids=ids)
+        except Exception as error:
+            errors.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=drain, args=args) for args in (("first", first), ("second", second))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+
+    assert errors == []
+    for name, ids in (("first", first), ("second", second)):
+        processed, handed_back = results[name]
+        assert handed_back == [], f"{name}: events handed back (a deadlock)"
+        assert sorted(event.pk for event in processed) == sorted(ids)
+    events = ConversionEvent.objects.filter(pk__in=first + second)
+    assert set(events.values_list("status", flat=True)) == {"processed"}
+    # One referral per person (the later chunk saw the earlier one's), each event credited exactly once.
+    assert Referral.objects.filter(tenant=world.a).count() == len(people)
+    assert Counter(
+        Attribution.objects.filter(conversion_event__in=events).values_list("conversion_event_id", flat=True)
+    ) == {event_id: 1 for event_id in first + second}
+
+
+def test_a_chunk_takes_its_peoples_locks_in_one_statement(world):
+    code = workspace(world.a)["dana"]
+    ids = _payments(world.a, code, range(5), prefix="pay", minute=0)
+    with CaptureQueriesContext(connection) as captured:
+        services.conversion_events_process_many(event_ids=ids)
+    locks = [query["sql"] for query in captured.captured_queries if "pg_advisory_xact_lock" in query["sql"]]
+    assert len(locks) == 1
+    assert set(ConversionEvent.objects.filter(pk__in=ids).values_list("status", flat=True)) == {"processed"}
+    # One event on its own still takes its own person's lock.
+    alone = _payments(world.a, code, range(5, 6), prefix="pay", minute=5)
+    with CaptureQueriesContext(connection) as captured:
+        services.conversion_event_process(event_id=alone[0])
+    assert sum("pg_advisory_xact_lock" in query["sql"] for query in captured.captured_queries) == 1

@@ -133,8 +133,8 @@ def test_an_event_the_batch_hands_back_is_processed_alone(world, monkeypatch):
     process = conversions._process_locked_event
     refused: list[int] = []
 
-    def deadlocked_once(*, event, actor, notes):
-        outcome = process(event=event, actor=actor, notes=notes)
+    def deadlocked_once(*, event, actor, notes, **options):
+        outcome = process(event=event, actor=actor, notes=notes, **options)
         if event.pk == unlucky and not refused:
             refused.append(event.pk)
             raise OperationalError("deadlock detected")  # its savepoint is rolled back, the others commit
@@ -164,10 +164,10 @@ def test_a_batch_that_raises_leaves_each_event_to_its_own_task(world, monkeypatc
     poison = tasks[1][0]
     process = conversions._process_locked_event
 
-    def broken(*, event, actor, notes):
+    def broken(*, event, actor, notes, **options):
         if event.pk == poison:
             raise RuntimeError("a bug in this event's processing")  # not an error of the event: rolls back all
-        return process(event=event, actor=actor, notes=notes)
+        return process(event=event, actor=actor, notes=notes, **options)
 
     monkeypatch.setattr(conversions, "_process_locked_event", broken)
 

@@ -1,0 +1,153 @@
+"""Conversion processing walks the person's identity graph once when the credit starts from the same
+identifiers (``referral_credit(walked=...)``, issue 15), and again when the referral knows more."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from referrals import services
+from referrals.models import Attribution, ConversionEvent
+from referrals.selectors import identity_cluster
+from tests import factories as f
+
+from .builders import click, program_for, referrer_with_link
+
+NOW = timezone.now().replace(microsecond=0)
+
+
+def _receive(tenant, **data) -> int:
+    data = {"kind": "payment", "amount_minor": 9_000, "currency": "USD", "occurred_at": NOW, **data}
+    raw = {key: (value.isoformat() if hasattr(value, "isoformat") else value) for key, value in data.items()}
+    return services.conversion_event_receive(tenant=tenant, raw=raw, queue_processing=False, **data).event.pk
+
+
+def _statements(captured):
+    """Every statement sent (a savepoint is sent in front of the statement that follows it)."""
+    for query in captured.captured_queries:
+        yield from (part.strip() for part in query["sql"].split(";") if part.strip())
+
+
+def _identity_walks(captured) -> int:
+    return sum(sql.startswith('SELECT "referrals_identitylink".') for sql in _statements(captured))
+
+
+def _program(tenant):
+    program = program_for(tenant, attribution_model="linear", cookie_window_days=30)
+    f.ProgramVersionFactory(program=program)
+    _dana, link = referrer_with_link(program, code=f"walk{tenant.pk}")
+    return link
+
+
+def test_a_referral_the_event_creates_is_credited_from_the_cluster_the_event_walked(world):
+    link = _program(world.a)
+    click(link, visitor_id="v-walk", at=NOW - timedelta(days=2))
+    event_id = _receive(
+        world.a,
+        external_event_id="pay-1",
+        customer_external_id="cus_w",
+        email="Buyer@Walk.example",
+        visitor_id="v-walk",
+    )
+
+    with CaptureQueriesContext(connection) as captured:
+        event = services.conversion_event_process(event_id=event_id)
+
+    assert event.status == "processed"
+    assert _identity_walks(captured) == 1  # the event's walk; the credit did not walk again
+    evidence = Attribution.objects.get(conversion_event=event).evidence
+    fresh = identity_cluster(world.a, visitor_ids=["v-walk"], emails=["buyer@walk.example"], customer_ids=["cus_w"])
+    assert evidence["identity"] == fresh.as_json() and fresh.visitor_ids == {"v-walk"}
+
+
+def test_a_referral_that_knows_more_than_the_event_is_walked_again(world):
+    link = _program(world.a)
+    click(link, visitor_id="v-old", at=NOW - timedelta(days=3))
+    # The sign-up made the referral with the visitor id and the e-mail; the payment carries only the customer id.
+    services.signup_record(
+        tenant=world.a,
+        email="lee@more.example",
+        visitor_id="v-old",
+        customer_external_id="cus_more",
+        referral_code=link.code,
+        occurred_at=NOW - timedelta(days=2),
+        actor="test",
+    )
+    event_id = _receive(world.a, external_event_id="pay-2", customer_external_id="cus_more")
+
+    with CaptureQueriesContext(connection) as captured:
+        event = services.conversion_event_process(event_id=event_id)
+
+    assert event.status == "processed" and event.referral.visitor_id == "v-old"
+    # The event's walk (two levels: the customer id, then the e-mail and visitor id it revealed), then the
+    # credit's own from the referral's identifiers (one level: they reveal nothing more).
+    assert _identity_walks(captured) == 3
+    evidence = Attribution.objects.get(conversion_event=event).evidence
+    fresh = identity_cluster(world.a, visitor_ids=["v-old"], emails=["lee@more.example"], customer_ids=["cus_more"])
+    assert evidence["identity"] == fresh.as_json()
+    assert [touch["kind"] for touch in evidence["sequence"]] == ["click", "referral_code"]  # the sign-up's code
+
+
+def test_the_walked_cluster_is_never_another_workspaces(world):
+    link_a, link_b = _program(world.a), _program(world.b)
+    click(link_b, visitor_id="v-shared", at=NOW - timedelta(days=1))
+    event_id = _receive(world.a, external_event_id="pay-3", customer_external_id="cus_s", visitor_id="v-shared")
+    event = services.conversion_event_process(event_id=event_id)
+    # Workspace B's click of the same visitor id neither creates A's referral nor is credited.
+    assert event.status == "unattributed" and not Attribution.objects.filter(conversion_event=event).exists()
+    assert ConversionEvent.objects.filter(tenant=world.b).count() == 0 and link_a.tenant_id == world.a.pk
+
+
+def _attribution_statements(captured, verb: str) -> int:
+    return sum(
+        sql.startswith(verb) and '"referrals_attribution"' in sql.split(" WHERE ")[0] for sql in _statements(captured)
+    )
+
+
+def test_a_first_processing_writes_its_credit_in_one_insert_and_reads_none(world):
+    program = program_for(world.a, attribution_model="linear", cookie_window_days=30)
+    f.ProgramVersionFactory(program=program)
+    _dana, dana = referrer_with_link(program, code=f"dana{world.a.pk}")
+    _ravi, ravi = referrer_with_link(program, name="Ravi Menon", company="Contoso", code=f"ravi{world.a.pk}")
+    click(dana, visitor_id="v-two", at=NOW - timedelta(days=3))
+    click(ravi, visitor_id="v-two", at=NOW - timedelta(days=2))
+    event_id = _receive(world.a, external_event_id="pay-4", customer_external_id="cus_two", visitor_id="v-two")
+
+    with CaptureQueriesContext(connection) as captured:
+        event = services.conversion_event_process(event_id=event_id)
+
+    assert event.status == "processed"
+    assert _attribution_statements(captured, "SELECT") == 0 and _attribution_statements(captured, "INSERT") == 1
+    rows = list(Attribution.objects.filter(conversion_event=event).order_by("participant__name"))
+    assert [(row.participant.name, str(row.share), row.amount_minor) for row in rows] == [
+        ("Dana Whitfield", "0.500000", 4_500),
+        ("Ravi Menon", "0.500000", 4_500),
+    ]
+    # Computing it again (a marketer's "Re-run attribution") reads the rows and keeps them: same ids, same values.
+    again = services.conversion_reattribute(event=event)
+    assert sorted(row.pk for row in again) == sorted(row.pk for row in rows)
+    assert Attribution.objects.filter(conversion_event=event).count() == 2
+
+
+def test_an_event_processed_again_after_its_referral_appeared_is_credited_once(world):
+    link = _program(world.a)
+    # The payment arrives before the sign-up that makes its referral: unattributed, then queued again.
+    event_id = _receive(world.a, external_event_id="pay-5", customer_external_id="cus_late", occurred_at=NOW)
+    assert services.conversion_event_process(event_id=event_id).status == "unattributed"
+    services.signup_record(
+        tenant=world.a,
+        email="late@later.example",
+        customer_external_id="cus_late",
+        referral_code=link.code,
+        occurred_at=NOW - timedelta(hours=1),
+        actor="test",
+    )
+    assert ConversionEvent.objects.get(pk=event_id).status == "received"
+    event = services.conversion_event_process(event_id=event_id)
+    assert event.status == "processed"
+    assert list(Attribution.objects.filter(conversion_event=event).values_list("participant_id", "amount_minor")) == [
+        (link.participant_id, 9_000)
+    ]
