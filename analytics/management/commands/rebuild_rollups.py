@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-import sys
 import time
+from functools import partial
 
 from django.core.management.base import BaseCommand, CommandError
 
 from analytics.rollups import rollups_rebuild
+from referral_platform import console
 from referral_platform.tenancy.models import Tenant
 
 
 def progress_bar(label: str):
-    def show(done: int, total: int) -> None:
-        width = 30
-        filled = int(width * done / total) if total else width
-        sys.stdout.write(f"\r  {label:<24} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
-        if done >= total:
-            sys.stdout.write("\n")
-        sys.stdout.flush()
-
-    return show
+    """The workspace's progress, drawn by the project's one progress bar (referral_platform.console)."""
+    return partial(console.progress_bar, label)
 
 
 class Command(BaseCommand):
