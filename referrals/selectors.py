@@ -143,6 +143,7 @@ def identity_clusters(tenant: Tenant | int, seeds: list[dict]) -> list[IdentityC
     (a limited, thus arbitrary, subset) is walked by ``identity_cluster`` itself."""
     walks = [{"seen": identity_nodes(**seed), "truncated": False, "alone": False} for seed in seeds]
     for walk in walks:
+        walk["start"] = frozenset(walk["seen"])
         walk["frontier"] = set(walk["seen"])
     links = IdentityLink.objects.for_tenant(tenant)
     for _ in range(IDENTITY_CLUSTER_MAX_DEPTH):
@@ -175,7 +176,7 @@ def identity_clusters(tenant: Tenant | int, seeds: list[dict]) -> list[IdentityC
     return [
         identity_cluster(tenant, **seed)
         if walk["alone"]
-        else _cluster_of(walk["seen"], walk["truncated"], seed=frozenset(identity_nodes(**seed)))
+        else _cluster_of(walk["seen"], walk["truncated"], seed=walk["start"])
         for seed, walk in zip(seeds, walks, strict=True)
     ]
 
