@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 import stripe
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
-from django.db import connection, transaction
+from django.db import DataError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -261,7 +261,9 @@ def _handle(event: StripeWebhookEvent) -> None:
                 handler(event)
                 event.status = WebhookEventStatus.PROCESSED
             event.error = ""
-    except (ValidationError, KeyError, TypeError, ValueError) as error:
+    # The event's own data is at fault (DataError: a value the database refuses, e.g. longer than its column):
+    # handling it again would fail the same way, so it is failed with the reason and the chunk goes on.
+    except (ValidationError, KeyError, TypeError, ValueError, DataError) as error:
         event.status = WebhookEventStatus.FAILED
         event.error = f"{type(error).__name__}: {error}"[:2000]
         logger.warning("stripe event %s failed: %s", event.stripe_event_id, event.error)
@@ -365,10 +367,34 @@ def _conversion(event: StripeWebhookEvent, **fields) -> ConversionEvent:
     return received.event
 
 
+def _text(obj: dict, key: str, *, what: str, limit: int | None = None) -> str:
+    """A string field of a payload ("" when absent or empty). Anything else — a number, an object, a list, or
+    more than ``limit`` characters — fails the event with this reason (ValueError) before a row is written."""
+    value = obj.get(key) or ""
+    if not isinstance(value, str) or (limit is not None and len(value) > limit):
+        shape = "a string" + (f" of at most {limit} characters" if limit is not None else "")
+        raise ValueError(f"{what}: {str(value)[:60]!r} is not {shape}")
+    return value
+
+
+def _stripe_id(obj: dict, key: str, *, what: str) -> str:
+    """A Stripe object id read from a payload: a string of at most 100 characters ("" when absent)."""
+    return _text(obj, key, what=what, limit=100)
+
+
+def _referral_code(metadata: dict, *keys: str) -> str:
+    """The first of ``keys`` the metadata sets (a string, or the event fails with the key named)."""
+    for key in keys:
+        value = _text(metadata, key, what=f"metadata.{key}")
+        if value:
+            return value
+    return ""
+
+
 def _referral_metadata(*objects: dict) -> dict:
     for obj in objects:
         metadata = (obj or {}).get("metadata") or {}
-        if any(metadata.get(key) for key in REFERRAL_METADATA_KEYS):
+        if isinstance(metadata, dict) and any(metadata.get(key) for key in REFERRAL_METADATA_KEYS):
             return metadata
     return {}
 
@@ -476,15 +502,15 @@ def handle_invoice_paid(event: StripeWebhookEvent) -> None:
         event,
         kind=ConversionKind.PAYMENT,
         amount_minor=int(invoice.get("amount_paid") or 0),
-        currency=(invoice.get("currency") or "").upper(),
+        currency=_text(invoice, "currency", what="currency").upper(),
         occurred_at=paid_at,
-        customer_external_id=invoice.get("customer") or "",
-        email=invoice.get("customer_email") or "",
-        referral_code=metadata.get("referral_code") or metadata.get("ref") or "",
-        visitor_id=metadata.get("visitor_id") or "",
+        customer_external_id=_text(invoice, "customer", what="customer"),
+        email=_text(invoice, "customer_email", what="customer_email"),
+        referral_code=_referral_code(metadata, "referral_code", "ref"),
+        visitor_id=_text(metadata, "visitor_id", what="metadata.visitor_id"),
     )
     paid = int(invoice.get("amount_paid") or 0)
-    currency = (invoice.get("currency") or "").upper()
+    currency = _text(invoice, "currency", what="currency").upper()
 
     def update(charge: StripeCharge) -> None:
         charge.amount_minor = max(charge.amount_minor, paid)
@@ -494,9 +520,9 @@ def handle_invoice_paid(event: StripeWebhookEvent) -> None:
 
     charge = _charge_upsert(
         event.tenant,
-        charge_id=invoice.get("charge") or "",
-        invoice_id=invoice.get("id") or "",
-        payment_intent_id=invoice.get("payment_intent") or "",
+        charge_id=_stripe_id(invoice, "charge", what="charge"),
+        invoice_id=_stripe_id(invoice, "id", what="invoice"),
+        payment_intent_id=_stripe_id(invoice, "payment_intent", what="payment_intent"),
         update=update,
     )
     _apply_refunds(charge)
@@ -506,7 +532,7 @@ def handle_charge_refunded(event: StripeWebhookEvent) -> None:
     obj = _object(event)
     captured = int(obj.get("amount_captured") or obj.get("amount") or 0)
     refunded = int(obj.get("amount_refunded") or 0)
-    currency = (obj.get("currency") or "").upper()
+    currency = _text(obj, "currency", what="currency").upper()
 
     def update(charge: StripeCharge) -> None:
         charge.amount_minor = max(charge.amount_minor, captured)
@@ -515,9 +541,9 @@ def handle_charge_refunded(event: StripeWebhookEvent) -> None:
 
     charge = _charge_upsert(
         event.tenant,
-        charge_id=obj.get("id") or "",
-        invoice_id=obj.get("invoice") or "",
-        payment_intent_id=obj.get("payment_intent") or "",
+        charge_id=_stripe_id(obj, "id", what="charge"),
+        invoice_id=_stripe_id(obj, "invoice", what="invoice"),
+        payment_intent_id=_stripe_id(obj, "payment_intent", what="payment_intent"),
         update=update,
     )
     _apply_refunds(charge)
@@ -530,9 +556,9 @@ def handle_subscription_deleted(event: StripeWebhookEvent) -> None:
         event,
         kind=ConversionKind.CANCELLATION,
         occurred_at=_timestamp(subscription.get("ended_at") or subscription.get("canceled_at"), _created(event)),
-        customer_external_id=subscription.get("customer") or "",
-        referral_code=metadata.get("referral_code") or metadata.get("ref") or "",
-        currency=(subscription.get("currency") or "").upper(),
+        customer_external_id=_text(subscription, "customer", what="customer"),
+        referral_code=_referral_code(metadata, "referral_code", "ref"),
+        currency=_text(subscription, "currency", what="currency").upper(),
     )
 
 
@@ -545,10 +571,10 @@ def handle_customer_created(event: StripeWebhookEvent) -> None:
         event,
         kind=ConversionKind.SIGN_UP,
         occurred_at=_timestamp(customer.get("created"), _created(event)),
-        customer_external_id=customer.get("id") or "",
-        email=customer.get("email") or "",
-        referral_code=metadata.get("referral_code") or metadata.get("ref") or metadata.get("referral") or "",
-        visitor_id=metadata.get("visitor_id") or "",
+        customer_external_id=_text(customer, "id", what="customer"),
+        email=_text(customer, "email", what="email"),
+        referral_code=_referral_code(metadata, "referral_code", "ref", "referral"),
+        visitor_id=_text(metadata, "visitor_id", what="metadata.visitor_id"),
     )
 
 

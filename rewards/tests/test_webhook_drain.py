@@ -16,7 +16,7 @@ from django.test.utils import CaptureQueriesContext
 
 from referrals.models import ConversionEvent
 from rewards.ledger import unbalanced_transactions
-from rewards.models import LedgerEntry, Reward, RewardEvaluation, StripeCredentials, StripeWebhookEvent
+from rewards.models import LedgerEntry, Reward, RewardEvaluation, StripeCharge, StripeCredentials, StripeWebhookEvent
 from rewards.webhooks import (
     DRAIN_CHUNK,
     DRAIN_HELPERS,
@@ -201,3 +201,49 @@ def test_a_backlog_gets_up_to_drain_helpers_helpers_per_second_per_workspace(wor
     for key in [_drain_key(tenant.pk), _drain_key(other.pk)]:
         for slot in range(DRAIN_HELPERS):
             cache.delete(f"{key}:helper:{slot}")
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("charge", 12345),
+        ("payment_intent", {"id": "pi_1"}),
+        ("charge", "ch_" + "x" * 120),
+        ("id", ["in_1"]),
+        ("customer", 42),
+        ("customer_email", ["a@b.example"]),
+        ("currency", 840),
+        ("metadata", {"referral_code": {"code": "x"}}),
+        ("metadata", ["not", "an", "object"]),
+        ("customer", "cus_" + "x" * 300),
+    ],
+)
+def test_an_invoice_with_a_malformed_stripe_id_fails_with_its_reason_and_writes_nothing(tenant, world, field, value):
+    hold_drains(tenant)
+    bad = invoice_paid(event_id="evt_bad", charge="ch_bad", invoice="in_bad", customer="cus_bad")
+    bad["data"]["object"][field] = value
+    receive(tenant, bad)
+    receive(tenant, invoice_paid(event_id="evt_good", charge="ch_good", invoice="in_good", customer="cus_good"))
+
+    assert stripe_events_drain(tenant_id=tenant.pk) == 2
+
+    failed = StripeWebhookEvent.objects.get(tenant=tenant, stripe_event_id="evt_bad")
+    if field == "metadata" and isinstance(value, list):  # not referral metadata: a payment nobody referred
+        assert failed.status == "processed"
+        assert ConversionEvent.objects.get(tenant=tenant, external_event_id="evt_bad").referral_code == ""
+        return
+    assert failed.status == "failed"
+    if field == "customer" and isinstance(
+        value, str
+    ):  # over 200 characters: refused by its column (DataError), named by PostgreSQL
+        assert failed.error.startswith("DataError") and "too long" in failed.error
+    else:
+        shown = {"id": "invoice", "metadata": "metadata.referral_code"}.get(field, field)
+        assert failed.error.startswith("ValueError") and failed.error.split(":")[1].strip() == shown, failed.error
+    assert StripeWebhookEvent.objects.get(tenant=tenant, stripe_event_id="evt_good").status == "processed"
+    # Nothing of the bad event was kept (its handler's savepoint), the good one is whole.
+    assert list(ConversionEvent.objects.filter(tenant=tenant).values_list("external_event_id", flat=True)) == [
+        "evt_good"
+    ]
+    assert list(StripeCharge.objects.filter(tenant=tenant).values_list("stripe_charge_id", flat=True)) == ["ch_good"]
+    assert not StripeCharge.objects.filter(tenant=world.b).exists()
