@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import NamedTuple
 
 from django.db import connection
 from django.db.models import Q
@@ -162,10 +163,13 @@ def referral_fraud_signals(*, referral: Referral, policy: FraudPolicy | None = N
         signals.append(check_own_company(referral=referral))
     if policy.disposable_email_enabled:
         signals.append(check_disposable_email(referral=referral))
+    count, earlier = None, None
+    if policy.velocity_enabled and policy.duplicate_company_enabled:
+        count, earlier = velocity_and_company_rows(referral=referral, policy=policy)
     if policy.velocity_enabled:
-        signals.append(check_velocity(referral=referral, policy=policy))
+        signals.append(check_velocity(referral=referral, policy=policy, count=count))
     if policy.duplicate_company_enabled:
-        signals.append(check_duplicate_company(referral=referral, policy=policy))
+        signals.append(check_duplicate_company(referral=referral, policy=policy, earlier=earlier))
     return [signal for signal in signals if signal is not None]
 
 
@@ -482,16 +486,21 @@ def check_disposable_email(*, referral: Referral) -> FraudSignal | None:
     )
 
 
-def check_velocity(*, referral: Referral, policy: FraudPolicy) -> FraudSignal | None:
-    """The referrer has more than ``velocity_max_per_hour`` referrals in the hour up to this one."""
-    window_end = referral.created_at
-    window_start = window_end - timedelta(hours=1)
+def _velocity_window(referral: Referral) -> tuple[datetime, datetime]:
+    return referral.created_at - timedelta(hours=1), referral.created_at
+
+
+def check_velocity(*, referral: Referral, policy: FraudPolicy, count: int | None = None) -> FraudSignal | None:
+    """The referrer has more than ``velocity_max_per_hour`` referrals in the hour up to this one. ``count``:
+    those referrals, already counted (``velocity_and_company_rows``)."""
+    window_start, window_end = _velocity_window(referral)
     in_window = (
         Referral.objects.for_tenant(referral.tenant_id)
         .filter(referrer_id=referral.referrer_id, created_at__gt=window_start, created_at__lte=window_end)
         .order_by("created_at", "pk")
     )
-    count = in_window.count()
+    if count is None:
+        count = in_window.count()
     limit = policy.velocity_max_per_hour
     if count <= limit:
         return None
@@ -524,38 +533,115 @@ def check_velocity(*, referral: Referral, policy: FraudPolicy) -> FraudSignal | 
     )
 
 
-def check_duplicate_company(*, referral: Referral, policy: FraudPolicy) -> FraudSignal | None:
+class _CompanyKeys(NamedTuple):
+    """What the duplicate-company check compares a referral by, and from when."""
+
+    name_key: str
+    email_key: str
+    domain: str
+    company_domain: str
+    since: datetime
+
+
+def _company_keys(referral: Referral, policy: FraudPolicy) -> _CompanyKeys:
+    return _CompanyKeys(
+        name_key=normalise_company_name(referral.referred_company),
+        email_key=normalize_email_for_matching(referral.referred_email),
+        domain=email_domain(referral.referred_email),
+        company_domain=company_email_domain(referral.referred_email),
+        since=referral.created_at - timedelta(days=policy.duplicate_company_window_days),
+    )
+
+
+# The velocity count (src 0) and the duplicate-company candidates (src 1) of a new referral in ONE statement
+# (issue 15): the same two reads as ``check_velocity`` and ``check_duplicate_company`` make on their own, each
+# on its index; an empty key matches nothing (psycopg2 sends the values inline, so the planner drops it).
+# The candidates' columns in the model's field order (``Model.from_db`` takes a partial row in that order).
+_EARLIER_FIELDS = [
+    field.attname
+    for field in Referral._meta.concrete_fields
+    if field.attname in {"id", "referrer_id", "referred_company", "referred_email", "created_at"}
+]
+# (A NULL of unknown type takes the other branch's column type in a UNION.)
+_EARLIER_NULLS = ", ".join("NULL" for _name in _EARLIER_FIELDS)
+_VELOCITY_AND_COMPANY_SQL = f"""
+SELECT 0 AS src, {_EARLIER_NULLS}, count(*)
+  FROM referrals_referral r
+ WHERE r.tenant_id = %(tenant)s AND r.referrer_id = %(referrer)s
+   AND r.created_at > %(window_start)s AND r.created_at <= %(window_end)s
+UNION ALL
+(SELECT 1, {", ".join(f"r.{name}" for name in _EARLIER_FIELDS)}, 0
+   FROM referrals_referral r
+  WHERE r.tenant_id = %(tenant)s AND r.program_id = %(program)s AND r.created_at >= %(since)s
+    AND (r.created_at < %(at)s OR (r.created_at = %(at)s AND r.id < %(pk)s)) AND r.id <> %(pk)s
+    AND ((%(name_key)s <> '' AND r.referred_company_key = %(name_key)s)
+      OR (%(company_domain)s <> '' AND r.referred_mailbox_domain = %(company_domain)s)
+      OR (%(email_key)s <> '' AND r.referred_mailbox = %(email_key)s))
+  ORDER BY r.created_at, r.id)
+"""  # noqa: S608 - column names from the model, no input
+
+
+def velocity_and_company_rows(*, referral: Referral, policy: FraudPolicy) -> tuple[int, list[Referral]]:
+    """The referrer's referrals in the velocity window (a count) and the program's earlier referrals that may
+    be the same company, in one statement, for ``check_velocity`` and ``check_duplicate_company``."""
+    window_start, window_end = _velocity_window(referral)
+    keys = _company_keys(referral, policy)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _VELOCITY_AND_COMPANY_SQL,
+            {
+                "tenant": referral.tenant_id,
+                "referrer": referral.referrer_id,
+                "window_start": window_start,
+                "window_end": window_end,
+                "program": referral.program_id,
+                "since": keys.since,
+                "at": referral.created_at,
+                "pk": referral.pk or 0,
+                "name_key": keys.name_key[:200],
+                "company_domain": keys.company_domain,
+                "email_key": keys.email_key,
+            },
+        )
+        rows = cursor.fetchall()
+    count = next(row[6] for row in rows if row[0] == 0)
+    earlier = [Referral.from_db(connection.alias, _EARLIER_FIELDS, list(row[1:6])) for row in rows if row[0] == 1]
+    return count, earlier
+
+
+def check_duplicate_company(
+    *, referral: Referral, policy: FraudPolicy, earlier: list[Referral] | None = None
+) -> FraudSignal | None:
     """The same company was already referred to this program (by anyone) within the window: same
     normalised company name, same company e-mail domain (free-mail and disposable domains do not
-    count) or the same normalised e-mail."""
-    name_key = normalise_company_name(referral.referred_company)
-    email_key = normalize_email_for_matching(referral.referred_email)
-    domain = email_domain(referral.referred_email)
-    company_domain = company_email_domain(referral.referred_email)
+    count) or the same normalised e-mail. ``earlier``: the candidates, already read
+    (``velocity_and_company_rows``)."""
+    name_key, email_key, domain, company_domain, since = _company_keys(referral, policy)
     if not (name_key or email_key):
         return None
-    since = referral.created_at - timedelta(days=policy.duplicate_company_window_days)
-    # Only the program's referrals of the window that can match are read, by the stored keys on their indexes
-    # (the normalised company name kept by Referral.save, the mailbox and its domain generated by the
-    # database: referrals.mailbox); each is then compared exactly as before.
-    could_match = Q(pk__in=[])
-    if name_key:
-        could_match |= Q(referred_company_key=name_key[:200])
-    if company_domain:
-        could_match |= Q(referred_mailbox_domain=company_domain)
-    if email_key:
-        could_match |= Q(referred_mailbox=email_key)
-    earlier = (
-        Referral.objects.for_tenant(referral.tenant_id)
-        .filter(could_match)
-        .filter(program_id=referral.program_id, created_at__gte=since)
-        .filter(Q(created_at__lt=referral.created_at) | Q(created_at=referral.created_at, pk__lt=referral.pk))
-        .exclude(pk=referral.pk)
-        .order_by("created_at", "pk")
-        .only("pk", "referrer_id", "referred_company", "referred_email", "created_at")
-    )
+    if earlier is None:
+        # Only the program's referrals of the window that can match are read, by the stored keys on their
+        # indexes (the normalised company name kept by Referral.save, the mailbox and its domain generated by
+        # the database: referrals.mailbox); each is then compared exactly as before.
+        could_match = Q(pk__in=[])
+        if name_key:
+            could_match |= Q(referred_company_key=name_key[:200])
+        if company_domain:
+            could_match |= Q(referred_mailbox_domain=company_domain)
+        if email_key:
+            could_match |= Q(referred_mailbox=email_key)
+        earlier = (
+            Referral.objects.for_tenant(referral.tenant_id)
+            .filter(could_match)
+            .filter(program_id=referral.program_id, created_at__gte=since)
+            .filter(Q(created_at__lt=referral.created_at) | Q(created_at=referral.created_at, pk__lt=referral.pk))
+            .exclude(pk=referral.pk)
+            .order_by("created_at", "pk")
+            .only("pk", "referrer_id", "referred_company", "referred_email", "created_at")
+            .iterator(chunk_size=2000)
+        )
     matches = []
-    for row in earlier.iterator(chunk_size=2000):
+    for row in earlier:
         matched_on = []
         if name_key and normalise_company_name(row.referred_company) == name_key:
             matched_on.append("name")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ from django.db.models import Q, QuerySet
 from programs.models import Participant, ParticipantStatus, Program, ProgramStatus
 from programs.services import judging_rules
 from referral_platform.money import format_amount
-from referral_platform.tenancy import rls
+from referral_platform.tenancy import memo, rls
 from referral_platform.tenancy.models import Tenant
 
 from . import attribution as attribution_math
@@ -182,16 +183,63 @@ def identity_clusters(tenant: Tenant | int, seeds: list[dict]) -> list[IdentityC
 
 
 def link_for_code(tenant: Tenant | int, code: str) -> ReferralLink | None:
-    """The tenant's referral link with this code (another tenant's code is unknown here)."""
+    """The tenant's referral link with this code (another tenant's code is unknown here). Inside a
+    ``batch_memo`` block, a code ``links_for_codes_read_ahead`` read for the block is answered without a read
+    (a copy of its own each time)."""
     code = normalize_identifier(code)
     if not code:
         return None
+    kept = memo.recall(_code_memo_key(tenant, code))
+    if kept is not None:
+        return None if kept is _UNKNOWN_CODE else _link_copy(kept)
     return (
         ReferralLink.objects.for_tenant(tenant)
         .select_related("participant", "program", "tenant")
         .filter(code=code)
         .first()
     )
+
+
+_UNKNOWN_CODE = object()
+
+
+def _code_memo_key(tenant: Tenant | int, code: str) -> str:
+    return f"link_code_{getattr(tenant, 'pk', tenant)}_{code}"
+
+
+def links_for_codes_read_ahead(tenant: Tenant | int, codes) -> None:
+    """Inside a ``batch_memo`` block (a chunk of conversions, issue 15): the links the chunk's referral codes
+    name, with their participants and programs, read in ONE statement for the block, so ``link_for_code``
+    answers each of them (and an unknown code) without a read. Outside a block nothing is read.
+
+    As every ``batch_memo`` read: a link, participant or program changed by someone else while the chunk runs
+    counts from the next chunk on, as if the chunk had read it at its start. Only the tenant's own links are
+    read; another tenant's code stays unknown here."""
+    if not memo.in_batch():
+        return
+    wanted = {normalize_identifier(code) for code in codes} - {""}
+    wanted = [code for code in wanted if memo.recall(_code_memo_key(tenant, code)) is None]
+    if not wanted:
+        return
+    found = {
+        link.code: link
+        for link in ReferralLink.objects.for_tenant(tenant)
+        .select_related("participant", "program")
+        .filter(code__in=sorted(wanted))
+    }
+    for code in wanted:
+        memo.remember(_code_memo_key(tenant, code), found.get(code, _UNKNOWN_CODE))
+
+
+def _link_copy(link: ReferralLink) -> ReferralLink:
+    """A copy of a remembered link with copies of its participant and program: what one event's processing
+    does to its objects never reaches another event's."""
+    fresh = copy.copy(link)
+    for name in ("participant", "program"):
+        relation = ReferralLink._meta.get_field(name)
+        if relation.is_cached(link):
+            relation.set_cached_value(fresh, copy.copy(relation.get_cached_value(link)))
+    return fresh
 
 
 def link_for_coupon(tenant: Tenant | int, code: str) -> ReferralLink | None:
@@ -533,13 +581,14 @@ def referral_for_identity(
 
 
 def latest_credited_click(tenant: Tenant | int, *, cluster: IdentityCluster, until: datetime) -> Click | None:
-    """The person's most recent counted click on any link, at or before ``until``."""
+    """The person's most recent counted click on any link, at or before ``until`` (with its link's participant
+    and program: whether the link still accepts referrals is asked next)."""
     if not cluster.visitor_ids:
         return None
     return (
         Click.objects.for_tenant(tenant)
         .filter(visitor_id__in=cluster.visitor_ids, is_bot=False, occurred_at__lte=until)
-        .select_related("link", "participant", "program")
+        .select_related("link__participant", "link__program", "participant", "program")
         .order_by("-occurred_at", "-pk")
         .first()
     )

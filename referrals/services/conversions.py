@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -32,6 +33,7 @@ from referrals.selectors import (
     first_click_at,
     identity_cluster,
     link_for_coupon,
+    links_for_codes_read_ahead,
     normalize_email,
     normalize_identifier,
     referral_for_identity,
@@ -363,6 +365,12 @@ def conversion_events_process_many(*, event_ids) -> tuple[list[ConversionEvent],
         identity_lock_many(
             [(event.tenant_id, _identifiers(event)) for event in events],
         )
+        # The links the chunk's referral codes name, read once (inside the caller's batch_memo block).
+        codes_by_tenant: dict[int, list[str]] = defaultdict(list)
+        for event in events:
+            codes_by_tenant[event.tenant_id].append(event.referral_code)
+        for tenant_id, codes in codes_by_tenant.items():
+            links_for_codes_read_ahead(tenant_id, codes)
         with audit_rows_deferred():  # the chunk's audit rows in one INSERT (those of a rolled-back event dropped)
             for event in events:
                 try:

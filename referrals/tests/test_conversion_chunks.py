@@ -5,6 +5,7 @@ workspace never touches another's events."""
 
 from __future__ import annotations
 
+import contextlib
 import random
 import re
 import threading
@@ -17,6 +18,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from referral_platform.tenancy import rls
+from referral_platform.tenancy.memo import batch_memo
 from referral_platform.tenancy.models import AuditEvent
 from referrals import services
 from referrals.models import Attribution, ConversionEvent, ConversionEventStatus, Referral
@@ -123,8 +125,11 @@ def until_none_received(tenant, process) -> int:
     return rounds
 
 
+@pytest.mark.parametrize("memo", [False, True], ids=["plain", "in-batch-memo"])
 @pytest.mark.parametrize("seed", [1, 2, 3, 4])
-def test_a_chunk_ends_exactly_as_one_by_one_whatever_the_delivery_order(world, seed):
+def test_a_chunk_ends_exactly_as_one_by_one_whatever_the_delivery_order(world, seed, memo):
+    """``memo``: the chunk runs inside a ``batch_memo`` block, as the drains run it (rows read once per chunk:
+    the links its codes name, rules versions, fraud policies)."""
     receive_all(world.a, random.Random(seed))
     receive_all(world.b, random.Random(seed))
     chunks = []
@@ -134,7 +139,8 @@ def test_a_chunk_ends_exactly_as_one_by_one_whatever_the_delivery_order(world, s
             services.conversion_event_process(event_id=event_id)
 
     def in_a_chunk(ids):
-        processed, handed_back = services.conversion_events_process_many(event_ids=ids)
+        with batch_memo() if memo else contextlib.nullcontext():
+            processed, handed_back = services.conversion_events_process_many(event_ids=ids)
         assert handed_back == [] and sorted(event.pk for event in processed) == ids
         chunks.append(len(ids))
 
@@ -304,3 +310,53 @@ def test_a_chunk_takes_its_peoples_locks_in_one_statement(world):
     with CaptureQueriesContext(connection) as captured:
         services.conversion_event_process(event_id=alone[0])
     assert sum("pg_advisory_xact_lock" in query["sql"] for query in captured.captured_queries) == 1
+
+
+def test_a_chunk_reads_the_links_its_codes_name_once(world):
+    """Inside ``batch_memo`` (the drains), the links a chunk's referral codes name are read in one statement
+    at its start; no event reads its code's link again. Outside a block each event reads its own."""
+    codes = workspace(world.a)
+    ids = _payments(world.a, codes["dana"], range(4), prefix="dana", minute=0)
+    ids += _payments(world.a, codes["ravi"], range(4, 8), prefix="ravi", minute=1)
+    ids += _payments(world.a, "nobody-has-this", range(8, 9), prefix="unknown", minute=2)
+
+    def link_reads(captured) -> list[str]:
+        return [q["sql"] for q in captured.captured_queries if 'FROM "referrals_referrallink"' in q["sql"]]
+
+    with batch_memo(), CaptureQueriesContext(connection) as captured:
+        processed, handed_back = services.conversion_events_process_many(event_ids=ids)
+    reads = link_reads(captured)
+    assert len(reads) == 1 and '"referrals_referrallink"."code" IN' in reads[0]
+    assert handed_back == [] and len(processed) == len(ids)
+    statuses = dict(ConversionEvent.objects.filter(pk__in=ids).values_list("external_event_id", "status"))
+    processed_ones = {f"{code}-{i}": "processed" for code, people in (("dana", range(4)), ("ravi", range(4, 8)))
+                      for i in people}  # fmt: skip
+    assert statuses == {**processed_ones, "unknown-8": "unattributed"}
+    referrers = Referral.objects.filter(tenant=world.a).values_list("referred_external_id", "link__code")
+    assert sorted(referrers) == sorted(
+        [(f"cus_p{i}", codes["dana"]) for i in range(4)] + [(f"cus_p{i}", codes["ravi"]) for i in range(4, 8)]
+    )
+
+    more = _payments(world.a, codes["dana"], range(20, 23), prefix="plain", minute=3)
+    with CaptureQueriesContext(connection) as captured:
+        services.conversion_events_process_many(event_ids=more)
+    assert len([sql for sql in link_reads(captured) if '"code" = ' in sql]) == 3  # outside a block: one each
+
+
+def test_a_payment_matched_by_its_clicks_reads_the_links_participant_and_program_with_the_click(world):
+    """The referral a click-only payment creates goes through the latest click's link; whether that link still
+    accepts referrals (its participant, its program) is answered from the click's own read."""
+    workspace(world.a)
+    data = {"external_event_id": "clicks-1", "kind": "payment", "customer_external_id": "cus_c1",
+            "visitor_id": "v-multi", "amount_minor": 5_000, "currency": "USD", "occurred_at": NOW}  # fmt: skip
+    raw = {key: (value.isoformat() if hasattr(value, "isoformat") else value) for key, value in data.items()}
+    event = services.conversion_event_receive(tenant=world.a, raw=raw, queue_processing=False, **data).event
+    with CaptureQueriesContext(connection) as captured:
+        processed = services.conversion_event_process(event_id=event.pk)
+    alone = [
+        query["sql"]
+        for query in captured.captured_queries
+        if query["sql"].startswith(('SELECT "programs_participant".', 'SELECT "programs_program".'))
+    ]
+    assert alone == []
+    assert processed.status == "processed" and processed.referral.link.code == "ravi" + str(world.a.pk)

@@ -1,0 +1,103 @@
+"""A new referral's velocity and duplicate-company checks read in ONE statement (issue 15:
+``velocity_and_company_rows``) give exactly the signals and evidence the two checks give with their own reads:
+for a referral that trips both, one, or neither; another workspace's and another program's rows never count."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from referrals.fraud import check_duplicate_company, check_velocity, referral_fraud_signals
+from referrals.models import FraudSignalCode
+from tests import factories as f
+
+pytestmark = pytest.mark.django_db
+
+NOW = timezone.now().replace(microsecond=0)
+
+
+def both_checks(program, **thresholds):
+    return f.FraudPolicyFactory(
+        program=program,
+        self_referral_enabled=False,
+        own_company_enabled=False,
+        disposable_email_enabled=False,
+        velocity_enabled=True,
+        duplicate_company_enabled=True,
+        **thresholds,
+    )
+
+
+def _ref(referrer, company, email, minutes_ago):
+    at = NOW - timedelta(minutes=minutes_ago)
+    return f.ReferralFactory(referrer=referrer, referred_company=company, referred_email=email, created_at=at)
+
+
+@pytest.fixture
+def scene(world):
+    """A referrer's burst of five referrals in an hour (limit 3), earlier referrals of the same companies by
+    someone else, and the same rows in another program and in another workspace (which must never count)."""
+    program = f.ProgramFactory(tenant=world.a)
+    policy = both_checks(program, velocity_max_per_hour=3)
+    busy, other = f.ParticipantFactory(program=program), f.ParticipantFactory(program=program)
+    _ref(other, "Acme, Inc.", "cto@acme.example", 60 * 24 * 3)
+    _ref(other, "Someone", "jo.smith+1@gmail.com", 60 * 24 * 2)
+    _ref(other, "Hooli", "x@hooli.example", 60 * 24 * 95)  # outside the 90-day window
+    for tenant in (world.a, world.b):  # the same companies elsewhere: another program, another workspace
+        elsewhere = f.ParticipantFactory(program=f.ProgramFactory(tenant=tenant))
+        for minutes in (50, 30, 10):
+            _ref(elsewhere, "Acme Inc", f"ceo{minutes}@acme.example", minutes)
+    burst = [
+        _ref(busy, "ACME inc", "buyer@acme.example", 55),  # same name and company domain as the first
+        _ref(busy, "Globex", "a@globex.example", 45),
+        _ref(busy, "Other", "josmith@gmail.com", 35),  # the same mailbox as the second
+        _ref(busy, "Hooli XYZ", "y@hooli.example", 20),  # velocity: 4 in the hour
+        _ref(busy, "Globex EMEA", "b@globex.example", 0),  # velocity: 5, and Globex's domain again
+    ]
+    return policy, burst
+
+
+def _alone(referral, policy):
+    """The two checks with their own reads."""
+    signals = [
+        check_velocity(referral=referral, policy=policy),
+        check_duplicate_company(referral=referral, policy=policy),
+    ]
+    return {signal.code: (signal.message, signal.evidence) for signal in signals if signal is not None}
+
+
+def test_one_read_gives_the_same_signals_and_evidence_as_the_two_checks_alone(scene):
+    policy, burst = scene
+    expected = {
+        0: {FraudSignalCode.DUPLICATE_COMPANY},
+        1: set(),
+        2: {FraudSignalCode.DUPLICATE_COMPANY},
+        3: {FraudSignalCode.VELOCITY},
+        4: {FraudSignalCode.VELOCITY, FraudSignalCode.DUPLICATE_COMPANY},
+    }
+    for index, referral in enumerate(burst):
+        together = {
+            signal.code: (signal.message, signal.evidence)
+            for signal in referral_fraud_signals(referral=referral, policy=policy)
+        }
+        assert together == _alone(referral, policy), index
+        assert set(together) == expected[index], index
+    velocity = referral_fraud_signals(referral=burst[4], policy=policy)[0]
+    assert velocity.evidence["params"]["count"] == 5  # the other program's and workspace's rows not counted
+    duplicate = referral_fraud_signals(referral=burst[0], policy=policy)[0]
+    assert [row["details"]["company"] for row in duplicate.evidence["rows"]] == ["Acme, Inc."]
+
+
+def test_a_new_referral_without_a_velocity_breach_is_screened_by_both_checks_in_one_statement(scene):
+    policy, burst = scene
+    with CaptureQueriesContext(connection) as captured:
+        signals = referral_fraud_signals(referral=burst[2], policy=policy)
+    assert [signal.code for signal in signals] == [FraudSignalCode.DUPLICATE_COMPANY]
+    assert len(captured.captured_queries) == 1
+    with CaptureQueriesContext(connection) as captured:  # a breach reads its evidence rows as well
+        referral_fraud_signals(referral=burst[4], policy=policy)
+    assert len(captured.captured_queries) == 2
