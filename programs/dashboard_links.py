@@ -13,6 +13,8 @@ participant's ``dashboard_link_version``) or, for every participant at once, by 
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from django.conf import settings
 from django.core import signing
 from django.urls import reverse
@@ -35,9 +37,14 @@ def sign_dashboard_payload(payload: dict) -> str:
 
 def dashboard_token(participant: Participant) -> str:
     """The signed token of ``participant``'s dashboard link (the same for a given link version)."""
-    return sign_dashboard_payload(
-        {"t": participant.tenant_id, "p": participant.pk, "v": participant.dashboard_link_version}
-    )
+    return _token(participant.tenant_id, participant.pk, participant.dashboard_link_version, settings.SECRET_KEY)
+
+
+@lru_cache(maxsize=16_384)
+def _token(tenant_id: int, participant_id: int, version: int, _secret_key: str) -> str:
+    # Signed once per process for a given link version and secret (a billing run's messages name the same
+    # participants again and again, issue 15); a new version or a rotated SECRET_KEY signs anew.
+    return sign_dashboard_payload({"t": tenant_id, "p": participant_id, "v": version})
 
 
 def dashboard_path(participant: Participant) -> str:

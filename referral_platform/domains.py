@@ -98,6 +98,13 @@ def registrable_domain(host_or_email_or_url: str) -> str:
     ip = _ip_address(host)
     if ip:
         return ip
+    return _registrable_host(host)
+
+
+@lru_cache(maxsize=65_536)
+def _registrable_host(host: str) -> str:
+    # A pure function of the host and the bundled suffix list (loaded once): remembered, as a billing run
+    # asks for the same few customer and partner domains thousands of times (issue 15).
     host = _ascii_host(host)
     return _PUBLIC_SUFFIXES(host).top_domain_under_public_suffix or host
 

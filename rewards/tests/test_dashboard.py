@@ -172,3 +172,19 @@ def test_the_admin_action_lists_dashboard_links(world, client, dana_with_history
     )
 
     assert dashboard_url(dana_with_history) in response.content.decode()
+
+
+def test_a_remembered_token_follows_the_link_version_and_the_secret_key(world, client, dana_with_history, settings):
+    """Tokens are signed once per process (programs.dashboard_links._token): the same participant, version and
+    secret give the same token; a reissued link or a rotated SECRET_KEY signs anew, and the old token stops
+    working after the rotation."""
+    dana = dana_with_history
+    first = dashboard_token(dana)
+    assert dashboard_token(dana) == first == sign_dashboard_payload({"t": world.a.pk, "p": dana.pk, "v": 1})
+    settings.SECRET_KEY = "rotated-" + settings.SECRET_KEY
+    rotated = dashboard_token(dana)
+    assert rotated != first and rotated == sign_dashboard_payload({"t": world.a.pk, "p": dana.pk, "v": 1})
+    assert client.get(reverse("participant_dashboard", kwargs={"token": first})).status_code == 404
+    assert client.get(reverse("participant_dashboard", kwargs={"token": rotated})).status_code == 200
+    reissued = participant_dashboard_link_reissue(participant=dana, actor=system_actor(world.a), reason="leak")
+    assert dashboard_token(reissued) not in (first, rotated)
