@@ -408,6 +408,67 @@ def stop(process: subprocess.Popen | None) -> None:
         process.wait(10)
 
 
+# --- CPU spent per conversion ----------------------------------------------------------------------------
+def tree_cpu_seconds(pid: int | None) -> float | None:
+    """CPU seconds (user + system) a process and its descendants have used so far, including children they
+    have already reaped (a Celery pool process or a PostgreSQL backend that exited). None when the process
+    cannot be read (a database on another host)."""
+    import psutil
+
+    if pid is None:
+        return None
+    try:
+        root = psutil.Process(pid)
+        times = root.cpu_times()
+        total = times.user + times.system + times.children_user + times.children_system
+        for child in root.children(recursive=True):
+            try:
+                times = child.cpu_times()
+            except psutil.NoSuchProcess:  # exited meanwhile: its parent will count it once reaped
+                continue
+            total += times.user + times.system + times.children_user + times.children_system
+        return total
+    except (psutil.Error, OSError):
+        return None
+
+
+def database_server_pid() -> int | None:
+    """The PostgreSQL postmaster this run's database runs under (the parent of this connection's backend), if
+    it runs on this machine."""
+    import psutil
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        backend = cursor.fetchone()[0]
+    try:
+        return psutil.Process(backend).ppid()
+    except (psutil.Error, OSError):
+        return None
+
+
+class CpuMeter:
+    """CPU seconds used by the Celery worker, the database server (every backend) and gunicorn (the door)
+    between ``start`` and ``stop``: what a conversion costs in CPU, however busy or noisy the machine is
+    (conversions per second on a shared machine vary from run to run; CPU per conversion much less)."""
+
+    PARTS = ("worker", "database", "web")
+
+    def __init__(self, pids: dict[str, int | None]):
+        self.pids = pids
+        self.first: dict[str, float | None] = {}
+        self.used: dict[str, float | None] = {}
+
+    def start(self) -> None:
+        self.first = {part: tree_cpu_seconds(self.pids.get(part)) for part in self.PARTS}
+
+    def stop(self) -> dict[str, float | None]:
+        for part in self.PARTS:
+            before, after = self.first.get(part), tree_cpu_seconds(self.pids.get(part))
+            self.used[part] = None if before is None or after is None else max(after - before, 0.0)
+        return self.used
+
+
 # --- one run -----------------------------------------------------------------------------------------
 def post_all(port: int, tenant_slug: str, requests: list[tuple[str, bytes, str]]) -> tuple[dict, float, float]:
     """POST every webhook from CLIENTS threads; returns {event id: send time (epoch)}, the seconds from
@@ -627,7 +688,7 @@ def wait_until_settled(state, total: int, what: str) -> None:
         time.sleep(0.5)
 
 
-def run_once(*, concurrency: int, port: int, env: dict, redis_client) -> dict:
+def run_once(*, concurrency: int, port: int, env: dict, redis_client, server_pid: int | None = None) -> dict:
     from django.db.models import Max, Min
 
     from referrals.models import Attribution, ConversionEvent
@@ -650,9 +711,11 @@ def run_once(*, concurrency: int, port: int, env: dict, redis_client) -> dict:
     counter = env["BENCH_QUERY_COUNTER"]
     redis_client.delete(counter, f"{counter}:by-task", f"{counter}:runs", f"{counter}:sql")
     worker = start_workers(env, concurrency)
+    meter = CpuMeter({"worker": worker.pid, "database": database_server_pid(), "web": server_pid})
     try:
         wait_for_workers(worker, concurrency)
         log(f"posting {len(requests)} webhooks ({len(invoices)} invoice.paid, {len(refunded)} charge.refunded)")
+        meter.start()
         sent, door_seconds, first_post = post_all(port, tenant.slug, requests)
 
         def settled() -> tuple[bool, int, str]:
@@ -667,6 +730,7 @@ def run_once(*, concurrency: int, port: int, env: dict, redis_client) -> dict:
             return finished, state["evaluated"], f"(events open {state['events_open']}, queued {state['queued']})"
 
         wait_until_settled(settled, len(invoices), "the pipeline")
+        cpu = meter.stop()
     finally:
         stop(worker)
     queries = int(redis_client.get(counter) or 0)
@@ -748,6 +812,8 @@ def run_once(*, concurrency: int, port: int, env: dict, redis_client) -> dict:
         "rewards": rewards.count(),
         "transactions": transactions,
         "messages": ParticipantMessage.objects.filter(tenant=tenant).count(),
+        # CPU milliseconds per conversion (None: that process could not be read)
+        "cpu_ms": {part: None if used is None else used * 1000 / len(invoices) for part, used in cpu.items()},
         "owed": owed,
         "problems": problems,
     }
@@ -897,6 +963,21 @@ def baseline(transactions: int) -> float:
     return time.perf_counter() - started
 
 
+def print_cpu(results: list[dict]) -> None:
+    """CPU per conversion by process, and the conversions per second that CPU allows on this machine's cores
+    if nothing else ran (the ceiling no amount of workers passes)."""
+    cores = os.cpu_count() or 1
+    print(f"  CPU per conversion (ms; first POST to settled, all processes of each part, {cores} CPUs):")
+    print(f"  {'workers':>7} {'worker':>8} {'database':>9} {'web':>6} {'total':>7} {'ceiling conv/s':>15}")
+    for r in results:
+        cpu = r["cpu_ms"]
+        known = [value for value in cpu.values() if value is not None]
+        total = sum(known)
+        shown = [f"{cpu[part]:.1f}" if cpu[part] is not None else "n/a" for part in CpuMeter.PARTS]
+        ceiling = f"{cores * 1000 / total:.0f}" if total and len(known) == len(cpu) else "n/a"
+        print(f"  {r['workers']:>7} {shown[0]:>8} {shown[1]:>9} {shown[2]:>6} {total:>7.1f} {ceiling:>15}")
+
+
 def verdict(name: str, value: float) -> str:
     target, op = TARGETS[name]
     met = value >= target if op == ">=" else value <= target
@@ -940,7 +1021,9 @@ def run() -> int:
         door_alone = door_only(port=port, env=env, redis_client=redis_client)
         door_bench = door_wrk(port=port, env=env, redis_client=redis_client) if DOOR_WRK_SECONDS else None
         for concurrency in WORKER_COUNTS:
-            results.append(run_once(concurrency=concurrency, port=port, env=env, redis_client=redis_client))
+            results.append(
+                run_once(concurrency=concurrency, port=port, env=env, redis_client=redis_client, server_pid=server.pid)
+            )
         api_results = [
             run_api(batch=batch, port=port, env=env, redis_client=redis_client) for batch in API_TASK_BATCHES
         ]
@@ -982,6 +1065,7 @@ def run() -> int:
         print(
             f"  {r['workers']} worker(s): {per_tx:.0f} ledger tx/s end to end = {per_tx / base_rate:.2f}x the baseline"
         )
+    print_cpu(results)
     print(f"  door alone (no worker running): {door_alone:.0f} webhooks/s")
     door = max([door_alone, *(r["door_rate"] for r in results)])
     if door_bench:
