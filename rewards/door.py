@@ -22,6 +22,7 @@ import logging
 import re
 
 from django.conf import settings
+from django.db import DEFAULT_DB_ALIAS, InterfaceError, OperationalError, connections
 from django.http.request import split_domain_port, validate_host
 
 from referral_platform.tenancy import rls
@@ -110,4 +111,20 @@ def _receive(environ: dict, slug: str) -> tuple[int, dict]:
     if limit is not None and length > limit:
         return 413, _error(413, "too_large", f"body: larger than {limit} bytes.")
     body = environ["wsgi.input"].read(length) if length else b""
-    return webhook_answer(slug, body, environ.get("HTTP_STRIPE_SIGNATURE", ""))
+    signature = environ.get("HTTP_STRIPE_SIGNATURE", "")
+    # Django pings a persistent connection ("SELECT 1", CONN_HEALTH_CHECKS) before a request's first statement,
+    # so that a connection the server dropped is replaced instead of failing the request: a second round trip
+    # for a request whose work is ONE statement. The door skips the ping and replaces a dropped connection
+    # itself: its work is safe to run again (the INSERT … ON CONFLICT DO NOTHING stores an event once; a
+    # retry after a store whose answer was lost finds the stored event and answers the same).
+    database = connections[DEFAULT_DB_ALIAS]
+    if database.connection is not None and not database.in_atomic_block:
+        database.health_check_done = True
+    try:
+        return webhook_answer(slug, body, signature)
+    except (InterfaceError, OperationalError) as error:
+        if database.in_atomic_block:
+            raise
+        logger.info("stripe webhook for %r: database connection replaced (%s)", slug, error)
+        database.close()
+        return webhook_answer(slug, body, signature)

@@ -216,3 +216,74 @@ def test_json_postgresql_cannot_store_is_refused_and_a_byte_order_mark_is_accept
     )
     assert status == expected, answer
     assert StripeWebhookEvent.objects.filter(stripe_event_id="evt_odd").exists() == (expected == 200)
+
+
+@pytest.fixture
+def persistent_connection():
+    """The production settings: a connection kept between requests, checked by Django before a request's first
+    statement (the test settings close it after each request)."""
+    from django.db import connections
+
+    connection = connections["default"]
+    before = connection.settings_dict["CONN_MAX_AGE"], connection.settings_dict["CONN_HEALTH_CHECKS"]
+    connection.settings_dict["CONN_MAX_AGE"], connection.settings_dict["CONN_HEALTH_CHECKS"] = 60, True
+    connection.close()  # health checks are switched on when a connection is made
+    yield connection
+    connection.settings_dict["CONN_MAX_AGE"], connection.settings_dict["CONN_HEALTH_CHECKS"] = before
+    connection.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_door_does_not_ping_a_kept_connection_before_its_one_statement(tenants, persistent_connection, monkeypatch):
+    secret = StripeCredentials.objects.get(tenant=tenants.a).webhook_secret
+    pings = []
+    original = type(persistent_connection).is_usable
+    monkeypatch.setattr(type(persistent_connection), "is_usable", lambda self: pings.append(1) or original(self))
+    assert [_deliver(tenants.a, f"evt_kept_{i}", secret) for i in range(3)] == [200, 200, 200]
+    assert persistent_connection.connection is not None  # kept between the requests
+    assert pings == []
+    assert StripeWebhookEvent.objects.filter(stripe_event_id__startswith="evt_kept_").count() == 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_connection_the_server_dropped_is_replaced_and_the_webhook_stored_once(tenants, persistent_connection):
+    import psycopg2
+
+    secret = StripeCredentials.objects.get(tenant=tenants.a).webhook_secret  # read before the drop
+    assert _deliver(tenants.a, "evt_before_drop", secret) == 200
+    with persistent_connection.connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        backend = cursor.fetchone()[0]
+    params = persistent_connection.get_connection_params()
+    killer = psycopg2.connect(**{key: params[key] for key in ("dbname", "user", "host", "port") if key in params})
+    killer.autocommit = True
+    with killer.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(%s)", [backend])
+    killer.close()
+
+    assert _deliver(tenants.a, "evt_after_drop", secret) == 200  # not a 500: the door replaced the connection
+    assert _deliver(tenants.a, "evt_after_drop", secret) == 200  # a redelivery: stored once
+    assert StripeWebhookEvent.objects.filter(stripe_event_id="evt_after_drop").count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_store_whose_answer_was_lost_is_answered_from_the_stored_event(tenants, persistent_connection, monkeypatch):
+    from django.db import OperationalError
+
+    from rewards import views
+
+    calls = []
+    original = views.webhook_answer
+
+    def stored_then_connection_lost(*args):
+        calls.append(1)
+        answer = original(*args)
+        if len(calls) == 1:
+            raise OperationalError("server closed the connection unexpectedly")
+        return answer
+
+    monkeypatch.setattr(views, "webhook_answer", stored_then_connection_lost)
+    body, header = signed(tenants.a, invoice_paid(event_id="evt_lost_answer"))
+    status, _headers, answer = post(f"/webhooks/stripe/{tenants.a.slug}/", body, signature=header)
+    assert (status, json.loads(answer), len(calls)) == (200, {"received": True, "id": "evt_lost_answer"}, 2)
+    assert StripeWebhookEvent.objects.filter(stripe_event_id="evt_lost_answer").count() == 1
