@@ -44,6 +44,7 @@ import json
 import os
 import queue
 import re
+import resource
 import secrets
 import signal
 import socket
@@ -460,10 +461,12 @@ class CpuMeter:
         self.used: dict[str, float | None] = {}
 
     def start(self) -> None:
-        self.first = {part: tree_cpu_seconds(self.pids.get(part)) for part in self.PARTS}
+        self.first = {part: tree_cpu_seconds(self.pids[part]) for part in self.PARTS if part in self.pids}
 
     def stop(self) -> dict[str, float | None]:
         for part in self.PARTS:
+            if part not in self.pids:
+                continue
             before, after = self.first.get(part), tree_cpu_seconds(self.pids.get(part))
             self.used[part] = None if before is None or after is None else max(after - before, 0.0)
         return self.used
@@ -609,7 +612,7 @@ def door_only(*, port: int, env: dict, redis_client) -> float:
     return len(requests) / seconds
 
 
-def door_wrk(*, port: int, env: dict, redis_client) -> dict | None:
+def door_wrk(*, port: int, env: dict, redis_client, server_pid: int | None = None) -> dict | None:
     """The intake measured by wrk (bench/webhooks.lua): DOOR_WRK_SECONDS of POSTs of distinct pre-signed
     invoice.paid webhooks over 16 connections, no worker running — the server's own ceiling, without the
     Python client of the runs sharing the two cores' time. None when wrk is unavailable."""
@@ -641,6 +644,9 @@ def door_wrk(*, port: int, env: dict, redis_client) -> dict | None:
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as handle:
         handle.write("\n".join(lines) + "\n")
     log(f"door with wrk: {DOOR_WRK_SECONDS}s of distinct pre-signed webhooks, 16 connections, no worker running")
+    meter = CpuMeter({"database": database_server_pid(), "web": server_pid})
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    meter.start()
     try:
         result = subprocess.run(
             [
@@ -662,6 +668,11 @@ def door_wrk(*, port: int, env: dict, redis_client) -> dict | None:
     finally:
         os.unlink(handle.name)
         redis_client.delete(env["BENCH_CELERY_QUEUE"])
+    used = meter.stop()
+    children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    used["wrk"] = (children_after.ru_utime + children_after.ru_stime) - (
+        children_before.ru_utime + children_before.ru_stime
+    )
     match = re.search(r"^RESULT (\{.*\})$", result.stdout, re.MULTILINE)
     if not match:
         log(f"door with wrk: no result ({result.stdout[-300:]} {result.stderr[-300:]})")
@@ -669,6 +680,10 @@ def door_wrk(*, port: int, env: dict, redis_client) -> dict | None:
     figures = json.loads(match.group(1))
     figures["rate"] = figures["requests"] / (figures["duration_us"] / 1e6)
     figures["stored"] = StripeWebhookEvent.objects.filter(tenant=tenant).count()
+    # CPU per request answered (ms): gunicorn, the database server, and wrk itself (the load generator)
+    figures["cpu_ms"] = {
+        part: None if value is None else value * 1000 / max(figures["requests"], 1) for part, value in used.items()
+    }
     return figures
 
 
@@ -1019,7 +1034,9 @@ def run() -> int:
         port = free_port()
         server = start_gunicorn(env, port)
         door_alone = door_only(port=port, env=env, redis_client=redis_client)
-        door_bench = door_wrk(port=port, env=env, redis_client=redis_client) if DOOR_WRK_SECONDS else None
+        door_bench = (
+            door_wrk(port=port, env=env, redis_client=redis_client, server_pid=server.pid) if DOOR_WRK_SECONDS else None
+        )
         for concurrency in WORKER_COUNTS:
             results.append(
                 run_once(concurrency=concurrency, port=port, env=env, redis_client=redis_client, server_pid=server.pid)
@@ -1075,6 +1092,13 @@ def run() -> int:
             f"p50 {door_bench['p50_us'] / 1000:.1f} ms, p99 {door_bench['p99_us'] / 1000:.1f} ms, "
             f"{door_bench['stored']} stored, {errors} errors"
         )
+        cpu = door_bench["cpu_ms"]
+        shown = ", ".join(f"{part} {'n/a' if ms is None else f'{ms:.2f} ms'}" for part, ms in cpu.items())
+        if all(value is not None for value in cpu.values()):
+            total = sum(cpu.values())
+            cores = os.cpu_count() or 1
+            shown += f" = {total:.2f} ms; ceiling {cores * 1000 / total:.0f} webhooks/s on {cores} CPUs"
+        print(f"    CPU per webhook answered: {shown}")
         door = max(door, door_bench["rate"])
     print(f"  {'webhooks/s':20s} {door:8.0f}   {verdict('webhooks/s', door)}")
     two = next((r for r in results if r["workers"] == 2), None)
