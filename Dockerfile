@@ -13,7 +13,10 @@ RUN SECRET_KEY=build-only-0123456789-abcdefghijklmnopqrstuvwxyz-ABCDEFGHIJ \
     DATABASE_URL=postgres://build@localhost/build REDIS_URL=redis://localhost:6379/0 FIELD_ENCRYPTION_KEYS=build-only \
     python manage.py collectstatic --no-input
 
-RUN useradd --create-home app
+RUN useradd --create-home app \
+    && mkdir -p /var/lib/referral/click-spool && chown app /var/lib/referral/click-spool
+# The redirect's click spool (docs/hot-path.md); docker-compose.yml mounts a volume here.
+ENV REFERRAL_CLICK_SPOOL_DIR=/var/lib/referral/click-spool
 USER app
 EXPOSE 8000
 CMD ["gunicorn", "referral_platform.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "3"]

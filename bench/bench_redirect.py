@@ -315,6 +315,33 @@ def summarise(rounds: dict) -> dict:
     return summary
 
 
+def wait_for_spools(seconds: float = 10.0) -> None:
+    """Until the web workers' click spools (referrals/click_spool.py) are shipped: each empties its file
+    every REFERRAL_CLICK_SPOOL_SHIP_SECONDS."""
+    from django.conf import settings
+
+    directory = Path(settings.REFERRAL_CLICK_SPOOL_DIR) if settings.REFERRAL_CLICK_SPOOL_DIR else None
+    deadline = time.monotonic() + seconds
+    while directory is not None and directory.is_dir() and time.monotonic() < deadline:
+        if all(path.stat().st_size == 0 for path in directory.glob("*.spool")):
+            return
+        time.sleep(0.1)
+
+
+def clicks_in_stream(client, stream: str) -> int:
+    """Clicks (not entries: a spooled batch is one entry) in the click stream."""
+    from referrals.click_buffer import entry_clicks
+
+    total, cursor = 0, "-"
+    while True:
+        entries = client.xrange(stream, min=cursor, count=5000)
+        for entry_id, fields in entries:
+            total += len(entry_clicks(entry_id, [item for pair in fields.items() for item in pair]))
+        if len(entries) < 5000:
+            return total
+        cursor = "(" + entries[-1][0].decode()
+
+
 def measure_flush(fixtures: dict) -> dict:
     """Fill the click stream to FLUSH_ENTRIES entries and time moving them into Postgres."""
     from referrals import hot_redis
@@ -323,7 +350,8 @@ def measure_flush(fixtures: dict) -> dict:
 
     client = hot_redis.client()
     stream = hot_redis.click_stream_key()
-    already = client.xlen(stream)
+    wait_for_spools()
+    already = clicks_in_stream(client, stream)
     links = list(
         ReferralLink.objects.filter(tenant=fixtures["tenant"]).values_list("pk", "program_id", "participant_id")
     )
@@ -335,7 +363,7 @@ def measure_flush(fixtures: dict) -> dict:
         "Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)",
     ]
     missing = max(0, FLUSH_ENTRIES - already)
-    log(f"filling the click stream: {already:,} entries from the rounds + {missing:,} more")
+    log(f"filling the click stream: {already:,} clicks from the rounds + {missing:,} more")
     with client.pipeline(transaction=False) as pipe:
         for index in range(missing):
             link_id, program_id, participant_id = links[index % len(links)]
@@ -354,12 +382,12 @@ def measure_flush(fixtures: dict) -> dict:
             if index % 10_000 == 9_999:
                 pipe.execute()
         pipe.execute()
-    entries = client.xlen(stream)
+    entries = clicks_in_stream(client, stream)
     before = Click.objects.filter(tenant=fixtures["tenant"]).count()
 
     def progress(total) -> None:
         print(
-            f"\r[bench_redirect] flushing: {total.read:,}/{entries:,} entries, {total.written:,} written, "
+            f"\r[bench_redirect] flushing: {total.read:,}/{entries:,} clicks, {total.written:,} written, "
             f"{total.read / total.seconds:,.0f} clicks/s",
             end="",
             flush=True,
@@ -370,7 +398,7 @@ def measure_flush(fixtures: dict) -> dict:
     print(flush=True)
     written = Click.objects.filter(tenant=fixtures["tenant"]).count() - before
     if written != entries or client.xlen(stream) != 0:
-        raise SystemExit(f"flush moved {written:,} of {entries:,} entries; {client.xlen(stream):,} left")
+        raise SystemExit(f"flush moved {written:,} of {entries:,} clicks; {client.xlen(stream):,} entries left")
     return {
         "entries": entries,
         "seconds": result.seconds,
@@ -523,7 +551,7 @@ def run() -> int:
     for name, value in ratios.items():
         print(f"  {name:20s} {value:6.2f}x   {verdict(name, value)}")
     print(
-        f"Flush: {flush['entries']:,} stream entries -> Postgres in {flush['seconds']:.2f}s = "
+        f"Flush: {flush['entries']:,} clicks -> Postgres in {flush['seconds']:.2f}s = "
         f"{flush['rate']:,.0f} clicks/s ({flush['bots']:,} bots flagged)   {verdict('flush clicks/s', flush['rate'])}"
     )
     print(

@@ -46,7 +46,7 @@ from redis.exceptions import ResponseError
 from referral_platform.hooks import hooks
 from referral_platform.tenancy import rls
 
-from . import hot_redis
+from . import click_spool, hot_redis
 from .bots import is_bot_user_agent
 from .models import Click, ReferralLink
 
@@ -316,46 +316,62 @@ def _copy_text(value: str) -> str:
     return value.translate(_COPY_ESCAPES) if _COPY_SPECIAL.search(value) else value
 
 
+def entry_clicks(entry_id: bytes, fields: list) -> list[tuple[str, bytes]]:
+    """(stream id, click) of each click a stream entry holds: one (``c``, the redirect's round trip; the entry
+    id is its key) or a spooled batch (``b``, referrals/click_spool.py: each click carries its own key)."""
+    if len(fields) == 2 and fields[0] == b"c":
+        return [(entry_id.decode(), fields[1])]
+    if len(fields) == 2 and fields[0] == b"b":
+        return [(key.decode(), click) for key, click in click_spool.parse_lines(fields[1])]
+    raise ValueError("not a click entry")
+
+
 def encode_batch(entries: list[Entry]) -> tuple[io.StringIO, FlushResult]:
-    """The batch as COPY text rows, with counts; malformed entries are left out (and logged)."""
-    result = FlushResult(read=len(entries))
+    """The batch as COPY text rows, with counts (of clicks); malformed entries are left out (and logged)."""
+    result = FlushResult()
     lines = []
     bot_by_agent: dict[str, bool] = {}
     for entry_id, fields in entries:
         try:
-            if len(fields) != 2 or fields[0] != b"c":
-                raise ValueError("not a click entry")
-            raw = fields[1].decode("utf-8", "replace").replace("\x00", "")
-            ids, _code, visitor_id, ip, user_agent, referer, query = raw.split(SEPARATOR)
-            tenant_id, link_id, _program_id, _participant_id, _channel = ids.split(":")
-            stream_id = entry_id.decode()
-            occurred_ms = stream_id.partition("-")[0]
-            if not (_DIGITS.match(tenant_id) and _DIGITS.match(link_id) and _DIGITS.match(occurred_ms)):
-                raise ValueError("ids are not numbers")
-        except ValueError:
+            clicks = entry_clicks(entry_id, fields)
+        except (ValueError, TypeError):
+            result.read += 1
             result.malformed += 1
             logger.warning("dropping malformed click stream entry %r", entry_id)
             continue
-        is_bot = bot_by_agent.get(user_agent)
-        if is_bot is None:
-            is_bot = bot_by_agent[user_agent] = is_bot_user_agent(user_agent)
-        result.bots += is_bot
-        lines.append(
-            "\t".join(
-                (
-                    tenant_id,
-                    link_id,
-                    _copy_text(stream_id),
-                    _copy_text(visitor_id[:64]),
-                    _valid_ip(ip) or "\\N",
-                    _copy_text(user_agent[:MAX_USER_AGENT]),
-                    _copy_text(referer[:MAX_REFERER]),
-                    _copy_text(_utm(query)),
-                    "t" if is_bot else "f",
-                    occurred_ms,
+        result.read += len(clicks)
+        for stream_id, click in clicks:
+            try:
+                raw = click.decode("utf-8", "replace").replace("\x00", "")
+                ids, _code, visitor_id, ip, user_agent, referer, query = raw.split(SEPARATOR)
+                tenant_id, link_id, _program_id, _participant_id, _channel = ids.split(":")
+                occurred_ms = stream_id.partition("-")[0]
+                if not (_DIGITS.match(tenant_id) and _DIGITS.match(link_id) and _DIGITS.match(occurred_ms)):
+                    raise ValueError("ids are not numbers")
+            except ValueError:
+                result.malformed += 1
+                logger.warning("dropping malformed click %r of stream entry %r", stream_id, entry_id)
+                continue
+            is_bot = bot_by_agent.get(user_agent)
+            if is_bot is None:
+                is_bot = bot_by_agent[user_agent] = is_bot_user_agent(user_agent)
+            result.bots += is_bot
+            lines.append(
+                "\t".join(
+                    (
+                        tenant_id,
+                        link_id,
+                        _copy_text(stream_id),
+                        _copy_text(visitor_id[:64]),
+                        _valid_ip(ip) or "\\N",
+                        _copy_text(user_agent[:MAX_USER_AGENT]),
+                        _copy_text(referer[:MAX_REFERER]),
+                        _copy_text(_utm(query)),
+                        "t" if is_bot else "f",
+                        occurred_ms,
+                    )
                 )
             )
-        )
     lines.append("")
     return io.StringIO("\n".join(lines) if len(lines) > 1 else ""), result
 

@@ -35,7 +35,7 @@ from programs.services import host_is_allowed
 from referral_platform.tenancy import rls
 from referral_platform.tenancy.models import Tenant
 
-from . import hot_redis
+from . import click_spool, hot_redis
 from .models import ReferralLink
 
 MISSING = b"-"
@@ -208,6 +208,7 @@ def link_cache_forget_codes(codes: Iterable[str]) -> None:
 
 
 def _mark_changed(client, codes: list[str]) -> None:
+    click_spool.forget_local(codes)  # this process at once; the others within REFERRAL_LINK_LOCAL_SECONDS
     with client.pipeline(transaction=False) as pipe:
         for code in codes:
             pipe.set(hot_redis.link_key(code), CHANGED, ex=CHANGED_SECONDS)

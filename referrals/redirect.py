@@ -30,7 +30,7 @@ from referral_platform import abuse
 from referral_platform.tenancy import rls
 from referral_platform.wsgi_paths import database_work, is_secure
 
-from . import click_buffer, hot_redis, link_cache
+from . import click_buffer, click_spool, hot_redis, link_cache
 from .models import ReferralLink
 
 logger = logging.getLogger(__name__)
@@ -97,6 +97,15 @@ def answer(environ: dict, code: str) -> Outcome:
         referer=environ.get("HTTP_REFERER", ""),
         query=environ.get("QUERY_STRING", ""),
     )
+    spooling = record and click_spool.enabled()
+    if spooling:
+        # The local fast path (referrals/click_spool.py): a link this process saw moments ago, the click
+        # appended to the local spool before the answer; anything else takes the round trip below.
+        entry = click_spool.local_entry(code)
+        if entry is not None:
+            target = link_cache.redirect_target(entry, visitor_id)
+            if target is not None and click_spool.spool_click(link_cache.entry_ids(entry), payload):
+                return Outcome(302, target, visitor_id)
     try:
         if record:
             entry, stream_id = click_buffer.record_click_if_linked(code_key=code_key, payload=payload)
@@ -119,6 +128,8 @@ def answer(environ: dict, code: str) -> Outcome:
         if stream_id is not None:
             click_buffer.forget_click(stream_id)
         return Outcome(404)
+    if spooling:
+        click_spool.remember(code, entry)
     return Outcome(302, target, visitor_id)
 
 

@@ -347,6 +347,14 @@ REFERRAL_REDIS_URL = os.environ.get("REFERRAL_REDIS_URL", REDIS_URL)
 # Cached links expire on their own too, bounding staleness after writes that bypass invalidation.
 REFERRAL_LINK_CACHE_SECONDS = int(os.environ.get("REFERRAL_LINK_CACHE_SECONDS", "300"))
 REFERRAL_LINK_MISS_CACHE_SECONDS = int(os.environ.get("REFERRAL_LINK_MISS_CACHE_SECONDS", "30"))
+# The local fast path (referrals/click_spool.py): a web process answers a link it saw moments ago from
+# memory and spools the click to a file here (a local directory, kept across restarts: a killed worker's
+# file is shipped by the next process), shipped to the click stream every SHIP seconds. "" turns it off.
+REFERRAL_CLICK_SPOOL_DIR = os.environ.get("REFERRAL_CLICK_SPOOL_DIR", str(BASE_DIR / ".run" / "click-spool"))
+REFERRAL_CLICK_SPOOL_SHIP_SECONDS = float(os.environ.get("REFERRAL_CLICK_SPOOL_SHIP_SECONDS", "0.1"))
+# How often remembered links are confirmed against Redis: a link changed by another process stops being
+# answered from memory within this (and an entry not confirmed for twice this long is never used).
+REFERRAL_LINK_LOCAL_SECONDS = float(os.environ.get("REFERRAL_LINK_LOCAL_SECONDS", "1.0"))
 REFERRAL_VISITOR_COOKIE = "rp_vid"
 REFERRAL_VISITOR_COOKIE_MAX_AGE = 365 * 24 * 3600
 REFERRAL_VISITOR_COOKIE_SECURE = env_bool("REFERRAL_VISITOR_COOKIE_SECURE", False)

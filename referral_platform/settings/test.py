@@ -64,3 +64,7 @@ CELERY_TASK_EAGER_PROPAGATES = True
 if os.environ.get("CELERY_TEST_QUEUE"):
     CELERY_TASK_ALWAYS_EAGER = False
     CELERY_TASK_DEFAULT_QUEUE = os.environ["CELERY_TEST_QUEUE"]
+
+# Every redirect takes the Redis round trip unless a test turns the local fast path on
+# (referrals/tests/test_click_spool.py, with its own directory).
+REFERRAL_CLICK_SPOOL_DIR = ""
