@@ -44,7 +44,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from . import hot_redis
+from . import entropy, hot_redis
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ def local_links_confirm(client=None) -> int:
 
 def click_key() -> str:
     """The click's own key: its time (ms, like a stream entry id) and 64 random bits."""
-    return f"{time.time_ns() // 1_000_000}-s{secrets.token_hex(8)}"
+    return f"{time.time_ns() // 1_000_000}-s{entropy.token_hex(8)}"
 
 
 def spool_line(key: str, ids: bytes, payload: str) -> bytes:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import re
-import secrets
 from typing import NamedTuple
 
 from django.conf import settings
@@ -30,7 +29,7 @@ from referral_platform import abuse
 from referral_platform.tenancy import rls
 from referral_platform.wsgi_paths import database_work, is_secure
 
-from . import click_buffer, click_spool, hot_redis, link_cache
+from . import click_buffer, click_spool, entropy, hot_redis, link_cache
 from .models import ReferralLink
 
 logger = logging.getLogger(__name__)
@@ -47,7 +46,7 @@ class Outcome(NamedTuple):
 
 def new_visitor_id() -> str:
     """128 random bits, URL-safe."""
-    return secrets.token_urlsafe(16)
+    return entropy.token_urlsafe(16)
 
 
 def visitor_from_cookie_header(cookie_header: str) -> str | None:
