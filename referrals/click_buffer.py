@@ -188,8 +188,15 @@ class BatchReader:
         self.consumer = consumer
         self.batch_size = batch_size
         self.claim_idle_ms = claim_idle_ms
+        self.count = batch_size  # entries per read: adapted to hold about batch_size clicks (adapt())
         self._claim_cursor: bytes | str | None = "0-0"
         ensure_group(self.client)
+
+    def adapt(self, entries: int, clicks: int) -> None:
+        """Size the next read to hold about ``batch_size`` clicks: an entry of the redirect's round trip holds
+        one, a spooled batch up to ``click_spool.SHIP_CHUNK``."""
+        if entries and clicks:
+            self.count = max(1, min(self.batch_size, self.batch_size * entries // clicks))
 
     def _raw(self, *command):
         """A command answered as hiredis parsed it (no per-entry dicts: 5,000 entries a batch)."""
@@ -214,7 +221,7 @@ class BatchReader:
                 self.claim_idle_ms,
                 self._claim_cursor,
                 "COUNT",
-                self.batch_size,
+                self.count,
             )
             self._claim_cursor = None if cursor == b"0-0" else cursor
             # Redis 6.2 still lists entries trimmed from under a dead consumer (without fields):
@@ -225,9 +232,7 @@ class BatchReader:
             claimed = [(entry_id, fields) for entry_id, fields in claimed if fields is not None]
             if claimed:
                 return claimed
-        reply = self._raw(
-            "XREADGROUP", "GROUP", GROUP, self.consumer, "COUNT", self.batch_size, "STREAMS", self.stream, ">"
-        )
+        reply = self._raw("XREADGROUP", "GROUP", GROUP, self.consumer, "COUNT", self.count, "STREAMS", self.stream, ">")
         if not reply:
             return []
         # RESP3 answers a map {stream: entries}, RESP2 a list of [stream, entries] pairs.
@@ -495,6 +500,7 @@ def clicks_flush(
                 exhausted = True
                 continue
             buffer, result = encode_batch(entries)
+            reader.adapt(len(entries), result.read)
             pool.submit(entries, buffer, result)
             in_flight += 1
     finally:

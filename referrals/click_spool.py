@@ -53,7 +53,8 @@ KEY_END = b"\x1e"  # between the click's key and its stream entry payload
 SUFFIX = ".spool"
 ADOPT_EVERY_SECONDS = 10.0
 LOCAL_LINKS_MAX = 50_000
-SHIP_CHUNK = 1_000
+CONFIRM_CHUNK = 1_000
+SHIP_CHUNK = 50  # clicks per stream entry: bounds what one flush read of CLICK_FLUSH_BATCH_SIZE entries holds
 CLICK_KEY = re.compile(rb"\d{13,}-s[0-9a-f]{16}\Z")
 
 
@@ -93,8 +94,8 @@ def local_links_confirm(client=None) -> int:
     client = client or hot_redis.client()
     codes = list(_links)
     dropped = 0
-    for start in range(0, len(codes), SHIP_CHUNK):
-        chunk = codes[start : start + SHIP_CHUNK]
+    for start in range(0, len(codes), CONFIRM_CHUNK):
+        chunk = codes[start : start + CONFIRM_CHUNK]
         confirmed_at = time.monotonic()
         current = client.mget([hot_redis.link_key(code) for code in chunk])
         for code, value in zip(chunk, current, strict=True):

@@ -342,3 +342,24 @@ def test_the_ship_command_refuses_without_a_directory(settings):
     settings.REFERRAL_CLICK_SPOOL_DIR = ""
     with pytest.raises(CommandError, match="REFERRAL_CLICK_SPOOL_DIR"):
         call_command("click_spool_ship")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_flush_sizes_its_reads_to_hold_about_a_batch_of_clicks_when_entries_are_spooled_batches(
+    live_link, redis_client
+):
+    ids = f"{live_link.tenant_id}:{live_link.pk}:{live_link.program_id}:{live_link.participant_id}:email".encode()
+    lines = b"".join(
+        click_spool.spool_line(
+            click_spool.click_key(), ids, f"{live_link.code}\x1fvisitor-{n:016d}\x1f\x1fMozilla\x1f\x1f"
+        )
+        for n in range(300 * click_spool.SHIP_CHUNK)
+    )
+    assert click_spool.ship_lines(redis_client, lines) == 15_000
+    assert redis_client.xlen(hot_redis.click_stream_key()) == 300
+
+    result = clicks_flush(batch_size=100)
+
+    # The first read takes 100 entries (5,000 clicks); the next ones 2 entries, 100 clicks each.
+    assert (result.read, result.written, result.batches) == (15_000, 15_000, 1 + 100)
+    assert Click.objects.count() == 15_000
