@@ -148,7 +148,8 @@ def click_record_direct(
 
 @dataclass
 class FlushResult:
-    read: int = 0
+    entries: int = 0  # stream entries (one click each, or a spooled batch of up to click_spool.SHIP_CHUNK)
+    read: int = 0  # clicks
     written: int = 0
     bots: int = 0  # entries read that came from known bots (stored flagged, never counted)
     skipped: int = 0  # already written (a retried batch) or the link no longer exists
@@ -157,7 +158,7 @@ class FlushResult:
     seconds: float = 0.0
 
     def add(self, other: FlushResult) -> None:
-        for name in ("read", "written", "bots", "skipped", "malformed", "batches"):
+        for name in ("entries", "read", "written", "bots", "skipped", "malformed", "batches"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
@@ -333,7 +334,7 @@ def entry_clicks(entry_id: bytes, fields: list) -> list[tuple[str, bytes]]:
 
 def encode_batch(entries: list[Entry]) -> tuple[io.StringIO, FlushResult]:
     """The batch as COPY text rows, with counts (of clicks); malformed entries are left out (and logged)."""
-    result = FlushResult()
+    result = FlushResult(entries=len(entries))
     lines = []
     bot_by_agent: dict[str, bool] = {}
     for entry_id, fields in entries:
@@ -533,7 +534,8 @@ def clicks_pending_reclaim(*, cutoff, max_attempts: int) -> int:
 
 
 def stream_backlog() -> int:
-    """Entries in the stream not yet acknowledged by the flush (pending or never delivered)."""
+    """Entries in the stream not yet acknowledged by the flush (pending or never delivered); a spooled
+    entry holds up to ``click_spool.SHIP_CHUNK`` clicks."""
     client = hot_redis.client()
     stream = hot_redis.click_stream_key()
     try:

@@ -21,11 +21,11 @@ class Command(BaseCommand):
 
     def handle(self, *args, batch_size=None, claim_idle_ms=None, **options):
         backlog = stream_backlog()
-        self.stderr.write(f"[flush_clicks] {backlog:,} clicks waiting in the stream")
+        self.stderr.write(f"[flush_clicks] {backlog:,} stream entries waiting (a spooled entry holds up to 50 clicks)")
 
         def progress(total: FlushResult) -> None:
             rate = total.read / total.seconds if total.seconds else 0
-            done = min(100, round(100 * total.read / backlog)) if backlog else 100
+            done = min(100, round(100 * total.entries / backlog)) if backlog else 100
             self.stderr.write(
                 f"\r[flush_clicks] {done:3d}%  {total.read:,} read, {total.written:,} written "
                 f"({total.bots:,} bots flagged), {total.skipped:,} already there  {rate:,.0f} clicks/s",
