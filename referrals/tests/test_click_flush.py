@@ -268,7 +268,7 @@ def test_flush_clicks_command_drains_the_stream_with_a_progress_line(live_link, 
     call_command("flush_clicks", "--batch-size", "5")
 
     out, err = capsys.readouterr()
-    assert "12 clicks waiting" in err and "100%" in err and "clicks/s" in err
+    assert "12 stream entries waiting" in err and "100%" in err and "clicks/s" in err
     assert "flushed 12 clicks" in out
     assert Click.objects.count() == 12 and redis_client.xlen(hot_redis.click_stream_key()) == 0
 
