@@ -311,6 +311,12 @@ def _spool() -> Spool | None:
     return state.spool
 
 
+def start() -> None:
+    """Open this process's spool and start its shipper (which adopts orphaned files) when the fast path is on."""
+    if enabled():
+        _spool()
+
+
 def spool_click(ids: bytes, payload: str) -> bool:
     """Append the click to this process's spool; False when it could not be (the caller takes the round trip)."""
     spool = _spool()

@@ -238,8 +238,14 @@ class ReferralRedirectDispatch:
 
     def __init__(self, application) -> None:
         self.application = application
+        self.serving = False
 
     def __call__(self, environ, start_response):
+        if not self.serving:
+            # This process's first request (any path): start its click spool, whose shipper adopts what a
+            # killed predecessor left (referrals/click_spool.py) even before the next redirect.
+            self.serving = True
+            click_spool.start()
         path = environ.get("PATH_INFO", "")
         if not path.startswith("/r/"):
             return self.application(environ, start_response)

@@ -180,6 +180,45 @@ def test_a_killed_web_workers_spool_is_adopted_and_every_answered_click_written_
     assert click_spool.spool_adopt_orphans(str(spool_dir)) == 0, "adopting again finds nothing"
 
 
+NEXT_WEB_WORKER = textwrap.dedent(
+    """
+    import os, time, django
+    django.setup()
+    from django.conf import settings
+    settings.REFERRAL_CLICK_SPOOL_DIR = os.environ["SPOOL_DIR"]
+    settings.REFERRAL_CLICK_SPOOL_SHIP_SECONDS = 0.05
+    from tests.wsgi import wsgi_request
+    status, headers, body = wsgi_request("GET", "/no-such-page/")
+    print("status", status, flush=True)
+    deadline = time.monotonic() + 30
+    while len(os.listdir(os.environ["SPOOL_DIR"])) > 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    """
+)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_next_web_process_adopts_a_killed_workers_spool_on_its_first_request_of_any_path(
+    live_link, spool_dir, redis_client
+):
+    killed = _web_worker(live_link, spool_dir, 25)
+    killed.communicate(timeout=120)
+    assert killed.returncode == -signal.SIGKILL and spooled_lines(spool_dir) == 24
+
+    env = dict(os.environ, CACHE_KEY_PREFIX=settings.REFERRAL_REDIS_PREFIX, SPOOL_DIR=str(spool_dir))
+    env["DATABASE_URL"] = env["DATABASE_OWNER_URL"] = _database_url_of_this_test_run()
+    env["DJANGO_SETTINGS_MODULE"] = "referral_platform.settings.test"
+    following = subprocess.run(
+        [sys.executable, "-c", NEXT_WEB_WORKER], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+
+    assert following.returncode == 0, following.stderr
+    assert "status 404" in following.stdout
+    assert list(spool_dir.glob("*.spool")) == [], "adopted, and the clean exit removed its own file"
+    clicks_flush()
+    assert Click.objects.filter(link=live_link).count() == 25
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_live_workers_spool_is_never_adopted(live_link, spool_dir, redis_client):
     worker = _web_worker(live_link, spool_dir, 10, wait=True)
