@@ -339,7 +339,9 @@ def ship_once(state: _State | None = None, client=None) -> int:
 def _ship_forever(state: _State) -> None:
     client = hot_redis.client()
     next_confirm = next_adopt = 0.0
-    while not state.stop.wait(settings.REFERRAL_CLICK_SPOOL_SHIP_SECONDS):
+    failures = 0
+    # While Redis is unreachable: back off to 5 s between attempts and log once a minute, not 10 times a second.
+    while not state.stop.wait(min(5.0, settings.REFERRAL_CLICK_SPOOL_SHIP_SECONDS * 2**failures)):
         try:
             ship_once(state, client)
             now = time.monotonic()
@@ -350,7 +352,11 @@ def _ship_forever(state: _State) -> None:
                 spool_adopt_orphans(client=client)
                 next_adopt = now + ADOPT_EVERY_SECONDS
         except Exception:
-            logger.exception("click spool shipping failed; retrying")
+            if failures % 12 == 0:
+                logger.exception("click spool shipping failed (attempt %d); clicks wait in the file", failures + 1)
+            failures = min(failures + 1, 60)
+        else:
+            failures = 0
 
 
 def _close_at_exit(state: _State) -> None:

@@ -402,3 +402,26 @@ def test_the_flush_sizes_its_reads_to_hold_about_a_batch_of_clicks_when_entries_
     # The first read takes 100 entries (5,000 clicks); the next ones 2 entries, 100 clicks each.
     assert (result.read, result.written, result.batches) == (15_000, 15_000, 1 + 100)
     assert Click.objects.count() == 15_000
+
+
+@pytest.mark.django_db(transaction=True)
+def test_while_redis_is_unreachable_spooled_clicks_wait_in_the_file_and_the_shipper_backs_off(
+    live_link, spool_dir, redis_client, settings, caplog
+):
+    settings.REFERRAL_CLICK_SPOOL_SHIP_SECONDS = 0.01
+    reachable = settings.REFERRAL_REDIS_URL
+    settings.REFERRAL_REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
+    ids = f"{live_link.tenant_id}:{live_link.pk}:{live_link.program_id}:{live_link.participant_id}:email".encode()
+    with caplog.at_level("ERROR", logger="referrals.click_spool"):
+        for n in range(5):
+            assert click_spool.spool_click(ids, f"{live_link.code}\x1fvisitor-{n:016d}\x1f\x1fMozilla\x1f\x1f")
+        time.sleep(1.0)  # unbacked, 100 attempts
+
+    assert spooled_lines(spool_dir) == 5
+    failures = [record for record in caplog.records if "shipping failed" in record.getMessage()]
+    assert len(failures) == 1, "one log line, not one per attempt"
+
+    settings.REFERRAL_REDIS_URL = reachable  # Redis is back: nothing was lost meanwhile
+    assert click_spool.ship_once(client=redis_client) == 5
+    clicks_flush()
+    assert Click.objects.filter(link=live_link).count() == 5
