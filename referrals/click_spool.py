@@ -340,6 +340,11 @@ def _ship_forever(state: _State) -> None:
     client = hot_redis.client()
     next_confirm = next_adopt = 0.0
     failures = 0
+    try:
+        spool_adopt_orphans(client=client)  # a killed predecessor's clicks first, without waiting a period
+        next_adopt = time.monotonic() + ADOPT_EVERY_SECONDS
+    except Exception:
+        logger.exception("adopting orphaned click spools failed; retrying")
     # While Redis is unreachable: back off to 5 s between attempts and log once a minute, not 10 times a second.
     while not state.stop.wait(min(5.0, settings.REFERRAL_CLICK_SPOOL_SHIP_SECONDS * 2**failures)):
         try:

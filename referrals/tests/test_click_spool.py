@@ -58,6 +58,11 @@ def spooled_lines(directory: Path) -> int:
     return sum(path.read_bytes().count(b"\n") for path in directory.glob("*.spool"))
 
 
+def link_ids(link) -> bytes:
+    """The ids a cache entry (and so a spooled click) names for ``link``."""
+    return f"{link.tenant_id}:{link.pk}:{link.program_id}:{link.participant_id}:{link.channel}".encode()
+
+
 def redirect(link, **kwargs) -> str:
     status, headers, _body = call_wsgi(f"/r/{link.code}", **kwargs)
     assert status == 302
@@ -186,7 +191,7 @@ NEXT_WEB_WORKER = textwrap.dedent(
     django.setup()
     from django.conf import settings
     settings.REFERRAL_CLICK_SPOOL_DIR = os.environ["SPOOL_DIR"]
-    settings.REFERRAL_CLICK_SPOOL_SHIP_SECONDS = 0.05
+    settings.REFERRAL_CLICK_SPOOL_SHIP_SECONDS = 3600  # adopted at the shipper's start, not after a period
     from tests.wsgi import wsgi_request
     status, headers, body = wsgi_request("GET", "/no-such-page/")
     print("status", status, flush=True)
@@ -387,7 +392,7 @@ def test_the_ship_command_refuses_without_a_directory(settings):
 def test_the_flush_sizes_its_reads_to_hold_about_a_batch_of_clicks_when_entries_are_spooled_batches(
     live_link, redis_client
 ):
-    ids = f"{live_link.tenant_id}:{live_link.pk}:{live_link.program_id}:{live_link.participant_id}:email".encode()
+    ids = link_ids(live_link)
     lines = b"".join(
         click_spool.spool_line(
             click_spool.click_key(), ids, f"{live_link.code}\x1fvisitor-{n:016d}\x1f\x1fMozilla\x1f\x1f"
@@ -411,7 +416,7 @@ def test_while_redis_is_unreachable_spooled_clicks_wait_in_the_file_and_the_ship
     settings.REFERRAL_CLICK_SPOOL_SHIP_SECONDS = 0.01
     reachable = settings.REFERRAL_REDIS_URL
     settings.REFERRAL_REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
-    ids = f"{live_link.tenant_id}:{live_link.pk}:{live_link.program_id}:{live_link.participant_id}:email".encode()
+    ids = link_ids(live_link)
     with caplog.at_level("ERROR", logger="referrals.click_spool"):
         for n in range(5):
             assert click_spool.spool_click(ids, f"{live_link.code}\x1fvisitor-{n:016d}\x1f\x1fMozilla\x1f\x1f")
