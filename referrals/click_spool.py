@@ -54,6 +54,7 @@ SUFFIX = ".spool"
 ADOPT_EVERY_SECONDS = 10.0
 LOCAL_LINKS_MAX = 50_000
 CONFIRM_CHUNK = 1_000
+READ_LIMIT = 8 * 1024 * 1024  # bytes of a spool read and shipped at a time (a file that grew while Redis was away)
 SHIP_CHUNK = 50  # clicks per stream entry: bounds what one flush read of CLICK_FLUSH_BATCH_SIZE entries holds
 CLICK_KEY = re.compile(rb"\d{13,}-s[0-9a-f]{16}\Z")
 
@@ -67,6 +68,9 @@ def enabled() -> bool:
 # code -> (entry, when Redis last confirmed it, time.monotonic()). Plain dict operations only (atomic under
 # the GIL): the request threads read and add, the shipper thread confirms and drops.
 _links: dict[str, tuple[bytes, float]] = {}
+# Orders the writers of _links (remember, forget_local, the confirmation) so a confirmation never puts back an
+# entry forgotten meanwhile; the fast path's read takes no lock.
+_links_lock = threading.Lock()
 
 
 def local_entry(code: str) -> bytes | None:
@@ -79,14 +83,16 @@ def local_entry(code: str) -> bytes | None:
 
 def remember(code: str, entry: bytes) -> None:
     """Keep a redirectable entry just read from Redis (or loaded from Postgres and cached there)."""
-    if len(_links) >= LOCAL_LINKS_MAX:
-        _links.clear()
-    _links[code] = (entry, time.monotonic())
+    with _links_lock:
+        if len(_links) >= LOCAL_LINKS_MAX:
+            _links.clear()
+        _links[code] = (entry, time.monotonic())
 
 
 def forget_local(codes) -> None:
-    for code in codes:
-        _links.pop(code, None)
+    with _links_lock:
+        for code in codes:
+            _links.pop(code, None)
 
 
 def local_links_confirm(client=None) -> int:
@@ -98,15 +104,16 @@ def local_links_confirm(client=None) -> int:
         chunk = codes[start : start + CONFIRM_CHUNK]
         confirmed_at = time.monotonic()
         current = client.mget([hot_redis.link_key(code) for code in chunk])
-        for code, value in zip(chunk, current, strict=True):
-            found = _links.get(code)
-            if found is None:
-                continue
-            if value == found[0]:
-                _links[code] = (found[0], confirmed_at)
-            else:
-                _links.pop(code, None)
-                dropped += 1
+        with _links_lock:
+            for code, value in zip(chunk, current, strict=True):
+                found = _links.get(code)
+                if found is None:
+                    continue  # forgotten since the read: stays forgotten
+                if value == found[0]:
+                    _links[code] = (found[0], max(found[1], confirmed_at))
+                else:
+                    _links.pop(code, None)
+                    dropped += 1
     return dropped
 
 
@@ -198,7 +205,7 @@ class Spool:
         size = os.fstat(self.fd).st_size
         shipped = 0
         if size > self.shipped:
-            data = os.pread(self.fd, size - self.shipped, self.shipped)
+            data = os.pread(self.fd, min(size - self.shipped, READ_LIMIT), self.shipped)
             end = data.rfind(LINE_END) + 1
             if end:
                 shipped = ship_lines(client, data[:end])
@@ -240,12 +247,18 @@ def ship_file(path: str, client) -> int | None:
             return None  # a live process's spool
         if os.fstat(fd).st_nlink == 0:
             return None  # another adopter shipped and removed it while we waited to open it
-        size = os.fstat(fd).st_size
-        data = os.pread(fd, size, 0) if size else b""
-        end = data.rfind(LINE_END) + 1
-        shipped = ship_lines(client, data[:end]) if end else 0
-        if end != len(data):
-            logger.warning("click spool %s ended with an incomplete line (%d bytes): dropped", path, len(data) - end)
+        size, offset, shipped = os.fstat(fd).st_size, 0, 0
+        while offset < size:
+            data = os.pread(fd, min(size - offset, READ_LIMIT), offset)
+            end = data.rfind(LINE_END) + 1
+            if not end:
+                if offset + len(data) < size:  # a line longer than a read: not a click line
+                    end = len(data)
+                else:
+                    logger.warning("click spool %s ended with an incomplete line (%d bytes): dropped", path, len(data))
+                    break
+            shipped += ship_lines(client, data[:end])
+            offset += end
         os.unlink(path)
         return shipped
     finally:

@@ -213,6 +213,8 @@ def _mark_changed(client, codes: list[str]) -> None:
         for code in codes:
             pipe.set(hot_redis.link_key(code), CHANGED, ex=CHANGED_SECONDS)
         pipe.execute()
+    # Again: a request of this process may have read (and remembered) the old entry before CHANGED was set.
+    click_spool.forget_local(codes)
 
 
 def link_cache_forget_program(program_id: int) -> None:

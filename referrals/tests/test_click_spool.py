@@ -430,3 +430,38 @@ def test_while_redis_is_unreachable_spooled_clicks_wait_in_the_file_and_the_ship
     assert click_spool.ship_once(client=redis_client) == 5
     clicks_flush()
     assert Click.objects.filter(link=live_link).count() == 5
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_spool_that_grew_large_is_shipped_a_bounded_read_at_a_time_every_click_once(
+    live_link, spool_dir, redis_client, monkeypatch
+):
+    monkeypatch.setattr(click_spool, "READ_LIMIT", 1_000)  # a few lines per read
+    redirect(live_link)
+    for _ in range(40):
+        redirect(live_link)
+    assert spooled_lines(spool_dir) == 40
+
+    rounds = 0
+    while spooled_lines(spool_dir):
+        click_spool.ship_once()
+        rounds += 1
+        assert rounds < 100
+
+    assert rounds > 5, "each ship read at most READ_LIMIT bytes"
+    keys = stream_clicks(redis_client)
+    assert len(keys) == 41 and len(set(keys)) == 41
+
+    # An orphaned file is adopted a bounded read at a time too.
+    orphan = spool_dir / "dead-host-1-00000000.spool"
+    ids = link_ids(live_link)
+    orphan.write_bytes(
+        b"".join(
+            click_spool.spool_line(click_spool.click_key(), ids, f"{live_link.code}\x1fv{n:020d}\x1f\x1fUA\x1f\x1f")
+            for n in range(30)
+        )
+    )
+    assert click_spool.spool_adopt_orphans(str(spool_dir)) == 30
+    assert not orphan.exists()
+    clicks_flush()
+    assert Click.objects.filter(link=live_link).count() == 71
