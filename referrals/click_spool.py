@@ -290,6 +290,7 @@ class _State:
         self.spool: Spool | None = None
         self.thread: threading.Thread | None = None
         self.stop = threading.Event()
+        self.started = threading.Event()  # set once the shipper's start-up adoption is done
         self.start_lock = threading.Lock()
 
 
@@ -358,6 +359,8 @@ def _ship_forever(state: _State) -> None:
         next_adopt = time.monotonic() + ADOPT_EVERY_SECONDS
     except Exception:
         logger.exception("adopting orphaned click spools failed; retrying")
+    finally:
+        state.started.set()
     # While Redis is unreachable: back off to 5 s between attempts and log once a minute, not 10 times a second.
     while not state.stop.wait(min(5.0, settings.REFERRAL_CLICK_SPOOL_SHIP_SECONDS * 2**failures)):
         try:

@@ -58,6 +58,11 @@ def spooled_lines(directory: Path) -> int:
     return sum(path.read_bytes().count(b"\n") for path in directory.glob("*.spool"))
 
 
+def shipper_started() -> None:
+    """Wait for this process's shipper to finish its start-up adoption (so it cannot race a test's own)."""
+    assert click_spool._state.started.wait(30), "the shipper thread did not start"
+
+
 def link_ids(link) -> bytes:
     """The ids a cache entry (and so a spooled click) names for ``link``."""
     return f"{link.tenant_id}:{link.pk}:{link.program_id}:{link.participant_id}:{link.channel}".encode()
@@ -231,6 +236,7 @@ def test_a_live_workers_spool_is_never_adopted(live_link, spool_dir, redis_clien
         assert worker.stdout.readline().strip() == "answered 10"
         redirect(live_link)
         redirect(live_link)  # this process's own spool holds one click
+        shipper_started()
 
         assert click_spool.spool_adopt_orphans(str(spool_dir)) == 0
         assert spooled_lines(spool_dir) == 9 + 1
@@ -453,6 +459,7 @@ def test_a_spool_that_grew_large_is_shipped_a_bounded_read_at_a_time_every_click
     assert len(keys) == 41 and len(set(keys)) == 41
 
     # An orphaned file is adopted a bounded read at a time too.
+    shipper_started()
     orphan = spool_dir / "dead-host-1-00000000.spool"
     ids = link_ids(live_link)
     orphan.write_bytes(
