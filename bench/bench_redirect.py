@@ -328,18 +328,11 @@ def wait_for_spools(seconds: float = 10.0) -> None:
         time.sleep(0.1)
 
 
-def clicks_in_stream(client, stream: str) -> int:
+def clicks_in_stream(client) -> int:
     """Clicks (not entries: a spooled batch is one entry) in the click stream."""
-    from referrals.click_buffer import entry_clicks
+    from referrals.click_buffer import stream_click_keys
 
-    total, cursor = 0, "-"
-    while True:
-        entries = client.xrange(stream, min=cursor, count=5000)
-        for entry_id, fields in entries:
-            total += len(entry_clicks(entry_id, [item for pair in fields.items() for item in pair]))
-        if len(entries) < 5000:
-            return total
-        cursor = "(" + entries[-1][0].decode()
+    return len(stream_click_keys(client))
 
 
 def measure_flush(fixtures: dict) -> dict:
@@ -351,7 +344,7 @@ def measure_flush(fixtures: dict) -> dict:
     client = hot_redis.client()
     stream = hot_redis.click_stream_key()
     wait_for_spools()
-    already = clicks_in_stream(client, stream)
+    already = clicks_in_stream(client)
     links = list(
         ReferralLink.objects.filter(tenant=fixtures["tenant"]).values_list("pk", "program_id", "participant_id")
     )
@@ -382,7 +375,7 @@ def measure_flush(fixtures: dict) -> dict:
             if index % 10_000 == 9_999:
                 pipe.execute()
         pipe.execute()
-    entries = clicks_in_stream(client, stream)
+    entries = clicks_in_stream(client)
     before = Click.objects.filter(tenant=fixtures["tenant"]).count()
 
     def progress(total) -> None:

@@ -533,6 +533,22 @@ def clicks_pending_reclaim(*, cutoff, max_attempts: int) -> int:
     return len(stale)
 
 
+def stream_click_keys(client=None, *, page: int = 5000) -> list[str]:
+    """The ``stream_id`` of every click in the stream, in stream order (a spooled entry holds many)."""
+    client = client or hot_redis.client()
+    stream = hot_redis.click_stream_key()
+    keys: list[str] = []
+    cursor = "-"
+    while True:
+        entries = client.xrange(stream, min=cursor, count=page)
+        for entry_id, fields in entries:
+            flat = [item for pair in fields.items() for item in pair]
+            keys += [key for key, _click in entry_clicks(entry_id, flat)]
+        if len(entries) < page:
+            return keys
+        cursor = "(" + entries[-1][0].decode()
+
+
 def stream_backlog() -> int:
     """Entries in the stream not yet acknowledged by the flush (pending or never delivered); a spooled
     entry holds up to ``click_spool.SHIP_CHUNK`` clicks."""

@@ -164,6 +164,13 @@ def ship_lines(client, data: bytes) -> int:
     return len(lines)
 
 
+def _complete_lines(fd: int, offset: int, size: int) -> tuple[bytes, int]:
+    """At most READ_LIMIT bytes of the file from ``offset``, cut after the last complete line, and how many
+    bytes were read."""
+    data = os.pread(fd, min(size - offset, READ_LIMIT), offset)
+    return data[: data.rfind(LINE_END) + 1], len(data)
+
+
 class Spool:
     """This process's spool file: appended by requests, shipped and emptied by the shipper thread.
 
@@ -205,11 +212,10 @@ class Spool:
         size = os.fstat(self.fd).st_size
         shipped = 0
         if size > self.shipped:
-            data = os.pread(self.fd, min(size - self.shipped, READ_LIMIT), self.shipped)
-            end = data.rfind(LINE_END) + 1
-            if end:
-                shipped = ship_lines(client, data[:end])
-                self.shipped += end
+            lines, _read = _complete_lines(self.fd, self.shipped, size)
+            if lines:
+                shipped = ship_lines(client, lines)
+                self.shipped += len(lines)
         with self.lock:
             if self.shipped and os.fstat(self.fd).st_size == self.shipped:
                 os.ftruncate(self.fd, 0)
@@ -249,16 +255,15 @@ def ship_file(path: str, client) -> int | None:
             return None  # another adopter shipped and removed it while we waited to open it
         size, offset, shipped = os.fstat(fd).st_size, 0, 0
         while offset < size:
-            data = os.pread(fd, min(size - offset, READ_LIMIT), offset)
-            end = data.rfind(LINE_END) + 1
-            if not end:
-                if offset + len(data) < size:  # a line longer than a read: not a click line
-                    end = len(data)
-                else:
-                    logger.warning("click spool %s ended with an incomplete line (%d bytes): dropped", path, len(data))
+            lines, read = _complete_lines(fd, offset, size)
+            if not lines:
+                if offset + read >= size:
+                    logger.warning("click spool %s ended with an incomplete line (%d bytes): dropped", path, read)
                     break
-            shipped += ship_lines(client, data[:end])
-            offset += end
+                offset += read  # a line longer than a read: not a click line
+                continue
+            shipped += ship_lines(client, lines)
+            offset += len(lines)
         os.unlink(path)
         return shipped
     finally:

@@ -86,7 +86,6 @@ def answer(environ: dict, code: str) -> Outcome:
     if settings.SECURE_SSL_REDIRECT and not is_secure(environ):
         return _https_redirect(environ)
     visitor_id = visitor_from_cookie_header(environ.get("HTTP_COOKIE", "")) or new_visitor_id()
-    code_key = hot_redis.link_key(code)
     record = method == "GET"
     payload = click_buffer.click_payload(
         code=code,
@@ -105,6 +104,7 @@ def answer(environ: dict, code: str) -> Outcome:
             target = link_cache.redirect_target(entry, visitor_id)
             if target is not None and click_spool.spool_click(link_cache.entry_ids(entry), payload):
                 return Outcome(302, target, visitor_id)
+    code_key = hot_redis.link_key(code)
     try:
         if record:
             entry, stream_id = click_buffer.record_click_if_linked(code_key=code_key, payload=payload)

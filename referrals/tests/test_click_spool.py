@@ -21,7 +21,7 @@ from django.test.utils import CaptureQueriesContext
 
 from programs.models import ProgramStatus
 from referrals import click_spool, hot_redis, link_cache
-from referrals.click_buffer import clicks_flush, entry_clicks
+from referrals.click_buffer import clicks_flush, stream_click_keys
 from referrals.models import Click, ReferralLink
 from tests import factories as f
 
@@ -44,10 +44,7 @@ def spool_dir(tmp_path, settings):
 
 def stream_clicks(redis_client) -> list[str]:
     """The stream ids of every click in the stream (a spooled batch is one entry holding many)."""
-    keys = []
-    for entry_id, fields in redis_client.xrange(hot_redis.click_stream_key()):
-        keys += [key for key, _ in entry_clicks(entry_id, [item for pair in fields.items() for item in pair])]
-    return keys
+    return stream_click_keys(redis_client)
 
 
 def evalsha_calls(redis_client) -> int:
@@ -472,3 +469,23 @@ def test_a_spool_that_grew_large_is_shipped_a_bounded_read_at_a_time_every_click
     assert not orphan.exists()
     clicks_flush()
     assert Click.objects.filter(link=live_link).count() == 71
+
+
+@pytest.mark.django_db(transaction=True)
+def test_with_the_fast_path_on_bad_requests_are_refused_and_spool_nothing(live_link, spool_dir, redis_client):
+    redirect(live_link)
+    redirect(live_link)  # the link is remembered; the spool holds one click
+    other = f.ReferralLinkFactory(participant=live_link.participant, code="Inactive_Code1", is_active=False)
+
+    answers = [
+        call_wsgi("/r/NoSuchCode_123")[0],
+        call_wsgi("/r/NoSuchCode_123")[0],  # a cached miss: still not remembered
+        call_wsgi(f"/r/{other.code}")[0],
+        call_wsgi(f"/r/{live_link.code}", method="POST")[0],
+        call_wsgi(f"/r/{live_link.code}", method="HEAD")[0],
+    ]
+
+    assert answers == [404, 404, 404, 405, 302]
+    assert spooled_lines(spool_dir) == 1, "only the GET of a live link is a click"
+    assert click_spool.local_entry("NoSuchCode_123") is None and click_spool.local_entry(other.code) is None
+    assert len(stream_clicks(redis_client)) == 1
