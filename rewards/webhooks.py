@@ -354,17 +354,21 @@ def _created(event: StripeWebhookEvent) -> datetime:
 def _conversion(event: StripeWebhookEvent, **fields) -> ConversionEvent:
     """Store the conversion raw through the conversions service (once per Stripe event id); it queues
     matching and attribution after commit. The handlers need only its id: a new one is not read back."""
+    return _received_conversion(event, **fields).event
+
+
+def _received_conversion(event: StripeWebhookEvent, *, also: tuple[str, list] | None = None, **fields):
     from referrals.services import conversion_event_receive
 
-    received = conversion_event_receive(
+    return conversion_event_receive(
         tenant=event.tenant,
         external_event_id=event.stripe_event_id,
         raw=event.payload,
         source="stripe",
         read_back=False,
+        also=also,
         **fields,
     )
-    return received.event
 
 
 def _text(obj: dict, key: str, *, what: str, limit: int | None = None) -> str:
@@ -431,32 +435,60 @@ def _charge_upsert(
 def _insert_if_unseen(charge: StripeCharge, *, charge_id: str, invoice_id: str, payment_intent_id: str) -> bool:
     """INSERT ``charge`` unless a row of its tenant matches any of the ids (or has its key: ON CONFLICT DO
     NOTHING), in one statement. True when inserted (``charge`` then has its id)."""
-    meta = StripeCharge._meta
-    quote = connection.ops.quote_name
-    fields = [field for field in meta.concrete_fields if not field.primary_key]
-    columns = ", ".join(quote(field.column) for field in fields)
-    values = [field.get_db_prep_save(getattr(charge, field.attname), connection) for field in fields]
-    # Identifiers come from the model's metadata and are quoted; every value is a parameter. An empty id
-    # matches nothing, as in the locked read of ``_charge_upsert``.
-    sql = (
-        f"INSERT INTO {quote(meta.db_table)} ({columns}) "  # noqa: S608
-        f"SELECT {', '.join(['%s'] * len(fields))} WHERE NOT EXISTS ("
-        f"SELECT 1 FROM {quote(meta.db_table)} WHERE tenant_id = %s AND ("
-        "(%s <> '' AND stripe_charge_id = %s) OR (%s <> '' AND stripe_invoice_id = %s)"
-        " OR (%s <> '' AND stripe_payment_intent_id = %s))) "
-        f"ON CONFLICT (tenant_id, stripe_charge_id) DO NOTHING RETURNING {quote('id')}"
+    sql, params = _insert_if_unseen_sql(
+        charge, charge_id=charge_id, invoice_id=invoice_id, payment_intent_id=payment_intent_id
     )
-    params = [*values, charge.tenant_id, charge_id, charge_id, invoice_id, invoice_id]
-    params += [payment_intent_id, payment_intent_id]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()
     if row is None:
         return False
-    charge.pk = row[0]
+    _inserted(charge, row[0])
+    return True
+
+
+def _insert_if_unseen_sql(
+    charge: StripeCharge,
+    *,
+    charge_id: str,
+    invoice_id: str,
+    payment_intent_id: str,
+    of_new_event: bool = False,
+) -> tuple[str, list]:
+    """The statement of ``_insert_if_unseen`` and its parameters. ``of_new_event``: the statement is the ``also``
+    of a conversion event's insert (``conversion_event_receive``): the charge's conversion is that new event,
+    and nothing is inserted when the event was not new."""
+    meta = StripeCharge._meta
+    quote = connection.ops.quote_name
+    fields = [field for field in meta.concrete_fields if not field.primary_key]
+    columns = ", ".join(quote(field.column) for field in fields)
+    placeholders, values = [], []
+    for field in fields:
+        if of_new_event and field.attname == "conversion_event_id":
+            placeholders.append("(SELECT id FROM new_event)")
+        else:
+            placeholders.append("%s")
+            values.append(field.get_db_prep_save(getattr(charge, field.attname), connection))
+    # Identifiers come from the model's metadata and are quoted; every value is a parameter. An empty id
+    # matches nothing, as in the locked read of ``_charge_upsert``.
+    sql = (
+        f"INSERT INTO {quote(meta.db_table)} ({columns}) "  # noqa: S608
+        f"SELECT {', '.join(placeholders)} WHERE NOT EXISTS ("
+        f"SELECT 1 FROM {quote(meta.db_table)} WHERE tenant_id = %s AND ("
+        "(%s <> '' AND stripe_charge_id = %s) OR (%s <> '' AND stripe_invoice_id = %s)"
+        " OR (%s <> '' AND stripe_payment_intent_id = %s)))"
+        + (" AND EXISTS (SELECT 1 FROM new_event)" if of_new_event else "")
+        + f" ON CONFLICT (tenant_id, stripe_charge_id) DO NOTHING RETURNING {quote('id')}"
+    )
+    params = [*values, charge.tenant_id, charge_id, charge_id, invoice_id, invoice_id]
+    params += [payment_intent_id, payment_intent_id]
+    return sql, params
+
+
+def _inserted(charge: StripeCharge, pk: int) -> None:
+    charge.pk = pk
     charge._state.adding = False
     charge._state.db = connection.alias
-    return True
 
 
 def _fill(charge: StripeCharge, *, invoice_id: str, payment_intent_id: str, update) -> None:
@@ -495,36 +527,49 @@ def _apply_refunds(charge: StripeCharge) -> None:
 
 
 def handle_invoice_paid(event: StripeWebhookEvent) -> None:
+    """The invoice's payment as a conversion event and its charge. On first sight of both (a billing run's
+    usual case) they are inserted by ONE statement (the charge's insert is the ``also`` of the conversion's,
+    issue 15); otherwise — a duplicate or replaced event, a charge already known from a refund — the charge is
+    upserted on its own, as ``_charge_upsert`` does."""
     invoice = _object(event)
     paid_at = _timestamp((invoice.get("status_transitions") or {}).get("paid_at"), _created(event))
     metadata = _referral_metadata(invoice, invoice.get("subscription_details") or {})
-    conversion = _conversion(
-        event,
-        kind=ConversionKind.PAYMENT,
-        amount_minor=int(invoice.get("amount_paid") or 0),
-        currency=_text(invoice, "currency", what="currency").upper(),
-        occurred_at=paid_at,
-        customer_external_id=_text(invoice, "customer", what="customer"),
-        email=_text(invoice, "customer_email", what="customer_email"),
-        referral_code=_referral_code(metadata, "referral_code", "ref"),
-        visitor_id=_text(metadata, "visitor_id", what="metadata.visitor_id"),
-    )
     paid = int(invoice.get("amount_paid") or 0)
     currency = _text(invoice, "currency", what="currency").upper()
+    fields = {
+        "kind": ConversionKind.PAYMENT,
+        "amount_minor": paid,
+        "currency": currency,
+        "occurred_at": paid_at,
+        "customer_external_id": _text(invoice, "customer", what="customer"),
+        "email": _text(invoice, "customer_email", what="customer_email"),
+        "referral_code": _referral_code(metadata, "referral_code", "ref"),
+        "visitor_id": _text(metadata, "visitor_id", what="metadata.visitor_id"),
+    }
+    ids = {
+        "charge_id": _stripe_id(invoice, "charge", what="charge"),
+        "invoice_id": _stripe_id(invoice, "id", what="invoice"),
+        "payment_intent_id": _stripe_id(invoice, "payment_intent", what="payment_intent"),
+    }
+    conversion: ConversionEvent | None = None
 
     def update(charge: StripeCharge) -> None:
         charge.amount_minor = max(charge.amount_minor, paid)
         charge.currency = charge.currency or currency
-        if charge.conversion_event_id is None:
+        if charge.conversion_event_id is None and conversion is not None:
             charge.conversion_event = conversion
 
-    charge = _charge_upsert(
-        event.tenant,
-        charge_id=_stripe_id(invoice, "charge", what="charge"),
-        invoice_id=_stripe_id(invoice, "id", what="invoice"),
-        payment_intent_id=_stripe_id(invoice, "payment_intent", what="payment_intent"),
-        update=update,
+    fresh = StripeCharge(
+        tenant=event.tenant, stripe_charge_id=ids["charge_id"] or ids["payment_intent_id"] or ids["invoice_id"]
     )
+    _fill(fresh, invoice_id=ids["invoice_id"], payment_intent_id=ids["payment_intent_id"], update=update)
+    received = _received_conversion(event, also=_insert_if_unseen_sql(fresh, **ids, of_new_event=True), **fields)
+    conversion = received.event
+    if received.also_id is not None:  # both new: the charge is the fresh row, its conversion this event
+        _inserted(fresh, received.also_id)
+        fresh.conversion_event = conversion
+        return  # a charge seen for the first time has no refund to apply
+    charge = _charge_upsert(event.tenant, **ids, update=update)
     _apply_refunds(charge)
 
 

@@ -74,6 +74,7 @@ class ConversionEventConflict(Exception):
 class ReceivedConversion:
     event: ConversionEvent
     created: bool
+    also_id: int | None = None  # what the ``also`` statement returned (conversion_event_receive)
 
 
 MONEY_KINDS = frozenset({ConversionKind.PAYMENT, ConversionKind.REFUND})
@@ -113,11 +114,18 @@ _INSERT_FIELDS = (
 )
 
 
-def _insert_ignoring_duplicate(event: ConversionEvent) -> int | None:
+def _insert_ignoring_duplicate(
+    event: ConversionEvent, *, also: tuple[str, list] | None = None
+) -> tuple[int | None, int | None]:
     """INSERT ... ON CONFLICT (tenant, external_event_id) DO NOTHING RETURNING id.
 
-    Returns the new id, or None when the tenant already has an event with this external id. A
-    concurrent duplicate waits for the first insert to commit and then does nothing.
+    Returns (the new id, or None when the tenant already has an event with this external id; the id ``also``
+    returned). A concurrent duplicate waits for the first insert to commit and then does nothing.
+
+    ``also``: (SQL, parameters) of a second data-modifying statement run in the SAME statement as this insert,
+    as a common table expression (issue 15: one round trip and one statement for a Stripe invoice's
+    conversion and its charge). It may read the new event's id as ``(SELECT id FROM new_event)`` — no row
+    when the event was a duplicate — and returns at most one ``id``.
     """
     meta = ConversionEvent._meta
     quote = connection.ops.quote_name
@@ -130,10 +138,19 @@ def _insert_ignoring_duplicate(event: ConversionEvent) -> int | None:
         f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES ({placeholders}) "  # noqa: S608
         f"ON CONFLICT ({quote('tenant_id')}, {quote('external_event_id')}) DO NOTHING RETURNING {quote('id')}"
     )
+    if also is not None:
+        also_sql, also_params = also
+        # ``also`` is SQL of our own code (its values are parameters too).
+        sql = (
+            f"WITH new_event AS ({sql}), also AS ({also_sql}) SELECT (SELECT id FROM new_event), (SELECT id FROM also)"  # noqa: S608
+        )
+        values = [*values, *also_params]
     with connection.cursor() as cursor:
         cursor.execute(sql, values)
         row = cursor.fetchone()
-    return row[0] if row else None
+    if also is not None:
+        return row[0], row[1]
+    return (row[0] if row else None), None
 
 
 @transaction.atomic
@@ -155,6 +172,7 @@ def conversion_event_receive(
     source: str = "api",
     queue_processing: bool = True,
     read_back: bool = True,
+    also: tuple[str, list] | None = None,
 ) -> ReceivedConversion:
     """Store a validated inbound conversion raw, once per (tenant, external event id), and queue
     its processing after commit.
@@ -164,6 +182,8 @@ def conversion_event_receive(
     ``queue_processing=False`` leaves processing to the caller (the demo seed processes inline).
     ``read_back=False``: a new event is returned as built here, with its id, instead of read back from the
     database (a caller that only needs its id — the Stripe drain — saves a statement per event).
+    ``also``: a second insert made in the same statement as the event's (``_insert_ignoring_duplicate``); the id
+    it returned is ``also_id`` of the result.
     """
     event = ConversionEvent(
         tenant=tenant,
@@ -186,15 +206,16 @@ def conversion_event_receive(
     )
     from referrals.tasks import process_conversion_event
 
-    new_id = _insert_ignoring_duplicate(event)
+    new_id, also_id = _insert_ignoring_duplicate(event, also=also)
     if new_id is not None:
         if queue_processing:
             enqueue_on_commit(process_conversion_event, new_id)
         if not read_back:
             event.pk = new_id
             event._state.adding, event._state.db = False, "default"
-            return ReceivedConversion(event=event, created=True)
-        return ReceivedConversion(event=ConversionEvent.objects.for_tenant(tenant).get(pk=new_id), created=True)
+            return ReceivedConversion(event=event, created=True, also_id=also_id)
+        event = ConversionEvent.objects.for_tenant(tenant).get(pk=new_id)
+        return ReceivedConversion(event=event, created=True, also_id=also_id)
     existing = ConversionEvent.objects.for_tenant(tenant).select_for_update().get(external_event_id=external_event_id)
     if existing.raw == raw:
         return ReceivedConversion(event=existing, created=False)

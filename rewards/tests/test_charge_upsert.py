@@ -108,3 +108,77 @@ def test_two_first_sights_at_once_make_one_row_with_both_updates(world):
     assert errors == []
     rows = list(StripeCharge.objects.filter(tenant=tenant).values_list("amount_minor", "amount_refunded_minor"))
     assert rows == [(8_000, 3_000)]
+
+
+# --- an invoice's conversion and charge in one statement (handle_invoice_paid) -------------------------------
+def _stored(tenant, payload):
+    from rewards.models import StripeWebhookEvent
+
+    return StripeWebhookEvent(tenant=tenant, stripe_event_id=payload["id"], type=payload["type"], payload=payload)
+
+
+def _handle(tenant, payload):
+    from rewards.webhooks import handle_invoice_paid
+
+    with rls.tenant(tenant.pk), transaction.atomic():
+        handle_invoice_paid(_stored(tenant, payload))
+
+
+def test_an_invoice_seen_for_the_first_time_writes_its_conversion_and_charge_in_one_statement(world):
+    from referrals.models import ConversionEvent
+    from rewards.tests.test_webhooks import invoice_paid
+
+    with CaptureQueriesContext(connection) as captured:
+        _handle(world.a, invoice_paid(event_id="evt_one", amount=12_300, charge="ch_one", invoice="in_one"))
+    writes = [sql for sql in (query["sql"] for query in captured.captured_queries) if "INSERT" in sql]
+    assert len(writes) == 1 and '"referrals_conversionevent"' in writes[0] and '"rewards_stripecharge"' in writes[0]
+    conversion = ConversionEvent.objects.get(tenant=world.a, external_event_id="evt_one")
+    row = StripeCharge.objects.get(tenant=world.a)
+    assert (row.stripe_charge_id, row.stripe_invoice_id, row.amount_minor, row.currency) == (
+        "ch_one",
+        "in_one",
+        12_300,
+        "USD",
+    )
+    assert row.conversion_event_id == conversion.pk and conversion.amount_minor == 12_300
+
+
+def test_an_invoice_whose_charge_a_refund_made_first_links_that_charge(world):
+    """The refund arrived first: its charge row exists, so the combined insert writes the conversion only and
+    the charge is upserted as before — one row, linked to the payment, with both amounts."""
+    from referrals.models import ConversionEvent
+    from rewards.tests.test_webhooks import invoice_paid
+
+    _charge_upsert(world.a, charge_id="ch_r", invoice_id="in_r", payment_intent_id="", update=_refunded(2_000))
+    _handle(world.a, invoice_paid(event_id="evt_r", amount=9_000, charge="ch_r", invoice="in_r"))
+    conversion = ConversionEvent.objects.get(tenant=world.a, external_event_id="evt_r")
+    rows = list(StripeCharge.objects.filter(tenant=world.a).values_list("conversion_event_id", "amount_minor"))
+    assert rows == [(conversion.pk, 9_000)]
+    assert StripeCharge.objects.get(tenant=world.a).amount_refunded_minor == 2_000
+
+
+def test_the_same_invoice_handled_twice_keeps_one_conversion_and_one_charge(world):
+    from referrals.models import ConversionEvent
+    from rewards.tests.test_webhooks import invoice_paid
+
+    payload = invoice_paid(event_id="evt_twice", amount=5_000, charge="ch_twice", invoice="in_twice")
+    _handle(world.a, payload)
+    _handle(world.a, payload)
+    conversion = ConversionEvent.objects.get(tenant=world.a, external_event_id="evt_twice")
+    assert list(StripeCharge.objects.filter(tenant=world.a).values_list("conversion_event_id", flat=True)) == [
+        conversion.pk
+    ]
+
+
+def test_another_workspaces_charge_and_event_never_stop_the_combined_insert(world):
+    from referrals.models import ConversionEvent
+    from rewards.tests.test_webhooks import invoice_paid
+
+    payload = invoice_paid(event_id="evt_both", amount=4_000, charge="ch_both", invoice="in_both")
+    _handle(world.b, payload)
+    with CaptureQueriesContext(connection) as captured:
+        _handle(world.a, payload)
+    assert len([query for query in captured.captured_queries if "INSERT" in query["sql"]]) == 1
+    ours = StripeCharge.objects.get(tenant=world.a)
+    assert ours.conversion_event_id == ConversionEvent.objects.get(tenant=world.a, external_event_id="evt_both").pk
+    assert StripeCharge.objects.filter(tenant=world.b).count() == 1
