@@ -152,8 +152,14 @@ def referral_fraud_signals(*, referral: Referral, policy: FraudPolicy | None = N
     """
     policy = policy or policy_for_program(referral.program)
     signals: list[FraudSignal | None] = []
+    own_visitors, count, earlier = None, None, None
+    if policy.self_referral_enabled and policy.velocity_enabled and policy.duplicate_company_enabled:
+        own_visitors, count, earlier = screen_rows(referral=referral, policy=policy)  # one statement for the three
+    elif policy.velocity_enabled and policy.duplicate_company_enabled:
+        count, earlier = velocity_and_company_rows(referral=referral, policy=policy)
     if policy.self_referral_enabled:
-        own_visitors = referrer_visitor_ids(referral=referral)
+        if own_visitors is None:
+            own_visitors = referrer_visitor_ids(referral=referral)
         signals += [
             check_self_referral_email(referral=referral),
             check_self_referral_visitor(referral=referral, own_visitors=own_visitors),
@@ -163,9 +169,6 @@ def referral_fraud_signals(*, referral: Referral, policy: FraudPolicy | None = N
         signals.append(check_own_company(referral=referral))
     if policy.disposable_email_enabled:
         signals.append(check_disposable_email(referral=referral))
-    count, earlier = None, None
-    if policy.velocity_enabled and policy.duplicate_company_enabled:
-        count, earlier = velocity_and_company_rows(referral=referral, policy=policy)
     if policy.velocity_enabled:
         signals.append(check_velocity(referral=referral, policy=policy, count=count))
     if policy.duplicate_company_enabled:
@@ -325,17 +328,27 @@ def referrer_visitor_ids(*, referral: Referral) -> list[OwnVisitor]:
     visitor id) are left out: they say who the referred person is, which the e-mail check judges.
     One statement (``_OWN_VISITORS_SQL``); the referrer's mailbox is compared with the stored, indexed
     mailbox keys (referrals.mailbox)."""
-    referrer = referral.referrer
-    mailbox = normalize_email_for_matching(referrer.email)
-    external_id = referrer.external_id.strip()
-    if not mailbox and not external_id:
+    params = _own_visitors_params(referral)
+    if not params["mailbox"] and not params["external"]:
         return []
     with connection.cursor() as cursor:
-        cursor.execute(
-            _OWN_VISITORS_SQL,
-            {"tenant": referral.tenant_id, "referral": referral.pk or 0, "mailbox": mailbox, "external": external_id},
-        )
+        cursor.execute(_OWN_VISITORS_SQL, params)
         rows = cursor.fetchall()
+    return _own_visitors(referral, rows)
+
+
+def _own_visitors_params(referral: Referral) -> dict:
+    referrer = referral.referrer
+    return {
+        "tenant": referral.tenant_id,
+        "referral": referral.pk or 0,
+        "mailbox": normalize_email_for_matching(referrer.email),
+        "external": referrer.external_id.strip(),
+    }
+
+
+def _own_visitors(referral: Referral, rows) -> list[OwnVisitor]:
+    """The rows of ``_OWN_VISITORS_SQL`` as the referrer's own visitors, with their evidence."""
     revealed_by_this_referral = {
         value.strip().lower() for value in (referral.referred_email, referral.referred_external_id) if value.strip()
     }
@@ -584,29 +597,67 @@ UNION ALL
 def velocity_and_company_rows(*, referral: Referral, policy: FraudPolicy) -> tuple[int, list[Referral]]:
     """The referrer's referrals in the velocity window (a count) and the program's earlier referrals that may
     be the same company, in one statement, for ``check_velocity`` and ``check_duplicate_company``."""
-    window_start, window_end = _velocity_window(referral)
-    keys = _company_keys(referral, policy)
     with connection.cursor() as cursor:
-        cursor.execute(
-            _VELOCITY_AND_COMPANY_SQL,
-            {
-                "tenant": referral.tenant_id,
-                "referrer": referral.referrer_id,
-                "window_start": window_start,
-                "window_end": window_end,
-                "program": referral.program_id,
-                "since": keys.since,
-                "at": referral.created_at,
-                "pk": referral.pk or 0,
-                "name_key": keys.name_key[:200],
-                "company_domain": keys.company_domain,
-                "email_key": keys.email_key,
-            },
-        )
+        cursor.execute(_VELOCITY_AND_COMPANY_SQL, _velocity_and_company_params(referral, policy))
         rows = cursor.fetchall()
     count = next(row[6] for row in rows if row[0] == 0)
     earlier = [Referral.from_db(connection.alias, _EARLIER_FIELDS, list(row[1:6])) for row in rows if row[0] == 1]
     return count, earlier
+
+
+def _velocity_and_company_params(referral: Referral, policy: FraudPolicy) -> dict:
+    window_start, window_end = _velocity_window(referral)
+    keys = _company_keys(referral, policy)
+    return {
+        "tenant": referral.tenant_id,
+        "referrer": referral.referrer_id,
+        "window_start": window_start,
+        "window_end": window_end,
+        "program": referral.program_id,
+        "since": keys.since,
+        "at": referral.created_at,
+        "pk": referral.pk or 0,
+        "name_key": keys.name_key[:200],
+        "company_domain": keys.company_domain,
+        "email_key": keys.email_key,
+    }
+
+
+# A new referral's whole screen in ONE statement (issue 15): the referrer's own visitors (src 0-2, the rows of
+# ``_OWN_VISITORS_SQL``), the velocity count (src 3) and the duplicate-company candidates (src 4, the rows of
+# ``_VELOCITY_AND_COMPANY_SQL``) — the same reads, each part on its index as alone, their rows in the same order.
+_SCREEN_COLUMNS = ["src", *_EARLIER_FIELDS, "n"]
+_SCREEN_SQL = f"""
+SELECT o.src, o.id, o.visitor_id, o.at, o.email, o.external_id, o.kind, o.external_event_id, o.other_kind,
+       o.other_value, o.source, NULL::bigint AS referrer_id, NULL::text AS company, NULL::bigint AS n
+  FROM ({_OWN_VISITORS_SQL}) o
+UNION ALL
+SELECT v.src + 3, v.id, NULL, v.created_at, v.referred_email, NULL, NULL, NULL, NULL, NULL, NULL, v.referrer_id,
+       v.referred_company, v.n
+  FROM ({_VELOCITY_AND_COMPANY_SQL}) v ({", ".join(_SCREEN_COLUMNS)})
+ORDER BY 1, 4, 2
+"""  # noqa: S608 - column names from the model, no input
+
+
+def screen_rows(*, referral: Referral, policy: FraudPolicy) -> tuple[list[OwnVisitor], int, list[Referral]]:
+    """``referrer_visitor_ids`` and ``velocity_and_company_rows`` in one statement (``_SCREEN_SQL``): the
+    referrer's own visitors, the velocity count and the duplicate-company candidates."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _SCREEN_SQL, {**_own_visitors_params(referral), **_velocity_and_company_params(referral, policy)}
+        )
+        rows = cursor.fetchall()
+    own = [row[:11] for row in rows if row[0] < 3]
+    count = next(row[13] for row in rows if row[0] == 3)
+    earlier = []
+    for row in rows:
+        if row[0] == 4:
+            values = {"id": row[1], "referrer_id": row[11], "referred_company": row[12]}
+            values |= {"referred_email": row[4], "created_at": row[3]}
+            earlier.append(
+                Referral.from_db(connection.alias, _EARLIER_FIELDS, [values[name] for name in _EARLIER_FIELDS])
+            )
+    return _own_visitors(referral, own), count, earlier
 
 
 def check_duplicate_company(

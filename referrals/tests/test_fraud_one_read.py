@@ -1,5 +1,5 @@
 """A new referral's velocity and duplicate-company checks read in ONE statement (issue 15:
-``velocity_and_company_rows``) give exactly the signals and evidence the two checks give with their own reads:
+``velocity_and_company_rows``; with the referrer's own visitors too, ``screen_rows``) give exactly the signals and evidence the two checks give with their own reads:
 for a referral that trips both, one, or neither; another workspace's and another program's rows never count."""
 
 from __future__ import annotations
@@ -101,3 +101,96 @@ def test_a_new_referral_without_a_velocity_breach_is_screened_by_both_checks_in_
     with CaptureQueriesContext(connection) as captured:  # a breach reads its evidence rows as well
         referral_fraud_signals(referral=burst[4], policy=policy)
     assert len(captured.captured_queries) == 2
+
+
+# --- the whole screen in one statement: the referrer's own visitors too (``screen_rows``) -------------------
+def _alone_with_own_visitors(referral, policy):
+    from referrals.fraud import check_self_referral_device, check_self_referral_visitor, referrer_visitor_ids
+
+    own = referrer_visitor_ids(referral=referral)
+    signals = [
+        check_self_referral_visitor(referral=referral, own_visitors=own),
+        check_self_referral_device(referral=referral, own_visitors=own, policy=policy),
+    ]
+    return {signal.code: (signal.message, signal.evidence) for signal in signals if signal} | _alone(referral, policy)
+
+
+@pytest.fixture
+def screened(world):
+    """A referrer seen as a visitor on their own sign-up (as someone's referred person), on their own payment
+    event and in the identity graph; a burst of referrals of theirs, one from their own browser; the same rows
+    in another workspace."""
+    from referrals.services import identity_link
+
+    program = f.ProgramFactory(tenant=world.a)
+    policy = f.FraudPolicyFactory(
+        program=program,
+        self_referral_enabled=True,
+        own_company_enabled=False,
+        disposable_email_enabled=False,
+        velocity_enabled=True,
+        duplicate_company_enabled=True,
+        velocity_max_per_hour=3,
+    )
+    referrer = f.ParticipantFactory(program=program, email="Pat.Owner@partner.example", external_id="cus_pat")
+    other = f.ParticipantFactory(program=program)
+    f.ReferralFactory(
+        referrer=other, referred_email="pat.owner@partner.example", visitor_id="v-own-signup", created_at=NOW
+    )
+    f.ConversionEventFactory(
+        tenant=world.a, email="pat.owner@partner.example", visitor_id="v-own-event", customer_external_id="cus_x"
+    )
+    identity_link(tenant=world.a, source="test", visitor_id="v-own-graph", customer_external_id="cus_pat")
+    theirs = f.ParticipantFactory(
+        program=f.ProgramFactory(tenant=world.b), email="pat.owner@partner.example", external_id="cus_pat"
+    )
+    f.ReferralFactory(referrer=theirs, referred_email="pat.owner@partner.example", visitor_id="v-theirs")
+    burst = [
+        f.ReferralFactory(
+            referrer=referrer,
+            referred_company=company,
+            referred_email=email,
+            visitor_id=visitor,
+            created_at=NOW - timedelta(minutes=minutes),
+        )
+        for company, email, visitor, minutes in (
+            ("Acme", "a@acme.example", "v-own-event", 40),  # from the referrer's own browser
+            ("Globex", "g@globex.example", "v-1", 30),
+            ("Acme Inc.", "b@acme.example", "v-2", 20),  # the same company as the first
+            ("Hooli", "h@hooli.example", "v-3", 10),  # velocity: 4 in the hour
+        )
+    ]
+    return policy, burst
+
+
+def test_the_whole_screen_in_one_statement_gives_the_same_signals_and_evidence_as_each_check_alone(screened):
+    from referrals.fraud import referrer_visitor_ids, screen_rows
+
+    policy, burst = screened
+    expected = [
+        {FraudSignalCode.SELF_REFERRAL_VISITOR},
+        set(),
+        {FraudSignalCode.DUPLICATE_COMPANY},
+        {FraudSignalCode.VELOCITY},
+    ]
+    for index, referral in enumerate(burst):
+        together = {
+            signal.code: (signal.message, signal.evidence)
+            for signal in referral_fraud_signals(referral=referral, policy=policy)
+        }
+        assert together == _alone_with_own_visitors(referral, policy), index
+        assert set(together) == expected[index], index
+        own, _count, _earlier = screen_rows(referral=referral, policy=policy)
+        assert own == referrer_visitor_ids(referral=referral), index
+    own, count, _earlier = screen_rows(referral=burst[3], policy=policy)
+    assert sorted(visitor.visitor_id for visitor in own) == ["v-own-event", "v-own-graph", "v-own-signup"]
+    assert count == 4  # another workspace's rows never count
+
+
+def test_a_screen_without_breach_is_one_statement(screened):
+    policy, burst = screened
+    referral = burst[1]
+    referral.visitor_id = ""  # no visitor: the device check has no click to compare
+    with CaptureQueriesContext(connection) as captured:
+        signals = referral_fraud_signals(referral=referral, policy=policy)
+    assert signals == [] and len(captured.captured_queries) == 1
