@@ -1,6 +1,7 @@
 """A new referral's velocity and duplicate-company checks read in ONE statement (issue 15:
-``velocity_and_company_rows``; with the referrer's own visitors too, ``screen_rows``) give exactly the signals and evidence the two checks give with their own reads:
-for a referral that trips both, one, or neither; another workspace's and another program's rows never count."""
+``velocity_and_company_rows``; with the referrer's own visitors too, ``screen_rows``) give exactly the signals
+and evidence the checks give with their own reads: for a referral that trips both, one, or neither; another
+workspace's and another program's rows never count."""
 
 from __future__ import annotations
 
