@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
+from django.db import connection
 from django.db.models import Q, QuerySet
 
 from programs.models import Participant, ParticipantStatus, Program, ProgramStatus
@@ -28,7 +29,6 @@ from .models import (
     IdentityLink,
     Referral,
     ReferralLink,
-    Touchpoint,
     TouchpointKind,
 )
 
@@ -299,71 +299,90 @@ class TouchView:
         }
 
 
-def _clicks_of(tenant: Tenant | int, *, programs: list[int], visitor_ids, until: datetime) -> QuerySet:
-    return (
-        Click.objects.for_tenant(tenant)
-        .filter(program_id__in=programs, is_bot=False, visitor_id__in=visitor_ids, occurred_at__lte=until)
-        .select_related("participant", "link")
-        .order_by("occurred_at", "pk")
-    )
+# A person's clicks (src 0) and other touchpoints (src 1) in ONE statement (issue 15: attribution read them with
+# two), with what a sequence shows of each: the clicks of the programs by the visitor ids (bots excluded), the
+# touchpoints of the programs — or of no program and no participant — by visitor id, e-mail or customer id; all
+# up to ``until``. An empty list matches nothing. Each part on its indexes, as the two queries were.
+_TOUCH_ROWS_SQL = """
+SELECT 0 AS src, c.id, c.occurred_at, c.participant_id, p.name, c.program_id, c.visitor_id, '' AS email,
+       '' AS customer_external_id, 'click' AS kind, l.code AS label, c.channel
+  FROM referrals_click c
+  JOIN programs_participant p ON p.id = c.participant_id
+  JOIN referrals_referrallink l ON l.id = c.link_id
+ WHERE c.tenant_id = %(tenant)s AND c.program_id = ANY(%(programs)s) AND NOT c.is_bot
+   AND c.visitor_id = ANY(%(visitors)s) AND c.occurred_at <= %(until)s
+UNION ALL
+SELECT 1, t.id, t.occurred_at, t.participant_id, COALESCE(p.name, ''), t.program_id, t.visitor_id, t.email,
+       t.customer_external_id, t.kind, t.label, ''
+  FROM referrals_touchpoint t
+  LEFT JOIN programs_participant p ON p.id = t.participant_id
+ WHERE t.tenant_id = %(tenant)s AND t.occurred_at <= %(until)s
+   AND (t.visitor_id = ANY(%(visitors)s) OR t.email = ANY(%(emails)s)
+        OR t.customer_external_id = ANY(%(customers)s))
+   AND (t.program_id = ANY(%(programs)s) OR (t.program_id IS NULL AND t.participant_id IS NULL))
+"""
 
 
-def _touchpoints_of(tenant: Tenant | int, *, programs: list[int], identity: Q, until: datetime) -> QuerySet:
-    return (
-        Touchpoint.objects.for_tenant(tenant)
-        .filter(identity, occurred_at__lte=until)
-        .filter(Q(program_id__in=programs) | Q(program__isnull=True, participant__isnull=True))
-        .select_related("participant")
-        .order_by("occurred_at", "pk")
-    )
+@dataclass(frozen=True, slots=True)
+class _TouchRow:
+    src: int  # 0 a click, 1 a touchpoint
+    pk: int
+    occurred_at: datetime
+    participant_id: int | None
+    participant_name: str
+    program_id: int | None
+    visitor_id: str
+    email: str
+    customer_external_id: str
+    kind: str
+    label: str  # a click's link code; a touchpoint's label
+    channel: str
 
 
-def _identity_q(cluster: IdentityCluster) -> Q:
-    identity = Q()
-    if cluster.visitor_ids:
-        identity |= Q(visitor_id__in=cluster.visitor_ids)
-    if cluster.emails:
-        identity |= Q(email__in=cluster.emails)
-    if cluster.customer_ids:
-        identity |= Q(customer_external_id__in=cluster.customer_ids)
-    return identity
+_CHANNEL_LABELS = dict(Channel.choices)
 
 
-def _sequence(clicks, touchpoints) -> list[TouchView]:
+def _touch_rows(
+    tenant: Tenant | int, *, programs: list[int], visitor_ids, emails, customer_ids, until: datetime
+) -> list[_TouchRow]:
+    if not (visitor_ids or emails or customer_ids):
+        return []
+    params = {
+        "tenant": tenant if isinstance(tenant, int) else tenant.pk,
+        "programs": list(programs),
+        "visitors": sorted(visitor_ids),
+        "emails": sorted(emails),
+        "customers": sorted(customer_ids),
+        "until": until,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_TOUCH_ROWS_SQL, params)
+        return [_TouchRow(*row) for row in cursor.fetchall()]
+
+
+def _sequence(rows) -> list[TouchView]:
     """Clicks and touchpoints as one sequence: by time, clicks first on a tie, then by id."""
     views: list[tuple] = []
-    for click in clicks:
-        views.append(
-            (
-                click.occurred_at,
-                0,
-                click.pk,
-                TouchView(
-                    ref=f"click:{click.pk}",
-                    kind="click",
-                    participant_id=click.participant_id,
-                    participant_name=click.participant.name,
-                    occurred_at=click.occurred_at,
-                    detail=f"link {click.link.code} ({click.get_channel_display()}), visitor {click.visitor_id}",
-                ),
+    for row in rows:
+        if row.src == 0:
+            view = TouchView(
+                ref=f"click:{row.pk}",
+                kind="click",
+                participant_id=row.participant_id,
+                participant_name=row.participant_name,
+                occurred_at=row.occurred_at,
+                detail=f"link {row.label} ({_CHANNEL_LABELS.get(row.channel, row.channel)}), visitor {row.visitor_id}",
             )
-        )
-    for touchpoint in touchpoints:
-        views.append(
-            (
-                touchpoint.occurred_at,
-                1,
-                touchpoint.pk,
-                TouchView(
-                    ref=f"touchpoint:{touchpoint.pk}",
-                    kind=touchpoint.kind,
-                    participant_id=touchpoint.participant_id,
-                    participant_name=touchpoint.participant.name if touchpoint.participant else "",
-                    occurred_at=touchpoint.occurred_at,
-                    detail=touchpoint.label,
-                ),
+        else:
+            view = TouchView(
+                ref=f"touchpoint:{row.pk}",
+                kind=row.kind,
+                participant_id=row.participant_id,
+                participant_name=row.participant_name,
+                occurred_at=row.occurred_at,
+                detail=row.label,
             )
-        )
+        views.append((row.occurred_at, row.src, row.pk, view))
     views.sort(key=lambda item: item[:3])
     return [view for *_, view in views]
 
@@ -375,54 +394,56 @@ def touchpoint_sequence(
 
     Clicks come from referrals.Click (bots excluded) by visitor id; other touchpoints from
     Touchpoint rows by visitor id, e-mail or customer id. Ties in time are ordered clicks first,
-    then by id, so the sequence is deterministic.
+    then by id, so the sequence is deterministic. One statement (``_TOUCH_ROWS_SQL``).
     """
-    clicks = []
-    if cluster.visitor_ids:
-        clicks = _clicks_of(tenant, programs=[program.pk], visitor_ids=cluster.visitor_ids, until=until)
-    identity = _identity_q(cluster)
-    touchpoints = _touchpoints_of(tenant, programs=[program.pk], identity=identity, until=until) if identity else []
-    return _sequence(clicks, touchpoints)
+    return _sequence(
+        _touch_rows(
+            tenant,
+            programs=[program.pk],
+            visitor_ids=cluster.visitor_ids,
+            emails=cluster.emails,
+            customer_ids=cluster.customer_ids,
+            until=until,
+        )
+    )
 
 
 def touchpoint_sequences(
     tenant: Tenant | int, wanted: list[tuple[int, IdentityCluster, datetime]]
 ) -> list[list[TouchView]]:
     """``touchpoint_sequence`` for many people at once (a settlement chunk): ONE statement for the clicks
-    and one for the touchpoints of them all, each row then given to the people it belongs to by the same
-    conditions. ``wanted``: (program id, cluster, until) per person; the same sequences as one call each."""
+    and touchpoints of them all, each row then given to the people it belongs to by the same conditions.
+    ``wanted``: (program id, cluster, until) per person; the same sequences as one call each."""
     if not wanted:
         return []
-    programs = sorted({program_id for program_id, _cluster, _until in wanted})
-    latest = max(until for _program, _cluster, until in wanted)
-    visitors = set().union(*(cluster.visitor_ids for _program, cluster, _until in wanted))
-    identity = Q()
-    for _program, cluster, _until in wanted:
-        identity |= _identity_q(cluster)
-    clicks = list(_clicks_of(tenant, programs=programs, visitor_ids=visitors, until=latest)) if visitors else []
-    touchpoints = list(_touchpoints_of(tenant, programs=programs, identity=identity, until=latest)) if identity else []
+    rows = _touch_rows(
+        tenant,
+        programs=sorted({program_id for program_id, _cluster, _until in wanted}),
+        visitor_ids=set().union(*(cluster.visitor_ids for _program, cluster, _until in wanted)),
+        emails=set().union(*(cluster.emails for _program, cluster, _until in wanted)),
+        customer_ids=set().union(*(cluster.customer_ids for _program, cluster, _until in wanted)),
+        until=max(until for _program, _cluster, until in wanted),
+    )
     out = []
     for program_id, cluster, until in wanted:
-        own_clicks = [
-            click
-            for click in clicks
-            if click.program_id == program_id and click.visitor_id in cluster.visitor_ids and click.occurred_at <= until
-        ]
-        own_touchpoints = [
-            touchpoint
-            for touchpoint in touchpoints
-            if touchpoint.occurred_at <= until
+        own = [
+            row
+            for row in rows
+            if row.occurred_at <= until
             and (
-                touchpoint.program_id == program_id
-                or (touchpoint.program_id is None and touchpoint.participant_id is None)
-            )
-            and (
-                touchpoint.visitor_id in cluster.visitor_ids
-                or touchpoint.email in cluster.emails
-                or touchpoint.customer_external_id in cluster.customer_ids
+                (row.src == 0 and row.program_id == program_id and row.visitor_id in cluster.visitor_ids)
+                or (
+                    row.src == 1
+                    and (row.program_id == program_id or (row.program_id is None and row.participant_id is None))
+                    and (
+                        row.visitor_id in cluster.visitor_ids
+                        or row.email in cluster.emails
+                        or row.customer_external_id in cluster.customer_ids
+                    )
+                )
             )
         ]
-        out.append(_sequence(own_clicks, own_touchpoints))
+        out.append(_sequence(own))
     return out
 
 

@@ -120,6 +120,41 @@ def credit_view(credit):
     )
 
 
+def orm_sequence(tenant_id, program_id, cluster, until) -> list[dict]:
+    """A person's sequence as the two ORM queries read it before they became one statement (issue 15): the
+    specification ``touchpoint_sequence`` keeps."""
+    from django.db.models import Q
+
+    from referrals.models import Click, Touchpoint
+
+    views = []
+    clicks = Click.objects.filter(
+        tenant_id=tenant_id, program_id=program_id, is_bot=False, visitor_id__in=cluster.visitor_ids
+    ).filter(occurred_at__lte=until)
+    for click in clicks.select_related("participant", "link") if cluster.visitor_ids else []:
+        detail = f"link {click.link.code} ({click.get_channel_display()}), visitor {click.visitor_id}"
+        view = {"ref": f"click:{click.pk}", "kind": "click", "participant": click.participant_id}
+        view |= {"participant_name": click.participant.name, "at": click.occurred_at.isoformat(), "detail": detail}
+        views.append((click.occurred_at, 0, click.pk, view))
+    identity = Q()
+    for name, values in (
+        ("visitor_id", cluster.visitor_ids),
+        ("email", cluster.emails),
+        ("customer_external_id", cluster.customer_ids),
+    ):
+        if values:
+            identity |= Q(**{f"{name}__in": values})
+    touchpoints = Touchpoint.objects.filter(tenant_id=tenant_id, occurred_at__lte=until).filter(
+        Q(program_id=program_id) | Q(program__isnull=True, participant__isnull=True)
+    )
+    for touch in touchpoints.filter(identity).select_related("participant") if identity else []:
+        name = touch.participant.name if touch.participant else ""
+        view = {"ref": f"touchpoint:{touch.pk}", "kind": touch.kind, "participant": touch.participant_id}
+        view |= {"participant_name": name, "at": touch.occurred_at.isoformat(), "detail": touch.label}
+        views.append((touch.occurred_at, 1, touch.pk, view))
+    return [view for *_, view in sorted(views, key=lambda item: item[:3])]
+
+
 @pytest.mark.django_db
 @settings(
     max_examples=15,
@@ -145,6 +180,10 @@ def test_batched_clusters_sequences_and_credits_equal_one_call_each(world):
             for i, seed in enumerate(seeds)
         ]
         by_program = {r.program_id: r.program for r in referrals}
+        assert [
+            [t.as_json() for t in touchpoint_sequence(tenant.pk, program=by_program[p], cluster=c, until=u)]
+            for p, c, u in wanted
+        ] == [orm_sequence(tenant.pk, p, c, u) for p, c, u in wanted]
         assert [[t.as_json() for t in seq] for seq in touchpoint_sequences(tenant.pk, wanted)] == [
             [t.as_json() for t in touchpoint_sequence(tenant.pk, program=by_program[p], cluster=c, until=u)]
             for p, c, u in wanted
@@ -187,7 +226,8 @@ def test_a_chunk_of_credits_takes_a_few_statements_and_reads_only_its_tenant(wor
     assert [credit_view(c) for c in credits] == [credit_view(c) for c in expected]
     assert all(set(c.result.participant_exact) == {link.participant_id} for c in credits)
     assert len(batch.captured_queries) <= 6, [q["sql"][:120] for q in batch.captured_queries]
-    assert len(one_by_one.captured_queries) >= 3 * len(referrals)
+    # one by one: the identity walk and the touchpoints (one statement since issue 15's tenth session) each
+    assert len(one_by_one.captured_queries) >= 2 * len(referrals)
 
 
 def test_a_persons_referral_is_matched_by_customer_then_email_then_visitor_oldest_first(world):
