@@ -30,6 +30,7 @@ def attribution_run(
     referral: Referral | None = None,
     walked: IdentityCluster | None = None,
     first: bool = False,
+    insert_later: list | None = None,
 ) -> list[Attribution]:
     """(Re)compute the attribution of one event and store one row per credited participant.
 
@@ -52,6 +53,8 @@ def attribution_run(
     (rows are written only here, and an event goes back to ``received`` only from ``unattributed`` without a
     referral, whose rows this function deleted), so none is read and its rows are inserted in one statement;
     a row that did exist would be refused by the one-row-per-participant constraint, never doubled.
+    ``insert_later`` (with ``first``): the new rows are appended to this list, unsaved, for the caller to insert
+    with its next statement (conversion processing writes them with the event's outcome: ``outcome_write``).
     """
     if referral is None:
         # Lock first, read relations after: a locking SELECT that waited for another transaction
@@ -138,7 +141,9 @@ def attribution_run(
                 setattr(row, name, value)
             row.save(update_fields=list(values))
         rows.append(row)
-    if new_rows:
+    if new_rows and first and insert_later is not None:
+        insert_later.extend(new_rows)
+    elif new_rows:
         Attribution.objects.bulk_create(new_rows)  # one INSERT for every newly credited participant
     if existing:
         Attribution.objects.for_tenant(tenant).filter(pk__in=[row.pk for row in existing.values()]).delete()

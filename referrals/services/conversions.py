@@ -436,29 +436,72 @@ def _identifiers(event: ConversionEvent) -> list[str]:
 
 def _process_and_record(event: ConversionEvent, *, identities_locked: bool = False) -> ConversionEvent:
     """Process a locked, ``received`` event and save its outcome (the caller's transaction).
-    ``identities_locked``: the caller already holds the event's person lock (a chunk locks its people at once)."""
+    ``identities_locked``: the caller already holds the event's person lock (a chunk locks its people at once).
+    The attribution rows of a processed event are written by the same statement as its outcome, inside the
+    processing's savepoint (``_outcome_write``): nothing runs between the two, and a value the database refuses
+    undoes the processing and fails the event, as when the rows were inserted on their own."""
     actor = system_actor(event.tenant)
     notes: list[str] = []
+    rows: list[Attribution] = []
     try:
         with transaction.atomic():
             status, referral = _process_locked_event(
-                event=event, actor=actor, notes=notes, identities_locked=identities_locked
+                event=event, actor=actor, notes=notes, identities_locked=identities_locked, attribution_rows=rows
             )
+            if rows:
+                _outcome_set(event, status, referral, notes)
+                _outcome_write(event, rows)
     except ValidationError as exc:
-        status, referral = ConversionEventStatus.FAILED, None
+        status, referral, rows = ConversionEventStatus.FAILED, None, []
         notes.append("; ".join(f"{field}: {', '.join(messages)}" for field, messages in _error_items(exc)))
     except PERMANENT_ERRORS as exc:
         # A retry would fail the same way: the event is failed with the reason, never left ``received``.
         logger.exception("conversion event %s failed", event.pk)
-        status, referral = ConversionEventStatus.FAILED, None
+        status, referral, rows = ConversionEventStatus.FAILED, None, []
         notes.append(f"Processing failed ({type(exc).__name__}: {exc}). Correct the event and send it again.")
+    if not rows:
+        _outcome_set(event, status, referral, notes)
+        event.save(update_fields=list(_OUTCOME_FIELDS))
+    hooks.conversion_processed(event=event)
+    return event
+
+
+_OUTCOME_FIELDS = ("referral", "status", "error", "processed_at")
+
+
+def _outcome_set(event: ConversionEvent, status: str, referral: Referral | None, notes: list[str]) -> None:
     event.referral = referral
     event.status = status
     event.error = "\n".join(notes)
     event.processed_at = timezone.now()
-    event.save(update_fields=["referral", "status", "error", "processed_at"])
-    hooks.conversion_processed(event=event)
-    return event
+
+
+def _outcome_write(event: ConversionEvent, rows: list[Attribution]) -> None:
+    """Save the event's outcome and insert its new attribution rows in ONE statement (an UPDATE in a common
+    table expression of the rows' INSERT; issue 15)."""
+    quote = connection.ops.quote_name
+    meta = ConversionEvent._meta
+    outcome = [meta.get_field(name) for name in _OUTCOME_FIELDS]
+    assignments = ", ".join(f"{quote(field.column)} = %s" for field in outcome)
+    params = [field.get_db_prep_save(getattr(event, field.attname), connection) for field in outcome] + [event.pk]
+    row_meta = Attribution._meta
+    fields = [field for field in row_meta.concrete_fields if not field.primary_key]
+    values = []
+    for row in rows:
+        values.append(f"({', '.join(['%s'] * len(fields))})")
+        params += [field.get_db_prep_save(getattr(row, field.attname), connection) for field in fields]
+    # Identifiers come from the models' metadata and are quoted; every value is a parameter.
+    sql = (
+        f"WITH outcome AS (UPDATE {quote(meta.db_table)} SET {assignments} WHERE {quote('id')} = %s) "  # noqa: S608
+        f"INSERT INTO {quote(row_meta.db_table)} ({', '.join(quote(field.column) for field in fields)}) "
+        f"VALUES {', '.join(values)} RETURNING {quote('id')}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        ids = [pk for (pk,) in cursor.fetchall()]
+    for row, pk in zip(rows, ids, strict=True):
+        row.pk = pk
+        row._state.adding, row._state.db = False, connection.alias
 
 
 # Errors of the event's own data (a date or amount the code cannot compute with): processing it again
@@ -512,8 +555,15 @@ def _error_items(exc: ValidationError):
 
 
 def _process_locked_event(
-    *, event: ConversionEvent, actor: Actor, notes: list[str], identities_locked: bool = False
+    *,
+    event: ConversionEvent,
+    actor: Actor,
+    notes: list[str],
+    identities_locked: bool = False,
+    attribution_rows: list | None = None,
 ) -> tuple[str, Referral | None]:
+    """``attribution_rows``: the event's new attribution rows are left in this list for the caller to insert
+    (``_outcome_write``) instead of being inserted here."""
     tenant = event.tenant
     if not identities_locked:
         identity_lock(tenant=tenant, identifiers=_identifiers(event))
@@ -598,7 +648,9 @@ def _process_locked_event(
     referral = _keep_relations(moved, read=referral)
     # The event row is locked by the caller and its referral is saved with its outcome.
     event.referral = referral
-    attributions = attribution_run(event=event, referral=referral, walked=cluster, first=True)
+    attributions = attribution_run(
+        event=event, referral=referral, walked=cluster, first=True, insert_later=attribution_rows
+    )
     if not attributions:
         notes.append("No touchpoint of a participant within the cookie window: nothing to attribute.")
         return ConversionEventStatus.UNATTRIBUTED, referral

@@ -120,7 +120,11 @@ def test_a_first_processing_writes_its_credit_in_one_insert_and_reads_none(world
         event = services.conversion_event_process(event_id=event_id)
 
     assert event.status == "processed"
-    assert _attribution_statements(captured, "SELECT") == 0 and _attribution_statements(captured, "INSERT") == 1
+    inserts = [sql for sql in _statements(captured) if 'INSERT INTO "referrals_attribution"' in sql]
+    assert _attribution_statements(captured, "SELECT") == 0 and len(inserts) == 1
+    # ... written by the same statement as the event's outcome (issue 15), which is not saved on its own
+    assert inserts[0].startswith('WITH outcome AS (UPDATE "referrals_conversionevent"')
+    assert not any(sql.startswith('UPDATE "referrals_conversionevent"') for sql in _statements(captured))
     rows = list(Attribution.objects.filter(conversion_event=event).order_by("participant__name"))
     assert [(row.participant.name, str(row.share), row.amount_minor) for row in rows] == [
         ("Dana Whitfield", "0.500000", 4_500),
@@ -151,3 +155,33 @@ def test_an_event_processed_again_after_its_referral_appeared_is_credited_once(w
     assert list(Attribution.objects.filter(conversion_event=event).values_list("participant_id", "amount_minor")) == [
         (link.participant_id, 9_000)
     ]
+
+
+def test_a_credit_the_database_refuses_undoes_the_processing_and_fails_the_event(world):
+    """The rows and the outcome are one statement inside the processing's savepoint: a value PostgreSQL refuses
+    (here a trigger raising a data exception, SQLSTATE 22003) rolls back the referral the payment created and
+    fails the event with the reason — as when the rows were inserted on their own."""
+    from referrals.models import Referral
+
+    program = program_for(world.a, attribution_model="linear", cookie_window_days=30)
+    f.ProgramVersionFactory(program=program)
+    _dana, dana = referrer_with_link(program, code=f"dana{world.a.pk}")
+    click(dana, visitor_id="v-refused", at=NOW - timedelta(days=3))
+    event_id = _receive(world.a, external_event_id="pay-refused", customer_external_id="cus_r", visitor_id="v-refused")
+    from tests.app_role import as_table_owner
+
+    with as_table_owner(connection), connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE FUNCTION test_refuse_credit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "RAISE EXCEPTION 'credit refused' USING ERRCODE = 'numeric_value_out_of_range'; END $$; "
+            "CREATE TRIGGER test_refuse_credit BEFORE INSERT ON referrals_attribution "
+            "FOR EACH ROW EXECUTE FUNCTION test_refuse_credit()"
+        )
+
+    event = services.conversion_event_process(event_id=event_id)
+
+    assert event.status == "failed" and "DataError" in event.error and "credit refused" in event.error
+    stored = ConversionEvent.objects.get(pk=event_id)
+    assert (stored.status, stored.referral_id) == ("failed", None)
+    assert not Referral.objects.filter(tenant=world.a).exists()
+    assert not Attribution.objects.filter(conversion_event_id=event_id).exists()
