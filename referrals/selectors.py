@@ -95,20 +95,28 @@ def identity_nodes(*, visitor_ids=(), emails=(), customer_ids=()) -> set[tuple[s
     return nodes
 
 
-def identity_cluster(tenant: Tenant | int, *, visitor_ids=(), emails=(), customer_ids=()) -> IdentityCluster:
-    """The identifiers connected to the given ones in the tenant's identity graph (breadth first)."""
+def identity_cluster(
+    tenant: Tenant | int, *, visitor_ids=(), emails=(), customer_ids=(), first_level: list[tuple] | None = None
+) -> IdentityCluster:
+    """The identifiers connected to the given ones in the tenant's identity graph (breadth first).
+    ``first_level``: the links touching the given identifiers, already read (``identity_level_sql``, in the
+    statement that recorded the person's own links: ``referrals.services.identity_link_and_cluster``)."""
     seen = identity_nodes(visitor_ids=visitor_ids, emails=emails, customer_ids=customer_ids)
     seed = frozenset(seen)
     frontier = set(seen)
     truncated = False
     links = IdentityLink.objects.for_tenant(tenant)
-    for _ in range(IDENTITY_CLUSTER_MAX_DEPTH):
+    for depth in range(IDENTITY_CLUSTER_MAX_DEPTH):
         if not frontier:
             break
         found = set()
-        for a_kind, a_value, b_kind, b_value in links.filter(_links_touching(frontier)).values_list(
-            "a_kind", "a_value", "b_kind", "b_value"
-        )[: IDENTITY_CLUSTER_MAX_NODES * 4]:
+        if depth == 0 and first_level is not None:
+            rows = first_level
+        else:
+            rows = links.filter(_links_touching(frontier)).values_list("a_kind", "a_value", "b_kind", "b_value")[
+                : identity_level_limit()
+            ]
+        for a_kind, a_value, b_kind, b_value in rows:
             found.add((a_kind, a_value))
             found.add((b_kind, b_value))
         frontier = found - seen
@@ -117,6 +125,28 @@ def identity_cluster(tenant: Tenant | int, *, visitor_ids=(), emails=(), custome
             truncated = True
             break
     return _cluster_of(seen, truncated, seed=seed)
+
+
+def identity_level_sql(tenant_id: int, frontier: set[tuple[str, str]]) -> tuple[str, list]:
+    """The links touching ``frontier`` (one level of ``identity_cluster``'s walk, at most
+    ``identity_level_limit()`` rows) as SQL and parameters, to be run as part of another statement."""
+    by_kind: dict[str, list[str]] = {}
+    for kind, value in frontier:
+        by_kind.setdefault(kind, []).append(value)
+    conditions, params = [], [tenant_id]
+    for kind, values in sorted(by_kind.items()):
+        conditions.append("(a_kind = %s AND a_value = ANY(%s)) OR (b_kind = %s AND b_value = ANY(%s))")
+        params += [kind, sorted(values), kind, sorted(values)]
+    sql = (
+        "SELECT a_kind, a_value, b_kind, b_value FROM referrals_identitylink "  # noqa: S608 - no input in the text
+        f"WHERE tenant_id = %s AND ({' OR '.join(conditions)}) LIMIT {identity_level_limit():d}"
+    )
+    return sql, params
+
+
+def identity_level_limit() -> int:
+    """How many links one level of a walk reads at most."""
+    return IDENTITY_CLUSTER_MAX_NODES * 4
 
 
 def _cluster_of(seen: set[tuple[str, str]], truncated: bool, *, seed: frozenset = frozenset()) -> IdentityCluster:

@@ -31,7 +31,6 @@ from referrals.models import (
 )
 from referrals.selectors import (
     first_click_at,
-    identity_cluster,
     link_for_coupon,
     links_for_codes_read_ahead,
     normalize_email,
@@ -40,7 +39,7 @@ from referrals.selectors import (
 )
 
 from .attribution import attribution_run
-from .identity import identity_link, identity_lock, identity_lock_many, touchpoint_record
+from .identity import identity_link_and_cluster, identity_lock, identity_lock_many, touchpoint_record
 from .signups import (
     claim_touchpoint_record,
     claimed_link,
@@ -567,15 +566,12 @@ def _process_locked_event(
     tenant = event.tenant
     if not identities_locked:
         identity_lock(tenant=tenant, identifiers=_identifiers(event))
-    identity_link(
+    cluster = identity_link_and_cluster(  # the person's links recorded and their walk started: one statement
         tenant=tenant,
         source=f"conversion:{event.kind}",
         visitor_id=event.visitor_id,
         email=event.email,
         customer_external_id=event.customer_external_id,
-    )
-    cluster = identity_cluster(
-        tenant, visitor_ids=[event.visitor_id], emails=[event.email], customer_ids=[event.customer_external_id]
     )
     # The link the event's code names is read once (matching and the code's touchpoint both use it).
     named = code_link(tenant=tenant, referral_code=event.referral_code, coupon_code=event.coupon_code)

@@ -6,6 +6,7 @@ from datetime import datetime
 
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
+from django.utils import timezone
 
 from programs.models import Participant, ParticipantStatus, Program
 from referral_platform.tenancy.models import Tenant
@@ -17,6 +18,10 @@ from referrals.models import (
     TouchpointKind,
 )
 from referrals.selectors import (
+    IdentityCluster,
+    identity_cluster,
+    identity_level_limit,
+    identity_level_sql,
     identity_nodes,
     link_for_code,
     normalize_email,
@@ -38,6 +43,38 @@ def identity_link(
     if edges:
         IdentityLink.objects.bulk_create(edges, ignore_conflicts=True)
     return len(nodes)
+
+
+def identity_link_and_cluster(
+    *, tenant: Tenant, source: str, visitor_id: str = "", email: str = "", customer_external_id: str = ""
+) -> IdentityCluster:
+    """``identity_link`` of the identifiers, then their ``identity_cluster`` — the links recorded and the walk's
+    first level read by ONE statement (issue 15: conversion processing did both for every event).
+
+    That statement's read does not see the links it inserts (one snapshot), and need not: they join only the
+    identifiers the walk starts from, which it holds already, so they add nothing to the level. Only a level
+    read cut at its limit might have been a different subset with them: then the level is read again, seeing
+    them, exactly as the walk alone reads it."""
+    nodes = sorted(identity_nodes(visitor_ids=[visitor_id], emails=[email], customer_ids=[customer_external_id]))
+    seed = {"visitor_ids": [visitor_id], "emails": [email], "customer_ids": [customer_external_id]}
+    edges = [(a[0], a[1][:254], b[0], b[1][:254]) for index, a in enumerate(nodes) for b in nodes[index + 1 :]]
+    if not edges:
+        return identity_cluster(tenant, **seed)
+    read_sql, read_params = identity_level_sql(tenant.pk, set(nodes))
+    now = timezone.now()
+    values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s)"] * len(edges))
+    params = [item for edge in edges for item in (tenant.pk, *edge, source[:40], now)]
+    sql = (
+        "WITH new_links AS (INSERT INTO referrals_identitylink "  # noqa: S608 - no input in the SQL's text
+        "(tenant_id, a_kind, a_value, b_kind, b_value, source, created_at) "
+        f"VALUES {values} ON CONFLICT DO NOTHING) {read_sql}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params + read_params)
+        first_level = cursor.fetchall()
+    if len(first_level) >= identity_level_limit():
+        first_level = None  # cut at its limit: read it again, seeing the new links, as the walk alone does
+    return identity_cluster(tenant, **seed, first_level=first_level)
 
 
 @transaction.atomic

@@ -32,7 +32,11 @@ def _statements(captured):
 
 
 def _identity_walks(captured) -> int:
-    return sum(sql.startswith('SELECT "referrals_identitylink".') for sql in _statements(captured))
+    """Levels of identity walks read (the event's first level travels with its links' INSERT: issue 15)."""
+    return sum(
+        sql.startswith(('SELECT "referrals_identitylink".', "WITH new_links AS (INSERT INTO referrals_identitylink"))
+        for sql in _statements(captured)
+    )
 
 
 def _program(tenant):
