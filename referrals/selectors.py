@@ -13,7 +13,7 @@ from django.conf import settings
 from django.db import connection
 from django.db.models import Q, QuerySet
 
-from programs.models import Participant, ParticipantStatus, Program, ProgramStatus
+from programs.models import Participant, ParticipantStatus, Program, ProgramStatus, ProgramVersion
 from programs.services import judging_rules
 from referral_platform.money import format_amount
 from referral_platform.tenancy import memo, rls
@@ -600,35 +600,99 @@ def referral_for_identity(
     tenant: Tenant | int, *, cluster: IdentityCluster, program: Program | None = None
 ) -> Referral | None:
     """The person's referral: matched by customer id, then e-mail, then visitor id; in ``program``
-    when given. Among several, the oldest wins (the first referrer of record)."""
-    # One statement for the three identifiers; the precedence is applied to its rows, oldest first.
+    when given. Among several, the oldest wins (the first referrer of record). Returned with its program,
+    referrer and rule version."""
+    # One statement for the three identifiers, hand-written (issue 15: conversion processing asks it for every
+    # event, and building the ORM's query with its three joined models cost more than running it); the
+    # precedence is applied to its rows, oldest first.
     matches = (
         ("referred_external_id", cluster.customer_ids),
         ("referred_email", cluster.emails),
         ("visitor_id", cluster.visitor_ids),
     )
-    condition = Q()
-    for name, values in matches:
-        if values:
-            condition |= Q(**{f"{name}__in": values})
-    if not condition:
+    if not any(values for _name, values in matches):
         return None
-    referrals = Referral.objects.for_tenant(tenant).select_related("program", "referrer", "rule_version")
-    if program is not None:
-        referrals = referrals.filter(program=program)
-    candidates = list(referrals.filter(condition).order_by("created_at", "pk")[:REFERRAL_MATCH_CANDIDATES])
+    candidates = _referral_candidates(tenant, program, [(name, values) for name, values in matches if values])
     if len(candidates) == REFERRAL_MATCH_CANDIDATES:  # a person with that many referrals: one query per identifier
         for name, values in matches:
             if values:
-                referral = referrals.filter(**{f"{name}__in": values}).order_by("created_at", "pk").first()
-                if referral is not None:
-                    return referral
+                found = _referral_candidates(tenant, program, [(name, values)], limit=1)
+                if found:
+                    return found[0]
         return None
     for name, values in matches:
         for referral in candidates:
             if getattr(referral, name) in values:
                 return referral
     return None
+
+
+# The referral with the three models ``referral_for_identity`` returns with it, in one row (the ORM's
+# ``select_related("program", "referrer", "rule_version")``): each model's columns in its field order.
+_JOINED = (
+    (Referral, "r", "", ""),
+    (Program, "p", "JOIN", "r.program_id"),
+    (Participant, "pa", "JOIN", "r.referrer_id"),
+    (ProgramVersion, "v", "LEFT JOIN", "r.rule_version_id"),
+)
+
+
+def _referral_candidates(
+    tenant: Tenant | int, program: Program | None, matches: list[tuple[str, object]], *, limit: int | None = None
+) -> list[Referral]:
+    quote = connection.ops.quote_name
+    columns = ", ".join(
+        f"{alias}.{quote(field.column)}"
+        for model, alias, _join, _on in _JOINED
+        for field in model._meta.concrete_fields
+    )
+    joins = " ".join(
+        f"{join} {quote(model._meta.db_table)} {alias} ON {alias}.id = {on}"
+        for model, alias, join, on in _JOINED
+        if join
+    )
+    params: list = [tenant if isinstance(tenant, int) else tenant.pk]
+    where = "r.tenant_id = %s"
+    if program is not None:
+        where += " AND r.program_id = %s"
+        params.append(program.pk)
+    ors = []
+    for name, values in matches:
+        ors.append(f"r.{quote(Referral._meta.get_field(name).column)} = ANY(%s)")
+        params.append(sorted(values))
+    # Identifiers and aliases come from the models' metadata; every value is a parameter.
+    sql = (
+        f"SELECT {columns} FROM {quote(Referral._meta.db_table)} r {joins} "  # noqa: S608
+        f"WHERE {where} AND ({' OR '.join(ors)}) "
+        f"ORDER BY r.created_at, r.id LIMIT {limit or REFERRAL_MATCH_CANDIDATES:d}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    out = []
+    for row in rows:
+        objects, start = [], 0
+        for model, _alias, _join, _on in _JOINED:
+            objects.append(_model_from_row(model, row, start))
+            start += len(model._meta.concrete_fields)
+        referral = objects[0]
+        for name, value in zip(("program", "referrer", "rule_version"), objects[1:], strict=True):
+            Referral._meta.get_field(name).set_cached_value(referral, value)
+        out.append(referral)
+    return out
+
+
+def _model_from_row(model, row: tuple, start: int):
+    """The instance whose concrete fields are ``row[start:]`` (None for a LEFT JOIN that found nothing), the
+    fields' own conversions from the database applied (a JSON column arrives as text), as the ORM loads it."""
+    columns = model._meta.concrete_fields
+    values = list(row[start : start + len(columns)])
+    if values[[column.primary_key for column in columns].index(True)] is None:
+        return None
+    for index, column in enumerate(columns):
+        if values[index] is not None and hasattr(column, "from_db_value"):
+            values[index] = column.from_db_value(values[index], None, connection)
+    return model.from_db(connection.alias, [column.attname for column in columns], values)
 
 
 def latest_credited_click(tenant: Tenant | int, *, cluster: IdentityCluster, until: datetime) -> Click | None:

@@ -260,3 +260,44 @@ def test_a_persons_referral_is_matched_by_customer_then_email_then_visitor_oldes
     assert by_email_later.pk > by_email.pk
     # Tenant B's referral with the same customer id and e-mail was never matched for A (above); B finds its own.
     assert referral_for_identity(world.b, cluster=cluster).tenant_id == world.b.pk
+
+
+def _loaded(instance) -> dict:
+    """Every concrete field as loaded (JSON columns as Python values), for comparing two loads of a row."""
+    return {field.attname: getattr(instance, field.attname) for field in type(instance)._meta.concrete_fields}
+
+
+def test_the_matched_referral_is_loaded_as_the_orm_loads_it_with_its_program_referrer_and_version(world):
+    """``referral_for_identity`` reads its row by hand (one statement, issue 15): the referral and the three
+    models it carries have every field the ORM's ``select_related`` gives them — JSON columns parsed, a missing
+    rule version None — and reading them again costs nothing."""
+    program = f.ProgramFactory(tenant=world.a)
+    referrer = f.ParticipantFactory(program=program)
+    versioned = f.ReferralFactory(
+        program=program,
+        referrer=referrer,
+        referred_email="json@x.example",
+        qualification={"budget": "yes", "seats": 12},
+        rule_version=f.ProgramVersionFactory(program=program),
+    )
+    unversioned = f.ReferralFactory(program=program, referrer=referrer, referred_external_id="cus-json")
+    for referral, cluster in (
+        (versioned, identity_cluster(world.a, emails=["json@x.example"])),
+        (unversioned, identity_cluster(world.a, customer_ids=["cus-json"])),
+    ):
+        expected = Referral.objects.select_related("program", "referrer", "rule_version").get(pk=referral.pk)
+        with CaptureQueriesContext(connection) as captured:
+            found = referral_for_identity(world.a, cluster=cluster)
+            related = (found.program, found.referrer, found.rule_version)
+        assert len(captured.captured_queries) == 1
+        assert _loaded(found) == _loaded(expected)
+        assert [_loaded(item) if item else None for item in related] == [
+            _loaded(item) if item else None for item in (expected.program, expected.referrer, expected.rule_version)
+        ]
+    assert found.rule_version is None and versioned.qualification == {"budget": "yes", "seats": 12}
+    assert referral_for_identity(
+        world.a, cluster=identity_cluster(world.a, emails=["json@x.example"])
+    ).qualification == {
+        "budget": "yes",
+        "seats": 12,
+    }
