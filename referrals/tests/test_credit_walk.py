@@ -145,6 +145,9 @@ def test_an_event_processed_again_after_its_referral_appeared_is_credited_once(w
     # The payment arrives before the sign-up that makes its referral: unattributed, then queued again.
     event_id = _receive(world.a, external_event_id="pay-5", customer_external_id="cus_late", occurred_at=NOW)
     assert services.conversion_event_process(event_id=event_id).status == "unattributed"
+    # Another workspace's unattributed payment of the same customer id is never queued again by A's referral.
+    theirs = _receive(world.b, external_event_id="pay-5", customer_external_id="cus_late", occurred_at=NOW)
+    assert services.conversion_event_process(event_id=theirs).status == "unattributed"
     services.signup_record(
         tenant=world.a,
         email="late@later.example",
@@ -154,6 +157,8 @@ def test_an_event_processed_again_after_its_referral_appeared_is_credited_once(w
         actor="test",
     )
     assert ConversionEvent.objects.get(pk=event_id).status == "received"
+    assert ConversionEvent.objects.get(pk=event_id).error.startswith("Processed again: referral #")
+    assert ConversionEvent.objects.get(pk=theirs).status == "unattributed"
     event = services.conversion_event_process(event_id=event_id)
     assert event.status == "processed"
     assert list(Attribution.objects.filter(conversion_event=event).values_list("participant_id", "amount_minor")) == [
