@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import copy
 import io
 from collections import defaultdict
@@ -417,6 +419,32 @@ def _sequence(rows) -> list[TouchView]:
     return [view for *_, view in views]
 
 
+# One event's processing reads a person's sequence up to twice with the same question (the link its clicks
+# establish the referral through, then the credit) and asks for their first click in between: inside
+# ``sequences_remembered`` a sequence read once answers again, until a touchpoint is recorded
+# (``touchpoint_record`` calls ``sequences_forget``). Clicks are never written by that processing.
+_sequences: contextvars.ContextVar[dict | None] = contextvars.ContextVar("touch_sequences", default=None)
+
+
+@contextlib.contextmanager
+def sequences_remembered():
+    token = _sequences.set({})
+    try:
+        yield
+    finally:
+        _sequences.reset(token)
+
+
+def sequences_forget() -> None:
+    remembered = _sequences.get()
+    if remembered:
+        remembered.clear()
+
+
+def _sequence_key(tenant: Tenant | int, program_id: int, cluster: IdentityCluster) -> tuple:
+    return (tenant if isinstance(tenant, int) else tenant.pk, program_id, frozenset(cluster.nodes()))
+
+
 def touchpoint_sequence(
     tenant: Tenant | int, *, program: Program, cluster: IdentityCluster, until: datetime
 ) -> list[TouchView]:
@@ -424,9 +452,14 @@ def touchpoint_sequence(
 
     Clicks come from referrals.Click (bots excluded) by visitor id; other touchpoints from
     Touchpoint rows by visitor id, e-mail or customer id. Ties in time are ordered clicks first,
-    then by id, so the sequence is deterministic. One statement (``_TOUCH_ROWS_SQL``).
+    then by id, so the sequence is deterministic. One statement (``_TOUCH_ROWS_SQL``), or none when the same
+    sequence was read already inside ``sequences_remembered``.
     """
-    return _sequence(
+    remembered = _sequences.get()
+    key = (*_sequence_key(tenant, program.pk, cluster), until)
+    if remembered is not None and key in remembered:
+        return list(remembered[key])
+    sequence = _sequence(
         _touch_rows(
             tenant,
             programs=[program.pk],
@@ -436,6 +469,9 @@ def touchpoint_sequence(
             until=until,
         )
     )
+    if remembered is not None:
+        remembered[key] = list(sequence)
+    return sequence
 
 
 def touchpoint_sequences(
@@ -710,8 +746,17 @@ def latest_credited_click(tenant: Tenant | int, *, cluster: IdentityCluster, unt
 
 
 def first_click_at(tenant: Tenant | int, *, program: Program, cluster: IdentityCluster) -> datetime | None:
+    """The person's earliest counted click in ``program``. A remembered sequence of theirs in the program
+    (``sequences_remembered``) that holds a click answers it: every click up to its moment is in it, and any
+    click it lacks is later."""
     if not cluster.visitor_ids:
         return None
+    remembered = _sequences.get() or {}
+    wanted = _sequence_key(tenant, program.pk, cluster)
+    for key, sequence in remembered.items():
+        clicks = [touch.occurred_at for touch in sequence if touch.kind == "click"]
+        if key[:3] == wanted and clicks:
+            return min(clicks)
     click = (
         Click.objects.for_tenant(tenant)
         .filter(program=program, visitor_id__in=cluster.visitor_ids, is_bot=False)

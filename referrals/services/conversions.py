@@ -36,6 +36,7 @@ from referrals.selectors import (
     normalize_email,
     normalize_identifier,
     referral_for_identity,
+    sequences_remembered,
 )
 
 from .attribution import attribution_run
@@ -443,7 +444,7 @@ def _process_and_record(event: ConversionEvent, *, identities_locked: bool = Fal
     notes: list[str] = []
     rows: list[Attribution] = []
     try:
-        with transaction.atomic():
+        with transaction.atomic(), sequences_remembered():  # a person's sequence read once per event
             status, referral = _process_locked_event(
                 event=event, actor=actor, notes=notes, identities_locked=identities_locked, attribution_rows=rows
             )

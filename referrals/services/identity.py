@@ -26,6 +26,7 @@ from referrals.selectors import (
     link_for_code,
     normalize_email,
     normalize_identifier,
+    sequences_forget,
 )
 
 
@@ -99,8 +100,10 @@ def touchpoint_record(
 
     A touchpoint with a participant takes attribution credit in the participant's program.
     ``want_row=False`` (with a ``dedupe_key``): the caller does not need the row; it is inserted unless
-    the key exists (one statement, ``ON CONFLICT DO NOTHING``) and None is returned.
+    the key exists (one statement, ``ON CONFLICT DO NOTHING``) and None is returned. Sequences remembered by
+    the processing that records it are forgotten (``sequences_remembered``).
     """
+    sequences_forget()
     if kind not in TouchpointKind.values:
         raise ValidationError({"kind": f"Unknown touchpoint kind {kind!r}."})
     if participant is not None:

@@ -194,3 +194,57 @@ def test_a_credit_the_database_refuses_undoes_the_processing_and_fails_the_event
     assert (stored.status, stored.referral_id) == ("failed", None)
     assert not Referral.objects.filter(tenant=world.a).exists()
     assert not Attribution.objects.filter(conversion_event_id=event_id).exists()
+
+
+def test_a_payment_matched_by_clicks_reads_the_persons_sequence_once(world):
+    """The link the clicks establish the referral through, its first click and its credit all come from ONE
+    read of the person's clicks and touchpoints (``sequences_remembered``, issue 15) — the same referral and
+    credit as reading afresh; a code the payment carries is recorded first and is in the credit's sequence."""
+    from referrals.models import Referral
+    from referrals.selectors import referral_credit
+
+    program = program_for(world.a, attribution_model="linear", cookie_window_days=30)
+    f.ProgramVersionFactory(program=program)
+    _dana, dana = referrer_with_link(program, code=f"dana{world.a.pk}")
+    _ravi, ravi = referrer_with_link(program, name="Ravi Menon", company="Contoso", code=f"ravi{world.a.pk}")
+    click(dana, visitor_id="v-seq", at=NOW - timedelta(days=4))
+    click(ravi, visitor_id="v-seq", at=NOW - timedelta(days=1))
+    click(ravi, visitor_id="v-seq", at=NOW + timedelta(days=1))  # after the payment: never counted
+    event_id = _receive(world.a, external_event_id="pay-seq", customer_external_id="cus_seq", visitor_id="v-seq")
+
+    with CaptureQueriesContext(connection) as captured:
+        event = services.conversion_event_process(event_id=event_id)
+
+    reads = [sql for sql in _statements(captured) if "FROM referrals_click c" in sql or '"referrals_click"' in sql]
+    assert event.status == "processed"
+    referral = Referral.objects.get(pk=event.referral_id)
+    assert referral.clicked_at == NOW - timedelta(days=4)  # the first click, answered from the sequence
+    fresh = referral_credit(referral)
+    rows = {row.participant_id: row.touchpoints for row in Attribution.objects.filter(conversion_event=event)}
+    assert sorted(rows) == sorted(fresh.result.participant_exact)
+    assert len(rows[dana.participant_id]) == 1 and len(rows[ravi.participant_id]) == 1
+    # one sequence read for the link; the latest click read by link_by_model; no first-click read, no second sequence
+    assert sum("FROM referrals_click c" in sql for sql in reads) == 1
+    assert not any(sql.startswith('SELECT "referrals_click"."occurred_at"') for sql in reads)
+
+    # A coupon recorded after the link was found forgets the remembered sequence: the credit's evidence has it.
+    click(dana, visitor_id="v-cp", at=NOW - timedelta(days=2))
+    coupon_event = _receive(
+        world.a, external_event_id="pay-coupon", customer_external_id="cus_cp", visitor_id="v-cp", coupon_code="SPRING"
+    )
+    event = services.conversion_event_process(event_id=coupon_event)
+    evidence = Attribution.objects.filter(conversion_event=event).first().evidence
+    assert [touch["kind"] for touch in evidence["uncredited"]] == ["coupon_code"]
+
+    # A payment with a code: its touchpoint is recorded, so the credit reads the sequence again and counts it.
+    code_event = _receive(
+        world.a,
+        external_event_id="pay-code",
+        customer_external_id="cus_code",
+        visitor_id="v-code",
+        referral_code=dana.code,
+    )
+    event = services.conversion_event_process(event_id=code_event)
+    (row,) = Attribution.objects.filter(conversion_event=event)
+    assert row.participant_id == dana.participant_id
+    assert [touch["kind"] for touch in row.touchpoints] == ["referral_code"]
