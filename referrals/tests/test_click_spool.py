@@ -47,10 +47,6 @@ def stream_clicks(redis_client) -> list[str]:
     return stream_click_keys(redis_client)
 
 
-def evalsha_calls(redis_client) -> int:
-    return redis_client.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
-
-
 def spooled_lines(directory: Path) -> int:
     return sum(path.read_bytes().count(b"\n") for path in directory.glob("*.spool"))
 
@@ -77,13 +73,14 @@ def test_a_link_seen_once_is_answered_from_memory_with_its_click_spooled_then_sh
 ):
     first = redirect(live_link)  # the round trip: entry read from Postgres, cached, click in the stream
     assert len(stream_clicks(redis_client)) == 1
-    calls = evalsha_calls(redis_client)
     before = time.time()
 
     with CaptureQueriesContext(connection) as queries:
         answers = [redirect(live_link, query="utm_source=mail") for _ in range(3)]
 
-    assert len(queries) == 0 and evalsha_calls(redis_client) == calls, "the fast path made a round trip"
+    # No round trip: the redirect's script would have put each click in the stream (Redis's own command
+    # counters are the server's, shared with the suite's other processes, so they cannot tell).
+    assert len(queries) == 0
     assert all(answer.split("vid=")[0] == first.split("vid=")[0] for answer in answers)
     assert len(stream_clicks(redis_client)) == 1 and spooled_lines(spool_dir) == 3, "the clicks are in the spool"
 
@@ -319,13 +316,16 @@ def test_an_entry_not_confirmed_for_twice_the_interval_is_never_used(live_link, 
     settings.REFERRAL_LINK_LOCAL_SECONDS = 0.05
     redirect(live_link)
     assert click_spool.local_entry(live_link.code) is not None
-    calls = evalsha_calls(redis_client)
+    in_stream, spooled = len(stream_clicks(redis_client)), spooled_lines(spool_dir)
 
     time.sleep(0.15)  # the shipper thread is idle: nothing confirms the entry
 
     assert click_spool.local_entry(live_link.code) is None
     redirect(live_link)
-    assert evalsha_calls(redis_client) == calls + 1, "a stale entry must take the round trip"
+    # the round trip's script put the click in the stream; nothing was spooled
+    assert (len(stream_clicks(redis_client)), spooled_lines(spool_dir)) == (in_stream + 1, spooled), (
+        "a stale entry must take the round trip"
+    )
 
 
 @pytest.mark.django_db(transaction=True)
