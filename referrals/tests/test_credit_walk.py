@@ -111,11 +111,17 @@ def _attribution_statements(captured, verb: str) -> int:
     )
 
 
-def test_a_first_processing_writes_its_credit_in_one_insert_and_reads_none(world):
-    program = program_for(world.a, attribution_model="linear", cookie_window_days=30)
+def _two_referrers(tenant):
+    """A linear program (30-day window, a rule version) with Dana's and Ravi's links."""
+    program = program_for(tenant, attribution_model="linear", cookie_window_days=30)
     f.ProgramVersionFactory(program=program)
-    _dana, dana = referrer_with_link(program, code=f"dana{world.a.pk}")
-    _ravi, ravi = referrer_with_link(program, name="Ravi Menon", company="Contoso", code=f"ravi{world.a.pk}")
+    _dana, dana = referrer_with_link(program, code=f"dana{tenant.pk}")
+    _ravi, ravi = referrer_with_link(program, name="Ravi Menon", company="Contoso", code=f"ravi{tenant.pk}")
+    return dana, ravi
+
+
+def test_a_first_processing_writes_its_credit_in_one_insert_and_reads_none(world):
+    dana, ravi = _two_referrers(world.a)
     click(dana, visitor_id="v-two", at=NOW - timedelta(days=3))
     click(ravi, visitor_id="v-two", at=NOW - timedelta(days=2))
     event_id = _receive(world.a, external_event_id="pay-4", customer_external_id="cus_two", visitor_id="v-two")
@@ -172,9 +178,7 @@ def test_a_credit_the_database_refuses_undoes_the_processing_and_fails_the_event
     fails the event with the reason — as when the rows were inserted on their own."""
     from referrals.models import Referral
 
-    program = program_for(world.a, attribution_model="linear", cookie_window_days=30)
-    f.ProgramVersionFactory(program=program)
-    _dana, dana = referrer_with_link(program, code=f"dana{world.a.pk}")
+    dana, _ravi = _two_referrers(world.a)
     click(dana, visitor_id="v-refused", at=NOW - timedelta(days=3))
     event_id = _receive(world.a, external_event_id="pay-refused", customer_external_id="cus_r", visitor_id="v-refused")
     from tests.app_role import as_table_owner
@@ -203,10 +207,7 @@ def test_a_payment_matched_by_clicks_reads_the_persons_sequence_once(world):
     from referrals.models import Referral
     from referrals.selectors import referral_credit
 
-    program = program_for(world.a, attribution_model="linear", cookie_window_days=30)
-    f.ProgramVersionFactory(program=program)
-    _dana, dana = referrer_with_link(program, code=f"dana{world.a.pk}")
-    _ravi, ravi = referrer_with_link(program, name="Ravi Menon", company="Contoso", code=f"ravi{world.a.pk}")
+    dana, ravi = _two_referrers(world.a)
     click(dana, visitor_id="v-seq", at=NOW - timedelta(days=4))
     click(ravi, visitor_id="v-seq", at=NOW - timedelta(days=1))
     click(ravi, visitor_id="v-seq", at=NOW + timedelta(days=1))  # after the payment: never counted

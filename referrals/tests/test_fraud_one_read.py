@@ -71,6 +71,14 @@ def _alone(referral, policy):
     return {signal.code: (signal.message, signal.evidence) for signal in signals if signal is not None}
 
 
+def _screened(referral, policy) -> dict:
+    """The policy's screen (its one-statement reads) as {code: (message, evidence)}."""
+    return {
+        signal.code: (signal.message, signal.evidence)
+        for signal in referral_fraud_signals(referral=referral, policy=policy)
+    }
+
+
 def test_one_read_gives_the_same_signals_and_evidence_as_the_two_checks_alone(scene):
     policy, burst = scene
     expected = {
@@ -81,10 +89,7 @@ def test_one_read_gives_the_same_signals_and_evidence_as_the_two_checks_alone(sc
         4: {FraudSignalCode.VELOCITY, FraudSignalCode.DUPLICATE_COMPANY},
     }
     for index, referral in enumerate(burst):
-        together = {
-            signal.code: (signal.message, signal.evidence)
-            for signal in referral_fraud_signals(referral=referral, policy=policy)
-        }
+        together = _screened(referral, policy)
         assert together == _alone(referral, policy), index
         assert set(together) == expected[index], index
     velocity = referral_fraud_signals(referral=burst[4], policy=policy)[0]
@@ -175,10 +180,7 @@ def test_the_whole_screen_in_one_statement_gives_the_same_signals_and_evidence_a
         {FraudSignalCode.VELOCITY},
     ]
     for index, referral in enumerate(burst):
-        together = {
-            signal.code: (signal.message, signal.evidence)
-            for signal in referral_fraud_signals(referral=referral, policy=policy)
-        }
+        together = _screened(referral, policy)
         assert together == _alone_with_own_visitors(referral, policy), index
         assert set(together) == expected[index], index
         own, _count, _earlier = screen_rows(referral=referral, policy=policy)
