@@ -410,6 +410,22 @@ def message_reward_reduced(
 ) -> ParticipantMessage | None:
     """A refund or cancellation shrank, withdrew or clawed back a reward (one message per new total)."""
     return participant_message_send(
+        **vars(
+            reward_reduced_spec(
+                reward=reward,
+                reduced_by_minor=reduced_by_minor,
+                total_reduction_minor=total_reduction_minor,
+                reason=reason,
+            )
+        )
+    )
+
+
+def reward_reduced_spec(
+    *, reward: Reward, reduced_by_minor: int, total_reduction_minor: int, reason: str = "refund"
+) -> MessageSpec:
+    """The message of ``message_reward_reduced`` (a set-based settlement sends many at once)."""
+    return MessageSpec(
         participant=reward.participant,
         kind=MessageKind.REWARD_REDUCED,
         related_key=f"reward:{reward.pk}:reduce-to:{total_reduction_minor}",

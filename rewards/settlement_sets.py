@@ -14,13 +14,19 @@ decisions
     per-referral path runs, answered from those sets (``BatchReads``); a reward created for an earlier
     referral of the chunk counts at once for the later ones' caps and tiers;
 writes, each ONE statement for the whole chunk
-    the rewards, their audit rows, the ledger's accrual transactions and their entries (and the ledger
-    accounts used for the first time), the participant messages, the evaluation rows.
+    the rewards, the reductions (one guarded UPDATE), their audit rows, the ledger's accrual and reversal
+    transactions and their entries (and the ledger accounts used for the first time), the participant
+    messages, the evaluation rows.
 
-Only what a settlement can decide by CREATING rewards is settled here: a referral whose settlement must
-withdraw, correct, reduce (refunds, the cancellation policy) or re-describe an existing reward, or whose
-new reward ``reward_create`` would refuse, is returned in ``left`` and settled by the per-referral path
-(``referral_rewards_settle``), unchanged. So every guarantee of docs/ledger.md holds as it did: the
+What a settlement decides by CREATING rewards, re-describing matching ones and REDUCING live, unpaid
+rewards for a partial refund (``_reduction_of``: a reversal from pending / payable that leaves the reward
+live, as ``reward_reduce_for_refund`` writes it) is settled here. A referral whose settlement must withdraw,
+correct, claw back or reverse a reward whole (a full refund, the cancellation policy, a paid reward), or
+whose new reward ``reward_create`` would refuse, is returned in ``left`` and settled by the per-referral
+path (``referral_rewards_settle``), unchanged. A reward the chunk reduces is written only if it is still as
+the chunk read it (same status, reductions and no payout; another transaction may approve or pay a reward
+without the referral's lock): otherwise the whole chunk is rolled back and left to that path, which locks
+each reward. So every guarantee of docs/ledger.md holds as it did: the
 referral and participant locks are the same, the slot and source keys are the same (one current reward
 per slot, unique source keys), the ledger's idempotency keys and triggers are the same, and what a
 referral earns is computed by the same function from the same set of events.
@@ -36,10 +42,11 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Iterable
+from copy import copy
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from django.db import IntegrityError, OperationalError, transaction
+from django.db import IntegrityError, OperationalError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -48,6 +55,7 @@ from programs.models import Participant
 from programs.services import referred_company_row
 from referral_platform.celery import enqueue_on_commit
 from referral_platform.hooks import hooks
+from referral_platform.money import format_money
 from referral_platform.tenancy.actors import system_actor
 from referral_platform.tenancy.models import AuditEvent
 from referral_platform.tenancy.services import audit_row
@@ -58,12 +66,16 @@ from . import evaluation as ev
 from . import messages
 from .ledger import Line, Posting, ledger_accounts_many, ledger_post_many
 from .models import AccountKind, BeneficiarySide, EntryKind, Reward, RewardEvaluation, RewardStatus, StripeCharge
-from .services import reward_create_errors, reward_row
+from .services import refund_target, reward_create_errors, reward_row
 
 logger = logging.getLogger(__name__)
 
 CHUNK = 50
 FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
+
+
+class RewardMoved(Exception):
+    """A reward the chunk reduces was changed by another transaction after the chunk read it."""
 
 
 @dataclass
@@ -84,6 +96,9 @@ def referrals_settle_sets(*, referral_ids: Iterable[int], now: datetime | None =
             settled = _settle_chunk(chunk, now=now)
         except OperationalError:
             raise
+        except RewardMoved as moved:  # the chunk rolled back: the per-referral path locks each reward
+            logger.info("set-based settlement: %s; settling the chunk's %d referrals one by one", moved, len(chunk))
+            settled = {}
         except Exception:  # the chunk rolled back: the per-referral path settles (and isolates) each
             logger.exception("set-based settlement of %d referrals failed; settling them one by one", len(chunk))
             settled = {}
@@ -370,8 +385,9 @@ def _rule_set(referral: Referral) -> rules_module.RuleSet | None:
 class _Plan:
     referral: Referral
     evaluation: ev._Evaluation
-    creates: list[tuple[ev._Target, dict]]  # (target, the fields of its reward)
+    creates: list[tuple[ev._Target, dict, int]]  # (target, the fields of its reward, its refund reduction)
     describes: list[tuple[Reward, dict]]  # (a matching reward, its description's changes: ev._describe)
+    reduces: list[tuple[Reward, ev._Target, int]]  # (a live reward as read, its target, the reduction to add)
 
 
 def _settle_chunk(ids: list[int], *, now: datetime | None) -> dict[int, str]:
@@ -424,9 +440,9 @@ def _settle_group(tenant_id: int, referrals: list[Referral], *, now: datetime | 
             continue
         if found is None:
             continue
-        creates, describes = found
-        plans.append(_Plan(referral, evaluation, creates, describes))
-        for target, _fields in creates:
+        creates, describes, reduces = found
+        plans.append(_Plan(referral, evaluation, creates, describes, reduces))
+        for target, _fields, _reduce_by in creates:
             if target.side == BeneficiarySide.REFERRER:
                 reads.count_rewarded(target.participant.pk, referral)
     _write(
@@ -445,14 +461,35 @@ def _refused(referral: Referral) -> bool:
     return referral.review_status == ev.ReviewStatus.REJECTED or referral.status == ev.ReferralStatus.REJECTED
 
 
+def _reduction_of(*, amount: int, status: str, reversed_minor: int, clawed_back_minor: int, payout_id, target):
+    """What ``reward_reduce_for_refund`` adds to a live reward's reductions for ``target``'s refund when that
+    is a reversal leaving the reward live (0: nothing to add); None when it is anything else — a clawback
+    (paid, or in a payout), or nothing left (the reward reversed: a change of status) — for the per-referral
+    path."""
+    refunded, paid = target.refund
+    fully_refunded = paid > 0 and refunded >= paid
+    if amount == 0 and fully_refunded and payout_id is None and status != RewardStatus.PAID:
+        return None  # an item without a cash value is withdrawn whole
+    total = refund_target(amount, refunded, paid)
+    delta = total - reversed_minor - clawed_back_minor
+    if delta <= 0:
+        return 0
+    if status == RewardStatus.PAID or payout_id is not None:
+        return None  # a clawback
+    if amount - reversed_minor - clawed_back_minor - delta == 0:
+        return None  # nothing left: reversed
+    return delta
+
+
 def _creations(referral: Referral, evaluation: ev._Evaluation, reads: BatchReads):
-    """What settling needs when it is nothing but new rewards and new descriptions of matching rewards:
-    ((target, reward fields) to create, (reward, description changes) to write); None when it needs
-    anything else (``_reconcile``'s other branches), so the per-referral path settles it."""
+    """What settling needs when it is nothing but new rewards, new descriptions of matching rewards and
+    partial refunds' reductions of live rewards: ((target, reward fields, reduction) to create, (reward,
+    description changes) to write, (reward, target, reduction) to reduce); None when it needs anything else
+    (``_reconcile``'s other branches), so the per-referral path settles it."""
     if evaluation.blocked:
-        return [], []
+        return [], [], []
     current, targets, frozen = evaluation.current, evaluation.targets, evaluation.frozen
-    creates, describes = [], []
+    creates, describes, reduces = [], [], []
     for slot in sorted(set(current) | set(targets)):
         reward, target = current.get(slot), targets.get(slot)
         if reward is not None and target is None and reward.participant_id in frozen:
@@ -464,16 +501,31 @@ def _creations(referral: Referral, evaluation: ev._Evaluation, reads: BatchReads
                 continue
             if ev._money_differs(reward, target) or ev._over_reduced(reward, target):
                 return None  # correct
-            if ev._is_live(reward) and (target.withdraws(reward) or target.refund[0] > 0):
-                return None  # reduce
+            reduce_by = 0
+            if ev._is_live(reward):
+                if target.withdraws(reward):
+                    return None  # withdrawn by the cancellation policy
+                if target.refund[0] > 0:
+                    reduce_by = _reduction_of(
+                        amount=reward.amount_minor,
+                        status=reward.status,
+                        reversed_minor=reward.reversed_minor,
+                        clawed_back_minor=reward.clawed_back_minor,
+                        payout_id=reward.payout_id,
+                        target=target,
+                    )
+                    if reduce_by is None:
+                        return None
             changes = ev._description_changes(reward, target)
             if changes:
                 describes.append((reward, changes))  # the same money, described anew (ev._describe)
+            if reduce_by:
+                reduces.append((reward, target, reduce_by))
             continue
         if ev._nothing_to_pay(target, evaluation.settlement.notes):
             continue
-        if target.withdraws(None) or target.refund[0] > 0:
-            return None  # created, then reduced
+        if target.withdraws(None):
+            return None  # created, then withdrawn
         fields = ev._reward_fields(referral, target, revision=reads.revision(slot, referral.tenant_id))
         errors = reward_create_errors(
             **{
@@ -496,40 +548,69 @@ def _creations(referral: Referral, evaluation: ev._Evaluation, reads: BatchReads
         )
         if errors:
             return None  # reward_create refuses: the per-referral path records why
-        creates.append((target, fields))
-    return creates, describes
+        reduce_by = 0
+        if target.refund[0] > 0:  # created, then reduced (as _reconcile reduces what it just created)
+            reduce_by = _reduction_of(
+                amount=fields["amount_minor"],
+                status=RewardStatus.PENDING,
+                reversed_minor=0,
+                clawed_back_minor=0,
+                payout_id=None,
+                target=target,
+            )
+            if reduce_by is None:
+                return None
+        creates.append((target, fields, reduce_by))
+    return creates, describes, reduces
 
 
 def _write(
     tenant, actor, plans: list[_Plan], reads: BatchReads, *, now: datetime | None, clock: datetime, left: set[int]
 ) -> None:
     rows: list[Reward] = []
-    owners: list[_Plan] = []
+    owners: list[tuple[_Plan, ev._Target, int]] = []
     for plan in plans:
-        for _target, fields in plan.creates:
+        for target, fields, reduce_by in plan.creates:
             fields = {name: value for name, value in fields.items() if name != "earned_on"}
             fields["currency"] = fields["currency"].upper()
             rows.append(reward_row(**fields, now=clock))
-            owners.append(plan)
+            owners.append((plan, target, reduce_by))
     created = Reward.objects.bulk_create(rows) if rows else []
-    for plan, reward in zip(owners, created, strict=True):
+    reductions: list[tuple[_Plan, Reward, ev._Target, int]] = []
+    for (plan, target, reduce_by), reward in zip(owners, created, strict=True):
         plan.evaluation.settlement.created.append(reward)
-    if created:
-        AuditEvent.objects.bulk_create(
-            audit_row(tenant=tenant, actor=actor, action="reward.created", obj=reward, to_state=reward.status)
-            for reward in created
-        )
-        for reward in created:
-            hooks.reward_changed(reward=reward, change="created")
-        _accrue(tenant, created)
+        if reduce_by:
+            reductions.append((plan, reward, target, reduce_by))
+    for plan in plans:
+        reductions += [(plan, reward, target, reduce_by) for reward, target, reduce_by in plan.reduces]
+    audits = [
+        audit_row(tenant=tenant, actor=actor, action="reward.created", obj=reward, to_state=reward.status)
+        for reward in created
+    ]
+    for reward in created:
+        hooks.reward_changed(reward=reward, change="created")
     _describe_many([described for plan in plans for described in plan.describes])
-    specs = []
+    reduced = _reduce_many(tenant, reductions, reads)
+    audits += [audit_row(tenant=tenant, actor=actor, **fields) for _reward, _delta, fields in reduced]
+    if audits:
+        AuditEvent.objects.bulk_create(audits)
+    _post(tenant, created, reduced)
+    # As the per-referral path sends them: the reductions' messages while reconciling, then the announcements
+    # (worded from the rewards as created: ``_reconcile`` reduces a copy it re-reads under lock).
+    specs = [
+        messages.reward_reduced_spec(
+            reward=reward, reduced_by_minor=delta, total_reduction_minor=fields["data"]["total_reduction_minor"]
+        )
+        for reward, delta, fields in reduced
+    ]
     for plan in plans:
         if plan.evaluation.blocked:
             continue
         ev._nothing_granted_note(plan.evaluation)
         specs += ev._announcements(referral=plan.referral, created=plan.evaluation.settlement.created)
     messages.participant_messages_send_many(specs)
+    for reward, _delta, _fields in reduced:
+        hooks.reward_changed(reward=reward, change="reduced")
     _record(tenant.pk, plans, reads)
     _settle_later(tenant.pk, plans, reads, left=left)
     del now
@@ -548,42 +629,130 @@ def _describe_many(describes: list[tuple[Reward, dict]]) -> None:
         Reward.objects.bulk_update(rewards, fields)
 
 
-def _accrue(tenant, rewards: list[Reward]) -> None:
+_REDUCE_SQL = """
+UPDATE rewards_reward AS r SET reversed_minor = v.reversed_minor
+FROM UNNEST(%s::bigint[], %s::bigint[], %s::bigint[], %s::text[]) AS v(id, reversed_minor, was, status)
+WHERE r.id = v.id AND r.tenant_id = %s AND r.reversed_minor = v.was AND r.status = v.status
+  AND r.clawed_back_minor = 0 AND r.payout_id IS NULL
+RETURNING r.id
+"""
+
+
+def _reduce_many(tenant, reductions: list[tuple[_Plan, Reward, ev._Target, int]], reads: BatchReads):
+    """The partial refunds' reductions (``_reduction_of``), written as ``reward_reduce_for_refund`` writes
+    them when the reward stays live: the new ``reversed_minor`` of each with ONE UPDATE that writes a row
+    only while it is as the chunk read it (status, reductions, no clawback, no payout; the per-referral path
+    reads it under its lock instead). A row another transaction changed meanwhile raises ``RewardMoved``:
+    the chunk rolls back and the per-referral path settles it. Returns (the reduced reward — a copy, the
+    rewards as read stay as they were for their announcements —, the reduction, its audit fields)."""
+    if not reductions:
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _REDUCE_SQL,
+            [
+                [reward.pk for _plan, reward, _target, _delta in reductions],
+                [reward.reversed_minor + delta for _plan, reward, _target, delta in reductions],
+                [reward.reversed_minor for _plan, reward, _target, _delta in reductions],
+                [reward.status for _plan, reward, _target, _delta in reductions],
+                tenant.pk,
+            ],
+        )
+        written = {row[0] for row in cursor.fetchall()}
+    moved = [reward.pk for _plan, reward, _target, _delta in reductions if reward.pk not in written]
+    if moved:
+        raise RewardMoved(f"rewards {moved[:5]} changed since the chunk read them")
+    out = []
+    for plan, read, target, delta in reductions:
+        reward = copy(read)
+        reward.reversed_minor += delta
+        _known_reward_relations(reward, plan.referral, reads)
+        refunded, paid = target.refund
+        fields = {
+            "action": "reward.reduced",
+            "obj": reward,
+            "from_state": reward.status,
+            "to_state": reward.status,
+            "reason": "refund",
+            "data": {
+                "reduced_by_minor": delta,
+                "total_reduction_minor": reward.reversed_minor + reward.clawed_back_minor,
+                "refunded_minor": refunded,
+                "paid_minor": paid,
+                "clawback": False,
+            },
+        }
+        out.append((reward, delta, fields))
+    return out
+
+
+def _known_reward_relations(reward: Reward, referral: Referral, reads: BatchReads) -> None:
+    """Fill a reward's tenant, program, referral and participant from rows the chunk holds."""
+    reward.tenant = referral.tenant
+    if reward.program_id == referral.program_id:
+        reward.program = referral.program
+    if reward.referral_id == referral.pk:
+        reward.referral = referral
+    participant = reads._participants.get(reward.participant_id) or reads._referred.get(referral.pk)
+    if participant is not None and participant.pk == reward.participant_id:
+        reward.participant = participant
+
+
+def _post(tenant, created: list[Reward], reduced: list[tuple[Reward, int, dict]]) -> None:
     """The accrual of every new reward (Dr program expense, Cr participant pending), as ``reward_create``
-    posts it: same idempotency key, same lines, same memo."""
-    paying = [reward for reward in rewards if reward.amount_minor > 0]
-    accounts = ledger_accounts_many(
-        tenant=tenant,
-        wanted=[
-            spec
-            for reward in paying
-            for spec in (
-                (reward.program, None, AccountKind.EXPENSE, reward.currency),
-                (reward.program, reward.participant, AccountKind.PENDING, reward.currency),
-            )
-        ],
-    )
-    ledger_post_many(
-        tenant=tenant,
-        postings=[
-            Posting(
-                idempotency_key=f"reward:{reward.pk}:accrual",
-                kind=EntryKind.ACCRUAL,
-                lines=[
-                    Line(
-                        accounts[(reward.program_id, None, AccountKind.EXPENSE, reward.currency)], reward.amount_minor
-                    ),
-                    Line(
-                        accounts[(reward.program_id, reward.participant_id, AccountKind.PENDING, reward.currency)],
-                        -reward.amount_minor,
-                    ),
-                ],
-                memo=f"Reward #{reward.pk} accrued",
-                reward=reward,
-            )
-            for reward in paying
-        ],
-    )
+    posts it, then every reduction's reversal (Dr participant pending / payable, Cr program expense), as
+    ``reward_reduce_for_refund`` posts it: same idempotency keys, same lines, same memos; one read of the
+    accounts, one ``ledger_post_many``."""
+    paying = [reward for reward in created if reward.amount_minor > 0]
+    wanted = []
+    for reward in paying:
+        wanted += [
+            (reward.program, None, AccountKind.EXPENSE, reward.currency),
+            (reward.program, reward.participant, AccountKind.PENDING, reward.currency),
+        ]
+    for reward, _delta, _fields in reduced:
+        wanted += [
+            (reward.program, None, AccountKind.EXPENSE, reward.currency),
+            (reward.program, reward.participant, _reversal_source(reward), reward.currency),
+        ]
+    if not wanted:
+        return
+    accounts = ledger_accounts_many(tenant=tenant, wanted=wanted)
+
+    def account(reward: Reward, kind: str, *, own: bool):
+        return accounts[(reward.program_id, reward.participant_id if own else None, kind, reward.currency.upper())]
+
+    postings = [
+        Posting(
+            idempotency_key=f"reward:{reward.pk}:accrual",
+            kind=EntryKind.ACCRUAL,
+            lines=[
+                Line(account(reward, AccountKind.EXPENSE, own=False), reward.amount_minor),
+                Line(account(reward, AccountKind.PENDING, own=True), -reward.amount_minor),
+            ],
+            memo=f"Reward #{reward.pk} accrued",
+            reward=reward,
+        )
+        for reward in paying
+    ]
+    postings += [
+        Posting(
+            idempotency_key=f"reward:{reward.pk}:reduce-to:{fields['data']['total_reduction_minor']}",
+            kind=EntryKind.REVERSAL,
+            lines=[
+                Line(account(reward, _reversal_source(reward), own=True), delta),
+                Line(account(reward, AccountKind.EXPENSE, own=False), -delta),
+            ],
+            memo=f"Reward #{reward.pk} reduced by {format_money(delta, reward.currency)} (refund)",
+            reward=reward,
+        )
+        for reward, delta, fields in reduced
+    ]
+    ledger_post_many(tenant=tenant, postings=postings)
+
+
+def _reversal_source(reward: Reward) -> str:
+    return AccountKind.PENDING if reward.status == RewardStatus.PENDING else AccountKind.PAYABLE
 
 
 def _record(tenant_id: int, plans: list[_Plan], reads: BatchReads) -> None:

@@ -30,11 +30,13 @@ from hypothesis import strategies as st
 from programs.models import ParticipantStatus
 from programs.services import program_current_version
 from referral_platform.tenancy import rls
+from referral_platform.tenancy.models import AuditEvent
 from referrals.models import ConversionEvent, Referral
 from rewards import evaluation, settlement_sets
 from rewards.evaluation import referral_rewards_settle_batch
 from rewards.ledger import unbalanced_transactions
 from rewards.models import EntryKind, LedgerTransaction, ParticipantMessage, Reward, RewardEvaluation
+from rewards.services import reward_approve
 from tests import factories as f
 
 from .pipeline import program_with_rules, rules_doc
@@ -182,7 +184,34 @@ def outcome(tenant):
         )
         for reward in Reward.objects.filter(tenant=tenant).select_related("referral", "participant", "conversion_event")
     )
-    return snapshot(tenant), evaluations, messages, descriptions
+    rewards = {
+        reward.pk: (reward.referral.referred_external_id, reward.participant.external_id, reward.beneficiary_side)
+        for reward in Reward.objects.filter(tenant=tenant).select_related("referral", "participant")
+    }
+    # Every ledger transaction and reward audit row, named without ids: the set path writes the reductions of
+    # partial refunds as the per-referral path's reward_reduce_for_refund writes them (same keys, memos, data).
+    ledger = Counter(
+        (
+            rewards.get(row.reward_id),
+            row.kind,
+            row.idempotency_key.split(":", 2)[-1],
+            row.memo.split(" ", 2)[-1],
+            tuple(sorted(entry.amount_minor for entry in row.entries.all())),
+        )
+        for row in LedgerTransaction.objects.filter(tenant=tenant).prefetch_related("entries")
+    )
+    audits = Counter(
+        (
+            rewards.get(int(row.object_id)),
+            row.action,
+            row.from_state,
+            row.to_state,
+            row.reason,
+            tuple(sorted((k, str(v)) for k, v in (row.data or {}).items())),
+        )
+        for row in AuditEvent.objects.filter(tenant=tenant, object_type="rewards.reward")
+    )
+    return snapshot(tenant), evaluations, messages, descriptions, ledger, audits
 
 
 def settle_rounds(tenant, ids, later, rng: random.Random) -> None:
@@ -221,6 +250,8 @@ def test_the_set_based_path_settles_exactly_like_the_per_referral_path(world):
     assert got[1] == expected[1], "evaluations differ"
     assert got[2] == expected[2], "participant messages differ"
     assert got[3] == expected[3], "reward descriptions differ"
+    assert got[4] == expected[4], "ledger transactions differ"
+    assert got[5] == expected[5], "reward audit rows differ"
     assert unbalanced_transactions(tenant_b) == []
 
 
@@ -270,6 +301,132 @@ def test_a_referral_whose_count_of_earlier_successes_moved_is_re_described_set_b
         outcomes[path] = outcome(tenant)
     assert outcomes["set-based"][3] == outcomes["per-referral"][3], "reward descriptions differ"
     assert outcomes["set-based"][0] == outcomes["per-referral"][0], "money differs"
+
+
+# --- refunds --------------------------------------------------------------------------------------
+def refunded_world(percent: int, *, refund_first_round: bool = False):
+    """A flat double-sided referral and a recurring one, each paid 10,000 and refunded ``percent`` %; the
+    refunds come in round two unless ``refund_first_round`` (then the rewards are created and reduced at once)."""
+    tenant, ids, later = world_build(
+        {
+            "referrals": [
+                {
+                    "program": name,
+                    "referrer": 0,
+                    "converted_hours": hours,
+                    "payments": [(0, 10_000)],
+                    "refund": (0, percent),
+                    "review": "clear",
+                }
+                for name, hours in (("flat", 1), ("recurring", 2))
+            ],
+            "inactive": None,
+            "seed": 0,
+        }
+    )
+    if refund_first_round:
+        ConversionEvent.objects.bulk_create(later)
+        later = []
+    return tenant, ids, later
+
+
+def settle_both_paths(percent: int, *, refund_first_round: bool = False) -> dict:
+    """The refunded world settled per referral and set-based: {path: (outcome, per-referral calls)}."""
+    results = {}
+    for path in ("per-referral", "set-based"):
+        with pytest.MonkeyPatch.context() as patch:
+            if path == "per-referral":
+                per_referral_only(patch)
+            calls = []
+            settle_one = evaluation.referral_rewards_settle
+            patch.setattr(
+                evaluation,
+                "referral_rewards_settle",
+                lambda calls=calls, settle=settle_one, **kw: calls.append(kw["referral_id"]) or settle(**kw),
+            )
+            tenant, ids, later = refunded_world(percent, refund_first_round=refund_first_round)
+            referral_rewards_settle_batch(referral_ids=ids)
+            if later:
+                ConversionEvent.objects.bulk_create(later)
+                calls.clear()
+                referral_rewards_settle_batch(referral_ids=ids)
+            results[path] = (tenant, outcome(tenant), calls)
+    return results
+
+
+@pytest.mark.parametrize("refund_first_round", [False, True], ids=["refund-later", "refund-with-the-payment"])
+def test_a_partial_refund_is_reduced_set_based_exactly_as_the_per_referral_path_reduces_it(refund_first_round):
+    results = settle_both_paths(40, refund_first_round=refund_first_round)
+    tenant, got, calls = results["set-based"]
+    _tenant, expected, _calls = results["per-referral"]
+    assert calls == [], "the reductions were written by the set path"
+    for index, what in enumerate(("money", "evaluations", "messages", "descriptions", "ledger", "audit rows")):
+        assert got[index] == expected[index], f"{what} differ"
+    reductions = LedgerTransaction.objects.filter(tenant=tenant, kind=EntryKind.REVERSAL)
+    # 40 % of the referrer's 5,000 and the referred company's 2,000 (flat), of 10 % of 10,000 (recurring)
+    assert sorted(entry.amount_minor for row in reductions for entry in row.entries.filter(amount_minor__gt=0)) == [
+        400,
+        800,
+        2_000,
+    ]
+    for reward in Reward.objects.filter(tenant=tenant):
+        assert reward.status == "pending"
+        assert reward.reversed_minor == (2 * reward.amount_minor * 4_000 + 10_000) // 20_000, "40 %, rounded half up"
+    kinds = Counter(ParticipantMessage.objects.filter(tenant=tenant).values_list("kind", flat=True))
+    assert kinds["reward_reduced"] == 3
+    assert unbalanced_transactions(tenant) == []
+
+
+def test_a_full_refund_is_left_to_the_per_referral_path_which_reverses_the_rewards():
+    results = settle_both_paths(100)
+    tenant, got, calls = results["set-based"]
+    assert sorted(calls) == sorted(Referral.objects.filter(tenant=tenant).values_list("pk", flat=True))
+    assert got == results["per-referral"][1]
+    assert set(Reward.objects.filter(tenant=tenant).values_list("status", flat=True)) == {"reversed"}
+
+
+def test_a_reward_approved_between_the_chunks_read_and_its_reduction_rolls_the_chunk_back(monkeypatch):
+    """Another transaction approves a reward (it locks the reward, not the referral) after the chunk read it:
+    the chunk's guarded UPDATE finds the row moved, nothing of the chunk is committed, and the per-referral path
+    reduces the approved reward from the payable account. (The approval's message is left out here: its
+    foreign-key check on the referral waits at commit for the chunk's referral lock — in production the two
+    then deadlock and PostgreSQL aborts one, a retried ``OperationalError``, as with the per-referral path.)"""
+    monkeypatch.setattr("rewards.services.messages.message_reward_approved", lambda **kwargs: None)
+    tenant, ids, later = refunded_world(40)
+    referral_rewards_settle_batch(referral_ids=ids)
+    ConversionEvent.objects.bulk_create(later)
+    approved = Reward.objects.filter(tenant=tenant, referral_id=ids[0], beneficiary_side="referrer").get()
+    read_credits = settlement_sets.BatchReads.read_credits
+
+    def approve_meanwhile(self, referrals):  # the rewards are read, the participants not locked yet
+
+        def approve():
+            try:
+                rls.bind(tenant.pk)
+                reward_approve(reward=approved, actor="test", reason="approved meanwhile")
+            finally:
+                connection.close()
+
+        thread = threading.Thread(target=approve)
+        thread.start()
+        thread.join()
+        return read_credits(self, referrals)
+
+    monkeypatch.setattr(settlement_sets.BatchReads, "read_credits", approve_meanwhile)
+    outcome_ = settlement_sets.referrals_settle_sets(referral_ids=ids)
+    assert outcome_.settled == {} and outcome_.left == ids, "the whole chunk was rolled back"
+    assert not LedgerTransaction.objects.filter(tenant=tenant, kind=EntryKind.REVERSAL).exists()
+
+    monkeypatch.setattr(settlement_sets.BatchReads, "read_credits", read_credits)
+    result = referral_rewards_settle_batch(referral_ids=ids)
+    assert result.failed == {}
+    approved.refresh_from_db()
+    assert (approved.status, approved.reversed_minor) == ("approved", 2_000)
+    reversal = LedgerTransaction.objects.get(tenant=tenant, kind=EntryKind.REVERSAL, reward=approved)
+    debit = reversal.entries.get(amount_minor__gt=0)
+    assert (debit.account.kind, debit.amount_minor) == ("payable", 2_000)
+    assert LedgerTransaction.objects.filter(tenant=tenant, kind=EntryKind.REVERSAL).count() == 3
+    assert unbalanced_transactions(tenant) == []
 
 
 # --- failures --------------------------------------------------------------------------------------
@@ -334,16 +491,16 @@ def test_one_bad_conversion_among_100_fails_alone_and_the_99_are_settled_set_bas
 
 def test_a_failure_while_writing_commits_nothing_of_the_chunk_and_the_per_referral_path_settles_it(monkeypatch):
     tenant, ids = converted_referrals(60)  # two chunks of the set path
-    accrue = settlement_sets._accrue
+    post = settlement_sets._post
     calls = {"n": 0}
 
-    def fail_second_chunk(tenant_, rewards):
+    def fail_second_chunk(tenant_, rewards, reduced):
         calls["n"] += 1
-        accrue(tenant_, rewards)  # the rewards and their accruals are written, then the chunk fails
+        post(tenant_, rewards, reduced)  # the rewards and their accruals are written, then the chunk fails
         if calls["n"] == 2:
             raise RuntimeError("disk full")
 
-    monkeypatch.setattr(settlement_sets, "_accrue", fail_second_chunk)
+    monkeypatch.setattr(settlement_sets, "_post", fail_second_chunk)
     outcome_ = settlement_sets.referrals_settle_sets(referral_ids=ids)
     first, second = ids[: settlement_sets.CHUNK], ids[settlement_sets.CHUNK :]
     assert set(outcome_.settled) == set(first)
