@@ -33,6 +33,7 @@ from django.utils import timezone
 
 from referral_platform.celery import enqueue_on_commit
 from referral_platform.crypto import decrypt
+from referral_platform.db.sql import db_values
 from referral_platform.tenancy import rls
 from referral_platform.tenancy.actors import system_actor
 from referral_platform.tenancy.memo import batch_memo, tenant_key
@@ -465,13 +466,9 @@ def _insert_if_unseen_sql(
     quote = connection.ops.quote_name
     fields = [field for field in meta.concrete_fields if not field.primary_key]
     columns = ", ".join(quote(field.column) for field in fields)
-    placeholders, values = [], []
-    for field in fields:
-        if of_new_event and field.attname == "conversion_event_id":
-            placeholders.append("(SELECT id FROM new_event)")
-        else:
-            placeholders.append("%s")
-            values.append(field.get_db_prep_save(getattr(charge, field.attname), connection))
+    given = [field for field in fields if not (of_new_event and field.attname == "conversion_event_id")]
+    placeholders = ["%s" if field in given else "(SELECT id FROM new_event)" for field in fields]
+    values = db_values(charge, given, connection)
     # Identifiers come from the model's metadata and are quoted; every value is a parameter. An empty id
     # matches nothing, as in the locked read of ``_charge_upsert``.
     sql = (

@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from programs.services import judging_rules, program_current_version
 from referral_platform.celery import enqueue_on_commit
+from referral_platform.db.sql import db_values
 from referral_platform.hooks import hooks
 from referral_platform.tenancy.actors import Actor, system_actor
 from referral_platform.tenancy.models import Tenant
@@ -132,7 +133,7 @@ def _insert_ignoring_duplicate(
     fields = [meta.get_field(name) for name in _INSERT_FIELDS]
     columns = ", ".join(quote(field.column) for field in fields)
     placeholders = ", ".join(["%s"] * len(fields))
-    values = [field.get_db_prep_save(getattr(event, field.attname), connection) for field in fields]
+    values = db_values(event, fields, connection)
     # Identifiers come from the model's metadata and are quoted; every value is a parameter.
     sql = (
         f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES ({placeholders}) "  # noqa: S608
@@ -483,13 +484,13 @@ def _outcome_write(event: ConversionEvent, rows: list[Attribution]) -> None:
     meta = ConversionEvent._meta
     outcome = [meta.get_field(name) for name in _OUTCOME_FIELDS]
     assignments = ", ".join(f"{quote(field.column)} = %s" for field in outcome)
-    params = [field.get_db_prep_save(getattr(event, field.attname), connection) for field in outcome] + [event.pk]
+    params = [*db_values(event, outcome, connection), event.pk]
     row_meta = Attribution._meta
     fields = [field for field in row_meta.concrete_fields if not field.primary_key]
     values = []
     for row in rows:
         values.append(f"({', '.join(['%s'] * len(fields))})")
-        params += [field.get_db_prep_save(getattr(row, field.attname), connection) for field in fields]
+        params += db_values(row, fields, connection)
     # Identifiers come from the models' metadata and are quoted; every value is a parameter.
     sql = (
         f"WITH outcome AS (UPDATE {quote(meta.db_table)} SET {assignments} WHERE {quote('id')} = %s) "  # noqa: S608
