@@ -224,11 +224,21 @@ def previous_successful_referrals(*, participant: Participant, referral: Referra
     )
 
 
+# CHARGE LOCK. Why a settlement reads the payments' Stripe charges under a row lock: a charge.refunded webhook updates
+# the charge and then asks whether its payment has a referral yet (``rewards.webhooks._apply_refunds``); when
+# not (the payment's matching has not committed), it settles nothing, counting on the settlement that follows
+# the matching to read the refunded amount. Without the lock that settlement could read the charge while the
+# refund's update was still uncommitted — before its commit, after the matching's — and settle the payment
+# unreduced, with nobody settling it again (seen once in the benchmark with two workers: a refund never
+# applied). With it, the settlement waits for that update and reads the refunded charge; an update that
+# comes later waits for the settlement, then finds the referral and settles it again.
 def _refund_of(payment: ConversionEvent) -> tuple[int, int]:
     """(refunded, paid) of a payment: refund events through the API, or its Stripe charge, whichever
     refunds the larger part (they describe the same money)."""
-    charge = StripeCharge.objects.for_tenant(payment.tenant_id).filter(conversion_event=payment).first()
-    return refund_with_charge(refunded_total(payment), payment, charge)
+    charges = StripeCharge.objects.for_tenant(payment.tenant_id).filter(conversion_event=payment)
+    if transaction.get_connection().in_atomic_block:  # settling (a preview reads without it)
+        charges = charges.select_for_update(of=("self",), no_key=True)  # see CHARGE LOCK above
+    return refund_with_charge(refunded_total(payment), payment, charges.first())
 
 
 def refund_with_charge(refunded: int, payment: ConversionEvent, charge: StripeCharge | None) -> tuple[int, int]:

@@ -251,11 +251,12 @@ class BatchReads(ev.SettlementReads):
             .filter(kind=ConversionKind.REFUND, status__in=ev.SETTLED_STATUSES)
             .filter(Q(referral_id__in=ids) | Q(raw__refunded_event_id__in=names))
         )
-        self._charges = {
+        self._charges = {  # locked, as the per-referral path reads them (CHARGE LOCK in rewards.evaluation)
             charge.conversion_event_id: charge
-            for charge in StripeCharge.objects.for_tenant(self.tenant_id).filter(
-                conversion_event_id__in=[payment.pk for payment in payments]
-            )
+            for charge in StripeCharge.objects.for_tenant(self.tenant_id)
+            .filter(conversion_event_id__in=[payment.pk for payment in payments])
+            .select_for_update(of=("self",), no_key=True)
+            .order_by("pk")
         }
 
     # -- SettlementReads ------------------------------------------------------------------------------
