@@ -14,6 +14,7 @@ longer). Real commits (transactional_db) against PostgreSQL.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import threading
@@ -164,6 +165,23 @@ def per_referral_only(monkeypatch):
     monkeypatch.setattr(settlement_sets, "_settle_chunk", lambda ids, now: {})
 
 
+@contextlib.contextmanager
+def settling_by(path: str):
+    """Within the block every settlement takes ``path`` ("per-referral": the set path settles nothing, as
+    ``per_referral_only``; "set-based": as in production); yields the referral ids the per-referral path settled."""
+    with pytest.MonkeyPatch.context() as patch:
+        if path == "per-referral":
+            per_referral_only(patch)
+        calls: list[int] = []
+        settle_one = evaluation.referral_rewards_settle
+        patch.setattr(
+            evaluation,
+            "referral_rewards_settle",
+            lambda settle=settle_one, **kw: calls.append(kw["referral_id"]) or settle(**kw),
+        )
+        yield calls
+
+
 def outcome(tenant):
     evaluations = Counter(
         RewardEvaluation.objects.filter(tenant=tenant).values_list("conversion_event__external_event_id", "status")
@@ -261,18 +279,7 @@ def test_a_referral_whose_count_of_earlier_successes_moved_is_re_described_set_b
     ("previous successful referrals" 0 -> 1), written by the set path as the per-referral path writes it."""
     outcomes = {}
     for path in ("per-referral", "set-based"):
-        with pytest.MonkeyPatch.context() as patch:
-            if path == "per-referral":
-                per_referral_only(patch)
-            per_referral_calls = []
-            settle_one = evaluation.referral_rewards_settle
-            patch.setattr(
-                evaluation,
-                "referral_rewards_settle",
-                lambda calls=per_referral_calls, settle=settle_one, **kw: (
-                    calls.append(kw["referral_id"]) or settle(**kw)
-                ),
-            )
+        with settling_by(path) as per_referral_calls:
             tenant, ids, _later = world_build(
                 {
                     "referrals": [
@@ -334,16 +341,7 @@ def settle_both_paths(percent: int, *, refund_first_round: bool = False) -> dict
     """The refunded world settled per referral and set-based: {path: (outcome, per-referral calls)}."""
     results = {}
     for path in ("per-referral", "set-based"):
-        with pytest.MonkeyPatch.context() as patch:
-            if path == "per-referral":
-                per_referral_only(patch)
-            calls = []
-            settle_one = evaluation.referral_rewards_settle
-            patch.setattr(
-                evaluation,
-                "referral_rewards_settle",
-                lambda calls=calls, settle=settle_one, **kw: calls.append(kw["referral_id"]) or settle(**kw),
-            )
+        with settling_by(path) as calls:
             tenant, ids, later = refunded_world(percent, refund_first_round=refund_first_round)
             referral_rewards_settle_batch(referral_ids=ids)
             if later:
