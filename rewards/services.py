@@ -17,6 +17,7 @@ Ledger postings (Dr = positive, Cr = negative):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.core.exceptions import ValidationError
@@ -403,6 +404,55 @@ def refund_target(amount_minor: int, refunded_minor: int, paid_minor: int) -> in
     return min(amount_minor, (2 * amount_minor * refunded_minor + paid_minor) // (2 * paid_minor))
 
 
+REDUCTION_NONE = "none"  # nothing more to take
+REDUCTION_WITHDRAW_ITEM = "withdraw_item"  # an item without a cash value, refunded in full: reversed whole
+REDUCTION_REVERSAL = "reversal"  # before payout: taken back from the pending / payable account
+REDUCTION_CLAWBACK = "clawback"  # paid or in a payout: owed back by the participant
+
+
+@dataclass(frozen=True)
+class RefundReduction:
+    """What a refund does to a live reward (``refund_reduction``): its kind, the reward's total reduction
+    afterwards, what is added now, the account a reversal takes it from, and whether nothing is left (the
+    reward is then reversed)."""
+
+    kind: str
+    total: int = 0
+    delta: int = 0
+    source: str = ""
+    leaves_nothing: bool = False
+
+
+def reversal_source(status: str) -> str:
+    """The participant account a reversal takes a reward's value back from."""
+    return AccountKind.PENDING if status == RewardStatus.PENDING else AccountKind.PAYABLE
+
+
+def refund_reduction(reward: Reward, *, refunded_minor: int, paid_minor: int) -> RefundReduction:
+    """The decision of ``reward_reduce_for_refund`` for a live reward, from its money fields alone (a
+    set-based settlement asks it too, ``rewards.settlement_sets``): cumulative and proportional
+    (``refund_target``), a reversal before payout, a clawback once paid or in a payout."""
+    fully_refunded = paid_minor > 0 and refunded_minor >= paid_minor
+    if reward.amount_minor == 0 and fully_refunded and reward.payout_id is None and reward.status != RewardStatus.PAID:
+        # An item without a cash value (a feature unlock, a free month of an unknown bill) has nothing to
+        # shrink: a full refund or a cancellation withdraws it before it is handed over.
+        return RefundReduction(REDUCTION_WITHDRAW_ITEM)
+    total = refund_target(reward.amount_minor, refunded_minor, paid_minor)
+    delta = total - reward.reversed_minor - reward.clawed_back_minor
+    if delta <= 0:
+        return RefundReduction(REDUCTION_NONE, total=total)
+    after_payout = reward.status == RewardStatus.PAID or reward.payout_id is not None
+    left = reward.amount_minor - reward.reversed_minor - reward.clawed_back_minor - delta
+    return RefundReduction(
+        REDUCTION_CLAWBACK if after_payout else REDUCTION_REVERSAL,
+        total=total,
+        delta=delta,
+        source="" if after_payout else reversal_source(reward.status),
+        # Nothing left: reversed, unless a payout still in flight will mark it paid (its clawback stays owed).
+        leaves_nothing=left == 0 and (reward.status == RewardStatus.PAID or reward.payout_id is None),
+    )
+
+
 @transaction.atomic
 def reward_reduce_for_refund(
     *,
@@ -423,20 +473,17 @@ def reward_reduce_for_refund(
     reward = _locked(reward)
     if reward.status in (RewardStatus.REJECTED, RewardStatus.REVERSED):
         return reward
-    target = refund_target(reward.amount_minor, refunded_minor, paid_minor)
-    delta = target - reward.reversed_minor - reward.clawed_back_minor
-    fully_refunded = paid_minor > 0 and refunded_minor >= paid_minor
-    if reward.amount_minor == 0 and fully_refunded and reward.payout_id is None and reward.status != RewardStatus.PAID:
-        # An item without a cash value (a feature unlock, a free month of an unknown bill) has nothing to
-        # shrink: a full refund or a cancellation withdraws it before it is handed over.
+    plan = refund_reduction(reward, refunded_minor=refunded_minor, paid_minor=paid_minor)
+    if plan.kind == REDUCTION_WITHDRAW_ITEM:
         transition(reward, to=RewardStatus.REVERSED, actor=actor, reason=reason, at=now, locked=reward)
         messages.message_reward_reduced(reward=reward, reduced_by_minor=0, total_reduction_minor=0, reason=reason)
         hooks.reward_changed(reward=reward, change="reversed")
         return reward
-    if delta <= 0:
+    if plan.kind == REDUCTION_NONE:
         return reward
+    target, delta = plan.total, plan.delta
     from_status = reward.status
-    after_payout = reward.status == RewardStatus.PAID or reward.payout_id is not None
+    after_payout = plan.kind == REDUCTION_CLAWBACK
     if after_payout:
         reward.clawed_back_minor += delta
         _post(
@@ -450,12 +497,11 @@ def reward_reduce_for_refund(
         )
     else:
         reward.reversed_minor += delta
-        source = AccountKind.PENDING if reward.status == RewardStatus.PENDING else AccountKind.PAYABLE
         _post(
             reward,
             f"reduce-to:{target}",
             EntryKind.REVERSAL,
-            source,
+            plan.source,
             AccountKind.EXPENSE,
             delta,
             f"Reward #{reward.pk} reduced by {format_money(delta, reward.currency)} (refund)",
@@ -467,8 +513,7 @@ def reward_reduce_for_refund(
         "paid_minor": paid_minor,
         "clawback": after_payout,
     }
-    # Nothing left: reversed, unless a payout still in flight will mark it paid (its clawback stays owed).
-    if reward.net_minor == 0 and (reward.status == RewardStatus.PAID or reward.payout_id is None):
+    if plan.leaves_nothing:
         transition(
             reward,
             to=RewardStatus.REVERSED,

@@ -66,7 +66,14 @@ from . import evaluation as ev
 from . import messages
 from .ledger import Line, Posting, ledger_accounts_many, ledger_post_many
 from .models import AccountKind, BeneficiarySide, EntryKind, Reward, RewardEvaluation, RewardStatus, StripeCharge
-from .services import refund_target, reward_create_errors, reward_row
+from .services import (
+    REDUCTION_NONE,
+    REDUCTION_REVERSAL,
+    refund_reduction,
+    reversal_source,
+    reward_create_errors,
+    reward_row,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -462,24 +469,18 @@ def _refused(referral: Referral) -> bool:
     return referral.review_status == ev.ReviewStatus.REJECTED or referral.status == ev.ReferralStatus.REJECTED
 
 
-def _reduction_of(*, amount: int, status: str, reversed_minor: int, clawed_back_minor: int, payout_id, target):
-    """What ``reward_reduce_for_refund`` adds to a live reward's reductions for ``target``'s refund when that
-    is a reversal leaving the reward live (0: nothing to add); None when it is anything else — a clawback
-    (paid, or in a payout), or nothing left (the reward reversed: a change of status) — for the per-referral
-    path."""
+def _reduction_of(reward: Reward, target) -> int | None:
+    """What ``reward_reduce_for_refund`` adds to a live reward's reductions for ``target``'s refund (the same
+    decision, ``refund_reduction``) when that is a reversal leaving the reward live (0: nothing to add); None
+    when it is anything else — a clawback, an item withdrawn whole, nothing left (the reward reversed: a change
+    of status) — for the per-referral path."""
     refunded, paid = target.refund
-    fully_refunded = paid > 0 and refunded >= paid
-    if amount == 0 and fully_refunded and payout_id is None and status != RewardStatus.PAID:
-        return None  # an item without a cash value is withdrawn whole
-    total = refund_target(amount, refunded, paid)
-    delta = total - reversed_minor - clawed_back_minor
-    if delta <= 0:
+    plan = refund_reduction(reward, refunded_minor=refunded, paid_minor=paid)
+    if plan.kind == REDUCTION_NONE:
         return 0
-    if status == RewardStatus.PAID or payout_id is not None:
-        return None  # a clawback
-    if amount - reversed_minor - clawed_back_minor - delta == 0:
-        return None  # nothing left: reversed
-    return delta
+    if plan.kind != REDUCTION_REVERSAL or plan.leaves_nothing:
+        return None
+    return plan.delta
 
 
 def _creations(referral: Referral, evaluation: ev._Evaluation, reads: BatchReads):
@@ -507,14 +508,7 @@ def _creations(referral: Referral, evaluation: ev._Evaluation, reads: BatchReads
                 if target.withdraws(reward):
                     return None  # withdrawn by the cancellation policy
                 if target.refund[0] > 0:
-                    reduce_by = _reduction_of(
-                        amount=reward.amount_minor,
-                        status=reward.status,
-                        reversed_minor=reward.reversed_minor,
-                        clawed_back_minor=reward.clawed_back_minor,
-                        payout_id=reward.payout_id,
-                        target=target,
-                    )
+                    reduce_by = _reduction_of(reward, target)
                     if reduce_by is None:
                         return None
             changes = ev._description_changes(reward, target)
@@ -551,14 +545,7 @@ def _creations(referral: Referral, evaluation: ev._Evaluation, reads: BatchReads
             return None  # reward_create refuses: the per-referral path records why
         reduce_by = 0
         if target.refund[0] > 0:  # created, then reduced (as _reconcile reduces what it just created)
-            reduce_by = _reduction_of(
-                amount=fields["amount_minor"],
-                status=RewardStatus.PENDING,
-                reversed_minor=0,
-                clawed_back_minor=0,
-                payout_id=None,
-                target=target,
-            )
+            reduce_by = _reduction_of(Reward(amount_minor=fields["amount_minor"]), target)  # new: pending, unpaid
             if reduce_by is None:
                 return None
         creates.append((target, fields, reduce_by))
@@ -714,7 +701,7 @@ def _post(tenant, created: list[Reward], reduced: list[tuple[Reward, int, dict]]
     for reward, _delta, _fields in reduced:
         wanted += [
             (reward.program, None, AccountKind.EXPENSE, reward.currency),
-            (reward.program, reward.participant, _reversal_source(reward), reward.currency),
+            (reward.program, reward.participant, reversal_source(reward.status), reward.currency),
         ]
     if not wanted:
         return
@@ -741,7 +728,7 @@ def _post(tenant, created: list[Reward], reduced: list[tuple[Reward, int, dict]]
             idempotency_key=f"reward:{reward.pk}:reduce-to:{fields['data']['total_reduction_minor']}",
             kind=EntryKind.REVERSAL,
             lines=[
-                Line(account(reward, _reversal_source(reward), own=True), delta),
+                Line(account(reward, reversal_source(reward.status), own=True), delta),
                 Line(account(reward, AccountKind.EXPENSE, own=False), -delta),
             ],
             memo=f"Reward #{reward.pk} reduced by {format_money(delta, reward.currency)} (refund)",
@@ -750,10 +737,6 @@ def _post(tenant, created: list[Reward], reduced: list[tuple[Reward, int, dict]]
         for reward, delta, fields in reduced
     ]
     ledger_post_many(tenant=tenant, postings=postings)
-
-
-def _reversal_source(reward: Reward) -> str:
-    return AccountKind.PENDING if reward.status == RewardStatus.PENDING else AccountKind.PAYABLE
 
 
 def _record(tenant_id: int, plans: list[_Plan], reads: BatchReads) -> None:
