@@ -23,6 +23,7 @@ from referral_platform.tenancy.models import Tenant
 
 from . import attribution as attribution_math
 from .models import (
+    SETTLED_EVENT_STATUSES,
     Attribution,
     Channel,
     Click,
@@ -687,7 +688,16 @@ def _referral_candidates(
         for model, alias, join, on in _JOINED
         if join
     )
-    params: list = [tenant if isinstance(tenant, int) else tenant.pk]
+    # With each candidate, the moment of its earliest settled event (``referral_establish`` asks it next for the
+    # referral an event matched: read here, it costs no statement of its own; issue 15).
+    events = quote(ConversionEvent._meta.db_table)
+    earliest = (
+        f"(SELECT min(e.{quote('occurred_at')}) FROM {events} e "  # noqa: S608
+        f"WHERE e.{quote('tenant_id')} = r.{quote('tenant_id')} AND e.{quote('referral_id')} = r.id "
+        f"AND e.{quote('status')} = ANY(%s))"
+    )
+    settled = [str(status) for status in SETTLED_EVENT_STATUSES]
+    params: list = [settled, tenant if isinstance(tenant, int) else tenant.pk]
     where = "r.tenant_id = %s"
     if program is not None:
         where += " AND r.program_id = %s"
@@ -698,7 +708,7 @@ def _referral_candidates(
         params.append(sorted(values))
     # Identifiers and aliases come from the models' metadata; every value is a parameter.
     sql = (
-        f"SELECT {columns} FROM {quote(Referral._meta.db_table)} r {joins} "  # noqa: S608
+        f"SELECT {columns}, {earliest} FROM {quote(Referral._meta.db_table)} r {joins} "  # noqa: S608
         f"WHERE {where} AND ({' OR '.join(ors)}) "
         f"ORDER BY r.created_at, r.id LIMIT {limit or REFERRAL_MATCH_CANDIDATES:d}"
     )
@@ -714,8 +724,20 @@ def _referral_candidates(
         referral = objects[0]
         for name, value in zip(("program", "referrer", "rule_version"), objects[1:], strict=True):
             Referral._meta.get_field(name).set_cached_value(referral, value)
+        referral._earliest_settled_at = row[start]  # as read now: only ``earliest_settled_as_read`` hands it on
         out.append(referral)
     return out
+
+
+# ``referral_establish``'s ``earliest``: not read with the referral (it queries the moment itself).
+EARLIEST_UNREAD = object()
+
+
+def earliest_settled_as_read(referral: Referral | None):
+    """The moment of ``referral``'s earliest settled event (processed or unattributed; None: none yet) as
+    ``referral_for_identity`` read it with the referral, or ``EARLIEST_UNREAD``. Only for a caller that asks
+    right after reading the referral, with nothing in between settling an event of it."""
+    return getattr(referral, "_earliest_settled_at", EARLIEST_UNREAD)
 
 
 def _model_from_row(model, row: tuple, start: int):

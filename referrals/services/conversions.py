@@ -28,9 +28,12 @@ from referrals.models import (
     ReferralLink,
     ReferralSource,
     ReferralStatus,
+    Touchpoint,
     TouchpointKind,
 )
 from referrals.selectors import (
+    EARLIEST_UNREAD,
+    earliest_settled_as_read,
     first_click_at,
     link_for_coupon,
     links_for_codes_read_ahead,
@@ -444,14 +447,22 @@ def _process_and_record(event: ConversionEvent, *, identities_locked: bool = Fal
     actor = system_actor(event.tenant)
     notes: list[str] = []
     rows: list[Attribution] = []
+    touchpoints: list[Touchpoint] = []  # recorded by the processing, inserted with its outcome (``_codes_later``)
     try:
         with transaction.atomic(), sequences_remembered():  # a person's sequence read once per event
             status, referral = _process_locked_event(
-                event=event, actor=actor, notes=notes, identities_locked=identities_locked, attribution_rows=rows
+                event=event,
+                actor=actor,
+                notes=notes,
+                identities_locked=identities_locked,
+                attribution_rows=rows,
+                touchpoint_rows=touchpoints,
             )
             if rows:
                 _outcome_set(event, status, referral, notes)
-                _outcome_write(event, rows)
+                _outcome_write(event, rows, touchpoints)
+            elif touchpoints:
+                Touchpoint.objects.bulk_create(touchpoints, ignore_conflicts=True)
     except ValidationError as exc:
         status, referral, rows = ConversionEventStatus.FAILED, None, []
         notes.append("; ".join(f"{field}: {', '.join(messages)}" for field, messages in _error_items(exc)))
@@ -477,32 +488,42 @@ def _outcome_set(event: ConversionEvent, status: str, referral: Referral | None,
     event.processed_at = timezone.now()
 
 
-def _outcome_write(event: ConversionEvent, rows: list[Attribution]) -> None:
-    """Save the event's outcome and insert its new attribution rows in ONE statement (an UPDATE in a common
-    table expression of the rows' INSERT; issue 15)."""
+def _outcome_write(event: ConversionEvent, rows: list[Attribution], touchpoints: list[Touchpoint] = ()) -> None:
+    """Save the event's outcome, insert its new attribution rows and the touchpoints its processing left to
+    insert (``ON CONFLICT DO NOTHING``, as ``touchpoint_record``) in ONE statement (the UPDATE and the
+    touchpoints' INSERT in common table expressions of the rows' INSERT; issue 15)."""
     quote = connection.ops.quote_name
     meta = ConversionEvent._meta
     outcome = [meta.get_field(name) for name in _OUTCOME_FIELDS]
     assignments = ", ".join(f"{quote(field.column)} = %s" for field in outcome)
     params = [*db_values(event, outcome, connection), event.pk]
-    row_meta = Attribution._meta
-    fields = [field for field in row_meta.concrete_fields if not field.primary_key]
-    values = []
-    for row in rows:
-        values.append(f"({', '.join(['%s'] * len(fields))})")
-        params += db_values(row, fields, connection)
     # Identifiers come from the models' metadata and are quoted; every value is a parameter.
-    sql = (
-        f"WITH outcome AS (UPDATE {quote(meta.db_table)} SET {assignments} WHERE {quote('id')} = %s) "  # noqa: S608
-        f"INSERT INTO {quote(row_meta.db_table)} ({', '.join(quote(field.column) for field in fields)}) "
-        f"VALUES {', '.join(values)} RETURNING {quote('id')}"
-    )
+    sql = f"WITH outcome AS (UPDATE {quote(meta.db_table)} SET {assignments} WHERE {quote('id')} = %s)"  # noqa: S608
+    if touchpoints:
+        columns, values = _insert_values(touchpoints, params)
+        sql += (
+            f", touched AS (INSERT INTO {quote(Touchpoint._meta.db_table)} ({columns}) VALUES {values} "  # noqa: S608
+            "ON CONFLICT DO NOTHING)"
+        )
+    columns, values = _insert_values(rows, params)
+    sql += f" INSERT INTO {quote(Attribution._meta.db_table)} ({columns}) VALUES {values} RETURNING {quote('id')}"  # noqa: S608
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         ids = [pk for (pk,) in cursor.fetchall()]
     for row, pk in zip(rows, ids, strict=True):
         row.pk = pk
         row._state.adding, row._state.db = False, connection.alias
+
+
+def _insert_values(objects: list, params: list) -> tuple[str, str]:
+    """The column list and the VALUES rows of an INSERT of ``objects`` (one model; every concrete field but the
+    primary key), their values appended to ``params``."""
+    quote = connection.ops.quote_name
+    fields = [field for field in objects[0]._meta.concrete_fields if not field.primary_key]
+    placeholders = f"({', '.join(['%s'] * len(fields))})"
+    for obj in objects:
+        params += db_values(obj, fields, connection)
+    return ", ".join(quote(field.column) for field in fields), ", ".join([placeholders] * len(objects))
 
 
 # Errors of the event's own data (a date or amount the code cannot compute with): processing it again
@@ -562,9 +583,11 @@ def _process_locked_event(
     notes: list[str],
     identities_locked: bool = False,
     attribution_rows: list | None = None,
+    touchpoint_rows: list | None = None,
 ) -> tuple[str, Referral | None]:
     """``attribution_rows``: the event's new attribution rows are left in this list for the caller to insert
-    (``_outcome_write``) instead of being inserted here."""
+    (``_outcome_write``) instead of being inserted here. ``touchpoint_rows``: likewise the touchpoints of the
+    event's codes, when no read of this processing can see them (``_codes_later``)."""
     tenant = event.tenant
     if not identities_locked:
         identity_lock(tenant=tenant, identifiers=_identifiers(event))
@@ -578,6 +601,8 @@ def _process_locked_event(
     # The link the event's code names is read once (matching and the code's touchpoint both use it).
     named = code_link(tenant=tenant, referral_code=event.referral_code, coupon_code=event.coupon_code)
     referral, created = _referral_for_event(event=event, cluster=cluster, named=named, actor=actor, notes=notes)
+    earliest = earliest_settled_as_read(referral)  # read with it: nothing below settles an event of it first
+    later = touchpoint_rows if _codes_later(event, referral, created=created, earliest=earliest) else None
     by_code = named[0] if event.referral_code.strip() else None
     if by_code is not None:
         touchpoint_record(
@@ -594,6 +619,7 @@ def _process_locked_event(
             label=by_code.code,
             dedupe_key=f"conversion:code:{event.pk}",
             want_row=False,
+            insert_later=later,
         )
     if event.coupon_code:
         coupon_link = link_for_coupon(tenant, event.coupon_code)
@@ -611,6 +637,7 @@ def _process_locked_event(
             label=event.coupon_code,
             dedupe_key=f"conversion:coupon:{event.pk}",
             want_row=False,
+            insert_later=later,
         )
     if referral is None:
         notes.append("No referral matched this customer: nothing to attribute.")
@@ -641,7 +668,7 @@ def _process_locked_event(
             return ConversionEventStatus.UNATTRIBUTED, referral
     moved = _advance_for_event(event=event, referral=referral, actor=actor, notes=notes, created=created)
     moved = referral_establish(
-        referral=moved, at=event.occurred_at, actor=actor, queue_settlement=False, created=created
+        referral=moved, at=event.occurred_at, actor=actor, queue_settlement=False, created=created, earliest=earliest
     )
     referral = _keep_relations(moved, read=referral)
     # The event row is locked by the caller and its referral is saved with its outcome.
@@ -653,6 +680,24 @@ def _process_locked_event(
         notes.append("No touchpoint of a participant within the cookie window: nothing to attribute.")
         return ConversionEventStatus.UNATTRIBUTED, referral
     return ConversionEventStatus.PROCESSED, referral
+
+
+def _codes_later(event: ConversionEvent, referral: Referral | None, *, created: bool, earliest) -> bool:
+    """Whether the touchpoints of a payment's codes can wait for its outcome's statement (``_outcome_write``)
+    instead of being inserted when recorded: a payment of a referral already converted (or churned), not made
+    here, that stays established before the payment — its sign-up, or else its earliest settled event as read
+    with it (``earliest``), is earlier. Every touchpoint read of such a processing is bounded by the
+    referral's establishment (``referral_credit``: the credit is decided there), so none of them can see a
+    touchpoint at the payment's moment; and such a processing records no other touchpoint. The usual renewal
+    of a billing run (issue 15)."""
+    if referral is None or created or event.kind != ConversionKind.PAYMENT:
+        return False
+    if referral.status not in (ReferralStatus.CONVERTED, ReferralStatus.CHURNED):
+        return False
+    established = referral.signed_up_at
+    if established is None:
+        established = earliest if earliest is not EARLIEST_UNREAD else None
+    return established is not None and established < event.occurred_at
 
 
 def _keep_relations(referral: Referral, *, read: Referral) -> Referral:

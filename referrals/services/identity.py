@@ -95,13 +95,16 @@ def touchpoint_record(
     dedupe_key: str = "",
     data: dict | None = None,
     want_row: bool = True,
+    insert_later: list | None = None,
 ) -> Touchpoint | None:
     """Record a non-click touchpoint; with ``dedupe_key`` a repeat returns the existing row.
 
     A touchpoint with a participant takes attribution credit in the participant's program.
     ``want_row=False`` (with a ``dedupe_key``): the caller does not need the row; it is inserted unless
     the key exists (one statement, ``ON CONFLICT DO NOTHING``) and None is returned. Sequences remembered by
-    the processing that records it are forgotten (``sequences_remembered``).
+    the processing that records it are forgotten (``sequences_remembered``). ``insert_later`` (with
+    ``want_row=False``): the row is appended to this list, unsaved, for the caller to insert with a later
+    statement (``ON CONFLICT DO NOTHING`` too) — only when nothing the caller does before can read it.
     """
     sequences_forget()
     if kind not in TouchpointKind.values:
@@ -132,6 +135,9 @@ def touchpoint_record(
     )
     if not dedupe_key:
         return Touchpoint.objects.create(tenant=tenant, **fields)
+    if not want_row and insert_later is not None:
+        insert_later.append(Touchpoint(tenant=tenant, dedupe_key=dedupe_key[:400], **fields))
+        return None
     if not want_row:
         Touchpoint.objects.bulk_create(
             [Touchpoint(tenant=tenant, dedupe_key=dedupe_key[:400], **fields)], ignore_conflicts=True

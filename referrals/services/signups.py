@@ -32,6 +32,7 @@ from referrals.models import (
     TouchpointKind,
 )
 from referrals.selectors import (
+    EARLIEST_UNREAD,
     first_click_at,
     identity_cluster,
     latest_credited_click,
@@ -367,17 +368,20 @@ def referral_establish(
     actor: Actor | str,
     queue_settlement: bool = True,
     created: bool = False,
+    earliest=EARLIEST_UNREAD,
 ) -> Referral:
     """Keep ``established_at`` equal to when the referral was established, whatever order its facts
     arrive in: its earliest sign-up (``signed_up_at``: the sign-up API, a lead, a sign-up event) or,
     without one, its earliest conversion event (``at`` adds the event being processed). When it moves, the
     credit of every event of the referral is decided again from the touchpoints up to the new moment, and
     its rewards are settled again. ``created``: the referral was inserted in this very transaction, so none of
-    its events is settled yet (their earliest moment is not read)."""
+    its events is settled yet (their earliest moment is not read). ``earliest``: that moment as read with the
+    referral in this transaction (``earliest_settled_as_read``), not read again."""
     target = referral.signed_up_at
     if target is None:
-        earliest = None
-        if not created:
+        if created:
+            earliest = None
+        elif earliest is EARLIEST_UNREAD:
             earliest = (
                 ConversionEvent.objects.for_tenant(referral.tenant_id)
                 .filter(referral_id=referral.pk, status__in=SETTLED_EVENT_STATUSES)

@@ -1,0 +1,221 @@
+"""A billing run's renewals (issue 15's warm path): a payment of a referral already converted and established
+before it is processed with fewer statements — the moment of the referral's earliest settled event is read
+with the referral (no aggregate of its own for ``referral_establish``), and the touchpoint of the payment's
+referral code is written by the outcome's statement (``_codes_later``). Nothing of the outcome changes: the
+same touchpoints, credit, establishment and stages as when each is written on its own, whatever the delivery
+order; a payment dated before the establishment (an old invoice delivered late) still takes the immediate
+path."""
+
+from __future__ import annotations
+
+import random
+import re
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+from referrals import services
+from referrals.models import Attribution, ConversionEvent, Referral, Touchpoint
+from referrals.services import conversions
+from tests import factories as f
+
+from .builders import program_for, referrer_with_link
+
+NOW = timezone.now().replace(microsecond=0)
+
+
+def workspace(tenant, *, model: str = "last_touch"):
+    program = program_for(tenant, attribution_model=model, cookie_window_days=60)
+    f.ProgramVersionFactory(program=program)
+    _dana, dana = referrer_with_link(program, code=f"dana{tenant.pk}")
+    _ravi, ravi = referrer_with_link(program, name="Ravi Menon", company="Contoso", code=f"ravi{tenant.pk}")
+    return {"dana": dana.code, "ravi": ravi.code}
+
+
+def receive(tenant, external_id: str, *, kind: str = "payment", at, code: str = "", customer: str = "cus_1"):
+    data = {"external_event_id": external_id, "kind": kind, "customer_external_id": customer, "occurred_at": at}
+    if kind == "payment":
+        data.update(amount_minor=9_900, currency="USD")
+    if code:
+        data["referral_code"] = code
+    raw = {key: (value.isoformat() if hasattr(value, "isoformat") else value) for key, value in data.items()}
+    return services.conversion_event_receive(tenant=tenant, raw=raw, queue_processing=False, **data).event
+
+
+def process_received(tenant) -> None:
+    """Process every ``received`` event one by one, round after round (an event processed before its referral
+    existed is queued again, as the drain's next round would run it)."""
+    for _round in range(5):
+        ids = list(
+            ConversionEvent.objects.filter(tenant=tenant, status="received").order_by("pk").values_list("pk", flat=True)
+        )
+        if not ids:
+            return
+        for event_id in ids:
+            services.conversion_event_process(event_id=event_id)
+    raise AssertionError("events still received after 5 rounds")
+
+
+def state(tenant) -> dict:
+    """Everything the processing wrote, without ids: touchpoints, credit, events' outcomes, the referral."""
+    external = dict(ConversionEvent.objects.filter(tenant=tenant).values_list("pk", "external_event_id"))
+
+    def key(dedupe: str) -> str:
+        head, _sep, pk = dedupe.rpartition(":")
+        return f"{head}:{external.get(int(pk), pk)}" if pk.isdigit() else dedupe
+
+    touchpoints = sorted(
+        (
+            key(t.dedupe_key),
+            t.kind,
+            re.sub(r"\d+$", "", t.label),  # a code ends with its workspace's id
+            t.occurred_at,
+            t.participant.name if t.participant else None,
+            t.program_id is not None,
+            re.sub(r"\d+$", "", t.link.code) if t.link else None,
+            t.referral is not None,
+            t.customer_external_id,
+        )
+        for t in Touchpoint.objects.filter(tenant=tenant).select_related("participant", "link", "referral")
+    )
+    credit = sorted(
+        Attribution.objects.filter(tenant=tenant).values_list(
+            "conversion_event__external_event_id", "participant__name", "share", "amount_minor"
+        )
+    )
+    events = sorted(ConversionEvent.objects.filter(tenant=tenant).values_list("external_event_id", "status"))
+    referrals = sorted(
+        Referral.objects.filter(tenant=tenant).values_list(
+            "referrer__name", "status", "established_at", "converted_at", "signed_up_at"
+        )
+    )
+    return {"touchpoints": touchpoints, "credit": credit, "events": events, "referrals": referrals}
+
+
+def test_a_renewal_reads_the_earliest_event_with_its_referral_and_writes_its_code_with_its_outcome(world):
+    codes = workspace(world.a)
+    receive(world.a, "pay-1", at=NOW - timedelta(days=30), code=codes["dana"])
+    process_received(world.a)
+    renewal = receive(world.a, "pay-2", at=NOW - timedelta(hours=1), code=codes["dana"])
+
+    with CaptureQueriesContext(connection) as captured:
+        processed = services.conversion_event_process(event_id=renewal.pk)
+
+    assert processed.status == "processed"
+    statements = [query["sql"] for query in captured.captured_queries]
+    assert not [sql for sql in statements if 'MIN("referrals_conversionevent"' in sql], "read with the referral"
+    touchpoint_writes = [sql for sql in statements if 'INTO "referrals_touchpoint"' in sql]
+    assert len(touchpoint_writes) == 1 and 'INSERT INTO "referrals_attribution"' in touchpoint_writes[0]
+    written = Touchpoint.objects.get(tenant=world.a, dedupe_key=f"conversion:code:{renewal.pk}")
+    referral = Referral.objects.get(tenant=world.a)
+    assert (written.kind, written.label, written.occurred_at) == ("referral_code", codes["dana"], renewal.occurred_at)
+    assert (written.participant_id, written.program_id, written.referral_id) == (
+        referral.referrer_id,
+        referral.program_id,
+        referral.pk,
+    )
+    assert written.link.code == codes["dana"] and written.customer_external_id == "cus_1"
+    # The credit is the establishment's (the first payment's code), not the renewal's touch.
+    assert referral.established_at == NOW - timedelta(days=30)
+    assert list(Attribution.objects.filter(conversion_event=renewal).values_list("participant__name", flat=True)) == [
+        "Dana Whitfield"
+    ]
+
+
+def test_an_old_invoice_delivered_late_moves_the_establishment_and_is_written_at_once(world):
+    codes = workspace(world.a)
+    receive(world.a, "pay-2", at=NOW - timedelta(days=2), code=codes["dana"])
+    process_received(world.a)
+    late = receive(world.a, "pay-1", at=NOW - timedelta(days=20), code=codes["ravi"])
+
+    with CaptureQueriesContext(connection) as captured:
+        services.conversion_event_process(event_id=late.pk)
+
+    standalone = [
+        query["sql"]
+        for query in captured.captured_queries
+        if 'INTO "referrals_touchpoint"' in query["sql"] and "referrals_attribution" not in query["sql"]
+    ]
+    assert len(standalone) == 1, "a payment before the establishment can be seen by this processing's reads"
+    referral = Referral.objects.get(tenant=world.a)
+    assert referral.established_at == NOW - timedelta(days=20)
+    # Established at the older payment, whose code (Ravi's) is then the last touch of both payments.
+    assert set(Attribution.objects.filter(tenant=world.a).values_list("participant__name", flat=True)) == {"Ravi Menon"}
+
+
+def test_another_workspaces_events_never_count_as_the_referrals_earliest(world):
+    codes = workspace(world.a)
+    receive(world.a, "pay-1", at=NOW - timedelta(days=10), code=codes["dana"])
+    process_received(world.a)
+    referral = Referral.objects.get(tenant=world.a)
+    other = workspace(world.b)
+    foreign = receive(world.b, "pay-b", at=NOW - timedelta(days=50), code=other["dana"])
+    process_received(world.b)
+    # A corrupt row pointing at the referral of another workspace (only the superuser connection can write it).
+    ConversionEvent.objects.filter(pk=foreign.pk).update(referral_id=referral.pk)
+
+    from referrals.selectors import earliest_settled_as_read, identity_cluster, referral_for_identity
+
+    found = referral_for_identity(world.a, cluster=identity_cluster(world.a.pk, customer_ids=["cus_1"]))
+    assert found.pk == referral.pk and earliest_settled_as_read(found) == NOW - timedelta(days=10)
+
+
+PAYMENT_DAYS = st.lists(st.integers(min_value=1, max_value=59), min_size=2, max_size=5, unique=True)
+
+
+@pytest.mark.django_db
+@settings(
+    max_examples=8,
+    phases=[Phase.explicit, Phase.generate],
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    days=PAYMENT_DAYS,
+    signed_up=st.one_of(st.none(), st.integers(min_value=1, max_value=59)),
+    codes_of=st.lists(st.sampled_from(["dana", "ravi", ""]), min_size=5, max_size=5),
+    seed=st.integers(min_value=0, max_value=2**16),
+)
+def test_writing_codes_with_the_outcome_ends_exactly_as_writing_them_at_once_in_any_delivery_order(
+    days, signed_up, codes_of, seed, monkeypatch
+):
+    """Payments (each with Dana's, Ravi's or no code) of one customer, perhaps a sign-up, delivered in a random
+    order: the end state equals the one of the same deliveries with every touchpoint inserted when recorded."""
+    from referral_platform.tenancy.models import Tenant
+
+    def build():
+        tenant = f.TenantFactory()
+        codes = workspace(tenant)
+        specs = [
+            (f"pay-{day}", "payment", NOW - timedelta(days=day), codes.get(codes_of[i], ""))
+            for i, day in enumerate(days)
+        ]
+        if signed_up is not None:
+            specs.append(("sign-up", "sign_up", NOW - timedelta(days=signed_up), codes["dana"]))
+        if not any(code for *_rest, code in specs):
+            specs[0] = (*specs[0][:3], codes["dana"])
+        random.Random(seed).shuffle(specs)
+        return tenant, specs
+
+    ends = []
+    for deferred in (True, False):
+        with monkeypatch.context() as patch:
+            if not deferred:
+                patch.setattr(conversions, "_codes_later", lambda *args, **kwargs: False)
+            tenant, specs = build()
+            # Delivered in that order, each processed before the next arrives (a renewal finds its referral).
+            for external_id, kind, at, code in specs:
+                receive(tenant, external_id, kind=kind, at=at, code=code)
+                process_received(tenant)
+            ends.append(state(tenant))
+        assert Tenant.objects.filter(pk=tenant.pk).exists()
+    with_outcome, at_once = ends
+    assert with_outcome == at_once
+    assert with_outcome["referrals"] and with_outcome["touchpoints"]
