@@ -253,6 +253,14 @@ def stripe_events_schedule(tenant_id: int, *, helper: bool = False) -> bool:
     return True
 
 
+def _handled(event: StripeWebhookEvent) -> None:
+    """The outcome of an event handled as a whole (not saved)."""
+    event.attempts += 1
+    event.status = WebhookEventStatus.PROCESSED
+    event.error = ""
+    event.processed_at = timezone.now()
+
+
 def _handle(event: StripeWebhookEvent) -> None:
     """Run the event's handler in a savepoint and set its outcome (not saved)."""
     event.attempts += 1
@@ -301,7 +309,10 @@ def stripe_events_process_chunk(*, tenant: Tenant, limit: int = DRAIN_CHUNK) -> 
         )
         for event in events:
             event.tenant = tenant
-            _handle(event)
+        together = _invoices_paid_together(tenant, events)
+        for event in events:
+            if event.pk not in together:
+                _handle(event)
         if events:
             StripeWebhookEvent.objects.bulk_update(events, ["status", "attempts", "error", "processed_at"])
     return events
@@ -531,6 +542,28 @@ def handle_invoice_paid(event: StripeWebhookEvent) -> None:
     usual case) they are inserted by ONE statement (the charge's insert is the ``also`` of the conversion's,
     issue 15); otherwise — a duplicate or replaced event, a charge already known from a refund — the charge is
     upserted on its own, as ``_charge_upsert`` does."""
+    fields, ids = _invoice_paid_parts(event)
+    conversion: ConversionEvent | None = None
+
+    def update(charge: StripeCharge) -> None:
+        _paid_update(charge, fields)
+        if charge.conversion_event_id is None and conversion is not None:
+            charge.conversion_event = conversion
+
+    fresh = _fresh_charge(event.tenant, ids, update)
+    received = _received_conversion(event, also=_insert_if_unseen_sql(fresh, **ids, of_new_event=True), **fields)
+    conversion = received.event
+    if received.also_id is not None:  # both new: the charge is the fresh row, its conversion this event
+        _inserted(fresh, received.also_id)
+        fresh.conversion_event = conversion
+        return  # a charge seen for the first time has no refund to apply
+    charge = _charge_upsert(event.tenant, **ids, update=update)
+    _apply_refunds(charge)
+
+
+def _invoice_paid_parts(event: StripeWebhookEvent) -> tuple[dict, dict]:
+    """What an ``invoice.paid`` event says: its conversion's fields and its charge's three ids (ValueError and
+    the like for a malformed payload, before anything is written)."""
     invoice = _object(event)
     paid_at = _timestamp((invoice.get("status_transitions") or {}).get("paid_at"), _created(event))
     metadata = _referral_metadata(invoice, invoice.get("subscription_details") or {})
@@ -551,26 +584,127 @@ def handle_invoice_paid(event: StripeWebhookEvent) -> None:
         "invoice_id": _stripe_id(invoice, "id", what="invoice"),
         "payment_intent_id": _stripe_id(invoice, "payment_intent", what="payment_intent"),
     }
-    conversion: ConversionEvent | None = None
+    return fields, ids
 
-    def update(charge: StripeCharge) -> None:
-        charge.amount_minor = max(charge.amount_minor, paid)
-        charge.currency = charge.currency or currency
-        if charge.conversion_event_id is None and conversion is not None:
-            charge.conversion_event = conversion
 
+def _paid_update(charge: StripeCharge, fields: dict) -> None:
+    """What an invoice's payment changes on its charge (its conversion apart)."""
+    charge.amount_minor = max(charge.amount_minor, fields["amount_minor"])
+    charge.currency = charge.currency or fields["currency"]
+
+
+def _fresh_charge(tenant: Tenant, ids: dict, update: Callable[[StripeCharge], None]) -> StripeCharge:
+    """The charge row a first sight of ``ids`` inserts (keyed by the first id known), ``update`` applied."""
     fresh = StripeCharge(
-        tenant=event.tenant, stripe_charge_id=ids["charge_id"] or ids["payment_intent_id"] or ids["invoice_id"]
+        tenant=tenant, stripe_charge_id=ids["charge_id"] or ids["payment_intent_id"] or ids["invoice_id"]
     )
     _fill(fresh, invoice_id=ids["invoice_id"], payment_intent_id=ids["payment_intent_id"], update=update)
-    received = _received_conversion(event, also=_insert_if_unseen_sql(fresh, **ids, of_new_event=True), **fields)
-    conversion = received.event
-    if received.also_id is not None:  # both new: the charge is the fresh row, its conversion this event
-        _inserted(fresh, received.also_id)
-        fresh.conversion_event = conversion
-        return  # a charge seen for the first time has no refund to apply
-    charge = _charge_upsert(event.tenant, **ids, update=update)
-    _apply_refunds(charge)
+    return fresh
+
+
+def _charge_ids_of(event: StripeWebhookEvent) -> list[str]:
+    """The Stripe charge, invoice and payment intent ids an event of the chunk names (its handler's; none for
+    a payload too malformed to say)."""
+    obj = (event.payload.get("data") or {}).get("object") if isinstance(event.payload, dict) else None
+    if not isinstance(obj, dict):
+        return []
+    keys = {"invoice.paid": ("charge", "id", "payment_intent"), "charge.refunded": ("id", "invoice", "payment_intent")}
+    return [obj[key] for key in keys.get(event.type, ()) if isinstance(obj.get(key), str) and obj[key]]
+
+
+def _invoices_paid_together(tenant: Tenant, events: list[StripeWebhookEvent]) -> set[int]:
+    """A chunk's ``invoice.paid`` events whose conversion and charge are both new — a billing run's usual
+    case — inserted by ONE statement for the whole chunk (issue 15), each exactly as ``handle_invoice_paid``
+    inserts them on first sight: the conversion unless its external id is known, the charge unless a row
+    matches any of its ids, linked to that conversion. Returns the ids of the events handled so (their outcome
+    set, not saved); every other event — malformed, a charge or conversion already known, ids another event of
+    the chunk also names (they must see each other in order) — is left to its handler. A statement the
+    database refuses (a value too long for its column) writes nothing, and every event goes to its handler."""
+    from referrals.services import conversion_event_build
+    from referrals.tasks import process_conversion_event
+
+    named: dict[str, int] = {}
+    for event in events:
+        for stripe_id in set(_charge_ids_of(event)):
+            named[stripe_id] = named.get(stripe_id, 0) + 1
+    parts = []
+    for event in events:
+        if event.type != "invoice.paid":
+            continue
+        try:
+            fields, ids = _invoice_paid_parts(event)
+            conversion = conversion_event_build(
+                tenant=tenant, external_event_id=event.stripe_event_id, raw=event.payload, source="stripe", **fields
+            )
+        except (ValidationError, KeyError, TypeError, ValueError):
+            continue  # its handler fails it with the reason
+        if any(named.get(stripe_id, 0) > 1 for stripe_id in ids.values() if stripe_id):
+            continue
+        parts.append(
+            (event, conversion, _fresh_charge(tenant, ids, lambda charge, f=fields: _paid_update(charge, f)), ids)
+        )
+    if len(parts) < 2:
+        return set()
+    sql, params = _paid_together_sql(parts)
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            rows = cursor.fetchall()
+    except DataError as error:
+        logger.info("%d invoices left to their handlers one by one: %s", len(parts), error)
+        return set()
+    inserted = {external_id: (event_id, charge_id) for event_id, external_id, charge_id in rows}
+    done: set[int] = set()
+    for event, _conversion, _charge, _ids in parts:
+        event_id, charge_id = inserted.get(event.stripe_event_id, (None, None))
+        if event_id is None:
+            continue  # a known conversion: its handler finds it (a duplicate, or a failed one replaced)
+        enqueue_on_commit(process_conversion_event, event_id)  # as conversion_event_receive queues a new one
+        if charge_id is None:
+            continue  # a known charge: its handler links it to the new conversion and applies its refunds
+        _handled(event)
+        done.add(event.pk)
+    return done
+
+
+def _paid_together_sql(parts: list) -> tuple[str, list]:
+    from referrals.services import conversion_events_insert_sql
+
+    """``_invoices_paid_together``'s statement: the conversions' INSERT, then the charges' — each only when its
+    conversion was inserted and no row of the tenant has any of its ids — returning (conversion id, its
+    external id, the charge's id or NULL)."""
+    quote = connection.ops.quote_name
+    insert_events, params = conversion_events_insert_sql([conversion for _event, conversion, _charge, _ids in parts])
+    meta = StripeCharge._meta
+    fields = [field for field in meta.concrete_fields if not field.primary_key]
+    given = [field for field in fields if field.attname != "conversion_event_id"]
+    typed = ", ".join(f"%s::{field.db_type(connection)}" for field in given)
+    rows = []
+    for event, _conversion, charge, ids in parts:
+        rows.append(f"(%s, %s, %s, %s, {typed})")
+        params += [event.stripe_event_id, ids["charge_id"], ids["invoice_id"], ids["payment_intent_id"]]
+        params += db_values(charge, given, connection)
+    names = ", ".join(f"c_{field.column}" for field in given)
+    selected = ", ".join(
+        "n.id" if field.attname == "conversion_event_id" else f"c.c_{field.column}" for field in fields
+    )
+    table = quote(meta.db_table)
+    # Identifiers come from the models' metadata and are quoted; every value is a parameter. An empty id
+    # matches nothing, as in ``_insert_if_unseen_sql``.
+    sql = (
+        f"WITH new_events AS ({insert_events}), "  # noqa: S608
+        f"charge_rows (external_id, k_charge, k_invoice, k_intent, {names}) AS (VALUES {', '.join(rows)}), "
+        f"charges AS (INSERT INTO {table} ({', '.join(quote(field.column) for field in fields)}) "
+        f"SELECT {selected} FROM charge_rows c JOIN new_events n ON n.external_event_id = c.external_id "
+        f"WHERE NOT EXISTS (SELECT 1 FROM {table} s WHERE s.tenant_id = c.c_tenant_id AND ("
+        "(c.k_charge <> '' AND s.stripe_charge_id = c.k_charge)"
+        " OR (c.k_invoice <> '' AND s.stripe_invoice_id = c.k_invoice)"
+        " OR (c.k_intent <> '' AND s.stripe_payment_intent_id = c.k_intent))) "
+        f"ON CONFLICT (tenant_id, stripe_charge_id) DO NOTHING RETURNING {quote('id')}, conversion_event_id) "
+        "SELECT n.id, n.external_event_id, ch.id "
+        "FROM new_events n LEFT JOIN charges ch ON ch.conversion_event_id = n.id"
+    )
+    return sql, params
 
 
 def handle_charge_refunded(event: StripeWebhookEvent) -> None:

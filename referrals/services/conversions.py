@@ -131,17 +131,7 @@ def _insert_ignoring_duplicate(
     conversion and its charge). It may read the new event's id as ``(SELECT id FROM new_event)`` — no row
     when the event was a duplicate — and returns at most one ``id``.
     """
-    meta = ConversionEvent._meta
-    quote = connection.ops.quote_name
-    fields = [meta.get_field(name) for name in _INSERT_FIELDS]
-    columns = ", ".join(quote(field.column) for field in fields)
-    placeholders = ", ".join(["%s"] * len(fields))
-    values = db_values(event, fields, connection)
-    # Identifiers come from the model's metadata and are quoted; every value is a parameter.
-    sql = (
-        f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES ({placeholders}) "  # noqa: S608
-        f"ON CONFLICT ({quote('tenant_id')}, {quote('external_event_id')}) DO NOTHING RETURNING {quote('id')}"
-    )
+    sql, values = conversion_events_insert_sql([event])
     if also is not None:
         also_sql, also_params = also
         # ``also`` is SQL of our own code (its values are parameters too).
@@ -155,6 +145,64 @@ def _insert_ignoring_duplicate(
     if also is not None:
         return row[0], row[1]
     return (row[0] if row else None), None
+
+
+def conversion_events_insert_sql(events: list[ConversionEvent]) -> tuple[str, list]:
+    """The statement inserting new ``events`` (built by ``conversion_event_build``) except those whose tenant
+    already has their external id (``ON CONFLICT DO NOTHING``), and its parameters. It returns ``id`` and
+    ``external_event_id`` of each event inserted."""
+    meta = ConversionEvent._meta
+    quote = connection.ops.quote_name
+    fields = [meta.get_field(name) for name in _INSERT_FIELDS]
+    columns = ", ".join(quote(field.column) for field in fields)
+    placeholders = f"({', '.join(['%s'] * len(fields))})"
+    values = [value for event in events for value in db_values(event, fields, connection)]
+    # Identifiers come from the model's metadata and are quoted; every value is a parameter.
+    sql = (
+        f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES {', '.join([placeholders] * len(events))} "  # noqa: S608
+        f"ON CONFLICT ({quote('tenant_id')}, {quote('external_event_id')}) DO NOTHING "
+        f"RETURNING {quote('id')}, {quote('external_event_id')}"
+    )
+    return sql, values
+
+
+def conversion_event_build(
+    *,
+    tenant: Tenant,
+    external_event_id: str,
+    kind: str,
+    occurred_at: datetime,
+    raw: dict,
+    raw_body: str = "",
+    amount_minor: int = 0,
+    currency: str = "",
+    customer_external_id: str = "",
+    email: str = "",
+    referral_code: str = "",
+    coupon_code: str = "",
+    visitor_id: str = "",
+    source: str = "api",
+) -> ConversionEvent:
+    """The event ``conversion_event_receive`` stores, unsaved: identifiers normalised, ``received``."""
+    return ConversionEvent(
+        tenant=tenant,
+        external_event_id=external_event_id,
+        kind=kind,
+        amount_minor=amount_minor,
+        currency=currency,
+        occurred_at=occurred_at,
+        customer_external_id=normalize_identifier(customer_external_id),
+        email=normalize_email(email),
+        referral_code=normalize_identifier(referral_code),
+        coupon_code="".join(coupon_code.split())[:64],
+        visitor_id=normalize_identifier(visitor_id),
+        raw=raw,
+        raw_body=raw_body,
+        source=source,
+        status=ConversionEventStatus.RECEIVED,
+        received_at=timezone.now(),
+        queued_at=timezone.now(),
+    )
 
 
 @transaction.atomic
@@ -189,24 +237,21 @@ def conversion_event_receive(
     ``also``: a second insert made in the same statement as the event's (``_insert_ignoring_duplicate``); the id
     it returned is ``also_id`` of the result.
     """
-    event = ConversionEvent(
+    event = conversion_event_build(
         tenant=tenant,
         external_event_id=external_event_id,
         kind=kind,
-        amount_minor=amount_minor,
-        currency=currency,
         occurred_at=occurred_at,
-        customer_external_id=normalize_identifier(customer_external_id),
-        email=normalize_email(email),
-        referral_code=normalize_identifier(referral_code),
-        coupon_code="".join(coupon_code.split())[:64],
-        visitor_id=normalize_identifier(visitor_id),
         raw=raw,
         raw_body=raw_body,
+        amount_minor=amount_minor,
+        currency=currency,
+        customer_external_id=customer_external_id,
+        email=email,
+        referral_code=referral_code,
+        coupon_code=coupon_code,
+        visitor_id=visitor_id,
         source=source,
-        status=ConversionEventStatus.RECEIVED,
-        received_at=timezone.now(),
-        queued_at=timezone.now(),
     )
     from referrals.tasks import process_conversion_event
 
