@@ -264,23 +264,7 @@ def webhooks_for(workspace: dict) -> list[dict]:
     for number, (customer, period) in enumerate(invoices):
         amount = 4_900 + (number % 7) * 1_000
         paid_at = now - 3_600 * 24 * (1 - period) - 600 + number % 300
-        invoice = {
-            "id": f"in_{customer['id']}_{period}",
-            "object": "invoice",
-            "customer": customer["id"],
-            "customer_email": customer["email"],
-            "subscription": f"sub_{customer['id']}",
-            "status": "paid",
-            "paid": True,
-            "amount_due": amount,
-            "amount_paid": amount,
-            "currency": "usd",
-            "charge": f"ch_{customer['id']}_{period}",
-            "payment_intent": f"pi_{customer['id']}_{period}",
-            "status_transitions": {"paid_at": paid_at},
-            "metadata": customer["metadata"],
-            "lines": {"object": "list", "data": [{"object": "line_item", "amount": amount, "quantity": 1}]},
-        }
+        invoice = _invoice(customer, period, amount, paid_at)
         out.append(_event(f"evt_{customer['id']}_paid_{period}", "invoice.paid", invoice, paid_at))
         if number % 10 == 3:
             charge = {
@@ -302,6 +286,45 @@ def webhooks_for(workspace: dict) -> list[dict]:
             out.append(refunds.pop(0)[1])
     out.extend(event for _at, event in refunds)
     return out
+
+
+def renewals_for(workspace: dict, period: int = 2) -> list[dict]:
+    """The next month's billing run: one ``invoice.paid`` per customer, every referral already converted and
+    established (the warm path of issue 15: nothing is created, the referral is found)."""
+    now = int(time.time())
+    out = []
+    for number, customer in enumerate(workspace["customers"]):
+        amount = 4_900 + (number % 7) * 1_000
+        paid_at = now - 300 + number % 300
+        out.append(
+            _event(
+                f"evt_{customer['id']}_paid_{period}",
+                "invoice.paid",
+                _invoice(customer, period, amount, paid_at),
+                paid_at,
+            )
+        )
+    return out
+
+
+def _invoice(customer: dict, period: int, amount: int, paid_at: int) -> dict:
+    return {
+        "id": f"in_{customer['id']}_{period}",
+        "object": "invoice",
+        "customer": customer["id"],
+        "customer_email": customer["email"],
+        "subscription": f"sub_{customer['id']}",
+        "status": "paid",
+        "paid": True,
+        "amount_due": amount,
+        "amount_paid": amount,
+        "currency": "usd",
+        "charge": f"ch_{customer['id']}_{period}",
+        "payment_intent": f"pi_{customer['id']}_{period}",
+        "status_transitions": {"paid_at": paid_at},
+        "metadata": customer["metadata"],
+        "lines": {"object": "list", "data": [{"object": "line_item", "amount": amount, "quantity": 1}]},
+    }
 
 
 def _event(event_id: str, kind: str, obj: dict, created: int) -> dict:
@@ -746,12 +769,38 @@ def run_once(*, concurrency: int, port: int, env: dict, redis_client, server_pid
 
         wait_until_settled(settled, len(invoices), "the pipeline")
         cpu = meter.stop()
+        queries = int(redis_client.get(counter) or 0)
+        # Read before the renewals are posted: when the last piece of work was written (the end of the run),
+        # webhook → first ledger entry, and what the run wrote.
+        written = (
+            Reward.objects.filter(tenant=tenant).count(),
+            LedgerTransaction.objects.filter(tenant=tenant).count(),
+        )
+        ends = [
+            StripeWebhookEvent.objects.filter(tenant=tenant).aggregate(at=Max("processed_at"))["at"],
+            RewardEvaluation.objects.filter(tenant=tenant).aggregate(at=Max("evaluated_at"))["at"],
+            LedgerTransaction.objects.filter(tenant=tenant).aggregate(at=Max("posted_at"))["at"],
+        ]
+        end = max(at for at in ends if at is not None).timestamp()
+        first_entry = dict(
+            LedgerTransaction.objects.filter(tenant=tenant, reward__conversion_event__isnull=False)
+            .values_list("reward__conversion_event__external_event_id")
+            .annotate(first=Min("posted_at"))
+            .values_list("reward__conversion_event__external_event_id", "first")
+        )
+        latencies = sorted(
+            (first_entry[event["id"]].timestamp() - sent[event["id"]]) * 1000
+            for event in invoices
+            if event["id"] in first_entry
+        )
+        renewal = renewal_run(
+            workspace=workspace, port=port, env=env, redis_client=redis_client, meter=meter, before=len(requests)
+        )
     finally:
         stop(worker)
-    queries = int(redis_client.get(counter) or 0)
-    by_task = {k.decode(): int(v) for k, v in redis_client.hgetall(f"{counter}:by-task").items()}
-    runs = {k.decode(): int(v) for k, v in redis_client.hgetall(f"{counter}:runs").items()}
-    sql = {k.decode(): float(v) for k, v in redis_client.hgetall(f"{counter}:sql").items()}
+    by_task = {k.decode(): int(v) for k, v in renewal.pop("by_task").items()}
+    runs = {k.decode(): int(v) for k, v in renewal.pop("runs").items()}
+    sql = {k.decode(): float(v) for k, v in renewal.pop("sql").items()}
     for shape in sorted(sql, key=sql.get, reverse=True)[:15]:
         log(f"  {sql[shape]:7.2f}s  {shape}")
     for name in sorted(by_task, key=by_task.get, reverse=True):
@@ -760,31 +809,15 @@ def run_once(*, concurrency: int, port: int, env: dict, redis_client, server_pid
             f"({by_task[name] / max(runs.get(name, 1), 1):.1f}/run, {by_task[name] / max(len(events), 1):.1f}/webhook)"
         )
 
-    # When the last piece of work was written (the end of the run), and webhook → first ledger entry.
-    ends = [
-        StripeWebhookEvent.objects.filter(tenant=tenant).aggregate(at=Max("processed_at"))["at"],
-        RewardEvaluation.objects.filter(tenant=tenant).aggregate(at=Max("evaluated_at"))["at"],
-        LedgerTransaction.objects.filter(tenant=tenant).aggregate(at=Max("posted_at"))["at"],
-    ]
-    end = max(at for at in ends if at is not None).timestamp()
-    first_entry = dict(
-        LedgerTransaction.objects.filter(tenant=tenant, reward__conversion_event__isnull=False)
-        .values_list("reward__conversion_event__external_event_id")
-        .annotate(first=Min("posted_at"))
-        .values_list("reward__conversion_event__external_event_id", "first")
-    )
-    latencies = sorted(
-        (first_entry[event["id"]].timestamp() - sent[event["id"]]) * 1000
-        for event in invoices
-        if event["id"] in first_entry
-    )
-
     # Everything is there: each invoice attributed and evaluated, rewards in a balanced ledger,
     # refunds applied.
-    payments = ConversionEvent.objects.filter(tenant=tenant, kind="payment")
+    first_month = [event["id"] for event in invoices]
+    payments = ConversionEvent.objects.filter(tenant=tenant, kind="payment", external_event_id__in=first_month)
     failed = list(payments.exclude(status="processed").values_list("external_event_id", "status", "error")[:5])
     unattributed = payments.exclude(pk__in=Attribution.objects.filter(tenant=tenant).values("conversion_event"))
-    evaluations = RewardEvaluation.objects.filter(tenant=tenant, conversion_event__kind="payment")
+    evaluations = RewardEvaluation.objects.filter(
+        tenant=tenant, conversion_event__kind="payment", conversion_event__external_event_id__in=first_month
+    )
     bad_evaluations = list(evaluations.exclude(status="done").values_list("status", "notes")[:3])
     unbalanced = unbalanced_transactions(tenant)
     rewards = Reward.objects.filter(tenant=tenant)
@@ -806,7 +839,7 @@ def run_once(*, concurrency: int, port: int, env: dict, redis_client, server_pid
         problems.append(f"unbalanced ledger transactions: {unbalanced[:3]}")
     if not_reduced:
         problems.append(f"refunds not applied to {len(not_reduced)} invoices' rewards")
-    transactions = LedgerTransaction.objects.filter(tenant=tenant).count()
+    reward_count, transactions = written
     # What is owed in the end, per program and side: the same in every run, whatever the number of workers
     # and the order they worked in (corrections may leave reversed rows behind; only what is owed counts).
     owed: dict[str, int] = {}
@@ -824,13 +857,14 @@ def run_once(*, concurrency: int, port: int, env: dict, redis_client, server_pid
         "queries": queries / len(invoices),
         "p50": statistics.median(latencies) if latencies else float("nan"),
         "p99": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] if latencies else float("nan"),
-        "rewards": rewards.count(),
+        "rewards": reward_count,
         "transactions": transactions,
         "messages": ParticipantMessage.objects.filter(tenant=tenant).count(),
         # CPU milliseconds per conversion (None: that process could not be read)
         "cpu_ms": {part: None if used is None else used * 1000 / len(invoices) for part, used in cpu.items()},
         "owed": owed,
-        "problems": problems,
+        "problems": problems + renewal.pop("problems"),
+        "renewal": renewal,
     }
     log(
         f"{concurrency} worker(s): {result['door_rate']:.0f} webhooks/s at the door, {result['rate']:.1f} "
@@ -838,7 +872,92 @@ def run_once(*, concurrency: int, port: int, env: dict, redis_client, server_pid
         f"p99 {result['p99']:.0f} ms; {result['rewards']} rewards, {transactions} ledger transactions, "
         f"{result['messages']} messages" + (f"  PROBLEMS: {problems}" if problems else "")
     )
+    log(
+        f"{concurrency} worker(s), renewals: {renewal['rate']:.1f} conversions/s end to end, "
+        f"{renewal['queries']:.1f} queries/conversion, p50 {renewal['p50']:.0f} ms, p99 {renewal['p99']:.0f} ms"
+    )
     return result
+
+
+def renewal_run(*, workspace: dict, port: int, env: dict, redis_client, meter: CpuMeter, before: int) -> dict:
+    """The next month's billing run of the same customers, posted once the first has settled (the same workers):
+    conversions per second, statements and CPU per conversion, p50/p99 webhook → first ledger entry. The
+    statement counters of the first run are handed back (``by_task``, ``runs``, ``sql``) before they are reset."""
+    from django.db.models import Max, Min
+
+    from referrals.models import Attribution, ConversionEvent
+    from rewards.models import LedgerTransaction, RewardEvaluation, StripeWebhookEvent
+
+    tenant = workspace["tenant"]
+    counter = env["BENCH_QUERY_COUNTER"]
+    first = {
+        "by_task": redis_client.hgetall(f"{counter}:by-task"),
+        "runs": redis_client.hgetall(f"{counter}:runs"),
+        "sql": redis_client.hgetall(f"{counter}:sql"),
+    }
+    redis_client.delete(counter, f"{counter}:by-task", f"{counter}:runs", f"{counter}:sql")
+    events = renewals_for(workspace)
+    requests = [(event["id"], *signed(event, workspace["secret"])) for event in events]
+    log(f"renewals: posting the next month's {len(requests)} invoice.paid of the same customers")
+    meter.start()
+    sent, _door_seconds, first_post = post_all(port, tenant.slug, requests)
+    ids = [event["id"] for event in events]
+
+    def settled() -> tuple[bool, int, str]:
+        state = pipeline_state(tenant, env["BENCH_CELERY_QUEUE"], redis_client)
+        evaluated = RewardEvaluation.objects.filter(tenant=tenant, conversion_event__external_event_id__in=ids).count()
+        finished = (
+            state["stored"] == before + len(requests)
+            and state["webhooks_open"] == 0
+            and state["events_open"] == 0
+            and state["evaluated"] >= state["payments_settleable"]
+            and state["queued"] == 0
+        )
+        return finished, evaluated, f"(events open {state['events_open']}, queued {state['queued']})"
+
+    wait_until_settled(settled, len(requests), "the renewals")
+    cpu = meter.stop()
+    queries = int(redis_client.get(counter) or 0)
+    ends = [
+        StripeWebhookEvent.objects.filter(tenant=tenant, stripe_event_id__in=ids).aggregate(at=Max("processed_at"))[
+            "at"
+        ],
+        RewardEvaluation.objects.filter(tenant=tenant, conversion_event__external_event_id__in=ids).aggregate(
+            at=Max("evaluated_at")
+        )["at"],
+        LedgerTransaction.objects.filter(tenant=tenant, reward__conversion_event__external_event_id__in=ids).aggregate(
+            at=Max("posted_at")
+        )["at"],
+    ]
+    end = max(at for at in ends if at is not None).timestamp()
+    first_entry = dict(
+        LedgerTransaction.objects.filter(tenant=tenant, reward__conversion_event__external_event_id__in=ids)
+        .values_list("reward__conversion_event__external_event_id")
+        .annotate(at=Min("posted_at"))
+        .values_list("reward__conversion_event__external_event_id", "at")
+    )
+    latencies = sorted((first_entry[i].timestamp() - sent[i]) * 1000 for i in ids if i in first_entry)
+    payments = ConversionEvent.objects.filter(tenant=tenant, external_event_id__in=ids)
+    problems = []
+    if payments.exclude(status="processed").exists() or payments.count() != len(ids):
+        problems.append(
+            f"renewals not processed: {list(payments.exclude(status='processed').values_list('status')[:3])}"
+        )
+    if payments.exclude(pk__in=Attribution.objects.filter(tenant=tenant).values("conversion_event")).exists():
+        problems.append("renewals without attribution")
+    evaluated = RewardEvaluation.objects.filter(tenant=tenant, conversion_event__external_event_id__in=ids)
+    if evaluated.count() != len(ids) or evaluated.exclude(status="done").exists():
+        problems.append(f"{evaluated.count()}/{len(ids)} renewal evaluations (or not done)")
+    return {
+        **first,
+        "conversions": len(ids),
+        "rate": len(ids) / (end - first_post),
+        "queries": queries / len(ids),
+        "p50": statistics.median(latencies) if latencies else float("nan"),
+        "p99": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] if latencies else float("nan"),
+        "cpu_ms": {part: None if used is None else used * 1000 / len(ids) for part, used in cpu.items()},
+        "problems": problems,
+    }
 
 
 def api_payloads(workspace: dict) -> list[dict]:
@@ -1083,6 +1202,18 @@ def run() -> int:
             f"  {r['workers']} worker(s): {per_tx:.0f} ledger tx/s end to end = {per_tx / base_rate:.2f}x the baseline"
         )
     print_cpu(results)
+    print(
+        f"  The next month's billing run of the same {results[0]['renewal']['conversions']} customers (the warm path: "
+        "each referral found, converted and established):"
+    )
+    print(f"  {'workers':>7} {'conv/s':>8} {'queries/conv':>13} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms/conv':>12}")
+    for r in results:
+        renewal = r["renewal"]
+        known = [value for value in renewal["cpu_ms"].values() if value is not None]
+        print(
+            f"  {r['workers']:>7} {renewal['rate']:>8.1f} {renewal['queries']:>13.1f} {renewal['p50']:>8.0f} "
+            f"{renewal['p99']:>8.0f} {sum(known):>12.1f}"
+        )
     print(f"  door alone (no worker running): {door_alone:.0f} webhooks/s")
     door = max([door_alone, *(r["door_rate"] for r in results)])
     if door_bench:
@@ -1103,9 +1234,17 @@ def run() -> int:
     print(f"  {'webhooks/s':20s} {door:8.0f}   {verdict('webhooks/s', door)}")
     two = next((r for r in results if r["workers"] == 2), None)
     if two:
-        print(f"  {'conversions/s @2':20s} {two['rate']:8.1f}   {verdict('conversions/s @2', two['rate'])}")
-    warm = min(r["queries"] for r in results)
-    print(f"  {'queries/conversion':20s} {warm:8.1f}   {verdict('queries/conversion', warm)}")
+        print(
+            f"  {'conversions/s @2':20s} {two['rate']:8.1f}   {verdict('conversions/s @2', two['rate'])} (first month)"
+        )
+        renewal_rate = two["renewal"]["rate"]
+        print(
+            f"  {'conversions/s @2':20s} {renewal_rate:8.1f}   {verdict('conversions/s @2', renewal_rate)} (renewals)"
+        )
+    fewest = min(r["queries"] for r in results)
+    print(f"  {'queries/conversion':20s} {fewest:8.1f}   {verdict('queries/conversion', fewest)} (first month)")
+    warm = min(r["renewal"]["queries"] for r in results)
+    print(f"  {'queries/conversion':20s} {warm:8.1f}   {verdict('queries/conversion', warm)} (renewals: the warm path)")
     if api_results:
         first = api_results[0]
         print(
