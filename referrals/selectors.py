@@ -6,6 +6,7 @@ import contextlib
 import contextvars
 import copy
 import io
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -634,11 +635,13 @@ def _credit_of(referral: Referral, cluster: IdentityCluster, sequence: list[Touc
 
 
 def referral_for_identity(
-    tenant: Tenant | int, *, cluster: IdentityCluster, program: Program | None = None
+    tenant: Tenant | int, *, cluster: IdentityCluster, program: Program | None = None, with_sequence: bool = False
 ) -> Referral | None:
     """The person's referral: matched by customer id, then e-mail, then visitor id; in ``program``
     when given. Among several, the oldest wins (the first referrer of record). Returned with its program,
-    referrer and rule version."""
+    referrer and rule version. ``with_sequence``: the same statement also reads the person's touchpoints in the
+    referral's program up to its establishment — what ``referral_credit`` asks next — and they are remembered
+    (``sequence_remember_as_read``)."""
     # One statement for the three identifiers, hand-written (issue 15: conversion processing asks it for every
     # event, and building the ORM's query with its three joined models cost more than running it); the
     # precedence is applied to its rows, oldest first.
@@ -649,7 +652,12 @@ def referral_for_identity(
     )
     if not any(values for _name, values in matches):
         return None
-    candidates = _referral_candidates(tenant, program, [(name, values) for name, values in matches if values])
+    candidates = _referral_candidates(
+        tenant,
+        program,
+        [(name, values) for name, values in matches if values],
+        touched=cluster if with_sequence else None,
+    )
     if len(candidates) == REFERRAL_MATCH_CANDIDATES:  # a person with that many referrals: one query per identifier
         for name, values in matches:
             if values:
@@ -674,8 +682,67 @@ _JOINED = (
 )
 
 
+# ``_TOUCH_ROWS_SQL`` for each candidate of ``_referral_candidates`` (alias ``r``): its program, up to its
+# establishment (``_anchor``), its rows as one JSON array; the person's identifiers stay parameters.
+_CANDIDATE_TOUCH_ROWS = {
+    "tenant": "r.tenant_id",
+    "programs": "ARRAY[r.program_id]",
+    "until": "COALESCE(r.established_at, r.created_at)",
+}
+
+
+def _candidate_touch_rows_sql(cluster: IdentityCluster) -> tuple[str, list]:
+    params: list = []
+    values = {
+        "visitors": sorted(cluster.visitor_ids),
+        "emails": sorted(cluster.emails),
+        "customers": sorted(cluster.customer_ids),
+    }
+
+    def placeholder(match) -> str:
+        name = match.group(1)
+        if name in _CANDIDATE_TOUCH_ROWS:
+            return _CANDIDATE_TOUCH_ROWS[name]
+        params.append(values[name])
+        return "%s"
+
+    rows = re.sub(r"%\((\w+)\)s", placeholder, _TOUCH_ROWS_SQL)
+    columns = (
+        "src, id, occurred_at, participant_id, name, program_id, visitor_id, email, customer_external_id, kind, "
+        "label, channel"
+    )
+    # The statement is ``_TOUCH_ROWS_SQL``'s (no input in its text); every value is a parameter.
+    return f"(SELECT json_agg(json_build_array({columns})) FROM ({rows}) touched)", params  # noqa: S608
+
+
+def _touch_rows_from_json(rows: list | None) -> list[_TouchRow]:
+    out = []
+    for row in rows or ():
+        row[2] = datetime.fromisoformat(row[2])
+        out.append(_TouchRow(*row))
+    return out
+
+
+def sequence_remember_as_read(referral: Referral, cluster: IdentityCluster) -> None:
+    """Remember (``sequences_remembered``) the touchpoints ``referral_for_identity(with_sequence=True)`` read with
+    ``referral``: the person's sequence in its program up to its establishment as it stood then, so
+    ``touchpoint_sequence`` answers it without a statement — until a touchpoint is recorded, as any remembered
+    sequence. Nothing happens outside ``sequences_remembered`` or for a referral read without it."""
+    remembered = _sequences.get()
+    rows = getattr(referral, "_touch_rows_as_read", None)
+    if remembered is None or rows is None:
+        return
+    until = _anchor(referral)
+    remembered[(*_sequence_key(referral.tenant_id, referral.program_id, cluster), until)] = _sequence(rows)
+
+
 def _referral_candidates(
-    tenant: Tenant | int, program: Program | None, matches: list[tuple[str, object]], *, limit: int | None = None
+    tenant: Tenant | int,
+    program: Program | None,
+    matches: list[tuple[str, object]],
+    *,
+    limit: int | None = None,
+    touched: IdentityCluster | None = None,
 ) -> list[Referral]:
     quote = connection.ops.quote_name
     columns = ", ".join(
@@ -697,7 +764,8 @@ def _referral_candidates(
         f"AND e.{quote('status')} = ANY(%s))"
     )
     settled = [str(status) for status in SETTLED_EVENT_STATUSES]
-    params: list = [settled, tenant if isinstance(tenant, int) else tenant.pk]
+    touch_sql, touch_params = _candidate_touch_rows_sql(touched) if touched is not None else ("NULL", [])
+    params: list = [settled, *touch_params, tenant if isinstance(tenant, int) else tenant.pk]
     where = "r.tenant_id = %s"
     if program is not None:
         where += " AND r.program_id = %s"
@@ -708,7 +776,7 @@ def _referral_candidates(
         params.append(sorted(values))
     # Identifiers and aliases come from the models' metadata; every value is a parameter.
     sql = (
-        f"SELECT {columns}, {earliest} FROM {quote(Referral._meta.db_table)} r {joins} "  # noqa: S608
+        f"SELECT {columns}, {earliest}, {touch_sql} FROM {quote(Referral._meta.db_table)} r {joins} "  # noqa: S608
         f"WHERE {where} AND ({' OR '.join(ors)}) "
         f"ORDER BY r.created_at, r.id LIMIT {limit or REFERRAL_MATCH_CANDIDATES:d}"
     )
@@ -725,6 +793,8 @@ def _referral_candidates(
         for name, value in zip(("program", "referrer", "rule_version"), objects[1:], strict=True):
             Referral._meta.get_field(name).set_cached_value(referral, value)
         referral._earliest_settled_at = row[start]  # as read now: only ``earliest_settled_as_read`` hands it on
+        if touched is not None:
+            referral._touch_rows_as_read = _touch_rows_from_json(row[start + 1])
         out.append(referral)
     return out
 

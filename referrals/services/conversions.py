@@ -40,6 +40,7 @@ from referrals.selectors import (
     normalize_email,
     normalize_identifier,
     referral_for_identity,
+    sequence_remember_as_read,
     sequences_remembered,
 )
 
@@ -314,7 +315,9 @@ def _referral_for_event(
         notes.append(f"referral_code {event.referral_code!r} is not a code of this workspace.")
     elif event.coupon_code and not event.referral_code and link is None:
         notes.append(f"coupon_code {event.coupon_code!r} is not a code of this workspace (kept as evidence).")
-    referral = referral_for_identity(tenant, cluster=cluster, program=link.program if link else None)
+    referral = referral_for_identity(
+        tenant, cluster=cluster, program=link.program if link else None, with_sequence=True
+    )
     if referral is not None or not can_create:
         return referral, False
     claimed, claim = claimed_link(tenant=tenant, email=event.email, company="", at=event.occurred_at)
@@ -647,6 +650,8 @@ def _process_locked_event(
     named = code_link(tenant=tenant, referral_code=event.referral_code, coupon_code=event.coupon_code)
     referral, created = _referral_for_event(event=event, cluster=cluster, named=named, actor=actor, notes=notes)
     earliest = earliest_settled_as_read(referral)  # read with it: nothing below settles an event of it first
+    if referral is not None and not created:
+        sequence_remember_as_read(referral, cluster)  # its credit's sequence, read with it
     later = touchpoint_rows if _codes_later(event, referral, created=created, earliest=earliest) else None
     by_code = named[0] if event.referral_code.strip() else None
     if by_code is not None:

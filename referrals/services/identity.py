@@ -106,7 +106,8 @@ def touchpoint_record(
     ``want_row=False``): the row is appended to this list, unsaved, for the caller to insert with a later
     statement (``ON CONFLICT DO NOTHING`` too) — only when nothing the caller does before can read it.
     """
-    sequences_forget()
+    if insert_later is None:
+        sequences_forget()  # (a row inserted later is not there yet: what is remembered stays true until then)
     if kind not in TouchpointKind.values:
         raise ValidationError({"kind": f"Unknown touchpoint kind {kind!r}."})
     if participant is not None:
