@@ -46,7 +46,7 @@ from decimal import Decimal
 from fractions import Fraction
 
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, OperationalError, transaction
+from django.db import IntegrityError, OperationalError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -55,6 +55,7 @@ from programs.models import Participant, ParticipantStatus
 from programs.selectors import whole_months_between
 from programs.services import participant_for_referred_company
 from referral_platform.celery import enqueue_on_commit
+from referral_platform.db.sql import rows_update
 from referral_platform.hooks import hooks
 from referral_platform.money import format_money, format_percent
 from referral_platform.tenancy.actors import Actor, system_actor
@@ -1104,7 +1105,7 @@ def _record_evaluations(*, referral: Referral, settlement: _Settlement) -> None:
     )
     RewardEvaluation.objects.bulk_create(fresh)
     if changed:
-        RewardEvaluation.objects.bulk_update(changed, [*EVALUATION_FIELDS, "attempts", "rewards_created"])
+        rows_update(changed, [*EVALUATION_FIELDS, "attempts", "rewards_created"], connection)
 
 
 EVALUATION_FIELDS = ("referral", "status", "notes", "detail", "evaluated_at")

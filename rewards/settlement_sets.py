@@ -54,6 +54,7 @@ from programs import rules as rules_module
 from programs.models import Participant
 from programs.services import referred_company_row
 from referral_platform.celery import enqueue_on_commit
+from referral_platform.db.sql import rows_update
 from referral_platform.hooks import hooks
 from referral_platform.money import format_money
 from referral_platform.tenancy.actors import system_actor
@@ -770,7 +771,7 @@ def _record(tenant_id: int, plans: list[_Plan], reads: BatchReads) -> None:
         changed += old
     RewardEvaluation.objects.bulk_create(fresh)
     if changed:
-        RewardEvaluation.objects.bulk_update(changed, [*ev.EVALUATION_FIELDS, "attempts", "rewards_created"])
+        rows_update(changed, [*ev.EVALUATION_FIELDS, "attempts", "rewards_created"], connection)
 
 
 def _settle_later(tenant_id: int, plans: list[_Plan], reads: BatchReads, *, left: set[int]) -> None:

@@ -33,7 +33,7 @@ from django.utils import timezone
 
 from referral_platform.celery import enqueue_on_commit
 from referral_platform.crypto import decrypt
-from referral_platform.db.sql import db_values
+from referral_platform.db.sql import db_values, rows_update
 from referral_platform.tenancy import rls
 from referral_platform.tenancy.actors import system_actor
 from referral_platform.tenancy.memo import batch_memo, tenant_key
@@ -314,7 +314,7 @@ def stripe_events_process_chunk(*, tenant: Tenant, limit: int = DRAIN_CHUNK) -> 
             if event.pk not in together:
                 _handle(event)
         if events:
-            StripeWebhookEvent.objects.bulk_update(events, ["status", "attempts", "error", "processed_at"])
+            rows_update(events, ["status", "attempts", "error", "processed_at"], connection)
     return events
 
 

@@ -9,3 +9,31 @@ def db_values(obj, fields: Iterable, connection) -> list:
     """The values of ``obj``'s ``fields`` as the ORM would save them (each field's ``get_db_prep_save``): the
     parameters of a hand-written INSERT or UPDATE."""
     return [field.get_db_prep_save(getattr(obj, field.attname), connection) for field in fields]
+
+
+def rows_update(objs: list, field_names: Iterable[str], connection) -> int:
+    """Save ``field_names`` of ``objs`` (instances of one model, each with its primary key) with ONE ``UPDATE …
+    FROM (VALUES …)``: what ``QuerySet.bulk_update`` writes, without building a ``CASE WHEN`` expression per row
+    and field (most of a settlement chunk's CPU was spent so; issue 15). Returns the rows updated."""
+    if not objs:
+        return 0
+    meta = objs[0]._meta
+    quote = connection.ops.quote_name
+    fields = [meta.get_field(name) for name in field_names]
+    pk = meta.pk
+    typed = [pk, *fields]
+    row = "(" + ", ".join(f"%s::{field.db_type(connection)}" for field in typed) + ")"
+    params: list = []
+    for obj in objs:
+        params.append(pk.get_db_prep_value(obj.pk, connection))
+        params += db_values(obj, fields, connection)
+    names = ", ".join(f"v{index}" for index in range(len(typed)))
+    assignments = ", ".join(f"{quote(field.column)} = v.v{index}" for index, field in enumerate(fields, start=1))
+    # Identifiers come from the model's metadata and are quoted; every value is a parameter.
+    sql = (
+        f"UPDATE {quote(meta.db_table)} AS t SET {assignments} "  # noqa: S608
+        f"FROM (VALUES {', '.join([row] * len(objs))}) AS v ({names}) WHERE t.{quote(pk.column)} = v.v0"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.rowcount
