@@ -18,6 +18,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from django.db import connection, transaction
 
 from programs.models import Program
+from referral_platform.db.prepared import execute_prepared
 from referrals.models import Attribution, Click, ConversionEvent, Referral, ReferralLink
 from rewards.models import Reward
 
@@ -293,7 +294,7 @@ def _refresh_locked(tenant_id: int, keys: list[Key]) -> int:
             + f"DELETE FROM {T['rollup']} WHERE tenant_id = %(tenant)s AND (participant_id, day) IN (SELECT * FROM k)",
             params,
         )
-        cursor.execute(keys_cte + _insert_sql(facts), params)
+        execute_prepared(cursor, keys_cte + _insert_sql(facts), params)
         written = cursor.rowcount
         _totals_refresh(cursor, tenant_id, days=sorted({day for _, day in keys}))
         _monthly_refresh(cursor, tenant_id, keys=keys)

@@ -28,6 +28,7 @@ from typing import NamedTuple
 from django.db import connection
 from django.db.models import Q
 
+from referral_platform.db.prepared import execute_prepared
 from referral_platform.domains import (
     domain_listed_in,
     free_email_domains,
@@ -643,8 +644,8 @@ def screen_rows(*, referral: Referral, policy: FraudPolicy) -> tuple[list[OwnVis
     """``referrer_visitor_ids`` and ``velocity_and_company_rows`` in one statement (``_SCREEN_SQL``): the
     referrer's own visitors, the velocity count and the duplicate-company candidates."""
     with connection.cursor() as cursor:
-        cursor.execute(
-            _SCREEN_SQL, {**_own_visitors_params(referral), **_velocity_and_company_params(referral, policy)}
+        execute_prepared(
+            cursor, _SCREEN_SQL, {**_own_visitors_params(referral), **_velocity_and_company_params(referral, policy)}
         )
         rows = cursor.fetchall()
     own = [row[:11] for row in rows if row[0] < 3]

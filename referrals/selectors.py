@@ -18,6 +18,7 @@ from django.db.models import Q, QuerySet
 
 from programs.models import Participant, ParticipantStatus, Program, ProgramStatus, ProgramVersion
 from programs.services import judging_rules
+from referral_platform.db.prepared import execute_prepared
 from referral_platform.money import format_amount
 from referral_platform.tenancy import memo, rls
 from referral_platform.tenancy.models import Tenant
@@ -390,7 +391,7 @@ def _touch_rows(
         "until": until,
     }
     with connection.cursor() as cursor:
-        cursor.execute(_TOUCH_ROWS_SQL, params)
+        execute_prepared(cursor, _TOUCH_ROWS_SQL, params)
         return [_TouchRow(*row) for row in cursor.fetchall()]
 
 
@@ -781,7 +782,7 @@ def _referral_candidates(
         f"ORDER BY r.created_at, r.id LIMIT {limit or REFERRAL_MATCH_CANDIDATES:d}"
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        execute_prepared(cursor, sql, params)
         rows = cursor.fetchall()
     out = []
     for row in rows:

@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from programs.services import judging_rules, program_current_version
 from referral_platform.celery import enqueue_on_commit
+from referral_platform.db.prepared import execute_prepared
 from referral_platform.db.sql import db_values
 from referral_platform.hooks import hooks
 from referral_platform.tenancy.actors import Actor, system_actor
@@ -556,7 +557,7 @@ def _outcome_write(event: ConversionEvent, rows: list[Attribution], touchpoints:
     columns, values = _insert_values(rows, params)
     sql += f" INSERT INTO {quote(Attribution._meta.db_table)} ({columns}) VALUES {values} RETURNING {quote('id')}"  # noqa: S608
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        execute_prepared(cursor, sql, params)
         ids = [pk for (pk,) in cursor.fetchall()]
     for row, pk in zip(rows, ids, strict=True):
         row.pk = pk

@@ -9,6 +9,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from programs.models import Participant, ParticipantStatus, Program
+from referral_platform.db.prepared import execute_prepared
 from referral_platform.tenancy.models import Tenant
 from referrals.models import (
     IdentityLink,
@@ -71,7 +72,7 @@ def identity_link_and_cluster(
         f"VALUES {values} ON CONFLICT DO NOTHING) {read_sql}"
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, params + read_params)
+        execute_prepared(cursor, sql, params + read_params)
         first_level = cursor.fetchall()
     if len(first_level) >= identity_level_limit():
         first_level = None  # cut at its limit: read it again, seeing the new links, as the walk alone does

@@ -9,6 +9,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from referral_platform.db.prepared import statements_sent
 from referrals import services
 from referrals.models import Attribution, ConversionEvent
 from referrals.selectors import identity_cluster
@@ -26,9 +27,10 @@ def _receive(tenant, **data) -> int:
 
 
 def _statements(captured):
-    """Every statement sent (a savepoint is sent in front of the statement that follows it)."""
+    """Every statement sent (a savepoint is sent in front of the statement that follows it; a prepared one as
+    its text)."""
     for query in captured.captured_queries:
-        yield from (part.strip() for part in query["sql"].split(";") if part.strip())
+        yield from statements_sent(query["sql"])
 
 
 def _identity_walks(captured) -> int:

@@ -1,0 +1,82 @@
+"""Server-side prepared statements for the hottest hand-written statements (issue 15).
+
+psycopg2 sends every statement as text, so PostgreSQL parses and plans it each time; for the conversion
+pipeline's large statements (a referral with its joined models and sub-queries, a CTE of three writes)
+planning costs several times what executing them does. ``execute_prepared`` PREPAREs a statement once per
+database connection (named by a digest of its text; ``PREPARE`` survives a rolled-back transaction) and then
+sends ``EXECUTE name(values)``: PostgreSQL plans it afresh for its first executions and then keeps a generic
+plan when that costs no more (``plan_cache_mode = auto``, the default). The values are still sent as literals
+by psycopg2 and cast to the parameter types PostgreSQL inferred; the statement's text follows as a comment, so
+logs and captured queries still show it. A statement whose parameters PostgreSQL
+cannot type must not be sent through here (the tests of each caller run it against PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+_PLACEHOLDER = re.compile(r"%\((\w+)\)s|%s|%%")
+_TEXTS: dict[str, str] = {}  # name -> the statement as written (``$n`` placeholders), for ``statements_sent``
+_NAMED = re.compile(r"\s*(PREPARE|EXECUTE) (rp_[0-9a-f]+)\b")
+
+
+def _numbered(sql: str, params) -> tuple[str, list]:
+    """``sql`` with psycopg2's placeholders as ``$1``…, and the values in that order (a named one once)."""
+    ordered: list = []
+    positions: dict[str, int] = {}
+    sequence = iter(params) if not isinstance(params, dict) else None
+
+    def number(match) -> str:
+        placeholder = match.group(0)
+        if placeholder == "%%":
+            return "%"
+        if placeholder == "%s":
+            ordered.append(next(sequence))
+            return f"${len(ordered)}"
+        name = match.group(1)
+        if name not in positions:
+            ordered.append(params[name])
+            positions[name] = len(ordered)
+        return f"${positions[name]}"
+
+    return _PLACEHOLDER.sub(number, sql), ordered
+
+
+def execute_prepared(cursor, sql: str, params) -> None:
+    """Run ``sql`` (psycopg2 placeholders, ``params`` a sequence or a mapping) on ``cursor`` (a cursor of
+    ``django.db.connection``) as a prepared statement of its connection."""
+    db = cursor.db
+    raw = db.connection
+    state = getattr(db, "_prepared_statements", None)
+    if state is None or state[0] is not raw:  # a new connection: nothing is prepared on it yet
+        state = (raw, set())
+        db._prepared_statements = state
+    text, values = _numbered(sql, params)
+    name = "rp_" + hashlib.blake2b(text.encode(), digest_size=10).hexdigest()
+    _TEXTS.setdefault(name, text)
+    arguments = f"({', '.join(['%s'] * len(values))})" if values else ""
+    shown = text.replace("%", "%%") if values else text  # (psycopg2 reads '%' when it has values)
+    if name not in state[1]:
+        # First on this connection: prepared and executed in one round trip.
+        cursor.execute(f"PREPARE {name} AS {shown}; EXECUTE {name}{arguments}", values or None)
+        state[1].add(name)
+        return
+    # The statement's text rides along as a comment (PostgreSQL only skips it): what a log, pg_stat_activity or
+    # a test's captured queries show is the statement, not only its name.
+    cursor.execute(f"EXECUTE {name}{arguments} /* {shown.replace('*/', '* /')} */", values or None)
+
+
+def statements_sent(sql: str) -> list[str]:
+    """The statements one string sent to PostgreSQL runs (``;``-separated: savepoints travel in front of the
+    next statement), a prepared one as its text instead of its ``PREPARE``/``EXECUTE`` (one entry for both) —
+    for reading captured queries (tests, logs)."""
+    out: list[str] = []
+    for part in (part.strip() for part in sql.split(";")):
+        match = _NAMED.match(part) if part else None
+        if match is None:
+            if part:
+                out.append(part)
+        elif match.group(1) == "PREPARE" or not (out and out[-1] == _TEXTS.get(match.group(2))):
+            out.append(_TEXTS.get(match.group(2), part))
+    return out
