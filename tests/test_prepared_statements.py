@@ -88,3 +88,21 @@ def test_row_level_security_applies_to_every_execution_of_a_prepared_statement(w
     with rls.tenant(world.a.pk), transaction.atomic():
         assert [slug for _pk, slug in _rows(sql, everyone, prepared=True)] == ["ours"]
     assert Program.objects.count() >= 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_outside_a_transaction_both_the_first_and_a_later_execution_carry_the_workspace():
+    """An admin page or a public view may read through a prepared statement in autocommit: the workspace's
+    binding travels with the PREPARE and with every EXECUTE, as with any statement."""
+    a, b = f.TenantFactory(), f.TenantFactory()
+    f.ProgramFactory(tenant=a, slug="ours")
+    f.ProgramFactory(tenant=b, slug="theirs")
+    sql = SQL + " LIMIT 7"
+    everyone = [[a.pk, b.pk], ""]
+    assert connection.get_autocommit()
+    with rls.tenant(a.pk):
+        assert [slug for _pk, slug in _rows(sql, everyone, prepared=True)] == ["ours"]  # PREPARE + EXECUTE
+    with rls.tenant(b.pk):
+        assert [slug for _pk, slug in _rows(sql, everyone, prepared=True)] == ["theirs"]  # EXECUTE only
+    with rls.nothing():
+        assert _rows(sql, everyone, prepared=True) == []

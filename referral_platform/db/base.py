@@ -35,7 +35,7 @@ _UNKNOWN = object()
 _CONTROL_PREFIXES = ("SAVEPOINT", "RELEASE SAVEPOINT", "ROLLBACK TO SAVEPOINT", "SET ROLE", "RESET ROLE")
 _SET_SQL = f"SELECT set_config('{rls.TENANT_SETTING}', %s, true), set_config('{rls.BYPASS_SETTING}', %s, true)"
 _NOTHING_SETTINGS = rls.NOTHING.settings
-_DML = ("SELECT", "INSERT", "UPDATE", "DELETE", "WITH", "MERGE", "(", "EXECUTE")
+_DML = ("SELECT", "INSERT", "UPDATE", "DELETE", "WITH", "MERGE", "(", "EXECUTE", "PREPARE")
 
 
 def _literal(value: str) -> str:
