@@ -106,3 +106,12 @@ def test_outside_a_transaction_both_the_first_and_a_later_execution_carry_the_wo
         assert [slug for _pk, slug in _rows(sql, everyone, prepared=True)] == ["theirs"]  # EXECUTE only
     with rls.nothing():
         assert _rows(sql, everyone, prepared=True) == []
+
+
+def test_turned_off_the_statement_is_sent_as_text(world, settings):
+    """``DB_PREPARED_STATEMENTS=0`` (behind a transaction-pooling PgBouncer): nothing is prepared."""
+    settings.DB_PREPARED_STATEMENTS = False
+    f.ProgramFactory(tenant=world.a, slug="plain")
+    with rls.tenant(world.a.pk), transaction.atomic(), CaptureQueriesContext(connection) as captured:
+        assert [slug for _pk, slug in _rows(SQL + " LIMIT 8", [[world.a.pk], ""], prepared=True)] == ["plain"]
+    assert [query["sql"].startswith("SELECT id, slug") for query in captured.captured_queries] == [True]

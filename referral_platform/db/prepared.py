@@ -8,13 +8,17 @@ sends ``EXECUTE name(values)``: PostgreSQL plans it afresh for its first executi
 plan when that costs no more (``plan_cache_mode = auto``, the default). The values are still sent as literals
 by psycopg2 and cast to the parameter types PostgreSQL inferred; the statement's text follows as a comment, so
 logs and captured queries still show it. A statement whose parameters PostgreSQL
-cannot type must not be sent through here (the tests of each caller run it against PostgreSQL).
+cannot type must not be sent through here (the tests of each caller run it against PostgreSQL). Behind a pooler
+that hands one session's statements to several server connections (PgBouncer in transaction pooling mode)
+set ``DB_PREPARED_STATEMENTS=0``: the statements are then sent as text, as any other.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+
+from django.conf import settings
 
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s|%s|%%")
 _TEXTS: dict[str, str] = {}  # name -> the statement as written (``$n`` placeholders), for ``statements_sent``
@@ -46,6 +50,9 @@ def _numbered(sql: str, params) -> tuple[str, list]:
 def execute_prepared(cursor, sql: str, params) -> None:
     """Run ``sql`` (psycopg2 placeholders, ``params`` a sequence or a mapping) on ``cursor`` (a cursor of
     ``django.db.connection``) as a prepared statement of its connection."""
+    if not settings.DB_PREPARED_STATEMENTS:  # (behind a transaction-pooling PgBouncer: sent as text)
+        cursor.execute(sql, params)
+        return
     db = cursor.db
     raw = db.connection
     state = getattr(db, "_prepared_statements", None)

@@ -117,6 +117,10 @@ if os.environ.get("DATABASE_REPLICA_URL"):
     DATABASES["replica"]["DISABLE_SERVER_SIDE_CURSORS"] = True
     DATABASES["replica"]["TEST"] = {"MIRROR": "default"}
 DATABASE_ROUTERS = ["referral_platform.db_router.ReplicaRouter"]
+# The pipeline's heaviest statements as server-side prepared statements (referral_platform/db/prepared.py): off
+# ("0") behind a pooler that hands a session's statements to other server connections (PgBouncer in
+# transaction pooling mode).
+DB_PREPARED_STATEMENTS = os.environ.get("DB_PREPARED_STATEMENTS", "1") != "0"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # Least privilege (referral_platform/db_roles.py): DATABASE_URL is the application's role; migrations run
 # with DATABASE_URL set to the owner role's URL, and every migrate grants DATABASE_APP_ROLE (when set and
