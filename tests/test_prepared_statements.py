@@ -115,3 +115,20 @@ def test_turned_off_the_statement_is_sent_as_text(world, settings):
     with rls.tenant(world.a.pk), transaction.atomic(), CaptureQueriesContext(connection) as captured:
         assert [slug for _pk, slug in _rows(SQL + " LIMIT 8", [[world.a.pk], ""], prepared=True)] == ["plain"]
     assert [query["sql"].startswith("SELECT id, slug") for query in captured.captured_queries] == [True]
+
+
+def test_a_first_execution_that_fails_after_its_prepare_does_not_stop_the_next_ones(world):
+    """PREPARE and the first EXECUTE travel together; when the EXECUTE fails (here: a unique key) the PREPARE
+    has been done all the same (it outlives the failed transaction) — the next use finds it and executes."""
+    program = f.ProgramFactory(tenant=world.a, slug="taken")
+    insert = "INSERT INTO programs_program SELECT * FROM programs_program WHERE id = %s RETURNING id"
+    with rls.tenant(world.a.pk):
+        with pytest.raises(Exception, match="duplicate key"), transaction.atomic():
+            _rows(insert, [program.pk], prepared=True)
+        with transaction.atomic():
+            assert _rows(SQL + " LIMIT 9", [[world.a.pk], ""], prepared=True) == [(program.pk, "taken")]
+        with pytest.raises(Exception, match="duplicate key"), transaction.atomic():
+            _rows(insert, [program.pk], prepared=True)  # prepared already: only the EXECUTE, failing the same way
+        with transaction.atomic(), CaptureQueriesContext(connection) as captured:
+            assert _rows(SQL + " LIMIT 9", [[world.a.pk], ""], prepared=True) == [(program.pk, "taken")]
+    assert not any("PREPARE rp_" in query["sql"] for query in captured.captured_queries)

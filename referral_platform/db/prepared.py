@@ -57,16 +57,25 @@ def execute_prepared(cursor, sql: str, params) -> None:
     raw = db.connection
     state = getattr(db, "_prepared_statements", None)
     if state is None or state[0] is not raw:  # a new connection: nothing is prepared on it yet
-        state = (raw, set())
+        state = (raw, set(), set())  # (the connection, names prepared on it, names perhaps prepared)
         db._prepared_statements = state
     text, values = _numbered(sql, params)
     name = "rp_" + hashlib.blake2b(text.encode(), digest_size=10).hexdigest()
     _TEXTS.setdefault(name, text)
     arguments = f"({', '.join(['%s'] * len(values))})" if values else ""
     shown = text.replace("%", "%%") if values else text  # (psycopg2 reads '%' when it has values)
+    if name in state[2]:  # a first use that failed: was its PREPARE done (it outlives a failed transaction)?
+        cursor.execute("SELECT 1 FROM pg_prepared_statements WHERE name = %s", [name])
+        if cursor.fetchone() is not None:
+            state[1].add(name)
+        state[2].discard(name)
     if name not in state[1]:
         # First on this connection: prepared and executed in one round trip.
-        cursor.execute(f"PREPARE {name} AS {shown}; EXECUTE {name}{arguments}", values or None)
+        try:
+            cursor.execute(f"PREPARE {name} AS {shown}; EXECUTE {name}{arguments}", values or None)
+        except Exception:
+            state[2].add(name)  # the PREPARE may have run and the EXECUTE failed (a lock timeout, a conflict)
+            raise
         state[1].add(name)
         return
     # The statement's text rides along as a comment (PostgreSQL only skips it): what a log, pg_stat_activity or

@@ -13,6 +13,7 @@ from django.utils import timezone
 from programs.models import Participant, ParticipantStatus, Program, ProgramVersion
 from programs.services import judging_rules, program_current_version
 from referral_platform.celery import enqueue_on_commit
+from referral_platform.db.prepared import execute_prepared
 from referral_platform.hooks import hooks
 from referral_platform.tenancy.actors import Actor
 from referral_platform.tenancy.models import Tenant
@@ -135,7 +136,8 @@ def orphans_requeue(*, tenant: Tenant, cluster, referral: Referral) -> int:
         return 0
     matches = " OR ".join(f"{column} = ANY(%s)" for column, _values in identity)
     with connection.cursor() as cursor:
-        cursor.execute(
+        execute_prepared(
+            cursor,
             "UPDATE referrals_conversionevent SET status = %s, error = %s "  # noqa: S608 - no input in the text
             f"WHERE tenant_id = %s AND referral_id IS NULL AND status = %s AND ({matches}) RETURNING id",
             [
