@@ -727,7 +727,6 @@ def wait_until_settled(state, total: int, what: str) -> None:
 
 
 def run_once(*, concurrency: int, port: int, env: dict, redis_client, server_pid: int | None = None) -> dict:
-    from django.db.models import Max, Min
 
     from referrals.models import Attribution, ConversionEvent
     from rewards.ledger import unbalanced_transactions
@@ -736,7 +735,6 @@ def run_once(*, concurrency: int, port: int, env: dict, redis_client, server_pid
         ParticipantMessage,
         Reward,
         RewardEvaluation,
-        StripeWebhookEvent,
     )
 
     log(f"--- {concurrency} worker process(es): building the workspace ({N} invoices)")
@@ -776,23 +774,7 @@ def run_once(*, concurrency: int, port: int, env: dict, redis_client, server_pid
             Reward.objects.filter(tenant=tenant).count(),
             LedgerTransaction.objects.filter(tenant=tenant).count(),
         )
-        ends = [
-            StripeWebhookEvent.objects.filter(tenant=tenant).aggregate(at=Max("processed_at"))["at"],
-            RewardEvaluation.objects.filter(tenant=tenant).aggregate(at=Max("evaluated_at"))["at"],
-            LedgerTransaction.objects.filter(tenant=tenant).aggregate(at=Max("posted_at"))["at"],
-        ]
-        end = max(at for at in ends if at is not None).timestamp()
-        first_entry = dict(
-            LedgerTransaction.objects.filter(tenant=tenant, reward__conversion_event__isnull=False)
-            .values_list("reward__conversion_event__external_event_id")
-            .annotate(first=Min("posted_at"))
-            .values_list("reward__conversion_event__external_event_id", "first")
-        )
-        latencies = sorted(
-            (first_entry[event["id"]].timestamp() - sent[event["id"]]) * 1000
-            for event in invoices
-            if event["id"] in first_entry
-        )
+        end, latencies = end_and_latencies(tenant, [event["id"] for event in invoices], sent, every_webhook=True)
         renewal = renewal_run(
             workspace=workspace, port=port, env=env, redis_client=redis_client, meter=meter, before=len(requests)
         )
@@ -879,14 +861,41 @@ def run_once(*, concurrency: int, port: int, env: dict, redis_client, server_pid
     return result
 
 
+def end_and_latencies(tenant, ids: list[str], sent: dict, *, every_webhook: bool) -> tuple[float, list[float]]:
+    """When the last piece of work of the invoices ``ids`` was written (their webhooks' handling — every webhook
+    of the workspace with ``every_webhook``, refunds too —, evaluations and ledger transactions), and each
+    invoice's time in ms from its POST (``sent``) to its first ledger transaction, sorted."""
+    from django.db.models import Max, Min
+
+    from rewards.models import LedgerTransaction, RewardEvaluation, StripeWebhookEvent
+
+    webhooks = StripeWebhookEvent.objects.filter(tenant=tenant)
+    if not every_webhook:
+        webhooks = webhooks.filter(stripe_event_id__in=ids)
+    ledger = LedgerTransaction.objects.filter(tenant=tenant, reward__conversion_event__external_event_id__in=ids)
+    ends = [
+        webhooks.aggregate(at=Max("processed_at"))["at"],
+        RewardEvaluation.objects.filter(tenant=tenant, conversion_event__external_event_id__in=ids).aggregate(
+            at=Max("evaluated_at")
+        )["at"],
+        ledger.aggregate(at=Max("posted_at"))["at"],
+    ]
+    first_entry = dict(
+        ledger.values_list("reward__conversion_event__external_event_id")
+        .annotate(at=Min("posted_at"))
+        .values_list("reward__conversion_event__external_event_id", "at")
+    )
+    latencies = sorted((first_entry[i].timestamp() - sent[i]) * 1000 for i in ids if i in first_entry)
+    return max(at for at in ends if at is not None).timestamp(), latencies
+
+
 def renewal_run(*, workspace: dict, port: int, env: dict, redis_client, meter: CpuMeter, before: int) -> dict:
     """The next month's billing run of the same customers, posted once the first has settled (the same workers):
     conversions per second, statements and CPU per conversion, p50/p99 webhook → first ledger entry. The
     statement counters of the first run are handed back (``by_task``, ``runs``, ``sql``) before they are reset."""
-    from django.db.models import Max, Min
 
     from referrals.models import Attribution, ConversionEvent
-    from rewards.models import LedgerTransaction, RewardEvaluation, StripeWebhookEvent
+    from rewards.models import RewardEvaluation
 
     tenant = workspace["tenant"]
     counter = env["BENCH_QUERY_COUNTER"]
@@ -918,25 +927,7 @@ def renewal_run(*, workspace: dict, port: int, env: dict, redis_client, meter: C
     wait_until_settled(settled, len(requests), "the renewals")
     cpu = meter.stop()
     queries = int(redis_client.get(counter) or 0)
-    ends = [
-        StripeWebhookEvent.objects.filter(tenant=tenant, stripe_event_id__in=ids).aggregate(at=Max("processed_at"))[
-            "at"
-        ],
-        RewardEvaluation.objects.filter(tenant=tenant, conversion_event__external_event_id__in=ids).aggregate(
-            at=Max("evaluated_at")
-        )["at"],
-        LedgerTransaction.objects.filter(tenant=tenant, reward__conversion_event__external_event_id__in=ids).aggregate(
-            at=Max("posted_at")
-        )["at"],
-    ]
-    end = max(at for at in ends if at is not None).timestamp()
-    first_entry = dict(
-        LedgerTransaction.objects.filter(tenant=tenant, reward__conversion_event__external_event_id__in=ids)
-        .values_list("reward__conversion_event__external_event_id")
-        .annotate(at=Min("posted_at"))
-        .values_list("reward__conversion_event__external_event_id", "at")
-    )
-    latencies = sorted((first_entry[i].timestamp() - sent[i]) * 1000 for i in ids if i in first_entry)
+    end, latencies = end_and_latencies(tenant, ids, sent, every_webhook=False)
     payments = ConversionEvent.objects.filter(tenant=tenant, external_event_id__in=ids)
     problems = []
     if payments.exclude(status="processed").exists() or payments.count() != len(ids):

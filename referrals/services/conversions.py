@@ -210,26 +210,14 @@ def conversion_event_build(
 @transaction.atomic
 def conversion_event_receive(
     *,
-    tenant: Tenant,
-    external_event_id: str,
-    kind: str,
-    occurred_at: datetime,
-    raw: dict,
-    raw_body: str = "",
-    amount_minor: int = 0,
-    currency: str = "",
-    customer_external_id: str = "",
-    email: str = "",
-    referral_code: str = "",
-    coupon_code: str = "",
-    visitor_id: str = "",
-    source: str = "api",
     queue_processing: bool = True,
     read_back: bool = True,
     also: tuple[str, list] | None = None,
+    **fields,
 ) -> ReceivedConversion:
     """Store a validated inbound conversion raw, once per (tenant, external event id), and queue
-    its processing after commit.
+    its processing after commit. ``fields``: the event's, as ``conversion_event_build`` takes them (``tenant``,
+    ``external_event_id``, ``kind``, ``occurred_at``, ``raw`` and the optional ones).
 
     A repeat with the same payload returns the stored event (``created`` False); a repeat with a
     different payload raises ConversionEventConflict. Nothing is matched or attributed here.
@@ -239,22 +227,8 @@ def conversion_event_receive(
     ``also``: a second insert made in the same statement as the event's (``_insert_ignoring_duplicate``); the id
     it returned is ``also_id`` of the result.
     """
-    event = conversion_event_build(
-        tenant=tenant,
-        external_event_id=external_event_id,
-        kind=kind,
-        occurred_at=occurred_at,
-        raw=raw,
-        raw_body=raw_body,
-        amount_minor=amount_minor,
-        currency=currency,
-        customer_external_id=customer_external_id,
-        email=email,
-        referral_code=referral_code,
-        coupon_code=coupon_code,
-        visitor_id=visitor_id,
-        source=source,
-    )
+    event = conversion_event_build(**fields)
+    tenant, external_event_id, raw = event.tenant, event.external_event_id, event.raw
     from referrals.tasks import process_conversion_event
 
     new_id, also_id = _insert_ignoring_duplicate(event, also=also)
