@@ -640,9 +640,9 @@ def referral_for_identity(
 ) -> Referral | None:
     """The person's referral: matched by customer id, then e-mail, then visitor id; in ``program``
     when given. Among several, the oldest wins (the first referrer of record). Returned with its program,
-    referrer and rule version. ``with_sequence``: the same statement also reads the person's touchpoints in the
-    referral's program up to its establishment — what ``referral_credit`` asks next — and they are remembered
-    (``sequence_remember_as_read``)."""
+    referrer and rule version. ``with_sequence`` (conversion processing): the same statement also reads the
+    moment of the referral's earliest settled event (``earliest_settled_as_read``) and the person's touchpoints in
+    the referral's program up to its establishment (``sequence_remember_as_read``) — what it asks next."""
     # One statement for the three identifiers, hand-written (issue 15: conversion processing asks it for every
     # event, and building the ORM's query with its three joined models cost more than running it); the
     # precedence is applied to its rows, oldest first.
@@ -756,17 +756,21 @@ def _referral_candidates(
         for model, alias, join, on in _JOINED
         if join
     )
-    # With each candidate, the moment of its earliest settled event (``referral_establish`` asks it next for the
-    # referral an event matched: read here, it costs no statement of its own; issue 15).
-    events = quote(ConversionEvent._meta.db_table)
-    earliest = (
-        f"(SELECT min(e.{quote('occurred_at')}) FROM {events} e "  # noqa: S608
-        f"WHERE e.{quote('tenant_id')} = r.{quote('tenant_id')} AND e.{quote('referral_id')} = r.id "
-        f"AND e.{quote('status')} = ANY(%s))"
-    )
-    settled = [str(status) for status in SETTLED_EVENT_STATUSES]
-    touch_sql, touch_params = _candidate_touch_rows_sql(touched) if touched is not None else ("NULL", [])
-    params: list = [settled, *touch_params, tenant if isinstance(tenant, int) else tenant.pk]
+    # Asked by conversion processing (``touched``: the person's cluster), each candidate comes with what it asks
+    # next — the moment of its earliest settled event (``referral_establish``) and the person's touch rows in its
+    # program up to its establishment (``referral_credit``) — read here, at no statement of their own (issue 15).
+    extra, params = "", []
+    if touched is not None:
+        events = quote(ConversionEvent._meta.db_table)
+        earliest = (
+            f"(SELECT min(e.{quote('occurred_at')}) FROM {events} e "  # noqa: S608
+            f"WHERE e.{quote('tenant_id')} = r.{quote('tenant_id')} AND e.{quote('referral_id')} = r.id "
+            f"AND e.{quote('status')} = ANY(%s))"
+        )
+        touch_sql, touch_params = _candidate_touch_rows_sql(touched)
+        extra = f", {earliest}, {touch_sql}"
+        params = [[str(status) for status in SETTLED_EVENT_STATUSES], *touch_params]
+    params.append(tenant if isinstance(tenant, int) else tenant.pk)
     where = "r.tenant_id = %s"
     if program is not None:
         where += " AND r.program_id = %s"
@@ -777,7 +781,7 @@ def _referral_candidates(
         params.append(sorted(values))
     # Identifiers and aliases come from the models' metadata; every value is a parameter.
     sql = (
-        f"SELECT {columns}, {earliest}, {touch_sql} FROM {quote(Referral._meta.db_table)} r {joins} "  # noqa: S608
+        f"SELECT {columns}{extra} FROM {quote(Referral._meta.db_table)} r {joins} "  # noqa: S608
         f"WHERE {where} AND ({' OR '.join(ors)}) "
         f"ORDER BY r.created_at, r.id LIMIT {limit or REFERRAL_MATCH_CANDIDATES:d}"
     )
@@ -793,8 +797,8 @@ def _referral_candidates(
         referral = objects[0]
         for name, value in zip(("program", "referrer", "rule_version"), objects[1:], strict=True):
             Referral._meta.get_field(name).set_cached_value(referral, value)
-        referral._earliest_settled_at = row[start]  # as read now: only ``earliest_settled_as_read`` hands it on
-        if touched is not None:
+        if touched is not None:  # as read now: only ``earliest_settled_as_read`` / ``sequence_remember_as_read``
+            referral._earliest_settled_at = row[start]
             referral._touch_rows_as_read = _touch_rows_from_json(row[start + 1])
         out.append(referral)
     return out

@@ -63,6 +63,13 @@ def process_received(tenant) -> None:
     raise AssertionError("events still received after 5 rounds")
 
 
+def processed_with_statements(event: ConversionEvent) -> tuple[ConversionEvent, list[str]]:
+    """The event processed, and every SQL string its processing sent."""
+    with CaptureQueriesContext(connection) as captured:
+        processed = services.conversion_event_process(event_id=event.pk)
+    return processed, [query["sql"] for query in captured.captured_queries]
+
+
 def state(tenant) -> dict:
     """Everything the processing wrote, without ids: touchpoints, credit, events' outcomes, the referral."""
     external = dict(ConversionEvent.objects.filter(tenant=tenant).values_list("pk", "external_event_id"))
@@ -114,11 +121,9 @@ def test_a_renewal_reads_the_earliest_event_with_its_referral_and_writes_its_cod
     process_received(world.a)
     renewal = receive(world.a, "pay-2", at=NOW - timedelta(hours=1), code=codes["dana"])
 
-    with CaptureQueriesContext(connection) as captured:
-        processed = services.conversion_event_process(event_id=renewal.pk)
+    processed, statements = processed_with_statements(renewal)
 
     assert processed.status == "processed"
-    statements = [query["sql"] for query in captured.captured_queries]
     assert not [sql for sql in statements if 'MIN("referrals_conversionevent"' in sql], "read with the referral"
     # The person's touchpoints up to the establishment are read with the referral (``with_sequence``).
     assert not [sql for sql in statements if re.search(r"(^|;\s*)SELECT 0 AS src", sql.lstrip())]
@@ -147,13 +152,10 @@ def test_an_old_invoice_delivered_late_moves_the_establishment_and_is_written_at
     process_received(world.a)
     late = receive(world.a, "pay-1", at=NOW - timedelta(days=20), code=codes["ravi"])
 
-    with CaptureQueriesContext(connection) as captured:
-        services.conversion_event_process(event_id=late.pk)
+    _processed, statements = processed_with_statements(late)
 
     standalone = [
-        query["sql"]
-        for query in captured.captured_queries
-        if 'INTO "referrals_touchpoint"' in query["sql"] and "referrals_attribution" not in query["sql"]
+        sql for sql in statements if 'INTO "referrals_touchpoint"' in sql and "referrals_attribution" not in sql
     ]
     assert len(standalone) == 1, "a payment before the establishment can be seen by this processing's reads"
     referral = Referral.objects.get(tenant=world.a)
@@ -173,10 +175,13 @@ def test_another_workspaces_events_never_count_as_the_referrals_earliest(world):
     # A corrupt row pointing at the referral of another workspace (only the superuser connection can write it).
     ConversionEvent.objects.filter(pk=foreign.pk).update(referral_id=referral.pk)
 
-    from referrals.selectors import earliest_settled_as_read, identity_cluster, referral_for_identity
+    from referrals.selectors import EARLIEST_UNREAD, earliest_settled_as_read, identity_cluster, referral_for_identity
 
-    found = referral_for_identity(world.a, cluster=identity_cluster(world.a.pk, customer_ids=["cus_1"]))
+    cluster = identity_cluster(world.a.pk, customer_ids=["cus_1"])
+    found = referral_for_identity(world.a, cluster=cluster, with_sequence=True)
     assert found.pk == referral.pk and earliest_settled_as_read(found) == NOW - timedelta(days=10)
+    # Other callers of the match (a sign-up) do not pay for what only conversion processing asks next.
+    assert earliest_settled_as_read(referral_for_identity(world.a, cluster=cluster)) is EARLIEST_UNREAD
 
 
 PAYMENT_DAYS = st.lists(st.integers(min_value=1, max_value=59), min_size=2, max_size=5, unique=True)

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from referral_platform.celery import collect_tasks
 from referrals.models import ConversionEvent
+from referrals.services import conversions
 from rewards import webhooks
 from rewards.models import StripeCharge, StripeWebhookEvent
 from rewards.webhooks import stripe_events_process_chunk
@@ -26,6 +27,9 @@ from tests import factories as f
 from .test_webhooks import charge_refunded, invoice_paid
 
 CONVERSION_TASK = "referrals.process_conversion_event"
+# Every column a conversion is stored with (the insert's own list), but its workspace and the moments it was
+# received and queued at.
+CONVERSION_COLUMNS = [name for name in conversions._INSERT_FIELDS if name not in ("tenant", "received_at", "queued_at")]
 
 
 def store(tenant, payloads: list[dict]) -> None:
@@ -59,20 +63,7 @@ def end_state(tenant) -> dict:
                 "stripe_event_id", "status", "error", "attempts"
             )
         ),
-        "conversions": sorted(
-            ConversionEvent.objects.filter(tenant=tenant).values_list(
-                "external_event_id",
-                "kind",
-                "amount_minor",
-                "currency",
-                "occurred_at",
-                "customer_external_id",
-                "email",
-                "referral_code",
-                "source",
-                "status",
-            )
-        ),
+        "conversions": sorted(ConversionEvent.objects.filter(tenant=tenant).values_list(*CONVERSION_COLUMNS)),
         "charges": sorted(
             StripeCharge.objects.filter(tenant=tenant).values_list(
                 "stripe_charge_id",
