@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
+from django.conf import settings
+
 from referral_platform.celery import app
+from referrals import hot_redis
+
+logger = logging.getLogger(__name__)
 
 
 @app.task(name="analytics.refresh_clicks")
@@ -14,11 +21,36 @@ def refresh_clicks(click_ids: list[int]) -> int:
 
 @app.task(name="analytics.refresh_sources")
 def refresh_sources(tenant_id: int, referral_ids=(), event_ids=(), reward_ids=()) -> int:
+    """Recompute the buckets these sources touch: gathered into the tenant's next pending refresh
+    (analytics/debounce.py), or at once — waiting for the tenant's rollup lock — when
+    ``ANALYTICS_REFRESH_DEBOUNCE_SECONDS`` is 0 or Redis cannot be reached."""
+    from redis.exceptions import RedisError
+
+    from .debounce import refresh_later
     from .rollups import rollups_refresh_sources
 
-    return rollups_refresh_sources(
-        tenant_id=tenant_id, referral_ids=referral_ids, event_ids=event_ids, reward_ids=reward_ids
-    )
+    sources = {"referral_ids": referral_ids, "event_ids": event_ids, "reward_ids": reward_ids}
+    if settings.ANALYTICS_REFRESH_DEBOUNCE_SECONDS > 0:
+        try:
+            refresh_later(tenant_id, **sources)
+            return 0
+        except RedisError:
+            logger.warning("analytics refresh of tenant %s: Redis unreachable, refreshing at once", tenant_id)
+    return rollups_refresh_sources(tenant_id=tenant_id, **sources)
+
+
+@app.task(name="analytics.refresh_pending", bind=True, acks_late=True)
+def refresh_pending(self, tenant_id: int) -> int:
+    """The tenant's pending refresh (analytics/debounce.py). Another refresh holding the tenant's rollup lock:
+    tried again later, the worker never waits (an eager call — tests — waits for the lock instead)."""
+    from .debounce import MARK_SECONDS, pending_keys, refresh_pending_now, schedule
+
+    written = refresh_pending_now(tenant_id, wait=bool(self.request.is_eager))
+    if written is None:
+        hot_redis.client().set(pending_keys(tenant_id)[1], "1", ex=MARK_SECONDS)
+        schedule(tenant_id)
+        return 0
+    return written
 
 
 @app.task(name="analytics.refresh_recent")

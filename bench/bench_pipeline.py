@@ -927,6 +927,9 @@ def renewal_run(*, workspace: dict, port: int, env: dict, redis_client, meter: C
     wait_until_settled(settled, len(requests), "the renewals")
     cpu = meter.stop()
     queries = int(redis_client.get(counter) or 0)
+    runs = redis_client.hgetall(f"{counter}:runs")
+    for name, count in sorted(redis_client.hgetall(f"{counter}:by-task").items(), key=lambda kv: -int(kv[1])):
+        log(f"  renewals: {name.decode():40s} {int(runs.get(name, 0)):6d} runs {int(count):8d} queries")
     end, latencies = end_and_latencies(tenant, ids, sent, every_webhook=False)
     payments = ConversionEvent.objects.filter(tenant=tenant, external_event_id__in=ids)
     problems = []
@@ -1197,13 +1200,18 @@ def run() -> int:
         f"  The next month's billing run of the same {results[0]['renewal']['conversions']} customers (the warm path: "
         "each referral found, converted and established):"
     )
-    print(f"  {'workers':>7} {'conv/s':>8} {'queries/conv':>13} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms/conv':>12}")
+    print(
+        f"  {'workers':>7} {'conv/s':>8} {'queries/conv':>13} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms/conv':>12}"
+        f"  (worker / database / web)"
+    )
     for r in results:
         renewal = r["renewal"]
-        known = [value for value in renewal["cpu_ms"].values() if value is not None]
+        cpu = renewal["cpu_ms"]
+        known = [value for value in cpu.values() if value is not None]
+        parts = " / ".join(f"{cpu[part]:.1f}" if cpu.get(part) is not None else "n/a" for part in CpuMeter.PARTS)
         print(
             f"  {r['workers']:>7} {renewal['rate']:>8.1f} {renewal['queries']:>13.1f} {renewal['p50']:>8.0f} "
-            f"{renewal['p99']:>8.0f} {sum(known):>12.1f}"
+            f"{renewal['p99']:>8.0f} {sum(known):>12.1f}  ({parts})"
         )
     print(f"  door alone (no worker running): {door_alone:.0f} webhooks/s")
     door = max([door_alone, *(r["door_rate"] for r in results)])

@@ -381,6 +381,14 @@ class ConversionEvent(TenantOwnedModel):
             models.Index(fields=["tenant", "kind", "occurred_at"], name="conversion_kind_time_idx"),
             models.Index(fields=["tenant", "customer_external_id"], name="conversion_customer_idx"),
             models.Index(fields=["tenant", "mailbox"], name="conversion_mailbox_idx"),
+            # A referral's settled payments in time order: its first payment (the analytics refresh's
+            # "customers" revenue, docs/throughput.md), whatever the table's statistics say (a billing run on
+            # a young table ran that read over every payment of the tenant per referral).
+            models.Index(
+                fields=["referral", "occurred_at", "id"],
+                condition=models.Q(kind="payment", status="processed"),
+                name="conversion_referral_paid_idx",
+            ),
         ]
         ordering = ["-occurred_at", "-pk"]
 

@@ -399,6 +399,9 @@ MEDIA_URL = "/media/"
 
 # --- analytics (issue 10): a nightly safety net under the hook-driven rollup refreshes -------------
 CELERY_BEAT_SCHEDULE["analytics-refresh-recent"] = {"task": "analytics.refresh_recent", "schedule": 6 * 60 * 60}
+# The rollup refreshes the money pipeline asks for are gathered per tenant and run at most once per this many
+# seconds (analytics/debounce.py); 0: each request refreshes at once, waiting for the tenant's rollup lock.
+ANALYTICS_REFRESH_DEBOUNCE_SECONDS = float(os.environ.get("ANALYTICS_REFRESH_DEBOUNCE_SECONDS", "2"))
 # --- engagement (docs/engagement.md) ------------------------------------------------------------
 # A webhook endpoint failing this long is disabled when another delivery to it gives up.
 WEBHOOK_DISABLE_AFTER_HOURS = int(os.environ.get("WEBHOOK_DISABLE_AFTER_HOURS", "72"))
