@@ -44,6 +44,9 @@ def free_port(preferred: int) -> int:
     raise RuntimeError("no free port")
 
 
+PORT_ATTEMPTS = 5  # ports tried when the chosen one is taken before the server binds it
+
+
 def wait_for_port(port: int, seconds: float = 30) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -103,24 +106,33 @@ class EmbeddedPostgres:
             log("initialising embedded PostgreSQL in .run/postgres")
             self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "--encoding=utf8")
         self._run("pg_ctl", "-D", str(self.data), "stop", "-m", "immediate", check=False)
-        log(f"starting embedded PostgreSQL on 127.0.0.1:{self.port}")
-        result = self._run(
-            "pg_ctl",
-            "-D",
-            str(self.data),
-            "-w",
-            "-t",
-            "60",
-            "-l",
-            str(self.data / "server.log"),
-            "-o",
-            f"-h 127.0.0.1 -p {self.port} -k {self.data} -c max_connections=200 -c fsync=off",
-            "start",
-            check=False,
-        )
+        server_log = self.data / "server.log"
+        for _attempt in range(PORT_ATTEMPTS):
+            seen = server_log.stat().st_size if server_log.exists() else 0
+            log(f"starting embedded PostgreSQL on 127.0.0.1:{self.port}")
+            result = self._run(
+                "pg_ctl",
+                "-D",
+                str(self.data),
+                "-w",
+                "-t",
+                "60",
+                "-l",
+                str(server_log),
+                "-o",
+                f"-h 127.0.0.1 -p {self.port} -k {self.data} -c max_connections=200 -c fsync=off",
+                "start",
+                check=False,
+            )
+            # The port was free when it was chosen and taken before the server bound it (another `make` started
+            # in the same second): another port.
+            if result.returncode != 0 and "Address already in use" in server_log.read_text(errors="replace")[seen:]:
+                self.port = free_port(0)
+                continue
+            break
         if result.returncode != 0:
             log(result.stdout)
-            log((self.data / "server.log").read_text()[-3000:])
+            log(server_log.read_text(errors="replace")[-3000:])
             raise RuntimeError("embedded PostgreSQL did not start")
         exists = self._run(
             "psql",
@@ -182,29 +194,36 @@ class EmbeddedRedis:
 
     def start(self) -> str:
         self.dir.mkdir(parents=True, exist_ok=True)
-        log(f"starting embedded Redis on 127.0.0.1:{self.port}")
-        self.process = subprocess.Popen(
-            [
-                str(self.server_bin),
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.dir),
-                "--logfile",
-                str(self.dir / "redis.log"),
-                "--daemonize",
-                "no",
-            ],
-            start_new_session=True,
-        )
-        wait_for_port(self.port)
-        return f"redis://127.0.0.1:{self.port}/0"
+        for _attempt in range(PORT_ATTEMPTS):
+            log(f"starting embedded Redis on 127.0.0.1:{self.port}")
+            self.process = subprocess.Popen(
+                [
+                    str(self.server_bin),
+                    "--bind",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    str(self.dir),
+                    "--logfile",
+                    str(self.dir / "redis.log"),
+                    "--daemonize",
+                    "no",
+                ],
+                start_new_session=True,
+            )
+            wait_for_port(self.port)
+            # Something listens there; if our server exited, it could not bind the port (another `make` took it
+            # in the same second) and what listens is not ours: another port.
+            time.sleep(0.2)
+            if self.process.poll() is None:
+                return f"redis://127.0.0.1:{self.port}/0"
+            self.port = free_port(0)
+        raise RuntimeError("embedded Redis did not start")
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
