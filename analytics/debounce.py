@@ -68,6 +68,13 @@ def schedule(tenant_id: int) -> None:
     refresh_pending.apply_async((tenant_id,), countdown=settings.ANALYTICS_REFRESH_DEBOUNCE_SECONDS)
 
 
+def schedule_again(tenant_id: int) -> None:
+    """The tenant's refresh found the lock held: the mark renewed (requests meanwhile add to the pending set
+    without scheduling) and the refresh scheduled once more."""
+    hot_redis.client().set(pending_keys(tenant_id)[1], "1", ex=MARK_SECONDS)
+    schedule(tenant_id)
+
+
 def refresh_pending_now(tenant_id: int, *, wait: bool = False) -> int | None:
     """Refresh every source pending for the tenant, in one transaction under its rollup lock; the rollup rows
     written. ``None`` when another transaction holds the lock (unless ``wait``): then nothing is taken."""

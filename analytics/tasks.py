@@ -7,7 +7,6 @@ import logging
 from django.conf import settings
 
 from referral_platform.celery import app
-from referrals import hot_redis
 
 logger = logging.getLogger(__name__)
 
@@ -43,12 +42,11 @@ def refresh_sources(tenant_id: int, referral_ids=(), event_ids=(), reward_ids=()
 def refresh_pending(self, tenant_id: int) -> int:
     """The tenant's pending refresh (analytics/debounce.py). Another refresh holding the tenant's rollup lock:
     tried again later, the worker never waits (an eager call — tests — waits for the lock instead)."""
-    from .debounce import MARK_SECONDS, pending_keys, refresh_pending_now, schedule
+    from .debounce import refresh_pending_now, schedule_again
 
     written = refresh_pending_now(tenant_id, wait=bool(self.request.is_eager))
     if written is None:
-        hot_redis.client().set(pending_keys(tenant_id)[1], "1", ex=MARK_SECONDS)
-        schedule(tenant_id)
+        schedule_again(tenant_id)
         return 0
     return written
 

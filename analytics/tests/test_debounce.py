@@ -58,9 +58,10 @@ def broker_queue():
         broker.delete(queue)
 
 
-def paid_referral(world, pipe, name: str, customer: str):
+def paid_referral(world, pipe, name: str, customer: str, *, tenant=None):
+    """A referral and its payment in ``tenant`` (tenant A), posted through ``pipe`` (that tenant's API key)."""
     rules = rules_doc(referrer=[{"kind": "flat_per_conversion", "amount_minor": 5_000}])
-    program = program_with_rules(world.a, rules, cookie_window_days=365)
+    program = program_with_rules(tenant or world.a, rules, cookie_window_days=365)
     _participant, link = referrer(program, name)
     referral = pipe.sign_up(email=f"{customer}@buyer.example", customer=customer, code=link.code)
     event = pipe.pay(f"pay_{customer}", customer=customer, amount=20_000)
@@ -122,13 +123,21 @@ def test_a_refresh_never_waits_for_the_lock_and_takes_nothing_while_it_is_held(w
     try:
         assert held.wait(10)
         with connection.cursor() as cursor:  # a refresh that waited would fail here instead of returning
-            cursor.execute("SET LOCAL lock_timeout = '20s'")
+            cursor.execute("SET lock_timeout = '20s'")
         assert debounce.refresh_pending_now(world.a.pk) is None
         assert debounce.pending_count(world.a.pk) == 1
         assert DailyRollup.objects.for_tenant(world.a).count() == 0
+        # The task, run by a worker (not eager): it schedules itself again and renews the mark.
+        with broker_queue() as queued:
+            assert refresh_pending.run(world.a.pk) == 0
+            assert [m["headers"]["task"] for m in queued()] == ["analytics.refresh_pending"]
+        assert hot_redis.client().exists(debounce.pending_keys(world.a.pk)[1])
+        assert debounce.pending_count(world.a.pk) == 1
     finally:
         release.set()
         holder.join(10)
+        with connection.cursor() as cursor:
+            cursor.execute("RESET lock_timeout")
 
     with pipe.capture(execute=True):
         assert debounce.refresh_pending_now(world.a.pk) == len(expected)
@@ -160,11 +169,7 @@ def test_a_tenants_refresh_leaves_another_tenants_pending_sources_and_rollups(wo
     # Tenant B: its own referral and payment, through its own API key.
     pipe_b = Pipeline(world, pipe.capture)
     pipe_b.client = world.api(world.key_b)
-    rules = rules_doc(referrer=[{"kind": "flat_per_conversion", "amount_minor": 7_000}])
-    program_b = program_with_rules(world.b, rules, cookie_window_days=365)
-    _participant_b, link_b = referrer(program_b, "Bea Ref")
-    referral_b = pipe_b.sign_up(email="cus_bea@buyer.example", customer="cus_bea", code=link_b.code)
-    pipe_b.pay("pay_bea", customer="cus_bea", amount=30_000)
+    referral_b, _event_b = paid_referral(world, pipe_b, "Bea Ref", "cus_bea", tenant=world.b)
     expected_b = snapshot(world.b)
     assert expected_a and expected_b
     DailyRollup.objects.for_tenant(world.a).delete()
@@ -179,7 +184,7 @@ def test_a_tenants_refresh_leaves_another_tenants_pending_sources_and_rollups(wo
 
     assert snapshot(world.a) == expected_a
     assert DailyRollup.objects.for_tenant(world.b).count() == 0
-    assert not DailyRollup.objects.for_tenant(world.a).filter(participant__program=program_b).exists()
+    assert not DailyRollup.objects.for_tenant(world.a).filter(participant__program=referral_b.program_id).exists()
     assert debounce.pending_count(world.a.pk) == 0
     assert client.smembers(debounce.pending_keys(world.b.pk)[0]) == {f"r{referral_b.pk}".encode()}
 
@@ -204,3 +209,17 @@ def test_without_the_debounce_a_request_refreshes_at_once(world, pipe, clean_pen
     assert written == len(expected)
     assert snapshot(world.a) == expected
     assert debounce.pending_count(world.a.pk) == 0
+
+
+def test_a_request_with_an_id_that_is_not_a_number_fails_before_anything_is_pending(world, clean_pending):
+    with pytest.raises(ValueError):
+        refresh_sources(world.a.pk, referral_ids=[1, "1; DROP TABLE x"], event_ids=[2])
+    assert debounce.pending_count(world.a.pk) == 0
+    assert not hot_redis.client().exists(debounce.pending_keys(world.a.pk)[1])
+
+
+def test_the_pending_refresh_of_a_workspace_with_nothing_pending_writes_nothing(world, clean_pending):
+    before = DailyRollup.objects.count()
+    assert debounce.refresh_pending_now(world.b.pk) == 0
+    assert debounce.refresh_pending_now(10**9) == 0  # no such workspace
+    assert DailyRollup.objects.count() == before
