@@ -492,7 +492,7 @@ class CpuMeter:
                 continue
             before, after = self.first.get(part), tree_cpu_seconds(self.pids.get(part))
             self.used[part] = None if before is None or after is None else max(after - before, 0.0)
-        return self.used
+        return dict(self.used)  # a copy: the meter is started and stopped again for the next phase
 
 
 # --- one run -----------------------------------------------------------------------------------------

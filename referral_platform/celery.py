@@ -141,6 +141,16 @@ def _check_at_beat_start(sender=None, **kwargs):
     check_visibility_timeout(app.conf)
 
 
+@signals.worker_process_init.connect
+def _tune_gc(**kwargs):
+    """Each pool process: its start-up objects frozen, the collector's thresholds raised (gc_tuning.py)."""
+    from django.conf import settings
+
+    from .gc_tuning import worker_gc_tune
+
+    worker_gc_tune(settings.WORKER_GC_THRESHOLDS)
+
+
 @app.task(name="referral_platform.ping")
 def ping() -> str:
     return "pong"
