@@ -6,6 +6,7 @@ import contextlib
 import contextvars
 import copy
 import io
+import json
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -171,18 +172,23 @@ def _links_touching(frontier: set[tuple[str, str]]) -> Q:
     return condition
 
 
-def identity_clusters(tenant: Tenant | int, seeds: list[dict]) -> list[IdentityCluster]:
+def identity_clusters(
+    tenant: Tenant | int, seeds: list[dict], *, first_links: list | None = None
+) -> list[IdentityCluster]:
     """``identity_cluster`` for many people at once (a settlement chunk): the graph is walked breadth first
     for all of them in lock step, ONE statement per level. ``seeds``: the keyword arguments of
     ``identity_cluster`` (visitor_ids, emails, customer_ids), one dict per person. The same clusters as one
     call each; a person whose walk meets more links in a level than ``identity_cluster`` reads at once
-    (a limited, thus arbitrary, subset) is walked by ``identity_cluster`` itself."""
+    (a limited, thus arbitrary, subset) is walked by ``identity_cluster`` itself.
+    ``first_links``: a list that receives, per person, the links its walk's first level met (as
+    ``(a_kind, a_value, b_kind, b_value)``), or None for a person walked alone or cut short (a conversion chunk
+    asks whether a person's own links are all recorded already)."""
     walks = [{"seen": identity_nodes(**seed), "truncated": False, "alone": False} for seed in seeds]
     for walk in walks:
         walk["start"] = frozenset(walk["seen"])
         walk["frontier"] = set(walk["seen"])
     links = IdentityLink.objects.for_tenant(tenant)
-    for _ in range(IDENTITY_CLUSTER_MAX_DEPTH):
+    for depth in range(IDENTITY_CLUSTER_MAX_DEPTH):
         active = [walk for walk in walks if walk["frontier"] and not walk["truncated"] and not walk["alone"]]
         if not active:
             break
@@ -205,10 +211,16 @@ def identity_clusters(tenant: Tenant | int, seeds: list[dict]) -> list[IdentityC
                 a_kind, a_value, b_kind, b_value = rows[index]
                 found.add((a_kind, a_value))
                 found.add((b_kind, b_value))
+            if depth == 0:
+                walk["first"] = frozenset(rows[index] for index in matched)
             walk["frontier"] = found - walk["seen"]
             walk["seen"] |= walk["frontier"]
             if len(walk["seen"]) > IDENTITY_CLUSTER_MAX_NODES:
                 walk["truncated"] = True
+    if first_links is not None:
+        first_links.extend(
+            None if walk["alone"] or walk["truncated"] else walk.get("first", frozenset()) for walk in walks
+        )
     return [
         identity_cluster(tenant, **seed)
         if walk["alone"]
@@ -646,11 +658,7 @@ def referral_for_identity(
     # One statement for the three identifiers, hand-written (issue 15: conversion processing asks it for every
     # event, and building the ORM's query with its three joined models cost more than running it); the
     # precedence is applied to its rows, oldest first.
-    matches = (
-        ("referred_external_id", cluster.customer_ids),
-        ("referred_email", cluster.emails),
-        ("visitor_id", cluster.visitor_ids),
-    )
+    matches = _identity_matches(cluster)
     if not any(values for _name, values in matches):
         return None
     candidates = _referral_candidates(
@@ -666,11 +674,87 @@ def referral_for_identity(
                 if found:
                     return found[0]
         return None
+    return _by_precedence(candidates, matches)
+
+
+def _identity_matches(cluster: IdentityCluster) -> tuple:
+    """The referral's columns a person is matched by, in precedence order, with the person's identifiers."""
+    return (
+        ("referred_external_id", cluster.customer_ids),
+        ("referred_email", cluster.emails),
+        ("visitor_id", cluster.visitor_ids),
+    )
+
+
+def _by_precedence(candidates: list[Referral], matches) -> Referral | None:
+    """Customer id, then e-mail, then visitor id; the oldest candidate first within each."""
     for name, values in matches:
         for referral in candidates:
             if getattr(referral, name) in values:
                 return referral
     return None
+
+
+def referrals_for_identities(
+    tenant: Tenant | int, people: list[tuple[IdentityCluster, Program | None]]
+) -> list[tuple[bool, Referral | None]]:
+    """``referral_for_identity(tenant, cluster=…, program=…, with_sequence=True)`` for many people at once, in ONE
+    statement (a conversion chunk reads its people's referrals ahead: issue 15): per person (found, the
+    referral with its program, referrer, rule version, earliest settled event and touch rows, or None). ``found``
+    is False for a person this read cannot answer as the one-person read would (as many candidates as it reads
+    at once: that read goes on identifier by identifier) — the caller asks ``referral_for_identity``."""
+    if not people:
+        return []
+    persons = [
+        {
+            "i": index,
+            "program": program.pk if program is not None else None,
+            "customers": sorted(cluster.customer_ids),
+            "emails": sorted(cluster.emails),
+            "visitors": sorted(cluster.visitor_ids),
+        }
+        for index, (cluster, program) in enumerate(people)
+    ]
+    columns, joins = _joined_columns_and_joins()
+    quote = connection.ops.quote_name
+    events = quote(ConversionEvent._meta.db_table)
+    earliest = (
+        f"(SELECT min(e.{quote('occurred_at')}) FROM {events} e "  # noqa: S608
+        f"WHERE e.{quote('tenant_id')} = r.{quote('tenant_id')} AND e.{quote('referral_id')} = r.id "
+        f"AND e.{quote('status')} = ANY(%s))"
+    )
+    touch_sql = _touch_rows_json_sql(_PERSON_TOUCH_ROWS)
+    table = quote(Referral._meta.db_table)
+    # Identifiers and aliases come from the models' metadata; every value is a parameter (the people as JSON).
+    sql = (
+        f"SELECT person.i, {columns}, {earliest}, {touch_sql} "  # noqa: S608
+        "FROM jsonb_to_recordset(%s::jsonb) AS person(i int, program bigint, customers text[], emails text[], "
+        "visitors text[]) "
+        f"CROSS JOIN LATERAL (SELECT c.id FROM {table} c WHERE c.tenant_id = %s "
+        "AND (person.program IS NULL OR c.program_id = person.program) "
+        f"AND (c.{quote('referred_external_id')} = ANY(person.customers) OR c.{quote('referred_email')} = "
+        f"ANY(person.emails) OR c.{quote('visitor_id')} = ANY(person.visitors)) "
+        f"ORDER BY c.created_at, c.id LIMIT {REFERRAL_MATCH_CANDIDATES:d}) pick "
+        f"JOIN {table} r ON r.id = pick.id {joins} "
+        "ORDER BY person.i, r.created_at, r.id"
+    )
+    params = [
+        [str(status) for status in SETTLED_EVENT_STATUSES],
+        json.dumps(persons),
+        tenant if isinstance(tenant, int) else tenant.pk,
+    ]
+    with connection.cursor() as cursor:
+        execute_prepared(cursor, sql, params)
+        rows = cursor.fetchall()
+    candidates: list[list[Referral]] = [[] for _ in people]
+    for row in rows:
+        candidates[row[0]].append(_candidate_from_row(row, 1, touched=True))
+    return [
+        (False, None)
+        if len(found) == REFERRAL_MATCH_CANDIDATES
+        else (True, _by_precedence(found, _identity_matches(cluster)))
+        for found, (cluster, _program) in zip(candidates, people, strict=True)
+    ]
 
 
 # The referral with the three models ``referral_for_identity`` returns with it, in one row (the ORM's
@@ -699,11 +783,26 @@ def _candidate_touch_rows_sql(cluster: IdentityCluster) -> tuple[str, list]:
         "emails": sorted(cluster.emails),
         "customers": sorted(cluster.customer_ids),
     }
+    return _touch_rows_json_sql(_CANDIDATE_TOUCH_ROWS, values=values, params=params), params
+
+
+# ``referrals_for_identities``: the person's identifiers are columns of its row (``person``), not parameters.
+_PERSON_TOUCH_ROWS = {
+    **_CANDIDATE_TOUCH_ROWS,
+    "visitors": "person.visitors",
+    "emails": "person.emails",
+    "customers": "person.customers",
+}
+
+
+def _touch_rows_json_sql(expressions: dict, *, values: dict | None = None, params: list | None = None) -> str:
+    """``_TOUCH_ROWS_SQL`` as one JSON array per candidate: each ``%(name)s`` replaced by ``expressions[name]``
+    (SQL of our own: a column), else by a placeholder whose value ``values[name]`` is appended to ``params``."""
 
     def placeholder(match) -> str:
         name = match.group(1)
-        if name in _CANDIDATE_TOUCH_ROWS:
-            return _CANDIDATE_TOUCH_ROWS[name]
+        if name in expressions:
+            return expressions[name]
         params.append(values[name])
         return "%s"
 
@@ -713,7 +812,7 @@ def _candidate_touch_rows_sql(cluster: IdentityCluster) -> tuple[str, list]:
         "label, channel"
     )
     # The statement is ``_TOUCH_ROWS_SQL``'s (no input in its text); every value is a parameter.
-    return f"(SELECT json_agg(json_build_array({columns})) FROM ({rows}) touched)", params  # noqa: S608
+    return f"(SELECT json_agg(json_build_array({columns})) FROM ({rows}) touched)"  # noqa: S608
 
 
 def _touch_rows_from_json(rows: list | None) -> list[_TouchRow]:
@@ -746,16 +845,7 @@ def _referral_candidates(
     touched: IdentityCluster | None = None,
 ) -> list[Referral]:
     quote = connection.ops.quote_name
-    columns = ", ".join(
-        f"{alias}.{quote(field.column)}"
-        for model, alias, _join, _on in _JOINED
-        for field in model._meta.concrete_fields
-    )
-    joins = " ".join(
-        f"{join} {quote(model._meta.db_table)} {alias} ON {alias}.id = {on}"
-        for model, alias, join, on in _JOINED
-        if join
-    )
+    columns, joins = _joined_columns_and_joins()
     # Asked by conversion processing (``touched``: the person's cluster), each candidate comes with what it asks
     # next — the moment of its earliest settled event (``referral_establish``) and the person's touch rows in its
     # program up to its establishment (``referral_credit``) — read here, at no statement of their own (issue 15).
@@ -788,20 +878,39 @@ def _referral_candidates(
     with connection.cursor() as cursor:
         execute_prepared(cursor, sql, params)
         rows = cursor.fetchall()
-    out = []
-    for row in rows:
-        objects, start = [], 0
-        for model, _alias, _join, _on in _JOINED:
-            objects.append(_model_from_row(model, row, start))
-            start += len(model._meta.concrete_fields)
-        referral = objects[0]
-        for name, value in zip(("program", "referrer", "rule_version"), objects[1:], strict=True):
-            Referral._meta.get_field(name).set_cached_value(referral, value)
-        if touched is not None:  # as read now: only ``earliest_settled_as_read`` / ``sequence_remember_as_read``
-            referral._earliest_settled_at = row[start]
-            referral._touch_rows_as_read = _touch_rows_from_json(row[start + 1])
-        out.append(referral)
-    return out
+    return [_candidate_from_row(row, 0, touched=touched is not None) for row in rows]
+
+
+def _joined_columns_and_joins() -> tuple[str, str]:
+    """The select list and the joins of ``_JOINED`` (alias ``r`` the referral)."""
+    quote = connection.ops.quote_name
+    columns = ", ".join(
+        f"{alias}.{quote(field.column)}"
+        for model, alias, _join, _on in _JOINED
+        for field in model._meta.concrete_fields
+    )
+    joins = " ".join(
+        f"{join} {quote(model._meta.db_table)} {alias} ON {alias}.id = {on}"
+        for model, alias, join, on in _JOINED
+        if join
+    )
+    return columns, joins
+
+
+def _candidate_from_row(row: tuple, start: int, *, touched: bool) -> Referral:
+    """The referral of a candidates row (its ``_JOINED`` columns from ``start``) with its program, referrer and
+    rule version; ``touched``: the earliest settled event and the touch rows follow them."""
+    objects = []
+    for model, _alias, _join, _on in _JOINED:
+        objects.append(_model_from_row(model, row, start))
+        start += len(model._meta.concrete_fields)
+    referral = objects[0]
+    for name, value in zip(("program", "referrer", "rule_version"), objects[1:], strict=True):
+        Referral._meta.get_field(name).set_cached_value(referral, value)
+    if touched:  # as read now: only ``earliest_settled_as_read`` / ``sequence_remember_as_read``
+        referral._earliest_settled_at = row[start]
+        referral._touch_rows_as_read = _touch_rows_from_json(row[start + 1])
+    return referral
 
 
 # ``referral_establish``'s ``earliest``: not read with the referral (it queries the moment itself).

@@ -17,6 +17,7 @@ from referral_platform.celery import enqueue_on_commit
 from referral_platform.db.prepared import execute_prepared
 from referral_platform.db.sql import db_values
 from referral_platform.hooks import hooks
+from referral_platform.tenancy import memo
 from referral_platform.tenancy.actors import Actor, system_actor
 from referral_platform.tenancy.models import Tenant
 from referral_platform.tenancy.services import audit_record, audit_rows_deferred
@@ -34,13 +35,17 @@ from referrals.models import (
 )
 from referrals.selectors import (
     EARLIEST_UNREAD,
+    IdentityCluster,
     earliest_settled_as_read,
     first_click_at,
+    identity_clusters,
+    identity_nodes,
     link_for_coupon,
     links_for_codes_read_ahead,
     normalize_email,
     normalize_identifier,
     referral_for_identity,
+    referrals_for_identities,
     sequence_remember_as_read,
     sequences_remembered,
 )
@@ -279,10 +284,17 @@ def _company_profile(event: ConversionEvent) -> dict:
 
 
 def _referral_for_event(
-    *, event: ConversionEvent, cluster, named: tuple[ReferralLink | None, str], actor: Actor, notes: list[str]
+    *,
+    event: ConversionEvent,
+    cluster,
+    named: tuple[ReferralLink | None, str],
+    actor: Actor,
+    notes: list[str],
+    ahead: PersonAhead | None = None,
 ) -> tuple[Referral | None, bool]:
     """The event's referral and whether it was created here. ``named``: the link the event's referral or coupon
-    code names and the field at fault (``code_link``)."""
+    code names and the field at fault (``code_link``). ``ahead``: the person's referral as the chunk read it
+    (``people_read_ahead``), used instead of reading it."""
     tenant = event.tenant
     can_create = event.kind in KINDS_THAT_CREATE_REFERRALS
     link, unknown = named
@@ -290,9 +302,12 @@ def _referral_for_event(
         notes.append(f"referral_code {event.referral_code!r} is not a code of this workspace.")
     elif event.coupon_code and not event.referral_code and link is None:
         notes.append(f"coupon_code {event.coupon_code!r} is not a code of this workspace (kept as evidence).")
-    referral = referral_for_identity(
-        tenant, cluster=cluster, program=link.program if link else None, with_sequence=True
-    )
+    if ahead is not None:
+        referral = ahead.referral
+    else:
+        referral = referral_for_identity(
+            tenant, cluster=cluster, program=link.program if link else None, with_sequence=True
+        )
     if referral is not None or not can_create:
         return referral, False
     claimed, claim = claimed_link(tenant=tenant, email=event.email, company="", at=event.occurred_at)
@@ -419,15 +434,128 @@ def conversion_events_process_many(*, event_ids) -> tuple[list[ConversionEvent],
             codes_by_tenant[event.tenant_id].append(event.referral_code)
         for tenant_id, codes in codes_by_tenant.items():
             links_for_codes_read_ahead(tenant_id, codes)
+        ahead = people_read_ahead(events)
+        touched = _Touched()
         with audit_rows_deferred():  # the chunk's audit rows in one INSERT (those of a rolled-back event dropped)
             for event in events:
+                person = ahead.get(event.pk)
+                usable = person if person is not None and touched.untouched(person) else None
+                walked: list[IdentityCluster] = []
                 try:
                     with transaction.atomic():
-                        processed.append(_process_and_record(event, identities_locked=True))
+                        processed.append(
+                            _process_and_record(event, identities_locked=True, ahead=usable, walked=walked)
+                        )
                 except DatabaseError as error:
                     logger.warning("conversion event %s handed back to its own processing: %s", event.pk, error)
                     handed_back.append(event.pk)
+                touched.add(event, person, walked)
     return processed, handed_back
+
+
+# --- a chunk's people read ahead (issue 15) ---------------------------------------------------------------------
+
+
+@dataclass
+class PersonAhead:
+    """A chunk's event's person as the chunk read it before processing any of its events: the identity cluster
+    (walked in lock step with the others') and the referral conversion processing would match (with what it reads
+    with it: ``referral_for_identity(with_sequence=True)``)."""
+
+    cluster: IdentityCluster
+    referral: Referral | None
+    nodes: frozenset  # the cluster's identifiers and the event's own (``identity_nodes`` form)
+
+
+def people_read_ahead(events: list[ConversionEvent]) -> dict[int, PersonAhead]:
+    """The people of a chunk's events whose cluster and referral can be read for the whole chunk at once — TWO
+    reads for all of them (the walk: one statement per level; the referrals: one statement) instead of two
+    statements per event (issue 15: a billing run's renewals). Only a person whose own links are all recorded
+    already (the event's link statement would insert nothing), whose walk was neither cut short nor walked alone,
+    and whose referrals one read answers; only an event with no coupon code, and with a referral code only when
+    the chunk's codes are read ahead (``batch_memo``): reading its link costs nothing then. {event id: person}.
+
+    What was read stays true for an event until an earlier event of the chunk touches the person (``_Touched``:
+    then the event reads for itself, as without read-ahead); so each event's outcome is the one it has when
+    processed alone in the chunk's order. As every read of a chunk (``batch_memo``), something another
+    transaction commits while the chunk runs counts as if it had committed after the chunk's start."""
+    by_tenant: dict[int, list[tuple[ConversionEvent, frozenset, tuple]]] = defaultdict(list)
+    for event in events:
+        if event.coupon_code or (event.referral_code.strip() and not memo.in_batch()):
+            continue
+        seed = identity_nodes(**_seed_of(event))
+        if not seed or any(len(value) > 254 for _kind, value in seed):
+            continue
+        ordered = sorted(seed)
+        edges = frozenset((a[0], a[1], b[0], b[1]) for index, a in enumerate(ordered) for b in ordered[index + 1 :])
+        by_tenant[event.tenant_id].append((event, frozenset(seed), edges))
+    out: dict[int, PersonAhead] = {}
+    for tenant_id, people in by_tenant.items():
+        first_links: list = []
+        clusters = identity_clusters(
+            tenant_id,
+            [_seed_of(event) for event, _seed, _edges in people],
+            first_links=first_links,
+        )
+        known = [
+            (event, seed, cluster)
+            for (event, seed, edges), cluster, links in zip(people, clusters, first_links, strict=True)
+            if links is not None and edges <= links and not cluster.is_truncated
+        ]
+        if not known:
+            continue
+        tenant = known[0][0].tenant
+        programs = []
+        for event, _seed, _cluster in known:
+            link, _unknown = code_link(tenant=tenant, referral_code=event.referral_code, coupon_code="")
+            programs.append(link.program if link is not None else None)
+        answers = referrals_for_identities(
+            tenant_id, [(cluster, program) for (_e, _s, cluster), program in zip(known, programs, strict=True)]
+        )
+        for (event, seed, cluster), (found, referral) in zip(known, answers, strict=True):
+            if found:
+                out[event.pk] = PersonAhead(cluster=cluster, referral=referral, nodes=frozenset(cluster.nodes()) | seed)
+    return out
+
+
+def _seed_of(event: ConversionEvent) -> dict:
+    """The identifiers an event's walk starts from (``identity_cluster``'s keyword arguments)."""
+    return {"visitor_ids": [event.visitor_id], "emails": [event.email], "customer_ids": [event.customer_external_id]}
+
+
+def _referral_nodes(referral: Referral) -> set:
+    return identity_nodes(
+        visitor_ids=[referral.visitor_id],
+        emails=[referral.referred_email],
+        customer_ids=[referral.referred_external_id],
+    )
+
+
+class _Touched:
+    """The identifiers of the people a chunk's events have processed so far: each event's own, its cluster's (as
+    read ahead, and as walked) and its referral's. A later event whose person read ahead shares none of them is
+    as the chunk read it: no earlier event linked, matched, created, moved or recorded anything its reads see."""
+
+    def __init__(self) -> None:
+        self.nodes: set = set()
+        self.unknown = False  # an event's referral could not be told: every later event reads for itself
+
+    def untouched(self, person: PersonAhead) -> bool:
+        return not self.unknown and self.nodes.isdisjoint(person.nodes)
+
+    def add(self, event: ConversionEvent, person: PersonAhead | None, walked: list[IdentityCluster]) -> None:
+        self.nodes |= identity_nodes(**_seed_of(event))
+        if person is not None:
+            self.nodes |= person.nodes
+            if person.referral is not None:
+                self.nodes |= _referral_nodes(person.referral)
+        for cluster in walked:
+            self.nodes |= cluster.nodes()
+        if ConversionEvent._meta.get_field("referral").is_cached(event):
+            if event.referral is not None:
+                self.nodes |= _referral_nodes(event.referral)
+        elif event.referral_id is not None:
+            self.unknown = True
 
 
 def conversion_events_waiting(*, event_id: int, limit: int) -> tuple[list[int], str]:
@@ -461,7 +589,13 @@ def _identifiers(event: ConversionEvent) -> list[str]:
     return [event.email, event.customer_external_id, event.visitor_id]
 
 
-def _process_and_record(event: ConversionEvent, *, identities_locked: bool = False) -> ConversionEvent:
+def _process_and_record(
+    event: ConversionEvent,
+    *,
+    identities_locked: bool = False,
+    ahead: PersonAhead | None = None,
+    walked: list | None = None,
+) -> ConversionEvent:
     """Process a locked, ``received`` event and save its outcome (the caller's transaction).
     ``identities_locked``: the caller already holds the event's person lock (a chunk locks its people at once).
     The attribution rows of a processed event are written by the same statement as its outcome, inside the
@@ -480,6 +614,8 @@ def _process_and_record(event: ConversionEvent, *, identities_locked: bool = Fal
                 identities_locked=identities_locked,
                 attribution_rows=rows,
                 touchpoint_rows=touchpoints,
+                **({"ahead": ahead} if ahead is not None else {}),
+                **({"walked": walked} if walked is not None else {}),
             )
             if rows:
                 _outcome_set(event, status, referral, notes)
@@ -607,23 +743,34 @@ def _process_locked_event(
     identities_locked: bool = False,
     attribution_rows: list | None = None,
     touchpoint_rows: list | None = None,
+    ahead: PersonAhead | None = None,
+    walked: list | None = None,
 ) -> tuple[str, Referral | None]:
     """``attribution_rows``: the event's new attribution rows are left in this list for the caller to insert
     (``_outcome_write``) instead of being inserted here. ``touchpoint_rows``: likewise the touchpoints of the
-    event's codes, when no read of this processing can see them (``_codes_later``)."""
+    event's codes, when no read of this processing can see them (``_codes_later``). ``ahead``: the person's
+    cluster and referral as its chunk read them, still as they stand (``people_read_ahead``): neither is read
+    again. ``walked``: a list that receives the person's cluster."""
     tenant = event.tenant
     if not identities_locked:
         identity_lock(tenant=tenant, identifiers=_identifiers(event))
-    cluster = identity_link_and_cluster(  # the person's links recorded and their walk started: one statement
-        tenant=tenant,
-        source=f"conversion:{event.kind}",
-        visitor_id=event.visitor_id,
-        email=event.email,
-        customer_external_id=event.customer_external_id,
-    )
+    if ahead is not None:
+        cluster = ahead.cluster  # every link of the person's is recorded already: nothing to insert
+    else:
+        cluster = identity_link_and_cluster(  # the person's links recorded and their walk started: one statement
+            tenant=tenant,
+            source=f"conversion:{event.kind}",
+            visitor_id=event.visitor_id,
+            email=event.email,
+            customer_external_id=event.customer_external_id,
+        )
+    if walked is not None:
+        walked.append(cluster)
     # The link the event's code names is read once (matching and the code's touchpoint both use it).
     named = code_link(tenant=tenant, referral_code=event.referral_code, coupon_code=event.coupon_code)
-    referral, created = _referral_for_event(event=event, cluster=cluster, named=named, actor=actor, notes=notes)
+    referral, created = _referral_for_event(
+        event=event, cluster=cluster, named=named, actor=actor, notes=notes, ahead=ahead
+    )
     earliest = earliest_settled_as_read(referral)  # read with it: nothing below settles an event of it first
     if referral is not None and not created:
         sequence_remember_as_read(referral, cluster)  # its credit's sequence, read with it

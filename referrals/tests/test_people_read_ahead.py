@@ -1,0 +1,249 @@
+"""A conversion chunk's people read ahead (issue 15, ``referrals.services.conversions.people_read_ahead``): the
+identity clusters of a chunk's people are walked in lock step and their referrals read in ONE statement before
+any event is processed, and an event whose person no earlier event of the chunk touched uses them instead of
+its own two reads (its links recorded, its referral with its sequence). The end state is the one of the same
+chunk without read-ahead and of the same events one by one — whatever the chunk holds (renewals, the same
+person twice, new people, a payment that joins two people, a cancellation, a refund, an unknown customer) and in
+any delivery order."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+from referral_platform.tenancy.memo import batch_memo
+from referral_platform.tenancy.models import AuditEvent
+from referrals import services
+from referrals.models import ConversionEvent, IdentityLink, Referral, ReferralLink
+from referrals.services import conversions
+from tests import factories as f
+
+from .builders import click
+from .test_renewal_payments import NOW, state, workspace
+
+# Existing customers: (customer id, e-mail, visitor id, code of the referrer who brought them).
+CUSTOMERS = [
+    ("cus_1", "ana@acme.example", "", "dana"),
+    ("cus_2", "bo@beta.example", "", "ravi"),
+    ("cus_3", "cy@gamma.example", "v-3", ""),  # found by the visitor's clicks (Dana's and Ravi's: linear credit)
+    ("cus_4", "di@delta.example", "", "dana"),
+]
+
+
+def receive(tenant, external_id: str, *, kind="payment", at, code="", customer="", email="", visitor="", amount=9_900):
+    data = {"external_event_id": external_id, "kind": kind, "occurred_at": at}
+    for name, value in (("customer_external_id", customer), ("email", email), ("visitor_id", visitor)):
+        if value:
+            data[name] = value
+    if kind in ("payment", "refund"):
+        data.update(amount_minor=amount, currency="USD")
+    if code:
+        data["referral_code"] = code
+    raw = {key: (value.isoformat() if hasattr(value, "isoformat") else value) for key, value in data.items()}
+    return services.conversion_event_receive(tenant=tenant, raw=raw, queue_processing=False, **data).event
+
+
+def customers_of(tenant) -> dict:
+    """A linear-credit workspace whose four customers converted a month ago (their links recorded)."""
+    codes = workspace(tenant, model="linear")
+    for code in codes.values():
+        link = ReferralLink.objects.get(tenant=tenant, code=code)
+        click(link, visitor_id="v-3", at=NOW - timedelta(days=40 if code.startswith("dana") else 39))
+    for index, (customer, email, visitor, code) in enumerate(CUSTOMERS):
+        receive(
+            tenant,
+            f"first-{customer}",
+            at=NOW - timedelta(days=30, hours=index),
+            code=codes.get(code, ""),
+            customer=customer,
+            email=email,
+            visitor=visitor,
+        )
+    process_in_chunks(tenant)
+    assert ConversionEvent.objects.filter(tenant=tenant, status="processed").count() == len(CUSTOMERS)
+    return codes
+
+
+# The chunk's possible events (name → receive's keyword arguments; codes by referrer name).
+def menu(codes: dict) -> dict[str, dict]:
+    day = NOW - timedelta(days=1)
+    return {
+        **{
+            f"renew-{customer}": {"customer": customer, "email": email, "visitor": visitor, "at": day}
+            for customer, email, visitor, _code in CUSTOMERS
+        },
+        "renew-cus_1-again": {"customer": "cus_1", "email": "ana@acme.example", "at": day + timedelta(hours=2)},
+        "renew-cus_2-with-code": {"customer": "cus_2", "code": codes["dana"], "at": day + timedelta(hours=1)},
+        "new-cus_9": {"customer": "cus_9", "email": "ed@eps.example", "code": codes["ravi"], "at": day},
+        "joins-2-and-3": {"customer": "cus_2", "email": "cy@gamma.example", "at": day + timedelta(hours=3)},
+        "email-only-of-4": {"email": "di@delta.example", "at": day + timedelta(hours=4)},
+        "cancel-cus_4": {"kind": "cancellation", "customer": "cus_4", "at": day + timedelta(hours=5)},
+        "refund-cus_1": {"kind": "refund", "customer": "cus_1", "amount": 4_000, "at": day + timedelta(hours=6)},
+        "nobody-referred": {"customer": "cus_x", "email": "x@nowhere.example", "at": day},
+        "before-the-first": {"customer": "cus_3", "visitor": "v-3", "at": NOW - timedelta(days=35)},
+    }
+
+
+def process_in_chunks(tenant) -> None:
+    """The workspace's ``received`` events as a drain processes them: one chunk (in a ``batch_memo`` block),
+    round after round (an event processed before its referral existed is queued again)."""
+    for _round in range(5):
+        ids = list(
+            ConversionEvent.objects.filter(tenant=tenant, status="received").order_by("pk").values_list("pk", flat=True)
+        )
+        if not ids:
+            return
+        with batch_memo():
+            processed, handed_back = services.conversion_events_process_many(event_ids=ids)
+        assert handed_back == [] and len(processed) == len(ids)
+    raise AssertionError("events still received after 5 rounds")
+
+
+def process_one_by_one(tenant) -> None:
+    for _round in range(5):
+        ids = list(
+            ConversionEvent.objects.filter(tenant=tenant, status="received").order_by("pk").values_list("pk", flat=True)
+        )
+        if not ids:
+            return
+        for event_id in ids:
+            services.conversion_event_process(event_id=event_id)
+    raise AssertionError("events still received after 5 rounds")
+
+
+def audit_trail(tenant) -> Counter:
+    return Counter(
+        AuditEvent.objects.filter(tenant=tenant).values_list("action", "object_type", "from_state", "to_state")
+    )
+
+
+def links(tenant) -> list:
+    """The workspace's identity graph (who is known to be one person)."""
+    return sorted(IdentityLink.objects.filter(tenant=tenant).values_list("a_kind", "a_value", "b_kind", "b_value"))
+
+
+def counting_read_ahead(monkeypatch) -> list[int]:
+    """How many events each chunk's read-ahead answered (the real function, counted)."""
+    answered: list[int] = []
+    real = conversions.people_read_ahead
+
+    def counted(events):
+        found = real(events)
+        answered.append(len(found))
+        return found
+
+    monkeypatch.setattr(conversions, "people_read_ahead", counted)
+    return answered
+
+
+@pytest.mark.django_db
+@settings(
+    max_examples=12,
+    phases=[Phase.explicit, Phase.generate],
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    chosen=st.lists(st.sampled_from(sorted(menu({"dana": "", "ravi": ""}))), min_size=3, max_size=9, unique=True),
+    seed=st.integers(min_value=0, max_value=2**16),
+)
+def test_a_chunk_read_ahead_ends_as_without_it_and_as_one_by_one_in_any_order(chosen, seed, monkeypatch):
+    ends = []
+    for way in ("read ahead", "without read-ahead", "one by one"):
+        with monkeypatch.context() as patch:
+            answered = counting_read_ahead(patch)
+            if way == "without read-ahead":
+                patch.setattr(conversions, "people_read_ahead", lambda events: {})
+            tenant = f.TenantFactory()
+            codes = customers_of(tenant)
+            answered.clear()
+            events = menu(codes)
+            order = list(chosen)
+            random.Random(seed).shuffle(order)
+            for name in order:
+                receive(tenant, name, **events[name])
+            (process_one_by_one if way == "one by one" else process_in_chunks)(tenant)
+            ends.append((state(tenant), audit_trail(tenant), links(tenant)))
+            if way == "read ahead" and any(name.startswith("renew-") for name in chosen):
+                assert sum(answered) >= 1, "a renewal's person is read ahead"
+    read_ahead, without, one_by_one = ends
+    assert read_ahead == without
+    assert read_ahead == one_by_one
+
+
+def test_a_chunk_of_renewals_reads_its_people_with_two_statements_instead_of_two_each(world, monkeypatch):
+    for tenant in (world.a, world.b):
+        customers_of(tenant)
+        for customer, email, visitor, _code in CUSTOMERS:
+            receive(tenant, f"renew-{customer}", customer=customer, email=email, visitor=visitor, at=NOW)
+    answered = counting_read_ahead(monkeypatch)
+
+    def statements(tenant) -> list[str]:
+        with CaptureQueriesContext(connection) as captured:
+            process_in_chunks(tenant)
+        return [query["sql"] for query in captured.captured_queries]
+
+    ahead = statements(world.a)
+    assert answered == [len(CUSTOMERS)], "every renewal's person answered by the read-ahead"
+    monkeypatch.setattr(conversions, "people_read_ahead", lambda events: {})
+    alone = statements(world.b)
+
+    def count(sqls, marker: str) -> int:
+        return sum(marker in sql for sql in sqls)
+
+    assert count(ahead, "INSERT INTO referrals_identitylink") == 0
+    assert count(alone, "INSERT INTO referrals_identitylink") == len(CUSTOMERS)
+    assert count(ahead, "jsonb_to_recordset") == 1
+    # The walk: one statement per level for everyone (the visitor's clicks' person has a second level).
+    assert len(alone) - len(ahead) >= 2 * len(CUSTOMERS) - 3
+    assert state(world.a) == state(world.b) and audit_trail(world.a) == audit_trail(world.b)
+    assert links(world.a) == links(world.b)
+    statuses = set(ConversionEvent.objects.filter(tenant=world.a).values_list("status", flat=True))
+    assert statuses == {"processed"}
+
+
+def test_a_person_touched_earlier_in_the_chunk_reads_for_itself(world, monkeypatch):
+    """cus_2 pays twice in one chunk: the second payment's person was read before the first moved its referral, so
+    the second reads again (its link statement and its referral's read), and sees the first's outcome."""
+    customers_of(world.a)
+    receive(world.a, "renew-1", customer="cus_2", email="bo@beta.example", at=NOW - timedelta(days=2))
+    receive(world.a, "renew-2", customer="cus_2", email="bo@beta.example", at=NOW - timedelta(days=1))
+    used: list = []
+    real = conversions._process_locked_event
+
+    def spy(**options):
+        used.append(options.get("ahead") is not None)
+        return real(**options)
+
+    monkeypatch.setattr(conversions, "_process_locked_event", spy)
+    process_in_chunks(world.a)
+    assert used == [True, False]
+    referral = Referral.objects.get(tenant=world.a, referred_external_id="cus_2")
+    assert ConversionEvent.objects.filter(referral=referral, status="processed").count() == 3
+
+
+def test_another_workspaces_people_are_never_read_ahead_for_a_chunk(world, monkeypatch):
+    """The same customer ids in two workspaces: workspace A's chunk reads only A's people and referrals, and
+    B's rows are untouched."""
+    customers_of(world.a)
+    customers_of(world.b)
+    before_b = state(world.b)
+    for customer, email, visitor, _code in CUSTOMERS:
+        receive(world.a, f"renew-{customer}", customer=customer, email=email, visitor=visitor, at=NOW)
+    found = conversions.people_read_ahead(
+        list(ConversionEvent.objects.filter(tenant=world.a, status="received").select_related("tenant"))
+    )
+    assert len(found) == len(CUSTOMERS)
+    assert {person.referral.tenant_id for person in found.values()} == {world.a.pk}
+    process_in_chunks(world.a)
+    assert state(world.b) == before_b
+    assert not ConversionEvent.objects.filter(tenant=world.b, status="received").exists()
