@@ -17,6 +17,14 @@ def rows_update(objs: list, field_names: Iterable[str], connection) -> int:
     and field (most of a settlement chunk's CPU was spent so; issue 15). Returns the rows updated."""
     if not objs:
         return 0
+    sql, params = rows_update_sql(objs, field_names, connection)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.rowcount
+
+
+def rows_update_sql(objs: list, field_names: Iterable[str], connection) -> tuple[str, list]:
+    """``rows_update``'s statement and parameters (``objs`` not empty), to be sent alone or inside another."""
     meta = objs[0]._meta
     quote = connection.ops.quote_name
     fields = [meta.get_field(name) for name in field_names]
@@ -34,6 +42,4 @@ def rows_update(objs: list, field_names: Iterable[str], connection) -> int:
         f"UPDATE {quote(meta.db_table)} AS t SET {assignments} "  # noqa: S608
         f"FROM (VALUES {', '.join([row] * len(objs))}) AS v ({names}) WHERE t.{quote(pk.column)} = v.v0"
     )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.rowcount
+    return sql, params

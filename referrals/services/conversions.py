@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from django.utils import timezone
 from programs.services import judging_rules, program_current_version
 from referral_platform.celery import enqueue_on_commit
 from referral_platform.db.prepared import execute_prepared
-from referral_platform.db.sql import db_values
+from referral_platform.db.sql import db_values, rows_update_sql
 from referral_platform.hooks import hooks
 from referral_platform.tenancy import memo
 from referral_platform.tenancy.actors import Actor, system_actor
@@ -436,20 +437,26 @@ def conversion_events_process_many(*, event_ids) -> tuple[list[ConversionEvent],
             links_for_codes_read_ahead(tenant_id, codes)
         ahead = people_read_ahead(events)
         touched = _Touched()
+        deferred: list[_Deferred] = []  # outcomes written together (an event read ahead that sent nothing)
         with audit_rows_deferred():  # the chunk's audit rows in one INSERT (those of a rolled-back event dropped)
             for event in events:
                 person = ahead.get(event.pk)
                 usable = person if person is not None and touched.untouched(person) else None
+                if usable is None:  # it reads for itself: what the earlier events did is written first
+                    _outcomes_flush(deferred, processed, handed_back)
                 walked: list[IdentityCluster] = []
                 try:
                     with transaction.atomic():
                         processed.append(
-                            _process_and_record(event, identities_locked=True, ahead=usable, walked=walked)
+                            _process_and_record(
+                                event, identities_locked=True, ahead=usable, walked=walked, deferred=deferred
+                            )
                         )
                 except DatabaseError as error:
                     logger.warning("conversion event %s handed back to its own processing: %s", event.pk, error)
                     handed_back.append(event.pk)
                 touched.add(event, person, walked)
+            _outcomes_flush(deferred, processed, handed_back)
     return processed, handed_back
 
 
@@ -595,18 +602,25 @@ def _process_and_record(
     identities_locked: bool = False,
     ahead: PersonAhead | None = None,
     walked: list | None = None,
+    deferred: list | None = None,
 ) -> ConversionEvent:
     """Process a locked, ``received`` event and save its outcome (the caller's transaction).
     ``identities_locked``: the caller already holds the event's person lock (a chunk locks its people at once).
     The attribution rows of a processed event are written by the same statement as its outcome, inside the
     processing's savepoint (``_outcome_write``): nothing runs between the two, and a value the database refuses
-    undoes the processing and fails the event, as when the rows were inserted on their own."""
+    undoes the processing and fails the event, as when the rows were inserted on their own.
+    ``deferred`` (a chunk whose people were read ahead): an event read ahead whose processing sent no statement at
+    all leaves its outcome's statement in this list for the chunk to write with the others' (``_outcomes_flush``),
+    and its ``conversion_processed`` hook to be told after; nothing of it was written, so nothing else is undone
+    when that write fails."""
     actor = system_actor(event.tenant)
     notes: list[str] = []
     rows: list[Attribution] = []
     touchpoints: list[Touchpoint] = []  # recorded by the processing, inserted with its outcome (``_codes_later``)
+    sent = [0]
+    counting = connection.execute_wrapper(_counted(sent)) if deferred is not None and ahead is not None else None
     try:
-        with transaction.atomic(), sequences_remembered():  # a person's sequence read once per event
+        with transaction.atomic(), sequences_remembered(), counting or contextlib.nullcontext():
             status, referral = _process_locked_event(
                 event=event,
                 actor=actor,
@@ -619,6 +633,9 @@ def _process_and_record(
             )
             if rows:
                 _outcome_set(event, status, referral, notes)
+                if counting is not None and sent[0] == 0:
+                    deferred.append(_Deferred(event, rows, touchpoints, notes))
+                    return event
                 _outcome_write(event, rows, touchpoints)
             elif touchpoints:
                 Touchpoint.objects.bulk_create(touchpoints, ignore_conflicts=True)
@@ -627,9 +644,8 @@ def _process_and_record(
         notes.append("; ".join(f"{field}: {', '.join(messages)}" for field, messages in _error_items(exc)))
     except PERMANENT_ERRORS as exc:
         # A retry would fail the same way: the event is failed with the reason, never left ``received``.
-        logger.exception("conversion event %s failed", event.pk)
         status, referral, rows = ConversionEventStatus.FAILED, None, []
-        notes.append(f"Processing failed ({type(exc).__name__}: {exc}). Correct the event and send it again.")
+        _failed_note(event, exc, notes)
     if not rows:
         _outcome_set(event, status, referral, notes)
         event.save(update_fields=list(_OUTCOME_FIELDS))
@@ -638,6 +654,90 @@ def _process_and_record(
 
 
 _OUTCOME_FIELDS = ("referral", "status", "error", "processed_at")
+
+
+def _failed_note(event: ConversionEvent, exc: Exception, notes: list[str]) -> None:
+    logger.exception("conversion event %s failed", event.pk)
+    notes.append(f"Processing failed ({type(exc).__name__}: {exc}). Correct the event and send it again.")
+
+
+def _counted(sent: list[int]):
+    """An execute wrapper counting the statements sent (``sent[0]``)."""
+
+    def wrapper(execute, sql, params, many, context):
+        sent[0] += 1
+        return execute(sql, params, many, context)
+
+    return wrapper
+
+
+@dataclass
+class _Deferred:
+    """A processed event's outcome not written yet: its attribution rows and its codes' touchpoints."""
+
+    event: ConversionEvent
+    rows: list
+    touchpoints: list
+    notes: list[str]
+
+
+def _outcomes_flush(deferred: list[_Deferred], processed: list[ConversionEvent], handed_back: list[int]) -> None:
+    """Write the outcomes ``deferred`` holds — ONE statement for all of them (``_outcomes_write_many``) — then tell
+    each event's ``conversion_processed``. A write the database refuses is rolled back and each is written in a
+    savepoint of its own, as ``_process_and_record`` writes it: an event whose values the database refuses is
+    failed with the reason, one that meets a database error is handed back (left ``received``, out of
+    ``processed``), the others are written."""
+    if not deferred:
+        return
+    items, deferred[:] = list(deferred), []
+    try:
+        with transaction.atomic():
+            _outcomes_write_many(items)
+    except DatabaseError:
+        kept = []
+        for item in items:
+            event = item.event
+            try:
+                with transaction.atomic():
+                    _outcome_write(event, item.rows, item.touchpoints)
+            except PERMANENT_ERRORS as exc:
+                _failed_note(event, exc, item.notes)
+                _outcome_set(event, ConversionEventStatus.FAILED, None, item.notes)
+                event.save(update_fields=list(_OUTCOME_FIELDS))
+            except DatabaseError as error:
+                logger.warning("conversion event %s handed back to its own processing: %s", event.pk, error)
+                handed_back.append(event.pk)
+                processed.remove(event)
+                continue
+            kept.append(item)
+        items = kept
+    for item in items:
+        hooks.conversion_processed(event=item.event)
+
+
+def _outcomes_write_many(items: list[_Deferred]) -> None:
+    """``_outcome_write`` of many events in ONE statement: their outcomes (one ``UPDATE … FROM (VALUES …)``) and
+    their touchpoints in common table expressions of their attribution rows' INSERT."""
+    quote = connection.ops.quote_name
+    events = [item.event for item in items]
+    update_sql, params = rows_update_sql(events, _OUTCOME_FIELDS, connection)
+    sql = f"WITH outcome AS ({update_sql})"
+    touchpoints = [touchpoint for item in items for touchpoint in item.touchpoints]
+    if touchpoints:
+        columns, values = _insert_values(touchpoints, params)
+        sql += (
+            f", touched AS (INSERT INTO {quote(Touchpoint._meta.db_table)} ({columns}) VALUES {values} "  # noqa: S608
+            "ON CONFLICT DO NOTHING)"
+        )
+    rows = [row for item in items for row in item.rows]
+    columns, values = _insert_values(rows, params)
+    sql += f" INSERT INTO {quote(Attribution._meta.db_table)} ({columns}) VALUES {values} RETURNING {quote('id')}"  # noqa: S608
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        ids = [pk for (pk,) in cursor.fetchall()]
+    for row, pk in zip(rows, ids, strict=True):
+        row.pk = pk
+        row._state.adding, row._state.db = False, connection.alias
 
 
 def _outcome_set(event: ConversionEvent, status: str, referral: Referral | None, notes: list[str]) -> None:

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from referral_platform.tenancy.memo import batch_memo
 from referral_platform.tenancy.models import AuditEvent
 from referrals import services
-from referrals.models import ConversionEvent, IdentityLink, Referral, ReferralLink
+from referrals.models import Attribution, ConversionEvent, IdentityLink, Referral, ReferralLink
 from referrals.services import conversions
 from tests import factories as f
 
@@ -50,13 +50,13 @@ def receive(tenant, external_id: str, *, kind="payment", at, code="", customer="
     return services.conversion_event_receive(tenant=tenant, raw=raw, queue_processing=False, **data).event
 
 
-def customers_of(tenant) -> dict:
-    """A linear-credit workspace whose four customers converted a month ago (their links recorded)."""
+def customers_of(tenant, customers=CUSTOMERS) -> dict:
+    """A linear-credit workspace whose customers converted a month ago (their links recorded)."""
     codes = workspace(tenant, model="linear")
     for code in codes.values():
         link = ReferralLink.objects.get(tenant=tenant, code=code)
         click(link, visitor_id="v-3", at=NOW - timedelta(days=40 if code.startswith("dana") else 39))
-    for index, (customer, email, visitor, code) in enumerate(CUSTOMERS):
+    for index, (customer, email, visitor, code) in enumerate(customers):
         receive(
             tenant,
             f"first-{customer}",
@@ -67,7 +67,7 @@ def customers_of(tenant) -> dict:
             visitor=visitor,
         )
     process_in_chunks(tenant)
-    assert ConversionEvent.objects.filter(tenant=tenant, status="processed").count() == len(CUSTOMERS)
+    assert ConversionEvent.objects.filter(tenant=tenant, status="processed").count() == len(customers)
     return codes
 
 
@@ -200,11 +200,14 @@ def test_a_chunk_of_renewals_reads_its_people_with_two_statements_instead_of_two
     def count(sqls, marker: str) -> int:
         return sum(marker in sql for sql in sqls)
 
+    # The outcomes of the chunk's renewals: one statement for all of them.
+    assert count(ahead, 'INSERT INTO "referrals_attribution"') == 1
+    assert count(alone, 'INSERT INTO "referrals_attribution"') == len(CUSTOMERS)
     assert count(ahead, "INSERT INTO referrals_identitylink") == 0
     assert count(alone, "INSERT INTO referrals_identitylink") == len(CUSTOMERS)
     assert count(ahead, "jsonb_to_recordset") == 1
     # The walk: one statement per level for everyone (the visitor's clicks' person has a second level).
-    assert len(alone) - len(ahead) >= 2 * len(CUSTOMERS) - 3
+    assert len(alone) - len(ahead) >= 3 * len(CUSTOMERS) - 4
     assert state(world.a) == state(world.b) and audit_trail(world.a) == audit_trail(world.b)
     assert links(world.a) == links(world.b)
     statuses = set(ConversionEvent.objects.filter(tenant=world.a).values_list("status", flat=True))
@@ -247,3 +250,69 @@ def test_another_workspaces_people_are_never_read_ahead_for_a_chunk(world, monke
     process_in_chunks(world.a)
     assert state(world.b) == before_b
     assert not ConversionEvent.objects.filter(tenant=world.b, status="received").exists()
+
+
+def test_one_refused_renewal_among_a_hundred_fails_alone_and_the_other_99_are_written_once(world, monkeypatch):
+    """The issue's batch that fails halfway: the chunk's outcomes are written together; the database refuses one
+    renewal's credit (a currency longer than its column), so that write is rolled back and each is written on its
+    own — the 99 good ones once, the bad one failed with its reason — and every event's hook is told once."""
+    customers = [(f"cus_{i}", f"p{i}@acme.example", "", "dana") for i in range(100)]
+    customers_of(world.a, customers)
+    renewals = [receive(world.a, f"renew-{c}", customer=c, email=e, at=NOW) for c, e, _v, _code in customers]
+    unlucky = renewals[57].pk
+    real = conversions.attribution_run
+
+    def refused_once(*, event, **options):
+        made = real(event=event, **options)
+        if event.pk == unlucky:
+            for row in options["insert_later"]:
+                row.currency = "USDX"  # longer than the column: the database refuses the row
+        return made
+
+    monkeypatch.setattr(conversions, "attribution_run", refused_once)
+    told: list[tuple[int, str]] = []
+    from referral_platform.hooks import hooks
+
+    def tell(*, event):
+        told.append((event.pk, event.status))
+
+    hooks.register("conversion_processed", tell)
+    try:
+        with CaptureQueriesContext(connection) as captured:
+            process_in_chunks(world.a)
+    finally:
+        hooks.unregister("conversion_processed", tell)
+
+    bad = ConversionEvent.objects.get(pk=unlucky)
+    assert bad.status == "failed" and bad.referral_id is None
+    assert "DataError" in bad.error and "Correct the event and send it again" in bad.error
+    good = ConversionEvent.objects.filter(pk__in=[event.pk for event in renewals]).exclude(pk=unlucky)
+    assert set(good.values_list("status", flat=True)) == {"processed"} and good.count() == 99
+    credited = Counter(
+        Attribution.objects.filter(conversion_event__in=[event.pk for event in renewals]).values_list(
+            "conversion_event_id", flat=True
+        )
+    )
+    assert set(credited) == {event.pk for event in good} and set(credited.values()) == {1}, "each written once"
+    assert sorted(told) == sorted([(event.pk, "processed") for event in good] + [(unlucky, "failed")])
+    writes = [q["sql"] for q in captured.captured_queries if 'INSERT INTO "referrals_attribution"' in q["sql"]]
+    assert len(writes) == 1 + 100, "the chunk's write, then each on its own"
+
+
+def test_a_chunk_with_a_new_person_writes_the_earlier_renewals_before_it_reads(world, monkeypatch):
+    """A renewal read ahead, then an event that reads for itself (the same customer's second payment): the
+    renewal's outcome is written before that read (so any read of it would see it, as one by one), and the end
+    state is the one of the same payments one by one."""
+    customers_of(world.a)
+    receive(world.a, "renew-a", customer="cus_1", email="ana@acme.example", at=NOW - timedelta(days=2))
+    receive(world.a, "renew-b", customer="cus_1", email="ana@acme.example", at=NOW - timedelta(days=1))
+    with CaptureQueriesContext(connection) as captured:
+        process_in_chunks(world.a)
+    writes = [q["sql"] for q in captured.captured_queries if 'INSERT INTO "referrals_attribution"' in q["sql"]]
+    assert len(writes) == 2
+    assert set(ConversionEvent.objects.filter(tenant=world.a).values_list("status", flat=True)) == {"processed"}
+    customers_of(world.b)
+    receive(world.b, "renew-a", customer="cus_1", email="ana@acme.example", at=NOW - timedelta(days=2))
+    receive(world.b, "renew-b", customer="cus_1", email="ana@acme.example", at=NOW - timedelta(days=1))
+    process_one_by_one(world.b)
+    assert state(world.a) == state(world.b)
