@@ -718,31 +718,41 @@ def referrals_for_identities(
     columns, joins = _joined_columns_and_joins()
     quote = connection.ops.quote_name
     events = quote(ConversionEvent._meta.db_table)
+    # The referral's own events (its id is the tenant's: ``r`` is one of the tenant's referrals), through the
+    # events' referral index whatever the statistics say.
     earliest = (
         f"(SELECT min(e.{quote('occurred_at')}) FROM {events} e "  # noqa: S608
-        f"WHERE e.{quote('tenant_id')} = r.{quote('tenant_id')} AND e.{quote('referral_id')} = r.id "
-        f"AND e.{quote('status')} = ANY(%s))"
+        f"WHERE e.{quote('referral_id')} = r.id AND e.{quote('status')} = ANY(%s))"
     )
     touch_sql = _touch_rows_json_sql(_PERSON_TOUCH_ROWS)
     table = quote(Referral._meta.db_table)
+    # The people's candidates as one equality join per identifier kind ((tenant, identifier) indexes, or one hash
+    # of the tenant's referrals for all of them), not one search per person; each person's oldest
+    # ``REFERRAL_MATCH_CANDIDATES`` kept, as the one-person read's LIMIT keeps them.
+    by_identifier = " UNION ".join(
+        f"SELECT person.i, c.id FROM person CROSS JOIN LATERAL unnest(person.{values}) AS k(value) "  # noqa: S608
+        f"JOIN {table} c ON c.tenant_id = %s AND c.{quote(column)} = k.value"
+        for column, values in (
+            ("referred_external_id", "customers"),
+            ("referred_email", "emails"),
+            ("visitor_id", "visitors"),
+        )
+    )
     # Identifiers and aliases come from the models' metadata; every value is a parameter (the people as JSON).
     sql = (
-        f"SELECT person.i, {columns}, {earliest}, {touch_sql} "  # noqa: S608
-        "FROM jsonb_to_recordset(%s::jsonb) AS person(i int, program bigint, customers text[], emails text[], "
-        "visitors text[]) "
-        f"CROSS JOIN LATERAL (SELECT c.id FROM {table} c WHERE c.tenant_id = %s "
-        "AND (person.program IS NULL OR c.program_id = person.program) "
-        f"AND (c.{quote('referred_external_id')} = ANY(person.customers) OR c.{quote('referred_email')} = "
-        f"ANY(person.emails) OR c.{quote('visitor_id')} = ANY(person.visitors)) "
-        f"ORDER BY c.created_at, c.id LIMIT {REFERRAL_MATCH_CANDIDATES:d}) pick "
-        f"JOIN {table} r ON r.id = pick.id {joins} "
-        "ORDER BY person.i, r.created_at, r.id"
+        "WITH person AS (SELECT * FROM jsonb_to_recordset(%s::jsonb) AS person(i int, program bigint, "  # noqa: S608
+        "customers text[], emails text[], visitors text[])), "
+        f"matched AS ({by_identifier}), "
+        "ranked AS (SELECT matched.i, c.id, row_number() OVER (PARTITION BY matched.i ORDER BY c.created_at, c.id) "
+        f"AS n FROM matched JOIN person ON person.i = matched.i JOIN {table} c ON c.id = matched.id "
+        "WHERE person.program IS NULL OR c.program_id = person.program) "
+        f"SELECT ranked.i, {columns}, {earliest}, {touch_sql} "
+        f"FROM ranked JOIN person ON person.i = ranked.i JOIN {table} r ON r.id = ranked.id {joins} "
+        f"WHERE ranked.n <= {REFERRAL_MATCH_CANDIDATES:d} "
+        "ORDER BY ranked.i, r.created_at, r.id"
     )
-    params = [
-        [str(status) for status in SETTLED_EVENT_STATUSES],
-        json.dumps(persons),
-        tenant if isinstance(tenant, int) else tenant.pk,
-    ]
+    tenant_id = tenant if isinstance(tenant, int) else tenant.pk
+    params = [json.dumps(persons), *[tenant_id] * 3, [str(status) for status in SETTLED_EVENT_STATUSES]]
     with connection.cursor() as cursor:
         execute_prepared(cursor, sql, params)
         rows = cursor.fetchall()

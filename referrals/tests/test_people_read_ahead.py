@@ -316,3 +316,56 @@ def test_a_chunk_with_a_new_person_writes_the_earlier_renewals_before_it_reads(w
     receive(world.b, "renew-b", customer="cus_1", email="ana@acme.example", at=NOW - timedelta(days=1))
     process_one_by_one(world.b)
     assert state(world.a) == state(world.b)
+
+
+def test_the_people_read_answers_each_person_as_the_one_person_read(world):
+    """``referrals_for_identities`` against ``referral_for_identity(with_sequence=True)`` person by person:
+    precedence (customer id, then e-mail, then visitor id; the oldest within each), a program named by a code,
+    nobody, an empty person, a person with more referrals than one read takes (not answered: read alone), and
+    another workspace's referrals with the same identifiers (never candidates)."""
+    from programs.models import Participant
+    from referrals.selectors import (
+        REFERRAL_MATCH_CANDIDATES,
+        IdentityCluster,
+        earliest_settled_as_read,
+        referral_for_identity,
+        referrals_for_identities,
+    )
+
+    codes = customers_of(world.a)
+    customers_of(world.b)
+    dana = Participant.objects.get(tenant=world.a, links__code=codes["dana"])
+    other = f.ParticipantFactory(program=f.ProgramFactory(tenant=world.a, currency="USD"))
+    f.ReferralFactory(referrer=other, referred_external_id="cus_1", referred_email="zed@acme.example")
+    f.ReferralFactory(referrer=dana, referred_email="ana2@acme.example", visitor_id="v-ana")
+    for index in range(REFERRAL_MATCH_CANDIDATES + 1):
+        f.ReferralFactory(referrer=dana, referred_email=f"many{index}@acme.example", visitor_id="v-crowd")
+    people = [
+        (IdentityCluster(customer_ids={"cus_2"}, emails={"ana2@acme.example"}, visitor_ids={"v-ana"}), None),
+        (IdentityCluster(emails={"ana2@acme.example"}, visitor_ids={"v-3"}), None),
+        (IdentityCluster(visitor_ids={"v-ana"}), None),
+        (IdentityCluster(customer_ids={"cus_1"}), other.program),
+        (IdentityCluster(customer_ids={"cus_3"}, visitor_ids={"v-3"}), dana.program),
+        (IdentityCluster(customer_ids={"cus_nobody"}), None),
+        (IdentityCluster(), None),
+        (IdentityCluster(visitor_ids={"v-crowd"}), None),
+    ]
+    answers = referrals_for_identities(world.a, people)
+    assert [found for found, _referral in answers] == [True] * 7 + [False]
+    for (cluster, program), (_found, referral) in list(zip(people, answers, strict=True))[:7]:
+        alone = referral_for_identity(world.a, cluster=cluster, program=program, with_sequence=True)
+        assert (referral.pk if referral else None) == (alone.pk if alone else None)
+        if referral is not None:
+            assert referral.tenant_id == world.a.pk
+            assert earliest_settled_as_read(referral) == earliest_settled_as_read(alone)
+            assert referral._touch_rows_as_read == alone._touch_rows_as_read
+            assert (referral.program, referral.referrer, referral.rule_version) == (
+                alone.program,
+                alone.referrer,
+                alone.rule_version,
+            )
+    assert answers[0][1].referred_external_id == "cus_2" and answers[1][1].referred_email == "ana2@acme.example"
+    assert answers[3][1].program_id == other.program_id
+    assert answers[4][1] is not None and answers[4][1]._touch_rows_as_read, "the visitor's clicks come with it"
+    assert answers[5] == (True, None) and answers[6] == (True, None)
+    assert referrals_for_identities(world.a, []) == []
