@@ -8,7 +8,6 @@ from pathlib import Path
 import dj_database_url
 
 from referral_platform.gc_tuning import DEFAULT as GC_DEFAULT
-from referral_platform.gc_tuning import SETTING as GC_SETTING
 from referral_platform.gc_tuning import gc_thresholds
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
@@ -408,7 +407,7 @@ CELERY_BEAT_SCHEDULE["analytics-refresh-recent"] = {"task": "analytics.refresh_r
 ANALYTICS_REFRESH_DEBOUNCE_SECONDS = float(os.environ.get("ANALYTICS_REFRESH_DEBOUNCE_SECONDS", "2"))
 # The garbage collector of each Celery pool process: start-up objects frozen, these thresholds
 # (referral_platform/gc_tuning.py; "off": Python's defaults). Checked here: a bad value stops the start.
-WORKER_GC_THRESHOLDS = gc_thresholds(os.environ.get(GC_SETTING, GC_DEFAULT))
+WORKER_GC_THRESHOLDS = gc_thresholds(os.environ.get("WORKER_GC_THRESHOLDS", GC_DEFAULT))
 # --- engagement (docs/engagement.md) ------------------------------------------------------------
 # A webhook endpoint failing this long is disabled when another delivery to it gives up.
 WEBHOOK_DISABLE_AFTER_HOURS = int(os.environ.get("WEBHOOK_DISABLE_AFTER_HOURS", "72"))
