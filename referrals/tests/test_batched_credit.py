@@ -11,7 +11,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from referrals import selectors
@@ -26,6 +26,7 @@ from referrals.selectors import (
     touchpoint_sequences,
 )
 from tests import factories as f
+from tests.hypothesis_db import database_examples
 
 KINDS = (IdentityKind.VISITOR, IdentityKind.EMAIL, IdentityKind.CUSTOMER)
 NOW = timezone.now().replace(microsecond=0)
@@ -156,13 +157,7 @@ def orm_sequence(tenant_id, program_id, cluster, until) -> list[dict]:
 
 
 @pytest.mark.django_db
-@settings(
-    max_examples=15,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
+@database_examples(15)
 @given(world=worlds)
 def test_batched_clusters_sequences_and_credits_equal_one_call_each(world):
     with pytest.MonkeyPatch.context() as patch:

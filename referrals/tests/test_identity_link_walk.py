@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from referrals import selectors
@@ -17,6 +17,7 @@ from referrals.selectors import identity_cluster
 from referrals.services import identity_link
 from referrals.services.identity import identity_link_and_cluster
 from tests import factories as f
+from tests.hypothesis_db import database_examples
 
 KINDS = (IdentityKind.VISITOR, IdentityKind.EMAIL, IdentityKind.CUSTOMER)
 
@@ -53,13 +54,7 @@ def links_of(tenant) -> list[tuple]:
 
 
 @pytest.mark.django_db
-@settings(
-    max_examples=25,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
+@database_examples(25)
 @given(
     nodes=st.integers(min_value=3, max_value=24),
     edges=st.lists(st.tuples(st.integers(0, 23), st.integers(0, 23)), max_size=40),

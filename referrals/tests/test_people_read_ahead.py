@@ -15,7 +15,7 @@ from datetime import timedelta
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from referral_platform.tenancy.memo import batch_memo
@@ -24,9 +24,10 @@ from referrals import services
 from referrals.models import Attribution, ConversionEvent, IdentityLink, Referral, ReferralLink
 from referrals.services import conversions
 from tests import factories as f
+from tests.hypothesis_db import WITHOUT_SHRINKING, database_examples
 
 from .builders import click
-from .test_renewal_payments import NOW, state, workspace
+from .test_renewal_payments import NOW, process_received, state, workspace
 
 # Existing customers: (customer id, e-mail, visitor id, code of the referrer who brought them).
 CUSTOMERS = [
@@ -106,18 +107,6 @@ def process_in_chunks(tenant) -> None:
     raise AssertionError("events still received after 5 rounds")
 
 
-def process_one_by_one(tenant) -> None:
-    for _round in range(5):
-        ids = list(
-            ConversionEvent.objects.filter(tenant=tenant, status="received").order_by("pk").values_list("pk", flat=True)
-        )
-        if not ids:
-            return
-        for event_id in ids:
-            services.conversion_event_process(event_id=event_id)
-    raise AssertionError("events still received after 5 rounds")
-
-
 def audit_trail(tenant) -> Counter:
     return Counter(
         AuditEvent.objects.filter(tenant=tenant).values_list("action", "object_type", "from_state", "to_state")
@@ -144,14 +133,7 @@ def counting_read_ahead(monkeypatch) -> list[int]:
 
 
 @pytest.mark.django_db
-@settings(
-    max_examples=12,
-    phases=[Phase.explicit, Phase.generate],
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
+@database_examples(12, phases=WITHOUT_SHRINKING)
 @given(
     chosen=st.lists(st.sampled_from(sorted(menu({"dana": "", "ravi": ""}))), min_size=3, max_size=9, unique=True),
     seed=st.integers(min_value=0, max_value=2**16),
@@ -171,7 +153,7 @@ def test_a_chunk_read_ahead_ends_as_without_it_and_as_one_by_one_in_any_order(ch
             random.Random(seed).shuffle(order)
             for name in order:
                 receive(tenant, name, **events[name])
-            (process_one_by_one if way == "one by one" else process_in_chunks)(tenant)
+            (process_received if way == "one by one" else process_in_chunks)(tenant)
             ends.append((state(tenant), audit_trail(tenant), links(tenant)))
             if way == "read ahead" and any(name.startswith("renew-") for name in chosen):
                 assert sum(answered) >= 1, "a renewal's person is read ahead"
@@ -314,7 +296,7 @@ def test_a_chunk_with_a_new_person_writes_the_earlier_renewals_before_it_reads(w
     customers_of(world.b)
     receive(world.b, "renew-a", customer="cus_1", email="ana@acme.example", at=NOW - timedelta(days=2))
     receive(world.b, "renew-b", customer="cus_1", email="ana@acme.example", at=NOW - timedelta(days=1))
-    process_one_by_one(world.b)
+    process_received(world.b)
     assert state(world.a) == state(world.b)
 
 

@@ -18,13 +18,14 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from referrals import services
 from referrals.models import Attribution, ConversionEvent, Referral, Touchpoint
 from referrals.services import conversions
 from tests import factories as f
+from tests.hypothesis_db import WITHOUT_SHRINKING, database_examples
 
 from .builders import program_for, referrer_with_link
 
@@ -188,14 +189,7 @@ PAYMENT_DAYS = st.lists(st.integers(min_value=1, max_value=59), min_size=2, max_
 
 
 @pytest.mark.django_db
-@settings(
-    max_examples=8,
-    phases=[Phase.explicit, Phase.generate],
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
+@database_examples(8, phases=WITHOUT_SHRINKING)
 @given(
     days=PAYMENT_DAYS,
     signed_up=st.one_of(st.none(), st.integers(min_value=1, max_value=59)),

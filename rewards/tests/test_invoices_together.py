@@ -13,7 +13,7 @@ import pytest
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from referral_platform.celery import collect_tasks
@@ -23,6 +23,7 @@ from rewards import webhooks
 from rewards.models import StripeCharge, StripeWebhookEvent
 from rewards.webhooks import stripe_events_process_chunk
 from tests import factories as f
+from tests.hypothesis_db import WITHOUT_SHRINKING, database_examples
 
 from .test_webhooks import charge_refunded, invoice_paid
 
@@ -152,14 +153,7 @@ def _before(tenant, django_capture_on_commit_callbacks) -> None:
 
 
 @pytest.mark.django_db
-@settings(
-    max_examples=10,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    phases=[Phase.explicit, Phase.generate],
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
+@database_examples(10, phases=WITHOUT_SHRINKING)
 @given(
     kinds=st.sets(st.sampled_from(["refund_of_new", "same_charge_twice", "known_charge", "malformed", "refused"])),
     seed=st.integers(min_value=0, max_value=2**16),

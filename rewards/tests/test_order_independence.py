@@ -43,7 +43,7 @@ from django.db import connection
 from django.db.models import Sum
 from django.test import Client
 from django.urls import reverse
-from hypothesis import HealthCheck, Phase, example, given, settings
+from hypothesis import HealthCheck, Phase, example, given
 from hypothesis import strategies as st
 from rest_framework.test import APIClient
 
@@ -52,6 +52,7 @@ from referral_platform.tenancy.models import Tenant
 from referrals.models import ConversionEvent, ConversionEventStatus, Referral, ReviewStatus
 from rewards.models import LedgerEntry, Reward, RewardStatus, StripeWebhookEvent, WebhookEventStatus
 from tests import factories as f
+from tests.hypothesis_db import database_examples
 
 from .pipeline import program_with_rules, rules_doc
 
@@ -653,13 +654,10 @@ SHRINK = os.environ.get("ORDER_INDEPENDENCE_SHRINK") == "1"
 
 
 @pytest.mark.django_db(transaction=True)
-@settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    derandomize=True,
-    database=None,
+@database_examples(
+    EXAMPLES,
     phases=[Phase.explicit, Phase.generate, *([Phase.shrink] if SHRINK else [])],
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large],
+    health=(HealthCheck.data_too_large,),
     print_blob=False,
 )
 @example(scenario=NAMED_SCENARIO)

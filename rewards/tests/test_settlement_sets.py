@@ -25,7 +25,7 @@ import pytest
 from django.db import OperationalError, connection
 from django.db.models import Count
 from django.test.utils import CaptureQueriesContext
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from programs.models import ParticipantStatus
@@ -39,6 +39,7 @@ from rewards.ledger import unbalanced_transactions
 from rewards.models import EntryKind, LedgerTransaction, ParticipantMessage, Reward, RewardEvaluation
 from rewards.services import reward_approve
 from tests import factories as f
+from tests.hypothesis_db import database_examples
 
 from .pipeline import program_with_rules, rules_doc
 from .test_order_independence import snapshot
@@ -247,13 +248,7 @@ def settle_rounds(tenant, ids, later, rng: random.Random) -> None:
     referral_rewards_settle_batch(referral_ids=second)
 
 
-@settings(
-    max_examples=int(os.environ.get("SETTLEMENT_SETS_EXAMPLES", "8")),
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
+@database_examples(int(os.environ.get("SETTLEMENT_SETS_EXAMPLES", "8")))
 @given(world=worlds)
 def test_the_set_based_path_settles_exactly_like_the_per_referral_path(world):
     with pytest.MonkeyPatch.context() as patch:
