@@ -96,6 +96,12 @@ def audit_rows_deferred():
         _deferred.reset(token)
 
 
+def audit_rows_pending() -> int:
+    """How many audit rows the enclosing ``audit_rows_deferred`` block holds, not written yet (0 outside one)."""
+    deferred = _deferred.get()
+    return len(deferred.rows) if deferred is not None else 0
+
+
 def audit_row(
     *,
     tenant: Tenant | int,

@@ -21,7 +21,7 @@ from referral_platform.hooks import hooks
 from referral_platform.tenancy import memo
 from referral_platform.tenancy.actors import Actor, system_actor
 from referral_platform.tenancy.models import Tenant
-from referral_platform.tenancy.services import audit_record, audit_rows_deferred
+from referral_platform.tenancy.services import audit_record, audit_rows_deferred, audit_rows_pending
 from referrals.models import (
     Attribution,
     ConversionEvent,
@@ -610,15 +610,16 @@ def _process_and_record(
     processing's savepoint (``_outcome_write``): nothing runs between the two, and a value the database refuses
     undoes the processing and fails the event, as when the rows were inserted on their own.
     ``deferred`` (a chunk whose people were read ahead): an event read ahead whose processing sent no statement at
-    all leaves its outcome's statement in this list for the chunk to write with the others' (``_outcomes_flush``),
-    and its ``conversion_processed`` hook to be told after; nothing of it was written, so nothing else is undone
-    when that write fails."""
+    all (and recorded no audit row) leaves its outcome's statement in this list for the chunk to write with the
+    others' (``_outcomes_flush``), and its ``conversion_processed`` hook to be told after; nothing of it was
+    written, so nothing else is undone when that write fails."""
     actor = system_actor(event.tenant)
     notes: list[str] = []
     rows: list[Attribution] = []
     touchpoints: list[Touchpoint] = []  # recorded by the processing, inserted with its outcome (``_codes_later``)
     sent = [0]
     counting = connection.execute_wrapper(_counted(sent)) if deferred is not None and ahead is not None else None
+    audited = audit_rows_pending()
     try:
         with transaction.atomic(), sequences_remembered(), counting or contextlib.nullcontext():
             status, referral = _process_locked_event(
@@ -633,7 +634,7 @@ def _process_and_record(
             )
             if rows:
                 _outcome_set(event, status, referral, notes)
-                if counting is not None and sent[0] == 0:
+                if counting is not None and sent[0] == 0 and audit_rows_pending() == audited:
                     deferred.append(_Deferred(event, rows, touchpoints, notes))
                     return event
                 _outcome_write(event, rows, touchpoints)

@@ -351,3 +351,30 @@ def test_the_people_read_answers_each_person_as_the_one_person_read(world):
     assert answers[4][1] is not None and answers[4][1]._touch_rows_as_read, "the visitor's clicks come with it"
     assert answers[5] == (True, None) and answers[6] == (True, None)
     assert referrals_for_identities(world.a, []) == []
+
+
+def test_a_renewal_whose_processing_records_an_audit_row_writes_its_outcome_at_once(world, monkeypatch):
+    """Only an event whose processing wrote nothing at all — no statement, no audit row waiting for the chunk's
+    end — leaves its outcome to the chunk's write: such a row would otherwise outlive its event's failure."""
+    from referral_platform.tenancy.actors import system_actor
+    from referral_platform.tenancy.services import audit_record
+
+    customers_of(world.a)
+    renewals = {
+        customer: receive(world.a, f"renew-{customer}", customer=customer, email=email, visitor=visitor, at=NOW)
+        for customer, email, visitor, _code in CUSTOMERS
+    }
+    real = conversions.attribution_run
+
+    def noted(*, event, **options):
+        if event.pk == renewals["cus_2"].pk:
+            audit_record(tenant=event.tenant, actor=system_actor(event.tenant), action="test.noted", obj=event)
+        return real(event=event, **options)
+
+    monkeypatch.setattr(conversions, "attribution_run", noted)
+    with CaptureQueriesContext(connection) as captured:
+        process_in_chunks(world.a)
+    writes = [q["sql"] for q in captured.captured_queries if 'INSERT INTO "referrals_attribution"' in q["sql"]]
+    assert len(writes) == 2, "cus_2's outcome at once, the three others' together at the chunk's end"
+    assert AuditEvent.objects.filter(tenant=world.a, action="test.noted").count() == 1
+    assert set(ConversionEvent.objects.filter(tenant=world.a).values_list("status", flat=True)) == {"processed"}
