@@ -717,13 +717,7 @@ def referrals_for_identities(
     ]
     columns, joins = _joined_columns_and_joins()
     quote = connection.ops.quote_name
-    events = quote(ConversionEvent._meta.db_table)
-    # The referral's own events (its id is the tenant's: ``r`` is one of the tenant's referrals), through the
-    # events' referral index whatever the statistics say.
-    earliest = (
-        f"(SELECT min(e.{quote('occurred_at')}) FROM {events} e "  # noqa: S608
-        f"WHERE e.{quote('referral_id')} = r.id AND e.{quote('status')} = ANY(%s))"
-    )
+    earliest = _earliest_settled_sql()
     touch_sql = _touch_rows_json_sql(_PERSON_TOUCH_ROWS)
     table = quote(Referral._meta.db_table)
     # The people's candidates as one equality join per identifier kind ((tenant, identifier) indexes, or one hash
@@ -861,12 +855,7 @@ def _referral_candidates(
     # program up to its establishment (``referral_credit``) — read here, at no statement of their own (issue 15).
     extra, params = "", []
     if touched is not None:
-        events = quote(ConversionEvent._meta.db_table)
-        earliest = (
-            f"(SELECT min(e.{quote('occurred_at')}) FROM {events} e "  # noqa: S608
-            f"WHERE e.{quote('tenant_id')} = r.{quote('tenant_id')} AND e.{quote('referral_id')} = r.id "
-            f"AND e.{quote('status')} = ANY(%s))"
-        )
+        earliest = _earliest_settled_sql()
         touch_sql, touch_params = _candidate_touch_rows_sql(touched)
         extra = f", {earliest}, {touch_sql}"
         params = [[str(status) for status in SETTLED_EVENT_STATUSES], *touch_params]
@@ -889,6 +878,18 @@ def _referral_candidates(
         execute_prepared(cursor, sql, params)
         rows = cursor.fetchall()
     return [_candidate_from_row(row, 0, touched=touched is not None) for row in rows]
+
+
+def _earliest_settled_sql() -> str:
+    """The moment of candidate ``r``'s earliest settled event (its statuses the one parameter): events of ``r``'s
+    own workspace only — another workspace's event naming the referral (a bad row, a planted id) never counts."""
+    quote = connection.ops.quote_name
+    events = quote(ConversionEvent._meta.db_table)
+    return (
+        f"(SELECT min(e.{quote('occurred_at')}) FROM {events} e "  # noqa: S608
+        f"WHERE e.{quote('tenant_id')} = r.{quote('tenant_id')} AND e.{quote('referral_id')} = r.id "
+        f"AND e.{quote('status')} = ANY(%s))"
+    )
 
 
 def _joined_columns_and_joins() -> tuple[str, str]:

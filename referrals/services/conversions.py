@@ -717,28 +717,15 @@ def _outcomes_flush(deferred: list[_Deferred], processed: list[ConversionEvent],
 
 
 def _outcomes_write_many(items: list[_Deferred]) -> None:
-    """``_outcome_write`` of many events in ONE statement: their outcomes (one ``UPDATE … FROM (VALUES …)``) and
-    their touchpoints in common table expressions of their attribution rows' INSERT."""
-    quote = connection.ops.quote_name
-    events = [item.event for item in items]
-    update_sql, params = rows_update_sql(events, _OUTCOME_FIELDS, connection)
-    sql = f"WITH outcome AS ({update_sql})"
-    touchpoints = [touchpoint for item in items for touchpoint in item.touchpoints]
-    if touchpoints:
-        columns, values = _insert_values(touchpoints, params)
-        sql += (
-            f", touched AS (INSERT INTO {quote(Touchpoint._meta.db_table)} ({columns}) VALUES {values} "  # noqa: S608
-            "ON CONFLICT DO NOTHING)"
-        )
-    rows = [row for item in items for row in item.rows]
-    columns, values = _insert_values(rows, params)
-    sql += f" INSERT INTO {quote(Attribution._meta.db_table)} ({columns}) VALUES {values} RETURNING {quote('id')}"  # noqa: S608
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        ids = [pk for (pk,) in cursor.fetchall()]
-    for row, pk in zip(rows, ids, strict=True):
-        row.pk = pk
-        row._state.adding, row._state.db = False, connection.alias
+    """``_outcome_write`` of many events in ONE statement: their outcomes with one ``UPDATE … FROM (VALUES …)``."""
+    update_sql, params = rows_update_sql([item.event for item in items], _OUTCOME_FIELDS, connection)
+    _outcomes_with_rows(
+        update_sql,
+        params,
+        [row for item in items for row in item.rows],
+        [touchpoint for item in items for touchpoint in item.touchpoints],
+        prepared=False,  # its VALUES grow with the chunk: one prepared statement per size would pile up
+    )
 
 
 def _outcome_set(event: ConversionEvent, status: str, referral: Referral | None, notes: list[str]) -> None:
@@ -758,7 +745,17 @@ def _outcome_write(event: ConversionEvent, rows: list[Attribution], touchpoints:
     assignments = ", ".join(f"{quote(field.column)} = %s" for field in outcome)
     params = [*db_values(event, outcome, connection), event.pk]
     # Identifiers come from the models' metadata and are quoted; every value is a parameter.
-    sql = f"WITH outcome AS (UPDATE {quote(meta.db_table)} SET {assignments} WHERE {quote('id')} = %s)"  # noqa: S608
+    update_sql = f"UPDATE {quote(meta.db_table)} SET {assignments} WHERE {quote('id')} = %s"  # noqa: S608
+    _outcomes_with_rows(update_sql, params, rows, list(touchpoints), prepared=True)
+
+
+def _outcomes_with_rows(
+    update_sql: str, params: list, rows: list[Attribution], touchpoints: list[Touchpoint], *, prepared: bool
+) -> None:
+    """ONE statement: ``update_sql`` (the outcomes, ``params`` its values) and the touchpoints' INSERT (``ON CONFLICT
+    DO NOTHING``) as common table expressions of the attribution rows' INSERT; the rows get their ids."""
+    quote = connection.ops.quote_name
+    sql = f"WITH outcome AS ({update_sql})"
     if touchpoints:
         columns, values = _insert_values(touchpoints, params)
         sql += (
@@ -768,7 +765,10 @@ def _outcome_write(event: ConversionEvent, rows: list[Attribution], touchpoints:
     columns, values = _insert_values(rows, params)
     sql += f" INSERT INTO {quote(Attribution._meta.db_table)} ({columns}) VALUES {values} RETURNING {quote('id')}"  # noqa: S608
     with connection.cursor() as cursor:
-        execute_prepared(cursor, sql, params)
+        if prepared:
+            execute_prepared(cursor, sql, params)
+        else:
+            cursor.execute(sql, params)
         ids = [pk for (pk,) in cursor.fetchall()]
     for row, pk in zip(rows, ids, strict=True):
         row.pk = pk

@@ -176,11 +176,20 @@ def test_another_workspaces_events_never_count_as_the_referrals_earliest(world):
     # A corrupt row pointing at the referral of another workspace (only the superuser connection can write it).
     ConversionEvent.objects.filter(pk=foreign.pk).update(referral_id=referral.pk)
 
-    from referrals.selectors import EARLIEST_UNREAD, earliest_settled_as_read, identity_cluster, referral_for_identity
+    from referrals.selectors import (
+        EARLIEST_UNREAD,
+        earliest_settled_as_read,
+        identity_cluster,
+        referral_for_identity,
+        referrals_for_identities,
+    )
 
     cluster = identity_cluster(world.a.pk, customer_ids=["cus_1"])
     found = referral_for_identity(world.a, cluster=cluster, with_sequence=True)
     assert found.pk == referral.pk and earliest_settled_as_read(found) == NOW - timedelta(days=10)
+    # The same for a chunk's people read ahead (referrals_for_identities).
+    [(answered, ahead)] = referrals_for_identities(world.a, [(cluster, None)])
+    assert answered and ahead.pk == referral.pk and earliest_settled_as_read(ahead) == NOW - timedelta(days=10)
     # Other callers of the match (a sign-up) do not pay for what only conversion processing asks next.
     assert earliest_settled_as_read(referral_for_identity(world.a, cluster=cluster)) is EARLIEST_UNREAD
 
