@@ -908,6 +908,11 @@ def _reduce(reward: Reward, target: _Target, *, actor: Actor) -> None:
         reward_reduce_for_refund(reward=reward, refunded_minor=refunded, paid_minor=paid, actor=actor, reason="refund")
 
 
+# Why a settlement takes a reward back whole and retires it (here and in ``rewards.settlement_sets``).
+NO_LONGER_EARNED = "no longer earned: recomputed from the referral's events"
+CORRECTED = "corrected: recomputed from the referral's events"
+
+
 def _reconcile(
     *,
     referral: Referral,
@@ -924,14 +929,14 @@ def _reconcile(
         if reward is not None and target is None and reward.participant_id in frozen:
             continue  # an inactive participant's rewards stay as they are
         if target is None:
-            if _withdraw(reward, actor=actor, reason="no longer earned: recomputed from the referral's events"):
+            if _withdraw(reward, actor=actor, reason=NO_LONGER_EARNED):
                 settlement.withdrawn += 1
             _retire(reward)
             continue
         if reward is not None and reward.status == RewardStatus.REJECTED and not _money_differs(reward, target):
             continue  # a marketer rejected it: that decision stands
         if reward is not None and (_money_differs(reward, target) or _over_reduced(reward, target)):
-            if _withdraw(reward, actor=actor, reason="corrected: recomputed from the referral's events"):
+            if _withdraw(reward, actor=actor, reason=CORRECTED):
                 settlement.withdrawn += 1
             _retire(reward)
             reward = None

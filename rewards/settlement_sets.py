@@ -18,15 +18,18 @@ writes, each ONE statement for the whole chunk
     transactions and their entries (and the ledger accounts used for the first time), the participant
     messages, the evaluation rows.
 
-What a settlement decides by CREATING rewards, re-describing matching ones and REDUCING live, unpaid
+What a settlement decides by CREATING rewards, re-describing matching ones, REDUCING live, unpaid
 rewards for a partial refund (``_reduction_of``: a reversal from pending / payable that leaves the reward
-live, as ``reward_reduce_for_refund`` writes it) is settled here. A referral whose settlement must withdraw,
-correct, claw back or reverse a reward whole (a full refund, the cancellation policy, a paid reward), or
-whose new reward ``reward_create`` would refuse, is returned in ``left`` and settled by the per-referral
-path (``referral_rewards_settle``), unchanged. A reward the chunk reduces is written only if it is still as
-the chunk read it (same status, reductions and no payout; another transaction may approve or pay a reward
-without the referral's lock): otherwise the whole chunk is rolled back and left to that path, which locks
-each reward. So every guarantee of docs/ledger.md holds as it did: the
+live, as ``reward_reduce_for_refund`` writes it) and TAKING BACK whole rewards not paid nor in a payout
+(``_withdrawal``: a reward no longer earned — a cap another referral now fills — withdrawn and retired; one
+whose money changed — a tier moved — withdrawn, retired and replaced; one a full refund or the cancellation
+policy reverses; as ``ev._reconcile`` does through ``reward_reduce_for_refund`` and ``ev._retire``) is settled
+here. A referral whose settlement must claw back a paid reward, withdraw a reward it has just created, or
+create one ``reward_create`` would refuse, is returned in ``left`` and settled by the per-referral path
+(``referral_rewards_settle``), unchanged. A reward the chunk reduces, reverses or retires is written only if
+it is still as the chunk read it (same status, reductions, current, and no payout; another transaction may
+approve or pay a reward without the referral's lock): otherwise the whole chunk is rolled back and left to that
+path, which locks each reward. So every guarantee of docs/ledger.md holds as it did: the
 referral and participant locks are the same, the slot and source keys are the same (one current reward
 per slot, unique source keys), the ledger's idempotency keys and triggers are the same, and what a
 referral earns is computed by the same function from the same set of events.
@@ -68,8 +71,11 @@ from . import messages
 from .ledger import Line, Posting, ledger_accounts_many, ledger_post_many
 from .models import AccountKind, BeneficiarySide, EntryKind, Reward, RewardEvaluation, RewardStatus, StripeCharge
 from .services import (
+    REDUCTION_CLAWBACK,
     REDUCTION_NONE,
     REDUCTION_REVERSAL,
+    REDUCTION_WITHDRAW_ITEM,
+    RefundReduction,
     refund_reduction,
     reversal_source,
     reward_create_errors,
@@ -95,24 +101,40 @@ class SetOutcome:
 
 
 def referrals_settle_sets(*, referral_ids: Iterable[int], now: datetime | None = None) -> SetOutcome:
-    """Settle what can be settled set-based, chunk by chunk (see the module docstring)."""
+    """Settle what can be settled set-based, chunk by chunk (see the module docstring). A referral another
+    transaction held (``SKIP LOCKED``: the other worker processing or settling it) is tried once more,
+    set-based, after the batch's other chunks — the other transaction has usually committed by then — and
+    only then left to the per-referral path, which waits for its lock."""
     outcome = SetOutcome()
-    ids = sorted(set(referral_ids))
+    held: list[int] = []
+    _settle_chunks(sorted(set(referral_ids)), now=now, outcome=outcome, held=held)
+    if held:
+        _settle_chunks(sorted(held), now=now, outcome=outcome, held=None)
+    return outcome
+
+
+def _settle_chunks(ids: list[int], *, now: datetime | None, outcome: SetOutcome, held: list[int] | None) -> None:
+    """``_settle_chunk`` of each chunk of ``ids``; what it did not settle is left to the per-referral path,
+    except the referrals it could not lock, kept in ``held`` when given."""
     for start in range(0, len(ids), CHUNK):
         chunk = ids[start : start + CHUNK]
+        unlocked: list[int] = []
         try:
-            settled = _settle_chunk(chunk, now=now)
+            settled = _settle_chunk(chunk, now=now, unlocked=unlocked)
         except OperationalError:
             raise
         except RewardMoved as moved:  # the chunk rolled back: the per-referral path locks each reward
             logger.info("set-based settlement: %s; settling the chunk's %d referrals one by one", moved, len(chunk))
-            settled = {}
+            settled, unlocked = {}, []
         except Exception:  # the chunk rolled back: the per-referral path settles (and isolates) each
             logger.exception("set-based settlement of %d referrals failed; settling them one by one", len(chunk))
-            settled = {}
+            settled, unlocked = {}, []
         outcome.settled.update(settled)
-        outcome.left.extend(rid for rid in chunk if rid not in settled)
-    return outcome
+        unlocked_ids = set(unlocked) if held is not None else set()
+        held_now = [rid for rid in chunk if rid not in settled and rid in unlocked_ids]
+        if held is not None:
+            held.extend(held_now)
+        outcome.left.extend(rid for rid in chunk if rid not in settled and rid not in unlocked_ids)
 
 
 class BatchReads(ev.SettlementReads):
@@ -331,9 +353,22 @@ class BatchReads(ev.SettlementReads):
             return None
         return max(earlier, key=lambda e: (e.occurred_at, e.external_event_id)).pk
 
-    def count_rewarded(self, participant_id: int, referral: Referral) -> None:
+    def recount_rewarded(self, plan: _Plan) -> None:
+        """What the chunk's later referrals count of this one (``previous``): the participants holding a live,
+        current referrer reward for it once its plan is written (rewards created count at once, rewards
+        withdrawn or retired stop counting)."""
+        referral = plan.referral
+        before = _live_referrers(plan.evaluation.current.values())
+        after = _live_referrers(_rewards_after(plan)) | {
+            target.participant.pk
+            for target, _fields, _reduce_by in plan.creates
+            if target.side == BeneficiarySide.REFERRER
+        }
+        for participant_id in before - after:
+            self._rewarded.get(participant_id, {}).pop(referral.pk, None)
         if referral.converted_at is not None:
-            self._rewarded[participant_id][referral.pk] = referral.converted_at
+            for participant_id in after:
+                self._rewarded[participant_id][referral.pk] = referral.converted_at
 
 
 def _referred_companies_create(tenant, actor, missing: dict[tuple[int, str], list[Referral]]):
@@ -391,16 +426,38 @@ def _rule_set(referral: Referral) -> rules_module.RuleSet | None:
 
 
 @dataclass
+class _Withdrawal:
+    """A reward the settlement takes back whole and/or retires, as ``ev._withdraw`` + ``ev._retire`` (or
+    ``ev._reduce``'s full reduction) write it: ``after`` is the reward as it will be (a copy; the reward as
+    read stays as it was). ``plan`` is ``refund_reduction``'s decision for a live reward (None: not live —
+    nothing to take back, only retired)."""
+
+    read: Reward
+    after: Reward
+    plan: RefundReduction | None
+    refunded: int
+    paid: int
+    reason: str
+    retire: bool
+
+    @property
+    def reverses(self) -> bool:
+        return self.after.status != self.read.status
+
+
+@dataclass
 class _Plan:
     referral: Referral
     evaluation: ev._Evaluation
     creates: list[tuple[ev._Target, dict, int]]  # (target, the fields of its reward, its refund reduction)
     describes: list[tuple[Reward, dict]]  # (a matching reward, its description's changes: ev._describe)
     reduces: list[tuple[Reward, ev._Target, int]]  # (a live reward as read, its target, the reduction to add)
+    withdraws: list[_Withdrawal] = field(default_factory=list)  # rewards reversed whole and/or retired
 
 
-def _settle_chunk(ids: list[int], *, now: datetime | None) -> dict[int, str]:
-    """Settle the chunk's referrals that need only new rewards, in one transaction; returns their statuses."""
+def _settle_chunk(ids: list[int], *, now: datetime | None, unlocked: list[int] | None = None) -> dict[int, str]:
+    """Settle the chunk's referrals that the set path settles, in one transaction; returns their statuses.
+    ``unlocked`` receives the ids it did not lock (held by another transaction, or unknown)."""
     now_or_clock = now or timezone.now()
     with transaction.atomic():
         referrals = list(
@@ -409,6 +466,9 @@ def _settle_chunk(ids: list[int], *, now: datetime | None) -> dict[int, str]:
             .filter(pk__in=ids)
             .order_by("pk")
         )
+        if unlocked is not None:
+            locked = {referral.pk for referral in referrals}
+            unlocked.extend(rid for rid in ids if rid not in locked)
         by_tenant: dict[int, list[Referral]] = defaultdict(list)
         for referral in referrals:
             by_tenant[referral.tenant_id].append(referral)
@@ -449,11 +509,10 @@ def _settle_group(tenant_id: int, referrals: list[Referral], *, now: datetime | 
             continue
         if found is None:
             continue
-        creates, describes, reduces = found
-        plans.append(_Plan(referral, evaluation, creates, describes, reduces))
-        for target, _fields, _reduce_by in creates:
-            if target.side == BeneficiarySide.REFERRER:
-                reads.count_rewarded(target.participant.pk, referral)
+        creates, describes, reduces, withdraws = found
+        plan = _Plan(referral, evaluation, creates, describes, reduces, withdraws)
+        plans.append(plan)
+        reads.recount_rewarded(plan)
     _write(
         tenant,
         actor,
@@ -466,6 +525,21 @@ def _settle_group(tenant_id: int, referrals: list[Referral], *, now: datetime | 
     return {plan.referral.pk: plan.evaluation.settlement.status for plan in plans}
 
 
+def _rewards_after(plan: _Plan) -> list[Reward]:
+    """The referral's current rewards as they will be once its plan is written (withdrawn and retired ones
+    changed; the rewards it creates not included)."""
+    after = {withdrawal.read.pk: withdrawal.after for withdrawal in plan.withdraws}
+    return [after.get(reward.pk, reward) for reward in plan.evaluation.current.values()]
+
+
+def _live_referrers(rewards: Iterable[Reward]) -> set[int]:
+    return {
+        reward.participant_id
+        for reward in rewards
+        if reward.beneficiary_side == BeneficiarySide.REFERRER and ev._is_live(reward) and reward.is_current
+    }
+
+
 def _refused(referral: Referral) -> bool:
     return referral.review_status == ev.ReviewStatus.REJECTED or referral.status == ev.ReferralStatus.REJECTED
 
@@ -474,7 +548,7 @@ def _reduction_of(reward: Reward, target) -> int | None:
     """What ``reward_reduce_for_refund`` adds to a live reward's reductions for ``target``'s refund (the same
     decision, ``refund_reduction``) when that is a reversal leaving the reward live (0: nothing to add); None
     when it is anything else — a clawback, an item withdrawn whole, nothing left (the reward reversed: a change
-    of status) — for the per-referral path."""
+    of status, ``_withdrawal``)."""
     refunded, paid = target.refund
     plan = refund_reduction(reward, refunded_minor=refunded, paid_minor=paid)
     if plan.kind == REDUCTION_NONE:
@@ -484,35 +558,79 @@ def _reduction_of(reward: Reward, target) -> int | None:
     return plan.delta
 
 
+def _withdrawal(reward: Reward, *, refunded: int, paid: int, reason: str, retire: bool) -> _Withdrawal | None:
+    """``reward_reduce_for_refund(refunded, paid)`` of a reward (``ev._withdraw``: 1 of 1, all of it), then its
+    retirement when ``retire`` (``ev._retire``), as a plan: the reward as it will be. A reward that is not live
+    is only retired (``_withdraw`` skips it). None when taking it back is a clawback (paid, in a payout or
+    clawed back already: the per-referral path, which locks the reward, settles that)."""
+    after = copy(reward)
+    if retire:
+        after.is_current = False
+    if not ev._is_live(reward):
+        return _Withdrawal(reward, after, None, refunded, paid, reason, retire)
+    if reward.status == RewardStatus.PAID or reward.payout_id is not None or reward.clawed_back_minor:
+        return None
+    plan = refund_reduction(reward, refunded_minor=refunded, paid_minor=paid)
+    if plan.kind == REDUCTION_CLAWBACK or (plan.kind == REDUCTION_REVERSAL and not plan.leaves_nothing):
+        return None  # a clawback; a reduction that leaves the reward live is a ``reduces`` entry, not this
+    if plan.kind == REDUCTION_WITHDRAW_ITEM:
+        after.status = RewardStatus.REVERSED
+    elif plan.kind == REDUCTION_REVERSAL:
+        after.status = RewardStatus.REVERSED
+        after.reversed_minor += plan.delta
+    return _Withdrawal(reward, after, plan, refunded, paid, reason, retire)
+
+
 def _creations(referral: Referral, evaluation: ev._Evaluation, reads: BatchReads):
-    """What settling needs when it is nothing but new rewards, new descriptions of matching rewards and
-    partial refunds' reductions of live rewards: ((target, reward fields, reduction) to create, (reward,
-    description changes) to write, (reward, target, reduction) to reduce); None when it needs anything else
-    (``_reconcile``'s other branches), so the per-referral path settles it."""
+    """What settling needs when it is new rewards, new descriptions of matching rewards, partial refunds'
+    reductions of live rewards and rewards taken back whole before payout (withdrawn, corrected, reversed by a
+    full refund or the cancellation policy): ((target, reward fields, reduction) to create, (reward,
+    description changes) to write, (reward, target, reduction) to reduce, withdrawals); None when it needs
+    anything else (a clawback, a new reward withdrawn at once, one ``reward_create`` refuses), so the
+    per-referral path settles it. The decisions are ``ev._reconcile``'s, slot by slot."""
     if evaluation.blocked:
-        return [], [], []
+        return [], [], [], []
     current, targets, frozen = evaluation.current, evaluation.targets, evaluation.frozen
-    creates, describes, reduces = [], [], []
+    creates, describes, reduces, withdraws = [], [], [], []
     for slot in sorted(set(current) | set(targets)):
         reward, target = current.get(slot), targets.get(slot)
         if reward is not None and target is None and reward.participant_id in frozen:
             continue
-        if target is None:
-            return None  # withdraw and retire
+        if target is None:  # withdrawn and retired
+            withdrawal = _withdrawal(reward, refunded=1, paid=1, reason=ev.NO_LONGER_EARNED, retire=True)
+            if withdrawal is None:
+                return None
+            withdraws.append(withdrawal)
+            continue
         if reward is not None:
             if reward.status == RewardStatus.REJECTED and not ev._money_differs(reward, target):
                 continue
-            if ev._money_differs(reward, target) or ev._over_reduced(reward, target):
-                return None  # correct
+            if ev._money_differs(reward, target) or ev._over_reduced(reward, target):  # corrected: replaced
+                withdrawal = _withdrawal(reward, refunded=1, paid=1, reason=ev.CORRECTED, retire=True)
+                if withdrawal is None:
+                    return None
+                withdraws.append(withdrawal)
+                reward = None
+        if reward is not None:
             reduce_by = 0
-            if ev._is_live(reward):
-                if target.withdraws(reward):
-                    return None  # withdrawn by the cancellation policy
-                if target.refund[0] > 0:
-                    reduce_by = _reduction_of(reward, target)
-                    if reduce_by is None:
-                        return None
             changes = ev._description_changes(reward, target)
+            if ev._is_live(reward):
+                if target.withdraws(reward):  # withdrawn by the cancellation policy
+                    withdrawal = _withdrawal(reward, refunded=1, paid=1, reason="cancellation", retire=False)
+                    if withdrawal is None:
+                        return None
+                    withdraws.append(withdrawal)
+                elif target.refund[0] > 0:
+                    reduce_by = _reduction_of(reward, target)
+                    if reduce_by is None:  # a full reduction: reversed (or a clawback: None)
+                        refunded, paid = target.refund
+                        withdrawal = _withdrawal(reward, refunded=refunded, paid=paid, reason="refund", retire=False)
+                        if withdrawal is None:
+                            return None
+                        withdraws.append(withdrawal)
+                        reduce_by = 0
+            if changes and withdraws and withdraws[-1].read is reward:
+                withdraws[-1].after.__dict__.update(changes)  # described anew, then reversed: as it will be
             if changes:
                 describes.append((reward, changes))  # the same money, described anew (ev._describe)
             if reduce_by:
@@ -550,7 +668,7 @@ def _creations(referral: Referral, evaluation: ev._Evaluation, reads: BatchReads
             if reduce_by is None:
                 return None
         creates.append((target, fields, reduce_by))
-    return creates, describes, reduces
+    return creates, describes, reduces, withdraws
 
 
 def _write(
@@ -564,6 +682,8 @@ def _write(
             fields["currency"] = fields["currency"].upper()
             rows.append(reward_row(**fields, now=clock))
             owners.append((plan, target, reduce_by))
+    # The rewards taken back and retired first: a corrected slot's new reward is its only current one.
+    withdrawn = _withdraw_many(tenant, actor, [(plan, w) for plan in plans for w in plan.withdraws], reads)
     created = Reward.objects.bulk_create(rows) if rows else []
     reductions: list[tuple[_Plan, Reward, ev._Target, int]] = []
     for (plan, target, reduce_by), reward in zip(owners, created, strict=True):
@@ -579,7 +699,7 @@ def _write(
     for reward in created:
         hooks.reward_changed(reward=reward, change="created")
     _describe_many([described for plan in plans for described in plan.describes])
-    reduced = _reduce_many(tenant, reductions, reads)
+    reduced = _reduce_many(tenant, reductions, reads) + withdrawn
     audits += [audit_row(tenant=tenant, actor=actor, **fields) for _reward, _delta, fields in reduced]
     if audits:
         AuditEvent.objects.bulk_create(audits)
@@ -588,7 +708,10 @@ def _write(
     # (worded from the rewards as created: ``_reconcile`` reduces a copy it re-reads under lock).
     specs = [
         messages.reward_reduced_spec(
-            reward=reward, reduced_by_minor=delta, total_reduction_minor=fields["data"]["total_reduction_minor"]
+            reward=reward,
+            reduced_by_minor=delta,
+            total_reduction_minor=fields["data"]["total_reduction_minor"] if fields["data"] else 0,
+            reason=fields["reason"],
         )
         for reward, delta, fields in reduced
     ]
@@ -598,8 +721,9 @@ def _write(
         ev._nothing_granted_note(plan.evaluation)
         specs += ev._announcements(referral=plan.referral, created=plan.evaluation.settlement.created)
     messages.participant_messages_send_many(specs)
-    for reward, _delta, _fields in reduced:
-        hooks.reward_changed(reward=reward, change="reduced")
+    for reward, _delta, fields in reduced:
+        if fields["action"] == "reward.reduced":  # a withdrawal's hooks were told when it was written
+            hooks.reward_changed(reward=reward, change="reduced")
     _record(tenant.pk, plans, reads)
     _settle_later(tenant.pk, plans, reads, left=left)
     del now
@@ -675,6 +799,79 @@ def _reduce_many(tenant, reductions: list[tuple[_Plan, Reward, ev._Target, int]]
     return out
 
 
+_WITHDRAW_SQL = """
+UPDATE rewards_reward AS r
+SET status = v.status, reversed_minor = v.reversed_minor, is_current = v.is_current,
+    reversed_at = CASE WHEN v.status <> v.was_status THEN %s ELSE r.reversed_at END
+FROM UNNEST(%s::bigint[], %s::text[], %s::bigint[], %s::boolean[], %s::text[], %s::bigint[], %s::bigint[])
+    AS v(id, status, reversed_minor, is_current, was_status, was_reversed, was_clawed_back)
+WHERE r.id = v.id AND r.tenant_id = %s AND r.is_current
+  AND r.status = v.was_status AND r.reversed_minor = v.was_reversed AND r.clawed_back_minor = v.was_clawed_back
+  AND (r.payout_id IS NULL OR r.status NOT IN ('pending', 'approved'))
+RETURNING r.id
+"""
+
+
+def _withdraw_many(tenant, actor, withdrawals: list[tuple[_Plan, _Withdrawal]], reads: BatchReads):
+    """The rewards taken back whole and/or retired (``_withdrawal``), written as ``ev._withdraw`` (through
+    ``reward_reduce_for_refund``: reversed, its remaining value reversed from pending / payable) and
+    ``ev._retire`` write them, with ONE UPDATE that writes a row only while it is as the chunk read it
+    (status, reductions, current; a live one in no payout): otherwise ``RewardMoved`` (the chunk rolls back;
+    the per-referral path locks each reward). Their hooks are told here, as the per-referral path tells them
+    before the slot's new reward. Returns (the reward as it is now, the reduction posted, its audit fields) of
+    each reversed one, for the audit rows, the ledger and the messages."""
+    if not withdrawals:
+        return []
+    rows = [withdrawal for _plan, withdrawal in withdrawals]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _WITHDRAW_SQL,
+            [
+                timezone.now(),
+                [w.read.pk for w in rows],
+                [w.after.status for w in rows],
+                [w.after.reversed_minor for w in rows],
+                [w.after.is_current for w in rows],
+                [w.read.status for w in rows],
+                [w.read.reversed_minor for w in rows],
+                [w.read.clawed_back_minor for w in rows],
+                tenant.pk,
+            ],
+        )
+        written = {row[0] for row in cursor.fetchall()}
+    moved = [w.read.pk for w in rows if w.read.pk not in written]
+    if moved:
+        raise RewardMoved(f"rewards {moved[:5]} changed since the chunk read them")
+    out = []
+    for plan, withdrawal in withdrawals:
+        reward = withdrawal.after
+        _known_reward_relations(reward, plan.referral, reads)
+        if withdrawal.reverses:
+            reversal = withdrawal.plan.kind == REDUCTION_REVERSAL
+            data = None
+            if reversal:
+                data = {
+                    "reduced_by_minor": withdrawal.plan.delta,
+                    "total_reduction_minor": withdrawal.plan.total,
+                    "refunded_minor": withdrawal.refunded,
+                    "paid_minor": withdrawal.paid,
+                    "clawback": False,
+                }
+            fields = {
+                "action": f"reward.{RewardStatus.REVERSED}",
+                "obj": reward,
+                "from_state": withdrawal.read.status,
+                "to_state": reward.status,
+                "reason": withdrawal.reason,
+                "data": data,
+            }
+            out.append((reward, withdrawal.plan.delta if reversal else 0, fields))
+            hooks.reward_changed(reward=reward, change="reversed")
+        if withdrawal.retire:
+            hooks.reward_changed(reward=reward, change="retired")
+    return out
+
+
 def _known_reward_relations(reward: Reward, referral: Referral, reads: BatchReads) -> None:
     """Fill a reward's tenant, program, referral and participant from rows the chunk holds."""
     reward.tenant = referral.tenant
@@ -699,10 +896,11 @@ def _post(tenant, created: list[Reward], reduced: list[tuple[Reward, int, dict]]
             (reward.program, None, AccountKind.EXPENSE, reward.currency),
             (reward.program, reward.participant, AccountKind.PENDING, reward.currency),
         ]
-    for reward, _delta, _fields in reduced:
+    reduced = [(reward, delta, fields) for reward, delta, fields in reduced if delta > 0]  # an item: no money
+    for reward, _delta, fields in reduced:
         wanted += [
             (reward.program, None, AccountKind.EXPENSE, reward.currency),
-            (reward.program, reward.participant, reversal_source(reward.status), reward.currency),
+            (reward.program, reward.participant, reversal_source(fields["from_state"]), reward.currency),
         ]
     if not wanted:
         return
@@ -729,7 +927,7 @@ def _post(tenant, created: list[Reward], reduced: list[tuple[Reward, int, dict]]
             idempotency_key=f"reward:{reward.pk}:reduce-to:{fields['data']['total_reduction_minor']}",
             kind=EntryKind.REVERSAL,
             lines=[
-                Line(account(reward, reversal_source(reward.status), own=True), delta),
+                Line(account(reward, reversal_source(fields["from_state"]), own=True), delta),
                 Line(account(reward, AccountKind.EXPENSE, own=False), -delta),
             ],
             memo=f"Reward #{reward.pk} reduced by {format_money(delta, reward.currency)} (refund)",
@@ -787,13 +985,13 @@ def _settle_later(tenant_id: int, plans: list[_Plan], reads: BatchReads, *, left
             for reward in plan.evaluation.settlement.created
             if reward.beneficiary_side == BeneficiarySide.REFERRER
         }
-        if not new_referrer or referral.converted_at is None or plan.evaluation.refused:
+        if referral.converted_at is None or plan.evaluation.refused:
             continue
         rule_set = _rule_set(referral)
         if rule_set is None or not ev._counting_matters(rule_set):
             continue
         before = _standing(plan.evaluation.current.values(), referral, extra=())
-        after = _standing(plan.evaluation.current.values(), referral, extra=plan.evaluation.settlement.created)
+        after = _standing(_rewards_after(plan), referral, extra=plan.evaluation.settlement.created)
         if before == after:
             continue
         participants = reads.referrer_participants.get(referral.pk, set()) | new_referrer

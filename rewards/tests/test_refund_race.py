@@ -32,7 +32,7 @@ def test_a_refund_handled_while_its_payment_is_matched_and_settled_still_reduces
     if path == "per-referral":
         from rewards import settlement_sets
 
-        monkeypatch.setattr(settlement_sets, "_settle_chunk", lambda ids, now: {})
+        monkeypatch.setattr(settlement_sets, "_settle_chunk", lambda ids, now, unlocked=None: {})
     hold_drains(tenant)
     program = program_with_rules(tenant, rules_doc(referrer=[{"kind": "flat_per_conversion", "amount_minor": 5_000}]))
     _rae, link = referrer(program, "Rae Race")

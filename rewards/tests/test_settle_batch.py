@@ -95,7 +95,7 @@ def per_referral_path_only(monkeypatch):
     it does not settle itself; its own failures are tested in test_settlement_sets.py)."""
     from rewards import settlement_sets
 
-    monkeypatch.setattr(settlement_sets, "_settle_chunk", lambda ids, now: {})
+    monkeypatch.setattr(settlement_sets, "_settle_chunk", lambda ids, now, unlocked=None: {})
 
 
 def test_one_bad_conversion_among_100_fails_alone_and_the_99_commit_exactly_once(monkeypatch):

@@ -22,7 +22,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.db import OperationalError, connection
+from django.db import OperationalError, connection, transaction
 from django.db.models import Count
 from django.test.utils import CaptureQueriesContext
 from hypothesis import given
@@ -163,7 +163,7 @@ def world_build(world: dict):
 
 def per_referral_only(monkeypatch):
     """Every settlement (the later referrals' ones queued on commit too) takes the per-referral path."""
-    monkeypatch.setattr(settlement_sets, "_settle_chunk", lambda ids, now: {})
+    monkeypatch.setattr(settlement_sets, "_settle_chunk", lambda ids, now, unlocked=None: {})
 
 
 @contextlib.contextmanager
@@ -370,22 +370,132 @@ def test_a_partial_refund_is_reduced_set_based_exactly_as_the_per_referral_path_
     assert unbalanced_transactions(tenant) == []
 
 
-def test_a_full_refund_is_left_to_the_per_referral_path_which_reverses_the_rewards():
-    results = settle_both_paths(100)
+@pytest.mark.parametrize("refund_first_round", [False, True], ids=["refund-later", "refund-with-the-payment"])
+def test_a_full_refund_reverses_the_rewards_set_based_exactly_as_the_per_referral_path(refund_first_round):
+    results = settle_both_paths(100, refund_first_round=refund_first_round)
     tenant, got, calls = results["set-based"]
-    assert sorted(calls) == sorted(Referral.objects.filter(tenant=tenant).values_list("pk", flat=True))
-    assert got == results["per-referral"][1]
+    _tenant, expected, _calls = results["per-referral"]
+    if refund_first_round:  # created and reversed at once: a new reward withdrawn whole stays per referral
+        assert sorted(calls) == sorted(Referral.objects.filter(tenant=tenant).values_list("pk", flat=True))
+    else:
+        assert calls == [], "the reversals were written by the set path"
+    for index, what in enumerate(("money", "evaluations", "messages", "descriptions", "ledger", "audit rows")):
+        assert got[index] == expected[index], f"{what} differ"
     assert set(Reward.objects.filter(tenant=tenant).values_list("status", flat=True)) == {"reversed"}
+    reversed_audits = AuditEvent.objects.filter(tenant=tenant, object_type="rewards.reward", action="reward.reversed")
+    assert reversed_audits.count() == 3
+    assert all(row.data["refunded_minor"] == row.data["paid_minor"] == 10_000 for row in reversed_audits)
+    assert unbalanced_transactions(tenant) == []
 
 
-def test_a_reward_approved_between_the_chunks_read_and_its_reduction_rolls_the_chunk_back(monkeypatch):
+# --- caps and tiers settled out of order: withdrawn and corrected set-based -------------------------
+def counting_world(program: str, count: int) -> dict:
+    """``count`` referrals of one referrer in ``program``, a day apart, each paid 20,000."""
+    return {
+        "referrals": [
+            {
+                "program": program,
+                "referrer": 0,
+                "converted_hours": 24 * i,
+                "payments": [(0, 20_000)],
+                "refund": None,
+                "review": "clear",
+            }
+            for i in range(count)
+        ],
+        "inactive": None,
+        "seed": 0,
+    }
+
+
+@pytest.mark.parametrize(
+    ("program", "reason", "current_amounts"),
+    [
+        # max 2 rewarded referrals a month: the two latest, settled first, are rewarded; then the earlier ones
+        # are, and the later ones count them: no longer earned, withdrawn and retired
+        ("capped", "no longer earned: recomputed from the referral's events", [3_000, 3_000]),
+        # 10 % from the first referral, 15 % from the third: settled latest first, each counted no earlier
+        # success (10 %); the earlier ones' settlement moves the later ones to 15 %: corrected (replaced)
+        ("tiered", "corrected: recomputed from the referral's events", [2_000, 2_000, 3_000, 3_000]),
+    ],
+)
+def test_caps_and_tiers_settled_out_of_order_are_withdrawn_and_corrected_set_based(program, reason, current_amounts):
+    results = {}
+    for path in ("per-referral", "set-based"):
+        with settling_by(path) as calls:
+            tenant, ids, _later = world_build(counting_world(program, 4))
+            for referral_id in reversed(ids):  # the latest conversion first
+                referral_rewards_settle_batch(referral_ids=[referral_id])
+            results[path] = (tenant, outcome(tenant), list(calls))
+    tenant, got, calls = results["set-based"]
+    _tenant, expected, _calls = results["per-referral"]
+    assert calls == [], "the withdrawals and corrections were written by the set path"
+    for index, what in enumerate(("money", "evaluations", "messages", "descriptions", "ledger", "audit rows")):
+        assert got[index] == expected[index], f"{what} differ"
+    live = Reward.objects.filter(tenant=tenant, is_current=True, status="pending").order_by("referral__converted_at")
+    assert [reward.amount_minor for reward in live] == current_amounts
+    reversed_ = AuditEvent.objects.filter(tenant=tenant, object_type="rewards.reward", action="reward.reversed")
+    assert reversed_.exists() and {row.reason for row in reversed_} == {reason}
+    retired = Reward.objects.filter(tenant=tenant, is_current=False)
+    assert retired.count() == reversed_.count() and set(retired.values_list("status", flat=True)) == {"reversed"}
+    assert all(row.data["reduced_by_minor"] == row.data["total_reduction_minor"] > 0 for row in reversed_)
+    assert unbalanced_transactions(tenant) == []
+
+
+counting_specs = st.fixed_dictionaries(
+    {
+        "program": st.sampled_from(["capped", "capped", "tiered", "tiered", "flat"]),
+        "referrer": st.integers(0, 1),
+        "converted_hours": st.integers(0, 24 * 20),
+        "payments": st.lists(st.tuples(st.integers(0, 40), st.integers(1_000, 60_000)), min_size=1, max_size=2),
+        "refund": st.one_of(st.none(), st.tuples(st.integers(0, 1), st.sampled_from([30, 100]))),
+        "review": st.sampled_from(["clear"] * 8 + ["flagged", "rejected"]),
+    }
+)
+counting_worlds = st.fixed_dictionaries(
+    {
+        "referrals": st.lists(counting_specs, min_size=3, max_size=9),
+        "inactive": st.one_of(st.none(), st.none(), st.integers(0, REFERRERS - 1)),
+        "seed": st.integers(0, 2**16),
+    }
+)
+
+
+@database_examples(int(os.environ.get("SETTLEMENT_SETS_EXAMPLES", "8")))
+@given(world=counting_worlds)
+def test_caps_tiers_and_full_refunds_in_any_order_settle_set_based_exactly_like_the_per_referral_path(world):
+    """Referrals crowding the same referrers' caps and tiers, full and partial refunds, settled in a shuffled
+    order a few at a time: the set path withdraws, corrects and reverses rewards, and ends with the same money,
+    evaluations and current rewards as the per-referral path. (Not the same history: within a batch the
+    per-referral path settles in id order, the set path in conversion order, so one may create and then
+    withdraw a capped reward the other never creates — extra ledger pairs, messages and retired rows, the
+    same balances. Both are orders the events may arrive in; what is owed depends only on the set.)"""
+    with pytest.MonkeyPatch.context() as patch:
+        per_referral_only(patch)
+        tenant_a, ids_a, later_a = world_build(world)
+        settle_rounds(tenant_a, ids_a, later_a, random.Random(world["seed"]))
+    tenant_b, ids_b, later_b = world_build(world)
+    settle_rounds(tenant_b, ids_b, later_b, random.Random(world["seed"]))
+
+    expected, got = outcome(tenant_a), outcome(tenant_b)
+    assert got[0] == expected[0], "money differs (- per referral, + set-based):\n" + expected[0].diff(got[0])
+    assert got[1] == expected[1], "evaluations differ"
+    current = [
+        Counter({described: n for described, n in found[3].items() if described[3]}) for found in (got, expected)
+    ]
+    assert current[0] == current[1], "the current rewards' descriptions differ"
+    assert unbalanced_transactions(tenant_b) == []
+
+
+@pytest.mark.parametrize("percent", [40, 100], ids=["reduced", "reversed-whole"])
+def test_a_reward_approved_between_the_chunks_read_and_its_reduction_rolls_the_chunk_back(monkeypatch, percent):
     """Another transaction approves a reward (it locks the reward, not the referral) after the chunk read it:
     the chunk's guarded UPDATE finds the row moved, nothing of the chunk is committed, and the per-referral path
     reduces the approved reward from the payable account. (The approval's message is left out here: its
     foreign-key check on the referral waits at commit for the chunk's referral lock — in production the two
     then deadlock and PostgreSQL aborts one, a retried ``OperationalError``, as with the per-referral path.)"""
     monkeypatch.setattr("rewards.services.messages.message_reward_approved", lambda **kwargs: None)
-    tenant, ids, later = refunded_world(40)
+    tenant, ids, later = refunded_world(percent)
     referral_rewards_settle_batch(referral_ids=ids)
     ConversionEvent.objects.bulk_create(later)
     approved = Reward.objects.filter(tenant=tenant, referral_id=ids[0], beneficiary_side="referrer").get()
@@ -414,10 +524,11 @@ def test_a_reward_approved_between_the_chunks_read_and_its_reduction_rolls_the_c
     result = referral_rewards_settle_batch(referral_ids=ids)
     assert result.failed == {}
     approved.refresh_from_db()
-    assert (approved.status, approved.reversed_minor) == ("approved", 2_000)
+    reduced = 5_000 * percent // 100  # of the referrer's 5,000
+    assert (approved.status, approved.reversed_minor) == ("approved" if percent < 100 else "reversed", reduced)
     reversal = LedgerTransaction.objects.get(tenant=tenant, kind=EntryKind.REVERSAL, reward=approved)
     debit = reversal.entries.get(amount_minor__gt=0)
-    assert (debit.account.kind, debit.amount_minor) == ("payable", 2_000)
+    assert (debit.account.kind, debit.amount_minor) == ("payable", reduced)
     assert LedgerTransaction.objects.filter(tenant=tenant, kind=EntryKind.REVERSAL).count() == 3
     assert unbalanced_transactions(tenant) == []
 
@@ -570,6 +681,54 @@ def test_concurrent_overlapping_set_batches_reward_each_referral_once():
     for thread in threads:
         thread.join(180)
     assert errors == []
+    assert per_referral(tenant) == dict.fromkeys(ids, 2)
+    assert accruals(tenant) == dict.fromkeys(ids, 2)
+    assert unbalanced_transactions(tenant) == []
+
+
+@pytest.mark.parametrize("released", [True, False], ids=["released-before-the-retry", "still-held"])
+def test_a_referral_another_transaction_holds_is_tried_again_set_based_after_the_batchs_other_chunks(
+    monkeypatch, released
+):
+    """Another transaction holds one referral's lock while the batch's chunks run (``SKIP LOCKED`` passes it
+    over). Released before the retry: the set path settles it then, no per-referral settlement. Still held: it is
+    left to the per-referral path, which waits for the lock and settles it. Either way every referral is settled
+    once (two accruals each) and the ledger balances."""
+    tenant, ids = converted_referrals(3 * settlement_sets.CHUNK // 2)  # two chunks
+    target = ids[len(ids) // 3]
+    taken, release = threading.Event(), threading.Event()
+
+    def hold():
+        try:
+            rls.bind(tenant.pk)
+            with transaction.atomic():
+                Referral.objects.select_for_update().get(pk=target)
+                taken.set()
+                release.wait(60)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert taken.wait(30)
+    settle_chunk, passes = settlement_sets._settle_chunk, []
+
+    def chunk(ids_, now, unlocked=None):
+        passes.append(list(ids_))
+        if len(passes) == 3 and released:  # the retry of the held one: the holder has committed meanwhile
+            release.set()
+            holder.join(30)
+        return settle_chunk(ids_, now=now, unlocked=unlocked)
+
+    monkeypatch.setattr(settlement_sets, "_settle_chunk", chunk)
+    with settling_by("set-based") as per_referral_calls:
+        if not released:  # the per-referral path waits for the lock: let it go once the retry has passed it over
+            threading.Timer(2.0, release.set).start()
+        result = referral_rewards_settle_batch(referral_ids=ids)
+    holder.join(30)
+    assert passes[2] == [target], "one more set-based pass, for the held referral only"
+    assert per_referral_calls == ([] if released else [target])
+    assert result.failed == {} and set(result.settled) == set(ids)
     assert per_referral(tenant) == dict.fromkeys(ids, 2)
     assert accruals(tenant) == dict.fromkeys(ids, 2)
     assert unbalanced_transactions(tenant) == []
