@@ -248,18 +248,24 @@ def settle_rounds(tenant, ids, later, rng: random.Random) -> None:
     referral_rewards_settle_batch(referral_ids=second)
 
 
-@database_examples(int(os.environ.get("SETTLEMENT_SETS_EXAMPLES", "8")))
-@given(world=worlds)
-def test_the_set_based_path_settles_exactly_like_the_per_referral_path(world):
+def settled_both_ways(world: dict):
+    """``world`` built twice, settled per referral and set-based in the same rounds: (the set-based workspace,
+    the per-referral outcome, the set-based outcome); the money must be the same."""
     with pytest.MonkeyPatch.context() as patch:
         per_referral_only(patch)
         tenant_a, ids_a, later_a = world_build(world)
         settle_rounds(tenant_a, ids_a, later_a, random.Random(world["seed"]))
     tenant_b, ids_b, later_b = world_build(world)
     settle_rounds(tenant_b, ids_b, later_b, random.Random(world["seed"]))
-
     expected, got = outcome(tenant_a), outcome(tenant_b)
     assert got[0] == expected[0], "money differs (- per referral, + set-based):\n" + expected[0].diff(got[0])
+    return tenant_b, expected, got
+
+
+@database_examples(int(os.environ.get("SETTLEMENT_SETS_EXAMPLES", "8")))
+@given(world=worlds)
+def test_the_set_based_path_settles_exactly_like_the_per_referral_path(world):
+    tenant_b, expected, got = settled_both_ways(world)
     assert got[1] == expected[1], "evaluations differ"
     assert got[2] == expected[2], "participant messages differ"
     assert got[3] == expected[3], "reward descriptions differ"
@@ -470,15 +476,7 @@ def test_caps_tiers_and_full_refunds_in_any_order_settle_set_based_exactly_like_
     per-referral path settles in id order, the set path in conversion order, so one may create and then
     withdraw a capped reward the other never creates — extra ledger pairs, messages and retired rows, the
     same balances. Both are orders the events may arrive in; what is owed depends only on the set.)"""
-    with pytest.MonkeyPatch.context() as patch:
-        per_referral_only(patch)
-        tenant_a, ids_a, later_a = world_build(world)
-        settle_rounds(tenant_a, ids_a, later_a, random.Random(world["seed"]))
-    tenant_b, ids_b, later_b = world_build(world)
-    settle_rounds(tenant_b, ids_b, later_b, random.Random(world["seed"]))
-
-    expected, got = outcome(tenant_a), outcome(tenant_b)
-    assert got[0] == expected[0], "money differs (- per referral, + set-based):\n" + expected[0].diff(got[0])
+    tenant_b, expected, got = settled_both_ways(world)
     assert got[1] == expected[1], "evaluations differ"
     current = [
         Counter({described: n for described, n in found[3].items() if described[3]}) for found in (got, expected)
