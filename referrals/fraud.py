@@ -508,13 +508,16 @@ def check_velocity(*, referral: Referral, policy: FraudPolicy, count: int | None
     """The referrer has more than ``velocity_max_per_hour`` referrals in the hour up to this one. ``count``:
     those referrals, already counted (``velocity_and_company_rows``)."""
     window_start, window_end = _velocity_window(referral)
-    in_window = (
-        Referral.objects.for_tenant(referral.tenant_id)
-        .filter(referrer_id=referral.referrer_id, created_at__gt=window_start, created_at__lte=window_end)
-        .order_by("created_at", "pk")
-    )
+
+    def in_window():  # built only when needed: most screenings are answered by ``count`` and find nothing
+        return (
+            Referral.objects.for_tenant(referral.tenant_id)
+            .filter(referrer_id=referral.referrer_id, created_at__gt=window_start, created_at__lte=window_end)
+            .order_by("created_at", "pk")
+        )
+
     if count is None:
-        count = in_window.count()
+        count = in_window().count()
     limit = policy.velocity_max_per_hour
     if count <= limit:
         return None
@@ -535,7 +538,7 @@ def check_velocity(*, referral: Referral, policy: FraudPolicy, count: int | None
             ],
             "rows": [
                 _row("referral in the hour", row, row.created_at, email=row.referred_email)
-                for row in in_window[:EVIDENCE_ROW_LIMIT]
+                for row in in_window()[:EVIDENCE_ROW_LIMIT]
             ],
             "params": {
                 "max_per_hour": limit,
