@@ -732,6 +732,80 @@ def test_a_referral_another_transaction_holds_is_tried_again_set_based_after_the
     assert unbalanced_transactions(tenant) == []
 
 
+def test_concurrent_overlapping_batches_withdraw_and_correct_caps_and_tiers_to_what_one_by_one_settling_gives(
+    monkeypatch,
+):
+    """Four threads settle overlapping batches of capped and tiered referrals of the same referrers, in different
+    orders, at once (withdrawals, retirements and replacements set-based, held referrals retried): after one more
+    settlement of all of them the money is what settling them one by one, per referral and in conversion order,
+    gives — one current reward per slot (the database's constraint would refuse a second), a balanced ledger."""
+    world = {
+        "referrals": [
+            {**spec, "referrer": i % 2, "converted_hours": 7 * i, "review": "clear"}
+            for i, spec in enumerate(
+                [{"program": "capped", "payments": [(0, 20_000)], "refund": None}] * 6
+                + [{"program": "tiered", "payments": [(0, 20_000), (3, 10_000)], "refund": None}] * 6
+            )
+        ],
+        "inactive": None,
+        "seed": 0,
+    }
+    with pytest.MonkeyPatch.context() as patch:
+        per_referral_only(patch)
+        tenant_a, ids_a, later_a = world_build(world)
+        ConversionEvent.objects.bulk_create(later_a)
+        for referral_id in ids_a:  # one by one, in conversion order (the ids are in it)
+            referral_rewards_settle_batch(referral_ids=[referral_id])
+    tenant_b, ids, later_b = world_build(world)
+    ConversionEvent.objects.bulk_create(later_b)
+    # Each thread settles small batches, the latest conversions first in two of them: a later referral is
+    # rewarded before an earlier one fills the cap or moves the tier, then withdrawn or corrected.
+    latest_first = list(reversed(ids))
+    rng = random.Random(7)
+    orders = [latest_first, latest_first[1:] + latest_first[:1], rng.sample(ids, len(ids)), rng.sample(ids, len(ids))]
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(len(orders))
+    withdrawn_set_based: list[int] = []
+    withdraw_many = settlement_sets._withdraw_many
+
+    def counting(tenant, actor, withdrawals, reads):
+        out = withdraw_many(tenant, actor, withdrawals, reads)
+        withdrawn_set_based.extend(withdrawal.read.pk for _plan, withdrawal in withdrawals)
+        return out
+
+    monkeypatch.setattr(settlement_sets, "_withdraw_many", counting)
+
+    def work(order):
+        try:
+            rls.bind(tenant_b.pk)
+            barrier.wait()
+            for start in range(0, len(order), 2):
+                for _attempt in range(5):  # a deadlock between overlapping chunks is retried, as the task does
+                    try:
+                        result = referral_rewards_settle_batch(referral_ids=order[start : start + 2])
+                        break
+                    except OperationalError:
+                        continue
+                assert result.failed == {}
+        except BaseException as error:  # reported below
+            errors.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=work, args=(order,)) for order in orders]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(180)
+    assert errors == []
+    referral_rewards_settle_batch(referral_ids=ids)
+    expected, got = snapshot(tenant_a), snapshot(tenant_b)
+    assert got == expected, "money differs (- one by one, + concurrent):\n" + expected.diff(got)
+    retired = set(Reward.objects.filter(tenant=tenant_b, is_current=False).values_list("pk", flat=True))
+    assert retired and retired & set(withdrawn_set_based), "caps and tiers moved rewards, set-based too"
+    assert unbalanced_transactions(tenant_b) == []
+
+
 def test_a_batch_bound_to_one_workspace_never_settles_another_workspaces_referrals():
     tenant_a, ids_a = converted_referrals(5)
     tenant_b, ids_b = converted_referrals(5)
