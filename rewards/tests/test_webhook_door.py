@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import time
 
 import pytest
@@ -147,10 +148,14 @@ def _deliver(tenant, event_id: str, secret: str | None = None):
 def test_a_remembered_secret_stores_a_webhook_with_one_statement(tenants, django_assert_num_queries):
     secret = StripeCredentials.objects.get(tenant=tenants.a).webhook_secret
     assert _deliver(tenants.a, "evt_first", secret) == 200  # reads the secret, remembers it
-    with django_assert_num_queries(1):  # verified with the remembered secret, stored if it is still the stored one
+    with django_assert_num_queries(1) as one:  # verified with the remembered secret, stored if it is still stored
         assert _deliver(tenants.a, "evt_second", secret) == 200
-    with django_assert_num_queries(2):  # a duplicate: the one statement, then the first delivery's row
+    with django_assert_num_queries(2) as two:  # a duplicate: the one statement, then the first delivery's row
         assert _deliver(tenants.a, "evt_second", secret) == 200
+    # A prepared statement (its planning was most of its time): prepared with its first use on a connection,
+    # executed by name after (the test settings close the connection after each request: prepared each time here).
+    for captured in (one, two):
+        assert re.search(r"\b(PREPARE|EXECUTE) rp_[0-9a-f]+", captured.captured_queries[0]["sql"])
     assert sorted(StripeWebhookEvent.objects.values_list("stripe_event_id", flat=True)) == ["evt_first", "evt_second"]
 
 
