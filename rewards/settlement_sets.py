@@ -985,8 +985,8 @@ def _settle_later(tenant_id: int, plans: list[_Plan], reads: BatchReads, *, left
             for reward in plan.evaluation.settlement.created
             if reward.beneficiary_side == BeneficiarySide.REFERRER
         }
-        if referral.converted_at is None or plan.evaluation.refused:
-            continue
+        if (not new_referrer and not plan.withdraws) or referral.converted_at is None or plan.evaluation.refused:
+            continue  # (only a created or a withdrawn reward changes a standing)
         rule_set = _rule_set(referral)
         if rule_set is None or not ev._counting_matters(rule_set):
             continue

@@ -652,33 +652,43 @@ def test_statements_per_referral_stay_flat_however_large_the_batch():
     assert costs[50] < 5, f"{costs[50]:.1f} statements per referral (the per-referral path takes ~70)"
 
 
-def test_concurrent_overlapping_set_batches_reward_each_referral_once():
-    tenant, ids = converted_referrals(60)
-    batches = [ids[:45], ids[15:], list(reversed(ids)), ids[::2]]
+def settle_at_once(orders: list[list[int]], *, batch_size: int | None = None, tenant=None) -> list[BaseException]:
+    """One thread per order, started together, each settling its order in batches of ``batch_size`` (all at once
+    when None), bound to ``tenant`` when given; a deadlock between overlapping chunks is retried, as the task
+    does. Returns what the threads raised (a batch with failed referrals counts)."""
     errors: list[BaseException] = []
-    barrier = threading.Barrier(len(batches))
+    barrier = threading.Barrier(len(orders))
 
-    def work(batch):
+    def work(order):
         try:
+            if tenant is not None:
+                rls.bind(tenant.pk)
             barrier.wait()
-            for _attempt in range(5):  # a deadlock between overlapping chunks is retried, as the task does
-                try:
-                    result = referral_rewards_settle_batch(referral_ids=batch)
-                    break
-                except OperationalError:
-                    continue
-            assert result.failed == {}
-        except BaseException as error:  # reported below
+            size = batch_size or len(order)
+            for start in range(0, len(order), size):
+                for _attempt in range(5):
+                    try:
+                        result = referral_rewards_settle_batch(referral_ids=order[start : start + size])
+                        break
+                    except OperationalError:
+                        continue
+                assert result.failed == {}
+        except BaseException as error:  # reported to the caller
             errors.append(error)
         finally:
             connection.close()
 
-    threads = [threading.Thread(target=work, args=(batch,)) for batch in batches]
+    threads = [threading.Thread(target=work, args=(order,)) for order in orders]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(180)
-    assert errors == []
+    return errors
+
+
+def test_concurrent_overlapping_set_batches_reward_each_referral_once():
+    tenant, ids = converted_referrals(60)
+    assert settle_at_once([ids[:45], ids[15:], list(reversed(ids)), ids[::2]]) == []
     assert per_referral(tenant) == dict.fromkeys(ids, 2)
     assert accruals(tenant) == dict.fromkeys(ids, 2)
     assert unbalanced_transactions(tenant) == []
@@ -763,8 +773,6 @@ def test_concurrent_overlapping_batches_withdraw_and_correct_caps_and_tiers_to_w
     latest_first = list(reversed(ids))
     rng = random.Random(7)
     orders = [latest_first, latest_first[1:] + latest_first[:1], rng.sample(ids, len(ids)), rng.sample(ids, len(ids))]
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(len(orders))
     withdrawn_set_based: list[int] = []
     withdraw_many = settlement_sets._withdraw_many
 
@@ -775,29 +783,7 @@ def test_concurrent_overlapping_batches_withdraw_and_correct_caps_and_tiers_to_w
 
     monkeypatch.setattr(settlement_sets, "_withdraw_many", counting)
 
-    def work(order):
-        try:
-            rls.bind(tenant_b.pk)
-            barrier.wait()
-            for start in range(0, len(order), 2):
-                for _attempt in range(5):  # a deadlock between overlapping chunks is retried, as the task does
-                    try:
-                        result = referral_rewards_settle_batch(referral_ids=order[start : start + 2])
-                        break
-                    except OperationalError:
-                        continue
-                assert result.failed == {}
-        except BaseException as error:  # reported below
-            errors.append(error)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=work, args=(order,)) for order in orders]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(180)
-    assert errors == []
+    assert settle_at_once(orders, batch_size=2, tenant=tenant_b) == []
     referral_rewards_settle_batch(referral_ids=ids)
     expected, got = snapshot(tenant_a), snapshot(tenant_b)
     assert got == expected, "money differs (- one by one, + concurrent):\n" + expected.diff(got)
