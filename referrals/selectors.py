@@ -948,18 +948,60 @@ def _model_from_row(model, row: tuple, start: int):
     return model.from_db(connection.alias, [column.attname for column in columns], values)
 
 
+# ``latest_credited_click``'s row: the click, its link with the link's participant and program, and the click's own
+# participant and program (what ``select_related("link__participant", "link__program", "participant", "program")``
+# reads; every one of them a required relation: inner joins).
+_CLICK_JOINED = (
+    (Click, "c", "", ""),
+    (ReferralLink, "l", "JOIN", "c.link_id"),
+    (Participant, "lpa", "JOIN", "l.participant_id"),
+    (Program, "lp", "JOIN", "l.program_id"),
+    (Participant, "pa", "JOIN", "c.participant_id"),
+    (Program, "p", "JOIN", "c.program_id"),
+)
+
+
+def _latest_click_sql() -> str:
+    quote = connection.ops.quote_name
+    columns = ", ".join(
+        f"{alias}.{quote(field.column)}"
+        for model, alias, _j, _o in _CLICK_JOINED
+        for field in model._meta.concrete_fields
+    )
+    joins = " ".join(
+        f"{join} {quote(model._meta.db_table)} {alias} ON {alias}.id = {on}"
+        for model, alias, join, on in _CLICK_JOINED
+        if join
+    )
+    return (
+        f"SELECT {columns} FROM {quote(Click._meta.db_table)} c {joins} "  # noqa: S608 (identifiers from metadata)
+        f"WHERE c.{quote('tenant_id')} = %s AND c.{quote('visitor_id')} = ANY(%s) AND NOT c.{quote('is_bot')} "
+        f"AND c.{quote('occurred_at')} <= %s ORDER BY c.{quote('occurred_at')} DESC, c.id DESC LIMIT 1"
+    )
+
+
 def latest_credited_click(tenant: Tenant | int, *, cluster: IdentityCluster, until: datetime) -> Click | None:
     """The person's most recent counted click on any link, at or before ``until`` (with its link's participant
-    and program: whether the link still accepts referrals is asked next)."""
+    and program: whether the link still accepts referrals is asked next). One prepared statement (issue 15: the
+    ORM's five-table query cost more to build and plan than to run, once per new visitor-matched referral)."""
     if not cluster.visitor_ids:
         return None
-    return (
-        Click.objects.for_tenant(tenant)
-        .filter(visitor_id__in=cluster.visitor_ids, is_bot=False, occurred_at__lte=until)
-        .select_related("link__participant", "link__program", "participant", "program")
-        .order_by("-occurred_at", "-pk")
-        .first()
-    )
+    tenant_id = tenant.pk if isinstance(tenant, Tenant) else tenant
+    with connection.cursor() as cursor:
+        execute_prepared(cursor, _latest_click_sql(), [tenant_id, sorted(cluster.visitor_ids), until])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    objects, start = [], 0
+    for model, _alias, _join, _on in _CLICK_JOINED:
+        objects.append(_model_from_row(model, row, start))
+        start += len(model._meta.concrete_fields)
+    click, link, link_participant, link_program, participant, program = objects
+    ReferralLink._meta.get_field("participant").set_cached_value(link, link_participant)
+    ReferralLink._meta.get_field("program").set_cached_value(link, link_program)
+    for name, value in (("link", link), ("participant", participant), ("program", program)):
+        Click._meta.get_field(name).set_cached_value(click, value)
+    return click
 
 
 def first_click_at(tenant: Tenant | int, *, program: Program, cluster: IdentityCluster) -> datetime | None:
