@@ -66,8 +66,8 @@ def enqueue_on_commit(
         connection = transaction.get_connection()
         if connection.in_atomic_block:
             active = set(connection.savepoint_ids)
-            for sids, func, _robust in connection.run_on_commit:
-                if getattr(func, "merge_key", None) == send.merge_key and not func.sent and set(sids) <= active:
+            for sids, func in _pending(connection).merging.get(send.merge_key, ()):
+                if not func.sent and set(sids) <= active:
                     for name in merge:
                         func.kwargs[name] = sorted(set(func.kwargs.get(name) or ()) | set(kwargs.get(name) or ()))
                     return
@@ -77,11 +77,42 @@ def enqueue_on_commit(
         # Django drops the callbacks of rolled-back savepoints from this list, so what is here will run
         # (unless it already ran: tests execute captured callbacks without committing).
         if connection.in_atomic_block and any(
-            getattr(func, "dedupe_key", None) == send.dedupe_key and not func.sent
-            for _sids, func, _robust in connection.run_on_commit
+            not func.sent for func in _pending(connection).once.get(send.dedupe_key, ())
         ):
             return
     transaction.on_commit(send)
+
+
+class _Pending:
+    """The connection's pending ``enqueue_on_commit`` callbacks by their ``dedupe_key`` / ``merge_key``, in the
+    order they were registered: a transaction that queues thousands of follow-ups (a drain's chunk, issue 15)
+    finds a pending one by its key instead of scanning every callback for each new one. Django appends to
+    ``run_on_commit`` and replaces the list when it drops callbacks (a savepoint rolled back) or runs them (the
+    commit): the index covers the list it was built from, extended by what was appended since."""
+
+    __slots__ = ("callbacks", "indexed", "merging", "once")
+
+    def __init__(self, callbacks: list) -> None:
+        self.callbacks = callbacks  # (held: the ``is`` check below never meets a recycled list)
+        self.indexed = 0
+        self.once: dict = {}
+        self.merging: dict = {}
+
+
+def _pending(connection) -> _Pending:
+    index = getattr(connection, "_enqueue_pending", None)
+    callbacks = connection.run_on_commit
+    if index is None or index.callbacks is not callbacks or index.indexed > len(callbacks):
+        index = connection._enqueue_pending = _Pending(callbacks)
+    for sids, func, _robust in callbacks[index.indexed :]:
+        key = getattr(func, "dedupe_key", None)
+        if key is not None:
+            index.once.setdefault(key, []).append(func)
+        key = getattr(func, "merge_key", None)
+        if key is not None:
+            index.merging.setdefault(key, []).append((sids, func))
+    index.indexed = len(callbacks)
+    return index
 
 
 class TaskCollector:
