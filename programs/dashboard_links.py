@@ -17,7 +17,7 @@ from functools import lru_cache
 
 from django.conf import settings
 from django.core import signing
-from django.urls import reverse
+from django.urls import get_script_prefix, get_urlconf, reverse
 
 from referral_platform.tenancy import rls
 
@@ -48,7 +48,13 @@ def _token(tenant_id: int, participant_id: int, version: int, _secret_key: str) 
 
 
 def dashboard_path(participant: Participant) -> str:
-    return reverse("participant_dashboard", kwargs={"token": dashboard_token(participant)})
+    return _path(dashboard_token(participant), get_script_prefix(), get_urlconf())
+
+
+@lru_cache(maxsize=16_384)
+def _path(token: str, _prefix: str, _urlconf) -> str:
+    # Reversed once per process for a token, script prefix and URLconf (the messages of a billing run, issue 15).
+    return reverse("participant_dashboard", kwargs={"token": token})
 
 
 def dashboard_url(participant: Participant) -> str:

@@ -188,3 +188,21 @@ def test_a_remembered_token_follows_the_link_version_and_the_secret_key(world, c
     assert client.get(reverse("participant_dashboard", kwargs={"token": rotated})).status_code == 200
     reissued = participant_dashboard_link_reissue(participant=dana, actor=system_actor(world.a), reason="leak")
     assert dashboard_token(reissued) not in (first, rotated)
+
+
+def test_a_dashboard_path_remembered_for_its_token_follows_the_script_prefix(dana_with_history):
+    """``dashboard_path`` reverses once per token (issue 15) but still per script prefix (a deployment under a
+    sub-path) and per link version."""
+    from django.urls import set_script_prefix
+
+    plain = dashboard_path(dana_with_history)
+    assert plain == reverse("participant_dashboard", kwargs={"token": dashboard_token(dana_with_history)})
+    set_script_prefix("/referrals/")
+    try:
+        assert dashboard_path(dana_with_history) == f"/referrals{plain}"
+    finally:
+        set_script_prefix("/")
+    assert dashboard_path(dana_with_history) == plain
+    participant_dashboard_link_reissue(participant=dana_with_history, actor=system_actor(dana_with_history.tenant))
+    dana_with_history.refresh_from_db()
+    assert dashboard_path(dana_with_history) != plain
