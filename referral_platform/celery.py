@@ -66,7 +66,7 @@ def enqueue_on_commit(
         connection = transaction.get_connection()
         if connection.in_atomic_block:
             active = set(connection.savepoint_ids)
-            for sids, func in _pending(connection).merging.get(send.merge_key, ()):
+            for sids, func in _pending(connection).find("merge_key", send.merge_key):
                 if not func.sent and set(sids) <= active:
                     for name in merge:
                         func.kwargs[name] = sorted(set(func.kwargs.get(name) or ()) | set(kwargs.get(name) or ()))
@@ -77,7 +77,7 @@ def enqueue_on_commit(
         # Django drops the callbacks of rolled-back savepoints from this list, so what is here will run
         # (unless it already ran: tests execute captured callbacks without committing).
         if connection.in_atomic_block and any(
-            not func.sent for func in _pending(connection).once.get(send.dedupe_key, ())
+            not func.sent for _sids, func in _pending(connection).find("dedupe_key", send.dedupe_key)
         ):
             return
     transaction.on_commit(send)
@@ -88,15 +88,26 @@ class _Pending:
     order they were registered: a transaction that queues thousands of follow-ups (a drain's chunk, issue 15)
     finds a pending one by its key instead of scanning every callback for each new one. Django appends to
     ``run_on_commit`` and replaces the list when it drops callbacks (a savepoint rolled back) or runs them (the
-    commit): the index covers the list it was built from, extended by what was appended since."""
+    commit): the index covers the list it was built from, extended by what was appended since. A key that cannot
+    be hashed (arguments holding a list) is looked up, and makes every later lookup of this list, as before: by
+    scanning every callback."""
 
-    __slots__ = ("callbacks", "indexed", "merging", "once")
+    __slots__ = ("by_key", "callbacks", "hashable", "indexed")
 
     def __init__(self, callbacks: list) -> None:
         self.callbacks = callbacks  # (held: the ``is`` check below never meets a recycled list)
         self.indexed = 0
-        self.once: dict = {}
-        self.merging: dict = {}
+        self.by_key: dict = {"dedupe_key": {}, "merge_key": {}}
+        self.hashable = True
+
+    def find(self, attribute: str, key) -> list:
+        """The pending (savepoint ids, callback) pairs whose ``attribute`` equals ``key``, oldest first."""
+        if self.hashable:
+            try:
+                return self.by_key[attribute].get(key, [])
+            except TypeError:
+                pass
+        return [(sids, func) for sids, func, _robust in self.callbacks if getattr(func, attribute, None) == key]
 
 
 def _pending(connection) -> _Pending:
@@ -105,12 +116,13 @@ def _pending(connection) -> _Pending:
     if index is None or index.callbacks is not callbacks or index.indexed > len(callbacks):
         index = connection._enqueue_pending = _Pending(callbacks)
     for sids, func, _robust in callbacks[index.indexed :]:
-        key = getattr(func, "dedupe_key", None)
-        if key is not None:
-            index.once.setdefault(key, []).append(func)
-        key = getattr(func, "merge_key", None)
-        if key is not None:
-            index.merging.setdefault(key, []).append((sids, func))
+        for attribute, table in index.by_key.items():
+            key = getattr(func, attribute, None)
+            if key is not None:
+                try:
+                    table.setdefault(key, []).append((sids, func))
+                except TypeError:
+                    index.hashable = False
     index.indexed = len(callbacks)
     return index
 
