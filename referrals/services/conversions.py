@@ -52,7 +52,13 @@ from referrals.selectors import (
 )
 
 from .attribution import attribution_run
-from .identity import identity_link_and_cluster, identity_lock, identity_lock_many, touchpoint_record
+from .identity import (
+    identity_link_and_cluster,
+    identity_link_insert,
+    identity_lock,
+    identity_lock_many,
+    touchpoint_record,
+)
 from .signups import (
     claim_touchpoint_record,
     claimed_link,
@@ -472,15 +478,21 @@ class PersonAhead:
     cluster: IdentityCluster
     referral: Referral | None
     nodes: frozenset  # the cluster's identifiers and the event's own (``identity_nodes`` form)
+    links_missing: bool = False  # some of the event's own links are not recorded yet: its processing inserts them
 
 
 def people_read_ahead(events: list[ConversionEvent]) -> dict[int, PersonAhead]:
     """The people of a chunk's events whose cluster and referral can be read for the whole chunk at once — TWO
     reads for all of them (the walk: one statement per level; the referrals: one statement) instead of two
-    statements per event (issue 15: a billing run's renewals). Only a person whose own links are all recorded
-    already (the event's link statement would insert nothing), whose walk was neither cut short nor walked alone,
-    and whose referrals one read answers; only an event with no coupon code, and with a referral code only when
-    the chunk's codes are read ahead (``batch_memo``): reading its link costs nothing then. {event id: person}.
+    statements per event (issue 15: a billing run's renewals, and its new customers). Only a person whose walk
+    was neither cut short nor walked alone, and whose referrals one read answers; only an event with no coupon
+    code, and with a referral code only when the chunk's codes are read ahead (``batch_memo``): reading its link
+    costs nothing then. {event id: person}.
+
+    A person some of whose own links are not recorded yet (a first payment joining a customer id to an e-mail and
+    a visitor) is read too (``links_missing``: the event's processing inserts them, without walking again): those
+    links join only the identifiers the walk starts from, so the cluster walked before they exist is the one
+    walked after (as in ``identity_link_and_cluster``, whose read does not see the links it inserts either).
 
     What was read stays true for an event until an earlier event of the chunk touches the person (``_Touched``:
     then the event reads for itself, as without read-ahead); so each event's outcome is the one it has when
@@ -505,23 +517,25 @@ def people_read_ahead(events: list[ConversionEvent]) -> dict[int, PersonAhead]:
             first_links=first_links,
         )
         known = [
-            (event, seed, cluster)
+            (event, seed, cluster, not edges <= links)
             for (event, seed, edges), cluster, links in zip(people, clusters, first_links, strict=True)
-            if links is not None and edges <= links and not cluster.is_truncated
+            if links is not None and not cluster.is_truncated
         ]
         if not known:
             continue
         tenant = known[0][0].tenant
         programs = []
-        for event, _seed, _cluster in known:
+        for event, _seed, _cluster, _missing in known:
             link, _unknown = code_link(tenant=tenant, referral_code=event.referral_code, coupon_code="")
             programs.append(link.program if link is not None else None)
         answers = referrals_for_identities(
-            tenant_id, [(cluster, program) for (_e, _s, cluster), program in zip(known, programs, strict=True)]
+            tenant_id, [(cluster, program) for (_e, _s, cluster, _m), program in zip(known, programs, strict=True)]
         )
-        for (event, seed, cluster), (found, referral) in zip(known, answers, strict=True):
+        for (event, seed, cluster, missing), (found, referral) in zip(known, answers, strict=True):
             if found:
-                out[event.pk] = PersonAhead(cluster=cluster, referral=referral, nodes=frozenset(cluster.nodes()) | seed)
+                out[event.pk] = PersonAhead(
+                    cluster=cluster, referral=referral, nodes=frozenset(cluster.nodes()) | seed, links_missing=missing
+                )
     return out
 
 
@@ -856,7 +870,15 @@ def _process_locked_event(
     if not identities_locked:
         identity_lock(tenant=tenant, identifiers=_identifiers(event))
     if ahead is not None:
-        cluster = ahead.cluster  # every link of the person's is recorded already: nothing to insert
+        cluster = ahead.cluster
+        if ahead.links_missing:  # recorded now, as the walk below would have; the cluster stays as read ahead
+            identity_link_insert(
+                tenant=tenant,
+                source=f"conversion:{event.kind}",
+                visitor_id=event.visitor_id,
+                email=event.email,
+                customer_external_id=event.customer_external_id,
+            )
     else:
         cluster = identity_link_and_cluster(  # the person's links recorded and their walk started: one statement
             tenant=tenant,

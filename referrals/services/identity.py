@@ -59,24 +59,45 @@ def identity_link_and_cluster(
     them, exactly as the walk alone reads it."""
     nodes = sorted(identity_nodes(visitor_ids=[visitor_id], emails=[email], customer_ids=[customer_external_id]))
     seed = {"visitor_ids": [visitor_id], "emails": [email], "customer_ids": [customer_external_id]}
-    edges = [(a[0], a[1][:254], b[0], b[1][:254]) for index, a in enumerate(nodes) for b in nodes[index + 1 :]]
-    if not edges:
+    insert_sql, params = _links_insert_sql(tenant, source, nodes)
+    if not insert_sql:
         return identity_cluster(tenant, **seed)
     read_sql, read_params = identity_level_sql(tenant.pk, set(nodes))
-    now = timezone.now()
-    values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s)"] * len(edges))
-    params = [item for edge in edges for item in (tenant.pk, *edge, source[:40], now)]
-    sql = (
-        "WITH new_links AS (INSERT INTO referrals_identitylink "  # noqa: S608 - no input in the SQL's text
-        "(tenant_id, a_kind, a_value, b_kind, b_value, source, created_at) "
-        f"VALUES {values} ON CONFLICT DO NOTHING) {read_sql}"
-    )
+    sql = f"WITH new_links AS ({insert_sql}) {read_sql}"
     with connection.cursor() as cursor:
         execute_prepared(cursor, sql, params + read_params)
         first_level = cursor.fetchall()
     if len(first_level) >= identity_level_limit():
         first_level = None  # cut at its limit: read it again, seeing the new links, as the walk alone does
     return identity_cluster(tenant, **seed, first_level=first_level)
+
+
+def identity_link_insert(
+    *, tenant: Tenant, source: str, visitor_id: str = "", email: str = "", customer_external_id: str = ""
+) -> None:
+    """``identity_link`` in ONE prepared statement (the links ``identity_link_and_cluster`` inserts, without its
+    walk: a conversion chunk walked the person already, ``people_read_ahead``)."""
+    nodes = sorted(identity_nodes(visitor_ids=[visitor_id], emails=[email], customer_ids=[customer_external_id]))
+    sql, params = _links_insert_sql(tenant, source, nodes)
+    if sql:
+        with connection.cursor() as cursor:
+            execute_prepared(cursor, sql, params)
+
+
+def _links_insert_sql(tenant: Tenant, source: str, nodes: list) -> tuple[str, list]:
+    """The INSERT of every pair of ``nodes`` (sorted ``identity_nodes``) as a link (``ON CONFLICT DO NOTHING``),
+    with its values; ("", []) when there is no pair."""
+    edges = [(a[0], a[1][:254], b[0], b[1][:254]) for index, a in enumerate(nodes) for b in nodes[index + 1 :]]
+    if not edges:
+        return "", []
+    now = timezone.now()
+    values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s)"] * len(edges))
+    params = [item for edge in edges for item in (tenant.pk, *edge, source[:40], now)]
+    return (
+        "INSERT INTO referrals_identitylink "  # noqa: S608 - no input in the SQL's text
+        "(tenant_id, a_kind, a_value, b_kind, b_value, source, created_at) "
+        f"VALUES {values} ON CONFLICT DO NOTHING"
+    ), params
 
 
 @transaction.atomic

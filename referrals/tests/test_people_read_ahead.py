@@ -18,6 +18,7 @@ from django.test.utils import CaptureQueriesContext
 from hypothesis import given
 from hypothesis import strategies as st
 
+from referral_platform.db.prepared import statements_sent
 from referral_platform.tenancy.memo import batch_memo
 from referral_platform.tenancy.models import AuditEvent
 from referrals import services
@@ -377,4 +378,74 @@ def test_a_renewal_whose_processing_records_an_audit_row_writes_its_outcome_at_o
     writes = [q["sql"] for q in captured.captured_queries if 'INSERT INTO "referrals_attribution"' in q["sql"]]
     assert len(writes) == 2, "cus_2's outcome at once, the three others' together at the chunk's end"
     assert AuditEvent.objects.filter(tenant=world.a, action="test.noted").count() == 1
+    assert set(ConversionEvent.objects.filter(tenant=world.a).values_list("status", flat=True)) == {"processed"}
+
+
+NEW_CUSTOMERS = [  # first payments: every link of theirs still to record
+    ("cus_n1", "nia@one.example", "", "dana"),
+    ("cus_n2", "ned@two.example", "v-n2", "ravi"),
+    ("cus_n3", "noa@three.example", "v-3", ""),  # found by the visitor's clicks
+    ("cus_n4", "", "v-n4", "dana"),
+]
+
+
+def test_a_chunk_of_new_customers_is_read_ahead_and_records_their_links_without_walking_again(world, monkeypatch):
+    """First payments (issue 15: a billing run's first month): each person's links are not recorded yet, yet the
+    cluster the chunk walked before they exist is the one walked after, so the person is read ahead too — the
+    event records its links with one INSERT and no walk of its own, the chunk reads the referrals once — and the
+    end state is the one without read-ahead: referrals created, links, credit, audit trail."""
+    for tenant in (world.a, world.b):
+        codes = workspace(tenant, model="linear")
+        for code in codes.values():
+            link = ReferralLink.objects.get(tenant=tenant, code=code)
+            click(link, visitor_id="v-3", at=NOW - timedelta(days=4 if code.startswith("dana") else 3))
+        for customer, email, visitor, code in NEW_CUSTOMERS:
+            receive(
+                tenant,
+                f"first-{customer}",
+                code=codes.get(code, ""),
+                customer=customer,
+                email=email,
+                visitor=visitor,
+                at=NOW - timedelta(days=1),
+            )
+    answered = counting_read_ahead(monkeypatch)
+    missing: list[bool] = []
+    real = conversions._process_locked_event
+
+    def spy(**options):
+        missing.append(options["ahead"].links_missing if options.get("ahead") is not None else None)
+        return real(**options)
+
+    monkeypatch.setattr(conversions, "_process_locked_event", spy)
+    one_person_reads: list = []
+    read_one = conversions.referral_for_identity
+    monkeypatch.setattr(
+        conversions, "referral_for_identity", lambda *a, **k: one_person_reads.append(1) or read_one(*a, **k)
+    )
+
+    def statements(tenant) -> tuple[list[str], int]:
+        one_person_reads.clear()
+        with CaptureQueriesContext(connection) as captured:
+            process_in_chunks(tenant)
+        return [sql for query in captured.captured_queries for sql in statements_sent(query["sql"])], len(
+            one_person_reads
+        )
+
+    ahead, reads_ahead = statements(world.a)
+    assert answered == [len(NEW_CUSTOMERS)] and missing == [True] * len(NEW_CUSTOMERS)
+    monkeypatch.setattr(conversions, "people_read_ahead", lambda events: {})
+    alone, reads_alone = statements(world.b)
+    assert (reads_ahead, reads_alone) == (0, len(NEW_CUSTOMERS))  # each person's referral read: none of its own
+
+    def count(sqls, prefix: str) -> int:
+        return sum(sql.startswith(prefix) for sql in sqls)
+
+    assert count(ahead, "INSERT INTO referrals_identitylink") == len(NEW_CUSTOMERS)  # the links, no walk with them
+    assert count(ahead, "WITH new_links AS") == 0
+    assert count(alone, "WITH new_links AS") == len(NEW_CUSTOMERS)  # links + the walk's first level, per event
+    assert sum("jsonb_to_recordset" in sql for sql in ahead) == 1  # the people's referrals: one read
+    assert Referral.objects.filter(tenant=world.a).count() == len(NEW_CUSTOMERS)
+    assert state(world.a) == state(world.b) and audit_trail(world.a) == audit_trail(world.b)
+    assert links(world.a) == links(world.b) and len(links(world.a)) >= len(NEW_CUSTOMERS)
     assert set(ConversionEvent.objects.filter(tenant=world.a).values_list("status", flat=True)) == {"processed"}
