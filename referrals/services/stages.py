@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from programs.models import Participant, ParticipantStatus, Program
 from programs.services import program_current_version
+from referral_platform.db.prepared import execute_prepared
 from referral_platform.hooks import hooks
 from referral_platform.state import transition
 from referral_platform.tenancy.actors import Actor
@@ -21,6 +22,7 @@ from referrals.models import (
     Referral,
     ReferralLink,
     ReferralStatus,
+    company_key,
 )
 from referrals.selectors import (
     normalize_email,
@@ -80,33 +82,31 @@ def referral_create(
     email = normalize_email(email)
     # One referral per e-mail and program: the unique constraint refuses a second (no look-up first).
     version = program_current_version(program=program)
-    try:
-        with transaction.atomic():
-            referral = Referral.objects.create(
-                tenant=tenant,
-                program=program,
-                referrer=referrer,
-                link=link,
-                visitor_id=normalize_identifier(visitor_id)[:64],
-                referred_email=email,
-                referred_name=name.strip()[:200],
-                referred_company=company.strip()[:200],
-                referred_company_size=company_size,
-                referred_external_id=normalize_identifier(external_id)[:200],
-                how_did_you_hear=how_did_you_hear.strip()[:300],
-                qualification=qualification or {},
-                referred_industry=industry.strip()[:100],
-                referred_employees=employees,
-                referred_annual_revenue_minor=annual_revenue_minor,
-                source=source,
-                status=ReferralStatus.CLICKED,
-                clicked_at=clicked_at,
-                established_at=established_at or timezone.now(),
-                rule_version=version,
-                fraud_screened_at=timezone.now(),  # screened below, in this same transaction
-            )
-    except IntegrityError as exc:  # a concurrent referral of the same e-mail won
-        raise ValidationError({"email": f"{email} has already been referred to this program."}) from exc
+    referral = Referral(
+        tenant=tenant,
+        program=program,
+        referrer=referrer,
+        link=link,
+        visitor_id=normalize_identifier(visitor_id)[:64],
+        referred_email=email,
+        referred_name=name.strip()[:200],
+        referred_company=company.strip()[:200],
+        referred_company_size=company_size,
+        referred_external_id=normalize_identifier(external_id)[:200],
+        how_did_you_hear=how_did_you_hear.strip()[:300],
+        qualification=qualification or {},
+        referred_industry=industry.strip()[:100],
+        referred_employees=employees,
+        referred_annual_revenue_minor=annual_revenue_minor,
+        source=source,
+        status=ReferralStatus.CLICKED,
+        clicked_at=clicked_at,
+        established_at=established_at or timezone.now(),
+        rule_version=version,
+        fraud_screened_at=timezone.now(),  # screened below, in this same transaction
+    )
+    if not _referral_insert(referral):  # the e-mail's referral in this program exists (or a concurrent one won)
+        raise ValidationError({"email": f"{email} has already been referred to this program."})
     audit_record(
         tenant=tenant,
         actor=actor,
@@ -118,6 +118,35 @@ def referral_create(
     referral_screen(referral=referral, actor=actor)
     hooks.referral_created(referral=referral)
     return referral_eligibility_enforce(referral=referral, actor=actor)
+
+
+def _referral_insert(referral: Referral) -> bool:
+    """INSERT the new ``referral`` as ``save()`` would (its defaults, its company key, the values the database
+    generates read back) in ONE prepared statement, ``ON CONFLICT DO NOTHING``: False when the one-referral-per-
+    e-mail-and-program constraint (its only unique one) refused it. Instead of the ORM's ``create`` in a savepoint
+    caught for the same refusal (issue 15: a billing run's first month creates a referral per new customer)."""
+    meta = Referral._meta
+    quote = connection.ops.quote_name
+    referral.referred_company_key = company_key(referral.referred_company)  # as ``Referral.save``
+    fields = [field for field in meta.local_concrete_fields if not field.primary_key and not field.generated]
+    values = [field.get_db_prep_save(field.pre_save(referral, True), connection) for field in fields]
+    returning = meta.db_returning_fields
+    sql = (
+        f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(field.column) for field in fields)}) "  # noqa: S608
+        f"VALUES ({', '.join(['%s'] * len(fields))}) ON CONFLICT DO NOTHING "
+        f"RETURNING {', '.join(quote(field.column) for field in returning)}"
+    )
+    with connection.cursor() as cursor:
+        execute_prepared(cursor, sql, values)
+        row = cursor.fetchone()
+    if row is None:
+        return False
+    for field, value in zip(returning, row, strict=True):
+        if value is not None and hasattr(field, "from_db_value"):
+            value = field.from_db_value(value, None, connection)
+        setattr(referral, field.attname, value)
+    referral._state.adding, referral._state.db = False, connection.alias
+    return True
 
 
 def referral_eligibility_problems(*, referral: Referral) -> list[str]:

@@ -175,3 +175,90 @@ def test_rejection_needs_a_reason_and_is_final(referrer):
     assert referral.status == S.REJECTED and referral.rejected_at is not None
     assert _audits(referral)[-1].reason == "Existing customer"
     assert Referral.status_machine.allowed(S.REJECTED) == []
+
+
+def _row(referral) -> dict:
+    """Every stored column of a referral but the ones a second insert cannot share (id, moments)."""
+    values = Referral.objects.filter(pk=referral.pk).values().get()
+    return {
+        name: value
+        for name, value in values.items()
+        if name not in ("id", "created_at", "updated_at", "established_at", "fraud_screened_at", "referred_email")
+    }
+
+
+def test_a_new_referral_is_stored_as_the_orms_create_stores_it(referrer):
+    """``referral_create`` writes its row with one prepared INSERT (issue 15) instead of ``Referral.objects.create``:
+    the same columns — defaults, the company key ``save()`` computes, the mailbox keys the database generates
+    (read back onto the object) — as the ORM stores for the same values."""
+    fields = {
+        "visitor_id": "V-Mixed-Case",
+        "name": " Lee Park ",
+        "company": "  Acme GmbH & Co. KG ",
+        "company_size": "51-200",
+        "external_id": "cus_9",
+        "how_did_you_hear": "podcast",
+        "qualification": {"budget": "yes", "notes": "ünïcode"},
+        "industry": "Software",
+        "employees": 120,
+        "annual_revenue_minor": 5_000_000_00,
+        "clicked_at": WHEN,
+    }
+    created = _create(referrer, email="Lee.Park+promo@Prospect.example", **fields)
+    given = {
+        field.attname: getattr(created, field.attname)
+        for field in Referral._meta.concrete_fields
+        if not field.primary_key and not field.generated and field.name != "referred_company_key"
+    }
+    orm = Referral.objects.create(**{**given, "referred_email": "kim.park+promo@prospect.example"})
+
+    stored, expected = _row(created), _row(orm)
+    assert stored["referred_mailbox"] == "lee.park@prospect.example" != expected["referred_mailbox"]
+    assert stored["referred_company_key"] and stored["referred_mailbox_domain"] == "prospect.example"
+    assert {k: v for k, v in stored.items() if k != "referred_mailbox"} == {
+        k: v for k, v in expected.items() if k != "referred_mailbox"
+    }
+    # what the object says is what is stored (generated columns read back; the row is saved, not "adding")
+    fresh = Referral.objects.get(pk=created.pk)
+    for field in Referral._meta.concrete_fields:
+        assert getattr(created, field.attname) == getattr(fresh, field.attname), field.name
+    assert created._state.adding is False and created._state.db == "default"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_concurrent_creations_of_one_email_make_one_referral_and_one_refusal():
+    """Two transactions create the same e-mail's referral at once: the constraint's ``ON CONFLICT DO NOTHING`` lets
+    the second wait for the first and then refuses it with the e-mail named; exactly one referral, one audit row."""
+    import threading
+    import time
+
+    from django.db import connection, transaction
+
+    referrer = ParticipantFactory(program=ProgramFactory())
+    barrier = threading.Barrier(2)
+    outcomes: list = []
+
+    def create():
+        try:
+            with transaction.atomic():
+                barrier.wait(10)
+                referral = _create(referrer, email="race@prospect.example")
+                time.sleep(0.3)  # held uncommitted: the other's INSERT waits for this commit
+                outcomes.append(referral.pk)
+        except ValidationError as error:
+            outcomes.append(error.message_dict)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=create) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+
+    made = Referral.objects.filter(referred_email="race@prospect.example")
+    assert made.count() == 1
+    assert sorted(outcomes, key=str) == sorted(
+        [made.get().pk, {"email": ["race@prospect.example has already been referred to this program."]}], key=str
+    )
+    assert AuditEvent.objects.filter(action="referral.created", object_id=str(made.get().pk)).count() == 1
