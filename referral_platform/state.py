@@ -40,6 +40,8 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from referral_platform.db.sql import save_fields
+
 
 @dataclass(frozen=True)
 class StateMachine:
@@ -164,7 +166,7 @@ def transition(
     for name, value in (changes or {}).items():
         setattr(row, name, value)
         fields.append(name)
-    row.save(update_fields=list(dict.fromkeys(fields)))
+    save_fields(row, list(dict.fromkeys(fields)))
     if from_state != to:
         audit_record(
             tenant=row.tenant,

@@ -307,6 +307,10 @@ class Referral(TenantOwnedModel):
         ]
         ordering = ["-created_at", "-pk"]
 
+    # What ``save`` derives a column from (``referral_platform.db.sql.save_fields``: a save of other fields only
+    # is a plain UPDATE).
+    save_derives_from = frozenset({"referred_company"})
+
     def save(self, *args, **kwargs):
         self.referred_company_key = company_key(self.referred_company)
         update_fields = kwargs.get("update_fields")

@@ -14,6 +14,8 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from programs.models import Participant, ParticipantStatus, Program, ProgramStatus
+from referral_platform.db.prepared import statements_sent
+from referral_platform.db.sql import save_fields
 from referral_platform.state import IllegalMove, StateMachine, allowed_moves, check_move, machine_of, transition
 from referral_platform.tenancy.actors import system_actor
 from referral_platform.tenancy.models import AuditEvent
@@ -100,7 +102,7 @@ def test_transition_saves_only_the_status_the_stamp_and_the_changes_it_is_given(
     with CaptureQueriesContext(connection) as queries:
         transition(stale, to=ReferralStatus.QUALIFIED, actor="tester", changes={"how_did_you_hear": "a podcast"})
 
-    [update] = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("UPDATE")]
+    [update] = [sql for q in queries.captured_queries for sql in statements_sent(q["sql"]) if sql.startswith("UPDATE")]
     assert '"status"' in update and '"qualified_at"' in update and '"how_did_you_hear"' in update
     assert '"referred_name"' not in update and '"referred_company"' not in update
     stored = Referral.objects.get(pk=referral.pk)
@@ -244,3 +246,54 @@ def test_concurrent_moves_of_one_row_are_serialised_by_its_lock(world):
 
     assert sorted(outcomes) == ["moved", "refused", "refused", "refused"]
     assert audits(referral) == [("referral.churned", "converted", "churned", "cancel")]
+
+
+# --- the move's save (``save_fields``, issue 15) --------------------------------------------------------------
+
+
+def _sent(queries) -> list[str]:
+    return [sql for q in queries.captured_queries for sql in statements_sent(q["sql"])]
+
+
+def test_a_move_is_saved_by_one_prepared_update_of_its_fields_only(world):
+    referral = f.ReferralFactory(referrer=f.ParticipantFactory(program=f.ProgramFactory(tenant=world.a)))
+    at = timezone.now() - timedelta(hours=3)
+
+    with CaptureQueriesContext(connection) as queries:
+        transition(referral, to=ReferralStatus.CONVERTED, actor="tester", at=at)
+
+    updates = [sql for sql in _sent(queries) if sql.startswith("UPDATE")]
+    assert updates == ['UPDATE "referrals_referral" SET "status" = $1, "converted_at" = $2 WHERE "id" = $3']
+    assert any(q["sql"].lstrip().startswith(("PREPARE rp_", "EXECUTE rp_")) for q in queries.captured_queries)
+    stored = Referral.objects.get(pk=referral.pk)
+    assert (stored.status, stored.converted_at) == (ReferralStatus.CONVERTED, at)
+
+
+def test_a_save_that_derives_or_notifies_goes_through_the_models_own_save(world):
+    """The referral's company key is derived by ``save()`` from the company: saving the company goes through it (the
+    key follows). A participant's saves are listened to (the link cache): its moves go through ``save()`` too."""
+    referral = f.ReferralFactory(referrer=f.ParticipantFactory(program=f.ProgramFactory(tenant=world.a)))
+    referral.referred_company = "Globex Corporation"
+    save_fields(referral, ["referred_company"])
+    stored = Referral.objects.get(pk=referral.pk)
+    assert (
+        stored.referred_company == "Globex Corporation" and stored.referred_company_key == referral.referred_company_key
+    )
+    assert stored.referred_company_key and stored.referred_company_key != f.ReferralFactory.build().referred_company_key
+
+    participant = f.ParticipantFactory(program=f.ProgramFactory(tenant=world.a))
+    with CaptureQueriesContext(connection) as queries:
+        transition(participant, to=ParticipantStatus.REMOVED, actor="tester", reason="left the company")
+    [update] = [sql for sql in _sent(queries) if sql.startswith("UPDATE")]
+    assert update.startswith('UPDATE "programs_participant" SET') and "$1" not in update  # the ORM's own UPDATE
+    assert Participant.objects.get(pk=participant.pk).status == ParticipantStatus.REMOVED
+
+
+def test_a_row_gone_before_its_save_raises_as_the_orms_save_does(world):
+    from django.db import DatabaseError
+
+    referral = f.ReferralFactory(referrer=f.ParticipantFactory(program=f.ProgramFactory(tenant=world.a)))
+    Referral.objects.filter(pk=referral.pk).delete()
+    referral.status = ReferralStatus.SIGNED_UP
+    with pytest.raises(DatabaseError, match="did not affect any rows"):
+        save_fields(referral, ["status"])

@@ -43,3 +43,38 @@ def rows_update_sql(objs: list, field_names: Iterable[str], connection) -> tuple
         f"FROM (VALUES {', '.join([row] * len(objs))}) AS v ({names}) WHERE t.{quote(pk.column)} = v.v0"
     )
     return sql, params
+
+
+def save_fields(obj, field_names: list[str]) -> None:
+    """``obj.save(update_fields=field_names)`` — in ONE prepared ``UPDATE`` when saving does nothing more than write
+    them: no ``pre_save``/``post_save`` receiver for the model, and either no ``save()`` of its own or one that
+    derives nothing from these fields (the model names what its ``save()`` derives from in ``save_derives_from``).
+    The fields' own ``pre_save`` runs (an ``auto_now`` field listed is stamped), and a row that is gone raises as
+    ``save`` does. (Issue 15: a stage move built the ORM's UPDATE for every new referral of a billing run.)"""
+    from django.db import DatabaseError, connection
+    from django.db.models import Model
+    from django.db.models.signals import post_save, pre_save
+
+    from referral_platform.db.prepared import execute_prepared
+
+    model = type(obj)
+    derives = getattr(model, "save_derives_from", None)
+    if (
+        pre_save.has_listeners(model)
+        or post_save.has_listeners(model)
+        or (model.save is not Model.save and (derives is None or not derives.isdisjoint(field_names)))
+        or obj._state.db not in (None, connection.alias)
+    ):
+        obj.save(update_fields=field_names)
+        return
+    meta = obj._meta
+    quote = connection.ops.quote_name
+    fields = [meta.get_field(name) for name in field_names]
+    values = [field.get_db_prep_save(field.pre_save(obj, False), connection) for field in fields]
+    assignments = ", ".join(f"{quote(field.column)} = %s" for field in fields)
+    # Identifiers come from the model's metadata and are quoted; every value is a parameter.
+    sql = f"UPDATE {quote(meta.db_table)} SET {assignments} WHERE {quote(meta.pk.column)} = %s"  # noqa: S608
+    with connection.cursor() as cursor:
+        execute_prepared(cursor, sql, [*values, meta.pk.get_db_prep_value(obj.pk, connection)])
+        if cursor.rowcount == 0:
+            raise DatabaseError("Save with update_fields did not affect any rows.")
