@@ -20,6 +20,7 @@ from django.db.models import Q, QuerySet
 from programs.models import Participant, ParticipantStatus, Program, ProgramStatus, ProgramVersion
 from programs.services import judging_rules
 from referral_platform.db.prepared import execute_prepared
+from referral_platform.db.sql import model_from_row
 from referral_platform.money import format_amount
 from referral_platform.tenancy import memo, rls
 from referral_platform.tenancy.models import Tenant
@@ -913,7 +914,7 @@ def _candidate_from_row(row: tuple, start: int, *, touched: bool) -> Referral:
     rule version; ``touched``: the earliest settled event and the touch rows follow them."""
     objects = []
     for model, _alias, _join, _on in _JOINED:
-        objects.append(_model_from_row(model, row, start))
+        objects.append(model_from_row(model, row, start, connection))
         start += len(model._meta.concrete_fields)
     referral = objects[0]
     for name, value in zip(("program", "referrer", "rule_version"), objects[1:], strict=True):
@@ -933,19 +934,6 @@ def earliest_settled_as_read(referral: Referral | None):
     ``referral_for_identity`` read it with the referral, or ``EARLIEST_UNREAD``. Only for a caller that asks
     right after reading the referral, with nothing in between settling an event of it."""
     return getattr(referral, "_earliest_settled_at", EARLIEST_UNREAD)
-
-
-def _model_from_row(model, row: tuple, start: int):
-    """The instance whose concrete fields are ``row[start:]`` (None for a LEFT JOIN that found nothing), the
-    fields' own conversions from the database applied (a JSON column arrives as text), as the ORM loads it."""
-    columns = model._meta.concrete_fields
-    values = list(row[start : start + len(columns)])
-    if values[[column.primary_key for column in columns].index(True)] is None:
-        return None
-    for index, column in enumerate(columns):
-        if values[index] is not None and hasattr(column, "from_db_value"):
-            values[index] = column.from_db_value(values[index], None, connection)
-    return model.from_db(connection.alias, [column.attname for column in columns], values)
 
 
 # ``latest_credited_click``'s row: the click, its link with the link's participant and program, and the click's own
@@ -994,7 +982,7 @@ def latest_credited_click(tenant: Tenant | int, *, cluster: IdentityCluster, unt
         return None
     objects, start = [], 0
     for model, _alias, _join, _on in _CLICK_JOINED:
-        objects.append(_model_from_row(model, row, start))
+        objects.append(model_from_row(model, row, start, connection))
         start += len(model._meta.concrete_fields)
     click, link, link_participant, link_program, participant, program = objects
     ReferralLink._meta.get_field("participant").set_cached_value(link, link_participant)

@@ -17,9 +17,11 @@ from datetime import datetime
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Q, Sum
+from django.db.models import Sum
 
 from programs.models import Participant, Program
+from referral_platform.db.prepared import execute_prepared
+from referral_platform.db.sql import model_from_row
 from referral_platform.tenancy.models import Tenant
 
 from .models import (
@@ -316,13 +318,42 @@ def ledger_accounts_many(*, tenant: Tenant, wanted: Iterable[tuple[Program, Part
 
 
 def _accounts_matching(tenant: Tenant, lookups: dict[tuple, dict]) -> dict[tuple, LedgerAccount]:
-    condition = Q()
-    for program_id, participant_id, kind, currency in lookups:
-        condition |= Q(program_id=program_id, participant_id=participant_id, kind=kind, currency=currency)
-    return {
-        (row.program_id, row.participant_id, row.kind, row.currency): row
-        for row in LedgerAccount.objects.for_tenant(tenant).filter(condition)
+    """The tenant's accounts of ``lookups`` ((program id, participant id or None, kind, CURRENCY) keys), read with ONE
+    prepared statement: the wanted keys as arrays, joined by the unique key's columns — a participant's accounts by
+    equality, the accounts without participant by ``IS NULL`` (each arm answered by the unique index). Instead of an ORM
+    filter OR-ing one condition per key (issue 15: a first month's settlement chunk wants hundreds of new accounts,
+    and building that query cost more than running it)."""
+    quote = connection.ops.quote_name
+    fields = LedgerAccount._meta.concrete_fields
+    columns = ", ".join(f"a.{quote(field.column)}" for field in fields)
+    table = quote(LedgerAccount._meta.db_table)
+    wanted = (
+        "unnest(%(programs)s::bigint[], %(participants)s::bigint[], %(kinds)s::text[], %(currencies)s::text[]) "
+        "AS w(program, participant, kind, currency)"
+    )
+    same = (
+        f"a.{quote('tenant_id')} = %(tenant)s AND a.{quote('program_id')} = w.program "
+        f"AND a.{quote('kind')} = w.kind AND a.{quote('currency')} = w.currency"
+    )
+    # Identifiers come from the model's metadata and are quoted; every value is a parameter.
+    sql = (
+        f"SELECT {columns} FROM {wanted} JOIN {table} a ON {same} "  # noqa: S608
+        f"AND a.{quote('participant_id')} = w.participant "
+        f"UNION ALL SELECT {columns} FROM {wanted} JOIN {table} a ON {same} "
+        f"AND w.participant IS NULL AND a.{quote('participant_id')} IS NULL"
+    )
+    keys = list(lookups)
+    params = {
+        "programs": [key[0] for key in keys],
+        "participants": [key[1] for key in keys],
+        "kinds": [key[2] for key in keys],
+        "currencies": [key[3] for key in keys],
+        "tenant": tenant.pk,
     }
+    with connection.cursor() as cursor:
+        execute_prepared(cursor, sql, params)
+        rows = [model_from_row(LedgerAccount, row, 0, connection) for row in cursor.fetchall()]
+    return {(row.program_id, row.participant_id, row.kind, row.currency): row for row in rows}
 
 
 # --- selectors ---------------------------------------------------------------------------------

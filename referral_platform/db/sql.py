@@ -78,3 +78,16 @@ def save_fields(obj, field_names: list[str]) -> None:
         execute_prepared(cursor, sql, [*values, meta.pk.get_db_prep_value(obj.pk, connection)])
         if cursor.rowcount == 0:
             raise DatabaseError("Save with update_fields did not affect any rows.")
+
+
+def model_from_row(model, row: tuple, start: int, connection):
+    """The instance whose concrete fields are ``row[start:]`` (None for a LEFT JOIN that found nothing), the
+    fields' own conversions from the database applied (a JSON column arrives as text), as the ORM loads it."""
+    columns = model._meta.concrete_fields
+    values = list(row[start : start + len(columns)])
+    if values[[column.primary_key for column in columns].index(True)] is None:
+        return None
+    for index, column in enumerate(columns):
+        if values[index] is not None and hasattr(column, "from_db_value"):
+            values[index] = column.from_db_value(values[index], None, connection)
+    return model.from_db(connection.alias, [column.attname for column in columns], values)

@@ -12,6 +12,7 @@ from rewards.ledger import (
     LedgerIdempotencyError,
     Line,
     expense_account,
+    ledger_account,
     ledger_post,
     participant_account,
     participant_balances,
@@ -243,3 +244,49 @@ def test_the_process_memory_of_committed_accounts_is_per_database(monkeypatch):
     elsewhere = _account_key(1, 1, 1, AccountKind.PENDING, "USD")
 
     assert here != elsewhere and here[2:] == elsewhere[2:]
+
+
+def test_accounts_read_many_at_once_are_the_ones_asked_for_and_the_missing_ones_made_once(world):
+    """``ledger_accounts_many`` reads the accounts it does not remember with ONE prepared statement (issue 15): a
+    participant's by its id, a program's own (no participant) by ``IS NULL`` — each key gets its own row, whatever
+    the other keys and the other workspace's accounts; the missing ones are made once and read back."""
+    from rewards import ledger
+
+    program = f.ProgramFactory(tenant=world.a)
+    dana, ravi = (f.ParticipantFactory(program=program) for _ in range(2))
+    other = f.ProgramFactory(tenant=world.b)
+    theirs = f.ParticipantFactory(program=other)
+    existing = {
+        (dana, "pending", "USD"): ledger_account(
+            tenant=world.a, program=program, participant=dana, kind="pending", currency="USD"
+        ),
+        (None, "expense", "USD"): ledger_account(tenant=world.a, program=program, kind="expense", currency="USD"),
+        (dana, "pending", "EUR"): ledger_account(
+            tenant=world.a, program=program, participant=dana, kind="pending", currency="EUR"
+        ),
+    }
+    ledger_account(tenant=world.b, program=other, participant=theirs, kind="pending", currency="USD")
+    ledger._COMMITTED_ACCOUNTS.clear()  # nothing remembered: every key is read
+    wanted = [
+        (program, dana, "pending", "usd"),
+        (program, None, "expense", "USD"),
+        (program, dana, "pending", "EUR"),
+        (program, ravi, "pending", "USD"),  # missing: made
+        (program, None, "expense", "EUR"),  # missing: made
+        (program, dana, "payable", "USD"),  # missing: made
+        (program, dana, "pending", "USD"),  # asked twice
+    ]
+    before = LedgerAccount.objects.count()
+
+    found = ledger.ledger_accounts_many(tenant=world.a, wanted=wanted)
+
+    assert LedgerAccount.objects.count() == before + 3
+    for program_, participant, kind, currency in wanted:
+        account = found[(program_.pk, participant.pk if participant else None, kind, currency.upper())]
+        stored = LedgerAccount.objects.get(
+            tenant=world.a, program=program_, participant=participant, kind=kind, currency=currency.upper()
+        )
+        assert account.pk == stored.pk and (account.participant_id, account.kind) == (stored.participant_id, kind)
+    for (participant, kind, currency), account in existing.items():
+        assert found[(program.pk, participant.pk if participant else None, kind, currency)].pk == account.pk
+    assert not LedgerAccount.objects.filter(tenant=world.b).exclude(participant=theirs).exists()
