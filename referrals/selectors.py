@@ -893,29 +893,35 @@ def _earliest_settled_sql() -> str:
     )
 
 
-def _joined_columns_and_joins() -> tuple[str, str]:
-    """The select list and the joins of ``_JOINED`` (alias ``r`` the referral)."""
+def _joined_columns_and_joins(joined: tuple = _JOINED) -> tuple[str, str]:
+    """The select list and the joins of ``joined`` ((model, alias, join, joined on) rows, the first one the row read:
+    ``_JOINED``, alias ``r`` the referral, by default)."""
     quote = connection.ops.quote_name
     columns = ", ".join(
-        f"{alias}.{quote(field.column)}"
-        for model, alias, _join, _on in _JOINED
-        for field in model._meta.concrete_fields
+        f"{alias}.{quote(field.column)}" for model, alias, _join, _on in joined for field in model._meta.concrete_fields
     )
     joins = " ".join(
         f"{join} {quote(model._meta.db_table)} {alias} ON {alias}.id = {on}"
-        for model, alias, join, on in _JOINED
+        for model, alias, join, on in joined
         if join
     )
     return columns, joins
 
 
+def _joined_objects(joined: tuple, row: tuple, start: int) -> tuple[list, int]:
+    """The instances of ``joined``'s models in ``row`` from ``start`` (``_joined_columns_and_joins``' select list),
+    and where the row goes on after them."""
+    objects = []
+    for model, _alias, _join, _on in joined:
+        objects.append(model_from_row(model, row, start, connection))
+        start += len(model._meta.concrete_fields)
+    return objects, start
+
+
 def _candidate_from_row(row: tuple, start: int, *, touched: bool) -> Referral:
     """The referral of a candidates row (its ``_JOINED`` columns from ``start``) with its program, referrer and
     rule version; ``touched``: the earliest settled event and the touch rows follow them."""
-    objects = []
-    for model, _alias, _join, _on in _JOINED:
-        objects.append(model_from_row(model, row, start, connection))
-        start += len(model._meta.concrete_fields)
+    objects, start = _joined_objects(_JOINED, row, start)
     referral = objects[0]
     for name, value in zip(("program", "referrer", "rule_version"), objects[1:], strict=True):
         Referral._meta.get_field(name).set_cached_value(referral, value)
@@ -951,16 +957,7 @@ _CLICK_JOINED = (
 
 def _latest_click_sql() -> str:
     quote = connection.ops.quote_name
-    columns = ", ".join(
-        f"{alias}.{quote(field.column)}"
-        for model, alias, _j, _o in _CLICK_JOINED
-        for field in model._meta.concrete_fields
-    )
-    joins = " ".join(
-        f"{join} {quote(model._meta.db_table)} {alias} ON {alias}.id = {on}"
-        for model, alias, join, on in _CLICK_JOINED
-        if join
-    )
+    columns, joins = _joined_columns_and_joins(_CLICK_JOINED)
     return (
         f"SELECT {columns} FROM {quote(Click._meta.db_table)} c {joins} "  # noqa: S608 (identifiers from metadata)
         f"WHERE c.{quote('tenant_id')} = %s AND c.{quote('visitor_id')} = ANY(%s) AND NOT c.{quote('is_bot')} "
@@ -980,10 +977,7 @@ def latest_credited_click(tenant: Tenant | int, *, cluster: IdentityCluster, unt
         row = cursor.fetchone()
     if row is None:
         return None
-    objects, start = [], 0
-    for model, _alias, _join, _on in _CLICK_JOINED:
-        objects.append(model_from_row(model, row, start, connection))
-        start += len(model._meta.concrete_fields)
+    objects, _end = _joined_objects(_CLICK_JOINED, row, 0)
     click, link, link_participant, link_program, participant, program = objects
     ReferralLink._meta.get_field("participant").set_cached_value(link, link_participant)
     ReferralLink._meta.get_field("program").set_cached_value(link, link_program)
