@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import copy
+import functools
 import io
 import json
 import re
@@ -955,7 +956,9 @@ _CLICK_JOINED = (
 )
 
 
+@functools.cache
 def _latest_click_sql() -> str:
+    # (built once per process: the same text every call)
     quote = connection.ops.quote_name
     columns, joins = _joined_columns_and_joins(_CLICK_JOINED)
     return (

@@ -9,6 +9,7 @@ figure in its normal direction. PostgreSQL refuses unbalanced transactions and a
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Iterable, Sequence
@@ -317,12 +318,9 @@ def ledger_accounts_many(*, tenant: Tenant, wanted: Iterable[tuple[Program, Part
     return found
 
 
-def _accounts_matching(tenant: Tenant, lookups: dict[tuple, dict]) -> dict[tuple, LedgerAccount]:
-    """The tenant's accounts of ``lookups`` ((program id, participant id or None, kind, CURRENCY) keys), read with ONE
-    prepared statement: the wanted keys as arrays, joined by the unique key's columns — a participant's accounts by
-    equality, the accounts without participant by ``IS NULL`` (each arm answered by the unique index). Instead of an ORM
-    filter OR-ing one condition per key (issue 15: a first month's settlement chunk wants hundreds of new accounts,
-    and building that query cost more than running it)."""
+@functools.cache
+def _accounts_sql() -> str:
+    """``_accounts_matching``'s statement (built once per process)."""
     quote = connection.ops.quote_name
     fields = LedgerAccount._meta.concrete_fields
     columns = ", ".join(f"a.{quote(field.column)}" for field in fields)
@@ -342,6 +340,15 @@ def _accounts_matching(tenant: Tenant, lookups: dict[tuple, dict]) -> dict[tuple
         f"UNION ALL SELECT {columns} FROM {wanted} JOIN {table} a ON {same} "
         f"AND w.participant IS NULL AND a.{quote('participant_id')} IS NULL"
     )
+    return sql
+
+
+def _accounts_matching(tenant: Tenant, lookups: dict[tuple, dict]) -> dict[tuple, LedgerAccount]:
+    """The tenant's accounts of ``lookups`` ((program id, participant id or None, kind, CURRENCY) keys), read with ONE
+    prepared statement: the wanted keys as arrays, joined by the unique key's columns — a participant's accounts by
+    equality, the accounts without participant by ``IS NULL`` (each arm answered by the unique index). Instead of an ORM
+    filter OR-ing one condition per key (issue 15: a first month's settlement chunk wants hundreds of new accounts,
+    and building that query cost more than running it)."""
     keys = list(lookups)
     params = {
         "programs": [key[0] for key in keys],
@@ -351,7 +358,7 @@ def _accounts_matching(tenant: Tenant, lookups: dict[tuple, dict]) -> dict[tuple
         "tenant": tenant.pk,
     }
     with connection.cursor() as cursor:
-        execute_prepared(cursor, sql, params)
+        execute_prepared(cursor, _accounts_sql(), params)
         rows = [model_from_row(LedgerAccount, row, 0, connection) for row in cursor.fetchall()]
     return {(row.program_id, row.participant_id, row.kind, row.currency): row for row in rows}
 

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
+
+from django.db import DatabaseError, connection
+from django.db.models import Model
+from django.db.models.signals import post_save, pre_save
+
+from referral_platform.db.prepared import execute_prepared
 
 
 def db_values(obj, fields: Iterable, connection) -> list:
@@ -51,12 +58,6 @@ def save_fields(obj, field_names: list[str]) -> None:
     derives nothing from these fields (the model names what its ``save()`` derives from in ``save_derives_from``).
     The fields' own ``pre_save`` runs (an ``auto_now`` field listed is stamped), and a row that is gone raises as
     ``save`` does. (Issue 15: a stage move built the ORM's UPDATE for every new referral of a billing run.)"""
-    from django.db import DatabaseError, connection
-    from django.db.models import Model
-    from django.db.models.signals import post_save, pre_save
-
-    from referral_platform.db.prepared import execute_prepared
-
     model = type(obj)
     derives = getattr(model, "save_derives_from", None)
     if (
@@ -67,17 +68,23 @@ def save_fields(obj, field_names: list[str]) -> None:
     ):
         obj.save(update_fields=field_names)
         return
-    meta = obj._meta
-    quote = connection.ops.quote_name
-    fields = [meta.get_field(name) for name in field_names]
+    fields, sql = _fields_update_sql(model, tuple(field_names))
     values = [field.get_db_prep_save(field.pre_save(obj, False), connection) for field in fields]
-    assignments = ", ".join(f"{quote(field.column)} = %s" for field in fields)
-    # Identifiers come from the model's metadata and are quoted; every value is a parameter.
-    sql = f"UPDATE {quote(meta.db_table)} SET {assignments} WHERE {quote(meta.pk.column)} = %s"  # noqa: S608
     with connection.cursor() as cursor:
-        execute_prepared(cursor, sql, [*values, meta.pk.get_db_prep_value(obj.pk, connection)])
+        execute_prepared(cursor, sql, [*values, model._meta.pk.get_db_prep_value(obj.pk, connection)])
         if cursor.rowcount == 0:
             raise DatabaseError("Save with update_fields did not affect any rows.")
+
+
+@functools.cache
+def _fields_update_sql(model, field_names: tuple) -> tuple[list, str]:
+    """``save_fields``' fields and statement for a model and field names (built once per process)."""
+    meta = model._meta
+    quote = connection.ops.quote_name
+    fields = [meta.get_field(name) for name in field_names]
+    assignments = ", ".join(f"{quote(field.column)} = %s" for field in fields)
+    # Identifiers come from the model's metadata and are quoted; every value is a parameter.
+    return fields, f"UPDATE {quote(meta.db_table)} SET {assignments} WHERE {quote(meta.pk.column)} = %s"  # noqa: S608
 
 
 def model_from_row(model, row: tuple, start: int, connection):

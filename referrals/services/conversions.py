@@ -53,8 +53,8 @@ from referrals.selectors import (
 
 from .attribution import attribution_run
 from .identity import (
+    identity_link,
     identity_link_and_cluster,
-    identity_link_insert,
     identity_lock,
     identity_lock_many,
     touchpoint_record,
@@ -872,7 +872,7 @@ def _process_locked_event(
     if ahead is not None:
         cluster = ahead.cluster
         if ahead.links_missing:  # recorded now, as the walk below would have; the cluster stays as read ahead
-            identity_link_insert(
+            identity_link(
                 tenant=tenant,
                 source=f"conversion:{event.kind}",
                 visitor_id=event.visitor_id,

@@ -12,7 +12,6 @@ from programs.models import Participant, ParticipantStatus, Program
 from referral_platform.db.prepared import execute_prepared
 from referral_platform.tenancy.models import Tenant
 from referrals.models import (
-    IdentityLink,
     Referral,
     ReferralLink,
     Touchpoint,
@@ -35,15 +34,13 @@ def identity_link(
     *, tenant: Tenant, source: str, visitor_id: str = "", email: str = "", customer_external_id: str = ""
 ) -> int:
     """Record that the given identifiers belong to one person (every pair becomes an edge; repeats
-    are no-ops). Returns the number of identifiers linked."""
+    are no-ops), with ONE prepared statement. Returns the number of identifiers linked. (A conversion chunk's event
+    whose person was walked ahead records its links so, without walking again: issue 15.)"""
     nodes = sorted(identity_nodes(visitor_ids=[visitor_id], emails=[email], customer_ids=[customer_external_id]))
-    edges = [
-        IdentityLink(tenant=tenant, a_kind=a[0], a_value=a[1][:254], b_kind=b[0], b_value=b[1][:254], source=source)
-        for index, a in enumerate(nodes)
-        for b in nodes[index + 1 :]
-    ]
-    if edges:
-        IdentityLink.objects.bulk_create(edges, ignore_conflicts=True)
+    sql, params = _links_insert_sql(tenant, source, nodes)
+    if sql:
+        with connection.cursor() as cursor:
+            execute_prepared(cursor, sql, params)
     return len(nodes)
 
 
@@ -70,18 +67,6 @@ def identity_link_and_cluster(
     if len(first_level) >= identity_level_limit():
         first_level = None  # cut at its limit: read it again, seeing the new links, as the walk alone does
     return identity_cluster(tenant, **seed, first_level=first_level)
-
-
-def identity_link_insert(
-    *, tenant: Tenant, source: str, visitor_id: str = "", email: str = "", customer_external_id: str = ""
-) -> None:
-    """``identity_link`` in ONE prepared statement (the links ``identity_link_and_cluster`` inserts, without its
-    walk: a conversion chunk walked the person already, ``people_read_ahead``)."""
-    nodes = sorted(identity_nodes(visitor_ids=[visitor_id], emails=[email], customer_ids=[customer_external_id]))
-    sql, params = _links_insert_sql(tenant, source, nodes)
-    if sql:
-        with connection.cursor() as cursor:
-            execute_prepared(cursor, sql, params)
 
 
 def _links_insert_sql(tenant: Tenant, source: str, nodes: list) -> tuple[str, list]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 
 from django.core.exceptions import ValidationError
@@ -125,17 +126,9 @@ def _referral_insert(referral: Referral) -> bool:
     generates read back) in ONE prepared statement, ``ON CONFLICT DO NOTHING``: False when the one-referral-per-
     e-mail-and-program constraint (its only unique one) refused it. Instead of the ORM's ``create`` in a savepoint
     caught for the same refusal (issue 15: a billing run's first month creates a referral per new customer)."""
-    meta = Referral._meta
-    quote = connection.ops.quote_name
     referral.referred_company_key = company_key(referral.referred_company)  # as ``Referral.save``
-    fields = [field for field in meta.local_concrete_fields if not field.primary_key and not field.generated]
+    fields, returning, sql = _referral_insert_sql()
     values = [field.get_db_prep_save(field.pre_save(referral, True), connection) for field in fields]
-    returning = meta.db_returning_fields
-    sql = (
-        f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(field.column) for field in fields)}) "  # noqa: S608
-        f"VALUES ({', '.join(['%s'] * len(fields))}) ON CONFLICT DO NOTHING "
-        f"RETURNING {', '.join(quote(field.column) for field in returning)}"
-    )
     with connection.cursor() as cursor:
         execute_prepared(cursor, sql, values)
         row = cursor.fetchone()
@@ -147,6 +140,21 @@ def _referral_insert(referral: Referral) -> bool:
         setattr(referral, field.attname, value)
     referral._state.adding, referral._state.db = False, connection.alias
     return True
+
+
+@functools.cache
+def _referral_insert_sql() -> tuple[list, list, str]:
+    """``_referral_insert``'s fields, the fields it reads back and its statement (built once per process)."""
+    meta = Referral._meta
+    quote = connection.ops.quote_name
+    fields = [field for field in meta.local_concrete_fields if not field.primary_key and not field.generated]
+    returning = meta.db_returning_fields
+    sql = (
+        f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(field.column) for field in fields)}) "  # noqa: S608
+        f"VALUES ({', '.join(['%s'] * len(fields))}) ON CONFLICT DO NOTHING "
+        f"RETURNING {', '.join(quote(field.column) for field in returning)}"
+    )
+    return fields, returning, sql
 
 
 def referral_eligibility_problems(*, referral: Referral) -> list[str]:
