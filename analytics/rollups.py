@@ -19,6 +19,7 @@ from django.db import connection, transaction
 
 from programs.models import Program
 from referral_platform.db.prepared import execute_prepared
+from referral_platform.db.sql import rows_insert
 from referrals.models import Attribution, Click, ConversionEvent, Referral, ReferralLink
 from rewards.models import Reward
 
@@ -386,7 +387,7 @@ def refresh_sources_locked(
         for found in current.values():
             keys.update(found)
         RollupFootprint.objects.for_tenant(tenant_id).filter(source=source, source_id__in=ids).delete()
-        RollupFootprint.objects.bulk_create(
+        rows_insert(
             [
                 RollupFootprint(
                     tenant_id=tenant_id,

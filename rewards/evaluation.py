@@ -55,7 +55,7 @@ from programs.models import Participant, ParticipantStatus
 from programs.selectors import whole_months_between
 from programs.services import participant_for_referred_company
 from referral_platform.celery import enqueue_on_commit
-from referral_platform.db.sql import rows_update
+from referral_platform.db.sql import rows_insert, rows_update
 from referral_platform.hooks import hooks
 from referral_platform.money import format_money, format_percent
 from referral_platform.tenancy.actors import Actor, system_actor
@@ -1108,7 +1108,7 @@ def _record_evaluations(*, referral: Referral, settlement: _Settlement) -> None:
     fresh, changed = _evaluation_rows(
         referral=referral, settlement=settlement, events=events, existing=existing, waiting=waiting
     )
-    RewardEvaluation.objects.bulk_create(fresh)
+    rows_insert(fresh)
     if changed:
         rows_update(changed, [*EVALUATION_FIELDS, "attempts", "rewards_created"], connection)
 

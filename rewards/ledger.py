@@ -22,7 +22,7 @@ from django.db.models import Sum
 
 from programs.models import Participant, Program
 from referral_platform.db.prepared import execute_prepared
-from referral_platform.db.sql import model_from_row
+from referral_platform.db.sql import model_from_row, rows_insert
 from referral_platform.tenancy.models import Tenant
 
 from .models import (
@@ -184,7 +184,7 @@ def ledger_post(
                     payout=payout,
                     **extra,
                 )
-                LedgerEntry.objects.bulk_create(
+                rows_insert(
                     LedgerEntry(
                         tenant=tenant,
                         transaction=created,
@@ -244,7 +244,7 @@ def ledger_post_many(*, tenant: Tenant, postings: Sequence[Posting]) -> list[Led
     fresh = [posting for posting in postings if posting.idempotency_key not in existing]
     try:
         with transaction.atomic():
-            created = LedgerTransaction.objects.bulk_create(
+            created = rows_insert(
                 LedgerTransaction(
                     tenant=tenant,
                     idempotency_key=posting.idempotency_key,
@@ -255,7 +255,7 @@ def ledger_post_many(*, tenant: Tenant, postings: Sequence[Posting]) -> list[Led
                 )
                 for posting in fresh
             )
-            LedgerEntry.objects.bulk_create(
+            rows_insert(
                 LedgerEntry(
                     tenant=tenant,
                     transaction=row,

@@ -31,6 +31,7 @@ from programs import rules as rules_module
 from programs.dashboard_links import dashboard_url
 from programs.mailing import emails_opted_out, tenant_email_message, tenant_email_send
 from programs.models import Participant
+from referral_platform.db.sql import rows_insert
 from referral_platform.money import format_money, format_percent
 from referrals.models import Referral
 
@@ -103,7 +104,7 @@ def participant_messages_send_many(specs: Sequence[MessageSpec]) -> list[Partici
         rows.append(_message_row(spec))
     try:
         with transaction.atomic():
-            created = ParticipantMessage.objects.bulk_create(rows)
+            created = rows_insert(rows)
     except IntegrityError:
         return [message for spec in specs if (message := participant_message_send(**vars(spec))) is not None]
     to_mail = [message.pk for message in created if message.email_to]

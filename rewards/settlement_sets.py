@@ -57,11 +57,10 @@ from programs import rules as rules_module
 from programs.models import Participant
 from programs.services import referred_company_row
 from referral_platform.celery import enqueue_on_commit
-from referral_platform.db.sql import rows_update
+from referral_platform.db.sql import rows_insert, rows_update
 from referral_platform.hooks import hooks
 from referral_platform.money import format_money
 from referral_platform.tenancy.actors import system_actor
-from referral_platform.tenancy.models import AuditEvent
 from referral_platform.tenancy.services import audit_row
 from referrals.models import Attribution, ConversionEvent, ConversionKind, Referral
 from referrals.selectors import referral_credits
@@ -385,8 +384,8 @@ def _referred_companies_create(tenant, actor, missing: dict[tuple[int, str], lis
         rows.append(referred_company_row(**fields))
     try:
         with transaction.atomic():
-            created = Participant.objects.bulk_create(rows)
-            AuditEvent.objects.bulk_create(
+            created = rows_insert(rows)
+            rows_insert(
                 audit_row(
                     tenant=tenant,
                     actor=actor,
@@ -684,7 +683,7 @@ def _write(
             owners.append((plan, target, reduce_by))
     # The rewards taken back and retired first: a corrected slot's new reward is its only current one.
     withdrawn = _withdraw_many(tenant, actor, [(plan, w) for plan in plans for w in plan.withdraws], reads)
-    created = Reward.objects.bulk_create(rows) if rows else []
+    created = rows_insert(rows)
     reductions: list[tuple[_Plan, Reward, ev._Target, int]] = []
     for (plan, target, reduce_by), reward in zip(owners, created, strict=True):
         plan.evaluation.settlement.created.append(reward)
@@ -702,7 +701,7 @@ def _write(
     reduced = _reduce_many(tenant, reductions, reads) + withdrawn
     audits += [audit_row(tenant=tenant, actor=actor, **fields) for _reward, _delta, fields in reduced]
     if audits:
-        AuditEvent.objects.bulk_create(audits)
+        rows_insert(audits)
     _post(tenant, created, reduced)
     # As the per-referral path sends them: the reductions' messages while reconciling, then the announcements
     # (worded from the rewards as created: ``_reconcile`` reduces a copy it re-reads under lock).
@@ -739,7 +738,7 @@ def _describe_many(describes: list[tuple[Reward, dict]]) -> None:
         by_columns[tuple(sorted(changes))].append(reward)
     for columns, rewards in by_columns.items():
         fields = ["conversion_event" if name == "conversion_event_id" else name for name in columns]
-        Reward.objects.bulk_update(rewards, fields)
+        rows_update(rewards, fields, connection)
 
 
 _REDUCE_SQL = """
@@ -967,7 +966,7 @@ def _record(tenant_id: int, plans: list[_Plan], reads: BatchReads) -> None:
         )
         fresh += new
         changed += old
-    RewardEvaluation.objects.bulk_create(fresh)
+    rows_insert(fresh)
     if changed:
         rows_update(changed, [*ev.EVALUATION_FIELDS, "attempts", "rewards_created"], connection)
 

@@ -17,6 +17,8 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.text import slugify
 
+from referral_platform.db.sql import rows_insert
+
 from . import rls
 from .actors import Actor
 from .models import ApiKey, ApiKeyScope, AuditEvent, Invitation, Membership, Role, Tenant
@@ -63,7 +65,7 @@ class _DeferredAuditRows:
         self.rows = []
         for state, rows in by_state.items():
             with rls.within(state):
-                AuditEvent.objects.bulk_create(rows)
+                rows_insert(rows)
 
 
 _deferred: contextvars.ContextVar[_DeferredAuditRows | None] = contextvars.ContextVar("audit_deferred", default=None)
@@ -113,7 +115,7 @@ def audit_row(
     reason: str = "",
     data: dict | None = None,
 ) -> AuditEvent:
-    """The unsaved audit row of ``audit_record`` (bulk writers save many with one ``bulk_create``)."""
+    """The unsaved audit row of ``audit_record`` (bulk writers save many with one ``rows_insert``)."""
     return AuditEvent(
         tenant_id=tenant if isinstance(tenant, int) else tenant.pk,
         actor=actor if isinstance(actor, str) else actor.label,

@@ -6,6 +6,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from programs.services import program_current_version
+from referral_platform.db.sql import rows_insert
 from referral_platform.tenancy.actors import system_actor
 from referral_platform.tenancy.services import audit_record
 from referrals import attribution as attribution_math
@@ -144,7 +145,7 @@ def attribution_run(
     if new_rows and first and insert_later is not None:
         insert_later.extend(new_rows)
     elif new_rows:
-        Attribution.objects.bulk_create(new_rows)  # one INSERT for every newly credited participant
+        rows_insert(new_rows)  # one INSERT for every newly credited participant
     if existing:
         Attribution.objects.for_tenant(tenant).filter(pk__in=[row.pk for row in existing.values()]).delete()
     return rows
