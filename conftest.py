@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
+import os
 import tempfile
 from pathlib import Path
 
@@ -11,6 +13,36 @@ import pytest
 
 from tests import app_role
 from tests.row_locks import row_lock_guard_install, row_lock_guard_uninstall
+
+
+def pytest_collection_modifyitems(config, items):
+    """The tests marked ``heavy(seconds)`` (the suite's longest) start first, spread over the parallel processes:
+    pytest-xdist (load scheduling) first hands each process a batch of consecutive tests (a quarter of its share),
+    so each batch begins with a share of the heavy ones, dealt longest first to the process with the least so far.
+    Left where they were collected, a heavy test could start last and run alone while the other processes wait;
+    put all at the front, one process would get them all. The other tests keep their order."""
+    heavy = [item for item in items if item.get_closest_marker("heavy") is not None]
+    if not heavy:
+        return
+    rest = iter([item for item in items if item.get_closest_marker("heavy") is None])
+    processes = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
+    shares: list[list] = [[] for _ in range(processes)]
+    loads = [0.0] * processes
+    for item in sorted(heavy, key=lambda item: -_seconds(item)):
+        least = loads.index(min(loads))
+        shares[least].append(item)
+        loads[least] += _seconds(item)
+    batch = max(2, len(items) // processes // 4)  # as xdist's LoadScheduling sizes each process's first batch
+    ordered = []
+    for share in shares:
+        ordered += share
+        ordered += itertools.islice(rest, max(0, batch - len(share)))
+    items[:] = ordered + list(rest)
+
+
+def _seconds(item) -> float:
+    marker = item.get_closest_marker("heavy")
+    return float(marker.args[0]) if marker.args else 20.0
 
 
 @pytest.fixture(scope="session")
