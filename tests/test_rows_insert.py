@@ -180,3 +180,14 @@ def test_another_workspaces_rows_are_refused_as_bulk_create_refuses_them(world):
         assert not AuditEvent.objects.filter(action__in=["mine", "theirs"]).exists()
     with rls.bypass("test: check"):
         assert not AuditEvent.objects.filter(action__in=["mine", "theirs"]).exists()
+
+
+def test_a_naive_datetime_goes_through_its_field_as_bulk_create_sends_it(world):
+    naive = MOMENT.replace(tzinfo=None)
+    with rls.tenant(world.a.pk), transaction.atomic():
+        with pytest.warns(RuntimeWarning, match="naive datetime"):
+            [ours] = rows_insert([AuditEvent(tenant=world.a, action="naive", created_at=naive)])
+        with pytest.warns(RuntimeWarning, match="naive datetime"):
+            [theirs] = AuditEvent.objects.bulk_create([AuditEvent(tenant=world.a, action="naive", created_at=naive)])
+        assert _stored(AuditEvent, [ours]) == _stored(AuditEvent, [theirs])
+        assert AuditEvent.objects.get(pk=ours.pk).created_at.tzinfo is not None

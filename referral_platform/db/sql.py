@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable
+from datetime import datetime
 
-from django.db import DatabaseError, connection
-from django.db.models import Model
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections
+from django.db.models import ForeignKey, Model
 from django.db.models.signals import post_save, pre_save
 
 from referral_platform.db.prepared import execute_prepared
@@ -117,19 +118,20 @@ _PLAIN_TYPES = {
     **dict.fromkeys(_INTEGER_TYPES, int),
     **dict.fromkeys(("CharField", "TextField", "SlugField", "EmailField", "URLField"), str),
     "BooleanField": bool,
+    "DateTimeField": datetime,  # an aware one (PostgreSQL's adapter takes it as it is)
 }
-_RELATIONS = {"ForeignKey", "OneToOneField"}
 
 
 def rows_insert(objs: Iterable) -> list:
     """``Model.objects.bulk_create(objs)`` (new instances of one model, no primary key set) in ONE prepared
     ``INSERT … SELECT * FROM UNNEST(…) RETURNING …``: the statement is built once per process and model and planned
     once per connection, whatever the number of rows (an array per column), and a value a built-in field would
-    send unchanged (an ``int`` for an integer field or a key, a ``str`` for a text field, a ``bool``, ``None``) is
-    not passed through the field. Everything else is as ``bulk_create`` does it: each field's ``pre_save`` (an
-    ``auto_now_add`` stamp), the related objects' keys taken over (``_prepare_related_fields_for_save``), the
-    returned columns set on the objects, which are then saved instances; no signals. Objects with a primary key
-    already, or holding an expression, go through ``bulk_create``. (Issue 15: building the ORM's INSERT was a
+    send unchanged (an ``int`` for an integer field or a key, a ``str`` for a text field, a ``bool``, an aware
+    ``datetime``, ``None``) is not passed through the field. Everything else is as ``bulk_create`` does it: each
+    field's ``pre_save`` (an ``auto_now_add`` stamp), the related objects' keys taken over
+    (``_prepare_related_fields_for_save``), the returned columns set on the objects, which are then saved
+    instances; no signals. Objects with a primary key already, or holding an expression, go through
+    ``bulk_create``. (Issue 15: building the ORM's INSERT was a
     measured share of a settlement chunk's CPU.)"""
     objs = list(objs)
     if not objs:
@@ -139,18 +141,21 @@ def rows_insert(objs: Iterable) -> list:
     if plan is None or any(obj.pk is not None or type(obj) is not model for obj in objs):
         return model._default_manager.bulk_create(objs)
     fields, kinds, sql, returning = plan
+    db = connections[DEFAULT_DB_ALIAS]  # (this thread's connection itself: the proxy costs a lookup per use)
     columns: list[list] = [[] for _ in fields]
     for obj in objs:
         obj._prepare_related_fields_for_save(operation_name="bulk_create")
         for field, kind, column in zip(fields, kinds, columns, strict=True):
             value = field.pre_save(obj, True)
-            if kind is not None and (value is None or type(value) is kind):
-                column.append(value)
+            if kind is not None and (
+                value is None or (type(value) is kind and (kind is not datetime or value.tzinfo is not None))
+            ):
+                column.append(value)  # (a datetime only when aware: a naive one is warned about and made aware)
             elif hasattr(value, "resolve_expression"):
                 return model._default_manager.bulk_create(objs)
             else:
-                column.append(field.get_db_prep_save(value, connection))
-    with connection.cursor() as cursor:
+                column.append(field.get_db_prep_save(value, db))
+    with db.cursor() as cursor:
         execute_prepared(cursor, sql, columns)
         rows = cursor.fetchall()
     for obj, row in zip(objs, rows, strict=True):
@@ -164,7 +169,11 @@ def rows_insert(objs: Iterable) -> list:
 def _plain_type(field):
     """The Python type whose values ``field`` saves unchanged (``_PLAIN_TYPES``), for Django's own classes only."""
     if field.is_relation:
-        if type(field).__name__ not in _RELATIONS or not type(field).__module__.startswith("django.db.models"):
+        # A ForeignKey, or a subclass that prepares its values as ForeignKey does (the tenant key).
+        if not isinstance(field, ForeignKey) or any(
+            getattr(type(field), name) is not getattr(ForeignKey, name)
+            for name in ("get_db_prep_save", "get_db_prep_value", "get_prep_value")
+        ):
             return None
         field = field.target_field
         if type(field).__name__ not in _INTEGER_TYPES:
