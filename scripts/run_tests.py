@@ -26,9 +26,9 @@ def _parallel(argv: list[str]) -> list[str]:
     TEST_WORKERS=1, or an explicit -n / -p no:xdist in the arguments, runs it as given.
 
     One more process than cores: many tests wait rather than compute (servers and workers they start, browsers,
-    schemathesis's requests, real-thread races), and a third process fills the cores meanwhile — on the 2-core
-    CI machine the whole suite took 707 s with 3 processes against 814 s with 2 (same machine, one after the
-    other)."""
+    schemathesis's requests, real-thread races), and a third process fills the cores meanwhile (a schemathesis run
+    alone keeps 60 % of one core busy). On the 2-core CI machine: 707 s with 3 processes, then 814 s with 2, then
+    894 s and 911 s with 3 as the machine slowed down — docs/throughput.md, seventeenth session."""
     if any(arg == "-n" or arg.startswith(("-n", "--numprocesses")) or arg == "no:xdist" for arg in argv):
         return []
     cores = os.cpu_count() or 1

@@ -131,8 +131,7 @@ def rows_insert(objs: Iterable) -> list:
     field's ``pre_save`` (an ``auto_now_add`` stamp), the related objects' keys taken over
     (``_prepare_related_fields_for_save``), the returned columns set on the objects, which are then saved
     instances; no signals. Objects with a primary key already, or holding an expression, go through
-    ``bulk_create``. (Issue 15: building the ORM's INSERT was a
-    measured share of a settlement chunk's CPU.)"""
+    ``bulk_create``. (Issue 15: building the ORM's INSERT was a measured share of a settlement chunk's CPU.)"""
     objs = list(objs)
     if not objs:
         return objs
