@@ -34,7 +34,7 @@ def test_a_code_with_a_nul_character_is_the_friendly_404_not_a_500(client, metho
     assert response.status_code == 404
 
 
-@pytest.mark.heavy(23)  # seconds, about (3 processes on 2 cores)
+@pytest.mark.heavy(23)
 def test_demo_programs_land_on_the_hosted_page(db, settings, tmp_path):
     from django.core.management import call_command
 

@@ -40,7 +40,7 @@ def _workspace(world):
     f.StripeCredentialsFactory(tenant=world.a)
 
 
-@pytest.mark.heavy(280)  # seconds, about (3 processes on 2 cores)
+@pytest.mark.heavy(280)
 @pytest.mark.django_db(transaction=True)
 def test_schemathesis_finds_no_server_error_and_no_schema_violation(
     live_server, world, tmp_path, settings, stripe_server

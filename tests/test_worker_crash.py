@@ -121,7 +121,7 @@ def _queue_drained(queue: str) -> bool:
         broker.close()
 
 
-@pytest.mark.heavy(18)  # seconds, about (3 processes on 2 cores)
+@pytest.mark.heavy(18)
 @pytest.mark.django_db(transaction=True)
 def test_two_workers_one_killed_mid_batch_every_conversion_attributed_and_rewarded_once(world, workers):
     program = program_with_rules(world.a, rules_doc(referrer=[{"kind": "flat_per_conversion", "amount_minor": 5_000}]))
@@ -185,7 +185,7 @@ def test_two_workers_one_killed_mid_batch_every_conversion_attributed_and_reward
     assert RewardEvaluation.objects.filter(conversion_event__in=events).count() == CONVERSIONS
 
 
-@pytest.mark.heavy(18)  # seconds, about (3 processes on 2 cores)
+@pytest.mark.heavy(18)
 @pytest.mark.django_db(transaction=True)
 def test_a_drain_worker_killed_mid_batch_leaves_every_webhook_handled_and_rewarded_once(world, workers, settings):
     """Issue 15: the same guarantee for Stripe webhooks handled in batches by ``rewards.stripe_events_drain``

@@ -20,7 +20,7 @@ from partners.models import (
 from rewards.models import Reward
 
 
-@pytest.mark.heavy(25)  # seconds, about (3 processes on 2 cores)
+@pytest.mark.heavy(25)
 @pytest.mark.django_db
 def test_seed_demo_creates_partners_with_deals_in_every_state_and_prints_a_partner_login(
     django_capture_on_commit_callbacks,

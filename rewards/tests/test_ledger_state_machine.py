@@ -174,7 +174,7 @@ class LedgerMachine(RuleBasedStateMachine):
         assert len(transfers) == Payout.objects.filter(tenant=self.tenant, status="paid", method="transfer").count()
 
 
-@pytest.mark.heavy(64)  # seconds, about (3 processes on 2 cores)
+@pytest.mark.heavy(64)
 @pytest.mark.django_db
 def test_ledger_state_machine(stripe):
     LedgerMachine.stripe = stripe

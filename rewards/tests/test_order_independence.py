@@ -660,7 +660,7 @@ SHRINK = os.environ.get("ORDER_INDEPENDENCE_SHRINK") == "1"
     health=(HealthCheck.data_too_large,),
     print_blob=False,
 )
-@pytest.mark.heavy(62)  # seconds, about (3 processes on 2 cores)
+@pytest.mark.heavy(62)
 @example(scenario=NAMED_SCENARIO)
 @given(scenario=scenarios())
 def test_the_order_of_stripe_events_never_changes_rewards_balances_or_referral_states(scenario):

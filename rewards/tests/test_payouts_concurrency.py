@@ -117,7 +117,7 @@ def worker_env(stripe_server):
     )
 
 
-@pytest.mark.heavy(46)  # seconds, about (3 processes on 2 cores)
+@pytest.mark.heavy(46)
 @pytest.mark.django_db(transaction=True)
 def test_twenty_simultaneous_payout_runs_in_processes_never_deadlock_and_pay_each_payout_once(
     stripe, world, worker_env

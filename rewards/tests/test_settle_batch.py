@@ -98,7 +98,7 @@ def per_referral_path_only(monkeypatch):
     monkeypatch.setattr(settlement_sets, "_settle_chunk", lambda ids, now, unlocked=None: {})
 
 
-@pytest.mark.heavy(32)  # seconds, about (3 processes on 2 cores)
+@pytest.mark.heavy(32)
 def test_one_bad_conversion_among_100_fails_alone_and_the_99_commit_exactly_once(monkeypatch):
     per_referral_path_only(monkeypatch)
     tenant, ids = converted_referrals()

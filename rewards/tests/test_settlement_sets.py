@@ -262,7 +262,7 @@ def settled_both_ways(world: dict):
     return tenant_b, expected, got
 
 
-@pytest.mark.heavy(23)  # seconds, about (3 processes on 2 cores)
+@pytest.mark.heavy(23)
 @database_examples(int(os.environ.get("SETTLEMENT_SETS_EXAMPLES", "8")))
 @given(world=worlds)
 def test_the_set_based_path_settles_exactly_like_the_per_referral_path(world):
@@ -468,7 +468,7 @@ counting_worlds = st.fixed_dictionaries(
 )
 
 
-@pytest.mark.heavy(25)  # seconds, about (3 processes on 2 cores)
+@pytest.mark.heavy(25)
 @database_examples(int(os.environ.get("SETTLEMENT_SETS_EXAMPLES", "8")))
 @given(world=counting_worlds)
 def test_caps_tiers_and_full_refunds_in_any_order_settle_set_based_exactly_like_the_per_referral_path(world):

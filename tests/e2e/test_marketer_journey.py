@@ -69,7 +69,7 @@ def watch_console(page, errors: list[str]) -> None:
     page.on("pageerror", lambda exc: errors.append(f"{page.url}: {exc}"))
 
 
-@pytest.mark.heavy(29)  # seconds, about (3 processes on 2 cores)
+@pytest.mark.heavy(29)
 def test_a_new_marketer_launches_a_double_sided_program_and_sees_the_first_referral(browser, live_server):
     console_errors: list[str] = []
     desktop = browser.new_context(viewport=DESKTOP).new_page()
