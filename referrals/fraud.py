@@ -284,38 +284,67 @@ class OwnVisitor:
     row: dict
 
 
+def _any_key(select: str, where: str, keys: list[tuple[str, str]], order: tuple[str, str], limit: str = "") -> str:
+    """A read of the rows ``select`` (its columns and FROM) finds meeting ``where`` and ANY ONE of ``keys``, oldest
+    first, as a UNION of one arm per key: ``(parameter, condition)``, the condition applying when the parameter is
+    not empty. Each arm is read on its key's index and its parameter's emptiness is a one-time filter, also in the
+    generic plan PostgreSQL keeps for a prepared statement (``execute_prepared``); an OR of such guarded
+    conditions cannot be split there, and its generic plan read the whole workspace (or the program's window) by
+    ``tenant_id`` with a filter, on every new referral (issue 15). ``order``: the arms' ORDER BY and the union's
+    (the output names); ``limit``: at most so many rows, of each arm and of the union (the same first rows)."""
+    cap = f" ORDER BY {order[0]} LIMIT {limit}" if limit else ""
+    arms = " UNION ".join(
+        f"(SELECT {select} WHERE {where} AND {parameter} <> '' AND {condition}{cap})" for parameter, condition in keys
+    )
+    return f"(SELECT * FROM ({arms}) arms ORDER BY {order[1]}{f' LIMIT {limit}' if limit else ''})"  # noqa: S608 - constants
+
+
 # The three reads of ``referrer_visitor_ids`` in ONE statement (issue 15: a new referral's screen). Each part
 # reads, as its own query did, at most 100 rows of the tenant matching the referrer's mailbox key (indexed, see
 # referrals.mailbox) or external id, oldest first; ``src`` keeps them apart and in that order. An empty
-# mailbox or external id matches nothing (its comparisons are constant-false once the values are bound).
-_OWN_VISITORS_SQL = """
-(SELECT 0 AS src, r.id, r.visitor_id, r.created_at AS at, r.referred_email AS email,
+# mailbox or external id matches nothing (``_any_key``: each is an arm of its own, read only when not empty).
+_MAILBOX, _EXTERNAL = "%(mailbox)s", "%(external)s"
+_OWN_REFERRALS = _any_key(
+    """0 AS src, r.id, r.visitor_id, r.created_at AS at, r.referred_email AS email,
         r.referred_external_id AS external_id, '' AS kind, '' AS external_event_id, '' AS other_kind,
         '' AS other_value, '' AS source
-   FROM referrals_referral r
-  WHERE r.tenant_id = %(tenant)s AND r.id <> %(referral)s AND r.visitor_id <> ''
-    AND ((%(mailbox)s <> '' AND r.referred_mailbox = %(mailbox)s)
-         OR (%(external)s <> '' AND r.referred_external_id = %(external)s))
-  ORDER BY r.created_at, r.id LIMIT 100)
+   FROM referrals_referral r""",
+    "r.tenant_id = %(tenant)s AND r.id <> %(referral)s AND r.visitor_id <> ''",
+    [(_MAILBOX, f"r.referred_mailbox = {_MAILBOX}"), (_EXTERNAL, f"r.referred_external_id = {_EXTERNAL}")],
+    ("r.created_at, r.id", "at, id"),
+    "100",
+)
+_OWN_EVENTS = _any_key(
+    """1 AS src, e.id, e.visitor_id, e.occurred_at AS at, e.email, e.customer_external_id AS external_id,
+        e.kind, e.external_event_id, '' AS other_kind, '' AS other_value, '' AS source
+   FROM referrals_conversionevent e""",
+    "e.tenant_id = %(tenant)s AND e.visitor_id <> ''",
+    [(_MAILBOX, f"e.mailbox = {_MAILBOX}"), (_EXTERNAL, f"e.customer_external_id = {_EXTERNAL}")],
+    ("e.occurred_at, e.id", "at, id"),
+    "100",
+)
+_OWN_LINKS = _any_key(
+    """2 AS src, l.id, CASE WHEN l.a_kind = 'visitor' THEN l.a_value ELSE l.b_value END AS visitor_id,
+        l.created_at AS at, '' AS email, '' AS external_id, '' AS kind, '' AS external_event_id,
+        CASE WHEN l.a_kind = 'visitor' THEN l.b_kind ELSE l.a_kind END AS other_kind,
+        CASE WHEN l.a_kind = 'visitor' THEN l.b_value ELSE l.a_value END AS other_value, l.source
+   FROM referrals_identitylink l""",
+    "l.tenant_id = %(tenant)s",
+    [
+        (_MAILBOX, f"l.b_kind = 'visitor' AND l.a_mailbox = {_MAILBOX}"),
+        (_EXTERNAL, f"l.b_kind = 'visitor' AND l.a_kind = 'customer' AND l.a_value = {_EXTERNAL}"),
+        (_MAILBOX, f"l.a_kind = 'visitor' AND l.b_mailbox = {_MAILBOX}"),
+        (_EXTERNAL, f"l.a_kind = 'visitor' AND l.b_kind = 'customer' AND l.b_value = {_EXTERNAL}"),
+    ],
+    ("l.created_at, l.id", "at, id"),
+    "100",
+)
+_OWN_VISITORS_SQL = f"""
+{_OWN_REFERRALS}
 UNION ALL
-(SELECT 1, e.id, e.visitor_id, e.occurred_at, e.email, e.customer_external_id, e.kind, e.external_event_id,
-        '', '', ''
-   FROM referrals_conversionevent e
-  WHERE e.tenant_id = %(tenant)s AND e.visitor_id <> ''
-    AND ((%(mailbox)s <> '' AND e.mailbox = %(mailbox)s)
-         OR (%(external)s <> '' AND e.customer_external_id = %(external)s))
-  ORDER BY e.occurred_at, e.id LIMIT 100)
+{_OWN_EVENTS}
 UNION ALL
-(SELECT 2, l.id, CASE WHEN l.a_kind = 'visitor' THEN l.a_value ELSE l.b_value END, l.created_at, '', '', '', '',
-        CASE WHEN l.a_kind = 'visitor' THEN l.b_kind ELSE l.a_kind END,
-        CASE WHEN l.a_kind = 'visitor' THEN l.b_value ELSE l.a_value END, l.source
-   FROM referrals_identitylink l
-  WHERE l.tenant_id = %(tenant)s
-    AND ((l.b_kind = 'visitor' AND ((%(mailbox)s <> '' AND l.a_mailbox = %(mailbox)s)
-                                    OR (%(external)s <> '' AND l.a_kind = 'customer' AND l.a_value = %(external)s)))
-      OR (l.a_kind = 'visitor' AND ((%(mailbox)s <> '' AND l.b_mailbox = %(mailbox)s)
-                                    OR (%(external)s <> '' AND l.b_kind = 'customer' AND l.b_value = %(external)s))))
-  ORDER BY l.created_at, l.id LIMIT 100)
+{_OWN_LINKS}
 ORDER BY src, at, id
 """
 
@@ -572,7 +601,7 @@ def _company_keys(referral: Referral, policy: FraudPolicy) -> _CompanyKeys:
 
 # The velocity count (src 0) and the duplicate-company candidates (src 1) of a new referral in ONE statement
 # (issue 15): the same two reads as ``check_velocity`` and ``check_duplicate_company`` make on their own, each
-# on its index; an empty key matches nothing (psycopg2 sends the values inline, so the planner drops it).
+# on its index; an empty key matches nothing (``_any_key``).
 # The candidates' columns in the model's field order (``Model.from_db`` takes a partial row in that order).
 _EARLIER_FIELDS = [
     field.attname
@@ -581,20 +610,24 @@ _EARLIER_FIELDS = [
 ]
 # (A NULL of unknown type takes the other branch's column type in a UNION.)
 _EARLIER_NULLS = ", ".join("NULL" for _name in _EARLIER_FIELDS)
+_EARLIER_OF_COMPANY = _any_key(
+    f"1 AS src, {', '.join(f'r.{name}' for name in _EARLIER_FIELDS)}, 0 AS n FROM referrals_referral r",
+    """r.tenant_id = %(tenant)s AND r.program_id = %(program)s AND r.created_at >= %(since)s
+    AND (r.created_at < %(at)s OR (r.created_at = %(at)s AND r.id < %(pk)s)) AND r.id <> %(pk)s""",
+    [
+        ("%(name_key)s", "r.referred_company_key = %(name_key)s"),
+        ("%(company_domain)s", "r.referred_mailbox_domain = %(company_domain)s"),
+        ("%(email_key)s", "r.referred_mailbox = %(email_key)s"),
+    ],
+    ("r.created_at, r.id", "created_at, id"),
+)
 _VELOCITY_AND_COMPANY_SQL = f"""
 SELECT 0 AS src, {_EARLIER_NULLS}, count(*)
   FROM referrals_referral r
  WHERE r.tenant_id = %(tenant)s AND r.referrer_id = %(referrer)s
    AND r.created_at > %(window_start)s AND r.created_at <= %(window_end)s
 UNION ALL
-(SELECT 1, {", ".join(f"r.{name}" for name in _EARLIER_FIELDS)}, 0
-   FROM referrals_referral r
-  WHERE r.tenant_id = %(tenant)s AND r.program_id = %(program)s AND r.created_at >= %(since)s
-    AND (r.created_at < %(at)s OR (r.created_at = %(at)s AND r.id < %(pk)s)) AND r.id <> %(pk)s
-    AND ((%(name_key)s <> '' AND r.referred_company_key = %(name_key)s)
-      OR (%(company_domain)s <> '' AND r.referred_mailbox_domain = %(company_domain)s)
-      OR (%(email_key)s <> '' AND r.referred_mailbox = %(email_key)s))
-  ORDER BY r.created_at, r.id)
+{_EARLIER_OF_COMPANY}
 """  # noqa: S608 - column names from the model, no input
 
 

@@ -393,6 +393,22 @@ class ConversionEvent(TenantOwnedModel):
                 condition=models.Q(kind="payment", status="processed"),
                 name="conversion_referral_paid_idx",
             ),
+            # The events that found no referral, by each identifier a new referral's person may have: the new
+            # referral's ``orphans_requeue`` finds them with an index lookup per identifier instead of reading
+            # every event of the workspace (there was no index on e-mail or visitor id). Most of a tenant's
+            # billing events may be such (customers nobody referred).
+            *(
+                models.Index(
+                    fields=["tenant", column],
+                    condition=models.Q(status="unattributed", referral__isnull=True),
+                    name=f"conversion_orphan_{name}_idx",
+                )
+                for column, name in (
+                    ("customer_external_id", "customer"),
+                    ("email", "email"),
+                    ("visitor_id", "visitor"),
+                )
+            ),
         ]
         ordering = ["-occurred_at", "-pk"]
 

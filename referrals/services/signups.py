@@ -122,10 +122,10 @@ def code_link(*, tenant: Tenant, referral_code: str, coupon_code: str) -> tuple[
     return None, ""
 
 
-def orphans_requeue(*, tenant: Tenant, cluster, referral: Referral) -> int:
-    """Events of this person that found no referral because they were processed before the referral
-    existed (a payment webhook ahead of the sign-up) are processed again after commit. One statement: the
-    UPDATE finds them (hand-written, issue 15: every new referral asks)."""
+def orphans_statement(*, tenant_id: int, cluster, referral_id: int) -> tuple[str, list] | None:
+    """``orphans_requeue``'s UPDATE and its values (None: the person has no identifier). The status is written into
+    the text, so a prepared statement's generic plan can use these events' partial indexes
+    (``conversion_orphan_*_idx``: one lookup per identifier, not a read of every event of the workspace)."""
     identity = [
         ("customer_external_id", sorted(cluster.customer_ids)),
         ("email", sorted(cluster.emails)),
@@ -133,21 +133,30 @@ def orphans_requeue(*, tenant: Tenant, cluster, referral: Referral) -> int:
     ]
     identity = [(column, values) for column, values in identity if values]
     if not identity:
-        return 0
+        return None
     matches = " OR ".join(f"{column} = ANY(%s)" for column, _values in identity)
+    orphaned = f"referral_id IS NULL AND status = '{ConversionEventStatus.UNATTRIBUTED.value}'"
+    return (
+        "UPDATE referrals_conversionevent SET status = %s, error = %s "  # noqa: S608 - no input in the text
+        f"WHERE tenant_id = %s AND {orphaned} AND ({matches}) RETURNING id",
+        [
+            ConversionEventStatus.RECEIVED,
+            f"Processed again: referral #{referral_id} now exists.",
+            tenant_id,
+            *(values for _column, values in identity),
+        ],
+    )
+
+
+def orphans_requeue(*, tenant: Tenant, cluster, referral: Referral) -> int:
+    """Events of this person that found no referral because they were processed before the referral
+    existed (a payment webhook ahead of the sign-up) are processed again after commit. One statement: the
+    UPDATE finds them (hand-written, issue 15: every new referral asks)."""
+    statement = orphans_statement(tenant_id=tenant.pk, cluster=cluster, referral_id=referral.pk)
+    if statement is None:
+        return 0
     with connection.cursor() as cursor:
-        execute_prepared(
-            cursor,
-            "UPDATE referrals_conversionevent SET status = %s, error = %s "  # noqa: S608 - no input in the text
-            f"WHERE tenant_id = %s AND referral_id IS NULL AND status = %s AND ({matches}) RETURNING id",
-            [
-                ConversionEventStatus.RECEIVED,
-                f"Processed again: referral #{referral.pk} now exists.",
-                tenant.pk,
-                ConversionEventStatus.UNATTRIBUTED,
-                *(values for _column, values in identity),
-            ],
-        )
+        execute_prepared(cursor, *statement)
         orphans = sorted(pk for (pk,) in cursor.fetchall())
     from referrals.tasks import process_conversion_event
 

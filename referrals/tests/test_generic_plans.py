@@ -1,0 +1,201 @@
+"""A new referral's prepared statements read by key in the generic plans PostgreSQL keeps for them.
+
+``execute_prepared`` prepares the pipeline's statements once per connection; after five executions
+PostgreSQL may keep one generic plan for every value. A condition such as ``($3 <> '' AND col = $3) OR …``
+cannot be split in such a plan: the fraud screen's generic plan read every referral of the workspace (or of
+the program's 90-day window) through ``tenant_id`` with a filter, on every new referral, and the orphans'
+UPDATE had no index for e-mails or visitor ids at all (issue 15). These tests seed a workspace large enough
+that an index is worth reading, gather statistics as autovacuum would, force the generic plan and read what
+its scans removed by filter (EXPLAIN ANALYZE) — bounded by the rows a key matches, not by the workspace.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+from django.db import connection, transaction
+from django.utils import timezone
+
+from referral_platform.db.prepared import _numbered
+from referral_platform.tenancy import rls
+from referrals import fraud
+from referrals.models import ConversionEvent, IdentityLink, Referral
+from referrals.selectors import IdentityCluster
+from referrals.services.signups import orphans_statement
+from tests import factories as f
+
+ROWS = 400  # of other people, in the program's window: what a scan by tenant or program alone would read
+ORPHANS = 4_000  # other people's unattributed events: the planner reads a few hundred whole rather than by key
+TABLES = {"referrals_referral", "referrals_conversionevent", "referrals_identitylink"}
+
+
+def _analyze() -> None:
+    """Statistics, as autovacuum would gather them (the owner's right)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT current_user")
+        role = cursor.fetchone()[0]
+        cursor.execute("RESET ROLE; ANALYZE referrals_referral, referrals_conversionevent, referrals_identitylink")
+        cursor.execute(f'SET ROLE "{role}"')
+
+
+def _run(sql: str, params, *, mode: str) -> tuple[list, list[dict]]:
+    """``sql`` prepared under ``plan_cache_mode = mode``: its rows, and the scan nodes of its plan (of the three
+    tables, and every index scan) as EXPLAIN ANALYZE ran it (in a savepoint rolled back)."""
+    text, values = _numbered(sql, params)
+    arguments = ", ".join(["%s"] * len(values))
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(f"SET LOCAL plan_cache_mode = {mode}")
+        # A workspace of a few hundred rows is read whole more cheaply than by any index: whether the plan CAN
+        # read by key is the question (as in test_fraud_normalisation).
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute(f"PREPARE generic_plan_test AS {text}")
+        try:
+            for explain in (False, True):  # each in a savepoint rolled back: an UPDATE changes nothing
+                sid = transaction.savepoint()
+                prefix = "EXPLAIN (ANALYZE, FORMAT JSON) " if explain else ""
+                cursor.execute(f"{prefix}EXECUTE generic_plan_test({arguments})", values)
+                if explain:
+                    plan = cursor.fetchone()[0]
+                else:
+                    rows = cursor.fetchall()
+                transaction.savepoint_rollback(sid)
+        finally:
+            cursor.execute("DEALLOCATE generic_plan_test")
+    plan = plan if isinstance(plan, list) else json.loads(plan)
+    scans, todo = [], [plan[0]["Plan"]]
+    while todo:
+        node = todo.pop()
+        todo += node.get("Plans", [])
+        if node.get("Relation Name") in TABLES or "Index Name" in node:
+            scans.append(node)
+    return rows, scans
+
+
+def _removed(scans: list[dict]) -> int:
+    return sum(
+        int(node.get("Rows Removed by Filter", 0)) + int(node.get("Rows Removed by Index Recheck", 0)) for node in scans
+    )
+
+
+@pytest.fixture
+def workspace(world):
+    """A program with ROWS referrals of other people and companies in its window, as many identity links and
+    conversion events (half of them orphans: unattributed, no referral) and ORPHANS more orphans, and the
+    person we look for."""
+    program = f.ProgramFactory(tenant=world.a)
+    referrer = f.ParticipantFactory(program=program, email="owner@partner.example", external_id="cust-owner")
+    now = timezone.now()
+    Referral.objects.bulk_create(
+        Referral(
+            tenant=world.a,
+            program=program,
+            referrer=referrer,
+            visitor_id=f"v{n}",
+            referred_email=f"buyer{n}@customer{n}.example",
+            referred_company=f"Customer {n} Ltd",
+            referred_external_id=f"c{n}",
+            created_at=now - timedelta(minutes=n),
+        )
+        for n in range(ROWS)
+    )
+    ConversionEvent.objects.bulk_create(
+        ConversionEvent(
+            tenant=world.a,
+            external_event_id=f"e{n}",
+            kind="payment" if n % 2 or n >= ROWS else "sign_up",
+            status="unattributed" if n % 2 or n >= ROWS else "processed",
+            email=f"payer{n}@customer{n}.example",
+            visitor_id=f"pv{n}",
+            customer_external_id=f"pc{n}",
+            occurred_at=now,
+        )
+        for n in range(ROWS + ORPHANS)
+    )
+    IdentityLink.objects.bulk_create(
+        IdentityLink(
+            tenant=world.a, a_kind="email", a_value=f"payer{n}@customer{n}.example", b_kind="visitor", b_value=f"pv{n}"
+        )
+        for n in range(ROWS)
+    )
+    # The person: an orphan payment of theirs, the referrer's own sign-up and link (a self-referral's evidence).
+    f.ConversionEventFactory(
+        tenant=world.a,
+        external_event_id="orphan",
+        kind="payment",
+        status="unattributed",
+        email="new@buyer.example",
+        customer_external_id="cust-new",
+        occurred_at=now,
+    )
+    f.ConversionEventFactory(
+        tenant=world.a, external_event_id="own", kind="sign_up", email="Owner@partner.example", visitor_id="own-v"
+    )
+    IdentityLink.objects.create(
+        tenant=world.a, a_kind="customer", a_value="cust-owner", b_kind="visitor", b_value="own-v2", source="test"
+    )
+    _analyze()
+    return program, referrer
+
+
+@pytest.mark.django_db
+def test_the_screen_reads_by_key_in_its_generic_plan(world, workspace):
+    program, referrer = workspace
+    with rls.tenant(world.a.pk):
+        referral = f.ReferralFactory(
+            tenant=world.a,
+            program=program,
+            referrer=referrer,
+            referred_email="cfo@customer7.example",  # the company of row 7: a duplicate-company candidate
+            referred_company="Customer 7 Limited",
+            visitor_id="new-v",
+        )
+        policy = fraud.policy_for_program(program)
+        params = {**fraud._own_visitors_params(referral), **fraud._velocity_and_company_params(referral, policy)}
+        generic, scans = _run(fraud._SCREEN_SQL, params, mode="force_generic_plan")
+        custom, _ = _run(fraud._SCREEN_SQL, params, mode="force_custom_plan")
+    assert generic == custom
+    found = {(row[0], row[2]) for row in generic}
+    assert {(1, "own-v"), (2, "own-v2")} <= found  # the referrer's own visitors, by mailbox and by customer id
+    assert any(row[0] == 4 for row in generic)  # the earlier referral of the same company
+    # The referrer's velocity count: the referrals of the hour (rows 0-59, a minute apart) and this one.
+    assert next(row[13] for row in generic if row[0] == 3) == 61
+    # Every read of the three tables is by key, not by workspace or program: the velocity count reads the
+    # referrer's referrals of the hour on its index (no filter), the rest remove at most a handful each.
+    assert scans and _removed(scans) <= 10, json.dumps(scans, indent=1)[:4000]
+
+
+@pytest.mark.django_db
+def test_the_orphans_update_reads_by_identifier_in_its_generic_plan(world, workspace):
+    cluster = IdentityCluster(emails={"new@buyer.example"}, customer_ids={"cust-new"}, visitor_ids={"new-v"})
+    with rls.tenant(world.a.pk):
+        sql, params = orphans_statement(tenant_id=world.a.pk, cluster=cluster, referral_id=1)
+        rows, scans = _run(sql, params, mode="force_generic_plan")
+        orphan = ConversionEvent.objects.get(external_event_id="orphan")
+    assert [pk for (pk,) in rows] == [orphan.pk]
+    indexes = {node["Index Name"] for node in scans if "Index Name" in node}
+    wanted = {f"conversion_orphan_{name}_idx" for name in ("customer", "email", "visitor")}
+    assert indexes == wanted, json.dumps(scans, indent=1)
+    assert _removed(scans) <= 2, scans
+
+
+@pytest.mark.django_db
+def test_another_workspace_s_orphans_are_not_taken(world, workspace):
+    """The same identifiers in another workspace: its orphan stays as it is."""
+    f.ConversionEventFactory(
+        tenant=world.b,
+        external_event_id="orphan-b",
+        kind="payment",
+        status="unattributed",
+        email="new@buyer.example",
+        customer_external_id="cust-new",
+    )
+    cluster = IdentityCluster(emails={"new@buyer.example"}, customer_ids={"cust-new"})
+    with rls.tenant(world.a.pk):
+        sql, params = orphans_statement(tenant_id=world.a.pk, cluster=cluster, referral_id=1)
+        rows, _ = _run(sql, params, mode="force_generic_plan")
+    with rls.bypass("test"):
+        other = ConversionEvent.objects.get(external_event_id="orphan-b")
+    assert other.pk not in {pk for (pk,) in rows}
+    assert len(rows) == 1
