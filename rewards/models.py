@@ -463,7 +463,13 @@ class StripeCharge(TenantOwnedModel):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["tenant", "stripe_charge_id"], name="stripe_charge_unique")]
-        indexes = [models.Index(fields=["tenant", "stripe_invoice_id"], name="stripe_charge_invoice_idx")]
+        indexes = [
+            models.Index(fields=["tenant", "stripe_invoice_id"], name="stripe_charge_invoice_idx"),
+            # A charge is found by any of its three ids (``rewards.webhooks``: a payment's "no row has any of these
+            # ids" and a refund's locked read): without this one, every payment and refund of the workspace read
+            # all of its charges for the payment intent.
+            models.Index(fields=["tenant", "stripe_payment_intent_id"], name="stripe_charge_intent_idx"),
+        ]
 
     def __str__(self) -> str:
         return self.stripe_charge_id

@@ -694,16 +694,24 @@ def _paid_together_sql(parts: list) -> tuple[str, list]:
     )
     table = quote(meta.db_table)
     # Identifiers come from the models' metadata and are quoted; every value is a parameter. An empty id
-    # matches nothing, as in ``_insert_if_unseen_sql``.
+    # matches nothing, as in ``_insert_if_unseen_sql``. One NOT EXISTS per id (not one over an OR of the three):
+    # each is an anti-join on that id's index, where the OR made PostgreSQL hash every charge of the workspace
+    # and compare each with every row of the chunk.
+    unseen = " AND ".join(
+        f"NOT EXISTS (SELECT 1 FROM {table} s WHERE s.tenant_id = c.c_tenant_id AND c.{key} <> '' "  # noqa: S608 - names from the model and constants
+        f"AND s.{column} = c.{key})"
+        for key, column in (
+            ("k_charge", "stripe_charge_id"),
+            ("k_invoice", "stripe_invoice_id"),
+            ("k_intent", "stripe_payment_intent_id"),
+        )
+    )
     sql = (
         f"WITH new_events AS ({insert_events}), "  # noqa: S608
         f"charge_rows (external_id, k_charge, k_invoice, k_intent, {names}) AS (VALUES {', '.join(rows)}), "
         f"charges AS (INSERT INTO {table} ({', '.join(quote(field.column) for field in fields)}) "
         f"SELECT {selected} FROM charge_rows c JOIN new_events n ON n.external_event_id = c.external_id "
-        f"WHERE NOT EXISTS (SELECT 1 FROM {table} s WHERE s.tenant_id = c.c_tenant_id AND ("
-        "(c.k_charge <> '' AND s.stripe_charge_id = c.k_charge)"
-        " OR (c.k_invoice <> '' AND s.stripe_invoice_id = c.k_invoice)"
-        " OR (c.k_intent <> '' AND s.stripe_payment_intent_id = c.k_intent))) "
+        f"WHERE {unseen} "
         f"ON CONFLICT (tenant_id, stripe_charge_id) DO NOTHING RETURNING {quote('id')}, conversion_event_id) "
         "SELECT n.id, n.external_event_id, ch.id "
         "FROM new_events n LEFT JOIN charges ch ON ch.conversion_event_id = n.id"

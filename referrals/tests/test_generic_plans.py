@@ -6,7 +6,8 @@ cannot be split in such a plan: the fraud screen's generic plan read every refer
 the program's 90-day window) through ``tenant_id`` with a filter, on every new referral, and the orphans'
 UPDATE had no index for e-mails or visitor ids at all (issue 15). These tests seed a workspace large enough
 that an index is worth reading, gather statistics as autovacuum would, force the generic plan and read what
-its scans removed by filter (EXPLAIN ANALYZE) — bounded by the rows a key matches, not by the workspace.
+its scans removed by filter (EXPLAIN ANALYZE, ``tests.plans``) — bounded by the rows a key matches, not by the
+workspace.
 """
 
 from __future__ import annotations
@@ -15,68 +16,23 @@ import json
 from datetime import timedelta
 
 import pytest
-from django.db import connection, transaction
 from django.utils import timezone
 
-from referral_platform.db.prepared import _numbered
 from referral_platform.tenancy import rls
 from referrals import fraud
 from referrals.models import ConversionEvent, IdentityLink, Referral
 from referrals.selectors import IdentityCluster
 from referrals.services.signups import orphans_statement
 from tests import factories as f
+from tests.plans import analyze, indexes, prepared_run, removed
 
 ROWS = 400  # of other people, in the program's window: what a scan by tenant or program alone would read
 ORPHANS = 4_000  # other people's unattributed events: the planner reads a few hundred whole rather than by key
 TABLES = {"referrals_referral", "referrals_conversionevent", "referrals_identitylink"}
 
 
-def _analyze() -> None:
-    """Statistics, as autovacuum would gather them (the owner's right)."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT current_user")
-        role = cursor.fetchone()[0]
-        cursor.execute("RESET ROLE; ANALYZE referrals_referral, referrals_conversionevent, referrals_identitylink")
-        cursor.execute(f'SET ROLE "{role}"')
-
-
-def _run(sql: str, params, *, mode: str) -> tuple[list, list[dict]]:
-    """``sql`` prepared under ``plan_cache_mode = mode``: its rows, and the scan nodes of its plan (of the three
-    tables, and every index scan) as EXPLAIN ANALYZE ran it (in a savepoint rolled back)."""
-    text, values = _numbered(sql, params)
-    arguments = ", ".join(["%s"] * len(values))
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(f"SET LOCAL plan_cache_mode = {mode}")
-        # A workspace of a few hundred rows is read whole more cheaply than by any index: whether the plan CAN
-        # read by key is the question (as in test_fraud_normalisation).
-        cursor.execute("SET LOCAL enable_seqscan = off")
-        cursor.execute(f"PREPARE generic_plan_test AS {text}")
-        try:
-            for explain in (False, True):  # each in a savepoint rolled back: an UPDATE changes nothing
-                sid = transaction.savepoint()
-                prefix = "EXPLAIN (ANALYZE, FORMAT JSON) " if explain else ""
-                cursor.execute(f"{prefix}EXECUTE generic_plan_test({arguments})", values)
-                if explain:
-                    plan = cursor.fetchone()[0]
-                else:
-                    rows = cursor.fetchall()
-                transaction.savepoint_rollback(sid)
-        finally:
-            cursor.execute("DEALLOCATE generic_plan_test")
-    plan = plan if isinstance(plan, list) else json.loads(plan)
-    scans, todo = [], [plan[0]["Plan"]]
-    while todo:
-        node = todo.pop()
-        todo += node.get("Plans", [])
-        if node.get("Relation Name") in TABLES or "Index Name" in node:
-            scans.append(node)
-    return rows, scans
-
-
-def _removed(scans: list[dict]) -> int:
-    return sum(
-        int(node.get("Rows Removed by Filter", 0)) + int(node.get("Rows Removed by Index Recheck", 0)) for node in scans
-    )
+def _removed(nodes: list[dict]) -> int:
+    return removed(nodes, TABLES)
 
 
 @pytest.fixture
@@ -135,7 +91,7 @@ def workspace(world):
     IdentityLink.objects.create(
         tenant=world.a, a_kind="customer", a_value="cust-owner", b_kind="visitor", b_value="own-v2", source="test"
     )
-    _analyze()
+    analyze("referrals_referral", "referrals_conversionevent", "referrals_identitylink")
     return program, referrer
 
 
@@ -153,8 +109,8 @@ def test_the_screen_reads_by_key_in_its_generic_plan(world, workspace):
         )
         policy = fraud.policy_for_program(program)
         params = {**fraud._own_visitors_params(referral), **fraud._velocity_and_company_params(referral, policy)}
-        generic, scans = _run(fraud._SCREEN_SQL, params, mode="force_generic_plan")
-        custom, _ = _run(fraud._SCREEN_SQL, params, mode="force_custom_plan")
+        generic, scans = prepared_run(fraud._SCREEN_SQL, params, mode="force_generic_plan")
+        custom, _ = prepared_run(fraud._SCREEN_SQL, params, mode="force_custom_plan")
     assert generic == custom
     found = {(row[0], row[2]) for row in generic}
     assert {(1, "own-v"), (2, "own-v2")} <= found  # the referrer's own visitors, by mailbox and by customer id
@@ -171,12 +127,11 @@ def test_the_orphans_update_reads_by_identifier_in_its_generic_plan(world, works
     cluster = IdentityCluster(emails={"new@buyer.example"}, customer_ids={"cust-new"}, visitor_ids={"new-v"})
     with rls.tenant(world.a.pk):
         sql, params = orphans_statement(tenant_id=world.a.pk, cluster=cluster, referral_id=1)
-        rows, scans = _run(sql, params, mode="force_generic_plan")
+        rows, scans = prepared_run(sql, params, mode="force_generic_plan")
         orphan = ConversionEvent.objects.get(external_event_id="orphan")
     assert [pk for (pk,) in rows] == [orphan.pk]
-    indexes = {node["Index Name"] for node in scans if "Index Name" in node}
     wanted = {f"conversion_orphan_{name}_idx" for name in ("customer", "email", "visitor")}
-    assert indexes == wanted, json.dumps(scans, indent=1)
+    assert indexes(scans) == wanted, json.dumps(scans, indent=1)
     assert _removed(scans) <= 2, scans
 
 
@@ -194,7 +149,7 @@ def test_another_workspace_s_orphans_are_not_taken(world, workspace):
     cluster = IdentityCluster(emails={"new@buyer.example"}, customer_ids={"cust-new"})
     with rls.tenant(world.a.pk):
         sql, params = orphans_statement(tenant_id=world.a.pk, cluster=cluster, referral_id=1)
-        rows, _ = _run(sql, params, mode="force_generic_plan")
+        rows, _ = prepared_run(sql, params, mode="force_generic_plan")
     with rls.bypass("test"):
         other = ConversionEvent.objects.get(external_event_id="orphan-b")
     assert other.pk not in {pk for (pk,) in rows}
