@@ -27,7 +27,8 @@ from tests import factories as f
 from tests.plans import analyze, indexes, prepared_run, removed
 
 ROWS = 400  # of other people, in the program's window: what a scan by tenant or program alone would read
-ORPHANS = 4_000  # other people's unattributed events: the planner reads a few hundred whole rather than by key
+ORPHANS = 4_000
+CANDIDATE_ROWS = 5_000  # other people's unattributed events: the planner reads a few hundred whole rather than by key
 TABLES = {"referrals_referral", "referrals_conversionevent", "referrals_identitylink"}
 
 
@@ -154,3 +155,45 @@ def test_another_workspace_s_orphans_are_not_taken(world, workspace):
         other = ConversionEvent.objects.get(external_event_id="orphan-b")
     assert other.pk not in {pk for (pk,) in rows}
     assert len(rows) == 1
+
+
+@pytest.mark.django_db
+def test_the_referral_candidates_read_by_identifier_in_their_generic_plan(world, workspace, monkeypatch):
+    """A person's referral candidates (``_referral_candidates``: any of their identifiers, oldest first, LIMIT 50)
+    are looked up by identifier, not by walking the program's referrals in time order until enough match."""
+    from referrals import selectors
+
+    program, referrer = workspace
+    # A program of some size: with a few hundred rows, reading the workspace's referrals whole is cheaper for
+    # the planner than ten index descents per identifier (its guess at an array parameter's length).
+    Referral.objects.bulk_create(
+        Referral(
+            tenant=world.a,
+            program=program,
+            referrer=referrer,
+            visitor_id=f"more-v{n}",
+            referred_email=f"more{n}@more{n}.example",
+            referred_external_id=f"more-c{n}",
+        )
+        for n in range(CANDIDATE_ROWS)
+    )
+    analyze("referrals_referral")
+    sent = []
+
+    def record(cursor, sql, params):
+        sent.append((sql, params))
+        cursor.execute(sql, params)
+
+    monkeypatch.setattr(selectors, "execute_prepared", record)
+    cluster = IdentityCluster(emails={"buyer7@customer7.example"}, customer_ids={"c9"}, visitor_ids={"nobody"})
+    with rls.tenant(world.a.pk):
+        found = selectors._referral_candidates(
+            world.a,
+            program,
+            [("referred_email", cluster.emails), ("referred_external_id", cluster.customer_ids)],
+            touched=cluster,
+        )
+        rows, nodes = prepared_run(*sent[0], mode="force_generic_plan")
+    assert sorted(referral.referred_external_id for referral in found) == ["c7", "c9"]
+    assert len(rows) == 2
+    assert _removed(nodes) <= 10, json.dumps(nodes, indent=1)[:4000]
