@@ -65,6 +65,17 @@ def _row_locks_lock_only_the_row():
 
 
 @pytest.fixture(autouse=True)
+def _celery_join_state_per_test():
+    """Celery's process-wide "a result's get() would block a worker" flag, cleared before each test: a test that
+    starts a real worker in its process (``celery.contrib.testing.worker.start_worker``) has its pool set it, and
+    a later test of the same process calling ``apply(...).get()`` was then refused as if it ran inside a task."""
+    from celery._state import _set_task_join_will_block
+
+    _set_task_join_will_block(False)
+    yield
+
+
+@pytest.fixture(autouse=True)
 def _rls_state_per_test():
     """Row-level security's state (a context variable) is restored after each test, so a test that bound
     itself to a tenant never leaks that binding into the next one."""

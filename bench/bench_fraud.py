@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ["DJANGO_SETTINGS_MODULE"] = "referral_platform.settings.test"
 
-from bench.scratch import in_scratch_database, progress  # noqa: E402
+from bench.scratch import as_owner, in_scratch_database, progress  # noqa: E402
 
 ROWS = int(os.environ.get("BENCH_FRAUD_ROWS", "100000"))
 SCREENS = int(os.environ.get("BENCH_FRAUD_SCREENS", "40"))
@@ -49,7 +49,6 @@ def main() -> None:
 def seed():
     """A workspace with ROWS referrals (and half as many conversion events and identity links) of other
     people and companies, one program, its referrers; returns (tenant, program, referrers)."""
-    from django.db import connection
     from django.utils import timezone
 
     from programs.models import Participant, Program
@@ -123,11 +122,7 @@ def seed():
             for n in numbers[::2]
         )
         progress("seeding the workspace", numbers[-1] + 1, ROWS)
-    with connection.cursor() as cursor:  # statistics, as autovacuum would gather them (the owner's right)
-        cursor.execute("SELECT current_user")
-        role = cursor.fetchone()[0]
-        cursor.execute("RESET ROLE; ANALYZE referrals_referral, referrals_conversionevent, referrals_identitylink")
-        cursor.execute(f'SET ROLE "{role}"')
+    as_owner("ANALYZE referrals_referral, referrals_conversionevent, referrals_identitylink")  # as autovacuum would
     return tenant, program, referrers
 
 
@@ -255,14 +250,10 @@ def former_orphans_statement(*, tenant_id: int, cluster, referral_id: int) -> tu
 def without_orphan_indexes():
     """The orphans' partial indexes dropped for the block (in a savepoint rolled back after it: DDL is
     transactional in PostgreSQL; the owner's right)."""
-    from django.db import connection, transaction
+    from django.db import transaction
 
     sid = transaction.savepoint()
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT current_user")
-        role = cursor.fetchone()[0]
-        names = ", ".join(f"conversion_orphan_{name}_idx" for name in ("customer", "email", "visitor"))
-        cursor.execute(f'RESET ROLE; DROP INDEX {names}; SET ROLE "{role}"')
+    as_owner(f"DROP INDEX {', '.join(f'conversion_orphan_{name}_idx' for name in ('customer', 'email', 'visitor'))}")
     try:
         yield
     finally:

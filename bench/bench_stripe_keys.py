@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ["DJANGO_SETTINGS_MODULE"] = "referral_platform.settings.test"
 
-from bench.scratch import in_scratch_database, progress  # noqa: E402
+from bench.scratch import as_owner, in_scratch_database, progress  # noqa: E402
 
 CHARGES = int(os.environ.get("BENCH_STRIPE_CHARGES", "100000"))
 CHUNKS = int(os.environ.get("BENCH_STRIPE_CHUNKS", "20"))
@@ -41,7 +41,6 @@ def main() -> None:
 
 def seed():
     """A workspace with CHARGES charges of earlier invoices (each with its three ids) and its Stripe account."""
-    from django.db import connection
 
     from programs.models import Program
     from referral_platform.tenancy.models import Tenant
@@ -70,11 +69,7 @@ def seed():
             for n in numbers
         )
         progress("seeding the workspace's charges", numbers[-1] + 1, CHARGES)
-    with connection.cursor() as cursor:  # statistics, as autovacuum would gather them (the owner's right)
-        cursor.execute("SELECT current_user")
-        role = cursor.fetchone()[0]
-        cursor.execute("RESET ROLE; ANALYZE rewards_stripecharge")
-        cursor.execute(f'SET ROLE "{role}"')
+    as_owner("ANALYZE rewards_stripecharge")  # statistics, as autovacuum would gather them
     return tenant
 
 
@@ -136,16 +131,13 @@ def former_sql(sql: str) -> str:
 def as_it_was():
     """The chunk's statement in its former shape and the payment intent's index dropped, for the block (the index
     in a savepoint rolled back after it: DDL is transactional in PostgreSQL; the owner's right)."""
-    from django.db import connection, transaction
+    from django.db import transaction
 
     from rewards import webhooks
 
     ours = webhooks._paid_together_sql
     sid = transaction.savepoint()
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT current_user")
-        role = cursor.fetchone()[0]
-        cursor.execute(f'RESET ROLE; DROP INDEX stripe_charge_intent_idx; SET ROLE "{role}"')
+    as_owner("DROP INDEX stripe_charge_intent_idx")
     webhooks._paid_together_sql = lambda parts: (lambda sql, params: (former_sql(sql), params))(*ours(parts))
     try:
         yield

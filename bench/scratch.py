@@ -25,3 +25,14 @@ def in_scratch_database(name: str, run: Callable[[], None]) -> None:
         run()
     finally:
         connection.creation.destroy_test_db(old_name, verbosity=0)
+
+
+def as_owner(sql: str) -> None:
+    """Run ``sql`` as the database owner (ANALYZE, DROP INDEX: the owner's right), then go back to the restricted
+    role the benchmark runs as."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT current_user")
+        role = cursor.fetchone()[0]
+        cursor.execute(f'RESET ROLE; {sql}; SET ROLE "{role}"')
