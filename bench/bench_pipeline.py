@@ -31,7 +31,9 @@ Celery queue of its own. Knobs: BENCH_PIPELINE_N (invoices per run, 200), BENCH_
 ("1,2,4"), BENCH_PIPELINE_WEB_WORKERS (gunicorn sync workers, 4), BENCH_PIPELINE_CLIENTS (concurrent
 POSTs, 16), BENCH_PIPELINE_TIMEOUT (seconds per run, 900), BENCH_TIME_SQL=1 (print the SQL statement
 shapes the workers spent most time in), BENCH_PIPELINE_DOOR_SECONDS (the door measured by wrk with
-pre-signed webhooks, bench/webhooks.lua, 5; 0 skips it).
+pre-signed webhooks, bench/webhooks.lua, 5; 0 skips it), BENCH_PIPELINE_HISTORY (the workspace's history
+before the billing run: so many referrals of other people, half as many unattributed payments, charges and
+identity links, statistics gathered; 0, a new workspace).
 
     BENCH_PIPELINE_N=200 python bench/bench_pipeline.py
 """
@@ -77,6 +79,10 @@ TIMEOUT = int(os.environ.get("BENCH_PIPELINE_TIMEOUT", "900"))
 # The conversions API runs: CONVERSION_TASK_BATCH of the workers in each (1 = one event per task, the baseline).
 API_TASK_BATCHES = [int(x) for x in os.environ.get("BENCH_PIPELINE_API_BATCHES", "1,25").split(",") if x.strip()]
 API_WORKERS = 2
+# The workspace's history before the billing run (0: a new workspace): so many referrals of other people over the
+# last 60 days, half as many unattributed payments (customers nobody referred), charges and identity links, then
+# statistics gathered as autovacuum would — the steady state of a workspace that has been running for a while.
+HISTORY = int(os.environ.get("BENCH_PIPELINE_HISTORY", "0"))
 REFERRERS = 8  # per program
 PROGRAMS = ("single", "multi", "tiered", "capped")
 
@@ -241,7 +247,83 @@ def build_workspace(label: str) -> dict:
             customer["metadata"] = {"referral_code": first.code}
         customers.append(customer)
     Click.objects.bulk_create(clicks)
+    if HISTORY:
+        seed_history(tenant, links, suffix)
     return {"tenant": tenant, "secret": secret, "customers": customers}
+
+
+def seed_history(tenant, links: dict[str, list], suffix: str) -> None:
+    """HISTORY referrals of other people in the four programs (their referrers', created over the last 60 days,
+    none rewarded: no counter of the rules moves), HISTORY / 2 unattributed payments with their charges and
+    identity links, then ANALYZE (as autovacuum would, the tables' owner)."""
+    from django.db import connection
+
+    from referrals.models import ConversionEvent, IdentityLink, Referral
+    from rewards.models import StripeCharge
+
+    now = datetime.now(UTC)
+    batch = 10_000
+    for low in range(0, HISTORY, batch):
+        numbers = range(low, min(low + batch, HISTORY))
+        rows = []
+        for n in numbers:
+            link = links[PROGRAMS[n % len(PROGRAMS)]][n % REFERRERS]
+            rows.append(
+                Referral(
+                    tenant=tenant,
+                    program_id=link.program_id,
+                    referrer_id=link.participant_id,
+                    link=link,
+                    visitor_id=f"old-v-{suffix}-{n}",
+                    referred_email=f"old{n}@earlier{n}-{suffix}.example",
+                    referred_company=f"Earlier {n} Ltd",
+                    referred_external_id=f"old_cus_{n}",
+                    created_at=now - timedelta(minutes=90 + n % 86_000),
+                )
+            )
+        Referral.objects.bulk_create(rows)
+        half = numbers[::2]
+        ConversionEvent.objects.bulk_create(
+            ConversionEvent(
+                tenant=tenant,
+                external_event_id=f"evt_old_{suffix}_{n}",
+                kind="payment",
+                status="unattributed",
+                amount_minor=4_900,
+                currency="USD",
+                email=f"payer{n}@unreferred{n}-{suffix}.example",
+                customer_external_id=f"cus_unreferred_{n}",
+                occurred_at=now - timedelta(days=30),
+                source="stripe",
+            )
+            for n in half
+        )
+        StripeCharge.objects.bulk_create(
+            StripeCharge(
+                tenant=tenant,
+                stripe_charge_id=f"ch_old_{suffix}_{n}",
+                stripe_invoice_id=f"in_old_{suffix}_{n}",
+                stripe_payment_intent_id=f"pi_old_{suffix}_{n}",
+                amount_minor=4_900,
+                currency="USD",
+            )
+            for n in half
+        )
+        IdentityLink.objects.bulk_create(
+            IdentityLink(
+                tenant=tenant,
+                a_kind="customer",
+                a_value=f"cus_unreferred_{n}",
+                b_kind="email",
+                b_value=f"payer{n}@unreferred{n}-{suffix}.example",
+                source="bench",
+            )
+            for n in half
+        )
+        progress("seeding the workspace's history", numbers[-1] + 1, HISTORY)
+    tables = "referrals_referral, referrals_conversionevent, rewards_stripecharge, referrals_identitylink"
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {tables}")
 
 
 def customers_count() -> int:
@@ -1174,6 +1256,7 @@ def run() -> int:
     print()
     print(
         f"Money pipeline: {N} invoice.paid webhooks per run (+ refunds), "
+        f"{f'in a workspace with a history of {HISTORY:,} referrals, ' if HISTORY else ''}"
         f"gunicorn {WEB_WORKERS} {worker_words(WEB_THREADS)}, {CLIENTS} concurrent POSTs, {os.cpu_count()} CPUs"
     )
     print(
