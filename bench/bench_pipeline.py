@@ -33,7 +33,8 @@ POSTs, 16), BENCH_PIPELINE_TIMEOUT (seconds per run, 900), BENCH_TIME_SQL=1 (pri
 shapes the workers spent most time in), BENCH_PIPELINE_DOOR_SECONDS (the door measured by wrk with
 pre-signed webhooks, bench/webhooks.lua, 5; 0 skips it), BENCH_PIPELINE_HISTORY (the workspace's history
 before the billing run: so many referrals of other people, half as many unattributed payments, charges and
-identity links, statistics gathered; 0, a new workspace).
+identity links, statistics gathered; 0, a new workspace), BENCH_PIPELINE_HISTORY_RUN (one more run with 2
+workers in a workspace with that history, printed beside the new workspace's; 20000, 0 skips it).
 
     BENCH_PIPELINE_N=200 python bench/bench_pipeline.py
 """
@@ -83,6 +84,9 @@ API_WORKERS = 2
 # last 60 days, half as many unattributed payments (customers nobody referred), charges and identity links, then
 # statistics gathered as autovacuum would — the steady state of a workspace that has been running for a while.
 HISTORY = int(os.environ.get("BENCH_PIPELINE_HISTORY", "0"))
+# After the runs above, one more with 2 worker processes in a workspace with this history (0: none): the same
+# billing run must not be slower in a workspace that has been running for a while (issue 15: reads by key).
+HISTORY_RUN = int(os.environ.get("BENCH_PIPELINE_HISTORY_RUN", "20000"))
 REFERRERS = 8  # per program
 PROGRAMS = ("single", "multi", "tiered", "capped")
 
@@ -169,7 +173,7 @@ def rules_for(slug: str) -> dict:
     }
 
 
-def build_workspace(label: str) -> dict:
+def build_workspace(label: str, history: int = HISTORY) -> dict:
     """A tenant with a Stripe signing secret, the four programs, their referrers and links, and the
     clicks of the multi-touch customers (two referrers each). Built in this process (tasks run eagerly
     here: nothing reaches the workers' queue)."""
@@ -247,14 +251,14 @@ def build_workspace(label: str) -> dict:
             customer["metadata"] = {"referral_code": first.code}
         customers.append(customer)
     Click.objects.bulk_create(clicks)
-    if HISTORY:
-        seed_history(tenant, links, suffix)
+    if history:
+        seed_history(tenant, links, suffix, history)
     return {"tenant": tenant, "secret": secret, "customers": customers}
 
 
-def seed_history(tenant, links: dict[str, list], suffix: str) -> None:
-    """HISTORY referrals of other people in the four programs (their referrers', created over the last 60 days,
-    none rewarded: no counter of the rules moves), HISTORY / 2 unattributed payments with their charges and
+def seed_history(tenant, links: dict[str, list], suffix: str, history: int) -> None:
+    """``history`` referrals of other people in the four programs (their referrers', created over the last 60 days,
+    none rewarded: no counter of the rules moves), half as many unattributed payments with their charges and
     identity links, then ANALYZE (as autovacuum would, the tables' owner)."""
     from django.db import connection
 
@@ -263,8 +267,8 @@ def seed_history(tenant, links: dict[str, list], suffix: str) -> None:
 
     now = datetime.now(UTC)
     batch = 10_000
-    for low in range(0, HISTORY, batch):
-        numbers = range(low, min(low + batch, HISTORY))
+    for low in range(0, history, batch):
+        numbers = range(low, min(low + batch, history))
         rows = []
         for n in numbers:
             link = links[PROGRAMS[n % len(PROGRAMS)]][n % REFERRERS]
@@ -320,7 +324,7 @@ def seed_history(tenant, links: dict[str, list], suffix: str) -> None:
             )
             for n in half
         )
-        progress("seeding the workspace's history", numbers[-1] + 1, HISTORY)
+        progress("seeding the workspace's history", numbers[-1] + 1, history)
     tables = "referrals_referral, referrals_conversionevent, rewards_stripecharge, referrals_identitylink"
     with connection.cursor() as cursor:
         cursor.execute(f"ANALYZE {tables}")
@@ -808,7 +812,9 @@ def wait_until_settled(state, total: int, what: str) -> None:
         time.sleep(0.5)
 
 
-def run_once(*, concurrency: int, port: int, env: dict, redis_client, server_pid: int | None = None) -> dict:
+def run_once(
+    *, concurrency: int, port: int, env: dict, redis_client, server_pid: int | None = None, history: int = HISTORY
+) -> dict:
 
     from referrals.models import Attribution, ConversionEvent
     from rewards.ledger import unbalanced_transactions
@@ -819,8 +825,8 @@ def run_once(*, concurrency: int, port: int, env: dict, redis_client, server_pid
         RewardEvaluation,
     )
 
-    log(f"--- {concurrency} worker process(es): building the workspace ({N} invoices)")
-    workspace = build_workspace(f"{concurrency}w")
+    log(f"--- {concurrency} worker process(es): building the workspace ({N} invoices, history {history:,})")
+    workspace = build_workspace(f"{concurrency}w{'h' if history else ''}", history)
     tenant = workspace["tenant"]
     events = webhooks_for(workspace)
     requests = [(event["id"], *signed(event, workspace["secret"])) for event in events]
@@ -1236,6 +1242,11 @@ def run() -> int:
             results.append(
                 run_once(concurrency=concurrency, port=port, env=env, redis_client=redis_client, server_pid=server.pid)
             )
+        aged = None
+        if HISTORY_RUN and not HISTORY:
+            aged = run_once(
+                concurrency=2, port=port, env=env, redis_client=redis_client, server_pid=server.pid, history=HISTORY_RUN
+            )
         api_results = [
             run_api(batch=batch, port=port, env=env, redis_client=redis_client) for batch in API_TASK_BATCHES
         ]
@@ -1295,6 +1306,20 @@ def run() -> int:
         print(
             f"  {r['workers']:>7} {renewal['rate']:>8.1f} {renewal['queries']:>13.1f} {renewal['p50']:>8.0f} "
             f"{renewal['p99']:>8.0f} {sum(known):>12.1f}  ({parts})"
+        )
+    two = next((r for r in results if r["workers"] == 2), None)
+    if aged is not None and two is not None:
+        print(
+            f"  The same billing run in a workspace with a history of {HISTORY_RUN:,} referrals (half as many "
+            "unattributed payments, charges and identity links; statistics gathered), 2 workers:"
+        )
+        print(f"  {'workspace':>9} {'conv/s':>8} {'CPU ms/conv':>12} {'queries/conv':>13} {'renewals conv/s':>16}")
+        for label, r in (("new", two), ("history", aged)):
+            cpu = sum(value for value in r["cpu_ms"].values() if value is not None)
+            print(f"  {label:>9} {r['rate']:>8.1f} {cpu:>12.1f} {r['queries']:>13.1f} {r['renewal']['rate']:>16.1f}")
+        print(
+            f"  history/new conv/s: {aged['rate'] / two['rate']:.2f}x (first month), "
+            f"{aged['renewal']['rate'] / two['renewal']['rate']:.2f}x (renewals)"
         )
     print(f"  door alone (no worker running): {door_alone:.0f} webhooks/s")
     door = max([door_alone, *(r["door_rate"] for r in results)])
