@@ -36,6 +36,23 @@ def _removed(nodes: list[dict]) -> int:
     return removed(nodes, TABLES)
 
 
+def _referrals(tenant, program, referrer, count: int, *, prefix: str, now) -> None:
+    """``count`` referrals of other people and companies, a minute apart going back from ``now``."""
+    Referral.objects.bulk_create(
+        Referral(
+            tenant=tenant,
+            program=program,
+            referrer=referrer,
+            visitor_id=f"{prefix}v{n}",
+            referred_email=f"{prefix}buyer{n}@customer{n}.example",
+            referred_company=f"{prefix}Customer {n} Ltd",
+            referred_external_id=f"{prefix}c{n}",
+            created_at=now - timedelta(minutes=n),
+        )
+        for n in range(count)
+    )
+
+
 @pytest.fixture
 def workspace(world):
     """A program with ROWS referrals of other people and companies in its window, as many identity links and
@@ -44,19 +61,7 @@ def workspace(world):
     program = f.ProgramFactory(tenant=world.a)
     referrer = f.ParticipantFactory(program=program, email="owner@partner.example", external_id="cust-owner")
     now = timezone.now()
-    Referral.objects.bulk_create(
-        Referral(
-            tenant=world.a,
-            program=program,
-            referrer=referrer,
-            visitor_id=f"v{n}",
-            referred_email=f"buyer{n}@customer{n}.example",
-            referred_company=f"Customer {n} Ltd",
-            referred_external_id=f"c{n}",
-            created_at=now - timedelta(minutes=n),
-        )
-        for n in range(ROWS)
-    )
+    _referrals(world.a, program, referrer, ROWS, prefix="", now=now)
     ConversionEvent.objects.bulk_create(
         ConversionEvent(
             tenant=world.a,
@@ -166,17 +171,7 @@ def test_the_referral_candidates_read_by_identifier_in_their_generic_plan(world,
     program, referrer = workspace
     # A program of some size: with a few hundred rows, reading the workspace's referrals whole is cheaper for
     # the planner than ten index descents per identifier (its guess at an array parameter's length).
-    Referral.objects.bulk_create(
-        Referral(
-            tenant=world.a,
-            program=program,
-            referrer=referrer,
-            visitor_id=f"more-v{n}",
-            referred_email=f"more{n}@more{n}.example",
-            referred_external_id=f"more-c{n}",
-        )
-        for n in range(CANDIDATE_ROWS)
-    )
+    _referrals(world.a, program, referrer, CANDIDATE_ROWS, prefix="more-", now=timezone.now())
     analyze("referrals_referral")
     sent = []
 
