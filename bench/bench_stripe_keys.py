@@ -77,11 +77,11 @@ def seed():
 
 
 def store_chunk(tenant, index: int) -> None:
-    """A drain chunk's worth of new invoices (DRAIN_CHUNK), signed and stored by the door itself
+    """A drain chunk's worth of new invoices (``drain_chunk()``), signed and stored by the door itself
     (``webhook_receive``: verified, stored raw, its drain left to after a commit that never comes)."""
-    from rewards.webhooks import DRAIN_CHUNK, webhook_receive
+    from rewards.webhooks import drain_chunk, webhook_receive
 
-    for n in range(DRAIN_CHUNK):
+    for n in range(drain_chunk()):
         key = f"{index}_{n}"
         invoice = {
             "id": f"in_{key}",
@@ -173,7 +173,7 @@ def run() -> None:
     from django.db import transaction
 
     from referral_platform.tenancy import rls
-    from rewards.webhooks import DRAIN_CHUNK
+    from rewards.webhooks import drain_chunk
 
     started = time.perf_counter()
     tenant = seed()
@@ -191,7 +191,7 @@ def run() -> None:
             progress("chunks of new invoices (ours, then as it was)", index + 1, CHUNKS)
         transaction.set_rollback(True)
     per = {name: sorted(values)[len(values) // 2] * 1000 for name, values in timings.items()}
-    print(f"\nA drain chunk of {DRAIN_CHUNK} new invoices, workspace of {CHARGES:,} charges (row-level security on)")
+    print(f"\nA drain chunk of {drain_chunk()} new invoices, workspace of {CHARGES:,} charges (row-level security on)")
     print(f"  ours    one NOT EXISTS per id, on its index        {per['ours']:9.2f} ms per chunk (median)")
     print(f"  former  one NOT EXISTS over the OR of the ids      {per['former']:9.2f} ms per chunk (baseline)")
     print(f"  ours/former time                                   {per['ours'] / per['former']:9.3f}x")

@@ -1,7 +1,7 @@
 """Set-based settlement (issue 15; docs/throughput.md "Set-based settlement").
 
 ``referrals_settle_sets(referral_ids=…)`` settles many referrals with a fixed number of statements per
-chunk instead of ~70 per referral. Per chunk (``CHUNK`` referrals, one transaction):
+chunk instead of ~70 per referral. Per chunk (``chunk_size()`` referrals, one transaction):
 
 reads, each ONE statement for the whole chunk
     the referrals (locked, id order, ``SKIP LOCKED``: one another worker holds is left for the
@@ -49,6 +49,7 @@ from copy import copy
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from django.conf import settings
 from django.db import IntegrityError, OperationalError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -83,8 +84,13 @@ from .services import (
 
 logger = logging.getLogger(__name__)
 
-CHUNK = 50
 FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
+
+
+def chunk_size() -> int:
+    """How many referrals one settlement transaction takes (``settings.SETTLEMENT_CHUNK``; 50 until issue 15's
+    nineteenth session, now 200 as a Stripe drain's chunk: a drain's referrals settled in one transaction)."""
+    return max(1, settings.SETTLEMENT_CHUNK)
 
 
 class RewardMoved(Exception):
@@ -115,8 +121,9 @@ def referrals_settle_sets(*, referral_ids: Iterable[int], now: datetime | None =
 def _settle_chunks(ids: list[int], *, now: datetime | None, outcome: SetOutcome, held: list[int] | None) -> None:
     """``_settle_chunk`` of each chunk of ``ids``; what it did not settle is left to the per-referral path,
     except the referrals it could not lock, kept in ``held`` when given."""
-    for start in range(0, len(ids), CHUNK):
-        chunk = ids[start : start + CHUNK]
+    size = chunk_size()
+    for start in range(0, len(ids), size):
+        chunk = ids[start : start + size]
         unlocked: list[int] = []
         try:
             settled = _settle_chunk(chunk, now=now, unlocked=unlocked)
@@ -1036,4 +1043,4 @@ def _standing(current: Iterable[Reward], referral: Referral, *, extra: Iterable[
     return frozenset(earliest.items()) | frozenset({("converted_at", referral.converted_at)})
 
 
-__all__ = ["CHUNK", "SetOutcome", "referrals_settle_sets"]
+__all__ = ["SetOutcome", "chunk_size", "referrals_settle_sets"]

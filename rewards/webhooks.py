@@ -25,6 +25,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import stripe
+from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.db import DataError, connection, transaction
@@ -66,15 +67,19 @@ def _refuse_future_timestamp(signature: str) -> None:
 # The door (``webhook_receive``) only verifies, stores raw with one INSERT and acknowledges; the stored
 # events are handled later in batches by ``stripe_events_drain`` (task ``rewards.stripe_events_drain``),
 # scheduled at most once per DRAIN_KEY_SECONDS per tenant (docs/throughput.md, "Intake").
-# 50 since issue 15's tenth session (25 before): a chunk's fixed statements (its transaction, the claim, the
-# settlement chunk's set reads, the analytics refresh) shared by twice the events — 17.4 → 16.3 statements per
-# webhook in a sequential drain of the pipeline benchmark; set-based settlement takes 50 referrals a chunk too.
-DRAIN_CHUNK = 50
+# A drain takes settings.STRIPE_DRAIN_CHUNK events per transaction (``drain_chunk``): 25 at first, 50 since issue
+# 15's tenth session, 200 since its nineteenth — a chunk's fixed statements (its transaction, the claim, the
+# settlement chunk's set reads, the analytics refresh) shared by more events.
 DRAIN_KEY_SECONDS = 1
 # A drain with a backlog asks for help: up to DRAIN_HELPERS helper drains per tenant and DRAIN_KEY_SECONDS
 # (one Redis key per slot), so every worker of a billing run's backlog is busy within a chunk or two.
 DRAIN_HELPERS = 3
 DRAIN_TIME_BUDGET_SECONDS = 20.0
+
+
+def drain_chunk() -> int:
+    """How many stored events a drain handles per transaction (``settings.STRIPE_DRAIN_CHUNK``)."""
+    return max(1, settings.STRIPE_DRAIN_CHUNK)
 
 
 def _drain_key(tenant_id: int) -> str:
@@ -297,12 +302,13 @@ def stripe_event_process(*, event: StripeWebhookEvent) -> StripeWebhookEvent:
         return event
 
 
-def stripe_events_process_chunk(*, tenant: Tenant, limit: int = DRAIN_CHUNK) -> list[StripeWebhookEvent]:
+def stripe_events_process_chunk(*, tenant: Tenant, limit: int | None = None) -> list[StripeWebhookEvent]:
     """Handle up to ``limit`` of the tenant's stored, unhandled events in ONE transaction: claimed with
     ``FOR UPDATE SKIP LOCKED`` (drains on other workers take other events, none waits), each handled in
     its own savepoint (one that fails is marked failed with its reason, the others are handled), their
     outcomes written with one UPDATE. Their follow-ups (matching, settlement) are queued after commit as
-    usual. Returns the events handled (empty when none is left)."""
+    usual. Returns the events handled (empty when none is left). ``limit``: ``drain_chunk()`` unless given."""
+    limit = limit or drain_chunk()
     with transaction.atomic():
         events = list(
             StripeWebhookEvent.objects.for_tenant(tenant)
@@ -336,17 +342,18 @@ def stripe_events_drain(*, tenant_id: int, time_budget: float = DRAIN_TIME_BUDGE
         return 0
     rls.bind(tenant.pk)  # a drain queued without its tenant (e.g. by hand) binds it: this tenant's rows only
     handled = 0
+    chunk = drain_chunk()
     started = time.monotonic()
     while True:
         # One chunk and its follow-ups read the tenant and its webhook endpoints once (tenancy.memo).
         with batch_memo(**{tenant_key(tenant.pk): tenant}), follow_ups():
-            events = stripe_events_process_chunk(tenant=tenant)
-            if len(events) == DRAIN_CHUNK:
+            events = stripe_events_process_chunk(tenant=tenant, limit=chunk)
+            if len(events) == chunk:
                 stripe_events_schedule(tenant_id, helper=True)  # a backlog: another worker helps meanwhile
         if not events:
             cache.delete(_drain_key(tenant_id))
             with follow_ups():
-                events = stripe_events_process_chunk(tenant=tenant)
+                events = stripe_events_process_chunk(tenant=tenant, limit=chunk)
             if not events:
                 return handled
         handled += len(events)

@@ -37,6 +37,7 @@ from tests import factories as f
 
 ROOT = Path(__file__).resolve().parent.parent
 CONVERSIONS = 100
+CRASH_DRAIN_CHUNK = 50  # the workers' drain chunk (settings.STRIPE_DRAIN_CHUNK)
 DEADLINE_SECONDS = 240  # a bound on waiting for the workers, never an assertion on timing
 
 
@@ -56,6 +57,7 @@ class Workers:
             REDIS_URL=settings.REDIS_URL,
             CACHE_KEY_PREFIX=settings.CACHES["default"]["KEY_PREFIX"],
             CELERY_TEST_QUEUE=queue,
+            STRIPE_DRAIN_CHUNK=str(CRASH_DRAIN_CHUNK),
         )
         self.processes: dict[str, subprocess.Popen] = {}
 
@@ -202,9 +204,9 @@ def test_a_drain_worker_killed_mid_batch_leaves_every_webhook_handled_and_reward
     settings.RECONCILE_MAX_ATTEMPTS = 100_000
     # Four chunks: a chunk's events are marked handled together, so with two chunks the survivor could have
     # committed the second by the time the first was seen committed (no batch left to kill on a fast machine).
-    from rewards.webhooks import DRAIN_CHUNK
-
-    total = 4 * DRAIN_CHUNK
+    # Chunks of 50 webhooks (CRASH_DRAIN_CHUNK, the workers' STRIPE_DRAIN_CHUNK; 200 by default): four chunks
+    # stay a few seconds of work on a slow machine.
+    total = 4 * CRASH_DRAIN_CHUNK
     program = program_with_rules(world.a, rules_doc(referrer=[{"kind": "flat_per_conversion", "amount_minor": 5_000}]))
     f.FraudPolicyFactory(program=program, velocity_enabled=False)
     _, link = referrer(program, "Dana Drain")

@@ -21,6 +21,21 @@ def env_list(name: str, default: str = "") -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
 
+def env_int(name: str, default: int, *, minimum: int = 1) -> int:
+    """A whole number of at least ``minimum`` from the environment; anything else stops the start naming the
+    variable and the value."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number, not {raw!r}") from None
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, not {value}")
+    return value
+
+
 SECRET_KEY = os.environ.get("SECRET_KEY", "")
 DEBUG = False
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1")
@@ -295,6 +310,12 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # A conversions-API event's task processes up to this many of its workspace's waiting events in one batch
 # (referrals.tasks.process_conversion_event, docs/throughput.md); 1: each event alone, as before.
 CONVERSION_TASK_BATCH = int(os.environ.get("CONVERSION_TASK_BATCH", "25"))
+# A Stripe drain handles up to STRIPE_DRAIN_CHUNK of its workspace's stored webhooks per transaction, and set-based
+# settlement takes up to SETTLEMENT_CHUNK referrals per transaction (docs/throughput.md, nineteenth session): a
+# chunk's fixed statements and reads are shared by more events the larger it is; a larger chunk holds its locks
+# (its referrers' rows) longer. 200 since issue 15's nineteenth session (50 before).
+STRIPE_DRAIN_CHUNK = env_int("STRIPE_DRAIN_CHUNK", 200)
+SETTLEMENT_CHUNK = env_int("SETTLEMENT_CHUNK", 200)
 CELERY_MAX_COUNTDOWN_SECONDS = int(os.environ.get("CELERY_MAX_COUNTDOWN_SECONDS", str(6 * 3600)))
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": int(os.environ.get("CELERY_VISIBILITY_TIMEOUT", str(12 * 3600))),

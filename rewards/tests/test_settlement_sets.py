@@ -47,6 +47,14 @@ from .test_settle_batch import converted_referrals as batch_referrals
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
+
+@pytest.fixture(autouse=True)
+def _chunks_of_fifty(settings):
+    """Chunks of 50 referrals (settings.SETTLEMENT_CHUNK; 200 by default): the tests of a batch of several chunks
+    stay quick, and what they show does not depend on the size."""
+    settings.SETTLEMENT_CHUNK = 50
+
+
 BASE = datetime(2026, 5, 4, 10, 0, tzinfo=UTC)
 PROGRAMS = {
     "flat": rules_doc(
@@ -594,7 +602,7 @@ def test_one_bad_conversion_among_100_fails_alone_and_the_99_are_settled_set_bas
 
 
 def test_a_failure_while_writing_commits_nothing_of_the_chunk_and_the_per_referral_path_settles_it(monkeypatch):
-    tenant, ids = converted_referrals(60)  # two chunks of the set path
+    tenant, ids = converted_referrals(60)  # two chunks of the set path (50 and 10)
     post = settlement_sets._post
     calls = {"n": 0}
 
@@ -606,7 +614,7 @@ def test_a_failure_while_writing_commits_nothing_of_the_chunk_and_the_per_referr
 
     monkeypatch.setattr(settlement_sets, "_post", fail_second_chunk)
     outcome_ = settlement_sets.referrals_settle_sets(referral_ids=ids)
-    first, second = ids[: settlement_sets.CHUNK], ids[settlement_sets.CHUNK :]
+    first, second = ids[: settlement_sets.chunk_size()], ids[settlement_sets.chunk_size() :]
     assert set(outcome_.settled) == set(first)
     assert outcome_.left == second
     assert set(per_referral(tenant)) == set(first), "nothing of the failed chunk was committed"
@@ -704,7 +712,7 @@ def test_a_referral_another_transaction_holds_is_tried_again_set_based_after_the
     over). Released before the retry: the set path settles it then, no per-referral settlement. Still held: it is
     left to the per-referral path, which waits for the lock and settles it. Either way every referral is settled
     once (two accruals each) and the ledger balances."""
-    tenant, ids = converted_referrals(3 * settlement_sets.CHUNK // 2)  # two chunks
+    tenant, ids = converted_referrals(3 * settlement_sets.chunk_size() // 2)  # two chunks
     target = ids[len(ids) // 3]
     taken, release = threading.Event(), threading.Event()
 

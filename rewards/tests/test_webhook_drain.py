@@ -18,7 +18,6 @@ from referrals.models import ConversionEvent
 from rewards.ledger import unbalanced_transactions
 from rewards.models import LedgerEntry, Reward, RewardEvaluation, StripeCharge, StripeCredentials, StripeWebhookEvent
 from rewards.webhooks import (
-    DRAIN_CHUNK,
     DRAIN_HELPERS,
     _drain_key,
     stripe_events_drain,
@@ -29,6 +28,15 @@ from tests import factories as f
 
 from .pipeline import program_with_rules, referrer, rules_doc
 from .test_webhooks import invoice_paid, sign
+
+# A small chunk keeps the chunked tests quick; what they show does not depend on its size (the deployment's is
+# settings.STRIPE_DRAIN_CHUNK, 200 by default).
+DRAIN_CHUNK = 20
+
+
+@pytest.fixture
+def small_chunks(settings):
+    settings.STRIPE_DRAIN_CHUNK = DRAIN_CHUNK
 
 
 def receive(tenant, payload):
@@ -97,7 +105,9 @@ def test_a_duplicate_at_the_door_returns_the_first_event_and_writes_nothing(tena
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_drain_handles_every_event_of_its_tenant_once_and_marks_a_bad_one_failed(tenant, world, celery_eager):
+def test_a_drain_handles_every_event_of_its_tenant_once_and_marks_a_bad_one_failed(
+    tenant, world, celery_eager, small_chunks
+):
     f.StripeCredentialsFactory(tenant=world.b)
     hold_drains(tenant, world.b)
     count = 2 * DRAIN_CHUNK + 7  # three chunks
@@ -168,7 +178,9 @@ def test_payments_go_from_the_door_to_balanced_ledger_in_one_drain_task(tenant, 
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_backlog_is_shared_by_helper_drains_and_each_event_is_handled_once(tenant, celery_eager, tasks_run):
+def test_a_backlog_is_shared_by_helper_drains_and_each_event_is_handled_once(
+    tenant, celery_eager, tasks_run, small_chunks
+):
     cache.add(_drain_key(tenant.pk), 1, 60)  # the door queues nothing: the test starts the first drain
     count = 3 * DRAIN_CHUNK
     for index in range(count):
@@ -247,3 +259,32 @@ def test_an_invoice_with_a_malformed_stripe_id_fails_with_its_reason_and_writes_
     ]
     assert list(StripeCharge.objects.filter(tenant=tenant).values_list("stripe_charge_id", flat=True)) == ["ch_good"]
     assert not StripeCharge.objects.filter(tenant=world.b).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_drain_takes_chunks_of_the_configured_size(tenant, world, celery_eager, settings, monkeypatch):
+    """``settings.STRIPE_DRAIN_CHUNK`` events per transaction: 16 stored events drained in chunks of 7, 7 and 2
+    (the empty chunk that ends the drain aside), each event once; another workspace's events are not taken."""
+    from rewards import webhooks
+
+    settings.STRIPE_DRAIN_CHUNK = 7
+    f.StripeCredentialsFactory(tenant=world.b)
+    hold_drains(tenant, world.b)
+    for index in range(16):
+        receive(tenant, invoice_paid(event_id=f"evt_{index}", charge=f"ch_{index}", invoice=f"in_{index}"))
+    receive(world.b, invoice_paid(event_id="evt_b", charge="chb", invoice="inb"))
+    sizes = []
+    original = webhooks.stripe_events_process_chunk
+
+    def recorded(**kwargs):
+        events = original(**kwargs)
+        sizes.append(len(events))
+        return events
+
+    monkeypatch.setattr(webhooks, "stripe_events_process_chunk", recorded)
+
+    assert stripe_events_drain(tenant_id=tenant.pk) == 16
+
+    assert [size for size in sizes if size] == [7, 7, 2]
+    assert StripeWebhookEvent.objects.filter(tenant=tenant, status="processed", attempts=1).count() == 16
+    assert StripeWebhookEvent.objects.get(tenant=world.b).status == "received"
