@@ -15,8 +15,9 @@ from django.conf import settings
 from django.core import signing
 from django.core.mail import EmailMultiAlternatives
 from django.db import IntegrityError, transaction
-from django.db.models import Q
 from django.urls import reverse
+
+from referral_platform.db.sql import keys_in
 
 from .models import EmailOptOut
 
@@ -53,12 +54,12 @@ def email_is_opted_out(tenant_id: int, email: str) -> bool:
 
 def emails_opted_out(pairs: set[tuple[int, str]]) -> set[tuple[int, str]]:
     """Which of the (tenant id, address) pairs unsubscribed (addresses lower-cased), with one query."""
-    condition = Q()
-    for tenant_id, email in pairs:
-        condition |= Q(tenant_id=tenant_id, email=email.strip().lower())
     if not pairs:
         return set()
-    return set(EmailOptOut.objects.filter(condition).values_list("tenant_id", "email"))
+    wanted = [(tenant_id, email.strip().lower()) for tenant_id, email in pairs]
+    return set(
+        EmailOptOut.objects.filter(keys_in(EmailOptOut, ("tenant", "email"), wanted)).values_list("tenant_id", "email")
+    )
 
 
 def email_opt_out(*, tenant_id: int, email: str, source: str = "link") -> EmailOptOut:

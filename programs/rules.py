@@ -555,6 +555,27 @@ def parse_rules(document: Mapping | RuleSet) -> RuleSet:
     return parsed
 
 
+# Parsed rule sets by their saved version's row (tenant, id, number): a ProgramVersion never changes once written
+# (its save() and a database trigger refuse every UPDATE), so its rules are parsed once per process without
+# turning the document into canonical JSON on every call (issue 15: a chunk of 200 referrals asked ~5 times each).
+_BY_VERSION: dict[tuple[int, int, int], RuleSet] = {}
+
+
+def version_rules(version) -> RuleSet:
+    """``parse_rules(version.rules)`` of a ``ProgramVersion``, remembered by its row when it is saved (an unsaved
+    one is parsed from its document each time). Raises ``RulesError`` as ``parse_rules`` does (not remembered)."""
+    if version.pk is None:
+        return parse_rules(version.rules)
+    key = (version.tenant_id, version.pk, version.number)
+    parsed = _BY_VERSION.get(key)
+    if parsed is None:
+        parsed = parse_rules(version.rules)
+        if len(_BY_VERSION) >= _PARSED_MAX:
+            _BY_VERSION.clear()
+        _BY_VERSION[key] = parsed
+    return parsed
+
+
 def _parse(document: Mapping) -> RuleSet:
     doc = validate_rules(document, require_reward=False)
     cap = doc["caps"]["referrer_rewarded_referrals"]

@@ -45,13 +45,15 @@ def enqueue_on_commit(
 
     def send():
         send.sent = True
+        final = request_kwargs(send)
         collector = _collector.get()
         if collector is not None and task.name in collector.names and not options:
-            collector.calls.append((task, args, kwargs))
+            collector.calls.append((task, args, final))
             return
-        task.apply_async(args=args, kwargs=kwargs, **options)
+        task.apply_async(args=args, kwargs=final, **options)
 
     send.sent = False
+    send.kwargs = kwargs
     if merge:
         # One task per transaction for the same task and arguments: the id lists named in ``merge`` are
         # joined into the pending one. Only into one registered at this savepoint level or an enclosing
@@ -62,14 +64,16 @@ def enqueue_on_commit(
             tuple(sorted((k, v) for k, v in kwargs.items() if k not in merge)),
             countdown,
         )
-        send.kwargs = kwargs
+        # The merged ids are kept as sets while the request is pending and sorted once, when it is sent: a drain's
+        # chunk merges thousands of requests into one (re-sorting the whole list at each was quadratic, issue 15).
+        send.merged = {name: set(kwargs.get(name) or ()) for name in merge}
         connection = transaction.get_connection()
         if connection.in_atomic_block:
             active = set(connection.savepoint_ids)
             for sids, func in _pending(connection).find("merge_key", send.merge_key):
                 if not func.sent and set(sids) <= active:
                     for name in merge:
-                        func.kwargs[name] = sorted(set(func.kwargs.get(name) or ()) | set(kwargs.get(name) or ()))
+                        func.merged[name].update(kwargs.get(name) or ())
                     return
     if once:
         send.dedupe_key = (task.name, args, tuple(sorted(kwargs.items())), countdown)
@@ -81,6 +85,15 @@ def enqueue_on_commit(
         ):
             return
     transaction.on_commit(send)
+
+
+def request_kwargs(send) -> dict:
+    """The keyword arguments a pending ``enqueue_on_commit`` request (its callback) is sent with: its own, and
+    the ids merged into it (``merge``) as sorted lists."""
+    merged = getattr(send, "merged", None)
+    if not merged:
+        return send.kwargs
+    return {**send.kwargs, **{name: sorted(ids) for name, ids in merged.items()}}
 
 
 class _Pending:

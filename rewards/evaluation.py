@@ -746,7 +746,7 @@ def _evaluate(*, referral: Referral, actor: Actor, reads: SettlementReads) -> _E
         notes.append(refused)
     else:
         version = referral.rule_version
-        rule_set = rules_module.parse_rules(version.rules)
+        rule_set = rules_module.version_rules(version)
         result = reads.credit(referral)
         ids = sorted(set(result.participant_exact) | {referral.referrer_id})
         locked = reads.participants(referral, ids)
@@ -832,7 +832,7 @@ def _standing(referral: Referral) -> frozenset:
 def _settle_later_referrals(*, referral: Referral) -> None:
     """A referral's standing changed (it became rewarded, stopped being, or its conversion moved): the
     referrers' referrals converted after it in the same counting period count it differently now."""
-    rule_set = rules_module.parse_rules(referral.rule_version.rules)
+    rule_set = rules_module.version_rules(referral.rule_version)
     if not _counting_matters(rule_set) or referral.converted_at is None:
         return
     start, end = period_bounds(referral.converted_at, rule_set.counting_period)

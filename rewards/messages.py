@@ -23,7 +23,6 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Q
 from django.template.loader import render_to_string
 from django.utils import timezone
 
@@ -31,7 +30,7 @@ from programs import rules as rules_module
 from programs.dashboard_links import dashboard_url
 from programs.mailing import emails_opted_out, tenant_email_message, tenant_email_send
 from programs.models import Participant
-from referral_platform.db.sql import rows_insert
+from referral_platform.db.sql import keys_in, rows_insert
 from referral_platform.money import format_money, format_percent
 from referrals.models import Referral
 
@@ -87,12 +86,10 @@ def participant_messages_send_many(specs: Sequence[MessageSpec]) -> list[Partici
         if spec.kind not in MessageKind.values:
             raise ValueError(f"unknown message kind {spec.kind!r}")
     tenant_id = specs[0].participant.tenant_id
-    condition = Q()
-    for spec in specs:
-        condition |= Q(participant_id=spec.participant.pk, kind=spec.kind, related_key=spec.related_key[:100])
+    wanted = [(spec.participant.pk, spec.kind, spec.related_key[:100]) for spec in specs]
     sent = set(
         ParticipantMessage.objects.for_tenant(tenant_id)
-        .filter(condition)
+        .filter(keys_in(ParticipantMessage, ("participant", "kind", "related_key"), wanted))
         .values_list("participant_id", "kind", "related_key")
     )
     rows, seen = [], set()
@@ -293,7 +290,7 @@ def message_referral_qualified(*, referral: Referral) -> ParticipantMessage | No
     version = referral.rule_version
     if version is not None:
         try:
-            rule_set = rules_module.parse_rules(version.rules)
+            rule_set = rules_module.version_rules(version)
         except rules_module.RulesError:
             rule_set = None
         if rule_set is not None:

@@ -58,7 +58,7 @@ from programs import rules as rules_module
 from programs.models import Participant
 from programs.services import referred_company_row
 from referral_platform.celery import enqueue_on_commit
-from referral_platform.db.sql import rows_insert, rows_update
+from referral_platform.db.sql import keys_in, rows_insert, rows_update
 from referral_platform.hooks import hooks
 from referral_platform.money import format_money
 from referral_platform.tenancy.actors import system_actor
@@ -223,12 +223,14 @@ class BatchReads(ev.SettlementReads):
             return
         by_program_external: dict[tuple[int, str], Participant] = {}
         by_program_email: dict[tuple[int, str], Participant] = {}
-        condition = Q()
+        externals, emails = [], []
         for referral in wanted.values():
-            external = (referral.referred_external_id or f"referred-{referral.pk}")[:200]
-            condition |= Q(program_id=referral.program_id, external_id=external)
+            externals.append((referral.program_id, (referral.referred_external_id or f"referred-{referral.pk}")[:200]))
             if referral.referred_email:
-                condition |= Q(program_id=referral.program_id, email=referral.referred_email)
+                emails.append((referral.program_id, referral.referred_email))
+        condition = Q(keys_in(Participant, ("program", "external_id"), externals)) | Q(
+            keys_in(Participant, ("program", "email"), emails)
+        )
         tenant = referrals[0].tenant
         programs = {referral.program_id: referral.program for referral in referrals}
         for participant in Participant.objects.for_tenant(self.tenant_id).filter(condition).order_by("-pk"):
@@ -426,7 +428,7 @@ def _rule_set(referral: Referral) -> rules_module.RuleSet | None:
     if version is None:
         return None
     try:
-        return rules_module.parse_rules(version.rules)  # parsed once per document (programs.rules)
+        return rules_module.version_rules(version)  # parsed once per version (programs.rules)
     except rules_module.RulesError:
         return None
 

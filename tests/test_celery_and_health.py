@@ -10,7 +10,7 @@ from django.test import override_settings
 from hypothesis import given
 from hypothesis import strategies as st
 
-from referral_platform.celery import app, check_visibility_timeout, enqueue_on_commit
+from referral_platform.celery import app, check_visibility_timeout, enqueue_on_commit, request_kwargs
 from tests.hypothesis_db import database_examples
 
 
@@ -140,7 +140,7 @@ def _pending_after(steps) -> list:
         blocks.pop().__exit__(None, None, None)
     pending = connection.run_on_commit[start:]
     described = [
-        (getattr(func, "dedupe_key", None), getattr(func, "merge_key", None), dict(getattr(func, "kwargs", {})))
+        (getattr(func, "dedupe_key", None), getattr(func, "merge_key", None), request_kwargs(func))
         for _sids, func, _robust in pending
     ]
     connection.run_on_commit = connection.run_on_commit[:start]  # (as Django drops callbacks: a new list)
@@ -188,4 +188,4 @@ def test_a_request_dropped_with_its_savepoint_is_made_again_and_ids_merge_into_t
     pending = [func for _sids, func, _robust in connection.run_on_commit[start:]]
     connection.run_on_commit = connection.run_on_commit[:start]
     assert [getattr(func, "dedupe_key", None) for func in pending] == [("tests.settle", (7,), (), None), None]
-    assert pending[1].kwargs == {"ids": [1, 2, 3]}
+    assert request_kwargs(pending[1]) == {"ids": [1, 2, 3]}

@@ -7,7 +7,8 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections
-from django.db.models import ForeignKey, Model
+from django.db.models import BooleanField, ForeignKey, Model
+from django.db.models.expressions import RawSQL
 from django.db.models.signals import post_save, pre_save
 
 from referral_platform.db.prepared import execute_prepared
@@ -17,6 +18,27 @@ def db_values(obj, fields: Iterable, connection) -> list:
     """The values of ``obj``'s ``fields`` as the ORM would save them (each field's ``get_db_prep_save``): the
     parameters of a hand-written INSERT or UPDATE."""
     return [field.get_db_prep_save(getattr(obj, field.attname), connection) for field in fields]
+
+
+def keys_in(model, field_names: tuple[str, ...], keys: Iterable[tuple]) -> RawSQL:
+    """A filter (``QuerySet.filter(keys_in(…))``) matching the rows of ``model`` whose ``field_names`` (a
+    column each, key fields by their ``_id``) equal one of ``keys``: ``(a, b) IN ((%s, %s), …)``, which
+    PostgreSQL reads as the OR of one condition per key that ``Q(a=…, b=…) | Q(…)`` builds — the same plan,
+    without building a lookup per key and field in Python (issue 15: a chunk of 200 settled referrals' messages
+    and referred companies spent most of their time so). No key matches nothing. Duplicate keys are sent once."""
+    unique = list(dict.fromkeys(tuple(key) for key in keys))
+    if not unique:
+        return RawSQL("FALSE", [], output_field=BooleanField())
+    quote = connection.ops.quote_name
+    meta = model._meta
+    columns = ", ".join(f"{quote(meta.db_table)}.{quote(meta.get_field(name).column)}" for name in field_names)
+    one = f"({', '.join(['%s'] * len(field_names))})"
+    for key in unique:
+        if len(key) != len(field_names):
+            raise ValueError(f"a key of {len(key)} values for {len(field_names)} fields: {key!r}")
+    # Column names come from the model's metadata and are quoted; every value is a parameter.
+    sql = f"({columns}) IN ({', '.join([one] * len(unique))})"
+    return RawSQL(sql, [value for key in unique for value in key], output_field=BooleanField())  # noqa: S611
 
 
 def rows_update(objs: list, field_names: Iterable[str], connection) -> int:

@@ -161,12 +161,12 @@ def referral_eligibility_problems(*, referral: Referral) -> list[str]:
     """Why the referred company is outside the referral's rules' ideal-customer profile (industry,
     employees, annual revenue); unknown values never disqualify. A company-size bucket counts against
     the profile only when the whole bucket lies outside it."""
-    from programs.rules import CompanyProfile, RulesError, eligibility_problems, parse_rules
+    from programs.rules import CompanyProfile, RulesError, eligibility_problems, version_rules
 
     if referral.rule_version_id is None:
         return []
     try:
-        rule_set = parse_rules(referral.rule_version.rules)
+        rule_set = version_rules(referral.rule_version)
     except RulesError:
         return []
     problems = eligibility_problems(
