@@ -56,8 +56,13 @@ def enqueue_on_commit(
     send.kwargs = kwargs
     if merge:
         # One task per transaction for the same task and arguments: the id lists named in ``merge`` are
-        # joined into the pending one. Only into one registered at this savepoint level or an enclosing
-        # one: a rollback that drops it drops this request too, so no id is lost to the merging.
+        # joined into the pending one. No id is lost to the merging: a pending request is dropped only by the
+        # rollback of a savepoint it was registered in that is still open (Django drops the callbacks of a
+        # rolled-back savepoint; a released one can no longer be rolled back), and every savepoint still open is
+        # one this request is registered in too — so a rollback that drops the pending one drops this one. (Until
+        # issue 15's nineteenth session only a request of this savepoint level or an enclosing one was joined:
+        # each event of a drain's chunk, in a savepoint of its own, then left one more pending request, and each
+        # new one was compared with all of them.)
         send.merge_key = (
             task.name,
             args,
@@ -69,9 +74,8 @@ def enqueue_on_commit(
         send.merged = {name: set(kwargs.get(name) or ()) for name in merge}
         connection = transaction.get_connection()
         if connection.in_atomic_block:
-            active = set(connection.savepoint_ids)
-            for sids, func in _pending(connection).find("merge_key", send.merge_key):
-                if not func.sent and set(sids) <= active:
+            for _sids, func in _pending(connection).find("merge_key", send.merge_key):
+                if not func.sent:
                     for name in merge:
                         func.merged[name].update(kwargs.get(name) or ())
                     return

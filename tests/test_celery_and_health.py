@@ -189,3 +189,49 @@ def test_a_request_dropped_with_its_savepoint_is_made_again_and_ids_merge_into_t
     connection.run_on_commit = connection.run_on_commit[:start]
     assert [getattr(func, "dedupe_key", None) for func in pending] == [("tests.settle", (7,), (), None), None]
     assert request_kwargs(pending[1]) == {"ids": [1, 2, 3]}
+
+
+def _merge_survivors(steps) -> dict[str, set]:
+    """What each task's merged requests must still carry after ``steps``: the ids of every request none of whose
+    savepoints (those open when it was made) was rolled back afterwards (Django's rule for on-commit callbacks)."""
+    open_blocks: list[int] = []
+    made: list[tuple[str, frozenset, set]] = []  # (task, the savepoints open when made, its ids)
+    rolled_back: set[int] = set()
+    counter = 0
+    for step in steps:
+        if step[0] == "merge":
+            made.append((step[1], frozenset(open_blocks), set(step[2])))
+        elif step[0] == "enter":
+            counter += 1
+            open_blocks.append(counter)
+        elif step[0] in ("leave", "roll back") and open_blocks:
+            block = open_blocks.pop()
+            if step[0] == "roll back":
+                rolled_back.add(block)
+    survivors: dict[str, set] = {}
+    for task, blocks, ids in made:
+        if not blocks & rolled_back:
+            survivors.setdefault(task, set()).update(ids)
+    return survivors
+
+
+@pytest.mark.django_db
+@database_examples(200)
+@given(steps=_steps)
+def test_merged_ids_are_never_lost_and_one_request_per_task_stays_pending(steps):
+    """Requests with ``merge`` made across savepoints left, rolled back and nested (a drain's chunk: each event in a
+    savepoint of its own) leave at most one pending request per task and arguments, and it carries every id of
+    every request that was not rolled back (more is allowed: a task reads the committed state)."""
+    pending = [(merge, kwargs) for _once, merge, kwargs in _pending_after(steps) if merge is not None]
+    requested = {name: set() for name in _TASKS}
+    for step in steps:
+        if step[0] == "merge":
+            requested[step[1]] |= set(step[2])
+
+    names = [merge[0] for merge, _kwargs in pending]
+    assert len(names) == len(set(names)), "one pending request per task and arguments"
+    carried = {merge[0]: set(kwargs["ids"]) for merge, kwargs in pending}
+    for task, ids in _merge_survivors(steps).items():
+        assert ids <= carried.get(task, set()), f"{task}: ids lost to merging"
+    for task, ids in carried.items():
+        assert ids <= requested[task]
