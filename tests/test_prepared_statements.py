@@ -9,6 +9,8 @@ from __future__ import annotations
 import pytest
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
+from hypothesis import given
+from hypothesis import strategies as st
 
 from programs.models import Program
 from referral_platform.db.prepared import _numbered, execute_prepared
@@ -132,3 +134,43 @@ def test_a_first_execution_that_fails_after_its_prepare_does_not_stop_the_next_o
         with transaction.atomic(), CaptureQueriesContext(connection) as captured:
             assert _rows(SQL + " LIMIT 9", [[world.a.pk], ""], prepared=True) == [(program.pk, "taken")]
     assert not any("PREPARE rp_" in query["sql"] for query in captured.captured_queries)
+
+
+def _numbered_each_time(sql, params):
+    """The numbering as it was done at every execution before its shape was remembered per text (the reference)."""
+    import re
+
+    ordered, positions = [], {}
+    sequence = iter(params) if not isinstance(params, dict) else None
+
+    def number(match):
+        placeholder = match.group(0)
+        if placeholder == "%%":
+            return "%"
+        if placeholder == "%s":
+            ordered.append(next(sequence))
+            return f"${len(ordered)}"
+        name = match.group(1)
+        if name not in positions:
+            ordered.append(params[name])
+            positions[name] = len(ordered)
+        return f"${positions[name]}"
+
+    return re.sub(r"%\((\w+)\)s|%s|%%", number, sql), ordered
+
+
+_pieces = st.lists(st.sampled_from(["a", " = ", "%s", "%%", "'x'", "%(k)s", "%(m)s", "%(k)s", ","]), max_size=14)
+
+
+@given(pieces=_pieces, values=st.lists(st.integers(), min_size=14, max_size=14), again=st.booleans())
+def test_the_numbering_remembered_per_text_is_the_numbering_done_each_time(pieces, values, again):
+    """The text and values ``_numbered`` gives (its shape worked out once per statement text) are those of numbering
+    the statement afresh, for positional and named placeholders, ``%%`` and a name used twice — asked once or
+    twice with other values."""
+    named = any("%(" in piece for piece in pieces)
+    pieces = [piece for piece in pieces if piece != "%s"] if named else pieces
+    sql = "".join(pieces)
+    params = {"k": values[0], "m": values[1]} if named else values
+    if again:
+        _numbered(sql, {"k": -1, "m": -2} if named else [-v for v in values])
+    assert _numbered(sql, params) == _numbered_each_time(sql, params)

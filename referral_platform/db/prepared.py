@@ -15,6 +15,7 @@ set ``DB_PREPARED_STATEMENTS=0``: the statements are then sent as text, as any o
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 
@@ -27,24 +28,58 @@ _NAMED = re.compile(r"\s*(PREPARE|EXECUTE) (rp_[0-9a-f]+)\b")
 
 def _numbered(sql: str, params) -> tuple[str, list]:
     """``sql`` with psycopg2's placeholders as ``$1``…, and the values in that order (a named one once)."""
-    ordered: list = []
+    named = isinstance(params, dict)
+    text, taken = _shape(sql, named)
+    if named:
+        return text, [params[name] for name in taken]
+    values = list(params)
+    if len(values) < taken:
+        raise IndexError(f"{taken} placeholders, {len(values)} values")
+    return text, values[:taken]
+
+
+@functools.lru_cache(maxsize=4096)
+def _shape(sql: str, named: bool) -> tuple[str, tuple[str, ...] | int]:
+    """``sql``'s text with ``$n`` placeholders and what its values are: the names in order of first use (named
+    placeholders), or how many (``%s``). Worked out once per statement text (issue 15: ~2 % of a drain's CPU was
+    this substitution, redone at every execution)."""
+    names: list[str] = []
     positions: dict[str, int] = {}
-    sequence = iter(params) if not isinstance(params, dict) else None
+    count = 0
 
     def number(match) -> str:
+        nonlocal count
         placeholder = match.group(0)
         if placeholder == "%%":
             return "%"
         if placeholder == "%s":
-            ordered.append(next(sequence))
-            return f"${len(ordered)}"
+            count += 1
+            return f"${count}"
         name = match.group(1)
         if name not in positions:
-            ordered.append(params[name])
-            positions[name] = len(ordered)
+            names.append(name)
+            positions[name] = len(names)
         return f"${positions[name]}"
 
-    return _PLACEHOLDER.sub(number, sql), ordered
+    text = _PLACEHOLDER.sub(number, sql)
+    return text, (tuple(names) if named else count)
+
+
+@functools.lru_cache(maxsize=4096)
+def _commands(text: str, count: int) -> tuple[str, str, str]:
+    """The name of the statement ``text`` (``$n`` placeholders, ``count`` values), its ``PREPARE …; EXECUTE …``
+    and its ``EXECUTE … /* text */`` (psycopg2 placeholders for the values), built once per text."""
+    name = "rp_" + hashlib.blake2b(text.encode(), digest_size=10).hexdigest()
+    _TEXTS.setdefault(name, text)
+    arguments = f"({', '.join(['%s'] * count)})" if count else ""
+    shown = text.replace("%", "%%") if count else text  # (psycopg2 reads '%' when it has values)
+    # The statement's text rides along as a comment (PostgreSQL only skips it): what a log, pg_stat_activity or
+    # a test's captured queries show is the statement, not only its name.
+    return (
+        name,
+        f"PREPARE {name} AS {shown}; EXECUTE {name}{arguments}",
+        f"EXECUTE {name}{arguments} /* {shown.replace('*/', '* /')} */",
+    )
 
 
 def execute_prepared(cursor, sql: str, params) -> None:
@@ -60,10 +95,7 @@ def execute_prepared(cursor, sql: str, params) -> None:
         state = (raw, set(), set())  # (the connection, names prepared on it, names perhaps prepared)
         db._prepared_statements = state
     text, values = _numbered(sql, params)
-    name = "rp_" + hashlib.blake2b(text.encode(), digest_size=10).hexdigest()
-    _TEXTS.setdefault(name, text)
-    arguments = f"({', '.join(['%s'] * len(values))})" if values else ""
-    shown = text.replace("%", "%%") if values else text  # (psycopg2 reads '%' when it has values)
+    name, prepare, execute = _commands(text, len(values))
     if name in state[2]:  # a first use that failed: was its PREPARE done (it outlives a failed transaction)?
         cursor.execute("SELECT 1 FROM pg_prepared_statements WHERE name = %s", [name])
         if cursor.fetchone() is not None:
@@ -72,15 +104,13 @@ def execute_prepared(cursor, sql: str, params) -> None:
     if name not in state[1]:
         # First on this connection: prepared and executed in one round trip.
         try:
-            cursor.execute(f"PREPARE {name} AS {shown}; EXECUTE {name}{arguments}", values or None)
+            cursor.execute(prepare, values or None)
         except Exception:
             state[2].add(name)  # the PREPARE may have run and the EXECUTE failed (a lock timeout, a conflict)
             raise
         state[1].add(name)
         return
-    # The statement's text rides along as a comment (PostgreSQL only skips it): what a log, pg_stat_activity or
-    # a test's captured queries show is the statement, not only its name.
-    cursor.execute(f"EXECUTE {name}{arguments} /* {shown.replace('*/', '* /')} */", values or None)
+    cursor.execute(execute, values or None)
 
 
 def statements_sent(sql: str) -> list[str]:
