@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import io
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import generics, serializers
 from rest_framework.exceptions import ValidationError as DrfValidationError
 from rest_framework.response import Response
@@ -64,7 +64,11 @@ class OtherCustomerListCreateApi(TenantAPIView, generics.ListAPIView):
     model = OtherChannelCustomer
     serializer_class = OtherCustomerOutputSerializer
 
-    @extend_schema(request=OtherCustomerBatchSerializer, responses={200: OtherCustomerOutputSerializer(many=True)})
+    @extend_schema(
+        request=OtherCustomerBatchSerializer,
+        # What POST answers: how many rows were created or updated (not the rows, not paginated).
+        responses={200: inline_serializer("OtherCustomersSaved", fields={"saved": serializers.IntegerField()})},
+    )
     def post(self, request):
         if (request.content_type or "").startswith("text/csv"):
             payload = {"customers": _csv_rows(request.body.decode("utf-8-sig", errors="replace"))}

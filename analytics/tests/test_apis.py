@@ -22,6 +22,22 @@ def test_json_rows_are_created_then_updated_by_external_id(world):
     assert not OtherChannelCustomer.objects.filter(tenant=world.b).exists()
 
 
+def test_what_post_answers_is_what_the_schema_says(world, client):
+    """POST answers how many rows it saved; the OpenAPI schema said it answered a page of rows (schemathesis found a
+    valid batch whose answer violated it)."""
+    import yaml
+
+    api = world.api(world.key_a)
+    row = {"external_id": "c1", "channel": "paid_search", "lead_at": "2026-01-02T10:00:00Z"}
+    answer = api.post(URL, {"customers": [row, {**row, "external_id": "c2"}]}, format="json")
+
+    schema = yaml.safe_load(client.get("/api/schema/").content)
+    documented = schema["paths"][URL]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
+    component = schema["components"]["schemas"][documented["$ref"].rsplit("/", 1)[1]]
+    assert answer.status_code == 200 and answer.json() == {"saved": 2}
+    assert component["required"] == ["saved"] and set(component["properties"]) == {"saved"}
+
+
 def test_a_csv_body_is_imported(world):
     api = world.api(world.key_a)
     body = (
