@@ -89,8 +89,9 @@ FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
 
 def chunk_size() -> int:
     """How many referrals one settlement transaction takes (``settings.SETTLEMENT_CHUNK``; 50 until issue 15's
-    nineteenth session, now 200 as a Stripe drain's chunk: a drain's referrals settled in one transaction)."""
-    return max(1, settings.SETTLEMENT_CHUNK)
+    nineteenth session, now 200 as a Stripe drain's chunk: a drain's referrals settled in one transaction;
+    validated where the environment is read: ``env_int``)."""
+    return settings.SETTLEMENT_CHUNK
 
 
 class RewardMoved(Exception):

@@ -78,8 +78,9 @@ DRAIN_TIME_BUDGET_SECONDS = 20.0
 
 
 def drain_chunk() -> int:
-    """How many stored events a drain handles per transaction (``settings.STRIPE_DRAIN_CHUNK``)."""
-    return max(1, settings.STRIPE_DRAIN_CHUNK)
+    """How many stored events a drain handles per transaction (``settings.STRIPE_DRAIN_CHUNK``, validated where
+    the environment is read: ``env_int``)."""
+    return settings.STRIPE_DRAIN_CHUNK
 
 
 def _drain_key(tenant_id: int) -> str:
