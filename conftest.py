@@ -11,8 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from referral_platform.devserver import answer_without_delay
 from tests import app_role
 from tests.row_locks import row_lock_guard_install, row_lock_guard_uninstall
+
+# The live server (browser, HTTP and schemathesis tests) answers without a 40 ms stall per response.
+answer_without_delay()
 
 
 def pytest_collection_modifyitems(config, items):

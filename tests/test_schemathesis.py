@@ -40,7 +40,7 @@ def _workspace(world):
     f.StripeCredentialsFactory(tenant=world.a)
 
 
-@pytest.mark.heavy(280)
+@pytest.mark.heavy(90)
 @pytest.mark.django_db(transaction=True)
 def test_schemathesis_finds_no_server_error_and_no_schema_violation(
     live_server, world, tmp_path, settings, stripe_server
@@ -66,7 +66,7 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(
         "--seed",
         "1313",
         "--workers",
-        "2",
+        "1",
         "--request-timeout",
         "20",
         "--no-color",

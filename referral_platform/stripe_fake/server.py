@@ -505,6 +505,7 @@ ROUTES = {
 class _Handler(BaseHTTPRequestHandler):
     server_version = "fake-stripe/1"
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # keep-alive clients: no 40 ms stall per answer (referral_platform/devserver.py)
 
     @property
     def fake(self) -> FakeStripe:
