@@ -5,8 +5,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
     DJANGO_SETTINGS_MODULE=referral_platform.settings.prod
 WORKDIR /app
 
-COPY pyproject.toml README.md ./
-RUN pip install --no-cache-dir .
+COPY pyproject.toml README.md constraints.txt ./
+RUN pip install --no-cache-dir -c constraints.txt .
 COPY . .
 # collectstatic needs settings to import; these values exist only for the build step.
 RUN SECRET_KEY=build-only-0123456789-abcdefghijklmnopqrstuvwxyz-ABCDEFGHIJ \

@@ -61,6 +61,33 @@ def test_dockerfile_builds_the_image_compose_uses():
     assert "collectstatic" in dockerfile
 
 
+def test_every_dependency_is_pinned_in_constraints_txt_and_the_image_and_make_install_with_it():
+    """constraints.txt (make lock) pins what the suite passed with; a requirement added to pyproject.toml without
+    refreshing it would install unpinned."""
+    import re
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = list(project["dependencies"])
+    for extra in ("dev", "bench"):
+        wanted += project["optional-dependencies"][extra]
+
+    def name(requirement: str) -> str:
+        return re.split(r"[\[<>=!~; ]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+
+    pinned = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            package, _, version = line.partition("==")
+            assert version, f"constraints.txt: {line!r} is not an exact pin"
+            pinned[package.lower().replace("_", "-")] = version
+    assert [name(r) for r in wanted if name(r) not in pinned] == []
+
+    assert "-c constraints.txt" in (ROOT / "Dockerfile").read_text()
+    makefile = (ROOT / "Makefile").read_text()
+    assert makefile.count("$(CONSTRAINTS) -e") == 2 and "CONSTRAINTS := -c constraints.txt" in makefile
+
+
 def test_production_settings_pass_check_deploy():
     env = dict(
         os.environ,
