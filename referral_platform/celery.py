@@ -265,6 +265,16 @@ def _rls_task_start(sender=None, task=None, **kwargs):
     task.request.rls_token = rls.enter_task(tenant_id, task.name, cross_tenant=CROSS_TENANT_TASKS.get(task.name))
 
 
+@signals.task_prerun.connect
+def _young_tables(sender=None, task=None, **kwargs):
+    """Statistics for tables never analysed, before a worker's task (referral_platform/db/young_tables.py)."""
+    if task is None or getattr(task.request, "is_eager", False):
+        return
+    from referral_platform.db.young_tables import young_tables_check
+
+    young_tables_check()
+
+
 @signals.task_postrun.connect
 def _rls_task_end(sender=None, task=None, **kwargs):
     from referral_platform.tenancy import rls
