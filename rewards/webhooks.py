@@ -36,6 +36,7 @@ from referral_platform.celery import enqueue_on_commit
 from referral_platform.crypto import decrypt
 from referral_platform.db.prepared import execute_prepared
 from referral_platform.db.sql import db_values, rows_update
+from referral_platform.db.young_tables import young_tables_check
 from referral_platform.tenancy import rls
 from referral_platform.tenancy.actors import system_actor
 from referral_platform.tenancy.memo import batch_memo, tenant_key
@@ -346,6 +347,9 @@ def stripe_events_drain(*, tenant_id: int, time_budget: float = DRAIN_TIME_BUDGE
     chunk = drain_chunk()
     started = time.monotonic()
     while True:
+        # Between chunks, outside their transactions: statistics for tables never analysed that have grown
+        # meanwhile (a long drain starts one task; referral_platform/db/young_tables.py).
+        young_tables_check()
         # One chunk and its follow-ups read the tenant and its webhook endpoints once (tenancy.memo).
         with batch_memo(**{tenant_key(tenant.pk): tenant}), follow_ups():
             events = stripe_events_process_chunk(tenant=tenant, limit=chunk)

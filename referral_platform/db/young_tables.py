@@ -11,13 +11,15 @@ database's CPU per conversion from 6.8 / 5.5 to 4.8 / 4.9 ms.
 
 Autovacuum analyses a table once 50 rows and 10 % have changed, within ``autovacuum_naptime`` (a minute) — when
 it runs: a billing run of a few seconds is over before then, and where autovacuum is off it never comes. So the
-Celery workers ask, at most every ``CHECK_EVERY_SECONDS`` per process and before a task: every table of the
-project's schema never analysed nor vacuumed (``pg_class.reltuples < 0``) that has reached
-``settings.DB_ANALYZE_YOUNG_PAGES`` pages (10 by default: below that the planner already counts a never-vacuumed
-table as ten pages) is analysed, once (``referral_analyze_young``, a function of the tables' owner: migration
-tenancy 0003). Analysed once, a table is never young again; the check itself is one read of ``pg_class``.
-Statistics once gathered stay right about what matters here (the workspace column is not selective) as the
-table grows; autovacuum, when on, keeps them fresh as before."""
+Celery workers ask, before a task and between a drain's chunks, at most every ``CHECK_EVERY_SECONDS`` per
+process: every table of the tables' owner that has reached ``settings.DB_ANALYZE_YOUNG_PAGES`` pages (10 by
+default: below that the planner already counts a never-vacuumed table as ten pages) and twice the pages it had
+when last analysed or vacuumed (``pg_class.relpages``, 0 if never) is analysed (``referral_analyze_young``, a
+function of the tables' owner: migration tenancy 0003). Statistics gathered at 10 pages are young in their own
+way (the conversion events' first sample had no unattributed one, and the orphans' UPDATE then read by
+workspace); gathered again at each doubling, a table is analysed a few times in its life (ANALYZE reads a
+sample of at most 30,000 rows), and where autovacuum runs it is usually there first. The check itself is one
+read of ``pg_class``."""
 
 from __future__ import annotations
 

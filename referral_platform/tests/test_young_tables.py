@@ -42,7 +42,7 @@ def _probe(rows: int) -> None:
 
 
 @pytest.mark.django_db
-def test_a_table_never_analysed_gets_statistics_once_it_has_the_pages_and_only_once():
+def test_a_table_gets_statistics_once_it_has_the_pages_and_again_each_time_it_has_doubled():
     _probe(30)  # ~5 pages
     assert _reltuples("young_probe") < 0  # never analysed
     assert "young_probe" not in young_tables.young_tables_analyze(min_pages=10)
@@ -56,7 +56,15 @@ def test_a_table_never_analysed_gets_statistics_once_it_has_the_pages_and_only_o
         1,
     )
 
-    assert "young_probe" not in young_tables.young_tables_analyze(min_pages=10)  # analysed once: never young again
+    assert "young_probe" not in young_tables.young_tables_analyze(min_pages=10)  # analysed: not again until doubled
+    _as_owner("INSERT INTO young_probe (tenant_id, pad) SELECT 2, repeat('x', 1000) FROM generate_series(1, 60)")
+    assert "young_probe" not in young_tables.young_tables_analyze(min_pages=10)  # 190 rows: not yet twice the pages
+    _as_owner("INSERT INTO young_probe (tenant_id, pad) SELECT 2, repeat('x', 1000) FROM generate_series(1, 100)")
+    assert "young_probe" in young_tables.young_tables_analyze(min_pages=10)  # 290 rows: twice the pages and more
+    assert _reltuples("young_probe") == 290
+    assert _as_owner("SELECT n_distinct FROM pg_stats WHERE tablename = 'young_probe' AND attname = 'tenant_id'") == (
+        2,
+    )
 
 
 @pytest.mark.django_db

@@ -1,5 +1,5 @@
-"""``referral_analyze_young(min_pages)``: statistics for the tables PostgreSQL has never analysed (issue 15;
-referral_platform/db/young_tables.py). Owned by the role that migrates (the tables' owner: only it may ANALYZE
+"""``referral_analyze_young(min_pages)``: statistics for the tables PostgreSQL has never analysed, or that have
+doubled since it last did (issue 15; referral_platform/db/young_tables.py). Owned by the role that migrates (the tables' owner: only it may ANALYZE
 them) and run with its rights (SECURITY DEFINER), so the application's restricted role can ask for it."""
 
 from django.db import migrations
@@ -18,10 +18,12 @@ BEGIN
     FOR young IN
         SELECT n.nspname, c.relname
           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-         WHERE c.relkind = 'r' AND c.reltuples < 0  -- never analysed nor vacuumed (PostgreSQL 14+)
+         WHERE c.relkind = 'r'
            AND c.relowner = current_user::regrole  -- the migrating role's tables (the definer's)
            AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
-           AND pg_relation_size(c.oid) >= min_pages::bigint * current_setting('block_size')::bigint
+           -- min_pages at least, and twice the pages it had when last analysed or vacuumed (relpages: 0 if never)
+           AND pg_relation_size(c.oid)
+               >= greatest(min_pages::bigint, 2 * c.relpages::bigint) * current_setting('block_size')::bigint
          ORDER BY c.relname
     LOOP
         EXECUTE format('ANALYZE %I.%I', young.nspname, young.relname);
