@@ -110,6 +110,7 @@ def test_nps_10_to_invitation_to_shared_link_to_referral_on_dashboard_and_webhoo
     friend.fill("#id_company", "Global Bank")
     friend.select_option("#id_company_size", "201-1000")
     friend.click("button[type=submit]")
+    friend.locator("h1", has_text="Thanks, Jane Doe!").wait_for()  # the answer, not the form's heading
     assert "Thanks, Jane Doe!" in friend.locator("h1").inner_text()
     shot(friend, "03-signed-up")
 

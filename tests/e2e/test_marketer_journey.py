@@ -167,6 +167,7 @@ def test_a_new_marketer_launches_a_double_sided_program_and_sees_the_first_refer
     friend.fill("#id_company", "Global Bank")
     friend.select_option("#id_company_size", "201-1000")
     friend.click("button[type=submit]")
+    friend.locator("h1", has_text="Thanks, Jane Doe!").wait_for()  # the answer, not the form's heading
     assert "Thanks, Jane Doe!" in friend.locator("h1").inner_text()
     shoot(friend, "landing-thanks-phone")
 

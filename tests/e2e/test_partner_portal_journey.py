@@ -148,6 +148,8 @@ def test_a_partner_applies_registers_a_deal_wins_it_and_downloads_the_statement(
     team.go("/admin/partners/dealconflict/?status__exact=open")
     assert "Globex" in team.page.inner_text("#result_list")
     team.page.click("#result_list tbody th a >> nth=0")
+    team.page.wait_for_url("**/dealconflict/*/change/**")
+    team.page.wait_for_load_state()  # (read before it had loaded, the page showed only its object tools)
     assert "Quanta Partners" in team.page.inner_text("#content-main")
     team.page.click("a.decision-resolve")
     team.page.check("input[name=decision][value=holder_keeps]")
