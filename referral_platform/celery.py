@@ -267,7 +267,7 @@ def _rls_task_start(sender=None, task=None, **kwargs):
 
 @signals.task_prerun.connect
 def _young_tables(sender=None, task=None, **kwargs):
-    """Statistics for tables never analysed, before a worker's task (referral_platform/db/young_tables.py)."""
+    """Statistics for tables never analysed or grown since, before a worker's task (db/young_tables.py)."""
     if task is None or getattr(task.request, "is_eager", False):
         return
     from referral_platform.db.young_tables import young_tables_check

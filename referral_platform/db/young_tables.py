@@ -1,4 +1,4 @@
-"""Statistics for tables PostgreSQL has never analysed (issue 15).
+"""Statistics for tables PostgreSQL has never analysed, or that have doubled since (issue 15).
 
 Without statistics PostgreSQL takes ``tenant_id = $1`` for as selective as any key, so every index that starts
 with ``tenant_id`` looks as good as the key's: a plan made then — and kept, as a prepared statement's generic
@@ -36,8 +36,9 @@ _next_check = 0.0
 
 
 def young_tables_analyze(min_pages: int | None = None) -> list[str]:
-    """ANALYZE the project's tables never analysed that have at least ``min_pages`` pages (default: the
-    setting); the names of those analysed. Another caller busy doing it: nothing, at once."""
+    """ANALYZE the tables of their owner that have at least ``min_pages`` pages (default: the setting) and twice
+    the pages they had when last analysed or vacuumed (never: 0); the names of those analysed. Another caller
+    busy doing it: nothing, at once."""
     pages = settings.DB_ANALYZE_YOUNG_PAGES if min_pages is None else min_pages
     with connection.cursor() as cursor:
         cursor.execute("SELECT referral_analyze_young(%s)", [pages])
@@ -60,5 +61,5 @@ def young_tables_check() -> list[str]:
         logger.warning("young tables not analysed: %s", error)
         return []
     if analysed:
-        logger.info("statistics gathered for tables never analysed: %s", ", ".join(analysed))
+        logger.info("statistics gathered for young or grown tables: %s", ", ".join(analysed))
     return analysed

@@ -139,8 +139,8 @@ DATABASE_ROUTERS = ["referral_platform.db_router.ReplicaRouter"]
 # ("0") behind a pooler that hands a session's statements to other server connections (PgBouncer in
 # transaction pooling mode).
 DB_PREPARED_STATEMENTS = os.environ.get("DB_PREPARED_STATEMENTS", "1") != "0"
-# Tables never analysed get statistics once they reach so many pages (referral_platform/db/young_tables.py:
-# Celery workers ask before a task, at most every 2 s); 0 leaves them to autovacuum.
+# Tables never analysed get statistics once they reach so many pages, and again each time they double
+# (referral_platform/db/young_tables.py: Celery workers ask before a task, at most every 2 s); 0: autovacuum only.
 DB_ANALYZE_YOUNG_PAGES = env_int("DB_ANALYZE_YOUNG_PAGES", 10, minimum=0)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # Least privilege (referral_platform/db_roles.py): DATABASE_URL is the application's role; migrations run
