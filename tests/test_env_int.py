@@ -29,3 +29,11 @@ def test_anything_else_names_the_variable(monkeypatch, raw, message):
     with pytest.raises(ValueError, match="STRIPE_DRAIN_CHUNK") as raised:
         env_int("STRIPE_DRAIN_CHUNK", 200)
     assert message in str(raised.value)
+
+
+def test_a_setting_that_may_be_off_takes_zero_and_refuses_less(monkeypatch):
+    monkeypatch.setenv("DB_ANALYZE_YOUNG_PAGES", "0")
+    assert env_int("DB_ANALYZE_YOUNG_PAGES", 10, minimum=0) == 0
+    monkeypatch.setenv("DB_ANALYZE_YOUNG_PAGES", "-1")
+    with pytest.raises(ValueError, match="DB_ANALYZE_YOUNG_PAGES must be at least 0, not -1"):
+        env_int("DB_ANALYZE_YOUNG_PAGES", 10, minimum=0)
