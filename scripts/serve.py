@@ -25,6 +25,21 @@ def manage(*args: str, database_url: str | None = None) -> None:
     subprocess.run([PY, "manage.py", *args], cwd=ROOT, check=True, env=env)
 
 
+def _ready(base: str, *, seconds: float) -> bool:
+    """Whether /health/ answers 200 within ``seconds``: the web server, the database, Redis and a Celery worker
+    answering its ping, so that what the banner lists works when it is printed (a 503 while the worker starts)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{base}/health/", timeout=2) as answer:  # noqa: S310 - loopback
+                if answer.status == 200:
+                    return True
+        except OSError:  # not listening yet, or 503 (urllib's HTTPError is an OSError)
+            pass
+        time.sleep(0.3)
+    return False
+
+
 def main() -> int:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "referral_platform.settings.dev")
     # Links in e-mails and share URLs point at this server unless SITE_URL says otherwise.
@@ -110,12 +125,8 @@ def main() -> int:
         **{name: subprocess.Popen(command, cwd=ROOT) for name, command in commands.items() if name not in early},
     }
     base = f"http://{HOST}:{PORT}"
-    for _ in range(100):
-        try:
-            urllib.request.urlopen(f"{base}/accounts/login/", timeout=1)  # noqa: S310 - loopback
-            break
-        except OSError:
-            time.sleep(0.2)
+    if not _ready(base, seconds=90):
+        print(f"[run] not every part answers yet: {base}/health/ shows which", flush=True)
     demo = json.loads(demo_file.read_text())
     lines = [
         "",
