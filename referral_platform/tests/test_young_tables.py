@@ -10,20 +10,14 @@ import pytest
 from django.db import connection
 
 from referral_platform.db import young_tables
+from tests.app_role import as_table_owner
 
 
 def _as_owner(sql: str, params=None):
-    """``sql`` run as the role that migrated (the tables' owner), then back to the application's role; its first
-    row, if it returns any."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT current_user")
-        role = cursor.fetchone()[0]
-        cursor.execute("RESET ROLE")
-        try:
-            cursor.execute(sql, params)
-            return cursor.fetchone() if cursor.description else None
-        finally:
-            cursor.execute(f'SET ROLE "{role}"')
+    """``sql`` run as the tables' owner (``tests.app_role.as_table_owner``); its first row, if it returns any."""
+    with as_table_owner(), connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchone() if cursor.description else None
 
 
 def _reltuples(table: str) -> float:
