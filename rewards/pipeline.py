@@ -56,15 +56,39 @@ def follow_ups():
 
 def run_follow_ups(collector) -> dict:
     """Run what ``collector`` holds, round by round (a round's work may queue more), in batches."""
+    done = {"conversions": 0, "settled": 0, "messages": 0, "analytics": 0}
+    analytics: dict[int, list[set]] = defaultdict(lambda: [set(), set(), set()])
+    tried: set[int] = set()  # conversions postponed once (their person busy elsewhere): the next try waits
+    postponed: list[int] = []  # tried again once everything else is done (settlement, messages): later
+    try:
+        _rounds(collector, done, analytics, tried, postponed)
+    finally:
+        for event_id in postponed:  # more rounds than MAX_ROUNDS, or an exception: never lost
+            _publish(CONVERSION, (event_id,), {"alone": True})
+    collector.publish_all()  # more rounds than MAX_ROUNDS: the rest goes to the queue
+    for tenant_id, (referral_ids, event_ids, reward_ids) in analytics.items():
+        _publish(
+            ANALYTICS,
+            (tenant_id,),
+            {"referral_ids": sorted(referral_ids), "event_ids": sorted(event_ids), "reward_ids": sorted(reward_ids)},
+        )
+        done["analytics"] += 1
+    return done
+
+
+def _rounds(collector, done: dict, analytics: dict, tried: set[int], postponed: list[int]) -> None:
+    """``run_follow_ups``'s rounds: each takes what the collector holds (what the last round's commits queued)."""
     from referrals.services import conversion_events_process_many
 
     from .evaluation import referral_rewards_settle_batch
     from .messages import messages_referral_stage_many
 
-    done = {"conversions": 0, "settled": 0, "messages": 0, "analytics": 0}
-    analytics: dict[int, list[set]] = defaultdict(lambda: [set(), set(), set()])
+    conversion_task = None
     for _round in range(MAX_ROUNDS):
         calls = collector.take()
+        if not calls and postponed:  # the rest is done: the postponed conversions now, waiting for their people
+            calls = [(conversion_task, (event_id,), {}) for event_id in postponed]
+            postponed.clear()
         if not calls:
             break
         conversions: list[int] = []
@@ -72,6 +96,7 @@ def run_follow_ups(collector) -> dict:
         later: list = []
         for task, args, kwargs in calls:
             if task.name == CONVERSION:
+                conversion_task = task
                 conversions.append(args[0])
             elif task.name == SETTLE:
                 referrals.add(args[0])
@@ -85,14 +110,23 @@ def run_follow_ups(collector) -> dict:
                 later.append((task, args, kwargs))
         if conversions:
             conversions = list(dict.fromkeys(conversions))
+            # Events never postponed yet only try their people's locks: one whose person another drain holds (the
+            # same customer's other payment in a concurrent chunk) is tried again once the rest of this batch is
+            # done, instead of the whole chunk waiting for the other drain's transaction first.
+            first_try = not tried.intersection(conversions)
+            busy: list[int] = []
             try:
-                processed, handed_back = conversion_events_process_many(event_ids=conversions)
+                processed, handed_back = conversion_events_process_many(
+                    event_ids=conversions, **({"postponed": busy} if first_try else {})
+                )
                 done["conversions"] += len(processed)
             except Exception:
                 logger.exception("%d conversion events: handed back to their tasks", len(conversions))
-                handed_back = conversions
+                handed_back, busy = conversions, []
             for event_id in handed_back:
                 _publish(CONVERSION, (event_id,), {"alone": True})
+            tried.update(busy)
+            postponed.extend(busy)
         if referrals:
             try:
                 result = referral_rewards_settle_batch(referral_ids=referrals)
@@ -117,15 +151,6 @@ def run_follow_ups(collector) -> dict:
             except Exception:
                 logger.exception("%s%r: handed back to its task", task.name, args)
                 task.apply_async(args=args, kwargs=kwargs)
-    collector.publish_all()  # more rounds than MAX_ROUNDS: the rest goes to the queue
-    for tenant_id, (referral_ids, event_ids, reward_ids) in analytics.items():
-        _publish(
-            ANALYTICS,
-            (tenant_id,),
-            {"referral_ids": sorted(referral_ids), "event_ids": sorted(event_ids), "reward_ids": sorted(reward_ids)},
-        )
-        done["analytics"] += 1
-    return done
 
 
 def conversions_process_batch(*, event_ids: list[int]) -> list[int]:

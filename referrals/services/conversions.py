@@ -53,6 +53,7 @@ from referrals.selectors import (
 
 from .attribution import attribution_run
 from .identity import (
+    identity_key,
     identity_link,
     identity_link_and_cluster,
     identity_lock,
@@ -412,7 +413,9 @@ def conversion_event_process(*, event_id: int) -> ConversionEvent | None:
         return _process_and_record(event)
 
 
-def conversion_events_process_many(*, event_ids) -> tuple[list[ConversionEvent], list[int]]:
+def conversion_events_process_many(
+    *, event_ids, postponed: list[int] | None = None
+) -> tuple[list[ConversionEvent], list[int]]:
     """Process stored conversion events in ONE transaction (the Stripe drain's follow-ups, issue 15): they
     are locked with one statement (``SKIP LOCKED``: an event another run is processing right now is left to
     it), then each is processed and its outcome saved exactly as ``conversion_event_process`` does, in a
@@ -420,7 +423,14 @@ def conversion_events_process_many(*, event_ids) -> tuple[list[ConversionEvent],
     one. An event whose processing hits a database error (a deadlock with a concurrent drain, a lost race for
     a unique row) is rolled back alone and handed back, to be processed on its own (its task's retries).
     Returns (the events processed, the ids handed back). An error outside the events' savepoints (the
-    commit) raises: nothing of the chunk is committed and every event is still ``received``."""
+    commit) raises: nothing of the chunk is committed and every event is still ``received``.
+
+    ``postponed`` (a list): the people's locks are only tried, not waited for. An event whose person another
+    transaction holds (a concurrent chunk with the same customer's other payment) is left ``received`` and
+    its id appended to the list, with every later event of the chunk that shares an identifier with it (so
+    events of one person keep their order); the chunk goes on with the others instead of waiting for the
+    other chunk's whole transaction (issue 15: two drains of one billing run). The caller processes the
+    postponed ids again, waiting then (``rewards.pipeline.run_follow_ups``: in its next round)."""
     processed: list[ConversionEvent] = []
     handed_back: list[int] = []
     with transaction.atomic():
@@ -432,9 +442,12 @@ def conversion_events_process_many(*, event_ids) -> tuple[list[ConversionEvent],
         # The people of the whole chunk locked at once (one statement, every key in sorted order): each event's
         # own lock would be held until this commit anyway, and taking them in one sorted pass cannot deadlock
         # with another chunk taking its people the same way.
-        identity_lock_many(
+        busy = identity_lock_many(
             [(event.tenant_id, _identifiers(event)) for event in events],
+            wait=postponed is None,
         )
+        if busy:
+            events = _without_busy_people(events, busy, postponed)
         # The links the chunk's referral codes name, read once (inside the caller's batch_memo block).
         codes_by_tenant: dict[int, list[str]] = defaultdict(list)
         for event in events:
@@ -464,6 +477,22 @@ def conversion_events_process_many(*, event_ids) -> tuple[list[ConversionEvent],
                 touched.add(event, person, walked)
             _outcomes_flush(deferred, processed, handed_back)
     return processed, handed_back
+
+
+def _without_busy_people(events: list[ConversionEvent], busy: set[str], postponed: list[int]) -> list[ConversionEvent]:
+    """``events`` (in id order) without those whose person is ``busy`` (lock keys another transaction holds)
+    and without every later one that shares an identifier with a postponed one; their ids appended to
+    ``postponed``."""
+    kept: list[ConversionEvent] = []
+    waiting = set(busy)
+    for event in events:
+        keys = {identity_key(event.tenant_id, value) for value in _identifiers(event) if value}
+        if keys & waiting:
+            waiting |= keys
+            postponed.append(event.pk)
+        else:
+            kept.append(event)
+    return kept
 
 
 # --- a chunk's people read ahead (issue 15) ---------------------------------------------------------------------

@@ -180,16 +180,33 @@ def identity_lock(*, tenant: Tenant, identifiers: list[str]) -> None:
     identity_lock_many([(tenant.pk, identifiers)])
 
 
-def identity_lock_many(people: list[tuple[int, list[str]]]) -> None:
+def identity_lock_many(people: list[tuple[int, list[str]]], *, wait: bool = True) -> set[str]:
     """``identity_lock`` for many people at once (a chunk of events): ``people`` is (tenant id, identifiers)
     per person; every key is taken in ONE statement, in one sorted order, so two chunks sharing people
-    wait for each other instead of deadlocking."""
-    keys = sorted({f"{tenant_id}:{value}" for tenant_id, identifiers in people for value in identifiers if value})
+    wait for each other instead of deadlocking. Returns the keys (``identity_key``) NOT taken: none when
+    ``wait``; without ``wait`` each key is only tried (``pg_try_advisory_xact_lock``: nothing waits, so
+    nothing can deadlock either) and those another transaction holds are returned."""
+    keys = sorted(
+        {identity_key(tenant_id, value) for tenant_id, identifiers in people for value in identifiers if value}
+    )
     if not keys:
-        return
+        return set()
     with connection.cursor() as cursor:  # one statement; the array's order (sorted) is the locking order
+        if not wait:
+            cursor.execute(
+                "SELECT key FROM unnest(%s::text[]) WITH ORDINALITY AS keys(key, position) "
+                "WHERE NOT pg_try_advisory_xact_lock(hashtextextended(key, 0)) ORDER BY position",
+                [keys],
+            )
+            return {key for (key,) in cursor.fetchall()}
         cursor.execute(
             "SELECT pg_advisory_xact_lock(hashtextextended(key, 0)) "
             "FROM unnest(%s::text[]) WITH ORDINALITY AS keys(key, position) ORDER BY position",
             [keys],
         )
+    return set()
+
+
+def identity_key(tenant_id: int, value: str) -> str:
+    """The advisory lock key of one identifier of a person (``identity_lock``)."""
+    return f"{tenant_id}:{value}"

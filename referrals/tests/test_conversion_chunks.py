@@ -360,3 +360,93 @@ def test_a_payment_matched_by_its_clicks_reads_the_links_participant_and_program
     ]
     assert alone == []
     assert processed.status == "processed" and processed.referral.link.code == "ravi" + str(world.a.pk)
+
+
+@contextlib.contextmanager
+def person_held_elsewhere(tenant, identifiers: list[str]):
+    """Another transaction (a real thread with its own connection) holds a person's lock until the block ends;
+    yields the moment it let go (filled in when it has)."""
+    locked, release, released = threading.Event(), threading.Event(), {}
+
+    def other_drain():
+        try:
+            with transaction.atomic():
+                services.identity.identity_lock(tenant=tenant, identifiers=identifiers)
+                locked.set()
+                release.wait(30)
+                released["at"] = timezone.now()
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=other_drain)
+    thread.start()
+    assert locked.wait(10)
+    try:
+        yield released
+    finally:
+        release.set()
+        thread.join(30)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_chunk_postpones_a_person_another_drain_holds_and_goes_on_with_the_others(world):
+    """With ``postponed``, a chunk only tries its people's locks: the events of a person another transaction
+    holds (and a later event sharing an identifier with one of them) are left ``received`` and their ids
+    handed to the caller, in order; the others are processed at once, without waiting for the other
+    transaction. Tried again (waiting) once it has let go, each is processed exactly once."""
+    code = workspace(world.a)["dana"]
+    ids = _payments(world.a, code, range(4), prefix="pay", minute=0)  # buyers 0..3
+    # A later payment sharing buyer 1's e-mail under another customer id: it must wait for buyer 1's.
+    data = {
+        "external_event_id": "pay-1-again",
+        "kind": "payment",
+        "customer_external_id": "cus_other",
+        "email": "buyer1@people.example",
+        "amount_minor": 5_000,
+        "currency": "USD",
+        "occurred_at": NOW - timedelta(hours=1),
+    }
+    raw = {key: (value.isoformat() if hasattr(value, "isoformat") else value) for key, value in data.items()}
+    ids.append(services.conversion_event_receive(tenant=world.a, raw=raw, queue_processing=False, **data).event.pk)
+
+    postponed: list[int] = []
+    with person_held_elsewhere(world.a, ["cus_p1"]) as released:
+        processed, handed_back = services.conversion_events_process_many(event_ids=ids, postponed=postponed)
+        done_at = timezone.now()
+    assert done_at < released["at"], "the chunk waited for the other transaction"
+    assert postponed == [ids[1], ids[4]] and handed_back == []
+    assert sorted(event.pk for event in processed) == [ids[0], ids[2], ids[3]]
+    statuses = dict(ConversionEvent.objects.filter(pk__in=ids).values_list("pk", "status"))
+    assert [statuses[pk] for pk in ids] == ["processed", "received", "processed", "processed", "received"]
+
+    processed, handed_back = services.conversion_events_process_many(event_ids=postponed)  # now free: waits
+    assert sorted(event.pk for event in processed) == postponed and handed_back == []
+    events = ConversionEvent.objects.filter(pk__in=ids)
+    assert set(events.values_list("status", flat=True)) == {"processed"}
+    assert Referral.objects.filter(tenant=world.a).count() == 4  # buyer 1's second payment found its referral
+    assert Counter(
+        Attribution.objects.filter(conversion_event__in=events).values_list("conversion_event_id", flat=True)
+    ) == {event_id: 1 for event_id in ids}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_without_postponed_a_chunk_waits_for_a_person_another_drain_holds(world):
+    code = workspace(world.a)["dana"]
+    ids = _payments(world.a, code, range(3), prefix="pay", minute=0)
+    results = {}
+
+    def hold_briefly():
+        with person_held_elsewhere(world.a, ["cus_p1"]) as released:
+            started.set()
+            threading.Event().wait(0.5)
+        results["released"] = released["at"]
+
+    started = threading.Event()
+    holder = threading.Thread(target=hold_briefly)
+    holder.start()
+    assert started.wait(10)
+    processed, handed_back = services.conversion_events_process_many(event_ids=ids)
+    done_at = timezone.now()
+    holder.join(30)
+    assert done_at >= results["released"]
+    assert sorted(event.pk for event in processed) == ids and handed_back == []
