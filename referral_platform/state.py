@@ -166,7 +166,7 @@ def transition(
     for name, value in (changes or {}).items():
         setattr(row, name, value)
         fields.append(name)
-    save_fields(row, list(dict.fromkeys(fields)))
+    save_fields(row, list(dict.fromkeys(fields)), held=locked is not None)
     if from_state != to:
         audit_record(
             tenant=row.tenant,

@@ -22,6 +22,13 @@ every savepoint). A savepoint in which no statement ran is neither sent nor rele
 it does nothing (nothing happened inside it). ``ROLLBACK TO SAVEPOINT`` of a savepoint that was sent is
 sent at once, as before, dropping whatever was waiting inside it. The transaction sees the same savepoints
 around the same statements; only the round trips are fewer.
+
+A write whose result nothing reads can travel the same way (``write_with_next``, used through
+``referral_platform.db.prepared.execute_prepared_with_next``): it is queued in order with the savepoints and
+sent in front of the connection's next statement — before that statement, so every later read of the
+transaction sees it, exactly as if it had been sent alone — and in front of the COMMIT at the latest. Rolled
+back with the savepoint it was queued in (never sent, it is simply dropped), kept when that savepoint is
+released. Its error (if any) is raised by the statement it travels with.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from django.db.backends.postgresql import base
 from referral_platform.tenancy import rls
 
 _UNKNOWN = object()
+_WRITE = "<write>"  # the marker of a queued write in ``_pending_savepoints`` (no savepoint id looks like it)
 _CONTROL_PREFIXES = ("SAVEPOINT", "RELEASE SAVEPOINT", "ROLLBACK TO SAVEPOINT", "SET ROLE", "RESET ROLE")
 _SET_SQL = f"SELECT set_config('{rls.TENANT_SETTING}', %s, true), set_config('{rls.BYPASS_SETTING}', %s, true)"
 _NOTHING_SETTINGS = rls.NOTHING.settings
@@ -67,6 +75,8 @@ class DatabaseWrapper(base.DatabaseWrapper):
         self._unsent_rolled_back = set()
 
     def _commit(self):
+        if self.connection is not None and self.pending_writes():
+            self.flush_pending_writes()  # in front of the COMMIT (an error here rolls the transaction back)
         try:
             return super()._commit()
         finally:
@@ -79,6 +89,25 @@ class DatabaseWrapper(base.DatabaseWrapper):
             self._rls_forget_all()
 
     # -- savepoints, sent with the next statement -------------------------------------------------------
+
+    def write_with_next(self, sql: str) -> None:
+        """Queue ``sql`` — a complete statement, its values inlined, whose result nobody reads — to be sent in
+        front of the next statement (see the module docstring). Outside a transaction it is sent at once."""
+        if self.autocommit or not self.in_atomic_block:
+            with self.cursor() as cursor:
+                cursor.execute(sql)
+            return
+        self._pending_savepoints.append((_WRITE, sql))
+
+    def pending_writes(self) -> bool:
+        """Whether a write queued by ``write_with_next`` still waits for a statement to travel with."""
+        return any(sid is _WRITE for sid, _sql in self._pending_savepoints)
+
+    def flush_pending_writes(self) -> None:
+        """Send the queued writes now (one round trip; nothing when none waits)."""
+        if self.pending_writes():
+            with self.cursor() as cursor:
+                cursor.execute(self._pending_sql())
 
     def _pending_index(self, sid) -> int | None:
         for index, (pending_sid, sql) in enumerate(self._pending_savepoints):
@@ -94,8 +123,10 @@ class DatabaseWrapper(base.DatabaseWrapper):
             self._unsent_rolled_back.discard(sid)
             return
         index = self._pending_index(sid)
-        if index is not None:  # never sent: nothing ran inside it (nor inside what it encloses)
+        if index is not None:  # never sent: nothing ran inside it (nor inside what it encloses) but queued writes
+            writes = [item for item in self._pending_savepoints[index + 1 :] if item[0] is _WRITE]
             del self._pending_savepoints[index:]
+            self._pending_savepoints.extend(writes)  # released: they belong to the enclosing savepoint now
             return
         self._pending_savepoints.append((None, self.ops.savepoint_commit_sql(sid)))
 
@@ -114,12 +145,18 @@ class DatabaseWrapper(base.DatabaseWrapper):
         finally:
             self._rls_forget(_UNKNOWN)  # the savepoint may have undone a set_config made inside it
 
-    def _pending_sql(self, *, sent: bool = True) -> str:
-        """The waiting SAVEPOINT / RELEASE statements as a prefix (forgotten when ``sent``: they are being
-        sent directly)."""
+    def _pending_sql(self, *, sent: bool = True, escaped: bool = False) -> str:
+        """The waiting SAVEPOINT / RELEASE statements (and queued writes) as a prefix (forgotten when ``sent``:
+        they are being sent directly). ``escaped``: the statement it goes in front of has parameters, so psycopg2
+        reads '%' in the whole string — a queued write's '%' are doubled (savepoints hold none)."""
         if not self._pending_savepoints:
             return ""
-        prefix = "; ".join(sql for _sid, sql in self._pending_savepoints) + "; "
+        prefix = (
+            "; ".join(
+                sql.replace("%", "%%") if escaped and sid is _WRITE else sql for sid, sql in self._pending_savepoints
+            )
+            + "; "
+        )
         if sent:
             self._pending_savepoints = []
         return prefix
@@ -148,7 +185,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
         if self.connection is None or self.autocommit:
             return
         wanted = rls.current().settings
-        pending = self._pending_sql()
+        pending = self._pending_sql(escaped=True)
         if wanted != self._rls_applied or pending:
             with self.connection.cursor() as raw:
                 raw.execute(pending + _SET_SQL, wanted)
@@ -164,7 +201,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
             return execute(sql, params, many, context)
         if not self.autocommit:
             if wanted != self._rls_applied:
-                context["cursor"].cursor.execute(self._pending_sql() + _SET_SQL, wanted)
+                context["cursor"].cursor.execute(self._pending_sql(escaped=True) + _SET_SQL, wanted)
                 self._rls_applied = wanted
             if self._pending_savepoints and (many or not isinstance(sql, str)):
                 context["cursor"].cursor.execute(self._pending_sql())
@@ -173,7 +210,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
             waiting = len(self._pending_savepoints)
             # With parameters psycopg2 interpolates '%' over the whole string: the prefix holds none.
             try:
-                result = execute(self._pending_sql(sent=False) + sql, params, many, context)
+                result = execute(self._pending_sql(sent=False, escaped=params is not None) + sql, params, many, context)
             except DatabaseError:
                 del self._pending_savepoints[:waiting]  # it reached PostgreSQL: the prefix ran first
                 raise

@@ -19,6 +19,7 @@ import functools
 import hashlib
 import re
 
+import psycopg2.extensions
 from django.conf import settings
 
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s|%s|%%")
@@ -111,6 +112,35 @@ def execute_prepared(cursor, sql: str, params) -> None:
         state[1].add(name)
         return
     cursor.execute(execute, values or None)
+
+
+def execute_prepared_with_next(sql: str, params) -> None:
+    """``execute_prepared`` of a write whose result nobody reads (no RETURNING, no row count looked at), sent in
+    front of the connection's next statement instead of on its own (``DatabaseWrapper.write_with_next``: one
+    round trip fewer; issue 15). Only inside a transaction and only once the statement is prepared on this
+    connection (its first use prepares it as ``execute_prepared`` does, on its own), so what travels is an
+    ``EXECUTE`` alone; otherwise, or with prepared statements off, it is executed at once."""
+    from django.db import connection
+
+    state = getattr(connection, "_prepared_statements", None)
+    text, values = _numbered(sql, params)
+    name, _prepare, execute = _commands(text, len(values))
+    if (
+        not settings.DB_PREPARED_STATEMENTS
+        or not connection.in_atomic_block
+        or not hasattr(connection, "write_with_next")
+        or state is None
+        or state[0] is not connection.connection
+        or name not in state[1]
+        or name in state[2]
+    ):
+        with connection.cursor() as cursor:
+            execute_prepared(cursor, sql, params)
+        return
+    raw = connection.connection
+    with raw.cursor() as cursor:
+        rendered = cursor.mogrify(execute, values or None).decode(psycopg2.extensions.encodings[raw.encoding])
+    connection.write_with_next(rendered)
 
 
 def statements_sent(sql: str) -> list[str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 from collections.abc import Iterable
 from datetime import datetime
@@ -11,7 +13,7 @@ from django.db.models import BooleanField, ForeignKey, Model
 from django.db.models.expressions import RawSQL
 from django.db.models.signals import post_save, pre_save
 
-from referral_platform.db.prepared import execute_prepared
+from referral_platform.db.prepared import execute_prepared, execute_prepared_with_next
 
 
 def db_values(obj, fields: Iterable, connection) -> list:
@@ -75,12 +77,34 @@ def rows_update_sql(objs: list, field_names: Iterable[str], connection) -> tuple
     return sql, params
 
 
-def save_fields(obj, field_names: list[str]) -> None:
+_WRITES_WITH_NEXT: contextvars.ContextVar[bool] = contextvars.ContextVar("writes_with_next", default=False)
+
+
+@contextlib.contextmanager
+def writes_with_next():
+    """Within the block, the writes that may (``writes_travel``) are sent in front of the connection's next
+    statement instead of on their own (``execute_prepared_with_next``; issue 15: conversion processing). The
+    caller sends what is still queued before leaving its savepoint (``flush_pending_writes``)."""
+    token = _WRITES_WITH_NEXT.set(True)
+    try:
+        yield
+    finally:
+        _WRITES_WITH_NEXT.reset(token)
+
+
+def writes_travel() -> bool:
+    """Whether a write whose result nobody reads may travel with the next statement here (``writes_with_next``)."""
+    return _WRITES_WITH_NEXT.get()
+
+
+def save_fields(obj, field_names: list[str], *, held: bool = False) -> None:
     """``obj.save(update_fields=field_names)`` — in ONE prepared ``UPDATE`` when saving does nothing more than write
     them: no ``pre_save``/``post_save`` receiver for the model, and either no ``save()`` of its own or one that
     derives nothing from these fields (the model names what its ``save()`` derives from in ``save_derives_from``).
     The fields' own ``pre_save`` runs (an ``auto_now`` field listed is stamped), and a row that is gone raises as
-    ``save`` does. (Issue 15: a stage move built the ORM's UPDATE for every new referral of a billing run.)"""
+    ``save`` does. (Issue 15: a stage move built the ORM's UPDATE for every new referral of a billing run.)
+    ``held``: the caller's transaction holds the row (it locked or inserted it), so it cannot be gone; inside
+    ``writes_with_next`` the UPDATE then travels with the next statement (its row count is not read)."""
     model = type(obj)
     derives = getattr(model, "save_derives_from", None)
     if (
@@ -93,8 +117,12 @@ def save_fields(obj, field_names: list[str]) -> None:
         return
     fields, sql = _fields_update_sql(model, tuple(field_names))
     values = [field.get_db_prep_save(field.pre_save(obj, False), connection) for field in fields]
+    params = [*values, model._meta.pk.get_db_prep_value(obj.pk, connection)]
+    if held and writes_travel():
+        execute_prepared_with_next(sql, params)
+        return
     with connection.cursor() as cursor:
-        execute_prepared(cursor, sql, [*values, model._meta.pk.get_db_prep_value(obj.pk, connection)])
+        execute_prepared(cursor, sql, params)
         if cursor.rowcount == 0:
             raise DatabaseError("Save with update_fields did not affect any rows.")
 

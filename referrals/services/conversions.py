@@ -16,7 +16,7 @@ from django.utils import timezone
 from programs.services import judging_rules, program_current_version
 from referral_platform.celery import enqueue_on_commit
 from referral_platform.db.prepared import execute_prepared
-from referral_platform.db.sql import db_values, rows_update_sql
+from referral_platform.db.sql import db_values, rows_update_sql, writes_with_next
 from referral_platform.hooks import hooks
 from referral_platform.tenancy import memo
 from referral_platform.tenancy.actors import Actor, system_actor
@@ -664,7 +664,7 @@ def _process_and_record(
     counting = connection.execute_wrapper(_counted(sent)) if deferred is not None and ahead is not None else None
     audited = audit_rows_pending()
     try:
-        with transaction.atomic(), sequences_remembered(), counting or contextlib.nullcontext():
+        with transaction.atomic(), sequences_remembered(), counting or contextlib.nullcontext(), writes_with_next():
             status, referral = _process_locked_event(
                 event=event,
                 actor=actor,
@@ -677,12 +677,18 @@ def _process_and_record(
             )
             if rows:
                 _outcome_set(event, status, referral, notes)
-                if counting is not None and sent[0] == 0 and audit_rows_pending() == audited:
+                if (
+                    counting is not None
+                    and sent[0] == 0
+                    and audit_rows_pending() == audited
+                    and not connection.pending_writes()
+                ):
                     deferred.append(_Deferred(event, rows, touchpoints, notes))
                     return event
-                _outcome_write(event, rows, touchpoints)
+                _outcome_write(event, rows, touchpoints)  # the writes still queued travel with it
             elif touchpoints:
                 Touchpoint.objects.bulk_create(touchpoints, ignore_conflicts=True)
+            connection.flush_pending_writes()  # inside the processing's savepoint (usually none is left)
     except ValidationError as exc:
         status, referral, rows = ConversionEventStatus.FAILED, None, []
         notes.append("; ".join(f"{field}: {', '.join(messages)}" for field, messages in _error_items(exc)))

@@ -9,7 +9,8 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from programs.models import Participant, ParticipantStatus, Program
-from referral_platform.db.prepared import execute_prepared
+from referral_platform.db.prepared import execute_prepared, execute_prepared_with_next
+from referral_platform.db.sql import writes_travel
 from referral_platform.tenancy.models import Tenant
 from referrals.models import (
     Referral,
@@ -38,7 +39,9 @@ def identity_link(
     whose person was walked ahead records its links so, without walking again: issue 15.)"""
     nodes = sorted(identity_nodes(visitor_ids=[visitor_id], emails=[email], customer_ids=[customer_external_id]))
     sql, params = _links_insert_sql(tenant, source, nodes)
-    if sql:
+    if sql and writes_travel():  # nothing reads its result: it travels with the next statement
+        execute_prepared_with_next(sql, params)
+    elif sql:
         with connection.cursor() as cursor:
             execute_prepared(cursor, sql, params)
     return len(nodes)
