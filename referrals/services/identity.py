@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 
 from django.core.exceptions import ValidationError
@@ -149,6 +150,9 @@ def touchpoint_record(
     if not want_row and insert_later is not None:
         insert_later.append(Touchpoint(tenant=tenant, dedupe_key=dedupe_key[:400], **fields))
         return None
+    if not want_row and writes_travel():  # nothing reads its result: it travels with the next statement
+        _touchpoint_insert_later(Touchpoint(tenant=tenant, dedupe_key=dedupe_key[:400], **fields))
+        return None
     if not want_row:
         Touchpoint.objects.bulk_create(
             [Touchpoint(tenant=tenant, dedupe_key=dedupe_key[:400], **fields)], ignore_conflicts=True
@@ -156,6 +160,29 @@ def touchpoint_record(
         return None
     touchpoint, _ = Touchpoint.objects.get_or_create(tenant=tenant, dedupe_key=dedupe_key[:400], defaults=fields)
     return touchpoint
+
+
+def _touchpoint_insert_later(touchpoint: Touchpoint) -> None:
+    """INSERT ``touchpoint`` (``ON CONFLICT DO NOTHING``, as ``bulk_create(ignore_conflicts=True)``) with a prepared
+    statement that travels in front of the next one (``execute_prepared_with_next``): every later read of the
+    transaction sees it, as if it had been sent alone."""
+    fields, sql = _touchpoint_insert_sql()
+    execute_prepared_with_next(
+        sql, [field.get_db_prep_save(field.pre_save(touchpoint, True), connection) for field in fields]
+    )
+
+
+@functools.cache
+def _touchpoint_insert_sql() -> tuple[list, str]:
+    """``_touchpoint_insert_later``'s fields and statement (built once per process)."""
+    meta = Touchpoint._meta
+    quote = connection.ops.quote_name
+    fields = [field for field in meta.local_concrete_fields if not field.primary_key and not field.generated]
+    sql = (
+        f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(field.column) for field in fields)}) "  # noqa: S608
+        f"VALUES ({', '.join(['%s'] * len(fields))}) ON CONFLICT DO NOTHING"
+    )
+    return fields, sql
 
 
 def participant_named_by(*, tenant: Tenant, answer: str, program: Program | None) -> Participant | None:

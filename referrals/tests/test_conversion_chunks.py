@@ -22,7 +22,7 @@ from referral_platform.tenancy import rls
 from referral_platform.tenancy.memo import batch_memo
 from referral_platform.tenancy.models import AuditEvent
 from referrals import services
-from referrals.models import Attribution, ConversionEvent, ConversionEventStatus, Referral
+from referrals.models import Attribution, ConversionEvent, ConversionEventStatus, Referral, Touchpoint
 from referrals.services import conversions
 from tests import factories as f
 
@@ -454,9 +454,10 @@ def test_without_postponed_a_chunk_waits_for_a_person_another_drain_holds(world)
 
 
 def test_a_new_referrals_stage_move_and_links_travel_with_the_next_statement(world):
-    """A first payment that creates its referral moves it to converted and records the person's links with
-    writes nobody reads the result of: they travel in front of the event's next statement instead of on their
-    own (``writes_with_next``; issue 15) — and the chunk ends as before, each event processed and credited."""
+    """A first payment that creates its referral moves it to converted and records the person's links and its
+    code's touchpoint with writes nobody reads the result of: they travel in front of the event's next statement
+    instead of on their own (``writes_with_next``; issue 15) — and the chunk ends as before, each event processed
+    and credited."""
     code = workspace(world.a)["dana"]
     _payments(world.a, code, range(3), prefix="warm", minute=0)  # prepares the statements on this connection
     with batch_memo():
@@ -467,7 +468,11 @@ def test_a_new_referrals_stage_move_and_links_travel_with_the_next_statement(wor
     with CaptureQueriesContext(connection) as captured, batch_memo():
         processed, handed_back = services.conversion_events_process_many(event_ids=ids)
     assert sorted(event.pk for event in processed) == ids and handed_back == []
-    writes = ('UPDATE "referrals_referral" SET "status"', "INSERT INTO referrals_identitylink")
+    writes = (
+        'UPDATE "referrals_referral" SET "status"',
+        "INSERT INTO referrals_identitylink",
+        'INSERT INTO "referrals_touchpoint"',
+    )
     sent = [
         [part for part in statements_sent(query["sql"]) if not part.startswith(("SAVEPOINT", "RELEASE"))]
         for query in captured.captured_queries
@@ -476,6 +481,9 @@ def test_a_new_referrals_stage_move_and_links_travel_with_the_next_statement(wor
     assert alone == [], alone
     moved = [part for parts in sent for part in parts if part.startswith(writes[0])]
     assert len(moved) == len(ids), "each stage move went out, with another statement"
+    assert Touchpoint.objects.filter(
+        tenant=world.a, dedupe_key__in=[f"conversion:code:{pk}" for pk in ids]
+    ).count() == len(ids)
     assert set(Referral.objects.filter(conversion_events__pk__in=ids).values_list("status", flat=True)) == {"converted"}
     assert Counter(
         Attribution.objects.filter(conversion_event__in=ids).values_list("conversion_event_id", flat=True)
