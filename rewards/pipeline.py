@@ -10,7 +10,9 @@ commits, exactly as they would have been published) and run here when the block 
 
 - the conversions are matched and attributed in ONE transaction, each in a savepoint of its own and in id
   order, exactly as the task does one by one (``conversion_events_process_many``; one that hits a database
-  error is handed back to its task);
+  error is handed back to its task). Their people's locks are only tried at first: the events of a person
+  another drain holds right now (with the later events sharing an identifier) are tried again, waiting, once
+  everything else of the batch is done, instead of the whole chunk waiting for the other drain first;
 - the referrals are settled in ONE batch (``referral_rewards_settle_batch``: each in its own
   transaction, a failure isolated and recorded on its evaluations);
 - the stage messages are sent in this process;

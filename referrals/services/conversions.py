@@ -430,7 +430,8 @@ def conversion_events_process_many(
     its id appended to the list, with every later event of the chunk that shares an identifier with it (so
     events of one person keep their order); the chunk goes on with the others instead of waiting for the
     other chunk's whole transaction (issue 15: two drains of one billing run). The caller processes the
-    postponed ids again, waiting then (``rewards.pipeline.run_follow_ups``: in its next round)."""
+    postponed ids again, waiting then (``rewards.pipeline.run_follow_ups``: once the rest of its batch is
+    done)."""
     processed: list[ConversionEvent] = []
     handed_back: list[int] = []
     with transaction.atomic():

@@ -35,21 +35,29 @@ def _hold_for(tenant, identifiers: list[str], seconds: float) -> tuple[threading
     return thread, out, held
 
 
+def _follow_ups_while_held(tasks, tenant, customer: str, seconds: float = 1.5) -> tuple[dict, object]:
+    """The drain's follow-ups of ``tasks`` (conversion tasks held at the API) while another transaction holds
+    ``customer``'s person lock in ``tenant`` for ``seconds``. Returns (when it let go, when the follow-ups ended)."""
+    from referral_platform.celery import app
+
+    holder, out, held = _hold_for(tenant, [customer], seconds)
+    assert held.wait(10)
+    try:
+        task = app.tasks["referrals.process_conversion_event"]
+        with batch_memo(), follow_ups() as collector:
+            collector.calls.extend((task, (event_id,), {}) for event_id, _kwargs in tasks)
+        done_at = timezone.now()
+    finally:
+        holder.join(30)
+    return out, done_at
+
+
 def test_a_round_goes_on_without_a_busy_person_and_the_next_round_processes_it_once(world):
     links = _workspace(world.a)
     tasks = _post(world, world.key_a, links, 5, prefix="p")
     busy_id = tasks[1][0]
     busy_customer = ConversionEvent.objects.get(pk=busy_id).customer_external_id
-    holder, out, held = _hold_for(world.a, [busy_customer], 1.5)
-    assert held.wait(10)
-    try:
-        from referral_platform.celery import app
-
-        task = app.tasks["referrals.process_conversion_event"]
-        with batch_memo(), follow_ups() as collector:
-            collector.calls.extend((task, (event_id,), {}) for event_id, _kwargs in tasks)
-    finally:
-        holder.join(30)
+    out, done_at = _follow_ups_while_held(tasks, world.a, busy_customer)
 
     events = dict(
         ConversionEvent.objects.filter(pk__in=[event_id for event_id, _ in tasks]).values_list("pk", "processed_at")
@@ -60,7 +68,7 @@ def test_a_round_goes_on_without_a_busy_person_and_the_next_round_processes_it_o
     state = _state(world.a)
     assert state["statuses"] == ["processed"] * 5 and state["attributions"] == 5 and state["referrals"] == 5
     assert state["rewards"] == sorted(event_id for event_id, _ in tasks), "each payment rewarded exactly once"
-    assert timezone.now() >= out["released"]
+    assert done_at >= out["released"]
 
 
 def test_another_workspaces_busy_person_never_delays_or_touches_this_one(world):
@@ -69,17 +77,7 @@ def test_another_workspaces_busy_person_never_delays_or_touches_this_one(world):
     _workspace(world.b)
     tasks = _post(world, world.key_a, links, 3, prefix="p")
     customer = ConversionEvent.objects.get(pk=tasks[0][0]).customer_external_id
-    holder, out, held = _hold_for(world.b, [customer], 1.5)
-    assert held.wait(10)
-    try:
-        from referral_platform.celery import app
-
-        task = app.tasks["referrals.process_conversion_event"]
-        with batch_memo(), follow_ups() as collector:
-            collector.calls.extend((task, (event_id,), {}) for event_id, _kwargs in tasks)
-        done_at = timezone.now()
-    finally:
-        holder.join(30)
+    out, done_at = _follow_ups_while_held(tasks, world.b, customer)
     assert done_at < out["released"]
     assert _state(world.a)["statuses"] == ["processed"] * 3
     assert not ConversionEvent.objects.filter(tenant=world.b).exists()
