@@ -174,7 +174,7 @@ def test_illegal_participant_moves_are_refused_and_not_audited(world, status, se
 
     participant.refresh_from_db()
     assert participant.status == status
-    assert not AuditEvent.objects.filter(object_id=str(participant.pk)).exists()
+    assert not AuditEvent.objects.filter(object_type="programs.participant", object_id=str(participant.pk)).exists()
 
 
 # --- public applications -----------------------------------------------------------------------

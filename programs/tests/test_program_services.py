@@ -184,7 +184,7 @@ def test_illegal_status_moves_are_refused_without_an_audit_row(world, start, ser
     program.refresh_from_db()
     assert "status" in caught.value.message_dict
     assert program.status == start
-    assert not AuditEvent.objects.filter(object_id=str(program.pk)).exists()
+    assert not AuditEvent.objects.filter(object_type="programs.program", object_id=str(program.pk)).exists()
 
 
 def test_a_program_without_rules_cannot_go_live(world):
