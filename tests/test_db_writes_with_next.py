@@ -11,8 +11,8 @@ from django.db import IntegrityError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from programs.models import Participant
-from referral_platform.db.prepared import execute_prepared_with_next
-from referral_platform.db.sql import save_fields, writes_with_next
+from referral_platform.db.prepared import execute_prepared_with_next, writes_with_next
+from referral_platform.db.sql import save_fields
 from referrals.models import Referral
 from tests import factories as f
 
@@ -26,7 +26,8 @@ def names(program) -> dict:
 
 
 def rename_later(participant, name: str) -> None:
-    execute_prepared_with_next(RENAME, [name, participant.pk])
+    with writes_with_next():
+        execute_prepared_with_next(RENAME, [name, participant.pk])
 
 
 def test_a_queued_write_travels_with_the_next_statement_which_sees_it():
@@ -78,16 +79,23 @@ def test_a_queued_writes_error_comes_with_the_next_statement_and_its_savepoint_u
     f.ParticipantFactory(program=program, external_id="b", name="B")
     retag = "UPDATE programs_participant SET external_id = %s WHERE id = %s"
     with transaction.atomic():
-        execute_prepared_with_next(retag, ["a", first.pk])  # first use: sent alone
+        with writes_with_next():
+            execute_prepared_with_next(retag, ["a", first.pk])  # first use: sent alone
         with pytest.raises(IntegrityError), transaction.atomic():
-            execute_prepared_with_next(retag, ["b", first.pk])  # queued: a duplicate of b's (program, external id)
+            with writes_with_next():
+                execute_prepared_with_next(retag, ["b", first.pk])  # queued: a duplicate of b's (program, external id)
             Participant.objects.filter(pk=first.pk).update(name="Renamed")  # raises the queued write's error
         f.ParticipantFactory(program=program, external_id="c", name="C")  # the transaction goes on
     assert names(program) == {"a": "A", "b": "B", "c": "C"}
 
 
-def test_outside_a_transaction_or_before_it_is_prepared_a_write_is_sent_at_once():
+def test_outside_a_transaction_or_outside_writes_with_next_a_write_is_sent_at_once():
     participant = f.ParticipantFactory(external_id="p", name="Before")
+    with transaction.atomic():
+        rename_later(participant, "warm-up")  # prepared on this connection
+        with CaptureQueriesContext(connection) as captured:
+            execute_prepared_with_next(RENAME, ["Not asked to travel", participant.pk])
+        assert len(captured.captured_queries) == 1 and not connection.pending_writes()
     with CaptureQueriesContext(connection) as captured:
         rename_later(participant, "Autocommit")
     assert len(captured.captured_queries) == 1 and not connection.pending_writes()

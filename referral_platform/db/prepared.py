@@ -15,6 +15,8 @@ set ``DB_PREPARED_STATEMENTS=0``: the statements are then sent as text, as any o
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import hashlib
 import re
@@ -114,19 +116,40 @@ def execute_prepared(cursor, sql: str, params) -> None:
     cursor.execute(execute, values or None)
 
 
+_WRITES_WITH_NEXT: contextvars.ContextVar[bool] = contextvars.ContextVar("writes_with_next", default=False)
+
+
+@contextlib.contextmanager
+def writes_with_next():
+    """Within the block, ``execute_prepared_with_next`` sends its writes in front of the connection's next
+    statement instead of on their own (issue 15: conversion processing). The caller sends what is still queued
+    before leaving its savepoint (``flush_pending_writes``)."""
+    token = _WRITES_WITH_NEXT.set(True)
+    try:
+        yield
+    finally:
+        _WRITES_WITH_NEXT.reset(token)
+
+
+def writes_travel() -> bool:
+    """Whether a write whose result nobody reads may travel with the next statement here (``writes_with_next``)."""
+    return _WRITES_WITH_NEXT.get()
+
+
 def execute_prepared_with_next(sql: str, params) -> None:
     """``execute_prepared`` of a write whose result nobody reads (no RETURNING, no row count looked at), sent in
     front of the connection's next statement instead of on its own (``DatabaseWrapper.write_with_next``: one
-    round trip fewer; issue 15). Only inside a transaction and only once the statement is prepared on this
-    connection (its first use prepares it as ``execute_prepared`` does, on its own), so what travels is an
-    ``EXECUTE`` alone; otherwise, or with prepared statements off, it is executed at once."""
+    round trip fewer; issue 15). Only inside ``writes_with_next``, inside a transaction, and once the statement
+    is prepared on this connection (its first use prepares it as ``execute_prepared`` does, on its own), so
+    what travels is an ``EXECUTE`` alone; otherwise, or with prepared statements off, it is executed at once."""
     from django.db import connection
 
     state = getattr(connection, "_prepared_statements", None)
     text, values = _numbered(sql, params)
     name, _prepare, execute = _commands(text, len(values))
     if (
-        not settings.DB_PREPARED_STATEMENTS
+        not writes_travel()
+        or not settings.DB_PREPARED_STATEMENTS
         or not connection.in_atomic_block
         or not hasattr(connection, "write_with_next")
         or state is None

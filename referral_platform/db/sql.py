@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import functools
 from collections.abc import Iterable
 from datetime import datetime
@@ -13,7 +11,7 @@ from django.db.models import BooleanField, ForeignKey, Model
 from django.db.models.expressions import RawSQL
 from django.db.models.signals import post_save, pre_save
 
-from referral_platform.db.prepared import execute_prepared, execute_prepared_with_next
+from referral_platform.db.prepared import execute_prepared, execute_prepared_with_next, writes_travel
 
 
 def db_values(obj, fields: Iterable, connection) -> list:
@@ -75,26 +73,6 @@ def rows_update_sql(objs: list, field_names: Iterable[str], connection) -> tuple
         f"FROM (VALUES {', '.join([row] * len(objs))}) AS v ({names}) WHERE t.{quote(pk.column)} = v.v0"
     )
     return sql, params
-
-
-_WRITES_WITH_NEXT: contextvars.ContextVar[bool] = contextvars.ContextVar("writes_with_next", default=False)
-
-
-@contextlib.contextmanager
-def writes_with_next():
-    """Within the block, the writes that may (``writes_travel``) are sent in front of the connection's next
-    statement instead of on their own (``execute_prepared_with_next``; issue 15: conversion processing). The
-    caller sends what is still queued before leaving its savepoint (``flush_pending_writes``)."""
-    token = _WRITES_WITH_NEXT.set(True)
-    try:
-        yield
-    finally:
-        _WRITES_WITH_NEXT.reset(token)
-
-
-def writes_travel() -> bool:
-    """Whether a write whose result nobody reads may travel with the next statement here (``writes_with_next``)."""
-    return _WRITES_WITH_NEXT.get()
 
 
 def save_fields(obj, field_names: list[str], *, held: bool = False) -> None:

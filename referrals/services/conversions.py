@@ -15,8 +15,8 @@ from django.utils import timezone
 
 from programs.services import judging_rules, program_current_version
 from referral_platform.celery import enqueue_on_commit
-from referral_platform.db.prepared import execute_prepared
-from referral_platform.db.sql import db_values, rows_update_sql, writes_with_next
+from referral_platform.db.prepared import execute_prepared, writes_with_next
+from referral_platform.db.sql import db_values, rows_update_sql
 from referral_platform.hooks import hooks
 from referral_platform.tenancy import memo
 from referral_platform.tenancy.actors import Actor, system_actor

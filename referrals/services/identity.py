@@ -11,7 +11,6 @@ from django.utils import timezone
 
 from programs.models import Participant, ParticipantStatus, Program
 from referral_platform.db.prepared import execute_prepared, execute_prepared_with_next
-from referral_platform.db.sql import writes_travel
 from referral_platform.tenancy.models import Tenant
 from referrals.models import (
     Referral,
@@ -40,11 +39,8 @@ def identity_link(
     whose person was walked ahead records its links so, without walking again: issue 15.)"""
     nodes = sorted(identity_nodes(visitor_ids=[visitor_id], emails=[email], customer_ids=[customer_external_id]))
     sql, params = _links_insert_sql(tenant, source, nodes)
-    if sql and writes_travel():  # nothing reads its result: it travels with the next statement
+    if sql:  # nothing reads its result: it may travel with the next statement (``writes_with_next``)
         execute_prepared_with_next(sql, params)
-    elif sql:
-        with connection.cursor() as cursor:
-            execute_prepared(cursor, sql, params)
     return len(nodes)
 
 
@@ -150,22 +146,17 @@ def touchpoint_record(
     if not want_row and insert_later is not None:
         insert_later.append(Touchpoint(tenant=tenant, dedupe_key=dedupe_key[:400], **fields))
         return None
-    if not want_row and writes_travel():  # nothing reads its result: it travels with the next statement
-        _touchpoint_insert_later(Touchpoint(tenant=tenant, dedupe_key=dedupe_key[:400], **fields))
-        return None
-    if not want_row:
-        Touchpoint.objects.bulk_create(
-            [Touchpoint(tenant=tenant, dedupe_key=dedupe_key[:400], **fields)], ignore_conflicts=True
-        )
+    if not want_row:  # nothing reads its result: it may travel with the next statement (``writes_with_next``)
+        _touchpoint_insert(Touchpoint(tenant=tenant, dedupe_key=dedupe_key[:400], **fields))
         return None
     touchpoint, _ = Touchpoint.objects.get_or_create(tenant=tenant, dedupe_key=dedupe_key[:400], defaults=fields)
     return touchpoint
 
 
-def _touchpoint_insert_later(touchpoint: Touchpoint) -> None:
+def _touchpoint_insert(touchpoint: Touchpoint) -> None:
     """INSERT ``touchpoint`` (``ON CONFLICT DO NOTHING``, as ``bulk_create(ignore_conflicts=True)``) with a prepared
-    statement that travels in front of the next one (``execute_prepared_with_next``): every later read of the
-    transaction sees it, as if it had been sent alone."""
+    statement, which inside ``writes_with_next`` travels in front of the next one (``execute_prepared_with_next``):
+    every later read of the transaction sees it, as if it had been sent alone."""
     fields, sql = _touchpoint_insert_sql()
     execute_prepared_with_next(
         sql, [field.get_db_prep_save(field.pre_save(touchpoint, True), connection) for field in fields]
@@ -174,7 +165,7 @@ def _touchpoint_insert_later(touchpoint: Touchpoint) -> None:
 
 @functools.cache
 def _touchpoint_insert_sql() -> tuple[list, str]:
-    """``_touchpoint_insert_later``'s fields and statement (built once per process)."""
+    """``_touchpoint_insert``'s fields and statement (built once per process)."""
     meta = Touchpoint._meta
     quote = connection.ops.quote_name
     fields = [field for field in meta.local_concrete_fields if not field.primary_key and not field.generated]
